@@ -1,0 +1,1 @@
+//! Resume token KeyString codec (being built).
