@@ -5,3 +5,9 @@
     rust_2018_idioms,
     unreachable_pub
 )]
+
+pub mod error;
+pub mod op;
+
+pub use error::{Error, ErrorKind, Result};
+pub use op::{Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription};

@@ -1,0 +1,255 @@
+//! The one error type of the crate.
+//!
+//! # Which errors end a stream
+//!
+//! Sources retry transient failures themselves (with exponential backoff and jitter, from
+//! the last delivered position, so nothing is lost or repeated) and never yield them while
+//! retries remain. What they yield:
+//!
+//! | Error | Source stream afterwards |
+//! |---|---|
+//! | [`Error::PositionLost`] | ends: the position is gone from the server (oplog rolled over, change-stream history lost, invalid token); the caller decides what to do, mongotail never jumps ahead |
+//! | [`Error::NotReplicaSet`] | ends |
+//! | [`Error::Driver`] that [`is_resumable`](Error::is_resumable) | yielded only once the retry budget is exhausted; the stream then ends |
+//! | [`Error::Driver`] otherwise (auth, bad options, …) | ends |
+//! | [`Error::Malformed`] | continues with the next entry |
+//! | [`Error::TransactionTooLarge`] | ends (the transaction cannot be delivered whole) |
+//! | [`Error::Config`], [`Error::InvalidNamespace`] | ends (returned before anything is read) |
+//! | [`Error::Decode`], [`Error::Fetch`] (adapters) | the adapter's stream continues |
+//! | [`Error::Stopped`] | never yielded by streams; returned by handle calls after `stop()` |
+
+use bson::Bson;
+
+use crate::op::{Namespace, Position};
+
+/// `Result` with this crate's [`Error`] as the default error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while tailing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An error from the MongoDB driver (network, server command error, …).
+    #[error("MongoDB driver error: {0}")]
+    Driver(#[source] mongodb::error::Error),
+
+    /// The position to resume from is no longer available on the server: oplog entry
+    /// rolled off (136 `CappedPositionLost`, or older than the oldest entry), change
+    /// stream history lost (286), resume token not found (280) or invalid (260).
+    #[error("position {position:?} lost (code {code}): {message}")]
+    PositionLost {
+        /// The last position delivered (or the requested start).
+        position: Position,
+        /// Server error code (0 when detected client-side).
+        code: i32,
+        /// Server or client message.
+        message: String,
+    },
+
+    /// Change streams (and the oplog) need a replica set or a sharded cluster (40573).
+    #[error("the deployment is not a replica set: {0}")]
+    NotReplicaSet(String),
+
+    /// A namespace that MongoDB would reject.
+    #[error("invalid namespace {0}")]
+    InvalidNamespace(String),
+
+    /// A document did not decode into the requested type.
+    #[error("cannot decode document {id:?} in {namespace}: {source}")]
+    Decode {
+        /// Where the document lives.
+        namespace: Namespace,
+        /// Its `_id`, when known.
+        id: Option<Bson>,
+        /// Why it did not decode.
+        #[source]
+        source: bson::de::Error,
+    },
+
+    /// Fetching full documents failed.
+    #[error("fetching documents of {namespace} failed: {source}")]
+    Fetch {
+        /// The namespace being fetched.
+        namespace: Namespace,
+        /// The driver error.
+        #[source]
+        source: mongodb::error::Error,
+    },
+
+    /// An oplog entry or change event that does not have the documented shape.
+    #[error("malformed {what}: {message}")]
+    Malformed {
+        /// What was being decoded (e.g. `oplog entry Timestamp(…)`).
+        what: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A transaction spans more buffered oplog entries than allowed
+    /// (`OplogOptions::max_pending_txn_ops`).
+    #[error("transaction buffer exceeded: more than {limit} pending operations")]
+    TransactionTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+
+    /// Invalid options.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The stream was stopped through its handle.
+    #[error("stopped")]
+    Stopped,
+}
+
+/// The category of an [`Error`], for matching without destructuring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// [`Error::Driver`].
+    Driver,
+    /// [`Error::PositionLost`].
+    PositionLost,
+    /// [`Error::NotReplicaSet`].
+    NotReplicaSet,
+    /// [`Error::InvalidNamespace`].
+    InvalidNamespace,
+    /// [`Error::Decode`].
+    Decode,
+    /// [`Error::Fetch`].
+    Fetch,
+    /// [`Error::Malformed`].
+    Malformed,
+    /// [`Error::TransactionTooLarge`].
+    TransactionTooLarge,
+    /// [`Error::Config`].
+    Config,
+    /// [`Error::Stopped`].
+    Stopped,
+}
+
+/// Error codes the change-stream spec treats as resumable on servers without
+/// `ResumableChangeStreamError` labels (reference §5.10), plus cursor/interrupt codes that
+/// a tailable oplog cursor recovers from by re-querying (reference §3.4).
+const RESUMABLE_CODES: &[i32] = &[
+    6,     // HostUnreachable
+    7,     // HostNotFound
+    43,    // CursorNotFound
+    63,    // StaleShardVersion
+    89,    // NetworkTimeout
+    91,    // ShutdownInProgress
+    133,   // FailedToSatisfyReadPreference
+    150,   // StaleEpoch
+    189,   // PrimarySteppedDown
+    234,   // RetryChangeStream
+    237,   // CursorKilled
+    262,   // ExceededTimeLimit
+    9001,  // SocketException
+    10107, // NotWritablePrimary
+    11600, // InterruptedAtShutdown
+    11601, // Interrupted
+    11602, // InterruptedDueToReplStateChange
+    13388, // StaleConfig
+    13435, // NotPrimaryNoSecondaryOk
+    13436, // NotPrimaryOrSecondary
+];
+
+/// Codes that mean the position is gone (reference §3.3, §5.10).
+pub(crate) const POSITION_LOST_CODES: &[i32] = &[136, 286, 280, 260];
+
+/// The code of a driver error, when the server sent one.
+pub(crate) fn driver_code(e: &mongodb::error::Error) -> Option<i32> {
+    use mongodb::error::{ErrorKind as K, WriteFailure};
+    match e.kind.as_ref() {
+        K::Command(c) => Some(c.code),
+        K::Write(WriteFailure::WriteConcernError(wc)) => Some(wc.code),
+        _ => None,
+    }
+}
+
+/// Whether a driver error is transient: network, server selection, pool cleared, or one of
+/// the resumable codes / the `ResumableChangeStreamError` label.
+pub(crate) fn driver_is_resumable(e: &mongodb::error::Error) -> bool {
+    use mongodb::error::ErrorKind as K;
+    if e.contains_label(mongodb::error::RESUMABLE_CHANGE_STREAM_ERROR) {
+        return true;
+    }
+    if e.contains_label("NonResumableChangeStreamError") {
+        return false;
+    }
+    match e.kind.as_ref() {
+        K::Io(_) | K::ConnectionPoolCleared { .. } | K::ServerSelection { .. } => true,
+        _ => driver_code(e).is_some_and(|c| RESUMABLE_CODES.contains(&c)),
+    }
+}
+
+impl Error {
+    /// Whether retrying from the last position may succeed: network errors, not-primary,
+    /// cursor killed / not found, interrupted, and everything the change-stream spec calls
+    /// resumable (the `ResumableChangeStreamError` label or, for old servers, its code list).
+    /// Sources retry these themselves; seeing one means the retry budget ran out.
+    pub fn is_resumable(&self) -> bool {
+        match self {
+            Error::Driver(e) | Error::Fetch { source: e, .. } => driver_is_resumable(e),
+            _ => false,
+        }
+    }
+
+    /// The server error code, when there is one.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            Error::Driver(e) | Error::Fetch { source: e, .. } => driver_code(e),
+            Error::PositionLost { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// The category of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Driver(_) => ErrorKind::Driver,
+            Error::PositionLost { .. } => ErrorKind::PositionLost,
+            Error::NotReplicaSet(_) => ErrorKind::NotReplicaSet,
+            Error::InvalidNamespace(_) => ErrorKind::InvalidNamespace,
+            Error::Decode { .. } => ErrorKind::Decode,
+            Error::Fetch { .. } => ErrorKind::Fetch,
+            Error::Malformed { .. } => ErrorKind::Malformed,
+            Error::TransactionTooLarge { .. } => ErrorKind::TransactionTooLarge,
+            Error::Config(_) => ErrorKind::Config,
+            Error::Stopped => ErrorKind::Stopped,
+        }
+    }
+}
+
+impl From<mongodb::error::Error> for Error {
+    fn from(e: mongodb::error::Error) -> Self {
+        Error::Driver(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error() -> mongodb::error::Error {
+        std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset").into()
+    }
+
+    #[test]
+    fn classification() {
+        let e = Error::from(io_error());
+        assert!(e.is_resumable());
+        assert_eq!(e.kind(), ErrorKind::Driver);
+        assert_eq!(e.code(), None);
+        let lost = Error::PositionLost {
+            position: Position::Direct,
+            code: 136,
+            message: "gone".into(),
+        };
+        assert!(!lost.is_resumable());
+        assert_eq!(lost.code(), Some(136));
+        assert_eq!(lost.kind(), ErrorKind::PositionLost);
+        assert!(!Error::Stopped.is_resumable());
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}
