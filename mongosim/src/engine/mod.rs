@@ -1,1 +1,431 @@
-//! (being built)
+//! The engine: catalog, oplog ring, logical clock, cursor registry.
+//!
+//! Write path (contract §4): catalog methods mutate data and return the oplog operations
+//! they produced (`op`, `ns`, `ui`, `o`, `o2`); [`Engine::log`] stamps them with `ts`, `t`,
+//! `v`, `wall` (plus session fields for retryable writes) and appends them to the oplog
+//! ring, waking tailing cursors through a `watch` channel.
+
+pub(crate) mod catalog;
+pub(crate) mod clock;
+pub(crate) mod cursor;
+pub(crate) mod names;
+pub(crate) mod oplog;
+
+use crate::{Options, ServerVersion};
+use bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
+use catalog::Catalog;
+use clock::Clock;
+use cursor::CursorRegistry;
+use oplog::Oplog;
+use std::collections::HashMap;
+use tokio::sync::watch;
+
+/// The election term written as `t` (constant: the simulated node never steps down).
+pub(crate) const TERM: i64 = 1;
+
+/// The null optime `{ts: Timestamp(0, 0), t: Long(-1)}` (first `prevOpTime` of a session).
+pub(crate) fn null_optime() -> Document {
+    doc! {"ts": Timestamp { time: 0, increment: 0 }, "t": -1i64}
+}
+
+/// An optime `{ts, t}`.
+pub(crate) fn optime(ts: Timestamp) -> Document {
+    doc! {"ts": ts, "t": TERM}
+}
+
+/// An operation to log plus its statement id when it belongs to a retryable write.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingOp {
+    /// `{op, ns, ui?, o, o2?}`.
+    pub(crate) op: Document,
+    /// Statement id (retryable writes only; `None` for implicit `create` entries etc.).
+    pub(crate) stmt_id: Option<i32>,
+}
+
+impl From<Document> for PendingOp {
+    fn from(op: Document) -> Self {
+        Self { op, stmt_id: None }
+    }
+}
+
+/// The session of a retryable write (`lsid` + `txnNumber` outside a transaction).
+#[derive(Debug, Clone)]
+pub(crate) struct RetryCtx {
+    /// The client's `lsid` (`{id: UUID}`).
+    pub(crate) lsid: Document,
+    /// `txnNumber`.
+    pub(crate) txn_number: i64,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    txn_number: i64,
+    /// Optime of the last entry written for `txn_number`.
+    last: Option<Timestamp>,
+    /// Statements of `txn_number` already executed.
+    executed: HashMap<i32, Timestamp>,
+}
+
+/// The `lsid` as the oplog records it: `{id, uid}` where `uid` is the SHA-256 of the
+/// (empty, auth off) user name (reference §4.1).
+pub(crate) fn oplog_lsid(lsid: &Document) -> Document {
+    use sha2::Digest;
+    let uid = sha2::Sha256::digest(b"").to_vec();
+    let mut d = Document::new();
+    if let Some(id) = lsid.get("id") {
+        d.insert("id", id.clone());
+    }
+    let uid = match lsid.get("uid") {
+        Some(u) => u.clone(),
+        None => Bson::Binary(Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: uid,
+        }),
+    };
+    d.insert("uid", uid);
+    d
+}
+
+fn session_key(lsid: &Document) -> Vec<u8> {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
+        Some(other) => other.to_string().into_bytes(),
+        None => Vec::new(),
+    }
+}
+
+/// All server data behind one lock (`server::Shared::engine`).
+#[derive(Debug)]
+pub(crate) struct Engine {
+    /// Imitated release.
+    pub(crate) version: ServerVersion,
+    /// Replica-set mode (false = standalone: no oplog).
+    pub(crate) repl: bool,
+    /// The logical clock.
+    pub(crate) clock: Clock,
+    /// Databases, collections, documents.
+    pub(crate) catalog: Catalog,
+    /// `local.oplog.rs` (None on a standalone).
+    pub(crate) oplog: Option<Oplog>,
+    /// UUID of `local.oplog.rs`.
+    pub(crate) oplog_uuid: bson::Uuid,
+    /// Open cursors.
+    pub(crate) cursors: CursorRegistry,
+    sessions: HashMap<Vec<u8>, SessionState>,
+    last_applied: Timestamp,
+    noop_last_known: Option<Timestamp>,
+    /// Never-changing receiver for standalone mode.
+    idle_rx: watch::Receiver<Timestamp>,
+}
+
+impl Engine {
+    /// An engine for `opts`; on a replica set the oplog starts with the entries written when
+    /// the set was initiated.
+    pub(crate) fn new(opts: &Options) -> Self {
+        let repl = opts.repl_set.is_some();
+        let (_tx, idle_rx) = watch::channel(Timestamp {
+            time: 0,
+            increment: 0,
+        });
+        let mut e = Engine {
+            version: opts.version,
+            repl,
+            clock: Clock::new(),
+            catalog: Catalog::new(opts.version),
+            oplog: repl.then(|| Oplog::new(opts.oplog_size_bytes.max(1))),
+            oplog_uuid: bson::Uuid::new(),
+            cursors: CursorRegistry::default(),
+            sessions: HashMap::new(),
+            last_applied: Timestamp {
+                time: 0,
+                increment: 0,
+            },
+            noop_last_known: None,
+            idle_rx,
+        };
+        if repl {
+            // SRV replication_coordinator_impl.cpp (initiate) and
+            // replication_coordinator_external_state_impl.cpp (step-up) no-ops, §4.9
+            e.log(
+                vec![doc! {"op": "n", "ns": "", "o": {"msg": "initiating set"}}.into()],
+                None,
+            );
+            e.log(
+                vec![doc! {"op": "n", "ns": "", "o": {"msg": "new primary"}}.into()],
+                None,
+            );
+        } else {
+            e.last_applied = e.clock.tick();
+        }
+        e
+    }
+
+    /// The logical clock's current value (`$clusterTime.clusterTime`, reference §2.7).
+    pub(crate) fn cluster_time(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Optime of the last oplog entry written (`operationTime` of reads).
+    pub(crate) fn last_applied(&self) -> Timestamp {
+        self.last_applied
+    }
+
+    /// A receiver that changes whenever oplog entries are appended (never, on a standalone).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Timestamp> {
+        match &self.oplog {
+            Some(o) => o.subscribe(),
+            None => self.idle_rx.clone(),
+        }
+    }
+
+    /// Stamps and appends `ops` (one entry each, consecutive increments). Ops with a
+    /// `stmt_id` get the session fields of `retry` (reference §4.1, §6). Returns the `ts`
+    /// of the last entry (the write's optime), or `None` when `ops` is empty.
+    pub(crate) fn log(
+        &mut self,
+        ops: Vec<PendingOp>,
+        retry: Option<&RetryCtx>,
+    ) -> Option<Timestamp> {
+        if ops.is_empty() {
+            return None;
+        }
+        let first = self.clock.reserve(ops.len() as u32);
+        let mut last = first;
+        for (i, p) in ops.into_iter().enumerate() {
+            let ts = Timestamp {
+                time: first.time,
+                increment: first.increment + i as u32,
+            };
+            last = ts;
+            let session = match (retry, p.stmt_id) {
+                (Some(r), Some(stmt)) => Some((r, stmt)),
+                _ => None,
+            };
+            let mut entry = Document::new();
+            let mut prev = None;
+            if let Some((r, stmt)) = session {
+                entry.insert("lsid", oplog_lsid(&r.lsid));
+                entry.insert("txnNumber", r.txn_number);
+                let st = self.sessions.entry(session_key(&r.lsid)).or_default();
+                if st.txn_number != r.txn_number {
+                    st.txn_number = r.txn_number;
+                    st.last = None;
+                    st.executed.clear();
+                }
+                prev = Some(st.last.map(optime).unwrap_or_else(null_optime));
+                st.last = Some(ts);
+                st.executed.insert(stmt, ts);
+            }
+            for (k, v) in p.op {
+                entry.insert(k, v);
+            }
+            if let Some((_, stmt)) = session {
+                entry.insert("stmtId", stmt);
+            }
+            self.append_stamped(entry, ts, prev);
+        }
+        self.last_applied = last;
+        if let Some(o) = &self.oplog {
+            o.notify();
+        }
+        Some(last)
+    }
+
+    /// Writes one unprepared transaction as a single `applyOps` entry (reference §6):
+    /// inner ops keep `op`, `ns`, `ui`, `o`, `o2`; the outer entry carries the session.
+    pub(crate) fn log_transaction(
+        &mut self,
+        ops: Vec<Document>,
+        lsid: &Document,
+        txn_number: i64,
+    ) -> Option<Timestamp> {
+        if ops.is_empty() {
+            return None;
+        }
+        let ts = self.clock.tick();
+        let inner: Vec<Bson> = ops.into_iter().map(Bson::Document).collect();
+        let entry = doc! {
+            "lsid": oplog_lsid(lsid),
+            "txnNumber": txn_number,
+            "op": "c",
+            "ns": "admin.$cmd",
+            "o": {"applyOps": inner},
+        };
+        let st = self.sessions.entry(session_key(lsid)).or_default();
+        st.txn_number = txn_number;
+        st.last = Some(ts);
+        st.executed.clear();
+        self.append_stamped(entry, ts, Some(null_optime()));
+        self.last_applied = ts;
+        if let Some(o) = &self.oplog {
+            o.notify();
+        }
+        Some(ts)
+    }
+
+    fn append_stamped(&mut self, mut entry: Document, ts: Timestamp, prev: Option<Document>) {
+        entry.insert("ts", ts);
+        entry.insert("t", TERM);
+        entry.insert("v", 2i64);
+        entry.insert("wall", DateTime::now());
+        if let Some(p) = prev {
+            entry.insert("prevOpTime", p);
+        }
+        if let Some(o) = self.oplog.as_mut() {
+            match RawDocumentBuf::from_document(&entry) {
+                Ok(raw) => o.append(ts, raw),
+                Err(e) => tracing::error!("cannot encode oplog entry: {e}"),
+            }
+        }
+    }
+
+    /// For a retryable write: the optime of statement `stmt` if it already ran in this
+    /// `txnNumber` (the retry must not run it again). Errors with 225 TransactionTooOld
+    /// when a newer `txnNumber` has been seen on the session.
+    pub(crate) fn retry_executed(
+        &self,
+        retry: &RetryCtx,
+        stmt: i32,
+    ) -> crate::error::CmdResult<Option<Timestamp>> {
+        let Some(st) = self.sessions.get(&session_key(&retry.lsid)) else {
+            return Ok(None);
+        };
+        if st.txn_number > retry.txn_number {
+            // SRV transaction_participant.cpp
+            return Err(crate::CommandError::from_code(
+                225,
+                format!(
+                    "Retryable write with txnNumber {} is prohibited on session {} because a newer retryable write with txnNumber {} has already started on this session.",
+                    retry.txn_number,
+                    lsid_display(&retry.lsid),
+                    st.txn_number
+                ),
+            ));
+        }
+        if st.txn_number != retry.txn_number {
+            return Ok(None);
+        }
+        Ok(st.executed.get(&stmt).copied())
+    }
+
+    /// Periodic no-op (reference §4.9, SRV `noop_writer.cpp`): writes
+    /// `{op: "n", ns: "", o: {msg: "periodic noop"}}` only if nothing was written since
+    /// the previous call. Called by the server's timer every `noop_interval`.
+    /// Returns whether an entry was written.
+    pub(crate) fn write_periodic_noop_if_idle(&mut self) -> bool {
+        if self.oplog.is_none() {
+            return false;
+        }
+        let wrote = if self.noop_last_known == Some(self.last_applied) {
+            self.log(
+                vec![doc! {"op": "n", "ns": "", "o": {"msg": "periodic noop"}}.into()],
+                None,
+            );
+            true
+        } else {
+            false
+        };
+        self.noop_last_known = Some(self.last_applied);
+        wrote
+    }
+
+    /// The options of `local.oplog.rs` as `listCollections` shows them.
+    pub(crate) fn oplog_options(&self) -> Document {
+        let size = self.oplog.as_ref().map(|o| o.cap_bytes()).unwrap_or(0) as i64;
+        doc! {"capped": true, "size": size, "autoIndexId": false}
+    }
+}
+
+fn lsid_display(lsid: &Document) -> String {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => format!("{} - ", hex::encode(&b.bytes)),
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initial_oplog_and_stamping() {
+        let mut e = Engine::new(&Options::new());
+        let o = e.oplog.as_ref().unwrap();
+        assert_eq!(o.len(), 2);
+        let ops = e.catalog.ensure_collection("t", "c").unwrap();
+        let mut pending: Vec<PendingOp> = ops.into_iter().map(Into::into).collect();
+        for i in 0..3 {
+            let (_, op) = e.catalog.insert_doc("t", "c", doc! {"_id": i}).unwrap();
+            pending.push(PendingOp {
+                op,
+                stmt_id: Some(i),
+            });
+        }
+        let retry = RetryCtx {
+            lsid: doc! {"id": bson::Uuid::new()},
+            txn_number: 7,
+        };
+        let last = e.log(pending, Some(&retry)).unwrap();
+        let o = e.oplog.as_ref().unwrap();
+        assert_eq!(o.len(), 6);
+        assert_eq!(o.last_ts(), Some(last));
+        let entries: Vec<Document> = o
+            .iter_from(0)
+            .map(|(_, x)| x.raw.to_document().unwrap())
+            .collect();
+        let create = &entries[2];
+        assert!(create.get("lsid").is_none());
+        let first = &entries[3];
+        let keys: Vec<&String> = first.keys().collect();
+        assert_eq!(
+            keys,
+            vec![
+                "lsid",
+                "txnNumber",
+                "op",
+                "ns",
+                "ui",
+                "o",
+                "o2",
+                "stmtId",
+                "ts",
+                "t",
+                "v",
+                "wall",
+                "prevOpTime"
+            ]
+        );
+        assert_eq!(first.get_document("prevOpTime").unwrap(), &null_optime());
+        let second = &entries[4];
+        assert_eq!(
+            second.get_document("prevOpTime").unwrap(),
+            &optime(first.get_timestamp("ts").unwrap())
+        );
+        let t1 = first.get_timestamp("ts").unwrap();
+        let t2 = second.get_timestamp("ts").unwrap();
+        assert_eq!(t2.increment, t1.increment + 1);
+        assert!(e.retry_executed(&retry, 1).unwrap().is_some());
+        assert!(e.retry_executed(&retry, 9).unwrap().is_none());
+    }
+
+    #[test]
+    fn periodic_noop_only_when_idle() {
+        let mut e = Engine::new(&Options::new());
+        assert!(!e.write_periodic_noop_if_idle());
+        assert!(e.write_periodic_noop_if_idle());
+        // the no-op itself does not count as activity: an idle primary writes one per interval
+        assert!(e.write_periodic_noop_if_idle());
+        e.log(
+            vec![doc! {"op": "n", "ns": "", "o": {"msg": "x"}}.into()],
+            None,
+        );
+        assert!(!e.write_periodic_noop_if_idle());
+        assert_eq!(e.oplog.as_ref().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn standalone_has_no_oplog() {
+        let e = Engine::new(&Options::new().standalone());
+        assert!(e.oplog.is_none());
+    }
+}
