@@ -24,4 +24,4 @@ pub(crate) mod wire;
 
 pub use error::CommandError;
 pub use options::{Options, ServerVersion};
-pub use server::MongoSim;
+pub use server::{MongoSim, Stats};

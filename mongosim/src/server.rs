@@ -1,25 +1,419 @@
-//! Accept loop, one task per connection (being built).
+//! The server: `MongoSim` (start/stop on its own thread and runtime), the accept loop, one task
+//! per connection, the shared state, reply decoration, and the periodic no-op task.
+//!
+//! A request travels: socket -> `wire` (framing) -> `handle_message` -> `commands::dispatch`
+//! -> handler -> `decorate` (`ok`, `$clusterTime`, `operationTime`) -> `wire` -> socket.
 
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime};
+
+use bson::{doc, oid::ObjectId, Binary, Bson, Document, Timestamp};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::commands::{self, Conn, Ctx, Request};
+use crate::engine::Engine;
+use crate::wire::{self, Incoming, WireError};
 use crate::Options;
+
+/// State shared by every connection of one simulator.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Start-up options.
+    pub(crate) opts: Options,
+    /// Catalog, oplog, clock, cursors. Never hold this lock across an `.await`.
+    pub(crate) engine: parking_lot::Mutex<Engine>,
+    /// `topologyVersion.processId` material and `serverStatus.pid`-like identity: new per start.
+    pub(crate) process_id: ObjectId,
+    /// When the server started (uptime).
+    pub(crate) started: Instant,
+    /// Wall-clock start time (`replSetGetStatus` election dates).
+    pub(crate) started_wall: SystemTime,
+    /// Counters for tests and `serverStatus`.
+    pub(crate) stats: Stats,
+    next_conn_id: AtomicI64,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// `true` in replica-set mode (`--replSet`), `false` when standalone.
+    pub(crate) fn is_repl_set(&self) -> bool {
+        self.opts.repl_set.is_some()
+    }
+
+    /// A receiver that turns `true` when the server shuts down (for long waits such as
+    /// awaitData getMores).
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
+    /// `$clusterTime` as every replica-set member appends it (reference §2.7): no auth, so the
+    /// signature is 20 zero bytes with keyId 0.
+    pub(crate) fn cluster_time_doc(ts: Timestamp) -> Document {
+        doc! {
+            "clusterTime": ts,
+            "signature": {
+                "hash": Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0u8; 20] },
+                "keyId": 0i64,
+            },
+        }
+    }
+}
+
+/// Server-side counters, exposed for tests (e.g. proving the driver's monitor does not spin).
+#[derive(Debug, Default)]
+pub struct Stats {
+    hello: AtomicU64,
+    commands: AtomicU64,
+    connections: AtomicU64,
+    open: AtomicU64,
+}
+
+impl Stats {
+    /// Number of `hello`/`isMaster`/`ismaster` commands served (OP_MSG and OP_QUERY).
+    pub fn hello_count(&self) -> u64 {
+        self.hello.load(Ordering::Relaxed)
+    }
+    /// Number of commands served (including hellos).
+    pub fn command_count(&self) -> u64 {
+        self.commands.load(Ordering::Relaxed)
+    }
+    /// Number of connections accepted.
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
+    }
+    /// Number of connections currently open.
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
 
 /// A running simulator; stops when dropped.
 #[derive(Debug)]
 pub struct MongoSim {
-    opts: Options,
-    port: u16,
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl MongoSim {
-    /// Starts a server on 127.0.0.1.
-    pub fn start(opts: Options) -> std::io::Result<MongoSim> {
-        let port = opts.port;
-        Ok(MongoSim { opts, port })
+    /// Starts a server on 127.0.0.1 (`opts.port`, 0 = a free port) on its own thread with its
+    /// own tokio runtime, so it works from sync code and from inside any runtime. Returns once
+    /// the socket accepts connections.
+    pub fn start(opts: Options) -> io::Result<MongoSim> {
+        let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let engine = Engine::new(&opts);
+        let shared = Arc::new(Shared {
+            opts,
+            engine: parking_lot::Mutex::new(engine),
+            process_id: ObjectId::new(),
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            stats: Stats::default(),
+            next_conn_id: AtomicI64::new(1),
+            shutdown: shutdown_rx,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mongosim")
+            .enable_all()
+            .build()?;
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("mongosim-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(serve(thread_shared, listener));
+                // Drops every connection task (closing its socket) and the no-op task.
+                runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+            })?;
+        Ok(MongoSim {
+            shared,
+            addr,
+            shutdown_tx,
+            thread: Some(thread),
+        })
     }
-    /// Connection string, `mongodb://127.0.0.1:<port>/?replicaSet=rs0`.
+
+    /// Connection string: `mongodb://127.0.0.1:<port>/?replicaSet=rs0` (no `replicaSet` when
+    /// standalone).
     pub fn uri(&self) -> String {
-        match &self.opts.repl_set {
-            Some(rs) => format!("mongodb://127.0.0.1:{}/?replicaSet={rs}", self.port),
-            None => format!("mongodb://127.0.0.1:{}/", self.port),
+        match &self.shared.opts.repl_set {
+            Some(rs) => format!("mongodb://{}/?replicaSet={rs}", self.addr),
+            None => format!("mongodb://{}/", self.addr),
         }
     }
+
+    /// The port the server listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The socket address the server listens on (always 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The options the server was started with.
+    pub fn options(&self) -> &Options {
+        &self.shared.opts
+    }
+
+    /// Server-side counters.
+    #[doc(hidden)]
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// Stops accepting, closes every connection and joins the server thread. Idempotent.
+    pub fn shutdown(&mut self) {
+        let _ = self.shutdown_tx.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for MongoSim {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Accept loop; returns when shutdown is signalled.
+async fn serve(shared: Arc<Shared>, listener: StdTcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("mongosim: cannot register listener: {e}");
+            return;
+        }
+    };
+    let mut shutdown = shared.shutdown_signal();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(periodic_noop(shared.clone()));
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    shared.stats.connections.fetch_add(1, Ordering::Relaxed);
+                    tasks.spawn(connection(shared.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!("mongosim: accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            },
+            // Reap finished connection tasks so the set stays bounded.
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    drop(listener);
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Writes `{msg: "periodic noop"}` when nothing was written for `noop_interval`
+/// (reference §4.9, §9.1). Standalone servers have no oplog.
+async fn periodic_noop(shared: Arc<Shared>) {
+    if !shared.is_repl_set() {
+        return;
+    }
+    let period = shared
+        .opts
+        .noop_interval
+        .max(std::time::Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        shared.engine.lock().write_periodic_noop_if_idle();
+    }
+}
+
+/// One connection: read a message, answer it, repeat. Any framing error closes only this
+/// connection.
+async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    serve_connection(&shared, stream, peer).await;
+    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+    let mut conn = Conn {
+        id: shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
+        peer,
+        local,
+        app_name: None,
+        client_metadata: None,
+        hello_ok: false,
+    };
+    let mut shutdown = shared.shutdown_signal();
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            m = wire::read_message(&mut stream) => m,
+        };
+        let message = match message {
+            Ok(Some(m)) => m,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!("mongosim: closing connection {}: {e}", conn.id);
+                return;
+            }
+        };
+        let reply = match handle_message(shared, &mut conn, &message).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                tracing::debug!("mongosim: closing connection {}: {e}", conn.id);
+                return;
+            }
+        };
+        if let Some(bytes) = reply {
+            if stream.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Why a connection must be closed instead of answered.
+#[derive(Debug)]
+pub(crate) enum Close {
+    /// Connection-fatal parse error (223, 233, 288) or bad framing.
+    Wire(WireError),
+    /// A handler asked for it (`closeConnection` fail point).
+    Requested,
+}
+
+impl std::fmt::Display for Close {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Close::Wire(e) => write!(f, "{e}"),
+            Close::Requested => f.write_str("closed on request"),
+        }
+    }
+}
+
+/// Parses one framed message, runs it, and encodes the reply (`None`: send nothing).
+async fn handle_message(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    message: &[u8],
+) -> Result<Option<Vec<u8>>, Close> {
+    let request_id = wire::request_id(message);
+    match wire::parse(message, shared.opts.version) {
+        Err(WireError::Fatal(e)) => Err(Close::Wire(WireError::Fatal(e))),
+        Err(other) => Err(Close::Wire(other)),
+        Ok(Incoming::Msg {
+            more_to_come,
+            request,
+        }) => {
+            let body = match request {
+                Ok(req) => run_command(shared, conn, req).await?,
+                // Non-fatal parse errors (40430, 40571, …) are answered (SRV
+                // service_entry_point_common.cpp `parseCommand`).
+                Err(e) => decorate(shared, e.to_reply(), None),
+            };
+            if more_to_come {
+                // SPEC-OPMSG "moreToCome On Requests": nothing is sent back.
+                return Ok(None);
+            }
+            Ok(Some(wire::encode_op_msg(
+                next_response_id(),
+                request_id,
+                &body,
+            )))
+        }
+        Ok(Incoming::QueryCommand { request }) => {
+            let body = match request {
+                Ok(req) => run_command(shared, conn, req).await?,
+                Err(e) => decorate(shared, e.to_reply(), None),
+            };
+            Ok(Some(wire::encode_op_reply(
+                next_response_id(),
+                request_id,
+                0,
+                &body,
+            )))
+        }
+        Ok(Incoming::Ignored) => Ok(None),
+        Ok(Incoming::QueryFailure { error }) => Ok(Some(wire::encode_op_reply(
+            next_response_id(),
+            request_id,
+            wire::REPLY_QUERY_FAILURE,
+            &error,
+        ))),
+    }
+}
+
+fn next_response_id() -> i32 {
+    static NEXT: AtomicI64 = AtomicI64::new(1);
+    (NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) as i32
+}
+
+/// Runs one command and returns the decorated reply body.
+async fn run_command(
+    shared: &Arc<Shared>,
+    conn: &mut Conn,
+    req: Request,
+) -> Result<Document, Close> {
+    shared.stats.commands.fetch_add(1, Ordering::Relaxed);
+    if matches!(req.name.as_str(), "hello" | "isMaster" | "ismaster") {
+        shared.stats.hello.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut ctx = match Ctx::new(shared.clone(), conn, &req.body) {
+        Ok(ctx) => ctx,
+        Err(e) => return Ok(decorate(shared, e.to_reply(), None)),
+    };
+    let result = commands::dispatch(&mut ctx, req).await;
+    if ctx.close_connection {
+        return Err(Close::Requested);
+    }
+    let operation_time = ctx.operation_time;
+    let body = match result {
+        Ok(mut body) => {
+            if !body.contains_key("ok") {
+                body.insert("ok", 1.0);
+            }
+            body
+        }
+        Err(e) => e.to_reply(),
+    };
+    Ok(decorate(shared, body, operation_time))
+}
+
+/// Appends `$clusterTime` and `operationTime` in replica-set mode, to successes and errors
+/// alike; standalone replies carry neither (reference §2.7, SPEC-CC).
+fn decorate(shared: &Shared, mut body: Document, operation_time: Option<Timestamp>) -> Document {
+    if !shared.is_repl_set() {
+        return body;
+    }
+    let (cluster_time, last_applied) = {
+        let engine = shared.engine.lock();
+        (engine.cluster_time(), engine.last_applied())
+    };
+    // Reads report the last applied optime (reference §2.7).
+    let operation_time = operation_time.unwrap_or(last_applied);
+    body.insert(
+        "$clusterTime",
+        Bson::Document(Shared::cluster_time_doc(cluster_time)),
+    );
+    body.insert("operationTime", operation_time);
+    body
 }

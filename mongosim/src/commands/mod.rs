@@ -1,1 +1,255 @@
-//! (being built)
+//! Command dispatch: one `match` on the command name, one file per command family.
+//!
+//! Every handler is an `async fn(&mut Ctx<'_>, Request) -> CmdResult<Document>` returning the
+//! reply body without `ok`/`$clusterTime`/`operationTime`; the server layer decorates it
+//! (reference §2.7, §8.1). A handler may put `ok` into its body itself; the server then leaves
+//! it alone.
+
+pub(crate) mod admin;
+pub(crate) mod hello;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bson::{Bson, Document, Timestamp};
+
+use crate::error::{CmdResult, CommandError};
+use crate::server::Shared;
+
+/// One command as received: the kind-0 body with every kind-1 document sequence merged in as
+/// an array field (reference §1.2); `$db` stays in the body.
+#[derive(Debug, Clone)]
+pub(crate) struct Request {
+    /// First key of the body (SPEC-OPMSG: "The command name MUST continue to be the first key").
+    pub(crate) name: String,
+    /// The `$db` argument.
+    pub(crate) db: String,
+    /// The whole body.
+    pub(crate) body: Document,
+}
+
+impl Request {
+    /// The value of the first field (`{find: "coll"}` -> `"coll"`).
+    pub(crate) fn target(&self) -> Option<&Bson> {
+        self.body.get(&self.name)
+    }
+}
+
+/// Per-connection state, owned by the connection task and lent to each command.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// Server-assigned connection id (`connectionId` in hello, reference §2.2).
+    pub(crate) id: i64,
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// The address the client connected to (what `hosts`/`me`/`primary` report, §2.5).
+    pub(crate) local: SocketAddr,
+    /// `client.application.name` from the handshake.
+    pub(crate) app_name: Option<String>,
+    /// The client metadata document of the handshake (`client`), once received.
+    pub(crate) client_metadata: Option<Document>,
+    /// The client sent `helloOk: true` (it understands `hello`, §2.1).
+    pub(crate) hello_ok: bool,
+}
+
+/// Everything a command handler may need besides the request itself.
+#[derive(Debug)]
+pub(crate) struct Ctx<'a> {
+    /// Server-wide state (options, engine).
+    pub(crate) shared: Arc<Shared>,
+    /// The connection the command arrived on.
+    pub(crate) conn: &'a mut Conn,
+    /// `lsid` (generic argument, reference §1.6).
+    pub(crate) lsid: Option<Document>,
+    /// `txnNumber`.
+    pub(crate) txn_number: Option<i64>,
+    /// `autocommit` (only ever `false` when sent, §6).
+    pub(crate) autocommit: Option<bool>,
+    /// `startTransaction: true`.
+    pub(crate) start_transaction: bool,
+    /// `readConcern`.
+    pub(crate) read_concern: Option<Document>,
+    /// `writeConcern`.
+    pub(crate) write_concern: Option<Document>,
+    /// `maxTimeMS` (0 = none, as on the server).
+    pub(crate) max_time_ms: Option<i64>,
+    /// `$readPreference`.
+    pub(crate) read_preference: Option<Document>,
+    /// `apiVersion` (Stable API); accepted, no behaviour change.
+    pub(crate) api_version: Option<String>,
+    /// `comment`.
+    pub(crate) comment: Option<Bson>,
+    /// The client's gossiped `$clusterTime` (accepted with any signature: no auth, §2.7).
+    pub(crate) client_cluster_time: Option<Timestamp>,
+    /// Set by a handler to the optime of the write it made; the reply's `operationTime`
+    /// (reference §2.7). `None`: the server uses the last applied optime.
+    pub(crate) operation_time: Option<Timestamp>,
+    /// Set by a handler (e.g. a `closeConnection` fail point) to drop the connection instead
+    /// of replying.
+    pub(crate) close_connection: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// A context for one command on `conn`, with the generic arguments parsed from `body`.
+    pub(crate) fn new(shared: Arc<Shared>, conn: &'a mut Conn, body: &Document) -> CmdResult<Self> {
+        let mut ctx = Ctx {
+            shared,
+            conn,
+            lsid: None,
+            txn_number: None,
+            autocommit: None,
+            start_transaction: false,
+            read_concern: None,
+            write_concern: None,
+            max_time_ms: None,
+            read_preference: None,
+            api_version: None,
+            comment: None,
+            client_cluster_time: None,
+            operation_time: None,
+            close_connection: false,
+        };
+        ctx.parse_generic_args(body)?;
+        Ok(ctx)
+    }
+
+    /// Parses the generic arguments (reference §1.6). Type errors follow the server's IDL
+    /// wording ("BSON field '…' is the wrong type '…', expected type '…'", §8.3).
+    fn parse_generic_args(&mut self, body: &Document) -> CmdResult<()> {
+        for (key, value) in body {
+            match key.as_str() {
+                "lsid" => self.lsid = Some(expect_doc(key, value)?.clone()),
+                "txnNumber" => self.txn_number = Some(expect_long(key, value)?),
+                "autocommit" => self.autocommit = Some(expect_bool(key, value)?),
+                "startTransaction" => self.start_transaction = expect_bool(key, value)?,
+                "readConcern" => self.read_concern = Some(expect_doc(key, value)?.clone()),
+                "writeConcern" => self.write_concern = Some(expect_doc(key, value)?.clone()),
+                "maxTimeMS" => {
+                    let ms = expect_long(key, value)?;
+                    if ms < 0 {
+                        // SRV src/mongo/db/query/max_time_ms_parser.cpp
+                        return Err(CommandError::bad_value(format!(
+                            "{key} value for {key} is out of range: {ms}"
+                        )));
+                    }
+                    self.max_time_ms = (ms > 0).then_some(ms);
+                }
+                "$readPreference" => self.read_preference = Some(expect_doc(key, value)?.clone()),
+                "apiVersion" => {
+                    if let Bson::String(s) = value {
+                        self.api_version = Some(s.clone());
+                    }
+                }
+                "comment" => self.comment = Some(value.clone()),
+                "$clusterTime" => {
+                    if let Bson::Document(d) = value {
+                        if let Ok(ts) = d.get_timestamp("clusterTime") {
+                            self.client_cluster_time = Some(ts);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Generic arguments every command accepts besides its own fields (reference §1.6).
+pub(crate) const GENERIC_ARGS: &[&str] = &[
+    "$db",
+    "$readPreference",
+    "$clusterTime",
+    "lsid",
+    "txnNumber",
+    "autocommit",
+    "startTransaction",
+    "readConcern",
+    "writeConcern",
+    "maxTimeMS",
+    "comment",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+];
+
+pub(crate) fn type_name(v: &Bson) -> &'static str {
+    match v {
+        Bson::Double(_) => "double",
+        Bson::String(_) => "string",
+        Bson::Document(_) => "object",
+        Bson::Array(_) => "array",
+        Bson::Binary(_) => "binData",
+        Bson::Undefined => "undefined",
+        Bson::ObjectId(_) => "objectId",
+        Bson::Boolean(_) => "bool",
+        Bson::DateTime(_) => "date",
+        Bson::Null => "null",
+        Bson::RegularExpression(_) => "regex",
+        Bson::DbPointer(_) => "dbPointer",
+        Bson::JavaScriptCode(_) => "javascript",
+        Bson::Symbol(_) => "symbol",
+        Bson::JavaScriptCodeWithScope(_) => "javascriptWithScope",
+        Bson::Int32(_) => "int",
+        Bson::Timestamp(_) => "timestamp",
+        Bson::Int64(_) => "long",
+        Bson::Decimal128(_) => "decimal",
+        Bson::MinKey => "minKey",
+        Bson::MaxKey => "maxKey",
+    }
+}
+
+/// The server's IDL type-mismatch error (reference §8.3).
+pub(crate) fn wrong_type(field: &str, value: &Bson, expected: &str) -> CommandError {
+    CommandError::type_mismatch(format!(
+        "BSON field '{field}' is the wrong type '{}', expected type '{expected}'",
+        type_name(value)
+    ))
+}
+
+fn expect_doc<'v>(field: &str, value: &'v Bson) -> CmdResult<&'v Document> {
+    match value {
+        Bson::Document(d) => Ok(d),
+        other => Err(wrong_type(field, other, "object")),
+    }
+}
+
+fn expect_bool(field: &str, value: &Bson) -> CmdResult<bool> {
+    match value {
+        Bson::Boolean(b) => Ok(*b),
+        other => Err(wrong_type(field, other, "bool")),
+    }
+}
+
+/// Integral numbers of any width (a double only when it has no fraction), as the server's
+/// `safeNumberLong`-style parsers accept.
+fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
+    match value {
+        Bson::Int32(i) => Ok(i64::from(*i)),
+        Bson::Int64(i) => Ok(*i),
+        Bson::Double(d) if d.fract() == 0.0 && d.abs() < 9.2e18 => Ok(*d as i64),
+        other => Err(wrong_type(field, other, "long")),
+    }
+}
+
+/// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family).
+pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let name = req.name.clone();
+    match name.as_str() {
+        // handshake / topology (hello.rs)
+        "hello" | "isMaster" | "ismaster" => hello::hello(ctx, req).await,
+        // admin.rs
+        "buildInfo" | "buildinfo" => admin::build_info(ctx, req).await,
+        "connectionStatus" => admin::connection_status(ctx, req).await,
+        "endSessions" => admin::end_sessions(ctx, req).await,
+        "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, req).await,
+        "getParameter" => admin::get_parameter(ctx, req).await,
+        "hostInfo" => admin::host_info(ctx, req).await,
+        "ping" => admin::ping(ctx, req).await,
+        "replSetGetStatus" => admin::repl_set_get_status(ctx, req).await,
+        "serverStatus" => admin::server_status(ctx, req).await,
+        "whatsmyuri" => admin::whatsmyuri(ctx, req).await,
+        // SRV src/mongo/db/service_entry_point_common.cpp: "no such command: '<name>'"
+        _ => Err(CommandError::command_not_found(&name)),
+    }
+}

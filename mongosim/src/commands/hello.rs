@@ -1,0 +1,158 @@
+//! `hello` / `isMaster` / `ismaster` (reference §2.1–2.6).
+
+use bson::{doc, oid::ObjectId, Bson, DateTime, Document, Timestamp};
+
+use super::{Ctx, Request};
+use crate::error::{CmdResult, CommandError};
+use crate::wire::{MAX_BSON_OBJECT_SIZE, MAX_MESSAGE_SIZE, MAX_WRITE_BATCH_SIZE};
+
+/// Replica-set config version reported as `setVersion` (constant: keeps the driver's
+/// stale-primary check happy, reference §2.5).
+pub(crate) const SET_VERSION: i32 = 1;
+/// The election term, constant (oplog `t`, `electionId`).
+pub(crate) const TERM: i64 = 1;
+/// `logicalSessionTimeoutMinutes` (reference §2.2).
+pub(crate) const SESSION_TIMEOUT_MINUTES: i32 = 30;
+
+/// `electionId` of the primary: `7fffffff` + the 8-byte big-endian term (reference §2.2).
+pub(crate) fn election_id() -> ObjectId {
+    let mut bytes = [0u8; 12];
+    bytes[..4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
+    bytes[4..].copy_from_slice(&TERM.to_be_bytes());
+    ObjectId::from_bytes(bytes)
+}
+
+/// `{ts, t}` as replication reports optimes.
+pub(crate) fn op_time(ts: Timestamp) -> Document {
+    doc! { "ts": ts, "t": TERM }
+}
+
+/// A Timestamp's seconds as a Date (the `…WallTime`/`lastWriteDate` fields; second precision).
+pub(crate) fn ts_date(ts: Timestamp) -> DateTime {
+    DateTime::from_millis(i64::from(ts.time) * 1000)
+}
+
+/// Handles the three spellings. `hello` answers `isWritablePrimary`, the legacy names
+/// `ismaster` (reference §2.2).
+pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let legacy = req.name != "hello";
+    let body = &req.body;
+
+    // Client metadata may only come with the first hello of a connection (SRV
+    // replication_info.cpp, ClientMetadata::setFromMetadata).
+    if let Some(client) = body.get("client") {
+        let Bson::Document(client) = client else {
+            return Err(super::wrong_type("client", client, "object"));
+        };
+        if ctx.conn.client_metadata.is_some() {
+            return Err(CommandError::new(
+                186,
+                "ClientMetadataCannotBeMutated",
+                "The client metadata document may only be sent in the first hello",
+            ));
+        }
+        ctx.conn.app_name = client
+            .get_document("application")
+            .ok()
+            .and_then(|a| a.get_str("name").ok())
+            .map(str::to_string);
+        ctx.conn.client_metadata = Some(client.clone());
+    }
+
+    // Awaitable hello arguments must come as a pair (SRV replication_info.cpp). This server
+    // never advertises a topologyVersion, so a well-behaved client never sends them; a
+    // request that does is answered at once (its processId cannot be ours).
+    match (body.get("topologyVersion"), body.get("maxAwaitTimeMS")) {
+        (Some(_), None) => {
+            return Err(CommandError::from_code(
+                31368,
+                "A request with a 'topologyVersion' must include 'maxAwaitTimeMS'",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(CommandError::from_code(
+                31368,
+                "A request with 'maxAwaitTimeMS' must include a 'topologyVersion'",
+            ))
+        }
+        (Some(tv), Some(wait)) => {
+            let wait = match wait {
+                Bson::Int32(i) => i64::from(*i),
+                Bson::Int64(i) => *i,
+                Bson::Double(d) => *d as i64,
+                other => return Err(super::wrong_type("maxAwaitTimeMS", other, "long")),
+            };
+            if wait < 0 {
+                return Err(CommandError::from_code(
+                    31373,
+                    "maxAwaitTimeMS must be a non-negative integer",
+                ));
+            }
+            if let Bson::Document(tv) = tv {
+                if tv.get_i64("counter").is_ok_and(|c| c < 0) {
+                    return Err(CommandError::from_code(
+                        31372,
+                        "topologyVersion must have a non-negative counter",
+                    ));
+                }
+            }
+        }
+        (None, None) => {}
+    }
+
+    let mut reply = Document::new();
+    // SRV replication_info.cpp `CmdHello::run`: echoed whenever the request carries a bool.
+    if let Some(Bson::Boolean(_)) = body.get("helloOk") {
+        ctx.conn.hello_ok = true;
+        reply.insert("helloOk", true);
+    }
+    // topologyVersion is deliberately omitted (reference §2.6): with it, the Rust driver switches
+    // its monitor to streaming/awaitable hello, which a server must then hold open for
+    // maxAwaitTimeMS. Without it the driver polls every heartbeatFrequencyMS (10 s), which is
+    // what a 4.2 server looks like and needs no long-lived waits here.
+    let primary_flag = if legacy {
+        "ismaster"
+    } else {
+        "isWritablePrimary"
+    };
+    let shared = ctx.shared.clone();
+    if let Some(set_name) = &shared.opts.repl_set {
+        // hosts/me/primary: the address the client connected to, so SDAM keeps its seed
+        // (reference §2.5).
+        let me = ctx.conn.local.to_string();
+        let last = shared.engine.lock().last_applied();
+        reply.insert("hosts", vec![Bson::String(me.clone())]);
+        reply.insert("setName", set_name.clone());
+        reply.insert("setVersion", SET_VERSION);
+        reply.insert(primary_flag, true);
+        reply.insert("secondary", false);
+        reply.insert("primary", me.clone());
+        reply.insert("me", me);
+        reply.insert("electionId", election_id());
+        reply.insert(
+            "lastWrite",
+            doc! {
+                "opTime": op_time(last),
+                "lastWriteDate": ts_date(last),
+                "majorityOpTime": op_time(last),
+                "majorityWriteDate": ts_date(last),
+            },
+        );
+    } else {
+        reply.insert(primary_flag, true);
+    }
+    reply.insert("maxBsonObjectSize", MAX_BSON_OBJECT_SIZE as i32);
+    reply.insert("maxMessageSizeBytes", MAX_MESSAGE_SIZE as i32);
+    reply.insert("maxWriteBatchSize", MAX_WRITE_BATCH_SIZE);
+    reply.insert("localTime", DateTime::now());
+    reply.insert("logicalSessionTimeoutMinutes", SESSION_TIMEOUT_MINUTES);
+    reply.insert(
+        "connectionId",
+        i32::try_from(ctx.conn.id).map_or(Bson::Int64(ctx.conn.id), Bson::Int32),
+    );
+    reply.insert("minWireVersion", 0);
+    reply.insert("maxWireVersion", shared.opts.version.max_wire_version());
+    reply.insert("readOnly", false);
+    // No `compression`: nothing is negotiated, so clients never send OP_COMPRESSED (§1.5).
+    Ok(reply)
+}

@@ -1,0 +1,204 @@
+//! OP_MSG (reference §1.2, SPEC-OPMSG, SRV `src/mongo/rpc/op_msg.cpp` `OpMsg::parse`).
+
+use bson::{Bson, Document};
+
+use super::{read_cstring, read_document, read_i32, DocError, Incoming, WireError};
+use super::{HEADER_LEN, MAX_INTERNAL_BSON_SIZE, OP_MSG};
+use crate::commands::Request;
+use crate::error::CommandError;
+
+const CHECKSUM_PRESENT: u32 = 1 << 0;
+const MORE_TO_COME: u32 = 1 << 1;
+/// Bits 0–15 are required: an unknown one is an error; 16–31 are optional (ignored).
+const REQUIRED_MASK: u32 = 0xffff;
+const KNOWN_REQUIRED: u32 = CHECKSUM_PRESENT | MORE_TO_COME;
+
+/// Parses an OP_MSG; `message` includes the header.
+pub(super) fn parse(message: &[u8]) -> Result<Incoming, WireError> {
+    let flags = read_i32(message, HEADER_LEN).ok_or(WireError::Malformed("no flagBits"))? as u32;
+    let unknown = flags & REQUIRED_MASK & !KNOWN_REQUIRED;
+    if unknown != 0 {
+        let bit = unknown.trailing_zeros();
+        return Err(WireError::Fatal(CommandError::from_code(
+            223,
+            format!("Message contains illegal flags value: Flag {bit}"),
+        )));
+    }
+    let mut end = message.len();
+    if flags & CHECKSUM_PRESENT != 0 {
+        if end < HEADER_LEN + 4 + 4 {
+            return Err(WireError::Malformed("checksum flag set but no checksum"));
+        }
+        end -= 4;
+        // CRC-32C over the whole message (header included) minus the trailer (SRV op_msg.cpp
+        // `calculateChecksum`).
+        let expected = u32::from_le_bytes([
+            message[end],
+            message[end + 1],
+            message[end + 2],
+            message[end + 3],
+        ]);
+        if crc32c::crc32c(&message[..end]) != expected {
+            return Err(WireError::Fatal(CommandError::from_code(
+                288,
+                "OP_MSG checksum does not match contents",
+            )));
+        }
+    }
+    let more_to_come = flags & MORE_TO_COME != 0;
+    let request = parse_sections(message, HEADER_LEN + 4, end)?;
+    Ok(Incoming::Msg {
+        more_to_come,
+        request,
+    })
+}
+
+/// Parses the sections between `pos` and `end`. Framing errors close the connection (outer
+/// `Err`); semantic errors are answered (inner `Err`).
+fn parse_sections(
+    message: &[u8],
+    mut pos: usize,
+    end: usize,
+) -> Result<Result<Request, CommandError>, WireError> {
+    let mut body: Option<Document> = None;
+    let mut sequences: Vec<(String, Vec<Bson>)> = Vec::new();
+    let mut error: Option<CommandError> = None;
+    while pos < end {
+        let kind = message[pos];
+        pos += 1;
+        match kind {
+            0 => {
+                let len = read_i32(message, pos).ok_or(WireError::Malformed("truncated body"))?;
+                if len > 0 && len as usize > MAX_INTERNAL_BSON_SIZE {
+                    // SRV bsonobj.cpp `BSONObj::_assertInvalid`.
+                    return Ok(Err(CommandError::from_code(
+                        10334,
+                        format!(
+                            "BSONObj size: {len} (0x{len:X}) is invalid. Size must be between 0 \
+                             and {MAX_INTERNAL_BSON_SIZE}(16MB)"
+                        ),
+                    )));
+                }
+                match read_document(message, pos, end) {
+                    Ok((doc, next)) => {
+                        pos = next;
+                        if body.is_some() {
+                            error.get_or_insert_with(|| {
+                                CommandError::from_code(40430, "Multiple body sections in message")
+                            });
+                        } else {
+                            body = Some(doc);
+                        }
+                    }
+                    Err(DocError::Truncated) => {
+                        return Err(WireError::Malformed("body runs past the message"))
+                    }
+                    Err(DocError::Invalid(e)) => return Ok(Err(e)),
+                }
+            }
+            1 => {
+                let size =
+                    read_i32(message, pos).ok_or(WireError::Malformed("truncated sequence"))?;
+                let seq_end = usize::try_from(size)
+                    .ok()
+                    .filter(|&s| s >= 5)
+                    .and_then(|s| pos.checked_add(s))
+                    .filter(|&e| e <= end)
+                    .ok_or(WireError::Malformed("document sequence size"))?;
+                let (ident, mut doc_pos) = read_cstring(&message[..seq_end], pos + 4)
+                    .ok_or(WireError::Malformed("document sequence identifier"))?;
+                let ident = ident.to_string();
+                let mut docs = Vec::new();
+                while doc_pos < seq_end {
+                    match read_document(message, doc_pos, seq_end) {
+                        Ok((doc, next)) => {
+                            docs.push(Bson::Document(doc));
+                            doc_pos = next;
+                        }
+                        Err(DocError::Truncated) => {
+                            return Err(WireError::Malformed("document runs past its sequence"))
+                        }
+                        Err(DocError::Invalid(e)) => return Ok(Err(e)),
+                    }
+                }
+                pos = seq_end;
+                if sequences.len() >= 2 {
+                    return Err(WireError::Fatal(CommandError::from_code(
+                        233,
+                        "Too many document sequences in OP_MSG",
+                    )));
+                }
+                if sequences.iter().any(|(name, _)| *name == ident) {
+                    error.get_or_insert_with(|| {
+                        CommandError::from_code(
+                            40431,
+                            format!("Duplicate document sequence: {ident}"),
+                        )
+                    });
+                }
+                sequences.push((ident, docs));
+            }
+            other => {
+                // Cannot continue: the length of an unknown section is unknown.
+                return Ok(Err(CommandError::from_code(
+                    40432,
+                    format!("Unknown section kind {other}"),
+                )));
+            }
+        }
+    }
+    if let Some(e) = error {
+        return Ok(Err(e));
+    }
+    let Some(mut body) = body else {
+        return Ok(Err(CommandError::from_code(
+            40587,
+            "OP_MSG messages must have a body",
+        )));
+    };
+    // Each sequence is logically an array field named by its identifier (SPEC-OPMSG).
+    for (ident, docs) in sequences {
+        if body.contains_key(&ident) {
+            return Ok(Err(CommandError::from_code(
+                40433,
+                format!("Duplicate field between body and document sequence {ident}"),
+            )));
+        }
+        body.insert(ident, Bson::Array(docs));
+    }
+    Ok(into_request(body))
+}
+
+/// Checks `$db` (SRV `op_msg.h` `getDatabase`) and takes the command name from the first key.
+pub(super) fn into_request(body: Document) -> Result<Request, CommandError> {
+    let db = match body.get("$db") {
+        Some(Bson::String(db)) => db.clone(),
+        Some(other) => {
+            return Err(crate::commands::wrong_type("$db", other, "string"));
+        }
+        None => {
+            return Err(CommandError::from_code(
+                40571,
+                "OP_MSG requests require a $db argument",
+            ))
+        }
+    };
+    let name = body.keys().next().cloned().unwrap_or_default();
+    Ok(Request { name, db, body })
+}
+
+/// Encodes a reply: flagBits 0, one kind-0 section, no checksum.
+pub(crate) fn encode_op_msg(request_id: i32, response_to: i32, body: &Document) -> Vec<u8> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.push(0);
+    // Encoding a `Document` into a Vec cannot fail except on keys with NUL, which the
+    // decoder never produces; fall back to an error body rather than panic.
+    if body.to_writer(&mut buf).is_err() {
+        buf.truncate(HEADER_LEN + 5);
+        let fallback = CommandError::from_code(1, "failed to encode reply").to_reply();
+        let _ = fallback.to_writer(&mut buf);
+    }
+    super::write_header(&mut buf, request_id, response_to, OP_MSG);
+    buf
+}
