@@ -1,0 +1,408 @@
+//! BSON comparison order (SRV `src/mongo/bson/bsonelement.cpp` `compareElements`,
+//! `canonicalizeBSONType` in `bsontypes.cpp`; docs "Comparison/Sort Order").
+//!
+//! MinKey < Null/Undefined < Numbers < Symbol/String < Object < Array < BinData < ObjectId
+//! < Boolean < Date < Timestamp < RegEx < DBPointer < JavaScript < JavaScriptWithScope < MaxKey.
+//! Numbers compare by value across Int32/Int64/Double/Decimal128 (NaN sorts below every other
+//! number and equals NaN); documents compare element by element (canonical type, then field
+//! name, then value); arrays element-wise; the shorter prefix sorts first.
+
+use std::cmp::Ordering;
+
+use bson::{Bson, Document};
+
+/// Canonical type rank used to order values of different BSON types
+/// (SRV `canonicalizeBSONType`).
+pub(crate) fn canonical_type(v: &Bson) -> i32 {
+    match v {
+        Bson::MinKey => -1,
+        Bson::Null | Bson::Undefined => 5,
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => 10,
+        Bson::String(_) | Bson::Symbol(_) => 15,
+        Bson::Document(_) => 20,
+        Bson::Array(_) => 25,
+        Bson::Binary(_) => 30,
+        Bson::ObjectId(_) => 35,
+        Bson::Boolean(_) => 40,
+        Bson::DateTime(_) => 45,
+        Bson::Timestamp(_) => 47,
+        Bson::RegularExpression(_) => 50,
+        Bson::DbPointer(_) => 55,
+        Bson::JavaScriptCode(_) => 60,
+        Bson::JavaScriptCodeWithScope(_) => 65,
+        Bson::MaxKey => 100,
+    }
+}
+
+/// Numeric view of a number for cross-type comparison.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+/// The numeric value of `v` if it is a number (Int32, Int64, Double, Decimal128).
+pub(crate) fn as_num(v: &Bson) -> Option<Num> {
+    match v {
+        Bson::Int32(i) => Some(Num::Int(i64::from(*i))),
+        Bson::Int64(i) => Some(Num::Int(*i)),
+        Bson::Double(f) => Some(Num::Float(*f)),
+        Bson::Decimal128(d) => Some(Num::Float(decimal_to_f64(d))),
+        _ => None,
+    }
+}
+
+/// Best-effort conversion of a Decimal128 to f64 (via its canonical string form).
+pub(crate) fn decimal_to_f64(d: &bson::Decimal128) -> f64 {
+    let s = d.to_string();
+    match s.as_str() {
+        "NaN" | "-NaN" => f64::NAN,
+        "Infinity" => f64::INFINITY,
+        "-Infinity" => f64::NEG_INFINITY,
+        _ => s.parse::<f64>().unwrap_or(f64::NAN),
+    }
+}
+
+/// f64 view of a number (`None` for non-numbers).
+pub(crate) fn as_f64(v: &Bson) -> Option<f64> {
+    as_num(v).map(|n| match n {
+        Num::Int(i) => i as f64,
+        Num::Float(f) => f,
+    })
+}
+
+fn cmp_i64_f64(a: i64, b: f64) -> Ordering {
+    if b.is_nan() {
+        return Ordering::Greater;
+    }
+    // 2^63 as f64; every i64 is below it.
+    if b >= 9_223_372_036_854_775_808.0 {
+        return Ordering::Less;
+    }
+    if b < -9_223_372_036_854_775_808.0 {
+        return Ordering::Greater;
+    }
+    let t = b.trunc();
+    let ti = t as i64;
+    match a.cmp(&ti) {
+        Ordering::Equal => {
+            let frac = b - t;
+            if frac > 0.0 {
+                Ordering::Less
+            } else if frac < 0.0 {
+                Ordering::Greater
+            } else {
+                Ordering::Equal
+            }
+        }
+        o => o,
+    }
+}
+
+fn cmp_f64(a: f64, b: f64) -> Ordering {
+    match (a.is_nan(), b.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Less,
+        (false, true) => Ordering::Greater,
+        // -0.0 == 0.0 as the server does.
+        _ => a.partial_cmp(&b).unwrap_or(Ordering::Equal),
+    }
+}
+
+pub(crate) fn cmp_num(a: Num, b: Num) -> Ordering {
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => x.cmp(&y),
+        (Num::Float(x), Num::Float(y)) => cmp_f64(x, y),
+        (Num::Int(x), Num::Float(y)) => cmp_i64_f64(x, y),
+        (Num::Float(x), Num::Int(y)) => cmp_i64_f64(y, x).reverse(),
+    }
+}
+
+/// Total BSON order of two values (SRV `compareElementValues`).
+pub(crate) fn cmp_bson(a: &Bson, b: &Bson) -> Ordering {
+    let (ta, tb) = (canonical_type(a), canonical_type(b));
+    if ta != tb {
+        return ta.cmp(&tb);
+    }
+    match (a, b) {
+        (Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_), _) => {
+            match (as_num(a), as_num(b)) {
+                (Some(x), Some(y)) => cmp_num(x, y),
+                _ => Ordering::Equal,
+            }
+        }
+        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
+            x.as_bytes().cmp(y.as_bytes())
+        }
+        (Bson::Document(x), Bson::Document(y)) => cmp_docs(x, y),
+        (Bson::Array(x), Bson::Array(y)) => cmp_arrays(x, y),
+        (Bson::Binary(x), Bson::Binary(y)) => x
+            .bytes
+            .len()
+            .cmp(&y.bytes.len())
+            .then_with(|| u8::from(x.subtype).cmp(&u8::from(y.subtype)))
+            .then_with(|| x.bytes.cmp(&y.bytes)),
+        (Bson::ObjectId(x), Bson::ObjectId(y)) => x.bytes().cmp(&y.bytes()),
+        (Bson::Boolean(x), Bson::Boolean(y)) => x.cmp(y),
+        (Bson::DateTime(x), Bson::DateTime(y)) => x.timestamp_millis().cmp(&y.timestamp_millis()),
+        (Bson::Timestamp(x), Bson::Timestamp(y)) => {
+            (x.time, x.increment).cmp(&(y.time, y.increment))
+        }
+        (Bson::RegularExpression(x), Bson::RegularExpression(y)) => x
+            .pattern
+            .as_bytes()
+            .cmp(y.pattern.as_bytes())
+            .then_with(|| x.options.as_bytes().cmp(y.options.as_bytes())),
+        (Bson::DbPointer(x), Bson::DbPointer(y)) => {
+            // DbPointer fields are private in the bson crate; compare the extended JSON form.
+            let (sx, sy) = (
+                Bson::DbPointer(x.clone())
+                    .into_relaxed_extjson()
+                    .to_string(),
+                Bson::DbPointer(y.clone())
+                    .into_relaxed_extjson()
+                    .to_string(),
+            );
+            sx.cmp(&sy)
+        }
+        (Bson::JavaScriptCode(x), Bson::JavaScriptCode(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Bson::JavaScriptCodeWithScope(x), Bson::JavaScriptCodeWithScope(y)) => x
+            .code
+            .as_bytes()
+            .cmp(y.code.as_bytes())
+            .then_with(|| cmp_docs(&x.scope, &y.scope)),
+        // MinKey/MaxKey/Null/Undefined: equal within their class.
+        _ => Ordering::Equal,
+    }
+}
+
+/// Document order: element by element (canonical type, field name, value); a prefix sorts
+/// first (SRV `BSONObj::woCompare`).
+pub(crate) fn cmp_docs(a: &Document, b: &Document) -> Ordering {
+    let mut ia = a.iter();
+    let mut ib = b.iter();
+    loop {
+        match (ia.next(), ib.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some((ka, va)), Some((kb, vb))) => {
+                let o = canonical_type(va)
+                    .cmp(&canonical_type(vb))
+                    .then_with(|| ka.as_bytes().cmp(kb.as_bytes()))
+                    .then_with(|| cmp_bson(va, vb));
+                if o != Ordering::Equal {
+                    return o;
+                }
+            }
+        }
+    }
+}
+
+/// Array order: element-wise, a prefix sorts first.
+pub(crate) fn cmp_arrays(a: &[Bson], b: &[Bson]) -> Ordering {
+    for (x, y) in a.iter().zip(b.iter()) {
+        let o = canonical_type(x)
+            .cmp(&canonical_type(y))
+            .then_with(|| cmp_bson(x, y));
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Query equality: same canonical type and equal by [`cmp_bson`] (so `1 == 1.0 == Long(1)`).
+pub(crate) fn bson_eq(a: &Bson, b: &Bson) -> bool {
+    cmp_bson(a, b) == Ordering::Equal
+}
+
+/// Storage identity: same BSON type and same value (what the update system uses to decide
+/// whether `$set` is a no-op; SRV `BSONElement::binaryEqualValues`).
+pub(crate) fn binary_eq(a: &Bson, b: &Bson) -> bool {
+    match (a, b) {
+        (Bson::Double(x), Bson::Double(y)) => x.to_bits() == y.to_bits(),
+        (Bson::Document(x), Bson::Document(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y.iter())
+                    .all(|((ka, va), (kb, vb))| ka == kb && binary_eq(va, vb))
+        }
+        (Bson::Array(x), Bson::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y.iter()).all(|(p, q)| binary_eq(p, q))
+        }
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{doc, oid::ObjectId, spec::BinarySubtype, Binary, DateTime, Regex, Timestamp};
+
+    fn ordered(values: &[Bson]) {
+        for (i, a) in values.iter().enumerate() {
+            for (j, b) in values.iter().enumerate() {
+                assert_eq!(cmp_bson(a, b), i.cmp(&j), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cross_type_order() {
+        ordered(&[
+            Bson::MinKey,
+            Bson::Null,
+            Bson::Int32(1),
+            Bson::String("a".into()),
+            Bson::Document(doc! {}),
+            Bson::Array(vec![]),
+            Bson::Binary(Binary {
+                subtype: BinarySubtype::Generic,
+                bytes: vec![],
+            }),
+            Bson::ObjectId(ObjectId::from_bytes([0; 12])),
+            Bson::Boolean(false),
+            Bson::DateTime(DateTime::from_millis(0)),
+            Bson::Timestamp(Timestamp {
+                time: 0,
+                increment: 0,
+            }),
+            Bson::RegularExpression(Regex {
+                pattern: "a".into(),
+                options: String::new(),
+            }),
+            Bson::JavaScriptCode("x".into()),
+            Bson::MaxKey,
+        ]);
+    }
+
+    #[test]
+    fn null_and_undefined_equal() {
+        assert_eq!(cmp_bson(&Bson::Null, &Bson::Undefined), Ordering::Equal);
+    }
+
+    #[test]
+    fn numbers_across_types() {
+        assert!(bson_eq(&Bson::Int32(1), &Bson::Double(1.0)));
+        assert!(bson_eq(&Bson::Int64(1), &Bson::Int32(1)));
+        assert!(bson_eq(
+            &Bson::Decimal128("1.0".parse().unwrap()),
+            &Bson::Int32(1)
+        ));
+        ordered(&[
+            Bson::Double(f64::NAN),
+            Bson::Double(f64::NEG_INFINITY),
+            Bson::Int64(i64::MIN),
+            Bson::Int32(-1),
+            Bson::Double(-0.5),
+            Bson::Int32(0),
+            Bson::Double(0.5),
+            Bson::Int64(1),
+            Bson::Double(1.5),
+            Bson::Int64(i64::MAX),
+            Bson::Double(f64::INFINITY),
+        ]);
+        assert!(bson_eq(&Bson::Double(f64::NAN), &Bson::Double(f64::NAN)));
+        assert!(bson_eq(&Bson::Double(-0.0), &Bson::Int32(0)));
+        // i64 precision is kept: 2^53 + 1 > 2^53 as double.
+        assert_eq!(
+            cmp_bson(
+                &Bson::Int64((1 << 53) + 1),
+                &Bson::Double((1u64 << 53) as f64)
+            ),
+            Ordering::Greater
+        );
+    }
+
+    #[test]
+    fn strings_bytewise_and_symbol() {
+        ordered(&[
+            Bson::String("".into()),
+            Bson::String("B".into()),
+            Bson::String("a".into()),
+            Bson::String("ab".into()),
+            Bson::String("é".into()),
+        ]);
+        assert!(bson_eq(
+            &Bson::Symbol("x".into()),
+            &Bson::String("x".into())
+        ));
+    }
+
+    #[test]
+    fn documents_and_arrays() {
+        ordered(&[
+            Bson::Document(doc! {}),
+            Bson::Document(doc! {"a": 1}),
+            Bson::Document(doc! {"a": 1, "b": 1}),
+            Bson::Document(doc! {"a": 2}),
+            Bson::Document(doc! {"b": 0}),
+            Bson::Document(doc! {"a": "x"}),
+        ]);
+        // field values of lower canonical type sort before field names
+        assert_eq!(
+            cmp_bson(
+                &Bson::Document(doc! {"b": 1}),
+                &Bson::Document(doc! {"a": "s"})
+            ),
+            Ordering::Less
+        );
+        ordered(&[
+            Bson::Array(vec![]),
+            Bson::Array(vec![Bson::Int32(1)]),
+            Bson::Array(vec![Bson::Int32(1), Bson::Int32(0)]),
+            Bson::Array(vec![Bson::Int32(2)]),
+            Bson::Array(vec![Bson::String("a".into())]),
+        ]);
+        assert!(bson_eq(
+            &Bson::Document(doc! {"a": 1, "b": [1.0]}),
+            &Bson::Document(doc! {"a": 1i64, "b": [1]})
+        ));
+    }
+
+    #[test]
+    fn binary_by_length_then_subtype() {
+        let b = |st: BinarySubtype, bytes: Vec<u8>| Bson::Binary(Binary { subtype: st, bytes });
+        ordered(&[
+            b(BinarySubtype::UserDefined(0x80), vec![9]),
+            b(BinarySubtype::Generic, vec![0, 0]),
+            b(BinarySubtype::Uuid, vec![0, 0]),
+            b(BinarySubtype::Uuid, vec![0, 1]),
+        ]);
+    }
+
+    #[test]
+    fn dates_timestamps_bools() {
+        ordered(&[
+            Bson::DateTime(DateTime::from_millis(-5)),
+            Bson::DateTime(DateTime::from_millis(3)),
+        ]);
+        ordered(&[
+            Bson::Timestamp(Timestamp {
+                time: 1,
+                increment: 9,
+            }),
+            Bson::Timestamp(Timestamp {
+                time: 2,
+                increment: 0,
+            }),
+            Bson::Timestamp(Timestamp {
+                time: u32::MAX,
+                increment: 0,
+            }),
+        ]);
+        ordered(&[Bson::Boolean(false), Bson::Boolean(true)]);
+    }
+
+    #[test]
+    fn binary_equality_is_type_sensitive() {
+        assert!(!binary_eq(&Bson::Int32(1), &Bson::Double(1.0)));
+        assert!(binary_eq(&Bson::Int32(1), &Bson::Int32(1)));
+        assert!(!binary_eq(
+            &Bson::Document(doc! {"a": 1, "b": 2}),
+            &Bson::Document(doc! {"b": 2, "a": 1})
+        ));
+        assert!(!binary_eq(&Bson::Double(0.0), &Bson::Double(-0.0)));
+    }
+}
