@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub(crate) started_wall: SystemTime,
     /// Counters for tests and `serverStatus`.
     pub(crate) stats: Stats,
+    /// Test fail points (`commands/failpoint.rs`).
+    pub(crate) failpoints: Arc<crate::commands::failpoint::FailPoints>,
     next_conn_id: AtomicI64,
     shutdown: watch::Receiver<bool>,
 }
@@ -119,6 +121,7 @@ impl MongoSim {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             stats: Stats::default(),
+            failpoints: Arc::default(),
             next_conn_id: AtomicI64::new(1),
             shutdown: shutdown_rx,
         });

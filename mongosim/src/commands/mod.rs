@@ -6,6 +6,7 @@
 //! it alone.
 
 pub(crate) mod admin;
+pub(crate) mod failpoint;
 pub(crate) mod hello;
 
 use std::net::SocketAddr;
@@ -232,10 +233,24 @@ fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
     }
 }
 
-/// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family).
+/// Runs one command with the `failCommand` fail point evaluated before it and the server's
+/// error labels / fail-point `writeConcernError` applied after it (`failpoint.rs`, reference
+/// §7.10, §5.10, §6).
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let facts = failpoint::CommandFacts::of(&req);
+    let activation = failpoint::before_command(ctx, &facts).await?;
+    let result = run(ctx, req).await;
+    failpoint::after_command(ctx, &facts, &activation, result)
+}
+
+/// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family).
+async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let name = req.name.clone();
     match name.as_str() {
+        // fail points (failpoint.rs); a test command: absent unless enableTestCommands
+        "configureFailPoint" if ctx.shared.opts.enable_test_commands => {
+            failpoint::configure(ctx, req).await
+        }
         // handshake / topology (hello.rs)
         "hello" | "isMaster" | "ismaster" => hello::hello(ctx, req).await,
         // admin.rs
