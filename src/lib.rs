@@ -7,7 +7,12 @@
 )]
 
 pub mod error;
+pub mod ext;
 pub mod op;
+pub mod ring;
+pub mod source;
 
 pub use error::{Error, ErrorKind, Result};
 pub use op::{Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription};
+pub use ring::{HashRing, RingWorker};
+pub use ext::{OpStreamExt, Ordering};
