@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use bson::{doc, oid::ObjectId, Binary, Bson, Document, Timestamp};
+use bson::{doc, Binary, Bson, Document, Timestamp};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -28,8 +28,6 @@ pub(crate) struct Shared {
     pub(crate) opts: Options,
     /// Catalog, oplog, clock, cursors. Never hold this lock across an `.await`.
     pub(crate) engine: parking_lot::Mutex<Engine>,
-    /// `topologyVersion.processId` material and `serverStatus.pid`-like identity: new per start.
-    pub(crate) process_id: ObjectId,
     /// When the server started (uptime).
     pub(crate) started: Instant,
     /// Wall-clock start time (`replSetGetStatus` election dates).
@@ -117,7 +115,6 @@ impl MongoSim {
         let shared = Arc::new(Shared {
             opts,
             engine: parking_lot::Mutex::new(engine),
-            process_id: ObjectId::new(),
             started: Instant::now(),
             started_wall: SystemTime::now(),
             stats: Stats::default(),
