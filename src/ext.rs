@@ -1,0 +1,353 @@
+//! Adapters on streams of ops: the [`OpStreamExt`] trait and the streams it returns.
+//!
+//! Every adapter passes `Err` items through unchanged and in place, unless it says
+//! otherwise. None of them spawns a task: the work they do (fetches) runs inside their
+//! `poll_next`, so dropping the stream cancels it.
+
+use std::time::Duration;
+
+use bson::Document;
+use futures::Stream;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+use crate::op::{Namespace, Op, OpKind};
+use crate::ring::RingWorker;
+
+mod batch_fetch;
+mod consistent_shard;
+mod decode;
+mod filter;
+mod filter_ns;
+mod ordered;
+
+pub use batch_fetch::{
+    BatchFetch, ClientFetcher, Fetcher, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW,
+    DEFAULT_FETCH_WORKERS,
+};
+pub use consistent_shard::ConsistentShard;
+pub use decode::{Decode, DecodeWith};
+pub use filter::{chain_filters, Filter, OpFilter};
+pub use filter_ns::FilterNs;
+pub use ordered::Ordering;
+
+/// Adapters for every `Stream<Item = Result<Op>>` (gtm's filters, fetching, ordering,
+/// sharding and unmarshalling).
+///
+/// `filter` shares its name with [`futures::StreamExt::filter`]: when both traits are in
+/// scope, call it as `OpStreamExt::filter(stream, f)` (or import `futures::TryStreamExt`
+/// instead, which has no `filter`).
+pub trait OpStreamExt: Stream<Item = Result<Op>> {
+    /// Keeps the ops whose namespace and kind satisfy `f` (gtm's `NamespaceFilter`).
+    ///
+    /// Cheap by construction: `f` sees only the namespace and kind, so put it first,
+    /// before any adapter that does document work.
+    ///
+    /// 1. An op is yielded when `f(&op.namespace, &op.kind)` is `true`, dropped otherwise.
+    /// 2. `Err` items pass through.
+    ///
+    /// ```
+    /// use futures::{stream, TryStreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let op = |ns: &str, kind| Ok(Op::new(kind, Namespace::parse(ns).unwrap(), None));
+    /// let ops = vec![
+    ///     op("shop.orders", OpKind::Insert),
+    ///     op("shop.audit", OpKind::Insert),
+    ///     op("shop.orders", OpKind::Delete),
+    /// ];
+    /// let kept: Vec<Op> = stream::iter(ops)
+    ///     .filter_ns(|ns, kind| ns.coll() == "orders" && *kind == OpKind::Insert)
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(kept.len(), 1);
+    /// assert_eq!(kept[0].namespace.to_string(), "shop.orders");
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn filter_ns<F>(self, f: F) -> FilterNs<Self, F>
+    where
+        F: FnMut(&Namespace, &OpKind) -> bool,
+        Self: Sized,
+    {
+        FilterNs::new(self, f)
+    }
+
+    /// Keeps the ops that satisfy `f` (gtm's `Filter`). Chain calls, or combine several
+    /// predicates with [`chain_filters`] (gtm's `ChainOpFilters`).
+    ///
+    /// 1. An op is yielded when `f(&op)` is `true`, dropped otherwise.
+    /// 2. `Err` items pass through.
+    ///
+    /// ```
+    /// use futures::{stream, TryStreamExt};
+    /// use bson::doc;
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let ops = (1..=4).map(|i| {
+    ///     Ok(Op::new(OpKind::Insert, ns.clone(), Some(i.into())).with_data(doc! {"_id": i, "total": i * 10}))
+    /// });
+    /// let big: Vec<Op> = stream::iter(ops)
+    ///     .filter(|op| op.data.as_ref().and_then(|d| d.get_i32("total").ok()) > Some(15))
+    ///     .filter(|op| op.is_insert())
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(big.len(), 3);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn filter<F>(self, f: F) -> Filter<Self, F>
+    where
+        F: FnMut(&Op) -> bool,
+        Self: Sized,
+    {
+        Filter::new(self, f)
+    }
+
+    /// Fills in the document of updates that carry none ([`Op::needs_fetch`]: oplog
+    /// updates without `update_data_as_delta`) with batched
+    /// `find({_id: {$in: [...]}})` commands through `client` (gtm's fetching).
+    ///
+    /// `max_batch` and `window` bound a batch by size and by time (gtm defaults:
+    /// [`DEFAULT_BATCH_SIZE`], [`DEFAULT_BATCH_WINDOW`]). Configure the returned
+    /// stream with [`BatchFetch::workers`] (finds in flight at once) and
+    /// [`BatchFetch::ordered`] (the [`Ordering`] kept while finds run).
+    ///
+    /// 1. An op that needs no fetch is ready at once; it goes out as soon as the
+    ///    ordering allows.
+    /// 2. An op that needs a fetch joins the open batch. The batch closes when it holds
+    ///    `max_batch` ops, when `window` has passed since its first op, when the input
+    ///    yields an `Err` and when the input ends (a partial batch is never left behind).
+    /// 3. A closed batch becomes one `find` per namespace, with each distinct `_id` once;
+    ///    every op on that `_id` gets the document found (the latest, for several updates
+    ///    of one document). At most `workers` finds run at once; the others wait their turn.
+    /// 4. When the document no longer exists, the op goes out with `data: None` and
+    ///    `document_missing: true`.
+    /// 5. When a find fails, its error ([`Error::Fetch`](crate::Error::Fetch)) is yielded
+    ///    just before the first op of that find, and that find's ops go out unfetched
+    ///    (`needs_fetch()` still true): nothing is dropped, and a consumer that stops at
+    ///    the error has not yet seen (or checkpointed past) the ops it concerns.
+    /// 6. An `Err` from the input goes out after every op received before it and before
+    ///    every op received after it.
+    /// 7. At most `max_batch * (workers + 1)` ops are held; the input is not polled while
+    ///    that many are.
+    ///
+    /// # Panics
+    /// When `max_batch` is zero.
+    ///
+    /// ```no_run
+    /// use futures::TryStreamExt;
+    /// use mongotail::ext::{DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW};
+    /// use mongotail::{OpStreamExt, Ordering};
+    ///
+    /// # async fn run(client: mongodb::Client, source: impl futures::Stream<Item = mongotail::Result<mongotail::Op>>) -> mongotail::Result<()> {
+    /// let mut ops = std::pin::pin!(source
+    ///     .batch_fetch(client, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
+    ///     .workers(4)
+    ///     .ordered(Ordering::Document));
+    /// while let Some(op) = ops.try_next().await? {
+    ///     println!("{} {:?}", op.namespace, op.data);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    fn batch_fetch(
+        self,
+        client: mongodb::Client,
+        max_batch: usize,
+        window: Duration,
+    ) -> BatchFetch<Self, ClientFetcher>
+    where
+        Self: Sized,
+    {
+        assert!(max_batch > 0, "batch_fetch: max_batch must be at least 1");
+        BatchFetch::new(self, ClientFetcher::new(client), max_batch, window)
+    }
+
+    /// [`batch_fetch`](OpStreamExt::batch_fetch) with a custom [`Fetcher`] (any
+    /// `Fn(Namespace, Vec<Bson>) -> BoxFuture<'static, Result<Vec<Document>>>`): a cache, another
+    /// store, or a fake in tests. Same rules as `batch_fetch`.
+    ///
+    /// # Panics
+    /// When `max_batch` is zero.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bson::{doc, Bson, Document};
+    /// use futures::{future::BoxFuture, stream, FutureExt, TryStreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt, Result};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// // Three updates (no document yet) and an insert; document 3 no longer exists.
+    /// let ops = vec![
+    ///     Ok(Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(1)))),
+    ///     Ok(Op::new(OpKind::Insert, ns.clone(), Some(Bson::Int32(2))).with_data(doc! {"_id": 2})),
+    ///     Ok(Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(1)))),
+    ///     Ok(Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(3)))),
+    /// ];
+    /// let fetcher = |_ns: Namespace, ids: Vec<Bson>| -> BoxFuture<'static, Result<Vec<Document>>> {
+    ///     async move {
+    ///         assert_eq!(ids, [Bson::Int32(1), Bson::Int32(3)]); // one find, distinct ids
+    ///         Ok(vec![doc! {"_id": 1, "status": "paid"}])
+    ///     }
+    ///     .boxed()
+    /// };
+    /// let out: Vec<Op> = stream::iter(ops)
+    ///     .batch_fetch_with(fetcher, 50, Duration::from_millis(75))
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(out[0].data, Some(doc! {"_id": 1, "status": "paid"}));
+    /// assert!(out[1].is_insert());
+    /// assert_eq!(out[2].data, out[0].data);
+    /// assert!(out[3].data.is_none() && out[3].document_missing);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[track_caller]
+    fn batch_fetch_with<F>(
+        self,
+        fetcher: F,
+        max_batch: usize,
+        window: Duration,
+    ) -> BatchFetch<Self, F>
+    where
+        F: Fetcher,
+        Self: Sized,
+    {
+        assert!(max_batch > 0, "batch_fetch: max_batch must be at least 1");
+        BatchFetch::new(self, fetcher, max_batch, window)
+    }
+
+    /// Keeps only the ops that `worker` owns in its consistent hash ring (gtm's
+    /// `consistent` filter), so several processes can split one deployment's ops between
+    /// them: run one per worker name, with the same ring.
+    ///
+    /// 1. An op is yielded when `worker` owns it: by its document id, by its namespace
+    ///    when it has none (see [`HashRing`](crate::HashRing) for the hash); dropped otherwise.
+    /// 2. `Err` items pass through (every worker sees them).
+    ///
+    /// An unknown worker name is an error from [`HashRing::worker`](crate::HashRing::worker),
+    /// before any stream exists.
+    ///
+    /// ```
+    /// use futures::{stream, TryStreamExt};
+    /// use mongotail::{HashRing, Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ring = HashRing::from_toml_str(r#"workers = ["Tom", "Dick", "Harry"]"#)?;
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let ops = || stream::iter((0..300).map(|i| Ok(Op::new(OpKind::Insert, ns.clone(), Some(i.into())))));
+    /// let mut total = 0;
+    /// for name in ["Tom", "Dick", "Harry"] {
+    ///     let mine: Vec<Op> = ops().consistent_shard(ring.worker(name)?).try_collect().await?;
+    ///     assert!(mine.iter().all(|op| ring.owner(op) == name));
+    ///     total += mine.len();
+    /// }
+    /// assert_eq!(total, 300); // every op seen by exactly one worker
+    /// assert!(ring.worker("Jane").is_err());
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn consistent_shard(self, worker: RingWorker) -> ConsistentShard<Self>
+    where
+        Self: Sized,
+    {
+        ConsistentShard::new(self, worker)
+    }
+
+    /// Decodes each op's document into `T` (gtm's `Unmarshal`), giving `Op<T>`.
+    ///
+    /// 1. An op with a document yields `Ok(Op<T>)` when it decodes, and
+    ///    [`Error::Decode`](crate::Error::Decode) (with namespace and id) when it does
+    ///    not; the stream goes on either way.
+    /// 2. An op without a document (deletes, unfetched updates) yields `Ok` with `data: None`.
+    /// 3. `Err` items pass through.
+    ///
+    /// ```
+    /// use futures::{stream, StreamExt};
+    /// use bson::doc;
+    /// use mongotail::{Error, Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// #[derive(serde::Deserialize, Debug, PartialEq)]
+    /// struct Order { total: i32 }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let ops = vec![
+    ///     Ok(Op::new(OpKind::Insert, ns.clone(), Some(1.into())).with_data(doc! {"_id": 1, "total": 5})),
+    ///     Ok(Op::new(OpKind::Insert, ns.clone(), Some(2.into())).with_data(doc! {"_id": 2, "total": "x"})),
+    ///     Ok(Op::new(OpKind::Delete, ns.clone(), Some(3.into()))),
+    /// ];
+    /// let out: Vec<_> = stream::iter(ops).decode::<Order>().collect().await;
+    /// assert_eq!(out[0].as_ref().unwrap().data, Some(Order { total: 5 }));
+    /// assert!(matches!(&out[1], Err(Error::Decode { id: Some(id), .. }) if *id == 2.into()));
+    /// assert_eq!(out[2].as_ref().unwrap().data, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn decode<T>(self) -> Decode<Self, T>
+    where
+        T: DeserializeOwned,
+        Self: Sized,
+    {
+        Decode::new(self)
+    }
+
+    /// Decodes each op's document with `f`, which sees the namespace: one function for
+    /// several collections, each decoded into its own variant.
+    ///
+    /// Same rules as [`decode`](OpStreamExt::decode); `f` is called only for ops with a
+    /// document, and its error becomes [`Error::Decode`](crate::Error::Decode).
+    ///
+    /// ```
+    /// use futures::{stream, TryStreamExt};
+    /// use bson::{doc, from_document};
+    /// use serde::de::Error as _;
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// #[derive(serde::Deserialize, Debug, PartialEq)]
+    /// struct User { name: String }
+    /// #[derive(serde::Deserialize, Debug, PartialEq)]
+    /// struct Order { total: i32 }
+    /// #[derive(Debug, PartialEq)]
+    /// enum Doc { User(User), Order(Order) }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ops = vec![
+    ///     Ok(Op::new(OpKind::Insert, Namespace::parse("app.users")?, None).with_data(doc! {"name": "ann"})),
+    ///     Ok(Op::new(OpKind::Insert, Namespace::parse("app.orders")?, None).with_data(doc! {"total": 3})),
+    /// ];
+    /// let out: Vec<Op<Doc>> = stream::iter(ops)
+    ///     .decode_with(|ns, doc| match ns.coll() {
+    ///         "users" => from_document(doc).map(Doc::User),
+    ///         "orders" => from_document(doc).map(Doc::Order),
+    ///         other => Err(bson::de::Error::custom(format!("no type for {other}"))),
+    ///     })
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(out[0].data, Some(Doc::User(User { name: "ann".into() })));
+    /// assert_eq!(out[1].data, Some(Doc::Order(Order { total: 3 })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn decode_with<T, F>(self, f: F) -> DecodeWith<Self, F>
+    where
+        F: FnMut(&Namespace, Document) -> std::result::Result<T, bson::de::Error>,
+        Self: Sized,
+    {
+        DecodeWith::new(self, f)
+    }
+}
+
+impl<S> OpStreamExt for S where S: Stream<Item = Result<Op>> {}

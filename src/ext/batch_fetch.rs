@@ -1,0 +1,439 @@
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::future::BoxFuture;
+use futures::stream::{Fuse, FusedStream, FuturesUnordered, Stream, StreamExt, TryStreamExt};
+use futures::FutureExt;
+use pin_project::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::ordered::{Lane, Ordering, Sequencer};
+use crate::error::{Error, Result};
+use crate::op::{Namespace, Op};
+use crate::ring::id_key_bytes;
+
+/// Ops per batch unless configured otherwise (gtm's default).
+pub const DEFAULT_BATCH_SIZE: usize = 50;
+/// How long a batch waits for more ops after its first one, unless configured otherwise
+/// (gtm's default).
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(75);
+/// `find` commands in flight at once unless configured otherwise (gtm's `WorkerCount`).
+pub const DEFAULT_FETCH_WORKERS: usize = 1;
+
+/// Fetches whole documents by `_id` for [`BatchFetch`].
+///
+/// Implemented by [`ClientFetcher`] (what [`batch_fetch`](crate::OpStreamExt::batch_fetch)
+/// uses) and by every closure `Fn(Namespace, Vec<Bson>) -> BoxFuture<'static, Result<Vec<Document>>>`
+/// (for [`batch_fetch_with`](crate::OpStreamExt::batch_fetch_with): tests, caches, other
+/// stores).
+pub trait Fetcher {
+    /// Returns the documents of `namespace` whose `_id` is in `ids` (distinct, non-empty),
+    /// in any order; a document that does not exist is simply absent.
+    fn fetch(
+        &self,
+        namespace: Namespace,
+        ids: Vec<Bson>,
+    ) -> BoxFuture<'static, Result<Vec<Document>>>;
+}
+
+impl<F> Fetcher for F
+where
+    F: Fn(Namespace, Vec<Bson>) -> BoxFuture<'static, Result<Vec<Document>>>,
+{
+    fn fetch(
+        &self,
+        namespace: Namespace,
+        ids: Vec<Bson>,
+    ) -> BoxFuture<'static, Result<Vec<Document>>> {
+        self(namespace, ids)
+    }
+}
+
+/// The [`Fetcher`] of [`batch_fetch`](crate::OpStreamExt::batch_fetch): one
+/// `find({_id: {$in: ids}})` on the op's collection, with the client's read preference
+/// and read concern, batch size = number of ids. Failures are [`Error::Fetch`].
+#[derive(Debug, Clone)]
+pub struct ClientFetcher {
+    client: mongodb::Client,
+}
+
+impl ClientFetcher {
+    /// A fetcher reading through `client`.
+    pub fn new(client: mongodb::Client) -> Self {
+        ClientFetcher { client }
+    }
+}
+
+impl Fetcher for ClientFetcher {
+    fn fetch(
+        &self,
+        namespace: Namespace,
+        ids: Vec<Bson>,
+    ) -> BoxFuture<'static, Result<Vec<Document>>> {
+        let coll = self
+            .client
+            .database(namespace.db())
+            .collection::<Document>(namespace.coll());
+        async move {
+            let batch_size = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+            let fetched = async {
+                coll.find(doc! {"_id": {"$in": ids}})
+                    .batch_size(batch_size)
+                    .await?
+                    .try_collect::<Vec<Document>>()
+                    .await
+            };
+            fetched
+                .await
+                .map_err(|source| Error::Fetch { namespace, source })
+        }
+        .boxed()
+    }
+}
+
+/// What the release queue holds: an op, an error from the input (no op), or an op with
+/// the error of its failed fetch when it is the first op of that fetch (the error goes
+/// out just before it).
+struct Payload {
+    op: Option<Op>,
+    error: Option<Error>,
+}
+
+impl Payload {
+    fn op(op: Op) -> Payload {
+        Payload {
+            op: Some(op),
+            error: None,
+        }
+    }
+}
+
+/// An op of the open batch.
+struct Waiting {
+    seq: u64,
+    key: Vec<u8>,
+}
+
+/// One `find` to run: the distinct ids of one namespace in one batch, and the ops
+/// waiting for it (in arrival order).
+struct Job {
+    namespace: Namespace,
+    ids: Vec<Bson>,
+    waiting: Vec<Waiting>,
+}
+
+type Done = (Vec<Waiting>, Result<Vec<Document>>);
+
+/// Stream for the [`batch_fetch`](crate::OpStreamExt::batch_fetch) method.
+///
+/// Configure it before polling with [`workers`](BatchFetch::workers) and
+/// [`ordered`](BatchFetch::ordered).
+#[pin_project]
+#[must_use = "streams do nothing unless polled"]
+pub struct BatchFetch<S: Stream, F> {
+    #[pin]
+    stream: Fuse<S>,
+    /// Armed when a batch starts; created once, then reset.
+    #[pin]
+    deadline: Option<Sleep>,
+    fetcher: F,
+    max_batch: usize,
+    window: Duration,
+    workers: usize,
+    ordering: Ordering,
+    /// Ops of the batch being collected, by namespace in order of first appearance.
+    open: Vec<(Namespace, Vec<(Bson, Waiting)>)>,
+    open_len: usize,
+    /// Sealed finds not started yet (all workers busy).
+    queued: VecDeque<Job>,
+    in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
+    sequencer: Sequencer<Payload>,
+    /// An op whose fetch error was just yielded; goes out next.
+    stash: Option<Op>,
+}
+
+impl<S: Stream, F> BatchFetch<S, F> {
+    pub(crate) fn new(stream: S, fetcher: F, max_batch: usize, window: Duration) -> Self {
+        BatchFetch {
+            stream: stream.fuse(),
+            deadline: None,
+            fetcher,
+            max_batch,
+            window,
+            workers: DEFAULT_FETCH_WORKERS,
+            ordering: Ordering::default(),
+            open: Vec::new(),
+            open_len: 0,
+            queued: VecDeque::new(),
+            in_flight: FuturesUnordered::new(),
+            sequencer: Sequencer::default(),
+            stash: None,
+        }
+    }
+
+    /// At most `workers` `find` commands in flight at once (default
+    /// [`DEFAULT_FETCH_WORKERS`], gtm's `WorkerCount`).
+    ///
+    /// With more than one worker, two finds that include the same document may run in
+    /// either order on the server, so two updates of one document in different batches
+    /// may carry the fetched document as of either find; with one worker, fetched
+    /// documents of one document never go back in time.
+    ///
+    /// # Panics
+    /// When `workers` is zero.
+    #[track_caller]
+    pub fn workers(mut self, workers: usize) -> Self {
+        assert!(workers > 0, "batch_fetch: workers must be at least 1");
+        self.workers = workers;
+        self
+    }
+
+    /// The ordering to keep between ops while fetches run (default [`Ordering::Oplog`]);
+    /// see [`Ordering`] for what each one allows.
+    pub fn ordered(mut self, ordering: Ordering) -> Self {
+        self.ordering = ordering;
+        self
+    }
+
+    /// Most ops held at once: `max_batch * (workers + 1)`. Input is not polled while
+    /// this many are held.
+    fn capacity(&self) -> usize {
+        self.max_batch
+            .saturating_mul(self.workers.saturating_add(1))
+    }
+}
+
+impl<S: Stream + fmt::Debug, F> fmt::Debug for BatchFetch<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BatchFetch")
+            .field("stream", &self.stream)
+            .field("max_batch", &self.max_batch)
+            .field("window", &self.window)
+            .field("workers", &self.workers)
+            .field("ordering", &self.ordering)
+            .field("buffered", &self.open_len)
+            .field("held", &self.sequencer.len())
+            .field("in_flight", &self.in_flight.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, F> Stream for BatchFetch<S, F>
+where
+    S: Stream<Item = Result<Op>>,
+    F: Fetcher,
+{
+    type Item = Result<Op>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let capacity = self.capacity();
+        let mut this = self.project();
+        if let Some(op) = this.stash.take() {
+            return Poll::Ready(Some(Ok(op)));
+        }
+        loop {
+            // 1. Whatever the ordering lets out.
+            if let Some(Payload { op, error }) = this.sequencer.pop() {
+                match (op, error) {
+                    (Some(op), None) => return Poll::Ready(Some(Ok(op))),
+                    (op, Some(e)) => {
+                        *this.stash = op;
+                        return Poll::Ready(Some(Err(e)));
+                    }
+                    // Never built.
+                    (None, None) => continue,
+                }
+            }
+
+            // 2. More input, while under capacity.
+            if !this.stream.is_done() && this.sequencer.len() < capacity {
+                match this.stream.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(Ok(op))) => {
+                        let lane = this.ordering.lane(&op);
+                        let fetch_id = if op.needs_fetch() {
+                            op.id.clone()
+                        } else {
+                            None
+                        };
+                        let Some(id) = fetch_id else {
+                            this.sequencer.push(lane, true, Payload::op(op));
+                            continue;
+                        };
+                        let namespace = op.namespace.clone();
+                        let seq = this.sequencer.push(lane, false, Payload::op(op));
+                        if *this.open_len == 0 {
+                            let at = Instant::now() + *this.window;
+                            match this.deadline.as_mut().as_pin_mut() {
+                                Some(deadline) => deadline.reset(at),
+                                None => this.deadline.set(Some(tokio::time::sleep_until(at))),
+                            }
+                        }
+                        let key = id_key_bytes(&id);
+                        let entry = (id, Waiting { seq, key });
+                        match this.open.iter_mut().find(|(ns, _)| *ns == namespace) {
+                            Some((_, ops)) => ops.push(entry),
+                            None => this.open.push((namespace, vec![entry])),
+                        }
+                        *this.open_len += 1;
+                        if *this.open_len >= *this.max_batch {
+                            seal(this.open, this.open_len, this.queued);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        // Fetch what is buffered now: those ops go out before the error.
+                        seal(this.open, this.open_len, this.queued);
+                        this.sequencer.push(
+                            Lane::Barrier,
+                            true,
+                            Payload {
+                                op: None,
+                                error: Some(e),
+                            },
+                        );
+                        continue;
+                    }
+                    Poll::Ready(None) => {
+                        seal(this.open, this.open_len, this.queued);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            // 3. The open batch's deadline.
+            if *this.open_len > 0 {
+                if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
+                    if deadline.poll(cx).is_ready() {
+                        seal(this.open, this.open_len, this.queued);
+                        continue;
+                    }
+                }
+            }
+
+            // 4. Start finds while workers are free, then collect finished ones.
+            while this.in_flight.len() < *this.workers {
+                let Some(job) = this.queued.pop_front() else {
+                    break;
+                };
+                let fetch = this.fetcher.fetch(job.namespace, job.ids);
+                let waiting = job.waiting;
+                this.in_flight
+                    .push(async move { (waiting, fetch.await) }.boxed());
+            }
+            if let Poll::Ready(Some((waiting, result))) = this.in_flight.poll_next_unpin(cx) {
+                apply(this.sequencer, waiting, result);
+                continue;
+            }
+
+            if this.stream.is_done()
+                && this.sequencer.is_empty()
+                && *this.open_len == 0
+                && this.queued.is_empty()
+                && this.in_flight.is_empty()
+            {
+                return Poll::Ready(None);
+            }
+            return Poll::Pending;
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // Fetch errors add items, filters nothing: no useful upper bound.
+        (usize::from(self.stash.is_some()), None)
+    }
+}
+
+impl<S, F> FusedStream for BatchFetch<S, F>
+where
+    S: Stream<Item = Result<Op>>,
+    F: Fetcher,
+{
+    fn is_terminated(&self) -> bool {
+        self.stream.is_done()
+            && self.stash.is_none()
+            && self.sequencer.is_empty()
+            && self.open_len == 0
+            && self.queued.is_empty()
+            && self.in_flight.is_empty()
+    }
+}
+
+/// Closes the open batch: one job per namespace, ids deduplicated.
+fn seal(
+    open: &mut Vec<(Namespace, Vec<(Bson, Waiting)>)>,
+    open_len: &mut usize,
+    queued: &mut VecDeque<Job>,
+) {
+    *open_len = 0;
+    for (namespace, ops) in open.drain(..) {
+        let mut ids = Vec::with_capacity(ops.len());
+        let mut seen = std::collections::HashSet::with_capacity(ops.len());
+        let mut waiting = Vec::with_capacity(ops.len());
+        for (id, w) in ops {
+            if seen.insert(w.key.clone()) {
+                ids.push(id);
+            }
+            waiting.push(w);
+        }
+        queued.push_back(Job {
+            namespace,
+            ids,
+            waiting,
+        });
+    }
+}
+
+/// Fills in the ops of a finished find and marks them ready.
+fn apply(sequencer: &mut Sequencer<Payload>, waiting: Vec<Waiting>, result: Result<Vec<Document>>) {
+    match result {
+        Ok(docs) => {
+            // key -> (document, ops still to serve): the last op takes it, the others clone.
+            let mut found: HashMap<Vec<u8>, (Document, usize)> = docs
+                .into_iter()
+                .filter_map(|d| {
+                    let key = id_key_bytes(d.get("_id")?);
+                    Some((key, (d, 0)))
+                })
+                .collect();
+            for w in &waiting {
+                if let Some((_, uses)) = found.get_mut(&w.key) {
+                    *uses += 1;
+                }
+            }
+            for w in waiting {
+                if let Some(Payload { op: Some(op), .. }) = sequencer.payload_mut(w.seq) {
+                    let doc = match found.get_mut(&w.key) {
+                        Some((_, uses)) if *uses > 1 => {
+                            *uses -= 1;
+                            found.get(&w.key).map(|(d, _)| d.clone())
+                        }
+                        Some(_) => found.remove(&w.key).map(|(d, _)| d),
+                        None => None,
+                    };
+                    op.document_missing = doc.is_none();
+                    op.data = doc;
+                }
+                sequencer.set_ready(w.seq);
+            }
+        }
+        Err(error) => {
+            // The error goes out just before the first op of the find; the ops go out
+            // unfetched (`needs_fetch()` still true, `document_missing` false).
+            let mut error = Some(error);
+            for w in waiting {
+                if let Some(payload) = sequencer.payload_mut(w.seq) {
+                    if payload.error.is_none() {
+                        payload.error = error.take();
+                    }
+                }
+                sequencer.set_ready(w.seq);
+            }
+        }
+    }
+}
