@@ -399,7 +399,21 @@ mod tests {
         );
     }
 
-    const GOLDEN_TOM: u64 = 0x0;
+    /// Computed with an independent implementation (Python) of the documented algorithm.
+    const GOLDEN_TOM: u64 = 0xbba3_f020_c5de_3655;
+
+    #[test]
+    fn ring_golden_owners() {
+        // Independent implementation of the documented ring (Python), 160 replicas.
+        let ring = HashRing::new(["Tom", "Dick", "Harry"]).unwrap();
+        let owners: Vec<&str> = (0..10).map(|i| ring.owner_of_id(&Bson::Int32(i))).collect();
+        assert_eq!(
+            owners,
+            ["Tom", "Tom", "Tom", "Dick", "Harry", "Harry", "Harry", "Harry", "Dick", "Harry"]
+        );
+        assert_eq!(ring.owner_of_key(b"db.coll"), "Harry");
+        assert_eq!(ring.owner_of_id(&Bson::String("abc".into())), "Harry");
+    }
 
     fn fnv_only(bytes: &[u8]) -> u64 {
         let mut h = FNV_OFFSET;
