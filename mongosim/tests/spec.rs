@@ -1,0 +1,240 @@
+//! MongoDB's unified-format specification tests (change streams, CRUD, transactions) run
+//! against mongosim with the official Rust driver (issue 7).
+//!
+//! The test files are read from `../shared/spec-tests/` next to the workspace (or from
+//! `MONGOSIM_SPEC_TESTS`); when absent the test says so and passes. The server is a fresh
+//! `mongosim::MongoSim`, or `MONGODB_URI` when set. `MONGOSIM_SPEC_FILTER=<substring>` limits the
+//! run to matching file paths (`crud/find`), `MONGOSIM_SPEC_VERBOSE=1` prints every failure.
+//!
+//! The run fails when an applicable test fails that is not listed in `spec/NOT_PASSING.md`.
+
+#[path = "spec/bulk.rs"]
+mod bulk;
+#[path = "spec/entities.rs"]
+mod entities;
+#[path = "spec/matcher.rs"]
+mod matcher;
+#[path = "spec/operations.rs"]
+mod operations;
+#[path = "spec/runner.rs"]
+mod runner;
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use runner::Verdict;
+
+const SUITES: &[&str] = &["change-streams", "crud", "transactions"];
+
+fn spec_dir() -> PathBuf {
+    match std::env::var_os("MONGOSIM_SPEC_TESTS") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec-tests"),
+    }
+}
+
+/// `(file, test description) -> reason` from NOT_PASSING.md: lines of the form
+/// ``- `suite/file.json` `test description` — reason``.
+fn allow_list() -> BTreeMap<(String, String), String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/NOT_PASSING.md");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("- `") else {
+            continue;
+        };
+        let Some((file, rest)) = rest.split_once('`') else {
+            continue;
+        };
+        let Some(rest) = rest.trim_start().strip_prefix('`') else {
+            continue;
+        };
+        let Some((desc, reason)) = rest.split_once('`') else {
+            continue;
+        };
+        let reason = reason
+            .trim()
+            .trim_start_matches('—')
+            .trim_start_matches('-')
+            .trim();
+        out.insert((file.to_string(), desc.to_string()), reason.to_string());
+    }
+    out
+}
+
+#[derive(Default)]
+struct Counts {
+    passed: usize,
+    failed: usize,
+    listed: usize,
+    not_applicable: usize,
+    skipped: usize,
+}
+
+impl Counts {
+    fn line(&self) -> String {
+        format!(
+            "passed {}, failed {} (of which listed in NOT_PASSING.md {}), not applicable {}, skipped {}",
+            self.passed, self.failed, self.listed, self.not_applicable, self.skipped
+        )
+    }
+    fn add(&mut self, o: &Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.listed += o.listed;
+        self.not_applicable += o.not_applicable;
+        self.skipped += o.skipped;
+    }
+}
+
+#[test]
+fn unified_spec_tests() {
+    let dir = spec_dir();
+    if !dir.is_dir() {
+        eprintln!(
+            "spec tests: {} not found; skipping (set MONGOSIM_SPEC_TESTS)",
+            dir.display()
+        );
+        return;
+    }
+    let filter = std::env::var("MONGOSIM_SPEC_FILTER").ok();
+    let verbose = std::env::var_os("MONGOSIM_SPEC_VERBOSE").is_some();
+    let allow = allow_list();
+
+    let _sim;
+    let uri = match std::env::var("MONGODB_URI") {
+        Ok(u) => u,
+        Err(_) => {
+            let sim = mongosim::MongoSim::start(mongosim::Options::new()).expect("start mongosim");
+            let u = sim.uri();
+            _sim = sim;
+            u
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut unexpected: Vec<String> = Vec::new();
+    let mut now_passing: Vec<String> = Vec::new();
+    rt.block_on(async {
+        let env = runner::Env::new(&uri)
+            .await
+            .unwrap_or_else(|e| panic!("spec runner setup: {e}"));
+        eprintln!(
+            "spec tests against {uri}: server {:?}, topology {}",
+            env.version, env.topology
+        );
+        runner::kill_all_sessions(&env).await;
+        let mut total = Counts::default();
+        for suite in SUITES {
+            let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.join(suite)) {
+                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+                Err(_) => continue,
+            };
+            files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+            files.sort();
+            let mut sc = Counts::default();
+            for path in files {
+                let fname = format!("{suite}/{}", path.file_name().unwrap().to_string_lossy());
+                if filter.as_deref().is_some_and(|f| !fname.contains(f)) {
+                    continue;
+                }
+                let rep = runner::run_file(&env, &path).await;
+                let mut c = Counts::default();
+                for (desc, v) in &rep.tests {
+                    let key = (fname.clone(), desc.clone());
+                    match v {
+                        Verdict::Passed => {
+                            c.passed += 1;
+                            if allow.contains_key(&key) {
+                                now_passing.push(format!("{fname} `{desc}`"));
+                            }
+                        }
+                        Verdict::Failed(why) => {
+                            c.failed += 1;
+                            if allow.contains_key(&key) {
+                                c.listed += 1;
+                                if verbose {
+                                    eprintln!("  listed failure {fname} `{desc}`: {why}");
+                                }
+                            } else {
+                                eprintln!("  FAILED {fname} `{desc}`: {why}");
+                                unexpected.push(format!("{fname} `{desc}`"));
+                            }
+                        }
+                        Verdict::NotApplicable => c.not_applicable += 1,
+                        Verdict::Skipped(_) => c.skipped += 1,
+                    }
+                }
+                eprintln!(
+                    "{fname}: passed {}, failed {}, not applicable {}, skipped {}",
+                    c.passed, c.failed, c.not_applicable, c.skipped
+                );
+                for (desc, v) in &rep.tests {
+                    if let Verdict::Skipped(r) = v {
+                        eprintln!("  skipped `{desc}`: {r}");
+                    }
+                }
+                sc.add(&c);
+            }
+            eprintln!("== {suite}: {}", sc.line());
+            total.add(&sc);
+        }
+        eprintln!("== total: {}", total.line());
+    });
+    for n in &now_passing {
+        eprintln!("now passes, remove from NOT_PASSING.md: {n}");
+    }
+    assert!(
+        unexpected.is_empty(),
+        "{} applicable spec tests failed that are not listed in tests/spec/NOT_PASSING.md:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
+    );
+}
+
+/// The matcher follows "Evaluating Matches" of the unified test format.
+#[test]
+fn matcher_rules() {
+    use mongodb::bson::{bson, Bson};
+    let none = std::collections::HashMap::<String, Bson>::new();
+    let m = |e: Bson, a: Bson, root: bool| matcher::matches(&e, Some(&a), root, &none);
+    // extra fields only at the root
+    assert!(m(bson!({"x": 1}), bson!({"x": 1, "y": 1}), true).is_ok());
+    assert!(m(bson!({"x": {"y": 1}}), bson!({"x": {"y": 1, "z": 1}}), true).is_err());
+    assert!(m(bson!({"x": 1, "y": 1}), bson!({"x": 1}), true).is_err());
+    // flexible numerics, but not across values
+    assert!(m(bson!(1), bson!(1.0), false).is_ok());
+    assert!(m(bson!(1), Bson::Int64(1), false).is_ok());
+    assert!(m(bson!(1), bson!(1.5), false).is_err());
+    // arrays: same length, elements not root
+    assert!(m(bson!([1, 2]), bson!([1, 2, 3]), false).is_err());
+    assert!(m(bson!([{"x": 1}]), bson!([{"x": 1, "y": 2}]), false).is_err());
+    // operators
+    assert!(m(bson!({"a": {"$$exists": false}}), bson!({"b": 1}), true).is_ok());
+    assert!(m(bson!({"a": {"$$exists": true}}), bson!({"b": 1}), true).is_err());
+    assert!(m(
+        bson!({"a": {"$$type": ["int", "long"]}}),
+        bson!({"a": Bson::Int64(3)}),
+        true
+    )
+    .is_ok());
+    assert!(m(bson!({"a": {"$$type": "string"}}), bson!({"a": 3}), true).is_err());
+    assert!(m(bson!({"a": {"$$unsetOrMatches": 2}}), bson!({}), true).is_ok());
+    assert!(m(bson!({"a": {"$$unsetOrMatches": 2}}), bson!({"a": 3}), true).is_err());
+    assert!(m(bson!({"a": {"$$lte": 5}}), bson!({"a": 5.0}), true).is_ok());
+    assert!(m(bson!({"a": {"$$lte": 5}}), bson!({"a": 6}), true).is_err());
+    // key order does not matter; outcome comparison is exact on types
+    assert!(m(bson!({"x": 1, "y": 2}), bson!({"y": 2, "x": 1}), false).is_ok());
+    assert!(matcher::exact_eq(
+        &bson!({"x": 1, "y": 2}),
+        &bson!({"y": 2, "x": 1})
+    ));
+    assert!(!matcher::exact_eq(&bson!({"x": 1}), &bson!({"x": 1.0})));
+    assert_eq!(runner::parse_version("4.9.0-alpha4-271"), (4, 9, 0));
+    assert_eq!(runner::parse_version("7.0"), (7, 0, 0));
+}

@@ -1,0 +1,243 @@
+//! Collection-level `bulkWrite` of the CRUD spec. The Rust driver has no such helper (only the
+//! 8.0+ client-level `bulkWrite`), so the runner does what the CRUD spec prescribes for drivers:
+//! split the requests into consecutive batches of inserts / updates / deletes, send each as an
+//! `insert` / `update` / `delete` command and merge the replies into a BulkWriteResult or a
+//! BulkWriteException.
+
+use mongodb::{
+    bson::{doc, Bson, Document},
+    ClientSession, Collection,
+};
+
+use crate::{
+    matcher::as_f64,
+    operations::{ensure_id, wc_of, BulkErr, OpErr, Res},
+};
+
+#[derive(PartialEq, Clone, Copy)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+fn model(req: &Document) -> Result<(Kind, Document, Bson), String> {
+    let (name, body) = req.iter().next().ok_or("empty request")?;
+    let Bson::Document(body) = body else {
+        return Err(format!("bad request {req}"));
+    };
+    let mut b = body.clone();
+    let filter = |b: &mut Document| match b.remove("filter") {
+        Some(Bson::Document(f)) => Ok(f),
+        _ => Err(format!("request without filter: {req}")),
+    };
+    let out = match name.as_str() {
+        "insertOne" => {
+            let Some(Bson::Document(mut d)) = b.remove("document") else {
+                return Err(format!("bad insertOne {req}"));
+            };
+            let id = ensure_id(&mut d);
+            if !b.is_empty() {
+                return Err(format!("unsupported insertOne fields {b}"));
+            }
+            (Kind::Insert, d, id)
+        }
+        "updateOne" | "updateMany" | "replaceOne" => {
+            let q = filter(&mut b)?;
+            let u = if name == "replaceOne" {
+                b.remove("replacement")
+                    .ok_or("replaceOne without replacement")?
+            } else {
+                b.remove("update").ok_or("update without update")?
+            };
+            let mut st = doc! { "q": q, "u": u };
+            if name == "updateMany" {
+                st.insert("multi", true);
+            }
+            for k in ["upsert", "arrayFilters", "hint", "collation", "sort"] {
+                if let Some(v) = b.remove(k) {
+                    st.insert(k, v);
+                }
+            }
+            if !b.is_empty() {
+                return Err(format!("unsupported {name} fields {b}"));
+            }
+            (Kind::Update, st, Bson::Null)
+        }
+        "deleteOne" | "deleteMany" => {
+            let q = filter(&mut b)?;
+            let mut st = doc! { "q": q, "limit": if name == "deleteOne" { 1 } else { 0 } };
+            for k in ["hint", "collation"] {
+                if let Some(v) = b.remove(k) {
+                    st.insert(k, v);
+                }
+            }
+            if !b.is_empty() {
+                return Err(format!("unsupported {name} fields {b}"));
+            }
+            (Kind::Delete, st, Bson::Null)
+        }
+        other => return Err(format!("unknown write model {other}")),
+    };
+    Ok(out)
+}
+
+fn n(d: &Document, k: &str) -> i64 {
+    d.get(k).and_then(as_f64).unwrap_or(0.0) as i64
+}
+
+pub async fn bulk_write(
+    c: &Collection<Document>,
+    args: &mut Document,
+    mut sess: Option<&mut ClientSession>,
+    in_txn: bool,
+) -> Result<Result<Res, OpErr>, String> {
+    let Some(Bson::Array(reqs)) = args.remove("requests") else {
+        return Err("bulkWrite without requests".into());
+    };
+    let ordered = match args.remove("ordered") {
+        Some(Bson::Boolean(b)) => b,
+        None => true,
+        Some(o) => return Err(format!("bad ordered {o}")),
+    };
+    let mut common = Document::new();
+    for k in ["bypassDocumentValidation", "comment", "let"] {
+        if let Some(v) = args.remove(k) {
+            common.insert(k, v);
+        }
+    }
+    if !args.is_empty() {
+        return Err(format!("unsupported arguments {args}"));
+    }
+    let mut models = Vec::new();
+    for r in reqs {
+        let Bson::Document(r) = r else {
+            return Err(format!("bad request {r}"));
+        };
+        models.push(model(&r)?);
+    }
+    if models.is_empty() {
+        return Ok(Err(OpErr::Client(
+            "bulkWrite requires at least one request".into(),
+        )));
+    }
+    let ns = c.namespace();
+    let db = c.client().database(&ns.db);
+    let wc = if in_txn { None } else { wc_of(c) };
+
+    let (mut inserted, mut matched, mut modified, mut deleted) = (0i64, 0i64, 0i64, 0i64);
+    let mut inserted_ids = Document::new();
+    let mut upserted_ids = Document::new();
+    let mut err = BulkErr::default();
+
+    let mut i = 0;
+    while i < models.len() {
+        let kind = models[i].0;
+        let mut j = i;
+        while j < models.len() && models[j].0 == kind {
+            j += 1;
+        }
+        let batch = &models[i..j];
+        let stmts: Vec<Bson> = batch.iter().map(|m| Bson::Document(m.1.clone())).collect();
+        let mut cmd = match kind {
+            Kind::Insert => doc! { "insert": ns.coll.as_str(), "documents": stmts },
+            Kind::Update => doc! { "update": ns.coll.as_str(), "updates": stmts },
+            Kind::Delete => doc! { "delete": ns.coll.as_str(), "deletes": stmts },
+        };
+        cmd.insert("ordered", ordered);
+        for (k, v) in &common {
+            let applies = match k.as_str() {
+                "bypassDocumentValidation" => kind != Kind::Delete,
+                "let" => kind != Kind::Insert,
+                _ => true,
+            };
+            if applies {
+                cmd.insert(k.clone(), v.clone());
+            }
+        }
+        if let Some(wc) = &wc {
+            cmd.insert("writeConcern", wc.clone());
+        }
+        let reply = match sess.as_deref_mut() {
+            Some(s) => db.run_command(cmd).session(s).await,
+            None => db.run_command(cmd).await,
+        };
+        let reply = match reply {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(OpErr::Driver(e))),
+        };
+        if let Ok(labels) = reply.get_array("errorLabels") {
+            err.labels
+                .extend(labels.iter().filter_map(|l| l.as_str().map(str::to_string)));
+        }
+        let mut failed: Vec<usize> = Vec::new();
+        if let Ok(wes) = reply.get_array("writeErrors") {
+            for we in wes {
+                if let Bson::Document(we) = we {
+                    let idx = n(we, "index") as usize;
+                    failed.push(idx);
+                    let mut we = we.clone();
+                    we.insert("index", (i + idx) as i64);
+                    err.write_errors.push(we);
+                }
+            }
+        }
+        if let Ok(wce) = reply.get_document("writeConcernError") {
+            err.wc_errors.push(wce.clone());
+        }
+        match kind {
+            Kind::Insert => {
+                inserted += n(&reply, "n");
+                for (k, m) in batch.iter().enumerate() {
+                    let ok = if ordered {
+                        failed.first().is_none_or(|f| k < *f)
+                    } else {
+                        !failed.contains(&k)
+                    };
+                    if ok {
+                        inserted_ids.insert((i + k).to_string(), m.2.clone());
+                    }
+                }
+            }
+            Kind::Update => {
+                let ups = reply
+                    .get_array("upserted")
+                    .map(|a| a.len() as i64)
+                    .unwrap_or(0);
+                matched += n(&reply, "n") - ups;
+                modified += n(&reply, "nModified");
+                if let Ok(a) = reply.get_array("upserted") {
+                    for u in a {
+                        if let Bson::Document(u) = u {
+                            let idx = i + n(u, "index") as usize;
+                            upserted_ids.insert(
+                                idx.to_string(),
+                                u.get("_id").cloned().unwrap_or(Bson::Null),
+                            );
+                        }
+                    }
+                }
+            }
+            Kind::Delete => deleted += n(&reply, "n"),
+        }
+        if ordered && !failed.is_empty() {
+            break;
+        }
+        i = j;
+    }
+    let result = doc! {
+        "deletedCount": deleted,
+        "insertedCount": inserted,
+        "insertedIds": inserted_ids,
+        "matchedCount": matched,
+        "modifiedCount": modified,
+        "upsertedCount": upserted_ids.len() as i64,
+        "upsertedIds": upserted_ids,
+    };
+    if err.write_errors.is_empty() && err.wc_errors.is_empty() {
+        Ok(Ok(Res::Value(Bson::Document(result), false)))
+    } else {
+        err.partial = result;
+        Ok(Err(OpErr::Bulk(Box::new(err))))
+    }
+}

@@ -1,0 +1,1108 @@
+//! Execution of entity and special (`testRunner`) operations.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use futures::{StreamExt, TryStreamExt};
+use mongodb::{
+    bson::{doc, oid::ObjectId, to_bson, Bson, Document},
+    error::{Error, ErrorKind, WriteFailure},
+    options::{
+        AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions,
+        DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions,
+        FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions, FindOptions,
+        IndexOptions, InsertManyOptions, InsertOneOptions, ListCollectionsOptions, ReplaceOptions,
+        SelectionCriteria, UpdateModifications, UpdateOptions, WriteConcern,
+    },
+    ClientSession, Collection, Database, IndexModel,
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::{
+    entities::{self, Entities, Entity, SessionEntity},
+    matcher,
+};
+
+/// Per-test state the operations work on.
+pub struct TestState {
+    pub uri: String,
+    /// Server version (for options the driver lacks, e.g. `rawData` before 8.2).
+    pub version: (u64, u64, u64),
+    pub internal: mongodb::Client,
+    pub ents: Entities,
+    /// Fail points to disable after the test (name).
+    pub failpoints: Vec<String>,
+    pub started_txn: bool,
+}
+
+/// An operation's error: from the driver, a client-side error the runner raises on the
+/// driver's behalf (e.g. use of an ended session), or an emulated bulk-write error.
+#[derive(Debug)]
+pub enum OpErr {
+    Driver(Error),
+    Client(String),
+    Bulk(Box<BulkErr>),
+}
+
+/// Error of the runner-emulated collection `bulkWrite` (BulkWriteException).
+#[derive(Debug, Default)]
+pub struct BulkErr {
+    pub write_errors: Vec<Document>,
+    pub wc_errors: Vec<Document>,
+    pub labels: HashSet<String>,
+    pub partial: Document,
+}
+
+/// A successful operation's result.
+pub enum Res {
+    None,
+    /// A value; `true` when documents in it are root-level documents (iterable results).
+    Value(Bson, bool),
+    Entity(Entity),
+}
+
+type OpResult = Result<Res, OpErr>;
+
+impl From<Error> for OpErr {
+    fn from(e: Error) -> Self {
+        OpErr::Driver(e)
+    }
+}
+
+/// Flattened view of an error for `expectError` assertions.
+pub struct ErrInfo {
+    pub client: bool,
+    /// (code, codeName, message) of the error and every aggregated error.
+    pub codes: Vec<(i32, Option<String>, String)>,
+    pub labels: HashSet<String>,
+    pub response: Option<Document>,
+    pub partial: Option<Bson>,
+    pub display: String,
+}
+
+fn collect_driver(e: &Error, info: &mut ErrInfo) {
+    info.labels.extend(e.labels().iter().cloned());
+    if info.response.is_none() {
+        if let Some(r) = e.server_response() {
+            info.response = r.to_document().ok();
+        }
+    }
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => {
+            info.client = false;
+            info.codes
+                .push((c.code, Some(c.code_name.clone()), c.message.clone()));
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            info.client = false;
+            info.codes
+                .push((w.code, w.code_name.clone(), w.message.clone()));
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            info.client = false;
+            info.codes
+                .push((w.code, Some(w.code_name.clone()), w.message.clone()));
+        }
+        ErrorKind::InsertMany(im) => {
+            info.client = false;
+            for w in im.write_errors.iter().flatten() {
+                info.codes
+                    .push((w.code, w.code_name.clone(), w.message.clone()));
+            }
+            if let Some(w) = &im.write_concern_error {
+                info.codes
+                    .push((w.code, Some(w.code_name.clone()), w.message.clone()));
+            }
+        }
+        ErrorKind::BulkWrite(bw) => {
+            info.client = false;
+            for w in bw.write_errors.values() {
+                info.codes
+                    .push((w.code, w.code_name.clone(), w.message.clone()));
+            }
+            for w in &bw.write_concern_errors {
+                info.codes
+                    .push((w.code, Some(w.code_name.clone()), w.message.clone()));
+            }
+        }
+        ErrorKind::Authentication { .. } => info.client = false,
+        _ => {}
+    }
+    if let Some(src) = std::error::Error::source(e).and_then(|s| s.downcast_ref::<Error>()) {
+        collect_driver(src, info);
+    }
+}
+
+/// The driver's Display includes the raw server response as hex; keep messages readable.
+fn short_error(e: &Error, info: &ErrInfo) -> String {
+    let kind = match e.kind.as_ref() {
+        ErrorKind::Command(_) => "command error",
+        ErrorKind::Write(_) => "write error",
+        ErrorKind::InsertMany(_) => "insertMany error",
+        ErrorKind::BulkWrite(_) => "bulkWrite error",
+        _ => {
+            let s = e.to_string();
+            return s
+                .split(", server response")
+                .next()
+                .unwrap_or(&s)
+                .to_string();
+        }
+    };
+    let codes: Vec<String> = info
+        .codes
+        .iter()
+        .map(|(c, n, m)| format!("{c} ({}): {m}", n.as_deref().unwrap_or("?")))
+        .collect();
+    format!("{kind} [{}] labels {:?}", codes.join("; "), info.labels)
+}
+
+impl ErrInfo {
+    pub fn of(e: &OpErr) -> ErrInfo {
+        let mut info = ErrInfo {
+            client: true,
+            codes: Vec::new(),
+            labels: HashSet::new(),
+            response: None,
+            partial: None,
+            display: String::new(),
+        };
+        match e {
+            OpErr::Driver(d) => {
+                collect_driver(d, &mut info);
+                info.display = short_error(d, &info);
+            }
+            OpErr::Client(s) => info.display = s.clone(),
+            OpErr::Bulk(b) => {
+                let b = &**b;
+                info.client = false;
+                info.labels = b.labels.clone();
+                for w in b.write_errors.iter().chain(&b.wc_errors) {
+                    let code = w.get("code").and_then(matcher::as_f64).unwrap_or(-1.0) as i32;
+                    let name = w.get_str("codeName").ok().map(str::to_string);
+                    let msg = w.get_str("errmsg").unwrap_or_default().to_string();
+                    info.codes.push((code, name, msg));
+                }
+                info.partial = Some(Bson::Document(b.partial.clone()));
+                info.display = format!("bulk write error {:?} {:?}", b.write_errors, b.wc_errors);
+            }
+        }
+        info
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// argument helpers
+
+fn take_doc(args: &mut Document, k: &str) -> Result<Document, String> {
+    match args.remove(k) {
+        Some(Bson::Document(d)) => Ok(d),
+        Some(other) => Err(format!("argument {k} must be a document, got {other}")),
+        None => Err(format!("missing argument {k}")),
+    }
+}
+
+fn take_docs(args: &mut Document, k: &str) -> Result<Vec<Document>, String> {
+    match args.remove(k) {
+        Some(Bson::Array(a)) => a
+            .into_iter()
+            .map(|b| match b {
+                Bson::Document(d) => Ok(d),
+                other => Err(format!("{k} element must be a document, got {other}")),
+            })
+            .collect(),
+        Some(other) => Err(format!("argument {k} must be an array, got {other}")),
+        None => Err(format!("missing argument {k}")),
+    }
+}
+
+fn take_str(args: &mut Document, k: &str) -> Result<String, String> {
+    match args.remove(k) {
+        Some(Bson::String(s)) => Ok(s),
+        other => Err(format!("argument {k} must be a string, got {other:?}")),
+    }
+}
+
+/// Checks that only `allowed` keys remain and deserializes them into the options type.
+fn opts<T: DeserializeOwned + Default>(args: &Document, allowed: &[&str]) -> Result<T, String> {
+    for k in args.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(format!("unsupported argument `{k}`"));
+        }
+    }
+    if args.is_empty() {
+        return Ok(T::default());
+    }
+    mongodb::bson::from_document(args.clone()).map_err(|e| format!("bad options {args}: {e}"))
+}
+
+fn update_mods(b: Bson) -> Result<UpdateModifications, String> {
+    match b {
+        Bson::Document(d) => Ok(UpdateModifications::Document(d)),
+        Bson::Array(a) => Ok(UpdateModifications::Pipeline(
+            a.into_iter()
+                .map(|s| match s {
+                    Bson::Document(d) => Ok(d),
+                    o => Err(format!("bad pipeline stage {o}")),
+                })
+                .collect::<Result<_, _>>()?,
+        )),
+        o => Err(format!("bad update {o}")),
+    }
+}
+
+fn usize_doc(m: &std::collections::HashMap<usize, Bson>) -> Document {
+    let mut keys: Vec<_> = m.keys().copied().collect();
+    keys.sort_unstable();
+    let mut d = Document::new();
+    for k in keys {
+        d.insert(k.to_string(), m[&k].clone());
+    }
+    d
+}
+
+fn update_result(r: mongodb::results::UpdateResult) -> Bson {
+    let mut d = doc! {
+        "matchedCount": r.matched_count as i64,
+        "modifiedCount": r.modified_count as i64,
+        "upsertedCount": if r.upserted_id.is_some() { 1_i64 } else { 0 },
+    };
+    if let Some(id) = r.upserted_id {
+        d.insert("upsertedId", id);
+    }
+    Bson::Document(d)
+}
+
+fn docs_value(v: Vec<Document>) -> Res {
+    Res::Value(
+        Bson::Array(v.into_iter().map(Bson::Document).collect()),
+        true,
+    )
+}
+
+/// Locks the session named in `args.session` (if any).
+async fn lock_session(
+    st: &TestState,
+    args: &mut Document,
+) -> Result<Option<OwnedMutexGuard<SessionEntity>>, String> {
+    match args.remove("session") {
+        None => Ok(None),
+        Some(Bson::String(id)) => Ok(Some(st.ents.session(&id)?.lock_owned().await)),
+        Some(o) => Err(format!("bad session argument {o}")),
+    }
+}
+
+/// `&mut ClientSession` of a locked session; an ended session is a client error.
+fn sess_mut(
+    g: &mut Option<OwnedMutexGuard<SessionEntity>>,
+) -> Result<Option<&mut ClientSession>, OpErr> {
+    match g {
+        None => Ok(None),
+        Some(g) => {
+            if g.state == "starting" {
+                g.state = "in_progress";
+            }
+            match g.session.as_mut() {
+                Some(s) => Ok(Some(s)),
+                None => Err(OpErr::Client("session used after endSession".into())),
+            }
+        }
+    }
+}
+
+macro_rules! run {
+    ($sess:expr, $action:expr) => {
+        match $sess {
+            Some(s) => $action.session(s).await,
+            None => $action.await,
+        }
+    };
+}
+
+fn wc_doc(wc: &WriteConcern) -> Document {
+    let mut d = Document::new();
+    if let Some(w) = &wc.w {
+        match w {
+            mongodb::options::Acknowledgment::Nodes(n) => d.insert("w", *n as i32),
+            mongodb::options::Acknowledgment::Majority => d.insert("w", "majority"),
+            mongodb::options::Acknowledgment::Custom(s) => d.insert("w", s.clone()),
+            _ => None,
+        };
+    }
+    if let Some(j) = wc.journal {
+        d.insert("j", j);
+    }
+    if let Some(t) = wc.w_timeout {
+        d.insert("wtimeout", t.as_millis() as i64);
+    }
+    d
+}
+
+// ---------------------------------------------------------------------------------------
+// entity operations
+
+/// Runs an entity operation. `Err(String)` is a runner-level failure (bad test or unsupported
+/// feature), independent of the operation's expectations.
+pub async fn entity_op(
+    st: &mut TestState,
+    object: &str,
+    name: &str,
+    args: Document,
+) -> Result<OpResult, String> {
+    let ent = st.ents.get(object)?.clone();
+    let mut args = args;
+    // The driver has no `rawData` option; servers before 8.2 ignore it, which is what these
+    // tests expect there (they are "rawData ... on less than 8.2.0 - ignore argument").
+    if st.version < (8, 2, 0) {
+        args.remove("rawData");
+    }
+    match ent {
+        Entity::Collection(c) => collection_op(st, &c, name, &mut args).await,
+        Entity::Database(d) => database_op(st, &d, name, &mut args).await,
+        Entity::Client(c) => client_op(&c, name, &mut args).await,
+        Entity::Session(s) => {
+            let mut g = s.lock_owned().await;
+            session_op(st, &mut g, name, &mut args).await
+        }
+        Entity::ChangeStream(cs) => {
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let mut cs = cs.lock().await;
+            match name {
+                "iterateUntilDocumentOrError" => Ok(match cs.next().await {
+                    Some(Ok(d)) => Ok(Res::Value(Bson::Document(d), true)),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(OpErr::Client("change stream ended".into())),
+                }),
+                "iterateOnce" => Ok(match cs.next_if_any().await {
+                    Ok(Some(d)) => Ok(Res::Value(Bson::Document(d), true)),
+                    Ok(None) => Ok(Res::None),
+                    Err(e) => Err(e.into()),
+                }),
+                "close" => {
+                    drop(cs);
+                    st.ents.map.remove(object);
+                    Ok(Ok(Res::None))
+                }
+                other => Err(format!("unsupported change stream operation {other}")),
+            }
+        }
+        Entity::Bson(_) => Err(format!("operation {name} on a BSON entity")),
+    }
+}
+
+async fn session_op(
+    st: &mut TestState,
+    g: &mut SessionEntity,
+    name: &str,
+    args: &mut Document,
+) -> Result<OpResult, String> {
+    if name == "endSession" {
+        g.session = None;
+        return Ok(Ok(Res::None));
+    }
+    let Some(s) = g.session.as_mut() else {
+        return Ok(Err(OpErr::Client("session used after endSession".into())));
+    };
+    match name {
+        "startTransaction" => {
+            let o = entities::parse_transaction_options(args)?;
+            st.started_txn = true;
+            let r = if args.is_empty() {
+                s.start_transaction().await
+            } else {
+                s.start_transaction().with_options(o).await
+            };
+            if r.is_ok() {
+                g.state = "starting";
+            }
+            Ok(r.map(|_| Res::None).map_err(OpErr::from))
+        }
+        "commitTransaction" => {
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let r = s.commit_transaction().await;
+            if g.state != "none" {
+                g.state = "committed";
+            }
+            Ok(r.map(|_| Res::None).map_err(OpErr::from))
+        }
+        "abortTransaction" => {
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let r = s.abort_transaction().await;
+            if g.state != "none" {
+                g.state = "aborted";
+            }
+            Ok(r.map(|_| Res::None).map_err(OpErr::from))
+        }
+        other => Err(format!("unsupported session operation {other}")),
+    }
+}
+
+async fn client_op(
+    c: &entities::ClientEntity,
+    name: &str,
+    args: &mut Document,
+) -> Result<OpResult, String> {
+    match name {
+        "createChangeStream" => {
+            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
+            let o: ChangeStreamOptions = change_stream_opts(args)?;
+            let r = c.client.watch().pipeline(pipeline).with_options(o).await;
+            Ok(r.map(|cs| {
+                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
+                    cs.with_type::<Document>(),
+                ))))
+            })
+            .map_err(OpErr::from))
+        }
+        "listDatabases" => {
+            let filter = args.remove("filter").and_then(|b| b.as_document().cloned());
+            let mut a = c.client.list_databases();
+            if let Some(f) = filter {
+                a = a.filter(f);
+            }
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            Ok(match a.await {
+                Ok(v) => Ok(Res::Value(
+                    Bson::Array(v.iter().filter_map(|d| to_bson(d).ok()).collect()),
+                    true,
+                )),
+                Err(e) => Err(e.into()),
+            })
+        }
+        other => Err(format!("unsupported client operation {other}")),
+    }
+}
+
+fn change_stream_opts(args: &Document) -> Result<ChangeStreamOptions, String> {
+    opts(
+        args,
+        &[
+            "fullDocument",
+            "fullDocumentBeforeChange",
+            "resumeAfter",
+            "startAfter",
+            "startAtOperationTime",
+            "showExpandedEvents",
+            "comment",
+            "batchSize",
+            "collation",
+        ],
+    )
+}
+
+async fn database_op(
+    st: &mut TestState,
+    db: &Database,
+    name: &str,
+    args: &mut Document,
+) -> Result<OpResult, String> {
+    let mut g = lock_session(st, args).await?;
+    let sess = match sess_mut(&mut g) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    match name {
+        "runCommand" => {
+            let cmd = take_doc(args, "command")?;
+            let _ = args.remove("commandName");
+            let rp = match args.remove("readPreference") {
+                Some(Bson::Document(d)) => Some(entities::parse_read_preference(&d)?),
+                _ => None,
+            };
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let mut a = db.run_command(cmd);
+            if let Some(rp) = rp {
+                a = a.selection_criteria(rp);
+            }
+            Ok(run!(sess, a)
+                .map(|d| Res::Value(Bson::Document(d), true))
+                .map_err(OpErr::from))
+        }
+        "aggregate" => {
+            let pipeline = take_docs(args, "pipeline")?;
+            let o: AggregateOptions = opts(
+                args,
+                &[
+                    "allowDiskUse",
+                    "batchSize",
+                    "bypassDocumentValidation",
+                    "collation",
+                    "comment",
+                    "hint",
+                    "maxTimeMS",
+                    "let",
+                ],
+            )?;
+            Ok(aggregate(db.aggregate(pipeline).with_options(o), sess).await)
+        }
+        "createCollection" => {
+            let coll = take_str(args, "collection")?;
+            let o: CreateCollectionOptions = opts(
+                args,
+                &[
+                    "viewOn",
+                    "pipeline",
+                    "capped",
+                    "size",
+                    "max",
+                    "validator",
+                    "validationLevel",
+                    "validationAction",
+                    "collation",
+                    "changeStreamPreAndPostImages",
+                    "clusteredIndex",
+                    "expireAfterSeconds",
+                    "timeseries",
+                    "comment",
+                    "indexOptionDefaults",
+                    "storageEngine",
+                ],
+            )?;
+            Ok(run!(sess, db.create_collection(coll).with_options(o))
+                .map(|_| Res::None)
+                .map_err(OpErr::from))
+        }
+        "dropCollection" => {
+            let coll = take_str(args, "collection")?;
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            Ok(run!(sess, db.collection::<Document>(&coll).drop())
+                .map(|_| Res::None)
+                .map_err(OpErr::from))
+        }
+        "listCollections" => {
+            let o: ListCollectionsOptions = opts(args, &["filter", "batchSize", "comment"])?;
+            let r = match sess {
+                Some(s) => match db.list_collections().with_options(o).session(&mut *s).await {
+                    Ok(mut c) => c.stream(s).try_collect::<Vec<_>>().await,
+                    Err(e) => Err(e),
+                },
+                None => match db.list_collections().with_options(o).await {
+                    Ok(c) => c.try_collect::<Vec<_>>().await,
+                    Err(e) => Err(e),
+                },
+            };
+            Ok(r.map(|v| {
+                Res::Value(
+                    Bson::Array(v.iter().filter_map(|c| to_bson(c).ok()).collect()),
+                    true,
+                )
+            })
+            .map_err(OpErr::from))
+        }
+        "modifyCollection" => {
+            // Emulated: the driver has no collMod helper; the CRUD/collection-management specs
+            // define it as the `collMod` command.
+            let coll = take_str(args, "collection")?;
+            let mut cmd = doc! { "collMod": coll };
+            cmd.extend(std::mem::take(args));
+            Ok(run!(sess, db.run_command(cmd))
+                .map(|_| Res::None)
+                .map_err(OpErr::from))
+        }
+        "createChangeStream" => {
+            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
+            let o = change_stream_opts(args)?;
+            let r = db.watch().pipeline(pipeline).with_options(o).await;
+            Ok(r.map(|cs| {
+                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
+                    cs.with_type::<Document>(),
+                ))))
+            })
+            .map_err(OpErr::from))
+        }
+        other => Err(format!("unsupported database operation {other}")),
+    }
+}
+
+async fn aggregate(
+    a: mongodb::action::Aggregate<'_>,
+    sess: Option<&mut ClientSession>,
+) -> OpResult {
+    match sess {
+        Some(s) => match a.session(&mut *s).await {
+            Ok(mut c) => c
+                .stream(s)
+                .try_collect::<Vec<Document>>()
+                .await
+                .map(docs_value)
+                .map_err(OpErr::from),
+            Err(e) => Err(e.into()),
+        },
+        None => match a.await {
+            Ok(c) => c
+                .try_collect::<Vec<Document>>()
+                .await
+                .map(docs_value)
+                .map_err(OpErr::from),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+const WRITE_COMMON: &[&str] = &["comment", "let", "hint", "collation"];
+
+fn allowed<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = WRITE_COMMON.to_vec();
+    v.extend_from_slice(extra);
+    v
+}
+
+async fn collection_op(
+    st: &mut TestState,
+    c: &Collection<Document>,
+    name: &str,
+    args: &mut Document,
+) -> Result<OpResult, String> {
+    let mut g = lock_session(st, args).await?;
+    let in_txn = g
+        .as_ref()
+        .is_some_and(|g| matches!(g.state, "starting" | "in_progress"));
+    let sess = match sess_mut(&mut g) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    let r: OpResult = match name {
+        "insertOne" => {
+            let d = take_doc(args, "document")?;
+            let o: InsertOneOptions = opts(args, &["comment", "bypassDocumentValidation"])?;
+            run!(sess, c.insert_one(d).with_options(o))
+                .map(|r| Res::Value(Bson::Document(doc! { "insertedId": r.inserted_id }), false))
+                .map_err(OpErr::from)
+        }
+        "insertMany" => {
+            let d = take_docs(args, "documents")?;
+            let o: InsertManyOptions =
+                opts(args, &["comment", "bypassDocumentValidation", "ordered"])?;
+            run!(sess, c.insert_many(d).with_options(o))
+                .map(|r| {
+                    Res::Value(
+                        Bson::Document(doc! { "insertedIds": usize_doc(&r.inserted_ids) }),
+                        false,
+                    )
+                })
+                .map_err(OpErr::from)
+        }
+        "updateOne" | "updateMany" => {
+            let f = take_doc(args, "filter")?;
+            let u = update_mods(args.remove("update").ok_or("missing update")?)?;
+            let mut extra = vec!["upsert", "arrayFilters", "bypassDocumentValidation"];
+            if name == "updateOne" {
+                extra.push("sort");
+            }
+            let o: UpdateOptions = opts(args, &allowed(&extra))?;
+            let r = if name == "updateOne" {
+                run!(sess, c.update_one(f, u).with_options(o))
+            } else {
+                run!(sess, c.update_many(f, u).with_options(o))
+            };
+            r.map(|r| Res::Value(update_result(r), false))
+                .map_err(OpErr::from)
+        }
+        "replaceOne" => {
+            let f = take_doc(args, "filter")?;
+            let d = take_doc(args, "replacement")?;
+            let o: ReplaceOptions = opts(
+                args,
+                &allowed(&["upsert", "bypassDocumentValidation", "sort"]),
+            )?;
+            run!(sess, c.replace_one(f, d).with_options(o))
+                .map(|r| Res::Value(update_result(r), false))
+                .map_err(OpErr::from)
+        }
+        "deleteOne" | "deleteMany" => {
+            let f = take_doc(args, "filter")?;
+            let o: DeleteOptions = opts(args, &allowed(&[]))?;
+            let r = if name == "deleteOne" {
+                run!(sess, c.delete_one(f).with_options(o))
+            } else {
+                run!(sess, c.delete_many(f).with_options(o))
+            };
+            r.map(|r| {
+                Res::Value(
+                    Bson::Document(doc! { "deletedCount": r.deleted_count as i64 }),
+                    false,
+                )
+            })
+            .map_err(OpErr::from)
+        }
+        "findOneAndDelete" => {
+            let f = take_doc(args, "filter")?;
+            let o: FindOneAndDeleteOptions =
+                opts(args, &allowed(&["projection", "sort", "maxTimeMS"]))?;
+            run!(sess, c.find_one_and_delete(f).with_options(o))
+                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
+                .map_err(OpErr::from)
+        }
+        "findOneAndReplace" => {
+            let f = take_doc(args, "filter")?;
+            let d = take_doc(args, "replacement")?;
+            let o: FindOneAndReplaceOptions = opts(
+                args,
+                &allowed(&[
+                    "projection",
+                    "sort",
+                    "maxTimeMS",
+                    "upsert",
+                    "returnDocument",
+                    "bypassDocumentValidation",
+                ]),
+            )?;
+            run!(sess, c.find_one_and_replace(f, d).with_options(o))
+                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
+                .map_err(OpErr::from)
+        }
+        "findOneAndUpdate" => {
+            let f = take_doc(args, "filter")?;
+            let u = update_mods(args.remove("update").ok_or("missing update")?)?;
+            let o: FindOneAndUpdateOptions = opts(
+                args,
+                &allowed(&[
+                    "projection",
+                    "sort",
+                    "maxTimeMS",
+                    "upsert",
+                    "returnDocument",
+                    "bypassDocumentValidation",
+                    "arrayFilters",
+                ]),
+            )?;
+            run!(sess, c.find_one_and_update(f, u).with_options(o))
+                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
+                .map_err(OpErr::from)
+        }
+        "find" => {
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let o: FindOptions = opts(
+                args,
+                &[
+                    "sort",
+                    "skip",
+                    "limit",
+                    "batchSize",
+                    "projection",
+                    "let",
+                    "comment",
+                    "allowDiskUse",
+                    "collation",
+                    "hint",
+                    "maxTimeMS",
+                    "min",
+                    "max",
+                    "returnKey",
+                    "showRecordId",
+                    "noCursorTimeout",
+                    "allowPartialResults",
+                ],
+            )?;
+            match sess {
+                Some(s) => match c.find(f).with_options(o).session(&mut *s).await {
+                    Ok(mut cur) => cur
+                        .stream(s)
+                        .try_collect::<Vec<_>>()
+                        .await
+                        .map(docs_value)
+                        .map_err(OpErr::from),
+                    Err(e) => Err(e.into()),
+                },
+                None => match c.find(f).with_options(o).await {
+                    Ok(cur) => cur
+                        .try_collect::<Vec<_>>()
+                        .await
+                        .map(docs_value)
+                        .map_err(OpErr::from),
+                    Err(e) => Err(e.into()),
+                },
+            }
+        }
+        "findOne" => {
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let o: FindOneOptions = opts(
+                args,
+                &[
+                    "sort",
+                    "skip",
+                    "projection",
+                    "let",
+                    "comment",
+                    "collation",
+                    "hint",
+                    "maxTimeMS",
+                ],
+            )?;
+            run!(sess, c.find_one(f).with_options(o))
+                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
+                .map_err(OpErr::from)
+        }
+        "aggregate" => {
+            let pipeline = take_docs(args, "pipeline")?;
+            let o: AggregateOptions = opts(
+                args,
+                &[
+                    "allowDiskUse",
+                    "batchSize",
+                    "bypassDocumentValidation",
+                    "collation",
+                    "comment",
+                    "hint",
+                    "maxTimeMS",
+                    "let",
+                ],
+            )?;
+            aggregate(c.aggregate(pipeline).with_options(o), sess).await
+        }
+        "distinct" => {
+            let field = take_str(args, "fieldName")?;
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let o: DistinctOptions = opts(args, &["comment", "collation", "hint", "maxTimeMS"])?;
+            run!(sess, c.distinct(field, f).with_options(o))
+                .map(|v| Res::Value(Bson::Array(v), false))
+                .map_err(OpErr::from)
+        }
+        "countDocuments" => {
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let o: CountOptions = opts(
+                args,
+                &["comment", "collation", "hint", "maxTimeMS", "skip", "limit"],
+            )?;
+            run!(sess, c.count_documents(f).with_options(o))
+                .map(|n| Res::Value(Bson::Int64(n as i64), false))
+                .map_err(OpErr::from)
+        }
+        "estimatedDocumentCount" => {
+            let o: EstimatedDocumentCountOptions = opts(args, &["comment", "maxTimeMS"])?;
+            let _ = sess; // estimatedDocumentCount takes no session in the driver
+            c.estimated_document_count()
+                .with_options(o)
+                .await
+                .map(|n| Res::Value(Bson::Int64(n as i64), false))
+                .map_err(OpErr::from)
+        }
+        "count" => {
+            // Emulated: the deprecated `count` helper of the CRUD spec is not in the Rust
+            // driver; it is defined as the `count` command with these fields.
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let mut cmd = doc! { "count": c.name(), "query": f };
+            for k in ["skip", "limit", "collation", "comment", "hint"] {
+                if let Some(v) = args.remove(k) {
+                    cmd.insert(k, v);
+                }
+            }
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let db = c.client().database(c.namespace().db.as_str());
+            run!(sess, db.run_command(cmd))
+                .map(|r| Res::Value(r.get("n").cloned().unwrap_or(Bson::Null), false))
+                .map_err(OpErr::from)
+        }
+        "bulkWrite" => crate::bulk::bulk_write(c, args, sess, in_txn).await?,
+        "createChangeStream" => {
+            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
+            let o = change_stream_opts(args)?;
+            let r = c.watch().pipeline(pipeline).with_options(o).await;
+            r.map(|cs| {
+                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
+                    cs.with_type::<Document>(),
+                ))))
+            })
+            .map_err(OpErr::from)
+        }
+        "createIndex" => {
+            let keys = take_doc(args, "keys")?;
+            let o: IndexOptions = opts(
+                args,
+                &[
+                    "name",
+                    "unique",
+                    "sparse",
+                    "expireAfterSeconds",
+                    "partialFilterExpression",
+                    "hidden",
+                    "collation",
+                ],
+            )?;
+            let m = IndexModel::builder().keys(keys).options(o).build();
+            run!(sess, c.create_index(m))
+                .map(|r| Res::Value(Bson::String(r.index_name), false))
+                .map_err(OpErr::from)
+        }
+        "dropIndex" => {
+            let n = take_str(args, "name")?;
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            run!(sess, c.drop_index(n))
+                .map(|_| Res::None)
+                .map_err(OpErr::from)
+        }
+        "listIndexes" => {
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let r = match sess {
+                Some(s) => match c.list_indexes().session(&mut *s).await {
+                    Ok(mut cur) => cur.stream(s).try_collect::<Vec<_>>().await,
+                    Err(e) => Err(e),
+                },
+                None => match c.list_indexes().await {
+                    Ok(cur) => cur.try_collect::<Vec<_>>().await,
+                    Err(e) => Err(e),
+                },
+            };
+            r.map(|v| {
+                Res::Value(
+                    Bson::Array(v.iter().filter_map(|m| to_bson(m).ok()).collect()),
+                    true,
+                )
+            })
+            .map_err(OpErr::from)
+        }
+        "rename" => {
+            // Emulated: no rename helper in the driver; the spec defines it as
+            // `renameCollection` run on the admin database.
+            let to = take_str(args, "to")?;
+            let ns = c.namespace();
+            let mut cmd = doc! { "renameCollection": format!("{}.{}", ns.db, ns.coll), "to": format!("{}.{}", ns.db, to) };
+            if let Some(v) = args.remove("dropTarget") {
+                cmd.insert("dropTarget", v);
+            }
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let admin = c.client().database("admin");
+            run!(sess, admin.run_command(cmd))
+                .map(|_| Res::None)
+                .map_err(OpErr::from)
+        }
+        other => return Err(format!("unsupported collection operation {other}")),
+    };
+    Ok(r)
+}
+
+// ---------------------------------------------------------------------------------------
+// testRunner operations
+
+pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Result<(), String> {
+    match name {
+        "failPoint" | "targetedFailPoint" => {
+            let fp = args.get_document("failPoint").map_err(|_| "failPoint missing")?.clone();
+            let client = match args.get_str("client") {
+                Ok(id) => st.ents.client(id)?.client,
+                Err(_) => {
+                    // targetedFailPoint: the session's client (one node: its only server).
+                    let sid = args.get_str("session").map_err(|_| "no client/session")?;
+                    let s = st.ents.session(sid)?;
+                    let cid = s.lock().await.client.clone();
+                    st.ents.client(&cid)?.client
+                }
+            };
+            let fp_name = fp.get_str("configureFailPoint").map_err(|_| "bad failPoint")?.to_string();
+            client
+                .database("admin")
+                .run_command(fp)
+                .selection_criteria(SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary))
+                .await
+                .map_err(|e| format!("configureFailPoint failed: {e}"))?;
+            st.failpoints.push(fp_name);
+            Ok(())
+        }
+        "assertSessionTransactionState" => {
+            let s = st.ents.session(args.get_str("session").map_err(|_| "session missing")?)?;
+            let want = args.get_str("state").map_err(|_| "state missing")?;
+            let got = s.lock().await.state;
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("session transaction state: expected {want}, got {got}"))
+            }
+        }
+        "assertSessionPinned" => {
+            Err("assertSessionPinned: sessions are only pinned to mongos (sharded); this is a replica set".into())
+        }
+        "assertSessionUnpinned" => Ok(()),
+        "assertCollectionExists" | "assertCollectionNotExists" => {
+            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
+            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
+            let names = st.internal.database(db).list_collection_names().await.map_err(|e| format!("listCollections: {e}"))?;
+            let exists = names.iter().any(|n| n == coll);
+            if exists == (name == "assertCollectionExists") {
+                Ok(())
+            } else {
+                Err(format!("{name}: {db}.{coll} exists = {exists}"))
+            }
+        }
+        "assertIndexExists" | "assertIndexNotExists" => {
+            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
+            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
+            let idx = args.get_str("indexName").map_err(|_| "indexName missing")?;
+            let names = st.internal.database(db).collection::<Document>(coll).list_index_names().await;
+            let exists = match names {
+                Ok(n) => n.iter().any(|n| n == idx),
+                Err(e) if e.to_string().contains("NamespaceNotFound") || e.to_string().contains("ns does not exist") => false,
+                Err(e) => return Err(format!("listIndexes: {e}")),
+            };
+            if exists == (name == "assertIndexExists") {
+                Ok(())
+            } else {
+                Err(format!("{name}: index {idx} on {db}.{coll} exists = {exists}"))
+            }
+        }
+        "assertSameLsidOnLastTwoCommands" | "assertDifferentLsidOnLastTwoCommands" => {
+            let c = st.ents.client(args.get_str("client").map_err(|_| "client missing")?)?;
+            let cmds = c.started_commands();
+            if cmds.len() < 2 {
+                return Err(format!("{name}: fewer than two commands observed"));
+            }
+            let a = cmds[cmds.len() - 2].get_document("lsid").ok().cloned();
+            let b = cmds[cmds.len() - 1].get_document("lsid").ok().cloned();
+            let same = a.is_some() && a == b;
+            if same == (name == "assertSameLsidOnLastTwoCommands") {
+                Ok(())
+            } else {
+                Err(format!("{name}: {a:?} vs {b:?}"))
+            }
+        }
+        "createEntities" => {
+            let list = args.get_array("entities").map_err(|_| "entities missing")?;
+            for e in list {
+                let Bson::Document(e) = e else { return Err(format!("bad entity {e}")) };
+                entities::create_entity(&mut st.ents, &st.uri, e).await?;
+            }
+            Ok(())
+        }
+        "wait" => {
+            let ms = args.get("ms").and_then(matcher::as_f64).unwrap_or(0.0);
+            tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+            Ok(())
+        }
+        other => Err(format!("unsupported testRunner operation {other} (driver API lacks it)")),
+    }
+}
+
+/// A new `_id` for documents a driver would give one.
+pub fn ensure_id(d: &mut Document) -> Bson {
+    if let Some(id) = d.get("_id") {
+        return id.clone();
+    }
+    let id = Bson::ObjectId(ObjectId::new());
+    let mut nd = doc! { "_id": id.clone() };
+    nd.extend(std::mem::take(d));
+    *d = nd;
+    id
+}
+
+pub fn wc_of(c: &Collection<Document>) -> Option<Document> {
+    c.write_concern().map(wc_doc).filter(|d| !d.is_empty())
+}
