@@ -130,7 +130,7 @@ fn validate_at_depth(bytes: &[u8], base_depth: usize) -> Result<(), CommandError
                 let total = i32_at(bytes, pos)?;
                 let cws_end = pos
                     .checked_add(usize::try_from(total).map_err(|_| invalid("BSON code size"))?)
-                    .filter(|&e| e <= end - 1)
+                    .filter(|&e| e < end)
                     .ok_or_else(|| invalid("BSON code with scope size invalid"))?;
                 let scope_at = string_at(bytes, pos + 4, end)?;
                 // The scope is one more nesting level; recursion is bounded by MAX_DEPTH.

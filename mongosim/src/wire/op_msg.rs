@@ -69,7 +69,14 @@ fn parse_sections(
         match kind {
             0 => {
                 let len = read_i32(message, pos).ok_or(WireError::Malformed("truncated body"))?;
-                if len > 0 && len as usize > MAX_INTERNAL_BSON_SIZE {
+                let fits = usize::try_from(len)
+                    .ok()
+                    .and_then(|l| pos.checked_add(l))
+                    .is_some_and(|e| e <= end);
+                if !fits {
+                    return Err(WireError::Malformed("body runs past the message"));
+                }
+                if len as usize > MAX_INTERNAL_BSON_SIZE {
                     // SRV bsonobj.cpp `BSONObj::_assertInvalid`.
                     return Ok(Err(CommandError::from_code(
                         10334,
@@ -201,4 +208,249 @@ pub(crate) fn encode_op_msg(request_id: i32, response_to: i32, body: &Document) 
     }
     super::write_header(&mut buf, request_id, response_to, OP_MSG);
     buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    enum Section<'a> {
+        Body(&'a Document),
+        Seq(&'a str, &'a [Document]),
+        Raw(&'a [u8]),
+    }
+
+    fn message(flags: u32, sections: &[Section<'_>], checksum: bool) -> Vec<u8> {
+        let mut buf = vec![0u8; HEADER_LEN];
+        let flags = if checksum {
+            flags | CHECKSUM_PRESENT
+        } else {
+            flags
+        };
+        buf.extend_from_slice(&flags.to_le_bytes());
+        for s in sections {
+            match s {
+                Section::Body(d) => {
+                    buf.push(0);
+                    d.to_writer(&mut buf).unwrap();
+                }
+                Section::Seq(ident, docs) => {
+                    buf.push(1);
+                    let mut payload = Vec::new();
+                    payload.extend_from_slice(ident.as_bytes());
+                    payload.push(0);
+                    for d in *docs {
+                        d.to_writer(&mut payload).unwrap();
+                    }
+                    buf.extend_from_slice(&((payload.len() + 4) as i32).to_le_bytes());
+                    buf.extend_from_slice(&payload);
+                }
+                Section::Raw(bytes) => buf.extend_from_slice(bytes),
+            }
+        }
+        if checksum {
+            buf.extend_from_slice(&[0; 4]);
+        }
+        let n = buf.len();
+        super::super::write_header(&mut buf, 7, 0, OP_MSG);
+        if checksum {
+            let crc = crc32c::crc32c(&buf[..n - 4]);
+            buf[n - 4..].copy_from_slice(&crc.to_le_bytes());
+        }
+        buf
+    }
+
+    fn request(m: &[u8]) -> Result<Request, CommandError> {
+        match parse(m) {
+            Ok(Incoming::Msg { request, .. }) => request,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn code(m: &[u8]) -> i32 {
+        request(m).unwrap_err().code
+    }
+
+    fn fatal(m: &[u8]) -> i32 {
+        match parse(m) {
+            Err(WireError::Fatal(e)) => e.code,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sequences_merge_into_the_body_in_any_order() {
+        let body = doc! {"insert": "c", "$db": "test"};
+        let docs = [doc! {"_id": 1}, doc! {"_id": 2}];
+        let m = message(
+            0,
+            &[Section::Seq("documents", &docs), Section::Body(&body)],
+            false,
+        );
+        let req = request(&m).unwrap();
+        assert_eq!(req.name, "insert");
+        assert_eq!(req.db, "test");
+        assert_eq!(
+            req.body,
+            doc! {"insert": "c", "$db": "test", "documents": [{"_id": 1}, {"_id": 2}]}
+        );
+        // An empty sequence is an empty array.
+        let m = message(
+            0,
+            &[Section::Body(&body), Section::Seq("documents", &[])],
+            false,
+        );
+        assert_eq!(
+            request(&m)
+                .unwrap()
+                .body
+                .get_array("documents")
+                .unwrap()
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn checksum_is_verified() {
+        let body = doc! {"ping": 1, "$db": "admin"};
+        let m = message(0, &[Section::Body(&body)], true);
+        assert_eq!(request(&m).unwrap().name, "ping");
+        let mut bad = m.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        assert_eq!(fatal(&bad), 288);
+    }
+
+    #[test]
+    fn more_to_come_and_optional_flags() {
+        let body = doc! {"ping": 1, "$db": "admin"};
+        let m = message(MORE_TO_COME | (1 << 16), &[Section::Body(&body)], false);
+        assert!(matches!(
+            parse(&m),
+            Ok(Incoming::Msg {
+                more_to_come: true,
+                ..
+            })
+        ));
+        let m = message(1 << 5, &[Section::Body(&body)], false);
+        assert_eq!(fatal(&m), 223);
+    }
+
+    #[test]
+    fn server_parse_errors() {
+        let body = doc! {"insert": "c", "$db": "test"};
+        let one = [doc! {"_id": 1}];
+        assert_eq!(
+            code(&message(
+                0,
+                &[Section::Body(&body), Section::Body(&body)],
+                false
+            )),
+            40430
+        );
+        assert_eq!(
+            code(&message(
+                0,
+                &[
+                    Section::Body(&body),
+                    Section::Seq("a", &one),
+                    Section::Seq("a", &one)
+                ],
+                false
+            )),
+            40431
+        );
+        assert_eq!(
+            fatal(&message(
+                0,
+                &[
+                    Section::Body(&body),
+                    Section::Seq("a", &one),
+                    Section::Seq("b", &one),
+                    Section::Seq("c", &one)
+                ],
+                false
+            )),
+            233
+        );
+        assert_eq!(
+            code(&message(
+                0,
+                &[Section::Body(&body), Section::Raw(&[2, 0, 0])],
+                false
+            )),
+            40432
+        );
+        assert_eq!(code(&message(0, &[Section::Seq("a", &one)], false)), 40587);
+        assert_eq!(
+            code(&message(
+                0,
+                &[Section::Body(&body), Section::Seq("insert", &one)],
+                false
+            )),
+            40433
+        );
+        let no_db = doc! {"ping": 1};
+        let e = request(&message(0, &[Section::Body(&no_db)], false)).unwrap_err();
+        assert_eq!(e.code, 40571);
+        assert_eq!(e.errmsg, "OP_MSG requests require a $db argument");
+        let bad_db = doc! {"ping": 1, "$db": 1};
+        assert_eq!(code(&message(0, &[Section::Body(&bad_db)], false)), 14);
+    }
+
+    #[test]
+    fn broken_framing_closes() {
+        let body = doc! {"ping": 1, "$db": "admin"};
+        let m = message(0, &[Section::Body(&body)], false);
+        // Cut the body short but fix up the header length: the section runs past the end.
+        let mut cut = m[..m.len() - 3].to_vec();
+        let n = cut.len() as i32;
+        cut[..4].copy_from_slice(&n.to_le_bytes());
+        assert!(matches!(parse(&cut), Err(WireError::Malformed(_))));
+        // Sequence size larger than the message.
+        let m = message(
+            0,
+            &[Section::Body(&body), Section::Raw(&[1, 0xff, 0, 0, 0])],
+            false,
+        );
+        assert!(matches!(parse(&m), Err(WireError::Malformed(_))));
+        // Invalid BSON inside a correctly framed body is answered (22), not fatal.
+        let mut raw = Vec::new();
+        body.to_writer(&mut raw).unwrap();
+        raw[4] = 0x42; // unknown element type
+        let mut section = vec![0u8];
+        section.extend_from_slice(&raw);
+        assert_eq!(code(&message(0, &[Section::Raw(&section)], false)), 22);
+    }
+
+    #[test]
+    fn exhaustive_truncation_and_corruption_never_panics() {
+        let body = doc! {"find": "c", "filter": {"a": {"$gt": [1, "x"]}}, "$db": "test"};
+        let docs = [doc! {"_id": 1, "s": "abc"}];
+        let m = message(
+            0,
+            &[Section::Body(&body), Section::Seq("documents", &docs)],
+            true,
+        );
+        for cut in HEADER_LEN..m.len() {
+            let mut v = m[..cut].to_vec();
+            let n = v.len() as i32;
+            v[..4].copy_from_slice(&n.to_le_bytes());
+            let _ = parse(&v);
+        }
+        let m = message(
+            0,
+            &[Section::Body(&body), Section::Seq("documents", &docs)],
+            false,
+        );
+        for i in HEADER_LEN..m.len() {
+            for b in [0u8, 1, 2, 0x7f, 0x80, 0xff] {
+                let mut v = m.clone();
+                v[i] = b;
+                let _ = parse(&v);
+            }
+        }
+    }
 }
