@@ -321,6 +321,50 @@ async fn generic_arguments_are_accepted() {
         .await
         .unwrap_err();
     assert!(matches!(*err.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 14));
+    for (bad, msg) in [
+        (Bson::Int32(-1), "maxTimeMS is out of range"),
+        (Bson::Double(1.5), "maxTimeMS has non-integral value"),
+        (Bson::String("1".into()), "maxTimeMS must be a number"),
+    ] {
+        let err = client
+            .database("admin")
+            .run_command(doc! {"ping": 1, "maxTimeMS": bad})
+            .await
+            .unwrap_err();
+        match *err.kind {
+            mongodb::error::ErrorKind::Command(ref c) => {
+                assert_eq!((c.code, c.message.as_str()), (2, msg));
+            }
+            ref other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Idle servers write `{msg: "periodic noop"}` every `noop_interval` (reference §4.9), which
+/// moves the last applied optime that hello's `lastWrite` and `operationTime` report.
+#[tokio::test]
+async fn periodic_noop_advances_the_last_write_when_idle() {
+    let sim = MongoSim::start(Options::new().noop_interval(Duration::from_millis(200))).unwrap();
+    let client = client(&sim).await;
+    let last_write = |hello: &Document| {
+        hello
+            .get_document("lastWrite")
+            .unwrap()
+            .get_document("opTime")
+            .unwrap()
+            .get_timestamp("ts")
+            .unwrap()
+    };
+    let first = last_write(&admin(&client, doc! {"hello": 1}).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let hello = admin(&client, doc! {"hello": 1}).await;
+    let second = last_write(&hello);
+    assert!(
+        (second.time, second.increment) > (first.time, first.increment),
+        "{first:?} -> {second:?}"
+    );
+    let operation_time = hello.get_timestamp("operationTime").unwrap();
+    assert!((operation_time.time, operation_time.increment) >= (second.time, second.increment));
 }
 
 /// The monitor must poll (no topologyVersion => no awaitable hello), not spin: count the

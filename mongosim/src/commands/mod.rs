@@ -125,16 +125,7 @@ impl<'a> Ctx<'a> {
                 "startTransaction" => self.start_transaction = expect_bool(key, value)?,
                 "readConcern" => self.read_concern = Some(expect_doc(key, value)?.clone()),
                 "writeConcern" => self.write_concern = Some(expect_doc(key, value)?.clone()),
-                "maxTimeMS" => {
-                    let ms = expect_long(key, value)?;
-                    if ms < 0 {
-                        // SRV src/mongo/db/query/max_time_ms_parser.cpp
-                        return Err(CommandError::bad_value(format!(
-                            "{key} value for {key} is out of range: {ms}"
-                        )));
-                    }
-                    self.max_time_ms = (ms > 0).then_some(ms);
-                }
+                "maxTimeMS" => self.max_time_ms = parse_max_time_ms(key, value)?,
                 "$readPreference" => self.read_preference = Some(expect_doc(key, value)?.clone()),
                 "apiVersion" => {
                     if let Bson::String(s) = value {
@@ -206,6 +197,34 @@ pub(crate) fn wrong_type(field: &str, value: &Bson, expected: &str) -> CommandEr
         "BSON field '{field}' is the wrong type '{}', expected type '{expected}'",
         type_name(value)
     ))
+}
+
+/// SRV src/mongo/db/query/max_time_ms_parser.cpp `parseMaxTimeMS`: a number in
+/// `0..=i32::MAX`, integral; 0 means no limit.
+pub(crate) fn parse_max_time_ms(field: &str, value: &Bson) -> CmdResult<Option<i64>> {
+    let ms = match value {
+        Bson::Int32(i) => i64::from(*i),
+        Bson::Int64(i) => *i,
+        Bson::Double(d) => {
+            if d.is_nan() || *d < 0.0 || *d > f64::from(i32::MAX) {
+                return Err(CommandError::bad_value(format!("{field} is out of range")));
+            }
+            if d.fract() != 0.0 {
+                return Err(CommandError::bad_value(format!(
+                    "{field} has non-integral value"
+                )));
+            }
+            *d as i64
+        }
+        Bson::Decimal128(_) => {
+            return Err(CommandError::bad_value(format!("{field} is out of range")))
+        }
+        _ => return Err(CommandError::bad_value(format!("{field} must be a number"))),
+    };
+    if !(0..=i64::from(i32::MAX)).contains(&ms) {
+        return Err(CommandError::bad_value(format!("{field} is out of range")));
+    }
+    Ok((ms > 0).then_some(ms))
 }
 
 fn expect_doc<'v>(field: &str, value: &'v Bson) -> CmdResult<&'v Document> {
