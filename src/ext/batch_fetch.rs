@@ -138,9 +138,9 @@ type Done = (Vec<Waiting>, Result<Vec<Document>>);
 pub struct BatchFetch<S: Stream, F> {
     #[pin]
     stream: Fuse<S>,
-    /// Armed when a batch starts; created once, then reset.
-    #[pin]
-    deadline: Option<Sleep>,
+    /// Armed when a batch starts; created once, then reset. Boxed so that the adapter
+    /// is `Unpin` whenever the input is.
+    deadline: Option<Pin<Box<Sleep>>>,
     fetcher: F,
     max_batch: usize,
     window: Duration,
@@ -268,9 +268,11 @@ where
                         let seq = this.sequencer.push(lane, false, Payload::op(op));
                         if *this.open_len == 0 {
                             let at = Instant::now() + *this.window;
-                            match this.deadline.as_mut().as_pin_mut() {
-                                Some(deadline) => deadline.reset(at),
-                                None => this.deadline.set(Some(tokio::time::sleep_until(at))),
+                            match this.deadline {
+                                Some(deadline) => deadline.as_mut().reset(at),
+                                None => {
+                                    *this.deadline = Some(Box::pin(tokio::time::sleep_until(at)))
+                                }
                             }
                         }
                         let key = id_key_bytes(&id);
@@ -308,8 +310,8 @@ where
 
             // 3. The open batch's deadline.
             if *this.open_len > 0 {
-                if let Some(deadline) = this.deadline.as_mut().as_pin_mut() {
-                    if deadline.poll(cx).is_ready() {
+                if let Some(deadline) = this.deadline {
+                    if deadline.as_mut().poll(cx).is_ready() {
                         seal(this.open, this.open_len, this.queued);
                         continue;
                     }
