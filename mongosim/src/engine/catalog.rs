@@ -336,7 +336,7 @@ fn dup_key_error(ns: &str, ix: &Index, key: &[Key]) -> CommandError {
     let mut shown = Vec::new();
     for ((field, _), k) in pattern.iter().zip(key.iter()) {
         value.insert(field.clone(), k.0.clone());
-        shown.push(format!("{}: {}", field, shell_repr(&k.0)));
+        shown.push(format!("{}: {}", field, crate::query::fmt::value(&k.0)));
     }
     CommandError::duplicate_key(format!(
         "E11000 duplicate key error collection: {ns} index: {} dup key: {{ {} }}",
@@ -345,41 +345,6 @@ fn dup_key_error(ns: &str, ix: &Index, key: &[Key]) -> CommandError {
     ))
     .with_extra("keyPattern", pattern)
     .with_extra("keyValue", value)
-}
-
-/// How the server prints a value in an E11000 message (`BSONElement::toString`).
-pub(crate) fn shell_repr(v: &Bson) -> String {
-    match v {
-        Bson::String(s) => format!("\"{s}\""),
-        Bson::ObjectId(o) => format!("ObjectId('{}')", o.to_hex()),
-        Bson::Int32(i) => i.to_string(),
-        Bson::Int64(i) => i.to_string(),
-        Bson::Double(d) => {
-            if d.fract() == 0.0 && d.is_finite() {
-                format!("{d:.1}")
-            } else {
-                d.to_string()
-            }
-        }
-        Bson::Null => "null".into(),
-        Bson::Boolean(b) => b.to_string(),
-        Bson::Document(d) => {
-            let parts: Vec<String> = d
-                .iter()
-                .map(|(k, v)| format!("{k}: {}", shell_repr(v)))
-                .collect();
-            if parts.is_empty() {
-                "{}".into()
-            } else {
-                format!("{{ {} }}", parts.join(", "))
-            }
-        }
-        Bson::Array(a) => {
-            let parts: Vec<String> = a.iter().map(shell_repr).collect();
-            format!("[ {} ]", parts.join(", "))
-        }
-        other => other.to_string(),
-    }
 }
 
 /// A database.

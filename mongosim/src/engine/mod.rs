@@ -232,30 +232,44 @@ impl Engine {
     }
 
     /// Writes one unprepared transaction as a single `applyOps` entry (reference §6):
-    /// inner ops keep `op`, `ns`, `ui`, `o`, `o2`; the outer entry carries the session.
+    /// inner ops keep `op`, `ns`, `ui`, `o`, `o2`; the outer entry carries the session and a
+    /// null `prevOpTime`.
     pub(crate) fn log_transaction(
         &mut self,
         ops: Vec<Document>,
         lsid: &Document,
         txn_number: i64,
     ) -> Option<Timestamp> {
+        self.log_apply_ops(ops, Some((lsid, txn_number)))
+    }
+
+    /// Writes `ops` as one `admin.$cmd` `applyOps` entry; without a session this is the
+    /// batched-write form (batched multi-deletes, reference §4.7).
+    pub(crate) fn log_apply_ops(
+        &mut self,
+        ops: Vec<Document>,
+        session: Option<(&Document, i64)>,
+    ) -> Option<Timestamp> {
         if ops.is_empty() {
             return None;
         }
         let ts = self.clock.tick();
         let inner: Vec<Bson> = ops.into_iter().map(Bson::Document).collect();
-        let entry = doc! {
-            "lsid": oplog_lsid(lsid),
-            "txnNumber": txn_number,
-            "op": "c",
-            "ns": "admin.$cmd",
-            "o": {"applyOps": inner},
-        };
-        let st = self.sessions.entry(session_key(lsid)).or_default();
-        st.txn_number = txn_number;
-        st.last = Some(ts);
-        st.executed.clear();
-        self.append_stamped(entry, ts, Some(null_optime()));
+        let mut entry = Document::new();
+        let mut prev = None;
+        if let Some((lsid, txn_number)) = session {
+            entry.insert("lsid", oplog_lsid(lsid));
+            entry.insert("txnNumber", txn_number);
+            let st = self.sessions.entry(session_key(lsid)).or_default();
+            st.txn_number = txn_number;
+            st.last = Some(ts);
+            st.executed.clear();
+            prev = Some(null_optime());
+        }
+        entry.insert("op", "c");
+        entry.insert("ns", "admin.$cmd");
+        entry.insert("o", doc! {"applyOps": inner});
+        self.append_stamped(entry, ts, prev);
         self.last_applied = ts;
         if let Some(o) = &self.oplog {
             o.notify();
