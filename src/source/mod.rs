@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::op::{Namespace, Op, OpKind};
 
+pub mod change_stream;
+pub mod direct;
 pub mod oplog;
 
 /// How a live source retries transient errors: exponential backoff with jitter, from the

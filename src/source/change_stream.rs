@@ -1,0 +1,811 @@
+//! Change streams (`watch`) on a collection, a database or the whole deployment.
+//!
+//! Each event becomes an [`Op`] with [`Source::ChangeStream`] and its resume token as
+//! [`Position::ResumeToken`]. After an `invalidate` (drop or rename of a watched
+//! collection, drop of a watched database) the drop/rename op is emitted and the stream
+//! continues with `startAfter` the invalidate token, as gtm does; the `invalidate` event
+//! itself is not emitted.
+//!
+//! Errors: the driver resumes once on resumable errors; beyond that this source retries
+//! with backoff from the last token ([`ChangeStreamOptions::retry`]). History lost (286),
+//! token not found (280) and invalid token (260) end the stream with
+//! [`Error::PositionLost`]; a deployment that is not a replica set (40573) ends it with
+//! [`Error::NotReplicaSet`].
+//!
+//! ```no_run
+//! use futures::TryStreamExt;
+//! use mongotail::source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
+//! use mongotail::Namespace;
+//!
+//! # async fn run() -> mongotail::Result<()> {
+//! let client = mongodb::Client::with_uri_str("mongodb://localhost:27017").await?;
+//! let options = ChangeStreamOptions::new().namespace(Namespace::parse("shop.orders")?);
+//! let mut ops = ChangeStreamSource::new(&client, options);
+//! while let Some(op) = ops.try_next().await? {
+//!     println!("{:?} {} {:?}", op.kind, op.namespace, op.position);
+//! }
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bson::{Bson, Document, Timestamp};
+use futures::stream::{BoxStream, Stream, StreamExt};
+use mongodb::change_stream::event::ResumeToken;
+use mongodb::change_stream::ChangeStream;
+pub use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
+use mongodb::Client;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result, POSITION_LOST_CODES};
+use crate::op::{
+    Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
+};
+use crate::source::RetryPolicy;
+
+/// Options of one change stream. Build with [`ChangeStreamOptions::new`] and the builder
+/// methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChangeStreamOptions {
+    /// What to watch: a collection (`db.coll`), a database (`db`), or, when `None`, the
+    /// whole deployment. Default `None`.
+    pub namespace: Option<Namespace>,
+    /// Stages appended after `$changeStream` (gtm's `Pipe`). Default empty.
+    pub pipeline: Vec<Document>,
+    /// `fullDocument` mode. Default `Some(UpdateLookup)` (as gtm); `None` is the server's
+    /// `"default"` (no document on updates).
+    pub full_document: Option<FullDocumentType>,
+    /// `fullDocumentBeforeChange` mode. Default `None` (`"off"`).
+    pub full_document_before_change: Option<FullDocumentBeforeChangeType>,
+    /// Start at this cluster time (inclusive). Default `None`: now.
+    pub start_at_operation_time: Option<Timestamp>,
+    /// Resume after this token (e.g. a saved [`Position::ResumeToken`]). Default `None`.
+    pub resume_after: Option<Document>,
+    /// Start after this token; unlike `resume_after` it may be an invalidate token.
+    /// Default `None`.
+    pub start_after: Option<Document>,
+    /// Cursor batch size. Default `None`: the server's default.
+    pub batch_size: Option<u32>,
+    /// How long the server waits for events before answering an empty batch. Default 1 s.
+    pub max_await_time: Option<Duration>,
+    /// Retry of transient errors beyond the driver's single automatic resume. Default
+    /// [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
+}
+
+impl Default for ChangeStreamOptions {
+    fn default() -> Self {
+        ChangeStreamOptions {
+            namespace: None,
+            pipeline: Vec::new(),
+            full_document: Some(FullDocumentType::UpdateLookup),
+            full_document_before_change: None,
+            start_at_operation_time: None,
+            resume_after: None,
+            start_after: None,
+            batch_size: None,
+            max_await_time: Some(Duration::from_secs(1)),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ChangeStreamOptions {
+    /// The defaults: the whole deployment, `updateLookup`, from now.
+    pub fn new() -> Self {
+        ChangeStreamOptions::default()
+    }
+
+    /// Sets [`ChangeStreamOptions::namespace`].
+    pub fn namespace(mut self, ns: Namespace) -> Self {
+        self.namespace = Some(ns);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::pipeline`].
+    pub fn pipeline(mut self, stages: impl IntoIterator<Item = Document>) -> Self {
+        self.pipeline = stages.into_iter().collect();
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::full_document`].
+    pub fn full_document(mut self, mode: Option<FullDocumentType>) -> Self {
+        self.full_document = mode;
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::full_document_before_change`].
+    pub fn full_document_before_change(
+        mut self,
+        mode: Option<FullDocumentBeforeChangeType>,
+    ) -> Self {
+        self.full_document_before_change = mode;
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::start_at_operation_time`].
+    pub fn start_at_operation_time(mut self, ts: Timestamp) -> Self {
+        self.start_at_operation_time = Some(ts);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::resume_after`].
+    pub fn resume_after(mut self, token: Document) -> Self {
+        self.resume_after = Some(token);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::start_after`].
+    pub fn start_after(mut self, token: Document) -> Self {
+        self.start_after = Some(token);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::batch_size`].
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = Some(n);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::max_await_time`].
+    pub fn max_await_time(mut self, d: Duration) -> Self {
+        self.max_await_time = Some(d);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::retry`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    token: Mutex<Option<Document>>,
+    seek: Mutex<Option<Timestamp>>,
+    wake: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A cloneable remote control of a [`ChangeStreamSource`]: read its position, seek it.
+#[derive(Debug, Clone)]
+pub struct ChangeStreamControl {
+    shared: Arc<Shared>,
+}
+
+impl ChangeStreamControl {
+    /// The resume token of the last event delivered, refreshed on empty batches
+    /// (post-batch resume token); `None` before the stream opened.
+    pub fn position(&self) -> Option<Document> {
+        lock(&self.shared.token).clone()
+    }
+
+    /// Makes the stream continue with the changes after `ts` (gtm's `Since`): the stream
+    /// is re-opened with `startAtOperationTime` just after `ts` on the next poll.
+    pub fn seek(&self, ts: Timestamp) {
+        *lock(&self.shared.seek) = Some(ts);
+        self.shared.wake.notify_one();
+    }
+}
+
+/// One change stream as a `Stream<Item = Result<Op>>`. Dropping it closes its cursor.
+#[must_use = "streams do nothing unless polled"]
+pub struct ChangeStreamSource {
+    inner: BoxStream<'static, Result<Op>>,
+    control: ChangeStreamControl,
+}
+
+impl fmt::Debug for ChangeStreamSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChangeStreamSource")
+            .field("position", &self.control.position())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeStreamSource {
+    /// Builds the stream; nothing is sent to the server before the first poll.
+    pub fn new(client: &Client, options: ChangeStreamOptions) -> ChangeStreamSource {
+        let shared = Arc::new(Shared::default());
+        let resume = match (&options.start_after, &options.resume_after) {
+            (Some(t), _) => Some((t.clone(), true)),
+            (None, Some(t)) => Some((t.clone(), false)),
+            (None, None) => None,
+        };
+        let watcher = Watcher {
+            client: client.clone(),
+            start_at: options.start_at_operation_time,
+            options,
+            resume,
+            stream: None,
+            failures: 0,
+            done: false,
+            txn: TxnCounter::default(),
+            shared: shared.clone(),
+        };
+        let inner = futures::stream::unfold(watcher, |mut w| async move {
+            let item = w.next_item().await?;
+            Some((item, w))
+        })
+        .boxed();
+        ChangeStreamSource {
+            inner,
+            control: ChangeStreamControl { shared },
+        }
+    }
+
+    /// See [`ChangeStreamControl::position`].
+    pub fn position(&self) -> Option<Document> {
+        self.control.position()
+    }
+
+    /// A remote control for this stream.
+    pub fn control(&self) -> ChangeStreamControl {
+        self.control.clone()
+    }
+}
+
+impl Stream for ChangeStreamSource {
+    type Item = Result<Op>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+struct Watcher {
+    client: Client,
+    options: ChangeStreamOptions,
+    /// Where to resume: a token and whether it must be used with `startAfter`.
+    resume: Option<(Document, bool)>,
+    start_at: Option<Timestamp>,
+    stream: Option<ChangeStream<Document>>,
+    failures: u32,
+    done: bool,
+    txn: TxnCounter,
+    shared: Arc<Shared>,
+}
+
+enum Recovery {
+    Retry,
+    Fail(Error),
+}
+
+fn token_doc(token: &ResumeToken) -> Option<Document> {
+    match bson::to_bson(token) {
+        Ok(Bson::Document(d)) => Some(d),
+        _ => None,
+    }
+}
+
+fn to_token(doc: &Document) -> Option<ResumeToken> {
+    bson::from_bson(Bson::Document(doc.clone())).ok()
+}
+
+impl Watcher {
+    async fn next_item(&mut self) -> Option<Result<Op>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let seek = lock(&self.shared.seek).take();
+            if let Some(ts) = seek {
+                self.stream = None;
+                self.resume = None;
+                self.start_at = Some(Timestamp {
+                    time: ts.time,
+                    increment: ts.increment.saturating_add(1),
+                });
+                continue;
+            }
+            if self.stream.is_none() {
+                match self.open().await {
+                    Ok(s) => {
+                        self.stream = Some(s);
+                        self.refresh_token();
+                    }
+                    Err(e) => match self.recover(e) {
+                        Recovery::Retry => {
+                            self.backoff().await;
+                            continue;
+                        }
+                        Recovery::Fail(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    },
+                }
+            }
+            let Some(stream) = self.stream.as_mut() else {
+                continue;
+            };
+            let next = tokio::select! {
+                biased;
+                _ = self.shared.wake.notified() => continue,
+                next = stream.next_if_any() => next,
+            };
+            match next {
+                Ok(Some(event)) => {
+                    self.failures = 0;
+                    self.refresh_token();
+                    match decode_event(&event, &mut self.txn) {
+                        Ok(Decoded::Op(op)) => return Some(Ok(*op)),
+                        Ok(Decoded::Invalidate(token)) => {
+                            tracing::debug!(
+                                "change stream invalidated; continuing with startAfter"
+                            );
+                            self.stream = None;
+                            self.resume = Some((token, true));
+                        }
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                Ok(None) => {
+                    self.failures = 0;
+                    let alive = stream.is_alive();
+                    self.refresh_token();
+                    if !alive {
+                        self.stream = None;
+                    }
+                }
+                Err(e) => {
+                    self.stream = None;
+                    match self.recover(Error::Driver(e)) {
+                        Recovery::Retry => self.backoff().await,
+                        Recovery::Fail(e) => {
+                            self.done = true;
+                            return Some(Err(e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Caches the stream's current resume token (event `_id` or post-batch token).
+    fn refresh_token(&mut self) {
+        let Some(token) = self.stream.as_ref().and_then(|s| s.resume_token()) else {
+            return;
+        };
+        let Some(doc) = token_doc(&token) else {
+            return;
+        };
+        let start_after = matches!(&self.resume, Some((t, true)) if *t == doc);
+        *lock(&self.shared.token) = Some(doc.clone());
+        self.resume = Some((doc, start_after));
+    }
+
+    fn position(&self) -> Position {
+        match (&self.resume, self.start_at) {
+            (Some((t, _)), _) => Position::ResumeToken(t.clone()),
+            (None, Some(ts)) => Position::Oplog(ts),
+            (None, None) => Position::ResumeToken(Document::new()),
+        }
+    }
+
+    fn recover(&mut self, e: Error) -> Recovery {
+        let code = e.code();
+        if let Some(code) = code {
+            if code == 40573 {
+                return Recovery::Fail(Error::NotReplicaSet(e.to_string()));
+            }
+            if POSITION_LOST_CODES.contains(&code) && code != 136 {
+                return Recovery::Fail(Error::PositionLost {
+                    position: self.position(),
+                    code,
+                    message: e.to_string(),
+                });
+            }
+        }
+        // Only transient errors are retried (a bad pipeline fails at once); unlike the
+        // driver, transient errors of the initial aggregate are retried too.
+        if e.is_resumable() && self.failures < self.options.retry.max_retries {
+            self.failures += 1;
+            tracing::warn!(error = %e, attempt = self.failures, "change stream: retrying after transient error");
+            return Recovery::Retry;
+        }
+        Recovery::Fail(e)
+    }
+
+    fn backoff(&self) -> tokio::time::Sleep {
+        tokio::time::sleep(self.options.retry.backoff(self.failures))
+    }
+
+    async fn open(&mut self) -> Result<ChangeStream<Document>> {
+        let o = &self.options;
+        let db;
+        let coll;
+        let watch = match &o.namespace {
+            None => self.client.watch(),
+            Some(ns) if ns.is_database() => {
+                db = self.client.database(ns.db());
+                db.watch()
+            }
+            Some(ns) => {
+                coll = self
+                    .client
+                    .database(ns.db())
+                    .collection::<Document>(ns.coll());
+                coll.watch()
+            }
+        };
+        let mut watch = watch.pipeline(o.pipeline.clone());
+        if let Some(fd) = &o.full_document {
+            watch = watch.full_document(fd.clone());
+        }
+        if let Some(fd) = &o.full_document_before_change {
+            watch = watch.full_document_before_change(fd.clone());
+        }
+        if let Some(n) = o.batch_size {
+            watch = watch.batch_size(n);
+        }
+        if let Some(d) = o.max_await_time {
+            watch = watch.max_await_time(d);
+        }
+        match &self.resume {
+            Some((token, start_after)) => {
+                let token = to_token(token).ok_or_else(|| {
+                    Error::Config(format!("resume token {token} is not a document"))
+                })?;
+                watch = if *start_after {
+                    watch.start_after(token)
+                } else {
+                    watch.resume_after(token)
+                };
+            }
+            None => {
+                if let Some(ts) = self.start_at {
+                    watch = watch.start_at_operation_time(ts);
+                }
+            }
+        }
+        Ok(watch.await?.with_type::<Document>())
+    }
+}
+
+/// What one change event turns into.
+pub(crate) enum Decoded {
+    Op(Box<Op>),
+    Invalidate(Document),
+}
+
+/// Numbers the events of one transaction when the token does not carry `txnOpIndex`.
+#[derive(Debug, Default)]
+pub(crate) struct TxnCounter {
+    last: Option<(Timestamp, i64)>,
+    next: u32,
+}
+
+fn malformed(message: impl Into<String>) -> Error {
+    Error::Malformed {
+        what: "change event".into(),
+        message: message.into(),
+    }
+}
+
+fn change_ns(v: Option<&Bson>) -> Option<Namespace> {
+    let d = v?.as_document()?;
+    let db = d.get_str("db").ok()?;
+    let coll = d.get_str("coll").unwrap_or("");
+    Some(Namespace::from_server(db, coll))
+}
+
+/// Decodes a KeyString-encoded non-negative integer (reference §5.8) at `bytes[0..]`,
+/// returning the value and the number of bytes used.
+fn keystring_uint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let ctype = *bytes.first()?;
+    if ctype == 0x29 {
+        return Some((0, 1));
+    }
+    let n = usize::from(ctype.checked_sub(0x2A)?);
+    if !(1..=8).contains(&n) || bytes.len() < 1 + n {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for b in &bytes[1..=n] {
+        v = (v << 8) | u64::from(*b);
+    }
+    if v & 1 != 0 {
+        return None; // fractional part: not an integer
+    }
+    Some((v >> 1, 1 + n))
+}
+
+/// `txnOpIndex` from a resume token's `_data` (reference §5.8): clusterTime, version,
+/// [tokenType (v1+)], txnOpIndex.
+pub(crate) fn txn_op_index(token: &Document) -> Option<u32> {
+    let hex = token.get_str("_data").ok()?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    if bytes.first() != Some(&0x82) || bytes.len() < 9 {
+        return None;
+    }
+    let mut at = 9;
+    let (version, used) = keystring_uint(&bytes[at..])?;
+    at += used;
+    if version >= 1 {
+        let (_token_type, used) = keystring_uint(&bytes[at..])?;
+        at += used;
+    }
+    let (index, _) = keystring_uint(&bytes[at..])?;
+    u32::try_from(index).ok()
+}
+
+fn update_description(d: &Document) -> Result<UpdateDescription> {
+    let updated = d.get_document("updatedFields").cloned().unwrap_or_default();
+    let removed = match d.get_array("removedFields") {
+        Ok(a) => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| malformed("removedFields"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Err(_) => Vec::new(),
+    };
+    let mut truncated = Vec::new();
+    if let Ok(arr) = d.get_array("truncatedArrays") {
+        for t in arr {
+            let t = t
+                .as_document()
+                .ok_or_else(|| malformed("truncatedArrays"))?;
+            let field = t
+                .get_str("field")
+                .map_err(|_| malformed("truncatedArrays.field"))?;
+            let size = match t.get("newSize") {
+                Some(Bson::Int32(n)) => u32::try_from(*n).ok(),
+                Some(Bson::Int64(n)) => u32::try_from(*n).ok(),
+                _ => None,
+            }
+            .ok_or_else(|| malformed("truncatedArrays.newSize"))?;
+            truncated.push(TruncatedArray::new(field, size));
+        }
+    }
+    Ok(UpdateDescription::new(updated, removed, truncated))
+}
+
+/// Turns one change event (reference §5.4) into an op.
+pub(crate) fn decode_event(ev: &Document, txn: &mut TxnCounter) -> Result<Decoded> {
+    let token = ev
+        .get_document("_id")
+        .map_err(|_| malformed("missing `_id` (resume token)"))?
+        .clone();
+    let op_type = ev
+        .get_str("operationType")
+        .map_err(|_| malformed("missing `operationType`"))?;
+    if op_type == "invalidate" {
+        return Ok(Decoded::Invalidate(token));
+    }
+    let ns = change_ns(ev.get("ns"))
+        .ok_or_else(|| malformed(format!("{op_type} event without `ns`")))?;
+    let kind = match op_type {
+        "insert" => OpKind::Insert,
+        "update" => OpKind::Update,
+        "replace" => OpKind::Replace,
+        "delete" => OpKind::Delete,
+        "drop" => OpKind::DropCollection,
+        "dropDatabase" => OpKind::DropDatabase,
+        "rename" => OpKind::Rename {
+            to: change_ns(ev.get("to")).ok_or_else(|| malformed("rename event without `to`"))?,
+        },
+        "create" => OpKind::Create,
+        "createIndexes"
+        | "dropIndexes"
+        | "modify"
+        | "shardCollection"
+        | "reshardCollection"
+        | "refineCollectionShardKey" => OpKind::Command(op_type.to_owned()),
+        other => OpKind::Other(other.to_owned()),
+    };
+    let document_key = ev.get_document("documentKey").ok().cloned();
+    let id = document_key.as_ref().and_then(|k| k.get("_id").cloned());
+    let mut op = Op::new(kind, ns, id);
+    op.document_key = document_key;
+    match ev.get("fullDocument") {
+        Some(Bson::Document(d)) => op.data = Some(d.clone()),
+        Some(Bson::Null) if op.is_update() => op.document_missing = true,
+        _ => {}
+    }
+    if op.data.is_none() && op.is_command() {
+        if let Ok(d) = ev.get_document("operationDescription") {
+            op.data = Some(d.clone());
+        }
+    }
+    if let Ok(u) = ev.get_document("updateDescription") {
+        op.update = Some(update_description(u)?);
+    }
+    op.timestamp = ev.get_timestamp("clusterTime").unwrap_or(Timestamp {
+        time: 0,
+        increment: 0,
+    });
+    op.wall_time = ev.get_datetime("wallTime").ok().copied();
+    op.source = Source::ChangeStream;
+    if ev.contains_key("lsid") || ev.contains_key("txnNumber") {
+        let lsid = ev.get_document("lsid").ok().cloned();
+        let txn_number = ev.get_i64("txnNumber").ok();
+        let index = match txn_op_index(&token) {
+            Some(i) => i,
+            None => {
+                let key = (op.timestamp, txn_number.unwrap_or(-1));
+                if txn.last != Some(key) {
+                    txn.last = Some(key);
+                    txn.next = 0;
+                }
+                let i = txn.next;
+                txn.next += 1;
+                i
+            }
+        };
+        op.txn = Some(TxnInfo::new(lsid, txn_number, index));
+    }
+    op.position = Position::ResumeToken(token);
+    Ok(Decoded::Op(Box::new(op)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    const INSERT_TOKEN: &str =
+        "82612E8513000000012B022C0100296E5A1004A5093ABB38FE4B9EA67F01BB1A96D812463C5F6964003C5F5F5F78000004";
+
+    fn decode(ev: Document) -> Op {
+        match decode_event(&ev, &mut TxnCounter::default()).unwrap() {
+            Decoded::Op(op) => *op,
+            _ => panic!("not an op"),
+        }
+    }
+
+    #[test]
+    fn txn_op_index_from_tokens() {
+        // reference §5.8 worked example: txnOpIndex 0
+        assert_eq!(txn_op_index(&doc! {"_data": INSERT_TOKEN}), Some(0));
+        // same token with txnOpIndex 3: `2B 06`
+        let t3 = INSERT_TOKEN.replacen("2C0100296E", "2C01002B066E", 1);
+        assert_eq!(txn_op_index(&doc! {"_data": t3}), Some(3));
+        // v2 HWM token
+        assert_eq!(
+            txn_op_index(&doc! {"_data": "82612E8513000000012B0429296E1404"}),
+            Some(0)
+        );
+        assert_eq!(txn_op_index(&doc! {"_data": "zz"}), None);
+        assert_eq!(txn_op_index(&doc! {}), None);
+    }
+
+    #[test]
+    fn crud_events() {
+        let ts = Timestamp {
+            time: 5,
+            increment: 1,
+        };
+        let insert = decode(doc! {
+            "_id": {"_data": INSERT_TOKEN}, "operationType": "insert", "clusterTime": ts,
+            "wallTime": bson::DateTime::from_millis(9),
+            "fullDocument": {"_id": 1, "a": 1}, "ns": {"db": "test", "coll": "c"}, "documentKey": {"_id": 1},
+        });
+        assert!(insert.is_insert() && insert.is_source_change_stream());
+        assert_eq!(insert.data, Some(doc! {"_id": 1, "a": 1}));
+        assert_eq!(insert.id, Some(Bson::Int32(1)));
+        assert_eq!(insert.timestamp, ts);
+        assert_eq!(insert.wall_time, Some(bson::DateTime::from_millis(9)));
+        assert_eq!(
+            insert.position,
+            Position::ResumeToken(doc! {"_data": INSERT_TOKEN})
+        );
+        assert!(insert.txn.is_none());
+
+        let update = decode(doc! {
+            "_id": {"_data": "82"}, "operationType": "update", "clusterTime": ts,
+            "ns": {"db": "test", "coll": "c"}, "documentKey": {"_id": 1},
+            "updateDescription": {"updatedFields": {"a": 2}, "removedFields": ["b"], "truncatedArrays": [{"field": "arr", "newSize": 2}]},
+            "fullDocument": null,
+        });
+        assert!(update.is_update() && update.document_missing && update.data.is_none());
+        assert_eq!(
+            update.update,
+            Some(UpdateDescription::new(
+                doc! {"a": 2},
+                vec!["b".into()],
+                vec![TruncatedArray::new("arr", 2)]
+            ))
+        );
+
+        let replace = decode(doc! {
+            "_id": {"_data": "82"}, "operationType": "replace", "clusterTime": ts,
+            "fullDocument": {"_id": 1, "x": "new"}, "ns": {"db": "test", "coll": "c"}, "documentKey": {"_id": 1},
+        });
+        assert!(replace.is_replace() && replace.data.is_some());
+        let delete = decode(doc! {
+            "_id": {"_data": "82"}, "operationType": "delete", "clusterTime": ts,
+            "ns": {"db": "test", "coll": "c"}, "documentKey": {"_id": 1},
+        });
+        assert!(delete.is_delete() && delete.data.is_none());
+    }
+
+    #[test]
+    fn ddl_and_invalidate_events() {
+        let ts = Timestamp {
+            time: 5,
+            increment: 1,
+        };
+        let drop = decode(
+            doc! {"_id": {"_data": "82"}, "operationType": "drop", "clusterTime": ts, "ns": {"db": "test", "coll": "c"}},
+        );
+        assert!(drop.is_drop_collection() && drop.collection() == "c");
+        let rename = decode(
+            doc! {"_id": {"_data": "82"}, "operationType": "rename", "clusterTime": ts,
+            "ns": {"db": "test", "coll": "a"}, "to": {"db": "test", "coll": "b"}},
+        );
+        assert_eq!(
+            rename.kind,
+            OpKind::Rename {
+                to: Namespace::parse("test.b").unwrap()
+            }
+        );
+        let dropdb = decode(
+            doc! {"_id": {"_data": "82"}, "operationType": "dropDatabase", "clusterTime": ts, "ns": {"db": "test"}},
+        );
+        assert!(dropdb.is_drop_database() && dropdb.namespace.is_database());
+        let created = decode(
+            doc! {"_id": {"_data": "82"}, "operationType": "createIndexes", "clusterTime": ts,
+            "ns": {"db": "test", "coll": "a"}, "operationDescription": {"indexes": []}},
+        );
+        assert_eq!(created.kind, OpKind::Command("createIndexes".into()));
+        assert_eq!(created.data, Some(doc! {"indexes": []}));
+        let other = decode(
+            doc! {"_id": {"_data": "82"}, "operationType": "somethingNew", "clusterTime": ts, "ns": {"db": "test"}},
+        );
+        assert_eq!(other.kind, OpKind::Other("somethingNew".into()));
+        let inv = decode_event(
+            &doc! {"_id": {"_data": "83"}, "operationType": "invalidate", "clusterTime": ts},
+            &mut TxnCounter::default(),
+        )
+        .unwrap();
+        assert!(matches!(inv, Decoded::Invalidate(t) if t == doc! {"_data": "83"}));
+        assert!(decode_event(
+            &doc! {"operationType": "insert"},
+            &mut TxnCounter::default()
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn transaction_events() {
+        let ts = Timestamp {
+            time: 5,
+            increment: 1,
+        };
+        let mut counter = TxnCounter::default();
+        let lsid = doc! {"id": 1};
+        let mut idx = Vec::new();
+        for (i, data) in ["82", "82", INSERT_TOKEN].iter().enumerate() {
+            let ev = doc! {"_id": {"_data": *data}, "operationType": "insert", "clusterTime": ts,
+            "ns": {"db": "t", "coll": "c"}, "documentKey": {"_id": i as i32}, "fullDocument": {"_id": i as i32},
+            "lsid": lsid.clone(), "txnNumber": 3i64};
+            let Decoded::Op(op) = decode_event(&ev, &mut counter).unwrap() else {
+                panic!()
+            };
+            let txn = op.txn.unwrap();
+            assert_eq!((txn.lsid.as_ref(), txn.txn_number), (Some(&lsid), Some(3)));
+            idx.push(txn.index);
+        }
+        // first two from the counter (tokens too short), the last from the token
+        assert_eq!(idx, vec![0, 1, 0]);
+    }
+}

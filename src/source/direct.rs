@@ -1,0 +1,475 @@
+//! Direct reads: every document of whole collections or views, as insert ops with
+//! [`Source::Direct`].
+//!
+//! Collections (not views, checked with `listCollections`) are split into up to
+//! [`DirectOptions::split_max`] `_id` ranges read concurrently. Boundaries come from a
+//! `$sample` of `_id`s sorted on the server (reference §7.6). Because MongoDB compares
+//! values only within one type bracket, the ranges cover the `_id`s of the sampled type
+//! (ObjectId, string, number or date) and one more query reads every document whose `_id`
+//! has another type, so each document is read exactly once. At most
+//! [`DirectOptions::concurrency`] namespaces are read at a time. The stream ends when
+//! every namespace has been read.
+//!
+//! ```no_run
+//! use futures::TryStreamExt;
+//! use mongotail::source::direct::{DirectOptions, DirectReads};
+//! use mongotail::Namespace;
+//!
+//! # async fn run() -> mongotail::Result<()> {
+//! let client = mongodb::Client::with_uri_str("mongodb://localhost:27017").await?;
+//! let options = DirectOptions::new().namespace(Namespace::parse("shop.orders")?);
+//! let docs: Vec<_> = DirectReads::new(&client, options).try_collect().await?;
+//! println!("{} documents", docs.len());
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bson::{doc, Bson, Document};
+use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use mongodb::{Client, Collection};
+
+use crate::error::{Error, Result};
+use crate::op::{Namespace, Op, OpKind, Position, Source};
+
+/// Options of the direct-read source. Build with [`DirectOptions::new`] and the builder
+/// methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct DirectOptions {
+    /// Collections or views to read, `db.coll`. Default empty.
+    pub namespaces: Vec<Namespace>,
+    /// Most `_id` ranges a collection is split into, read concurrently. Default 9 (gtm).
+    /// `1` disables splitting.
+    pub split_max: usize,
+    /// Collections with fewer documents than this are not split. Default 1,000.
+    pub split_min_docs: u64,
+    /// Most namespaces read at the same time. Default 4.
+    pub concurrency: usize,
+    /// Aggregation stages applied per namespace after the range `$match`. Default none.
+    pub pipelines: BTreeMap<Namespace, Vec<Document>>,
+    /// `allowDiskUse` for pipelines and `$sample`. Default `false`.
+    pub allow_disk_use: bool,
+    /// `noCursorTimeout` on the range cursors. Default `false`.
+    pub no_cursor_timeout: bool,
+    /// Bounded mode: only documents whose `_id` is at most the greatest `_id` (of the
+    /// sampled type) present when the read starts. Default `false`.
+    pub bounded: bool,
+    /// Cursor batch size. Default `None`: about 4 MiB per batch from the collection's
+    /// average document size (`collStats.avgObjSize`), between 100 and 10,000 documents.
+    pub batch_size: Option<u32>,
+}
+
+impl Default for DirectOptions {
+    fn default() -> Self {
+        DirectOptions {
+            namespaces: Vec::new(),
+            split_max: 9,
+            split_min_docs: 1_000,
+            concurrency: 4,
+            pipelines: BTreeMap::new(),
+            allow_disk_use: false,
+            no_cursor_timeout: false,
+            bounded: false,
+            batch_size: None,
+        }
+    }
+}
+
+impl DirectOptions {
+    /// The defaults (no namespaces).
+    pub fn new() -> Self {
+        DirectOptions::default()
+    }
+
+    /// Adds a namespace to read.
+    pub fn namespace(mut self, ns: Namespace) -> Self {
+        self.namespaces.push(ns);
+        self
+    }
+
+    /// Replaces [`DirectOptions::namespaces`].
+    pub fn namespaces(mut self, ns: impl IntoIterator<Item = Namespace>) -> Self {
+        self.namespaces = ns.into_iter().collect();
+        self
+    }
+
+    /// Sets [`DirectOptions::split_max`].
+    pub fn split_max(mut self, n: usize) -> Self {
+        self.split_max = n;
+        self
+    }
+
+    /// Sets [`DirectOptions::split_min_docs`].
+    pub fn split_min_docs(mut self, n: u64) -> Self {
+        self.split_min_docs = n;
+        self
+    }
+
+    /// Sets [`DirectOptions::concurrency`].
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n;
+        self
+    }
+
+    /// Sets the pipeline of one namespace.
+    pub fn pipeline(mut self, ns: Namespace, stages: impl IntoIterator<Item = Document>) -> Self {
+        self.pipelines.insert(ns, stages.into_iter().collect());
+        self
+    }
+
+    /// Sets [`DirectOptions::allow_disk_use`].
+    pub fn allow_disk_use(mut self, on: bool) -> Self {
+        self.allow_disk_use = on;
+        self
+    }
+
+    /// Sets [`DirectOptions::no_cursor_timeout`].
+    pub fn no_cursor_timeout(mut self, on: bool) -> Self {
+        self.no_cursor_timeout = on;
+        self
+    }
+
+    /// Sets [`DirectOptions::bounded`].
+    pub fn bounded(mut self, on: bool) -> Self {
+        self.bounded = on;
+        self
+    }
+
+    /// Sets [`DirectOptions::batch_size`].
+    pub fn batch_size(mut self, n: u32) -> Self {
+        self.batch_size = Some(n);
+        self
+    }
+}
+
+/// The direct-read source: a `Stream<Item = Result<Op>>` that ends when every namespace
+/// has been read. Dropping it closes its cursors.
+#[must_use = "streams do nothing unless polled"]
+pub struct DirectReads {
+    inner: BoxStream<'static, Result<Op>>,
+}
+
+impl fmt::Debug for DirectReads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirectReads").finish_non_exhaustive()
+    }
+}
+
+impl DirectReads {
+    /// Builds the stream; nothing is sent to the server before the first poll.
+    pub fn new(client: &Client, options: DirectOptions) -> DirectReads {
+        let concurrency = options.concurrency.max(1);
+        let client = client.clone();
+        let namespaces = options.namespaces.clone();
+        let options = std::sync::Arc::new(options);
+        let inner = stream::iter(namespaces)
+            .map(move |ns| read_namespace(client.clone(), options.clone(), ns))
+            .flatten_unordered(concurrency)
+            .boxed();
+        DirectReads { inner }
+    }
+}
+
+impl Stream for DirectReads {
+    type Item = Result<Op>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}
+
+/// The `$type` alias of the type bracket an `_id` sorts in, for the types ranges support.
+fn type_bracket(v: &Bson) -> Option<&'static str> {
+    match v {
+        Bson::ObjectId(_) => Some("objectId"),
+        Bson::String(_) => Some("string"),
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => Some("number"),
+        Bson::DateTime(_) => Some("date"),
+        _ => None,
+    }
+}
+
+/// The `_id` filters that partition a collection: ranges between `bounds` (sorted,
+/// distinct, all of type bracket `bracket`) plus every `_id` of another type. With `max`,
+/// the last range stops at it (bounded mode).
+pub(crate) fn range_filters(bracket: &str, bounds: &[Bson], max: Option<&Bson>) -> Vec<Document> {
+    let mut out = Vec::with_capacity(bounds.len() + 2);
+    let mut lower: Option<&Bson> = None;
+    for b in bounds.iter().map(Some).chain(std::iter::once(None)) {
+        let mut cond = Document::new();
+        match lower {
+            Some(l) => {
+                cond.insert("$gte", l.clone());
+            }
+            None => {
+                cond.insert("$type", bracket);
+            }
+        }
+        match (b, max) {
+            (Some(b), _) => {
+                cond.insert("$lt", b.clone());
+            }
+            (None, Some(m)) => {
+                cond.insert("$lte", m.clone());
+            }
+            (None, None) => {}
+        }
+        out.push(doc! {"_id": cond});
+        lower = b;
+    }
+    out.push(doc! {"_id": {"$not": {"$type": bracket}}});
+    out
+}
+
+/// Picks up to `splits - 1` boundaries from sorted sample `_id`s.
+pub(crate) fn pick_bounds(sample: &[Bson], splits: usize) -> Vec<Bson> {
+    let mut out: Vec<Bson> = Vec::new();
+    if splits < 2 || sample.is_empty() {
+        return out;
+    }
+    for i in 1..splits {
+        let at = i * sample.len() / splits;
+        if let Some(b) = sample.get(at) {
+            if out.last() != Some(b) {
+                out.push(b.clone());
+            }
+        }
+    }
+    out
+}
+
+struct Plan {
+    coll: Collection<Document>,
+    filters: Vec<Document>,
+    pipeline: Option<Vec<Document>>,
+    batch_size: u32,
+}
+
+async fn is_view(client: &Client, ns: &Namespace) -> Result<Option<bool>> {
+    let mut specs = client
+        .database(ns.db())
+        .list_collections()
+        .filter(doc! {"name": ns.coll()})
+        .await?;
+    match specs.try_next().await? {
+        Some(spec) => Ok(Some(matches!(
+            spec.collection_type,
+            mongodb::results::CollectionType::View
+        ))),
+        None => Ok(None),
+    }
+}
+
+async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Result<Option<Plan>> {
+    if ns.is_database() {
+        return Err(Error::Config(format!(
+            "direct reads need a collection namespace, got database {ns}"
+        )));
+    }
+    let db = client.database(ns.db());
+    let coll = db.collection::<Document>(ns.coll());
+    let pipeline = options.pipelines.get(ns).cloned();
+    let Some(view) = is_view(client, ns).await? else {
+        return Ok(None); // no such collection: nothing to read
+    };
+    let default_batch = |avg: Option<f64>| -> u32 {
+        options.batch_size.unwrap_or_else(|| match avg {
+            Some(avg) if avg > 0.0 => ((4.0 * 1024.0 * 1024.0) / avg).clamp(100.0, 10_000.0) as u32,
+            _ => 1_000,
+        })
+    };
+    if view {
+        return Ok(Some(Plan {
+            coll,
+            filters: vec![Document::new()],
+            pipeline,
+            batch_size: default_batch(None),
+        }));
+    }
+    // reference §7.4: collStats gives `count` and `avgObjSize` (absent when empty).
+    let stats = db.run_command(doc! {"collStats": ns.coll()}).await.ok();
+    let count = stats
+        .as_ref()
+        .and_then(|s| s.get("count"))
+        .and_then(bson_u64)
+        .unwrap_or(0);
+    let avg = stats
+        .as_ref()
+        .and_then(|s| s.get("avgObjSize"))
+        .and_then(bson_f64);
+    let batch_size = default_batch(avg);
+    let mut filters = vec![Document::new()];
+    if options.split_max > 1 && count >= options.split_min_docs {
+        let size = (options.split_max as u64 * 16).min(count).max(1);
+        let sample: Vec<Bson> = coll
+            .aggregate(vec![
+                doc! {"$sample": {"size": i64::try_from(size).unwrap_or(i64::MAX)}},
+                doc! {"$project": {"_id": 1}},
+                doc! {"$sort": {"_id": 1}},
+            ])
+            .allow_disk_use(options.allow_disk_use)
+            .await?
+            .try_filter_map(|d| async move { Ok(d.get("_id").cloned()) })
+            .try_collect()
+            .await?;
+        let bracket = sample.first().and_then(type_bracket);
+        let same = bracket.is_some() && sample.iter().all(|v| type_bracket(v) == bracket);
+        if let (true, Some(bracket)) = (same, bracket) {
+            let bounds = pick_bounds(&sample, options.split_max);
+            let max = if options.bounded {
+                let last = coll
+                    .find_one(doc! {"_id": {"$type": bracket}})
+                    .sort(doc! {"_id": -1})
+                    .projection(doc! {"_id": 1})
+                    .await?;
+                Some(
+                    last.and_then(|d| d.get("_id").cloned())
+                        .unwrap_or(Bson::MinKey),
+                )
+            } else {
+                None
+            };
+            filters = range_filters(bracket, &bounds, max.as_ref());
+            tracing::debug!(%ns, ranges = filters.len(), "direct read split");
+        }
+    }
+    Ok(Some(Plan {
+        coll,
+        filters,
+        pipeline,
+        batch_size,
+    }))
+}
+
+fn bson_u64(v: &Bson) -> Option<u64> {
+    match v {
+        Bson::Int32(n) => u64::try_from(*n).ok(),
+        Bson::Int64(n) => u64::try_from(*n).ok(),
+        Bson::Double(f) if *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+}
+
+fn bson_f64(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(n) => Some(f64::from(*n)),
+        Bson::Int64(n) => Some(*n as f64),
+        Bson::Double(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn to_op(ns: &Namespace, d: Document) -> Op {
+    let id = d.get("_id").cloned();
+    Op::new(OpKind::Insert, ns.clone(), id)
+        .with_data(d)
+        .with_source(Source::Direct)
+        .with_position(Position::Direct)
+}
+
+fn read_range(
+    plan: &Plan,
+    options: &DirectOptions,
+    ns: Namespace,
+    filter: Document,
+) -> BoxStream<'static, Result<Op>> {
+    let coll = plan.coll.clone();
+    let batch = plan.batch_size;
+    let allow_disk_use = options.allow_disk_use;
+    let no_cursor_timeout = options.no_cursor_timeout;
+    let pipeline = plan.pipeline.clone();
+    stream::once(async move {
+        let cursor = match pipeline {
+            Some(stages) => {
+                let mut p = Vec::with_capacity(stages.len() + 1);
+                if !filter.is_empty() {
+                    p.push(doc! {"$match": filter});
+                }
+                p.extend(stages);
+                coll.aggregate(p)
+                    .allow_disk_use(allow_disk_use)
+                    .batch_size(batch)
+                    .await
+            }
+            None => {
+                coll.find(filter)
+                    .batch_size(batch)
+                    .no_cursor_timeout(no_cursor_timeout)
+                    .await
+            }
+        };
+        match cursor {
+            Ok(c) => c
+                .map(move |d| d.map(|d| to_op(&ns, d)).map_err(Error::from))
+                .boxed(),
+            Err(e) => stream::once(async move { Err(Error::from(e)) }).boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+fn read_namespace(
+    client: Client,
+    options: std::sync::Arc<DirectOptions>,
+    ns: Namespace,
+) -> BoxStream<'static, Result<Op>> {
+    stream::once(async move {
+        match plan(&client, &options, &ns).await {
+            Ok(Some(plan)) => {
+                let ranges: Vec<_> = plan
+                    .filters
+                    .iter()
+                    .map(|f| read_range(&plan, &options, ns.clone(), f.clone()))
+                    .collect();
+                stream::select_all(ranges).boxed()
+            }
+            Ok(None) => stream::empty().boxed(),
+            Err(e) => stream::once(async move { Err(e) }).boxed(),
+        }
+    })
+    .flatten()
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_are_evenly_spaced_and_distinct() {
+        let sample: Vec<Bson> = (0..90).map(Bson::Int32).collect();
+        let b = pick_bounds(&sample, 9);
+        assert_eq!(b, (1..9).map(|i| Bson::Int32(i * 10)).collect::<Vec<_>>());
+        let dup: Vec<Bson> = vec![Bson::Int32(1); 10];
+        assert_eq!(pick_bounds(&dup, 9), vec![Bson::Int32(1)]);
+        assert!(pick_bounds(&sample, 1).is_empty());
+        assert!(pick_bounds(&[], 9).is_empty());
+    }
+
+    #[test]
+    fn range_filters_partition() {
+        let f = range_filters("number", &[Bson::Int32(10), Bson::Int32(20)], None);
+        assert_eq!(
+            f,
+            vec![
+                doc! {"_id": {"$type": "number", "$lt": 10}},
+                doc! {"_id": {"$gte": 10, "$lt": 20}},
+                doc! {"_id": {"$gte": 20}},
+                doc! {"_id": {"$not": {"$type": "number"}}},
+            ]
+        );
+        let f = range_filters("string", &[], Some(&Bson::String("z".into())));
+        assert_eq!(
+            f,
+            vec![
+                doc! {"_id": {"$type": "string", "$lte": "z"}},
+                doc! {"_id": {"$not": {"$type": "string"}}},
+            ]
+        );
+    }
+}
