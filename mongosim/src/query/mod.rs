@@ -33,3 +33,8 @@ pub(crate) mod expr;
 pub(crate) mod fmt;
 pub(crate) mod matcher;
 pub(crate) mod path;
+pub(crate) mod pipeline;
+pub(crate) mod projection;
+pub(crate) mod sort;
+pub(crate) mod update;
+pub(crate) mod update_description;

@@ -1,0 +1,582 @@
+//! Aggregation pipelines over in-memory documents
+//! (SRV `src/mongo/db/pipeline/document_source_*.cpp`).
+//!
+//! Stages: `$match $sort $skip $limit $project $addFields/$set $unset $replaceRoot/$replaceWith
+//! $count $group $sample`. Unknown stages answer 40324; a stage document with more than one
+//! field 40323.
+
+use bson::{Bson, DateTime, Document};
+use rand::seq::SliceRandom;
+
+use super::compare::cmp_bson;
+use super::expr::{accumulate, Expr, Vars};
+use super::fmt;
+use super::matcher::Matcher;
+use super::projection::Projection;
+use super::sort::SortSpec;
+use crate::error::{CmdResult, CommandError};
+
+#[derive(Debug, Clone)]
+enum Stage {
+    Match(Matcher),
+    Sort(SortSpec),
+    Skip(u64),
+    Limit(u64),
+    Project(Projection),
+    AddFields(Vec<(String, Expr)>),
+    ReplaceRoot(Expr),
+    Count(String),
+    Group(Expr, Vec<(String, String, Expr)>),
+    Sample(usize),
+}
+
+/// A parsed pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Pipeline {
+    stages: Vec<(String, Stage)>,
+}
+
+fn err(code: i32, msg: impl Into<String>) -> CommandError {
+    CommandError::from_code(code, msg)
+}
+
+fn non_neg_int(v: &Bson) -> Option<i64> {
+    match v {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        Bson::Double(f) if f.fract() == 0.0 => Some(*f as i64),
+        _ => None,
+    }
+}
+
+/// Accumulators `$group` understands (SRV `accumulator_*.cpp`).
+const ACCUMULATORS: &[&str] = &[
+    "$sum",
+    "$avg",
+    "$min",
+    "$max",
+    "$first",
+    "$last",
+    "$push",
+    "$addToSet",
+    "$count",
+];
+
+impl Pipeline {
+    /// Parses the stages.
+    pub(crate) fn parse(stages: &[Document]) -> CmdResult<Pipeline> {
+        let mut out = Vec::with_capacity(stages.len());
+        for s in stages {
+            if s.len() != 1 {
+                // SRV document_source.cpp: 40323
+                return Err(err(
+                    40323,
+                    "A pipeline stage specification object must contain exactly one field.",
+                ));
+            }
+            let Some((name, arg)) = s.iter().next() else {
+                continue;
+            };
+            let stage = parse_stage(name, arg)?;
+            out.push((name.clone(), stage));
+        }
+        Ok(Pipeline { stages: out })
+    }
+
+    /// Stage names in order (e.g. for change-stream stage validation).
+    pub(crate) fn stage_names(&self) -> Vec<&str> {
+        self.stages.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Runs the pipeline over `docs`.
+    pub(crate) fn run(&self, docs: Vec<Document>) -> CmdResult<Vec<Document>> {
+        self.run_with_now(docs, DateTime::now())
+    }
+
+    /// Runs with a fixed `$$NOW`.
+    pub(crate) fn run_with_now(
+        &self,
+        mut docs: Vec<Document>,
+        now: DateTime,
+    ) -> CmdResult<Vec<Document>> {
+        for (_, st) in &self.stages {
+            docs = run_stage(st, docs, now)?;
+        }
+        Ok(docs)
+    }
+
+    /// Runs the pipeline on one document (for per-event stages such as change streams'
+    /// `$match`/`$project`): `None` when it was filtered out.
+    pub(crate) fn run_one(&self, doc: Document) -> CmdResult<Option<Document>> {
+        Ok(self.run(vec![doc])?.into_iter().next())
+    }
+
+    /// Whether the pipeline is empty.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.stages.is_empty()
+    }
+}
+
+fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
+    Ok(match name {
+        "$match" => match arg {
+            Bson::Document(d) => Stage::Match(Matcher::parse(d)?),
+            _ => return Err(err(15959, "the match filter must be an expression in an object")),
+        },
+        "$sort" => match arg {
+            Bson::Document(d) => {
+                let s = SortSpec::parse(d)?;
+                if s.is_empty() && s.natural().is_none() {
+                    return Err(err(15976, "$sort stage must have at least one sort key"));
+                }
+                Stage::Sort(s)
+            }
+            _ => return Err(err(15973, "the $sort key specification must be an object")),
+        },
+        "$skip" => match non_neg_int(arg) {
+            Some(n) if n >= 0 => Stage::Skip(n as u64),
+            Some(n) => return Err(err(15956, format!("invalid argument to $skip stage: Expected a non-negative number in: $skip: {n}"))),
+            None => return Err(err(15972, format!("invalid argument to $skip stage: Expected a number in: $skip: {}", fmt::value(arg)))),
+        },
+        "$limit" => match non_neg_int(arg) {
+            Some(n) if n > 0 => Stage::Limit(n as u64),
+            Some(_) => return Err(err(15958, "the limit must be positive")),
+            None => return Err(err(15957, format!("invalid argument to $limit stage: Expected a number in: $limit: {}", fmt::value(arg)))),
+        },
+        "$project" => match arg {
+            Bson::Document(d) => {
+                if d.is_empty() {
+                    return Err(err(51272, "Invalid $project :: caused by :: projection specification must have at least one field"));
+                }
+                Stage::Project(Projection::parse(d).map_err(|e| {
+                    CommandError::from_code(e.code, format!("Invalid $project :: caused by :: {}", e.errmsg))
+                })?)
+            }
+            _ => return Err(err(15969, "$project specification must be an object")),
+        },
+        "$unset" => {
+            let fields: Vec<String> = match arg {
+                Bson::String(s) => vec![s.clone()],
+                Bson::Array(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|x| match x {
+                        Bson::String(s) => Ok(s.clone()),
+                        _ => Err(err(31120, "$unset specification must be a string or an array containing only string values")),
+                    })
+                    .collect::<CmdResult<_>>()?,
+                Bson::Array(_) => return Err(err(31119, "$unset specification must be a string or an array with at least one field")),
+                _ => return Err(err(31002, "$unset specification must be a string or an array")),
+            };
+            let mut spec = Document::new();
+            for f in fields {
+                spec.insert(f, 0);
+            }
+            Stage::Project(Projection::parse(&spec)?)
+        }
+        "$addFields" | "$set" => match arg {
+            Bson::Document(d) => {
+                let mut fields = Vec::new();
+                flatten_add_fields(d, "", &mut fields)?;
+                Stage::AddFields(fields)
+            }
+            _ => return Err(err(40272, format!("{name} specification stage must be an object, got {}", fmt::type_name(arg)))),
+        },
+        "$replaceRoot" => match arg {
+            Bson::Document(d) => match d.get("newRoot") {
+                Some(v) if d.len() == 1 => Stage::ReplaceRoot(Expr::parse(v)?),
+                _ => {
+                    return Err(err(40231, "no newRoot specified for the $replaceRoot stage"));
+                }
+            },
+            _ => return Err(err(40229, format!("expected an object as specification for $replaceRoot stage, got {}", fmt::type_name(arg)))),
+        },
+        "$replaceWith" => Stage::ReplaceRoot(Expr::parse(arg)?),
+        "$count" => match arg {
+            Bson::String(s) if !s.is_empty() => {
+                if s.starts_with('$') {
+                    return Err(err(40158, "the count field cannot be a $-prefixed path"));
+                }
+                if s.contains('.') {
+                    return Err(err(40160, "the count field cannot contain '.'"));
+                }
+                Stage::Count(s.clone())
+            }
+            Bson::String(_) => return Err(err(40157, "the count field must be a non-empty string")),
+            _ => return Err(err(40156, "the count field must be a non-empty string")),
+        },
+        "$group" => {
+            let Bson::Document(d) = arg else {
+                return Err(err(15947, "a group's fields must be specified in an object"));
+            };
+            let Some(id) = d.get("_id") else {
+                return Err(err(15955, "a group specification must include an _id"));
+            };
+            let id = Expr::parse(id)?;
+            let mut accs = Vec::new();
+            for (k, v) in d {
+                if k == "_id" {
+                    continue;
+                }
+                if k.contains('.') {
+                    return Err(err(40235, format!("The field name '{k}' cannot contain '.'")));
+                }
+                let Bson::Document(ad) = v else {
+                    return Err(err(40234, format!("The field '{k}' must be an accumulator object")));
+                };
+                if ad.len() != 1 {
+                    return Err(err(40238, format!("The field '{k}' must specify one accumulator")));
+                }
+                let (op, e) = ad.iter().next().map(|(a, b)| (a.clone(), b.clone())).unwrap_or_default();
+                if !ACCUMULATORS.contains(&op.as_str()) {
+                    return Err(err(15952, format!("unknown group operator '{op}'")));
+                }
+                let expr = if op == "$count" {
+                    Expr::Literal(Bson::Int32(1))
+                } else {
+                    Expr::parse(&e)?
+                };
+                accs.push((k.clone(), op, expr));
+            }
+            Stage::Group(id, accs)
+        }
+        "$sample" => {
+            let size = match arg {
+                Bson::Document(d) => d.get("size").and_then(non_neg_int),
+                _ => None,
+            };
+            match size {
+                Some(n) if n >= 0 => Stage::Sample(n as usize),
+                _ => return Err(err(28745, "$sample stage must specify a size")),
+            }
+        }
+        _ => {
+            // SRV document_source.cpp DocumentSource::parse: 40324
+            return Err(err(40324, format!("Unrecognized pipeline stage name: '{name}'")));
+        }
+    })
+}
+
+fn flatten_add_fields(d: &Document, prefix: &str, out: &mut Vec<(String, Expr)>) -> CmdResult<()> {
+    for (k, v) in d {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            Bson::Document(sub)
+                if !sub.is_empty() && !sub.keys().next().is_some_and(|f| f.starts_with('$')) =>
+            {
+                flatten_add_fields(sub, &path, out)?;
+            }
+            other => out.push((path, Expr::parse(other)?)),
+        }
+    }
+    Ok(())
+}
+
+/// Sets `path` in `doc` the way `$addFields` does: creates/overwrites embedded documents
+/// (a non-document in the way is replaced); arrays of documents get the field in each element.
+fn add_field(doc: &mut Document, parts: &[&str], v: Option<Bson>) {
+    if parts.len() == 1 {
+        match v {
+            Some(v) => {
+                doc.insert(parts[0], v);
+            }
+            None => {
+                doc.remove(parts[0]);
+            }
+        }
+        return;
+    }
+    match doc.get_mut(parts[0]) {
+        Some(Bson::Document(sub)) => add_field(sub, &parts[1..], v),
+        Some(Bson::Array(arr)) => {
+            for e in arr.iter_mut() {
+                if let Bson::Document(sub) = e {
+                    add_field(sub, &parts[1..], v.clone());
+                }
+            }
+        }
+        _ => {
+            if v.is_some() {
+                let mut sub = Document::new();
+                add_field(&mut sub, &parts[1..], v);
+                doc.insert(parts[0], sub);
+            }
+        }
+    }
+}
+
+fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Document>> {
+    Ok(match st {
+        Stage::Match(m) => docs.into_iter().filter(|d| m.matches(d)).collect(),
+        Stage::Sort(s) => {
+            let mut docs = docs;
+            s.sort(&mut docs);
+            if s.natural() == Some(-1) && s.is_empty() {
+                docs.reverse();
+            }
+            docs
+        }
+        Stage::Skip(n) => docs.into_iter().skip(*n as usize).collect(),
+        Stage::Limit(n) => docs.into_iter().take(*n as usize).collect(),
+        Stage::Project(p) => docs.iter().map(|d| p.apply(d)).collect::<CmdResult<_>>()?,
+        Stage::AddFields(fields) => {
+            let mut out = Vec::with_capacity(docs.len());
+            for d in docs {
+                let mut vars = Vars::new(&d);
+                vars.now = now;
+                let mut vals = Vec::with_capacity(fields.len());
+                for (_, e) in fields {
+                    vals.push(e.eval(&vars)?);
+                }
+                let mut nd = d.clone();
+                for ((path, _), v) in fields.iter().zip(vals) {
+                    let parts: Vec<&str> = path.split('.').collect();
+                    add_field(&mut nd, &parts, v);
+                }
+                out.push(nd);
+            }
+            out
+        }
+        Stage::ReplaceRoot(e) => {
+            let mut out = Vec::with_capacity(docs.len());
+            for d in docs {
+                let mut vars = Vars::new(&d);
+                vars.now = now;
+                match e.eval(&vars)? {
+                    Some(Bson::Document(nd)) => out.push(nd),
+                    other => {
+                        // SRV document_source_replace_root.cpp: 40228
+                        let v = other.unwrap_or(Bson::Null);
+                        return Err(err(
+                            40228,
+                            format!(
+                                "'replacement document' must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
+                                fmt::value(&v),
+                                fmt::type_name(&v),
+                                fmt::doc(&d)
+                            ),
+                        ));
+                    }
+                }
+            }
+            out
+        }
+        Stage::Count(name) => {
+            if docs.is_empty() {
+                Vec::new()
+            } else {
+                let mut d = Document::new();
+                d.insert(name.clone(), docs.len() as i32);
+                vec![d]
+            }
+        }
+        Stage::Group(id, accs) => group(docs, id, accs, now)?,
+        Stage::Sample(n) => {
+            let mut docs = docs;
+            docs.shuffle(&mut rand::rng());
+            docs.truncate(*n);
+            docs
+        }
+    })
+}
+
+fn group(
+    docs: Vec<Document>,
+    id: &Expr,
+    accs: &[(String, String, Expr)],
+    now: DateTime,
+) -> CmdResult<Vec<Document>> {
+    // groups in first-seen order; values collected per accumulator
+    let mut keys: Vec<Bson> = Vec::new();
+    let mut vals: Vec<Vec<Vec<Option<Bson>>>> = Vec::new();
+    for d in &docs {
+        let mut vars = Vars::new(d);
+        vars.now = now;
+        let key = id.eval(&vars)?.unwrap_or(Bson::Null);
+        let gi = match keys
+            .iter()
+            .position(|k| cmp_bson(k, &key) == std::cmp::Ordering::Equal)
+        {
+            Some(i) => i,
+            None => {
+                keys.push(key);
+                vals.push(vec![Vec::new(); accs.len()]);
+                keys.len() - 1
+            }
+        };
+        for (ai, (_, _, e)) in accs.iter().enumerate() {
+            vals[gi][ai].push(e.eval(&vars)?);
+        }
+    }
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, gvals) in keys.into_iter().zip(vals) {
+        let mut d = Document::new();
+        d.insert("_id", key);
+        for ((name, op, _), items) in accs.iter().zip(gvals) {
+            let v = match op.as_str() {
+                "$sum" | "$count" => {
+                    let present: Vec<Bson> = items.into_iter().flatten().collect();
+                    accumulate("$sum", &present)
+                }
+                "$avg" | "$min" | "$max" => {
+                    let present: Vec<Bson> = items.into_iter().flatten().collect();
+                    accumulate(op, &present)
+                }
+                "$first" => items.into_iter().next().flatten().unwrap_or(Bson::Null),
+                "$last" => items.into_iter().last().flatten().unwrap_or(Bson::Null),
+                "$push" => Bson::Array(items.into_iter().flatten().collect()),
+                "$addToSet" => {
+                    let mut set: Vec<Bson> = Vec::new();
+                    for v in items.into_iter().flatten() {
+                        if !set
+                            .iter()
+                            .any(|x| cmp_bson(x, &v) == std::cmp::Ordering::Equal)
+                        {
+                            set.push(v);
+                        }
+                    }
+                    Bson::Array(set)
+                }
+                _ => Bson::Null,
+            };
+            d.insert(name.clone(), v);
+        }
+        out.push(d);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{bson, doc};
+
+    fn run(stages: Vec<Document>, docs: Vec<Document>) -> CmdResult<Vec<Document>> {
+        Pipeline::parse(&stages)?.run(docs)
+    }
+
+    fn sample() -> Vec<Document> {
+        vec![
+            doc! {"_id": 1, "k": "a", "n": 1},
+            doc! {"_id": 2, "k": "b", "n": 2},
+            doc! {"_id": 3, "k": "a", "n": 3},
+        ]
+    }
+
+    #[test]
+    fn match_sort_skip_limit() {
+        let out = run(
+            vec![
+                doc! {"$match": {"n": {"$gte": 2}}},
+                doc! {"$sort": {"n": -1}},
+                doc! {"$skip": 1},
+                doc! {"$limit": 5},
+            ],
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out, vec![doc! {"_id": 2, "k": "b", "n": 2}]);
+    }
+
+    #[test]
+    fn group_and_count() {
+        let out = run(
+            vec![
+                doc! {"$group": {"_id": "$k", "total": {"$sum": "$n"}, "c": {"$sum": 1}, "avg": {"$avg": "$n"},
+                    "mx": {"$max": "$n"}, "f": {"$first": "$_id"}, "all": {"$push": "$n"}}},
+                doc! {"$sort": {"_id": 1}},
+            ],
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                doc! {"_id": "a", "total": 4, "c": 2, "avg": 2.0, "mx": 3, "f": 1, "all": [1, 3]},
+                doc! {"_id": "b", "total": 2, "c": 1, "avg": 2.0, "mx": 2, "f": 2, "all": [2]},
+            ]
+        );
+        let out = run(vec![doc! {"$count": "n"}], sample()).unwrap();
+        assert_eq!(out, vec![doc! {"n": 3}]);
+        assert!(run(vec![doc! {"$count": "n"}], vec![]).unwrap().is_empty());
+        let out = run(
+            vec![doc! {"$group": {"_id": null, "s": {"$sum": "$n"}}}],
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(out, vec![doc! {"_id": null, "s": 6}]);
+    }
+
+    #[test]
+    fn project_add_fields_unset_replace_root() {
+        let docs = vec![doc! {"_id": 1, "a": {"b": 1, "c": 2}, "x": 5}];
+        let out = run(vec![doc! {"$project": {"a.b": 1}}], docs.clone()).unwrap();
+        assert_eq!(out, vec![doc! {"_id": 1, "a": {"b": 1}}]);
+        let out = run(
+            vec![doc! {"$addFields": {"a.d": "$x", "y": {"$add": ["$x", 1]}}}],
+            docs.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![doc! {"_id": 1, "a": {"b": 1, "c": 2, "d": 5}, "x": 5, "y": 6}]
+        );
+        let out = run(vec![doc! {"$set": {"x": "$$REMOVE"}}], docs.clone()).unwrap();
+        assert_eq!(out, vec![doc! {"_id": 1, "a": {"b": 1, "c": 2}}]);
+        let out = run(vec![doc! {"$unset": ["x", "a.c"]}], docs.clone()).unwrap();
+        assert_eq!(out, vec![doc! {"_id": 1, "a": {"b": 1}}]);
+        let out = run(vec![doc! {"$replaceRoot": {"newRoot": "$a"}}], docs.clone()).unwrap();
+        assert_eq!(out, vec![doc! {"b": 1, "c": 2}]);
+        let out = run(
+            vec![doc! {"$replaceWith": {"$mergeObjects": ["$a", {"z": 1}]}}],
+            docs.clone(),
+        )
+        .unwrap();
+        assert_eq!(out, vec![doc! {"b": 1, "c": 2, "z": 1}]);
+        let e = run(vec![doc! {"$replaceWith": "$x"}], docs).unwrap_err();
+        assert_eq!(e.code, 40228);
+    }
+
+    #[test]
+    fn sample_stage() {
+        let out = run(vec![doc! {"$sample": {"size": 2}}], sample()).unwrap();
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn errors() {
+        let e = Pipeline::parse(&[doc! {"$foo": 1}]).unwrap_err();
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (40324, "Unrecognized pipeline stage name: '$foo'")
+        );
+        let e = Pipeline::parse(&[doc! {"$match": {}, "$sort": {"a": 1}}]).unwrap_err();
+        assert_eq!(e.code, 40323);
+        let e = Pipeline::parse(&[doc! {"$project": {"x": {"$nope": 1}}}]).unwrap_err();
+        assert_eq!(e.code, 168);
+        let e = Pipeline::parse(&[doc! {"$limit": 0}]).unwrap_err();
+        assert_eq!(e.code, 15958);
+        let e = Pipeline::parse(&[doc! {"$project": {"a": 1, "b": 0}}]).unwrap_err();
+        assert_eq!(e.code, 31254);
+        assert!(e.errmsg.starts_with("Invalid $project :: caused by :: "));
+        let p = Pipeline::parse(&[doc! {"$match": {"a": 1}}, doc! {"$project": {"a": 1}}]).unwrap();
+        assert_eq!(p.stage_names(), vec!["$match", "$project"]);
+        let _ = bson!(1);
+    }
+
+    #[test]
+    fn run_one_filters() {
+        let p = Pipeline::parse(&[doc! {"$match": {"operationType": "insert"}}]).unwrap();
+        assert!(p
+            .run_one(doc! {"operationType": "insert"})
+            .unwrap()
+            .is_some());
+        assert!(p
+            .run_one(doc! {"operationType": "delete"})
+            .unwrap()
+            .is_none());
+    }
+}
