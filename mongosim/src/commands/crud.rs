@@ -1,0 +1,841 @@
+//! Write and simple read commands: `insert`, `update`, `delete`, `findAndModify`, `count`,
+//! `distinct` (reference §7.5, §8.2, §8.5, §8.7).
+//!
+//! Every write runs against a [`Catalog`] and yields oplog operations; the handler then
+//! logs them through [`Engine::log`] (contract §4). The `apply_*` functions are usable on
+//! a transaction's catalog snapshot as well.
+
+use super::{Ctx, Request};
+use crate::engine::catalog::{Catalog, NsKind};
+use crate::engine::names;
+use crate::engine::{Engine, PendingOp, RetryCtx};
+use crate::error::{CmdResult, CommandError};
+use crate::query::matcher::Matcher;
+use bson::{doc, oid::ObjectId, Bson, Document, Timestamp};
+
+// ---------------------------------------------------------------- argument helpers
+
+/// The server's IDL error for a missing required field (reference §8.3).
+pub(crate) fn missing_field(cmd: &str, field: &str) -> CommandError {
+    CommandError::from_code(
+        40414,
+        format!("BSON field '{cmd}.{field}' is missing but a required field"),
+    )
+}
+
+/// An optional document field (14 TypeMismatch if present with another type).
+pub(crate) fn opt_doc<'a>(
+    body: &'a Document,
+    cmd: &str,
+    field: &str,
+) -> CmdResult<Option<&'a Document>> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Ok(Some(d)),
+        Some(other) => Err(super::wrong_type(
+            &format!("{cmd}.{field}"),
+            other,
+            "object",
+        )),
+    }
+}
+
+/// An optional boolean field (numbers are accepted as truthiness, as the IDL does).
+pub(crate) fn opt_bool(body: &Document, cmd: &str, field: &str) -> CmdResult<Option<bool>> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Boolean(b)) => Ok(Some(*b)),
+        Some(Bson::Int32(i)) => Ok(Some(*i != 0)),
+        Some(Bson::Int64(i)) => Ok(Some(*i != 0)),
+        Some(Bson::Double(d)) => Ok(Some(*d != 0.0)),
+        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "bool")),
+    }
+}
+
+/// An optional integral field.
+pub(crate) fn opt_i64(body: &Document, cmd: &str, field: &str) -> CmdResult<Option<i64>> {
+    match body.get(field) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(i)) => Ok(Some(*i as i64)),
+        Some(Bson::Int64(i)) => Ok(Some(*i)),
+        Some(Bson::Double(d)) if d.is_finite() => Ok(Some(*d as i64)),
+        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "long")),
+    }
+}
+
+/// A required array field.
+pub(crate) fn req_array<'a>(
+    body: &'a Document,
+    cmd: &str,
+    field: &str,
+) -> CmdResult<&'a Vec<Bson>> {
+    match body.get(field) {
+        None => Err(missing_field(cmd, field)),
+        Some(Bson::Array(a)) => Ok(a),
+        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "array")),
+    }
+}
+
+/// The retryable-write context: `lsid` + `txnNumber` outside a transaction.
+pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
+    if ctx.autocommit.is_some() {
+        return None;
+    }
+    Some(RetryCtx {
+        lsid: ctx.lsid.clone()?,
+        txn_number: ctx.txn_number?,
+    })
+}
+
+/// `txnNumber` on a standalone: 20 IllegalOperation (reference §6).
+pub(crate) fn check_txn_allowed(ctx: &Ctx<'_>) -> CmdResult<()> {
+    if ctx.txn_number.is_some() && !ctx.shared.is_repl_set() {
+        return Err(CommandError::from_code(
+            20,
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
+    Ok(())
+}
+
+/// Appends the undocumented replication fields of write replies, `opTime` and `electionId`
+/// (SRV `write_commands.cpp` `serializeReply`).
+pub(crate) fn append_repl_fields(ctx: &Ctx<'_>, reply: &mut Document, ts: Timestamp) {
+    if ctx.shared.is_repl_set() {
+        reply.insert("opTime", super::hello::op_time(ts));
+        reply.insert("electionId", super::hello::election_id());
+    }
+}
+
+/// 166 CommandNotSupportedOnView for writes on a view.
+pub(crate) fn view_write_error(db: &str, coll: &str) -> CommandError {
+    CommandError::from_code(
+        166,
+        format!("Namespace {db}.{coll} is a view, not a collection"),
+    )
+}
+
+/// Depth of nesting (the top-level document is level 1).
+fn depth(d: &Document) -> usize {
+    fn val(v: &Bson) -> usize {
+        match v {
+            Bson::Document(d) => depth(d),
+            Bson::Array(a) => 1 + a.iter().map(val).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    1 + d.values().map(val).max().unwrap_or(0)
+}
+
+/// Prepares a document for insert as the server does (SRV `ops/insert.cpp`
+/// `fixDocumentForInsert`): `_id` first (generated when missing), top-level
+/// `Timestamp(0, 0)` replaced by a fresh cluster time, `_id` type and depth checks.
+pub(crate) fn fix_document_for_insert(engine: &mut Engine, doc: &Document) -> CmdResult<Document> {
+    if depth(doc) > 180 {
+        return Err(CommandError::from_code(
+            15,
+            "cannot insert document because it exceeds 180 levels of nesting",
+        ));
+    }
+    let id = match doc.get("_id") {
+        Some(v) => {
+            check_id(engine, v)?;
+            v.clone()
+        }
+        None => Bson::ObjectId(ObjectId::new()),
+    };
+    let mut out = Document::new();
+    out.insert("_id", id);
+    for (k, v) in doc {
+        if k == "_id" {
+            continue;
+        }
+        match v {
+            Bson::Timestamp(Timestamp {
+                time: 0,
+                increment: 0,
+            }) => {
+                out.insert(k.clone(), engine.clock.tick());
+            }
+            other => {
+                out.insert(k.clone(), other.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `_id` may not be an array, regex or undefined (reference §8.7).
+pub(crate) fn check_id(engine: &Engine, v: &Bson) -> CmdResult<()> {
+    let ty = match v {
+        Bson::Array(_) => "array",
+        Bson::RegularExpression(_) => "regex",
+        Bson::Undefined => "undefined",
+        _ => return Ok(()),
+    };
+    if engine.version == crate::ServerVersion::V4_4 {
+        Err(CommandError::bad_value(format!(
+            "can't use an {ty} for _id"
+        )))
+    } else {
+        Err(CommandError::from_code(
+            53,
+            format!("The '_id' value cannot be of type {ty}"),
+        ))
+    }
+}
+
+// ---------------------------------------------------------------- insert
+
+/// `insert` (reference §8.2): `{n, writeErrors?}` inside `ok: 1`.
+pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    check_txn_allowed(ctx)?;
+    let docs = req_array(&req.body, "insert", "documents")?;
+    let ordered = opt_bool(&req.body, "insert", "ordered")?.unwrap_or(true);
+    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
+    let retry = retry_ctx(ctx);
+    let mut stmt_ids: Vec<i32> = Vec::new();
+    if let Some(Bson::Array(ids)) = req.body.get("stmtIds") {
+        stmt_ids = ids.iter().filter_map(|b| b.as_i32()).collect();
+    }
+
+    let mut n = 0i32;
+    let mut write_errors = Vec::new();
+    let mut pending: Vec<PendingOp> = Vec::new();
+    let mut last_ts = None;
+    {
+        let shared = ctx.shared.clone();
+        let mut guard = shared.engine.lock();
+        let engine = &mut *guard;
+        if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+            return Err(view_write_error(db, coll));
+        }
+        for (i, d) in docs.iter().enumerate() {
+            let stmt = stmt_ids.get(i).copied().unwrap_or(i as i32);
+            if let Some(r) = &retry {
+                if let Some(ts) = engine.retry_executed(r, stmt)? {
+                    n += 1;
+                    last_ts = Some(ts);
+                    continue;
+                }
+            }
+            let result = match d {
+                Bson::Document(d) => fix_document_for_insert(engine, d).and_then(|d| {
+                    let mut ops = engine.catalog.ensure_collection(db, coll)?;
+                    let (_, op) = engine.catalog.insert_doc(db, coll, d)?;
+                    ops.push(op);
+                    Ok(ops)
+                }),
+                other => Err(super::wrong_type("insert.documents.0", other, "object")),
+            };
+            match result {
+                Ok(ops) => {
+                    n += 1;
+                    let len = ops.len();
+                    for (j, op) in ops.into_iter().enumerate() {
+                        pending.push(PendingOp {
+                            op,
+                            stmt_id: (j + 1 == len).then_some(stmt),
+                        });
+                    }
+                }
+                Err(e) => {
+                    write_errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(ts) = engine.log(pending, retry.as_ref()) {
+            last_ts = Some(ts);
+        }
+        if last_ts.is_none() {
+            last_ts = Some(engine.last_applied());
+        }
+    }
+    let mut reply = doc! {"n": n};
+    if !write_errors.is_empty() {
+        reply.insert("writeErrors", write_errors);
+    }
+    if let Some(ts) = last_ts {
+        ctx.operation_time = Some(ts);
+        append_repl_fields(ctx, &mut reply, ts);
+    }
+    Ok(reply)
+}
+
+// ---------------------------------------------------------------- delete
+
+/// Record ids of the documents matching `filter`, in `$natural` order.
+pub(crate) fn matching_rids(catalog: &Catalog, db: &str, coll: &str, m: &Matcher) -> Vec<u64> {
+    let Some(c) = catalog.coll(db, coll) else {
+        return Vec::new();
+    };
+    c.iter()
+        .filter(|(_, sd)| m.matches(&sd.doc))
+        .map(|(rid, _)| rid)
+        .collect()
+}
+
+/// `delete` (reference §8.2).
+pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    check_txn_allowed(ctx)?;
+    let deletes = req_array(&req.body, "delete", "deletes")?;
+    let ordered = opt_bool(&req.body, "delete", "ordered")?.unwrap_or(true);
+    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
+    let retry = retry_ctx(ctx);
+    let batched = ctx.shared.opts.batched_deletes;
+    let mut n = 0i32;
+    let mut write_errors = Vec::new();
+    let mut last_ts = None;
+    {
+        let shared = ctx.shared.clone();
+        let mut guard = shared.engine.lock();
+        let engine = &mut *guard;
+        if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+            return Err(view_write_error(db, coll));
+        }
+        for (i, spec) in deletes.iter().enumerate() {
+            let stmt = i as i32;
+            if let Some(r) = &retry {
+                if let Some(ts) = engine.retry_executed(r, stmt)? {
+                    last_ts = Some(ts);
+                    continue;
+                }
+            }
+            let res = (|| -> CmdResult<(i32, Vec<PendingOp>, bool)> {
+                let Bson::Document(spec) = spec else {
+                    return Err(super::wrong_type("delete.deletes.0", spec, "object"));
+                };
+                let q = match spec.get("q") {
+                    Some(Bson::Document(q)) => q,
+                    Some(other) => {
+                        return Err(super::wrong_type("delete.deletes.q", other, "object"))
+                    }
+                    None => return Err(missing_field("delete.deletes", "q")),
+                };
+                let limit = match spec.get("limit") {
+                    Some(v) => match crate::query::compare::as_f64(v) {
+                        Some(l) => l,
+                        None => return Err(super::wrong_type("delete.deletes.limit", v, "long")),
+                    },
+                    None => return Err(missing_field("delete.deletes", "limit")),
+                };
+                if limit != 0.0 && limit != 1.0 {
+                    // SRV write_ops.cpp
+                    return Err(CommandError::failed_to_parse(format!(
+                        "The limit field in delete objects must be 0 or 1. Got {limit}"
+                    )));
+                }
+                let m = Matcher::parse(q)?;
+                let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+                if limit == 1.0 {
+                    rids.truncate(1);
+                }
+                let mut ops = Vec::new();
+                for rid in &rids {
+                    ops.push(PendingOp {
+                        op: engine.catalog.delete_doc(db, coll, *rid)?,
+                        stmt_id: Some(stmt),
+                    });
+                }
+                let as_batch = batched && limit == 0.0 && retry.is_none() && ops.len() > 1;
+                Ok((rids.len() as i32, ops, as_batch))
+            })();
+            match res {
+                Ok((k, ops, as_batch)) => {
+                    n += k;
+                    let ts = if as_batch {
+                        engine.log_apply_ops(ops.into_iter().map(|p| p.op).collect(), None)
+                    } else {
+                        engine.log(ops, retry.as_ref())
+                    };
+                    if ts.is_some() {
+                        last_ts = ts;
+                    }
+                }
+                Err(e) => {
+                    write_errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        if last_ts.is_none() {
+            last_ts = Some(engine.last_applied());
+        }
+    }
+    let mut reply = doc! {"n": n};
+    if !write_errors.is_empty() {
+        reply.insert("writeErrors", write_errors);
+    }
+    if let Some(ts) = last_ts {
+        ctx.operation_time = Some(ts);
+        append_repl_fields(ctx, &mut reply, ts);
+    }
+    Ok(reply)
+}
+
+// ---------------------------------------------------------------- count / distinct
+
+/// `count` (reference §7.5): `{n}`; a missing collection counts 0.
+pub(crate) async fn count(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    let query = opt_doc(&req.body, "count", "query")?
+        .cloned()
+        .unwrap_or_default();
+    let skip = opt_i64(&req.body, "count", "skip")?.unwrap_or(0);
+    let limit = opt_i64(&req.body, "count", "limit")?.unwrap_or(0);
+    if skip < 0 {
+        return Err(CommandError::bad_value(format!(
+            "skip value is negative in count query"
+        )));
+    }
+    let m = Matcher::parse(&query)?;
+    let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
+    let mut n = docs.iter().filter(|d| m.matches(d)).count() as i64;
+    n = (n - skip).max(0);
+    if limit != 0 {
+        n = n.min(limit.abs());
+    }
+    Ok(doc! {"n": n as i32})
+}
+
+/// `distinct`: `{values: [...]}` (array values are unwound one level, as the server does).
+pub(crate) async fn distinct(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    let key = match req.body.get("key") {
+        Some(Bson::String(k)) => k.clone(),
+        Some(other) => return Err(super::wrong_type("distinct.key", other, "string")),
+        None => return Err(missing_field("distinct", "key")),
+    };
+    let query = opt_doc(&req.body, "distinct", "query")?
+        .cloned()
+        .unwrap_or_default();
+    let m = Matcher::parse(&query)?;
+    let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
+    let mut values: Vec<Bson> = Vec::new();
+    for d in docs.iter().filter(|d| m.matches(d)) {
+        for it in crate::query::path::collect_values(d, &key, true) {
+            {
+                if !values
+                    .iter()
+                    .any(|x| crate::query::compare::cmp_bson(x, it) == std::cmp::Ordering::Equal)
+                {
+                    values.push(it.clone());
+                }
+            }
+        }
+    }
+    values.sort_by(crate::query::compare::cmp_bson);
+    Ok(doc! {"values": values})
+}
+
+// ---------------------------------------------------------------- update
+
+use crate::query::update::{Update, UpdateCtx, UpdateOutcome};
+
+/// The oplog `o` of an update outcome in the engine's version (reference §4.4–4.6).
+fn update_o(engine: &Engine, out: &UpdateOutcome) -> Document {
+    if out.is_replacement {
+        return out.new_doc.clone();
+    }
+    match engine.version {
+        crate::ServerVersion::V4_4 => out.v1.clone(),
+        _ => out.v2_diff.clone(),
+    }
+}
+
+/// 66 ImmutableField when an update changed `_id` (SRV `update_stage.cpp`).
+fn check_id_unchanged(old: &Document, new: &Document) -> CmdResult<()> {
+    let (a, b) = (old.get("_id"), new.get("_id"));
+    let same = match (a, b) {
+        (Some(x), Some(y)) => crate::query::compare::binary_eq(x, y),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same {
+        return Err(CommandError::from_code(
+            66,
+            format!(
+                "After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
+                b.map(crate::query::fmt::value).unwrap_or_else(|| "null".into())
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Result of one update statement.
+#[derive(Debug, Default)]
+pub(crate) struct UpdateResult {
+    /// Matched documents (1 for an upsert).
+    pub(crate) n: i32,
+    /// Modified documents.
+    pub(crate) n_modified: i32,
+    /// `_id` of an upserted document.
+    pub(crate) upserted: Option<Bson>,
+    /// Pre-image of the first matched document (findAndModify).
+    pub(crate) pre_image: Option<Document>,
+    /// Post-image of the first matched/upserted document (findAndModify).
+    pub(crate) post_image: Option<Document>,
+}
+
+/// One update statement against `db.coll`: selects (optionally sorted for findAndModify),
+/// applies, logs nothing — returns the result and the oplog ops.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn apply_update(
+    engine: &mut Engine,
+    db: &str,
+    coll: &str,
+    query: &Document,
+    update: &Update,
+    multi: bool,
+    upsert: bool,
+    sort: Option<&crate::query::sort::SortSpec>,
+) -> CmdResult<(UpdateResult, Vec<Document>)> {
+    let m = Matcher::parse(query)?;
+    let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+    if let (Some(s), Some(c)) = (sort, engine.catalog.coll(db, coll)) {
+        rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
+            (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
+            _ => std::cmp::Ordering::Equal,
+        });
+    }
+    if !multi {
+        rids.truncate(1);
+    }
+    let mut res = UpdateResult::default();
+    let mut ops = Vec::new();
+    let now = bson::DateTime::now();
+    for rid in rids {
+        let Some(old) = engine
+            .catalog
+            .coll(db, coll)
+            .and_then(|c| c.get(rid))
+            .map(|s| s.doc.clone())
+        else {
+            continue;
+        };
+        let mut uctx = UpdateCtx::new(now);
+        uctx.now_ts = engine.cluster_time();
+        uctx.query = Some(query);
+        let out = update.apply(&old, &uctx)?;
+        res.n += 1;
+        if res.pre_image.is_none() {
+            res.pre_image = Some(old.clone());
+            res.post_image = Some(out.new_doc.clone());
+        }
+        if out.modified {
+            check_id_unchanged(&old, &out.new_doc)?;
+            let o = update_o(engine, &out);
+            ops.push(engine.catalog.update_doc(db, coll, rid, out.new_doc, o)?);
+            res.n_modified += 1;
+        }
+    }
+    if res.n == 0 && upsert {
+        let seed = crate::query::update::upsert_seed(query)?;
+        let mut uctx = UpdateCtx::new(now);
+        uctx.now_ts = engine.cluster_time();
+        uctx.is_upsert_insert = true;
+        uctx.query = Some(query);
+        let out = update.apply(&seed, &uctx)?;
+        if let (Some(a), Some(b)) = (seed.get("_id"), out.new_doc.get("_id")) {
+            if !crate::query::compare::binary_eq(a, b) {
+                check_id_unchanged(&seed, &out.new_doc)?;
+            }
+        }
+        let doc = fix_document_for_insert(engine, &out.new_doc)?;
+        names::check_write_ns(db, coll, engine.repl)?;
+        ops.extend(engine.catalog.ensure_collection(db, coll)?);
+        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
+        // upserts are logged as inserts (reference §4.1)
+        let (_, op) = engine.catalog.insert_doc(db, coll, doc.clone())?;
+        ops.push(op);
+        res.n = 1;
+        res.upserted = Some(id);
+        res.post_image = Some(doc);
+    }
+    Ok((res, ops))
+}
+
+/// `update` (reference §8.2): `{n, nModified, upserted?, writeErrors?}`.
+pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    check_txn_allowed(ctx)?;
+    let updates = req_array(&req.body, "update", "updates")?;
+    let ordered = opt_bool(&req.body, "update", "ordered")?.unwrap_or(true);
+    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
+    let retry = retry_ctx(ctx);
+    let mut n = 0i32;
+    let mut n_modified = 0i32;
+    let mut upserted = Vec::new();
+    let mut write_errors = Vec::new();
+    let mut last_ts = None;
+    {
+        let shared = ctx.shared.clone();
+        let mut guard = shared.engine.lock();
+        let engine = &mut *guard;
+        if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+            return Err(view_write_error(db, coll));
+        }
+        for (i, spec) in updates.iter().enumerate() {
+            let stmt = i as i32;
+            if let Some(r) = &retry {
+                if let Some(ts) = engine.retry_executed(r, stmt)? {
+                    n += 1;
+                    last_ts = Some(ts);
+                    continue;
+                }
+            }
+            let res = (|| -> CmdResult<(UpdateResult, Vec<Document>)> {
+                let Bson::Document(spec) = spec else {
+                    return Err(super::wrong_type("update.updates.0", spec, "object"));
+                };
+                let q = match spec.get("q") {
+                    Some(Bson::Document(q)) => q.clone(),
+                    Some(other) => {
+                        return Err(super::wrong_type("update.updates.q", other, "object"))
+                    }
+                    None => return Err(missing_field("update.updates", "q")),
+                };
+                let u = spec
+                    .get("u")
+                    .ok_or_else(|| missing_field("update.updates", "u"))?;
+                let multi = opt_bool(spec, "update.updates", "multi")?.unwrap_or(false);
+                let upsert = opt_bool(spec, "update.updates", "upsert")?.unwrap_or(false);
+                let filters: Option<Vec<Document>> = match spec.get("arrayFilters") {
+                    None => None,
+                    Some(Bson::Array(a)) => Some(
+                        a.iter()
+                            .map(|f| match f {
+                                Bson::Document(d) => Ok(d.clone()),
+                                other => Err(super::wrong_type(
+                                    "update.updates.arrayFilters",
+                                    other,
+                                    "object",
+                                )),
+                            })
+                            .collect::<CmdResult<_>>()?,
+                    ),
+                    Some(other) => {
+                        return Err(super::wrong_type(
+                            "update.updates.arrayFilters",
+                            other,
+                            "array",
+                        ))
+                    }
+                };
+                let parsed = Update::parse(u, filters.as_deref())?;
+                if multi
+                    && matches!(u, Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')))
+                {
+                    // SRV write_ops_parsers.cpp
+                    return Err(CommandError::failed_to_parse(
+                        "multi update is not supported for replacement-style update",
+                    ));
+                }
+                apply_update(engine, db, coll, &q, &parsed, multi, upsert, None)
+            })();
+            match res {
+                Ok((r, ops)) => {
+                    n += r.n;
+                    n_modified += r.n_modified;
+                    if let Some(id) = r.upserted {
+                        upserted.push(doc! {"index": i as i32, "_id": id});
+                    }
+                    let pending: Vec<PendingOp> = ops
+                        .into_iter()
+                        .map(|op| {
+                            let session = op.get_str("op").is_ok_and(|o| o != "c");
+                            PendingOp {
+                                op,
+                                stmt_id: session.then_some(stmt),
+                            }
+                        })
+                        .collect();
+                    if let Some(ts) = engine.log(pending, retry.as_ref()) {
+                        last_ts = Some(ts);
+                    }
+                }
+                Err(e) => {
+                    write_errors.push(e.to_write_error(i));
+                    if ordered {
+                        break;
+                    }
+                }
+            }
+        }
+        if last_ts.is_none() {
+            last_ts = Some(engine.last_applied());
+        }
+    }
+    let mut reply = doc! {"n": n, "nModified": n_modified};
+    if !upserted.is_empty() {
+        reply.insert("upserted", upserted);
+    }
+    if !write_errors.is_empty() {
+        reply.insert("writeErrors", write_errors);
+    }
+    if let Some(ts) = last_ts {
+        ctx.operation_time = Some(ts);
+        append_repl_fields(ctx, &mut reply, ts);
+    }
+    Ok(reply)
+}
+
+// ---------------------------------------------------------------- findAndModify
+
+/// `findAndModify`: `{lastErrorObject, value}`.
+pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let coll = names::coll_arg(db, req.target())?;
+    check_txn_allowed(ctx)?;
+    let cmd = req.name.as_str();
+    let body = &req.body;
+    let query = opt_doc(body, cmd, "query")?.cloned().unwrap_or_default();
+    let sort = opt_doc(body, cmd, "sort")?.cloned();
+    let fields = opt_doc(body, cmd, "fields")?.cloned();
+    let remove = opt_bool(body, cmd, "remove")?.unwrap_or(false);
+    let new = opt_bool(body, cmd, "new")?.unwrap_or(false);
+    let upsert = opt_bool(body, cmd, "upsert")?.unwrap_or(false);
+    let update_spec = body.get("update").cloned();
+    // SRV find_and_modify.cpp validate()
+    if remove {
+        if update_spec.is_some() {
+            return Err(CommandError::failed_to_parse(
+                "Cannot specify both an update and remove=true",
+            ));
+        }
+        if upsert {
+            return Err(CommandError::failed_to_parse(
+                "Cannot specify both upsert=true and remove=true ",
+            ));
+        }
+        if new {
+            return Err(CommandError::failed_to_parse(
+                "Cannot specify both new=true and remove=true; 'remove' always returns the deleted document",
+            ));
+        }
+    } else if update_spec.is_none() {
+        return Err(CommandError::failed_to_parse(
+            "Either an update or remove=true must be specified",
+        ));
+    }
+    let filters: Option<Vec<Document>> = match body.get("arrayFilters") {
+        Some(Bson::Array(a)) => Some(a.iter().filter_map(|f| f.as_document().cloned()).collect()),
+        _ => None,
+    };
+    let projection = match &fields {
+        Some(f) if !f.is_empty() => Some(crate::query::projection::Projection::parse(f)?),
+        _ => None,
+    };
+    let sort_spec = match &sort {
+        Some(s) if !s.is_empty() => Some(crate::query::sort::SortSpec::parse(s)?),
+        _ => None,
+    };
+    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
+    let retry = retry_ctx(ctx);
+    let shared = ctx.shared.clone();
+    let mut guard = shared.engine.lock();
+    let engine = &mut *guard;
+    if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+        return Err(view_write_error(db, coll));
+    }
+    let (last_error, value, ops) = if remove {
+        let m = Matcher::parse(&query)?;
+        let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+        if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
+            rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
+                (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
+                _ => std::cmp::Ordering::Equal,
+            });
+        }
+        match rids.first() {
+            Some(rid) => {
+                let old = engine
+                    .catalog
+                    .coll(db, coll)
+                    .and_then(|c| c.get(*rid))
+                    .map(|s| s.doc.clone());
+                let op = engine.catalog.delete_doc(db, coll, *rid)?;
+                (doc! {"n": 1}, old, vec![op])
+            }
+            None => (doc! {"n": 0}, None, Vec::new()),
+        }
+    } else {
+        let u = update_spec.unwrap_or(Bson::Null);
+        let parsed = Update::parse(&u, filters.as_deref())?;
+        let (r, ops) = apply_update(
+            engine,
+            db,
+            coll,
+            &query,
+            &parsed,
+            false,
+            upsert,
+            sort_spec.as_ref(),
+        )?;
+        let mut le = doc! {"n": r.n, "updatedExisting": r.n > 0 && r.upserted.is_none()};
+        if let Some(id) = &r.upserted {
+            le.insert("upserted", id.clone());
+        }
+        let value = if new {
+            r.post_image
+        } else if r.upserted.is_some() {
+            None
+        } else {
+            r.pre_image
+        };
+        (le, value, ops)
+    };
+    let image_kind = if remove || !new {
+        "preImage"
+    } else {
+        "postImage"
+    };
+    let pending: Vec<PendingOp> = ops
+        .into_iter()
+        .map(|mut op| {
+            let crud = op.get_str("op").is_ok_and(|o| o != "c");
+            // 7.0 retryable findAndModify: the image is kept aside (reference §4.1)
+            if crud
+                && retry.is_some()
+                && engine.version != crate::ServerVersion::V4_4
+                && op.get_str("op") != Ok("i")
+            {
+                op.insert("needsRetryImage", image_kind);
+            }
+            PendingOp {
+                op,
+                stmt_id: crud.then_some(0),
+            }
+        })
+        .collect();
+    let ts = engine
+        .log(pending, retry.as_ref())
+        .unwrap_or_else(|| engine.last_applied());
+    drop(guard);
+    ctx.operation_time = Some(ts);
+    let value = match (value, &projection) {
+        (Some(v), Some(p)) => Bson::Document(p.apply(&v)?),
+        (Some(v), None) => Bson::Document(v),
+        (None, _) => Bson::Null,
+    };
+    Ok(doc! {"lastErrorObject": last_error, "value": value})
+}

@@ -1,0 +1,1012 @@
+//! `find`, `getMore`, `killCursors` and non-change-stream `aggregate` (reference §3, §7.4).
+//!
+//! Plain finds materialise their result once and drain it batch by batch; scans of
+//! `local.oplog.rs` and tailable scans of capped collections are lazy and keep a position
+//! (record id), serving the stored raw BSON; a position truncated away by the capped ring
+//! is 136 CappedPositionLost.
+
+use super::crud::{missing_field, opt_bool, opt_doc, opt_i64};
+use super::{Ctx, Request};
+use crate::engine::catalog::{NsKind, ViewDef};
+use crate::engine::clock::ts_key;
+use crate::engine::cursor::{
+    Batch, BatchBuilder, Checkout, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH,
+};
+use crate::engine::{names, Engine};
+use crate::error::{CmdResult, CommandError};
+use crate::query::matcher::Matcher;
+use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+// ---------------------------------------------------------------- query glue
+
+/// Sort + projection of a find, parsed once.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Shape {
+    sort: Option<crate::query::sort::SortSpec>,
+    projection: Option<crate::query::projection::Projection>,
+}
+
+impl Shape {
+    fn parse(sort: Option<&Document>, projection: Option<&Document>) -> CmdResult<Shape> {
+        let projection = match projection {
+            Some(p) if !p.is_empty() => Some(crate::query::projection::Projection::parse(p)?),
+            _ => None,
+        };
+        let sort = match sort {
+            Some(s) if !s.is_empty() => Some(crate::query::sort::SortSpec::parse(s)?),
+            _ => None,
+        };
+        Ok(Shape { sort, projection })
+    }
+
+    fn project(&self, d: &Document) -> CmdResult<Document> {
+        match &self.projection {
+            Some(p) => p.apply(d),
+            None => Ok(d.clone()),
+        }
+    }
+}
+
+fn encode(d: &Document) -> CmdResult<RawDocumentBuf> {
+    RawDocumentBuf::from_document(d).map_err(|e| CommandError::from_code(10334, e.to_string()))
+}
+
+// ---------------------------------------------------------------- cursor sources
+
+/// A materialised result drained batch by batch.
+#[derive(Debug)]
+pub(crate) struct VecCursor {
+    docs: VecDeque<RawDocumentBuf>,
+}
+
+impl VecCursor {
+    /// A cursor over `docs`.
+    pub(crate) fn new(docs: impl IntoIterator<Item = RawDocumentBuf>) -> Self {
+        Self {
+            docs: docs.into_iter().collect(),
+        }
+    }
+}
+
+impl CursorSource for VecCursor {
+    fn next_batch(&mut self, _engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
+        while let Some(d) = self.docs.front() {
+            if !b.fits(d.as_bytes().len()) {
+                break;
+            }
+            if let Some(d) = self.docs.pop_front() {
+                b.push(d);
+            }
+        }
+        let done = self.docs.is_empty();
+        Ok(b.finish(done))
+    }
+    fn awaits_data(&self) -> bool {
+        false
+    }
+}
+
+/// 136 CappedPositionLost (SRV `collection_scan.cpp`, reference §3.3).
+fn capped_position_lost(rid: u64) -> CommandError {
+    CommandError::from_code(
+        136,
+        format!(
+            "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({rid})"
+        ),
+    )
+}
+
+/// Filter evaluation for oplog scans: nothing beyond the `ts` bound used to seek, or a
+/// full matcher on the decoded entry.
+#[derive(Debug, Clone)]
+enum OplogFilter {
+    All,
+    Matcher(Matcher),
+}
+
+/// A lazy `$natural`-order scan of `local.oplog.rs` (optionally tailable).
+#[derive(Debug)]
+pub(crate) struct OplogScan {
+    filter: OplogFilter,
+    shape: Shape,
+    next_seq: u64,
+    /// Record id of the last examined entry (the saved position).
+    last_seq: Option<u64>,
+    reverse: bool,
+    tailable: bool,
+    await_data: bool,
+    remaining: Option<u64>,
+    skip: u64,
+}
+
+impl OplogScan {
+    fn advance(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
+        let Some(oplog) = engine.oplog.as_ref() else {
+            return Ok(b.finish(true));
+        };
+        if let Some(last) = self.last_seq {
+            if last < oplog.first_seq() {
+                return Err(capped_position_lost(last));
+            }
+        }
+        if self.remaining == Some(0) {
+            return Ok(b.finish(true));
+        }
+        let mut end_reached = true;
+        if self.reverse {
+            let start = self.next_seq;
+            for (seq, e) in oplog.iter_back_from(start) {
+                if self.remaining == Some(0) || b.full() {
+                    end_reached = self.remaining == Some(0);
+                    break;
+                }
+                if !self.take(e, &mut b)? {
+                    end_reached = false;
+                    break;
+                }
+                self.last_seq = Some(seq);
+                if seq == 0 {
+                    break;
+                }
+                self.next_seq = seq - 1;
+            }
+            if self.last_seq == Some(oplog.first_seq()) || end_reached {
+                return Ok(b.finish(true));
+            }
+            return Ok(b.finish(false));
+        }
+        for (seq, e) in oplog.iter_from(self.next_seq) {
+            if self.remaining == Some(0) || b.full() {
+                end_reached = self.remaining == Some(0);
+                break;
+            }
+            if !self.take(e, &mut b)? {
+                end_reached = false;
+                break;
+            }
+            self.last_seq = Some(seq);
+            self.next_seq = seq + 1;
+        }
+        let exhausted = self.remaining == Some(0) || (end_reached && !self.tailable);
+        Ok(b.finish(exhausted))
+    }
+
+    /// Examines one entry; false when the batch is full (entry not consumed).
+    fn take(
+        &mut self,
+        e: &crate::engine::oplog::OplogEntry,
+        b: &mut BatchBuilder,
+    ) -> CmdResult<bool> {
+        let pass = match &self.filter {
+            OplogFilter::All => None,
+            OplogFilter::Matcher(m) => {
+                let d = e
+                    .raw
+                    .to_document()
+                    .map_err(|err| CommandError::from_code(1, err.to_string()))?;
+                if !m.matches(&d) {
+                    return Ok(true);
+                }
+                Some(d)
+            }
+        };
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Ok(true);
+        }
+        let raw = match (&self.shape.projection, pass) {
+            (None, _) => e.raw.clone(),
+            (Some(_), Some(d)) => encode(&self.shape.project(&d)?)?,
+            (Some(_), None) => {
+                let d = e
+                    .raw
+                    .to_document()
+                    .map_err(|err| CommandError::from_code(1, err.to_string()))?;
+                encode(&self.shape.project(&d)?)?
+            }
+        };
+        if !b.fits(raw.as_bytes().len()) {
+            return Ok(false);
+        }
+        b.push(raw);
+        if let Some(r) = self.remaining.as_mut() {
+            *r -= 1;
+        }
+        Ok(true)
+    }
+}
+
+impl CursorSource for OplogScan {
+    fn next_batch(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        self.advance(engine, batch_size)
+    }
+    fn awaits_data(&self) -> bool {
+        self.await_data
+    }
+    fn tailable(&self) -> bool {
+        self.tailable
+    }
+}
+
+/// A tailable `$natural` scan of a capped collection.
+#[derive(Debug)]
+pub(crate) struct CappedScan {
+    db: String,
+    coll: String,
+    uuid: bson::Uuid,
+    matcher: Matcher,
+    shape: Shape,
+    next_rid: u64,
+    last_rid: Option<u64>,
+    await_data: bool,
+    remaining: Option<u64>,
+    skip: u64,
+}
+
+impl CursorSource for CappedScan {
+    fn next_batch(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
+        let Some(c) = engine.catalog.coll(&self.db, &self.coll) else {
+            return Err(CommandError::from_code(175, "collection dropped"));
+        };
+        if c.uuid != self.uuid {
+            return Err(CommandError::from_code(175, "collection dropped"));
+        }
+        if let Some(last) = self.last_rid {
+            if !c.has_rid(last) && c.first_rid().is_none_or(|f| f > last) {
+                return Err(capped_position_lost(last));
+            }
+        }
+        for (rid, sd) in c.iter_from(self.next_rid) {
+            if self.remaining == Some(0) || b.full() {
+                break;
+            }
+            if self.matcher.matches(&sd.doc) {
+                if self.skip > 0 {
+                    self.skip -= 1;
+                } else {
+                    let raw = match &self.shape.projection {
+                        None => sd.raw.clone(),
+                        Some(_) => encode(&self.shape.project(&sd.doc)?)?,
+                    };
+                    if !b.fits(raw.as_bytes().len()) {
+                        break;
+                    }
+                    b.push(raw);
+                    if let Some(r) = self.remaining.as_mut() {
+                        *r -= 1;
+                    }
+                }
+            }
+            self.last_rid = Some(rid);
+            self.next_rid = rid + 1;
+        }
+        let done = self.remaining == Some(0);
+        Ok(b.finish(done))
+    }
+    fn awaits_data(&self) -> bool {
+        self.await_data
+    }
+    fn tailable(&self) -> bool {
+        true
+    }
+}
+
+// ---------------------------------------------------------------- replies
+
+/// Builds `{cursor: {firstBatch|nextBatch, <extras>, id, ns}}` (reference §3.1; extras such
+/// as `postBatchResumeToken` precede `id` as in SRV `CursorResponseBuilder::done`) as raw
+/// BSON: the batch's documents are copied, never decoded.
+pub(crate) fn cursor_reply(
+    first: bool,
+    docs: Vec<RawDocumentBuf>,
+    extras: Document,
+    id: i64,
+    ns: &str,
+) -> CmdResult<RawDocumentBuf> {
+    let mut arr = RawArrayBuf::new();
+    for d in docs {
+        arr.push(d);
+    }
+    let mut c = RawDocumentBuf::new();
+    c.append(if first { "firstBatch" } else { "nextBatch" }, arr);
+    if !extras.is_empty() {
+        let extras = encode(&extras)?;
+        for el in extras.iter() {
+            let (k, v) = el.map_err(|e| CommandError::from_code(1, e.to_string()))?;
+            c.append_ref(k, v);
+        }
+    }
+    c.append("id", id);
+    c.append("ns", ns);
+    let mut reply = RawDocumentBuf::new();
+    reply.append("cursor", c);
+    Ok(reply)
+}
+
+/// Hands a raw reply body to the server layer (which appends `ok`, `$clusterTime`,
+/// `operationTime`).
+pub(crate) fn raw_reply(ctx: &mut Ctx<'_>, raw: RawDocumentBuf) -> CmdResult<Document> {
+    ctx.raw_reply = Some(raw);
+    Ok(Document::new())
+}
+
+/// Runs the first batch of `source` and registers it when it is not exhausted; returns the
+/// reply. `batch_size`: `None` = default first batch (101 docs), `Some(0)` = empty.
+pub(crate) fn open_cursor(
+    ctx: &Ctx<'_>,
+    engine: &mut Engine,
+    ns: String,
+    mut source: Box<dyn CursorSource>,
+    batch_size: Option<usize>,
+    single_batch: bool,
+    no_timeout: bool,
+) -> CmdResult<RawDocumentBuf> {
+    let batch = match batch_size {
+        Some(0) => Batch::default(),
+        Some(n) => source.next_batch(engine, Some(n))?,
+        None => source.next_batch(engine, Some(DEFAULT_FIRST_BATCH))?,
+    };
+    let extras = source.cursor_extras();
+    let keep = !batch.exhausted && !single_batch;
+    let id = if keep {
+        let mut entry = CursorEntry::new(ns.clone(), source);
+        entry.lsid = ctx.lsid.clone();
+        entry.no_timeout = no_timeout;
+        engine.cursors.register(entry)
+    } else {
+        0
+    };
+    cursor_reply(true, batch.docs, extras, id, &ns)
+}
+
+/// The `cursor.batchSize` of an `aggregate`/`listCollections`-style request.
+pub(crate) fn cursor_batch_size(body: &Document, cmd: &str) -> CmdResult<Option<usize>> {
+    match body.get("cursor") {
+        None => Ok(None),
+        Some(Bson::Document(c)) => match opt_i64(c, cmd, "cursor.batchSize")? {
+            Some(n) if n < 0 => Err(CommandError::from_code(
+                51024,
+                format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
+            )),
+            Some(n) => Ok(Some(n as usize)),
+            None => Ok(None),
+        },
+        Some(other) => Err(super::wrong_type(&format!("{cmd}.cursor"), other, "object")),
+    }
+}
+
+// ---------------------------------------------------------------- document sources
+
+/// All documents of `db.coll` in `$natural` order: a collection, the oplog, or a view
+/// (its pipeline applied). A missing namespace has none.
+pub(crate) fn source_docs(
+    ctx: &Ctx<'_>,
+    db: &str,
+    coll: &str,
+    _filter: &Document,
+) -> CmdResult<Vec<Document>> {
+    let shared = ctx.shared.clone();
+    let engine = shared.engine.lock();
+    engine_docs(&engine, db, coll, 0)
+}
+
+fn engine_docs(engine: &Engine, db: &str, coll: &str, depth: usize) -> CmdResult<Vec<Document>> {
+    if db == "local" && coll == "oplog.rs" {
+        if let Some(o) = &engine.oplog {
+            let mut out = Vec::with_capacity(o.len());
+            for (_, e) in o.iter_from(0) {
+                out.push(
+                    e.raw
+                        .to_document()
+                        .map_err(|err| CommandError::from_code(1, err.to_string()))?,
+                );
+            }
+            return Ok(out);
+        }
+    }
+    match engine.catalog.kind(db, coll) {
+        NsKind::Missing => Ok(Vec::new()),
+        NsKind::Collection(c) => Ok(c.iter().map(|(_, sd)| sd.doc.clone()).collect()),
+        NsKind::View(v) => view_docs(engine, db, &v, depth),
+    }
+}
+
+fn view_docs(engine: &Engine, db: &str, v: &ViewDef, depth: usize) -> CmdResult<Vec<Document>> {
+    if depth > 20 {
+        // SRV view_catalog.cpp: view depth limit
+        return Err(CommandError::from_code(
+            165,
+            "View depth too deep or view cycle detected; maximum depth is 20",
+        ));
+    }
+    let base = engine_docs(engine, db, &v.view_on, depth + 1)?;
+    run_pipeline(engine, db, &v.view_on, base, &v.pipeline)
+}
+
+/// Runs `pipeline` over `docs` with QUERY's pipeline engine.
+fn run_pipeline(
+    _engine: &Engine,
+    db: &str,
+    coll: &str,
+    docs: Vec<Document>,
+    pipeline: &[Bson],
+) -> CmdResult<Vec<Document>> {
+    let _ = (db, coll);
+    let mut stages = Vec::with_capacity(pipeline.len());
+    for st in pipeline {
+        match st {
+            Bson::Document(d) => stages.push(d.clone()),
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                ))
+            }
+        }
+    }
+    crate::query::pipeline::Pipeline::parse(&stages)?.run(docs)
+}
+
+fn is_oplog(engine: &Engine, db: &str, coll: &str) -> bool {
+    engine.oplog.is_some() && db == "local" && coll == "oplog.rs"
+}
+
+/// Lower bound on `ts` found at the top level of a filter (or in a top-level `$and`):
+/// `(ts, inclusive)`, plus whether the filter is nothing but that bound.
+fn ts_lower_bound(filter: &Document) -> (Option<(Timestamp, bool)>, bool) {
+    fn from_cond(v: &Bson) -> Option<(Timestamp, bool, bool)> {
+        match v {
+            Bson::Document(c) => {
+                let mut best = None;
+                let mut only = true;
+                for (k, x) in c {
+                    match (k.as_str(), x) {
+                        ("$gt", Bson::Timestamp(t)) => best = Some((*t, false)),
+                        ("$gte", Bson::Timestamp(t)) => best = Some((*t, true)),
+                        _ => only = false,
+                    }
+                }
+                best.map(|(t, inc)| (t, inc, only))
+            }
+            Bson::Timestamp(t) => Some((*t, true, false)),
+            _ => None,
+        }
+    }
+    let mut bound: Option<(Timestamp, bool)> = None;
+    let mut only = true;
+    for (k, v) in filter {
+        if k == "ts" {
+            if let Some((t, inc, o)) = from_cond(v) {
+                bound = Some((t, inc));
+                only &= o;
+            } else {
+                only = false;
+            }
+        } else if k == "$and" {
+            only = false;
+            if let Bson::Array(a) = v {
+                for c in a {
+                    if let Bson::Document(c) = c {
+                        if let Some(Some((t, inc, _))) = c.get("ts").map(from_cond) {
+                            let better = match bound {
+                                None => true,
+                                Some((b, _)) => ts_key(t) > ts_key(b),
+                            };
+                            if better {
+                                bound = Some((t, inc));
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            only = false;
+        }
+    }
+    (bound, only && bound.is_some())
+}
+
+// ---------------------------------------------------------------- find
+
+const FIND_FIELDS: &[&str] = &[
+    "find",
+    "filter",
+    "sort",
+    "projection",
+    "hint",
+    "skip",
+    "limit",
+    "batchSize",
+    "singleBatch",
+    "comment",
+    "maxTimeMS",
+    "readConcern",
+    "max",
+    "min",
+    "returnKey",
+    "showRecordId",
+    "tailable",
+    "oplogReplay",
+    "noCursorTimeout",
+    "awaitData",
+    "allowPartialResults",
+    "collation",
+    "allowDiskUse",
+    "let",
+    "$db",
+    "lsid",
+    "txnNumber",
+    "autocommit",
+    "startTransaction",
+    "$clusterTime",
+    "$readPreference",
+    "readPreference",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+    "writeConcern",
+    "$audit",
+    "$client",
+    "mirrored",
+    "ntoreturn",
+    "term",
+    "readOnce",
+    "includeQueryStatsMetrics",
+    "querySettings",
+    "_requestResumeToken",
+    "$_requestResumeToken",
+    "$_resumeAfter",
+    "_resumeAfter",
+    "encryptionInformation",
+    "databaseVersion",
+    "shardVersion",
+    "$queryOptions",
+    "maxScan",
+];
+
+fn non_negative(v: Option<i64>, field: &str) -> CmdResult<Option<u64>> {
+    match v {
+        Some(n) if n < 0 => Err(CommandError::from_code(
+            51024,
+            format!("BSON field '{field}' value must be >= 0, actual value '{n}'"),
+        )),
+        Some(n) => Ok(Some(n as u64)),
+        None => Ok(None),
+    }
+}
+
+/// `find` (reference §3.1–3.3).
+pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let body = &req.body;
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    for k in body.keys() {
+        if !FIND_FIELDS.contains(&k.as_str()) {
+            return Err(CommandError::unknown_field(k, "find"));
+        }
+    }
+    let coll = match req.target() {
+        Some(Bson::Binary(_)) => {
+            return Err(CommandError::invalid_namespace(
+                "find by UUID is not supported",
+            ))
+        }
+        v => names::coll_arg(db, v)?,
+    };
+    let filter = opt_doc(body, "find", "filter")?
+        .cloned()
+        .unwrap_or_default();
+    let sort = opt_doc(body, "find", "sort")?.cloned();
+    let projection = opt_doc(body, "find", "projection")?.cloned();
+    let skip = non_negative(opt_i64(body, "find", "skip")?, "skip")?.unwrap_or(0);
+    let limit = non_negative(opt_i64(body, "find", "limit")?, "limit")?.filter(|l| *l > 0);
+    let batch_size = non_negative(opt_i64(body, "find", "batchSize")?, "batchSize")?;
+    let single_batch = opt_bool(body, "find", "singleBatch")?.unwrap_or(false);
+    let tailable = opt_bool(body, "find", "tailable")?.unwrap_or(false);
+    let await_data = opt_bool(body, "find", "awaitData")?.unwrap_or(false);
+    let no_timeout = opt_bool(body, "find", "noCursorTimeout")?.unwrap_or(false);
+    // SRV query_request_helper.cpp validateFindCommandRequest
+    if tailable {
+        let natural_fwd = sort
+            .as_ref()
+            .is_none_or(|s| s.is_empty() || *s == doc! {"$natural": 1});
+        if !natural_fwd {
+            return Err(CommandError::bad_value(
+                "cannot use tailable option with a sort other than {$natural: 1}",
+            ));
+        }
+        if single_batch {
+            return Err(CommandError::bad_value(
+                "cannot use tailable option with the 'singleBatch' option",
+            ));
+        }
+    }
+    if await_data && !tailable {
+        return Err(CommandError::failed_to_parse(
+            "Cannot set 'awaitData' without also setting 'tailable'",
+        ));
+    }
+    let matcher = Matcher::parse(&filter)?;
+    let natural = sort.as_ref().and_then(|s| {
+        if s.len() == 1 {
+            s.get("$natural").and_then(crate::query::compare::as_f64)
+        } else {
+            None
+        }
+    });
+    let shape_sort = if natural.is_some() {
+        None
+    } else {
+        sort.as_ref()
+    };
+    let shape = Shape::parse(shape_sort, projection.as_ref())?;
+    let ns = format!("{db}.{coll}");
+    let batch_size = batch_size.map(|b| b as usize);
+    // a limit smaller than the batch size bounds the first batch (SRV find_cmd.cpp)
+    let first_size = match (batch_size, limit) {
+        (Some(b), Some(l)) => Some(b.min(l as usize)),
+        (None, Some(l)) => Some((l as usize).min(DEFAULT_FIRST_BATCH)),
+        (b, None) => b,
+    };
+
+    let shared = ctx.shared.clone();
+    let mut guard = shared.engine.lock();
+    let engine = &mut *guard;
+    ctx.operation_time = Some(engine.last_applied());
+
+    if is_oplog(engine, db, coll) && (natural.is_some() || shape.sort.is_none()) {
+        let oplog = engine
+            .oplog
+            .as_ref()
+            .map(|o| (o.first_seq(), o.end_seq(), o.is_empty()));
+        let Some((first_seq, end_seq, empty)) = oplog else {
+            return raw_reply(
+                ctx,
+                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
+            );
+        };
+        let reverse = natural.is_some_and(|n| n < 0.0);
+        let (bound, only_ts) = ts_lower_bound(&filter);
+        let start = match (reverse, bound) {
+            (true, _) => end_seq.saturating_sub(1),
+            (false, Some((t, inclusive))) => engine
+                .oplog
+                .as_ref()
+                .map(|o| o.seek(t, inclusive))
+                .unwrap_or(first_seq),
+            (false, None) => first_seq,
+        };
+        let filter = if only_ts && !reverse {
+            OplogFilter::All
+        } else if filter.is_empty() {
+            OplogFilter::All
+        } else {
+            OplogFilter::Matcher(matcher)
+        };
+        if tailable && empty {
+            return raw_reply(
+                ctx,
+                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
+            );
+        }
+        let scan = OplogScan {
+            filter,
+            shape,
+            next_seq: start,
+            last_seq: None,
+            reverse,
+            tailable,
+            await_data,
+            remaining: limit,
+            skip,
+        };
+        return raw_reply(
+            ctx,
+            open_cursor(
+                ctx,
+                engine,
+                ns,
+                Box::new(scan),
+                first_size,
+                single_batch,
+                no_timeout,
+            )?,
+        );
+    }
+
+    match engine.catalog.kind(db, coll) {
+        NsKind::Missing => {
+            if tailable && !is_oplog(engine, db, coll) {
+                // nothing to tail: the server does not keep a cursor on an empty collection
+                return raw_reply(
+                    ctx,
+                    cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
+                );
+            }
+        }
+        NsKind::View(_) if tailable => {
+            return Err(CommandError::from_code(
+                166,
+                format!("Namespace {ns} is a view. Tailable cursors are not supported on views"),
+            ));
+        }
+        NsKind::Collection(c) if tailable => {
+            if !c.is_capped() {
+                return Err(CommandError::bad_value(format!(
+                    "error processing query: ns={ns} planner returned error :: caused by :: tailable cursor requested on non capped collection"
+                )));
+            }
+            if c.count() == 0 {
+                // SRV find_cmd.cpp shouldSaveCursor: no tailable cursor on an empty collection
+                return raw_reply(
+                    ctx,
+                    cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
+                );
+            }
+            let scan = CappedScan {
+                db: db.to_string(),
+                coll: coll.to_string(),
+                uuid: c.uuid,
+                matcher,
+                shape,
+                next_rid: 0,
+                last_rid: None,
+                await_data,
+                remaining: limit,
+                skip,
+            };
+            return raw_reply(
+                ctx,
+                open_cursor(
+                    ctx,
+                    engine,
+                    ns,
+                    Box::new(scan),
+                    first_size,
+                    false,
+                    no_timeout,
+                )?,
+            );
+        }
+        _ => {}
+    }
+
+    // materialised path: filter, sort, skip, limit, project
+    let mut docs: Vec<Document> = engine_docs(engine, db, coll, 0)?
+        .into_iter()
+        .filter(|d| matcher.matches(d))
+        .collect();
+    if natural.is_some_and(|n| n < 0.0) {
+        docs.reverse();
+    }
+    if let Some(s) = &shape.sort {
+        docs.sort_by(|a, b| s.compare(a, b));
+    }
+    let mut out = Vec::new();
+    for d in docs.into_iter().skip(skip as usize) {
+        if limit.is_some_and(|l| out.len() as u64 >= l) {
+            break;
+        }
+        out.push(encode(&shape.project(&d)?)?);
+    }
+    raw_reply(
+        ctx,
+        open_cursor(
+            ctx,
+            engine,
+            ns,
+            Box::new(VecCursor::new(out)),
+            first_size,
+            single_batch,
+            no_timeout,
+        )?,
+    )
+}
+
+// ---------------------------------------------------------------- getMore / killCursors
+
+/// `getMore` (reference §3.1, §3.3): awaitData cursors wait event-driven up to `maxTimeMS`
+/// (default 1 s) and return an empty batch with the same id.
+pub(crate) async fn get_more(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let body = &req.body;
+    let db = req.db.as_str();
+    let id = match req.target() {
+        Some(Bson::Int64(i)) => *i,
+        Some(Bson::Int32(i)) => *i as i64,
+        Some(other) => return Err(super::wrong_type("getMore.getMore", other, "long")),
+        None => return Err(missing_field("getMore", "getMore")),
+    };
+    let coll = match body.get("collection") {
+        Some(Bson::String(s)) => s.clone(),
+        Some(other) => return Err(super::wrong_type("getMore.collection", other, "string")),
+        None => return Err(missing_field("getMore", "collection")),
+    };
+    let batch_size = match opt_i64(body, "getMore", "batchSize")? {
+        Some(n) if n < 0 => {
+            return Err(CommandError::from_code(
+                51024,
+                format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
+            ))
+        }
+        Some(0) | None => None,
+        Some(n) => Some(n as usize),
+    };
+    let ns = format!("{db}.{coll}");
+    let mut entry = {
+        let shared = ctx.shared.clone();
+        let mut engine = shared.engine.lock();
+        match engine.cursors.ns(id) {
+            None => {
+                return Err(CommandError::from_code(
+                    43,
+                    format!("cursor id {id} not found"),
+                ))
+            }
+            Some(cns) if cns != ns => {
+                // SRV getmore_cmd.cpp
+                return Err(CommandError::from_code(
+                    13,
+                    format!(
+                        "Requested getMore on namespace '{ns}', but cursor belongs to a different namespace {cns}"
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+        match engine.cursors.check_out(id) {
+            Checkout::Ok(e) => e,
+            Checkout::NotFound => {
+                return Err(CommandError::from_code(
+                    43,
+                    format!("cursor id {id} not found"),
+                ))
+            }
+            Checkout::InUse => {
+                // SRV cursor_manager.cpp (error_codes.yml: 143 CursorInUse)
+                return Err(CommandError::new(
+                    143,
+                    "CursorInUse",
+                    format!("cursor id {id} is already in use"),
+                ));
+            }
+        }
+    };
+    let awaits = entry.source.awaits_data();
+    if ctx.max_time_ms.is_some() && !awaits {
+        ctx.shared.engine.lock().cursors.check_in(id, entry);
+        // SRV getmore_cmd.cpp
+        return Err(CommandError::bad_value(
+            "cannot set maxTimeMS on getMore command for a non-awaitData cursor",
+        ));
+    }
+    let wait = Duration::from_millis(ctx.max_time_ms.unwrap_or(1000).max(0) as u64);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let mut rx = {
+            let shared = ctx.shared.clone();
+            let mut guard = shared.engine.lock();
+            let engine = &mut *guard;
+            let result = entry.source.next_batch(engine, batch_size);
+            let batch = match result {
+                Ok(b) => b,
+                Err(e) => {
+                    engine.cursors.release(id);
+                    return Err(e);
+                }
+            };
+            ctx.operation_time = Some(engine.last_applied());
+            let timed_out = tokio::time::Instant::now() >= deadline;
+            if !batch.docs.is_empty() || batch.exhausted || !awaits || timed_out {
+                let extras = entry.source.cursor_extras();
+                let out_id = if batch.exhausted {
+                    engine.cursors.release(id);
+                    0
+                } else if engine.cursors.check_in(id, entry) {
+                    id
+                } else {
+                    0
+                };
+                return raw_reply(ctx, cursor_reply(false, batch.docs, extras, out_id, &ns)?);
+            }
+            let mut rx = engine.subscribe();
+            rx.borrow_and_update();
+            rx
+        };
+        // event-driven wait for new oplog entries, bounded by maxTimeMS
+        let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+    }
+}
+
+/// `killCursors` (reference §3.1).
+pub(crate) async fn kill_cursors(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    let coll = names::coll_arg(db, req.target())?;
+    let ids = super::crud::req_array(&req.body, "killCursors", "cursors")?;
+    let ns = format!("{db}.{coll}");
+    let mut killed = Vec::new();
+    let mut not_found = Vec::new();
+    let shared = ctx.shared.clone();
+    let mut engine = shared.engine.lock();
+    for v in ids {
+        let id = match v {
+            Bson::Int64(i) => *i,
+            Bson::Int32(i) => *i as i64,
+            other => return Err(super::wrong_type("killCursors.cursors", other, "long")),
+        };
+        let ours = engine.cursors.ns(id).is_some_and(|c| c == ns);
+        if ours && engine.cursors.kill(id) {
+            killed.push(Bson::Int64(id));
+        } else {
+            not_found.push(Bson::Int64(id));
+        }
+    }
+    Ok(doc! {
+        "cursorsKilled": killed,
+        "cursorsNotFound": not_found,
+        "cursorsAlive": [],
+        "cursorsUnknown": [],
+    })
+}
+
+// ---------------------------------------------------------------- aggregate
+
+/// `aggregate` for ordinary pipelines (change streams are dispatched to
+/// `change_stream.rs` before reaching here). Supports `$collStats` as the first stage.
+pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let body = &req.body;
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let pipeline = super::crud::req_array(body, "aggregate", "pipeline")?.clone();
+    let batch_size = cursor_batch_size(body, "aggregate")?;
+    let explain = opt_bool(body, "aggregate", "explain")?.unwrap_or(false);
+    if body.get("cursor").is_none() && !explain {
+        // SRV aggregate command: cursor required
+        return Err(CommandError::failed_to_parse(
+            "The 'cursor' option is required, except for aggregate with the explain argument",
+        ));
+    }
+    let (coll, ns) = match req.target() {
+        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
+            (None, format!("{db}.$cmd.aggregate"))
+        }
+        v => {
+            let c = names::coll_arg(db, v)?;
+            (Some(c.to_string()), format!("{db}.{c}"))
+        }
+    };
+    let shared = ctx.shared.clone();
+    let mut guard = shared.engine.lock();
+    let engine = &mut *guard;
+    ctx.operation_time = Some(engine.last_applied());
+    let (input, rest): (Vec<Document>, &[Bson]) = match (coll.as_deref(), pipeline.first()) {
+        (Some(c), Some(Bson::Document(st))) if st.contains_key("$collStats") => {
+            let spec = st.get_document("$collStats").cloned().unwrap_or_default();
+            let host = ctx.conn.local.to_string();
+            let d = super::catalog::coll_stats_stage(engine, db, c, &spec, &host)?;
+            (vec![d], &pipeline[1..])
+        }
+        (Some(c), _) => (engine_docs(engine, db, c, 0)?, &pipeline[..]),
+        (None, _) => (Vec::new(), &pipeline[..]),
+    };
+    let out = run_pipeline(engine, db, coll.as_deref().unwrap_or(""), input, rest)?;
+    let mut raws = Vec::with_capacity(out.len());
+    for d in &out {
+        raws.push(encode(d)?);
+    }
+    raw_reply(
+        ctx,
+        open_cursor(
+            ctx,
+            engine,
+            ns,
+            Box::new(VecCursor::new(raws)),
+            batch_size,
+            false,
+            false,
+        )?,
+    )
+}
