@@ -36,11 +36,29 @@ pub(crate) struct Shared {
     pub(crate) stats: Stats,
     /// Test fail points (`commands/failpoint.rs`).
     pub(crate) failpoints: Arc<crate::commands::failpoint::FailPoints>,
+    /// Multi-document transactions by session (`commands/txn.rs`).
+    pub(crate) txns: Arc<crate::commands::txn::Transactions>,
     next_conn_id: AtomicI64,
     shutdown: watch::Receiver<bool>,
 }
 
 impl Shared {
+    /// The same server state around another engine: the private engine the statements of a
+    /// multi-document transaction run against (`commands/txn.rs`).
+    pub(crate) fn with_engine(&self, engine: Engine) -> Shared {
+        Shared {
+            opts: self.opts.clone(),
+            engine: parking_lot::Mutex::new(engine),
+            started: self.started,
+            started_wall: self.started_wall,
+            stats: Stats::default(),
+            failpoints: self.failpoints.clone(),
+            txns: self.txns.clone(),
+            next_conn_id: AtomicI64::new(0),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+
     /// `true` in replica-set mode (`--replSet`), `false` when standalone.
     pub(crate) fn is_repl_set(&self) -> bool {
         self.opts.repl_set.is_some()
@@ -119,6 +137,7 @@ impl MongoSim {
             started_wall: SystemTime::now(),
             stats: Stats::default(),
             failpoints: Arc::default(),
+            txns: Arc::default(),
             next_conn_id: AtomicI64::new(1),
             shutdown: shutdown_rx,
         });
@@ -328,7 +347,7 @@ async fn handle_message(
                 Ok(req) => run_command(shared, conn, req).await?,
                 // Non-fatal parse errors (40430, 40571, …) are answered (SRV
                 // service_entry_point_common.cpp `parseCommand`).
-                Err(e) => decorate(shared, e.to_reply(), None),
+                Err(e) => error_body(shared, &e),
             };
             if more_to_come {
                 // SPEC-OPMSG "moreToCome On Requests": nothing is sent back.
@@ -343,7 +362,7 @@ async fn handle_message(
         Ok(Incoming::QueryCommand { request }) => {
             let body = match request {
                 Ok(req) => run_command(shared, conn, req).await?,
-                Err(e) => decorate(shared, e.to_reply(), None),
+                Err(e) => error_body(shared, &e),
             };
             Ok(Some(wire::encode_op_reply(
                 next_response_id(),
@@ -357,7 +376,7 @@ async fn handle_message(
             next_response_id(),
             request_id,
             wire::REPLY_QUERY_FAILURE,
-            &error,
+            &to_bytes(&error),
         ))),
     }
 }
@@ -367,19 +386,19 @@ fn next_response_id() -> i32 {
     (NEXT.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff) as i32
 }
 
-/// Runs one command and returns the decorated reply body.
+/// Runs one command and returns the encoded, decorated reply body.
 async fn run_command(
     shared: &Arc<Shared>,
     conn: &mut Conn,
     req: Request,
-) -> Result<Document, Close> {
+) -> Result<Vec<u8>, Close> {
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     if matches!(req.name.as_str(), "hello" | "isMaster" | "ismaster") {
         shared.stats.hello.fetch_add(1, Ordering::Relaxed);
     }
     let mut ctx = match Ctx::new(shared.clone(), conn, &req.body) {
         Ok(ctx) => ctx,
-        Err(e) => return Ok(decorate(shared, e.to_reply(), None)),
+        Err(e) => return Ok(error_body(shared, &e)),
     };
     let result = commands::dispatch(&mut ctx, req).await;
     if ctx.close_connection {
@@ -387,33 +406,81 @@ async fn run_command(
     }
     let operation_time = ctx.operation_time;
     let body = match result {
-        Ok(mut body) => {
-            if !body.contains_key("ok") {
-                body.insert("ok", 1.0);
+        Ok(body) => match ctx.raw_reply.take() {
+            // A handler that built its body as raw BSON (e.g. batches of raw oplog entries).
+            Some(mut raw) => {
+                if raw.get("ok").ok().flatten().is_none() {
+                    raw.append("ok", 1.0);
+                }
+                if let Some((cluster_time, operation_time)) = cluster_fields(shared, operation_time)
+                {
+                    match bson::RawDocumentBuf::from_document(&cluster_time) {
+                        Ok(ct) => raw.append("$clusterTime", ct),
+                        Err(_) => return Ok(error_body(shared, &internal_error())),
+                    }
+                    raw.append("operationTime", operation_time);
+                }
+                return Ok(raw.into_bytes());
             }
-            body
-        }
+            None => with_ok(body),
+        },
         Err(e) => e.to_reply(),
     };
-    Ok(decorate(shared, body, operation_time))
+    Ok(to_bytes(&decorate(shared, body, operation_time)))
 }
 
-/// Appends `$clusterTime` and `operationTime` in replica-set mode, to successes and errors
-/// alike; standalone replies carry neither (reference §2.7, SPEC-CC).
-fn decorate(shared: &Shared, mut body: Document, operation_time: Option<Timestamp>) -> Document {
+fn with_ok(mut body: Document) -> Document {
+    if !body.contains_key("ok") {
+        body.insert("ok", 1.0);
+    }
+    body
+}
+
+fn internal_error() -> crate::CommandError {
+    crate::CommandError::from_code(1, "failed to encode reply")
+}
+
+/// A decorated error reply, encoded.
+fn error_body(shared: &Shared, e: &crate::CommandError) -> Vec<u8> {
+    to_bytes(&decorate(shared, e.to_reply(), None))
+}
+
+/// Encodes a reply body. Encoding a `Document` only fails for keys containing NUL, which no
+/// handler produces; fall back to an InternalError reply rather than panic.
+fn to_bytes(body: &Document) -> Vec<u8> {
+    let mut buf = Vec::new();
+    if body.to_writer(&mut buf).is_err() {
+        buf.clear();
+        let _ = internal_error().to_reply().to_writer(&mut buf);
+    }
+    buf
+}
+
+/// `$clusterTime` and `operationTime` in replica-set mode; standalone replies carry neither
+/// (reference §2.7, SPEC-CC). Reads report the last applied optime.
+fn cluster_fields(
+    shared: &Shared,
+    operation_time: Option<Timestamp>,
+) -> Option<(Document, Timestamp)> {
     if !shared.is_repl_set() {
-        return body;
+        return None;
     }
     let (cluster_time, last_applied) = {
         let engine = shared.engine.lock();
         (engine.cluster_time(), engine.last_applied())
     };
-    // Reads report the last applied optime (reference §2.7).
-    let operation_time = operation_time.unwrap_or(last_applied);
-    body.insert(
-        "$clusterTime",
-        Bson::Document(Shared::cluster_time_doc(cluster_time)),
-    );
-    body.insert("operationTime", operation_time);
+    Some((
+        Shared::cluster_time_doc(cluster_time),
+        operation_time.unwrap_or(last_applied),
+    ))
+}
+
+/// Appends `$clusterTime` and `operationTime` (replica-set mode), to successes and errors
+/// alike.
+fn decorate(shared: &Shared, mut body: Document, operation_time: Option<Timestamp>) -> Document {
+    if let Some((cluster_time, operation_time)) = cluster_fields(shared, operation_time) {
+        body.insert("$clusterTime", Bson::Document(cluster_time));
+        body.insert("operationTime", operation_time);
+    }
     body
 }

@@ -66,14 +66,18 @@ pub(crate) async fn build_info(ctx: &mut Ctx<'_>, _req: Request) -> CmdResult<Do
 
 /// `endSessions: [lsid…]`: drivers send it at shutdown and ignore errors (SPEC-SESS). Sessions
 /// hold no server resources here beyond what transactions track.
-pub(crate) async fn end_sessions(_ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+pub(crate) async fn end_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     match req.target() {
         Some(Bson::Array(ids)) => {
+            let mut lsids = Vec::new();
             for id in ids {
-                if !matches!(id, Bson::Document(_)) {
-                    return Err(super::wrong_type("endSessions.0", id, "object"));
+                match id {
+                    Bson::Document(d) => lsids.push(d.clone()),
+                    _ => return Err(super::wrong_type("endSessions.0", id, "object")),
                 }
             }
+            // Ending a session aborts its open transaction (txn.rs).
+            super::txn::end_sessions(&ctx.shared, &lsids);
             Ok(Document::new())
         }
         Some(other) => Err(super::wrong_type("endSessions", other, "array")),

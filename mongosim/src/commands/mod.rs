@@ -6,8 +6,13 @@
 //! it alone.
 
 pub(crate) mod admin;
+pub(crate) mod change_stream;
+pub(crate) mod catalog;
+pub(crate) mod crud;
+pub(crate) mod cursor;
 pub(crate) mod failpoint;
 pub(crate) mod hello;
+pub(crate) mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,6 +93,11 @@ pub(crate) struct Ctx<'a> {
     /// Set by a handler (e.g. a `closeConnection` fail point) to drop the connection instead
     /// of replying.
     pub(crate) close_connection: bool,
+    /// Set by a handler that built its reply body as raw BSON (e.g. a batch of raw oplog
+    /// entries, so nothing is decoded and re-encoded): on success the server sends it instead
+    /// of the returned `Document` (return an empty one), appending `ok: 1.0` unless present,
+    /// then `$clusterTime`/`operationTime`. Ignored when the handler returns `Err`.
+    pub(crate) raw_reply: Option<bson::RawDocumentBuf>,
 }
 
 impl<'a> Ctx<'a> {
@@ -109,6 +119,7 @@ impl<'a> Ctx<'a> {
             client_cluster_time: None,
             operation_time: None,
             close_connection: false,
+            raw_reply: None,
         };
         ctx.parse_generic_args(body)?;
         Ok(ctx)
@@ -258,7 +269,19 @@ fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let facts = failpoint::CommandFacts::of(&req);
     let activation = failpoint::before_command(ctx, &facts).await?;
-    let result = run(ctx, req).await;
+    let result = match txn::before_command(ctx, &req) {
+        Err(e) => Err(e),
+        Ok(None) => run(ctx, req).await,
+        Ok(Some(stmt)) => {
+            // A statement of a multi-document transaction runs against the transaction's
+            // private engine (txn.rs).
+            let live = std::mem::replace(&mut ctx.shared, stmt.shared());
+            let r = run(ctx, req).await;
+            ctx.shared = live;
+            ctx.operation_time = None;
+            stmt.after(&ctx.shared, r)
+        }
+    };
     failpoint::after_command(ctx, &facts, &activation, result)
 }
 
@@ -266,6 +289,13 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
 async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let name = req.name.clone();
     match name.as_str() {
+        // change streams (change_stream.rs): aggregate with a $changeStream stage
+        "aggregate" if change_stream::is_change_stream(&req) => {
+            change_stream::aggregate(ctx, req).await
+        }
+        // transactions (txn.rs)
+        "abortTransaction" => txn::abort(ctx, req).await,
+        "commitTransaction" => txn::commit(ctx, req).await,
         // fail points (failpoint.rs); a test command: absent unless enableTestCommands
         "configureFailPoint" if ctx.shared.opts.enable_test_commands => {
             failpoint::configure(ctx, req).await
@@ -283,6 +313,30 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         "replSetGetStatus" => admin::repl_set_get_status(ctx, req).await,
         "serverStatus" => admin::server_status(ctx, req).await,
         "whatsmyuri" => admin::whatsmyuri(ctx, req).await,
+        // crud.rs
+        "count" => crud::count(ctx, req).await,
+        "delete" => crud::delete(ctx, req).await,
+        "distinct" => crud::distinct(ctx, req).await,
+        "findAndModify" | "findandmodify" => crud::find_and_modify(ctx, req).await,
+        "insert" => crud::insert(ctx, req).await,
+        "update" => crud::update(ctx, req).await,
+        // cursor.rs
+        "aggregate" => cursor::aggregate(ctx, req).await,
+        "find" => cursor::find(ctx, req).await,
+        "getMore" => cursor::get_more(ctx, req).await,
+        "killCursors" => cursor::kill_cursors(ctx, req).await,
+        // catalog.rs
+        "collMod" => catalog::coll_mod(ctx, req).await,
+        "collStats" => catalog::coll_stats(ctx, req).await,
+        "create" => catalog::create(ctx, req).await,
+        "createIndexes" => catalog::create_indexes(ctx, req).await,
+        "drop" => catalog::drop(ctx, req).await,
+        "dropDatabase" => catalog::drop_database(ctx, req).await,
+        "dropIndexes" | "deleteIndexes" => catalog::drop_indexes(ctx, req).await,
+        "listCollections" => catalog::list_collections(ctx, req).await,
+        "listDatabases" => catalog::list_databases(ctx, req).await,
+        "listIndexes" => catalog::list_indexes(ctx, req).await,
+        "renameCollection" => catalog::rename_collection(ctx, req).await,
         // SRV src/mongo/db/service_entry_point_common.cpp: "no such command: '<name>'"
         _ => Err(CommandError::command_not_found(&name)),
     }

@@ -87,6 +87,12 @@ pub(crate) trait CursorSource: Send {
         self.awaits_data()
     }
 
+    /// A change-stream cursor: it outlives drops of its namespace (it reports them as
+    /// `drop` / `invalidate` events, reference §5.5), so `kill_where` spares it.
+    fn is_change_stream(&self) -> bool {
+        false
+    }
+
     /// Extra fields for the `cursor` sub-document of each reply (e.g. `postBatchResumeToken`).
     fn cursor_extras(&self) -> Document {
         Document::new()
@@ -246,7 +252,7 @@ impl CursorRegistry {
             .slots
             .iter()
             .filter(|(_, s)| match s {
-                Slot::Idle(e) => pred(&e.ns),
+                Slot::Idle(e) => pred(&e.ns) && !e.source.is_change_stream(),
                 Slot::InUse { .. } => false,
             })
             .map(|(id, _)| *id)

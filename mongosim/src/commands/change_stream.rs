@@ -1,0 +1,1368 @@
+//! `$changeStream`: change events derived from the oplog (reference §5).
+//!
+//! The cursor reads `local.oplog.rs` from its start position and runs the same stages a real
+//! server runs (SRV `document_source_change_stream.cpp` `buildPipeline`):
+//! oplog filter -> unwind `applyOps` (SRV `document_source_change_stream_unwind_transaction.cpp`)
+//! -> transform (SRV `change_stream_event_transform.cpp`) -> check invalidate
+//! (SRV `document_source_change_stream_check_invalidate.cpp`) -> resume-token checks
+//! (SRV `document_source_change_stream_ensure_resume_token_present.cpp`,
+//! `..._check_resumability.cpp`) -> post-image lookup -> the user's stages.
+//! Nothing is taken from a side channel: what the oplog says is what the stream says.
+//!
+//! Not supported (documented): pre-images. `fullDocumentBeforeChange: "whenAvailable"` yields
+//! `null` and `"required"` fails with 47 NoMatchingDocument, as a real server does for a
+//! collection without `changeStreamPreAndPostImages`; likewise `fullDocument:
+//! "whenAvailable"` / `"required"` (post-images built from pre-images) give `null` / 47.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
+
+use super::failpoint::FailPoints;
+use super::{wrong_type, Ctx, Request};
+use crate::engine::clock::{ts_from_key, ts_key};
+use crate::engine::cursor::{Batch, BatchBuilder, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH};
+use crate::engine::Engine;
+use crate::error::{CmdResult, CommandError};
+use crate::query::pipeline::Pipeline;
+use crate::query::update_description;
+use crate::resume_token::{ResumeToken, ResumeTokenData};
+use crate::ServerVersion;
+
+/// Largest event (SRV `BSONObjMaxUserSize`, reference §8.5): bigger ones fail with 10334.
+const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+
+/// Stages allowed after `$changeStream` (SPEC-CS, SRV-DOC-CS; reference §5.1).
+const ALLOWED_STAGES: &[&str] = &[
+    "$match",
+    "$project",
+    "$addFields",
+    "$set",
+    "$unset",
+    "$replaceRoot",
+    "$replaceWith",
+    "$redact",
+];
+
+/// Aggregation stages a server knows but does not permit after `$changeStream`.
+const OTHER_KNOWN_STAGES: &[&str] = &[
+    "$bucket",
+    "$bucketAuto",
+    "$collStats",
+    "$count",
+    "$densify",
+    "$facet",
+    "$fill",
+    "$geoNear",
+    "$graphLookup",
+    "$group",
+    "$indexStats",
+    "$limit",
+    "$listSessions",
+    "$lookup",
+    "$merge",
+    "$out",
+    "$planCacheStats",
+    "$sample",
+    "$search",
+    "$setWindowFields",
+    "$skip",
+    "$sort",
+    "$sortByCount",
+    "$unionWith",
+    "$unwind",
+    "$documents",
+    "$currentOp",
+    "$listLocalSessions",
+    "$changeStreamSplitLargeEvent",
+];
+
+/// Operation types a stream without `showExpandedEvents` reports
+/// (SRV `change_stream_helpers_legacy.h` `kClassicOperationTypes`).
+const CLASSIC_TYPES: &[&str] = &[
+    "insert",
+    "update",
+    "replace",
+    "delete",
+    "drop",
+    "rename",
+    "dropDatabase",
+    "invalidate",
+];
+
+/// Whether the request is an aggregate with a `$changeStream` stage anywhere (the first-stage
+/// rule is checked by [`aggregate`]).
+pub(crate) fn is_change_stream(req: &Request) -> bool {
+    req.name == "aggregate"
+        && matches!(req.body.get("pipeline"), Some(Bson::Array(p))
+            if p.iter().any(|s| matches!(s, Bson::Document(d) if d.contains_key("$changeStream"))))
+}
+
+/// What the stream watches.
+#[derive(Debug, Clone, PartialEq)]
+enum Level {
+    Collection { db: String, coll: String },
+    Database { db: String },
+    Cluster,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum FullDocument {
+    Default,
+    UpdateLookup,
+    WhenAvailable,
+    Required,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum BeforeChange {
+    Off,
+    WhenAvailable,
+    Required,
+}
+
+/// The parsed `$changeStream` stage (SRV IDL `DocumentSourceChangeStreamSpec`).
+#[derive(Debug, Clone)]
+struct Spec {
+    full_document: FullDocument,
+    before_change: BeforeChange,
+    resume_after: Option<ResumeToken>,
+    start_after: Option<ResumeToken>,
+    start_at: Option<Timestamp>,
+    all_changes_for_cluster: bool,
+    show_expanded: bool,
+    show_raw_update_description: bool,
+}
+
+fn parse_spec(stage: &Bson, version: ServerVersion) -> CmdResult<Spec> {
+    let Bson::Document(d) = stage else {
+        // SRV document_source_change_stream.cpp
+        return Err(CommandError::from_code(
+            50808,
+            "$changeStream stage expects a document as argument",
+        ));
+    };
+    let mut spec = Spec {
+        full_document: FullDocument::Default,
+        before_change: BeforeChange::Off,
+        resume_after: None,
+        start_after: None,
+        start_at: None,
+        all_changes_for_cluster: false,
+        show_expanded: false,
+        show_raw_update_description: false,
+    };
+    let modern = version != ServerVersion::V4_4;
+    for (key, value) in d {
+        let field = format!("$changeStream.{key}");
+        match key.as_str() {
+            "fullDocument" => {
+                let Bson::String(s) = value else {
+                    return Err(wrong_type(&field, value, "string"));
+                };
+                spec.full_document = match s.as_str() {
+                    "default" => FullDocument::Default,
+                    "updateLookup" => FullDocument::UpdateLookup,
+                    "whenAvailable" if modern => FullDocument::WhenAvailable,
+                    "required" if modern => FullDocument::Required,
+                    other => return Err(bad_enum(other, &field)),
+                };
+            }
+            "fullDocumentBeforeChange" if modern => {
+                let Bson::String(s) = value else {
+                    return Err(wrong_type(&field, value, "string"));
+                };
+                spec.before_change = match s.as_str() {
+                    "off" => BeforeChange::Off,
+                    "whenAvailable" => BeforeChange::WhenAvailable,
+                    "required" => BeforeChange::Required,
+                    other => return Err(bad_enum(other, &field)),
+                };
+            }
+            "resumeAfter" | "startAfter" => {
+                let Bson::Document(t) = value else {
+                    return Err(wrong_type(&field, value, "object"));
+                };
+                let tok = ResumeToken::parse(t)?;
+                if key == "resumeAfter" {
+                    spec.resume_after = Some(tok);
+                } else {
+                    spec.start_after = Some(tok);
+                }
+            }
+            "startAtOperationTime" => match value {
+                Bson::Timestamp(ts) => spec.start_at = Some(*ts),
+                other => return Err(wrong_type(&field, other, "timestamp")),
+            },
+            "allChangesForCluster" => spec.all_changes_for_cluster = bool_arg(&field, value)?,
+            "showExpandedEvents" if modern => spec.show_expanded = bool_arg(&field, value)?,
+            "showRawUpdateDescription" if modern => {
+                spec.show_raw_update_description = bool_arg(&field, value)?
+            }
+            "showMigrationEvents" | "allowToRunOnConfigDB" => {
+                bool_arg(&field, value)?;
+            }
+            "showSystemEvents" | "allowToRunOnSystemNS" | "matchCollectionUUIDForUpdateLookup"
+                if modern =>
+            {
+                bool_arg(&field, value)?;
+            }
+            _ => return Err(CommandError::unknown_field(key, "$changeStream")),
+        }
+    }
+    if spec.resume_after.is_some() && spec.start_after.is_some() {
+        return Err(CommandError::from_code(
+            50865,
+            "Do not specify both 'resumeAfter' and 'startAfter' in a $changeStream stage",
+        ));
+    }
+    if spec.start_at.is_some() && (spec.resume_after.is_some() || spec.start_after.is_some()) {
+        return Err(CommandError::from_code(
+            40674,
+            "Only one type of resume option is allowed, but multiple were found.",
+        ));
+    }
+    Ok(spec)
+}
+
+fn bool_arg(field: &str, value: &Bson) -> CmdResult<bool> {
+    match value {
+        Bson::Boolean(b) => Ok(*b),
+        other => Err(wrong_type(field, other, "bool")),
+    }
+}
+
+/// IDL enum parse failure (SRV idl_parser: 2 BadValue).
+fn bad_enum(value: &str, field: &str) -> CommandError {
+    CommandError::bad_value(format!(
+        "Enumeration value '{value}' for field '{field}' is not a valid value."
+    ))
+}
+
+/// `aggregate` whose pipeline starts with `$changeStream` (reference §5.1–§5.3).
+pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let shared = ctx.shared.clone();
+    let version = shared.opts.version;
+    let Some(Bson::Array(stages)) = req.body.get("pipeline") else {
+        return Err(CommandError::type_mismatch(
+            "BSON field 'aggregate.pipeline' is the wrong type, expected type 'array'",
+        ));
+    };
+    let mut docs = Vec::with_capacity(stages.len());
+    for s in stages {
+        match s {
+            Bson::Document(d) if d.len() == 1 => docs.push(d.clone()),
+            // SRV document_source.cpp
+            _ => {
+                return Err(CommandError::from_code(
+                    40323,
+                    "A pipeline stage specification object must contain exactly one field.",
+                ))
+            }
+        }
+    }
+    if docs.iter().skip(1).any(|d| d.contains_key("$changeStream")) {
+        return Err(CommandError::from_code(
+            40602,
+            "$changeStream is only valid as the first stage in a pipeline.",
+        ));
+    }
+    let cursor_opts = match req.body.get("cursor") {
+        Some(Bson::Document(c)) => c.clone(),
+        Some(other) => return Err(wrong_type("aggregate.cursor", other, "object")),
+        None => {
+            // SRV aggregation_request_helper.cpp
+            return Err(CommandError::failed_to_parse(
+                "The 'cursor' option is required, except for aggregate with the explain argument",
+            ));
+        }
+    };
+    let batch_size = match cursor_opts.get("batchSize") {
+        None => DEFAULT_FIRST_BATCH,
+        Some(Bson::Int32(n)) if *n >= 0 => *n as usize,
+        Some(Bson::Int64(n)) if *n >= 0 => *n as usize,
+        Some(Bson::Double(n)) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
+        Some(_) => {
+            return Err(CommandError::bad_value(
+                "BSON field 'batchSize' value must be >= 0, actual value '-1'",
+            ))
+        }
+    };
+    let stage0 = docs[0].get("$changeStream").cloned().unwrap_or(Bson::Null);
+    let spec = parse_spec(&stage0, version)?;
+
+    // SRV document_source_change_stream.cpp assertIsLegalSpecification
+    if !shared.is_repl_set() {
+        return Err(CommandError::from_code(
+            40573,
+            "The $changeStream stage is only supported on replica sets",
+        ));
+    }
+    let db = req.db.clone();
+    let level = match req.target() {
+        Some(Bson::String(coll)) => {
+            if spec.all_changes_for_cluster {
+                return Err(CommandError::from_code(
+                    72,
+                    "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
+                ));
+            }
+            if db == "admin" || db == "config" || db == "local" {
+                return Err(CommandError::invalid_namespace(format!(
+                    "$changeStream may not be opened on the internal {db} database"
+                )));
+            }
+            if coll.starts_with("system.") {
+                return Err(CommandError::invalid_namespace(format!(
+                    "$changeStream may not be opened on the internal {db}.{coll} collection"
+                )));
+            }
+            Level::Collection {
+                db: db.clone(),
+                coll: coll.clone(),
+            }
+        }
+        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
+            if db == "admin" {
+                if !spec.all_changes_for_cluster {
+                    return Err(CommandError::invalid_namespace(
+                        "$changeStream may not be opened on the internal admin database",
+                    ));
+                }
+                Level::Cluster
+            } else {
+                if spec.all_changes_for_cluster {
+                    return Err(CommandError::from_code(
+                        72,
+                        "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
+                    ));
+                }
+                if db == "config" || db == "local" {
+                    return Err(CommandError::invalid_namespace(format!(
+                        "$changeStream may not be opened on the internal {db} database"
+                    )));
+                }
+                Level::Database { db: db.clone() }
+            }
+        }
+        Some(other) => {
+            return Err(CommandError::invalid_namespace(format!(
+                "collection name has invalid type {}",
+                crate::query::fmt::type_name(other)
+            )))
+        }
+        None => {
+            return Err(CommandError::invalid_namespace(
+                "Invalid namespace specified",
+            ))
+        }
+    };
+
+    // The user's stages (reference §5.1): allowed ones only.
+    for d in &docs[1..] {
+        let name = d.keys().next().map(String::as_str).unwrap_or("");
+        if ALLOWED_STAGES.contains(&name) {
+            continue;
+        }
+        if OTHER_KNOWN_STAGES.contains(&name) {
+            // SRV document_source_change_stream.cpp (stage constraints)
+            return Err(CommandError::from_code(
+                20,
+                format!("{name} is not permitted in a $changeStream pipeline"),
+            ));
+        }
+        // SRV document_source.cpp parse: 40324
+        return Err(CommandError::from_code(
+            40324,
+            format!("Unrecognized pipeline stage name: '{name}'"),
+        ));
+    }
+    let user_pipeline = Pipeline::parse(&docs[1..])?;
+
+    if let Some(tok) = &spec.resume_after {
+        let data = tok.decode()?;
+        if data.from_invalidate {
+            return Err(CommandError::from_code(
+                260,
+                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
+            ));
+        }
+    }
+
+    let default_version = match (version, req.body.get("$_generateV2ResumeTokens")) {
+        (ServerVersion::V4_4, _) => 1,
+        (_, Some(Bson::Boolean(false))) => 1,
+        _ => 2,
+    };
+    let failpoints = shared.failpoints.clone();
+    let ns = match &level {
+        Level::Collection { db, coll } => format!("{db}.{coll}"),
+        Level::Database { db } => format!("{db}.$cmd.aggregate"),
+        Level::Cluster => "admin.$cmd.aggregate".to_string(),
+    };
+
+    let (batch, extras, cursor_id) = {
+        let mut engine = shared.engine.lock();
+        if let Level::Collection { db, coll } = &level {
+            if engine.catalog.view(db, coll).is_some() {
+                return Err(CommandError::from_code(
+                    166,
+                    format!("Namespace {db}.{coll} is a view, not a collection"),
+                ));
+            }
+        }
+        let mut cursor = ChangeStreamCursor::new(
+            &engine,
+            level,
+            spec,
+            user_pipeline,
+            version,
+            default_version,
+            failpoints,
+        )?;
+        let batch = if batch_size == 0 {
+            Batch::default()
+        } else {
+            cursor.produce(&mut engine, Some(batch_size))?
+        };
+        cursor.first_batch_served = true;
+        let extras = cursor.cursor_extras();
+        let id = if batch.exhausted {
+            0
+        } else {
+            let mut entry = CursorEntry::new(ns.clone(), Box::new(cursor));
+            entry.lsid = ctx.lsid.clone();
+            engine.cursors.register(entry)
+        };
+        (batch, extras, id)
+    };
+    let first_batch: Vec<Bson> = batch
+        .docs
+        .into_iter()
+        .filter_map(|raw| raw.to_document().ok().map(Bson::Document))
+        .collect();
+    let mut cursor = doc! {"firstBatch": first_batch};
+    for (k, v) in extras {
+        cursor.insert(k, v);
+    }
+    cursor.insert("id", cursor_id);
+    cursor.insert("ns", ns);
+    Ok(doc! {"cursor": cursor})
+}
+
+/// Where the resume point is, and whether it has been found yet.
+#[derive(Debug)]
+struct ResumePoint {
+    token: ResumeTokenData,
+    /// The exact event was seen (event tokens) — or the token is a high-water mark.
+    found: bool,
+}
+
+/// One change event before the user's stages, with its token.
+#[derive(Debug)]
+struct Candidate {
+    token: ResumeTokenData,
+    event: Document,
+    /// `ns` of the event's collection (for updateLookup): `(db, coll)`.
+    lookup: Option<(String, String, Bson)>,
+    /// The event is an `invalidate`: the stream closes after it.
+    invalidate: bool,
+}
+
+/// A change-stream cursor: registered in the engine's cursor registry, served by the normal
+/// `getMore` / `killCursors`.
+pub(crate) struct ChangeStreamCursor {
+    level: Level,
+    spec: Spec,
+    user_pipeline: Pipeline,
+    version: ServerVersion,
+    /// Token version of new events (2 on 7.0, 1 on 4.4 or with `$_generateV2ResumeTokens: false`).
+    token_version: i32,
+    /// Oplog sequence number of the next entry to read.
+    next_seq: u64,
+    /// `ts` of the last oplog entry read.
+    last_scanned: Option<Timestamp>,
+    /// Events produced from entries already read but not yet returned.
+    pending: VecDeque<Candidate>,
+    /// An admitted event that did not fit into the previous batch.
+    ready: Option<(RawDocumentBuf, ResumeTokenData, bool)>,
+    resume: Option<ResumePoint>,
+    /// The current `postBatchResumeToken`.
+    pbrt: Document,
+    pbrt_ts: Timestamp,
+    invalidated: bool,
+    first_batch_served: bool,
+    failpoints: Arc<FailPoints>,
+}
+
+impl std::fmt::Debug for ChangeStreamCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeStreamCursor")
+            .field("level", &self.level)
+            .field("next_seq", &self.next_seq)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn add_tick(ts: Timestamp) -> Timestamp {
+    ts_from_key(ts_key(ts) + 1)
+}
+
+impl ChangeStreamCursor {
+    fn new(
+        engine: &Engine,
+        level: Level,
+        spec: Spec,
+        user_pipeline: Pipeline,
+        version: ServerVersion,
+        token_version: i32,
+        failpoints: Arc<FailPoints>,
+    ) -> CmdResult<Self> {
+        let token = spec.start_after.as_ref().or(spec.resume_after.as_ref());
+        let (start_ts, resume, pbrt) = if let Some(tok) = token {
+            let data = tok.decode()?;
+            let is_hwm = data.is_high_water_mark();
+            let start = data.cluster_time;
+            (
+                start,
+                Some(ResumePoint {
+                    found: is_hwm,
+                    token: data,
+                }),
+                tok.to_document(),
+            )
+        } else {
+            // SRV change_stream_helpers getStartTimeForNewStream: last applied + 1 tick.
+            let start = spec
+                .start_at
+                .unwrap_or_else(|| add_tick(engine.last_applied()));
+            let pbrt = ResumeTokenData::high_water_mark(start, token_version).to_document();
+            (start, None, pbrt)
+        };
+        let Some(oplog) = engine.oplog.as_ref() else {
+            return Err(CommandError::from_code(
+                40573,
+                "The $changeStream stage is only supported on replica sets",
+            ));
+        };
+        check_history(oplog.first_ts(), start_ts)?;
+        let next_seq = oplog.seek(start_ts, true);
+        Ok(Self {
+            level,
+            spec,
+            user_pipeline,
+            version,
+            token_version,
+            next_seq,
+            last_scanned: None,
+            pending: VecDeque::new(),
+            ready: None,
+            resume,
+            pbrt,
+            pbrt_ts: start_ts,
+            invalidated: false,
+            first_batch_served: false,
+            failpoints,
+        })
+    }
+
+    /// Produces the next batch: events in oplog order, at most `batch_size`.
+    fn produce(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let mut out = BatchBuilder::new(batch_size.unwrap_or(0));
+        if self.invalidated {
+            return Ok(out.finish(true));
+        }
+        loop {
+            // 1. Drain events already produced.
+            loop {
+                if out.full() {
+                    return Ok(out.finish(false));
+                }
+                let admitted = match self.ready.take() {
+                    Some(r) => Some(r),
+                    None => match self.pending.pop_front() {
+                        Some(c) => self.admit(engine, c)?,
+                        None => break,
+                    },
+                };
+                let Some((raw, token, invalidate)) = admitted else {
+                    continue;
+                };
+                if !out.fits(raw.as_bytes().len()) {
+                    // Kept for the next batch (16 MiB reply limit).
+                    self.ready = Some((raw, token, invalidate));
+                    return Ok(out.finish(false));
+                }
+                self.set_pbrt_event(&token);
+                out.push(raw);
+                if invalidate {
+                    self.invalidated = true;
+                    self.pending.clear();
+                    return Ok(out.finish(true));
+                }
+            }
+            // 2. Read the next oplog entry.
+            let Some(oplog) = engine.oplog.as_ref() else {
+                return Ok(out.finish(true));
+            };
+            if self.next_seq < oplog.first_seq() {
+                return Err(self.position_lost());
+            }
+            let Some(entry) = oplog.get(self.next_seq) else {
+                // End of the oplog: advance the high-water mark (reference §5.7).
+                if let Some(last) = self.last_scanned {
+                    if ts_key(last) > ts_key(self.pbrt_ts) {
+                        self.pbrt = ResumeTokenData::high_water_mark(last, self.token_version)
+                            .to_document();
+                        self.pbrt_ts = last;
+                    }
+                }
+                return Ok(out.finish(false));
+            };
+            let ts = entry.timestamp();
+            let doc = entry
+                .raw
+                .to_document()
+                .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
+            self.next_seq += 1;
+            self.last_scanned = Some(ts);
+            self.events_from_entry(&doc)?;
+        }
+    }
+
+    fn position_lost(&self) -> CommandError {
+        match self.last_scanned {
+            // SRV collection_scan.cpp
+            Some(last) => CommandError::from_code(
+                136,
+                format!(
+                    "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({})",
+                    ts_key(last)
+                ),
+            ),
+            None => history_lost(),
+        }
+    }
+
+    fn set_pbrt_event(&mut self, token: &ResumeTokenData) {
+        self.pbrt = token.to_document();
+        self.pbrt_ts = token.cluster_time;
+    }
+
+    /// Resume checks, post-image lookup, user stages, `_id` check. `None`: not returned.
+    fn admit(
+        &mut self,
+        engine: &Engine,
+        c: Candidate,
+    ) -> CmdResult<Option<(RawDocumentBuf, ResumeTokenData, bool)>> {
+        let Candidate {
+            token,
+            mut event,
+            lookup,
+            invalidate,
+        } = c;
+        if let Some(rp) = &mut self.resume {
+            if !rp.found {
+                match compare_to_resume(&token, &rp.token) {
+                    ResumeCmp::Before => return Ok(None),
+                    ResumeCmp::Found => {
+                        rp.found = true;
+                        return Ok(None);
+                    }
+                    ResumeCmp::After => {
+                        // SRV ensure_resume_token_present: 280
+                        return Err(CommandError::from_code(
+                            280,
+                            format!(
+                                "cannot resume stream; the resume token was not found. {}",
+                                token_display(&rp.token)
+                            ),
+                        ));
+                    }
+                }
+            } else if token_le(&token, &rp.token) {
+                // Events at or before a high-water-mark / found resume point.
+                return Ok(None);
+            }
+        }
+        // Post-image (updateLookup) for updates; reference §5.2.
+        let op_type = event.get_str("operationType").unwrap_or("").to_string();
+        if op_type == "update" {
+            match self.spec.full_document {
+                FullDocument::Default => {}
+                FullDocument::UpdateLookup => {
+                    let current = lookup.as_ref().and_then(|(db, coll, id)| {
+                        let c = engine.catalog.coll(db, coll)?;
+                        let rid = c.rid_by_id(id)?;
+                        c.get(rid).map(|d| d.doc.clone())
+                    });
+                    event.insert(
+                        "fullDocument",
+                        current.map(Bson::Document).unwrap_or(Bson::Null),
+                    );
+                }
+                FullDocument::WhenAvailable => {
+                    event.insert("fullDocument", Bson::Null);
+                }
+                FullDocument::Required => {
+                    // SRV document_source_change_stream_add_post_image.cpp
+                    return Err(CommandError::from_code(
+                        47,
+                        format!(
+                            "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {}",
+                            crate::query::fmt::doc(&event)
+                        ),
+                    ));
+                }
+            }
+        }
+        if matches!(op_type.as_str(), "update" | "replace" | "delete") {
+            match self.spec.before_change {
+                BeforeChange::Off => {}
+                BeforeChange::WhenAvailable => {
+                    event.insert("fullDocumentBeforeChange", Bson::Null);
+                }
+                BeforeChange::Required => {
+                    // SRV document_source_change_stream_add_pre_image.cpp
+                    return Err(CommandError::from_code(
+                        47,
+                        format!(
+                            "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {}",
+                            crate::query::fmt::doc(&event)
+                        ),
+                    ));
+                }
+            }
+        }
+        let id = event.get("_id").cloned();
+        let Some(event) = self.user_pipeline.run_one(event)? else {
+            // Filtered by the user's stages.
+            return Ok(None);
+        };
+        if event.get("_id") != id.as_ref() {
+            // SRV change_stream_proxy / document_source_change_stream_handle_topology_change
+            let found = match event.get("_id") {
+                Some(v) => crate::query::fmt::doc(&doc! {"_id": v.clone()}),
+                None => "{}".to_string(),
+            };
+            return Err(CommandError::from_code(
+                280,
+                format!(
+                    "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed. Expected: {} but found: {found}",
+                    crate::query::fmt::doc(&doc! {"_id": id.unwrap_or(Bson::Null)})
+                ),
+            ));
+        }
+        let raw = encode_event(&event)?;
+        Ok(Some((raw, token, invalidate)))
+    }
+
+    /// Turns one oplog entry into candidate events (unwinding `applyOps`).
+    fn events_from_entry(&mut self, entry: &Document) -> CmdResult<()> {
+        if matches!(entry.get("fromMigrate"), Some(Bson::Boolean(true))) {
+            return Ok(());
+        }
+        let ts = entry.get_timestamp("ts").unwrap_or(Timestamp {
+            time: 0,
+            increment: 0,
+        });
+        let wall = entry.get("wall").cloned();
+        let op = entry.get_str("op").unwrap_or("");
+        let o = entry.get_document("o").ok();
+        if op == "c" && entry.get_str("ns") == Ok("admin.$cmd") {
+            if let Some(Bson::Array(inner)) = o.and_then(|o| o.get("applyOps")) {
+                // Prepared / partial transactions are never written by mongosim.
+                let txn = TxnFields {
+                    lsid: entry.get("lsid").cloned(),
+                    txn_number: entry.get("txnNumber").cloned(),
+                };
+                for (i, inner_op) in inner.iter().enumerate() {
+                    if let Bson::Document(inner_op) = inner_op {
+                        if matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
+                            continue;
+                        }
+                        self.transform(inner_op, ts, wall.clone(), Some((i as i32, &txn)))?;
+                    }
+                }
+                return Ok(());
+            }
+        }
+        self.transform(entry, ts, wall, None)
+    }
+
+    /// Whether the namespace `db.coll` is watched.
+    fn watches(&self, db: &str, coll: &str) -> bool {
+        if coll.starts_with("system.") {
+            return false;
+        }
+        match &self.level {
+            Level::Collection { db: d, coll: c } => d == db && c == coll,
+            Level::Database { db: d } => d == db,
+            Level::Cluster => !matches!(db, "admin" | "config" | "local"),
+        }
+    }
+
+    fn watches_db(&self, db: &str) -> bool {
+        match &self.level {
+            Level::Collection { db: d, .. } | Level::Database { db: d } => d == db,
+            Level::Cluster => !matches!(db, "admin" | "config" | "local"),
+        }
+    }
+
+    /// SRV `ChangeStreamDefaultEventTransformation::applyTransformation` for one (possibly
+    /// unwound) oplog operation, plus the invalidate the check-invalidate stage adds.
+    fn transform(
+        &mut self,
+        e: &Document,
+        ts: Timestamp,
+        wall: Option<Bson>,
+        txn: Option<(i32, &TxnFields)>,
+    ) -> CmdResult<()> {
+        let op = e.get_str("op").unwrap_or("");
+        let ns = e.get_str("ns").unwrap_or("");
+        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        let uuid = match e.get("ui") {
+            Some(Bson::Binary(b)) if b.bytes.len() == 16 => {
+                let mut u = [0u8; 16];
+                u.copy_from_slice(&b.bytes);
+                Some(u)
+            }
+            _ => None,
+        };
+        let o = e.get_document("o").cloned().unwrap_or_default();
+        let modern = self.version != ServerVersion::V4_4;
+
+        let operation_type: &str;
+        let mut full_document: Option<Bson> = None;
+        let mut document_key: Option<Document> = None;
+        let mut update_description: Option<Document> = None;
+        let mut operation_description: Option<Document> = None;
+        let mut state_before_change: Option<Document> = None;
+        let mut ns_doc = doc! {"db": db, "coll": coll};
+        let mut to: Option<Document> = None;
+        let mut invalidates = false;
+        let mut event_ns = (db.to_string(), coll.to_string());
+
+        match op {
+            "i" => {
+                if !self.watches(db, coll) {
+                    return Ok(());
+                }
+                operation_type = "insert";
+                full_document = Some(Bson::Document(o.clone()));
+                document_key = Some(match e.get_document("o2") {
+                    Ok(k) => k.clone(),
+                    // Entries without o2 (4.4 format): `{_id}`.
+                    Err(_) => doc! {"_id": o.get("_id").cloned().unwrap_or(Bson::Null)},
+                });
+            }
+            "d" => {
+                if !self.watches(db, coll) {
+                    return Ok(());
+                }
+                operation_type = "delete";
+                document_key = Some(o.clone());
+            }
+            "u" => {
+                if !self.watches(db, coll) {
+                    return Ok(());
+                }
+                document_key = e.get_document("o2").ok().cloned();
+                match o.get("$v") {
+                    Some(v) if num(v) == Some(2) => {
+                        operation_type = "update";
+                        let diff = o.get_document("diff").cloned().unwrap_or_default();
+                        update_description = Some(if self.spec.show_raw_update_description {
+                            o.clone()
+                        } else if modern {
+                            update_description::from_v2_diff(&diff, self.spec.show_expanded)?
+                        } else {
+                            // 4.4-era transform: no truncatedArrays for delta entries either.
+                            let mut d = update_description::from_v2_diff(&diff, false)?;
+                            d.remove("truncatedArrays");
+                            d
+                        });
+                    }
+                    Some(v) if modern => {
+                        // SRV change_stream_event_transform.cpp
+                        return Err(CommandError::from_code(
+                            6741200,
+                            format!(
+                                "Unsupported or missing oplog version, $v: {}",
+                                crate::query::fmt::value(v)
+                            ),
+                        ));
+                    }
+                    _ if o.contains_key("_id")
+                        && !o.contains_key("$set")
+                        && !o.contains_key("$unset") =>
+                    {
+                        operation_type = "replace";
+                        full_document = Some(Bson::Document(o.clone()));
+                    }
+                    _ => {
+                        operation_type = "update";
+                        update_description = Some(update_description::from_v1(&o));
+                    }
+                }
+            }
+            "c" => {
+                if let Some(Bson::String(c)) = o.get("drop") {
+                    if !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "drop";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    invalidates = matches!(self.level, Level::Collection { .. });
+                } else if let Some(Bson::String(from)) = o.get("renameCollection") {
+                    let target = o.get_str("to").unwrap_or("").to_string();
+                    let (fdb, fcoll) = from.split_once('.').unwrap_or((from.as_str(), ""));
+                    let (tdb, tcoll) = target.split_once('.').unwrap_or((target.as_str(), ""));
+                    if !self.watches(fdb, fcoll) && !self.watches(tdb, tcoll) {
+                        return Ok(());
+                    }
+                    operation_type = "rename";
+                    ns_doc = doc! {"db": fdb, "coll": fcoll};
+                    let to_doc = doc! {"db": tdb, "coll": tcoll};
+                    let mut desc = Document::new();
+                    for (k, v) in &o {
+                        match k.as_str() {
+                            "renameCollection" | "stayTemp" => {}
+                            "to" => {
+                                desc.insert("to", to_doc.clone());
+                            }
+                            _ => {
+                                desc.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    operation_description = Some(desc);
+                    to = Some(to_doc);
+                    invalidates = matches!(self.level, Level::Collection { .. });
+                } else if o.contains_key("dropDatabase") {
+                    if !self.watches_db(db) {
+                        return Ok(());
+                    }
+                    operation_type = "dropDatabase";
+                    ns_doc = doc! {"db": db};
+                    event_ns.1.clear();
+                    invalidates = !matches!(self.level, Level::Cluster);
+                } else if let Some(Bson::String(c)) = o.get("create") {
+                    if !self.spec.show_expanded || !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "create";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    let mut d = o.clone();
+                    d.remove("create");
+                    operation_description = Some(d);
+                } else if let Some(Bson::String(c)) = o.get("createIndexes") {
+                    if !self.spec.show_expanded || !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "createIndexes";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    let mut spec = o.clone();
+                    spec.remove("createIndexes");
+                    operation_description = Some(doc! {"indexes": [spec]});
+                } else if let Some(Bson::String(c)) = o.get("commitIndexBuild") {
+                    if !self.spec.show_expanded || !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "createIndexes";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    operation_description =
+                        Some(doc! {"indexes": o.get("indexes").cloned().unwrap_or(Bson::Null)});
+                } else if let Some(Bson::String(c)) = o.get("dropIndexes") {
+                    if !self.spec.show_expanded || !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "dropIndexes";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    let mut spec = e.get_document("o2").cloned().unwrap_or_default();
+                    spec.remove("dropIndexes");
+                    operation_description = Some(doc! {"indexes": [spec]});
+                } else if let Some(Bson::String(c)) = o.get("collMod") {
+                    if !self.spec.show_expanded || !self.watches(db, c) {
+                        return Ok(());
+                    }
+                    operation_type = "modify";
+                    ns_doc = doc! {"db": db, "coll": c.clone()};
+                    let mut d = o.clone();
+                    d.remove("collMod");
+                    operation_description = Some(d);
+                    let o2 = e.get_document("o2").cloned().unwrap_or_default();
+                    let mut before = Document::new();
+                    if let Some(v) = o2.get("collectionOptions_old") {
+                        before.insert("collectionOptions", v.clone());
+                    }
+                    if let Some(v) = o2.get("indexOptions_old") {
+                        before.insert("indexOptions", v.clone());
+                    }
+                    state_before_change = Some(before);
+                } else {
+                    // startIndexBuild, abortIndexBuild, nested applyOps, …: no event.
+                    return Ok(());
+                }
+            }
+            // No-ops (periodic, sharding markers on a replica set) produce no events.
+            _ => return Ok(()),
+        }
+        if !self.spec.show_expanded && !CLASSIC_TYPES.contains(&operation_type) {
+            return Ok(());
+        }
+
+        let txn_op_index = txn.map(|(i, _)| i).unwrap_or(0);
+        // SRV makeResumeToken: keep the resumed token's version until past the resume point.
+        let version = match &self.resume {
+            Some(rp)
+                if !(ts_key(ts) > ts_key(rp.token.cluster_time)
+                    || txn_op_index > rp.token.txn_op_index) =>
+            {
+                rp.token.version
+            }
+            _ => self.token_version,
+        };
+        let token = ResumeTokenData::event(
+            ts,
+            version,
+            txn_op_index,
+            uuid,
+            operation_type,
+            document_key.as_ref(),
+            operation_description.as_ref(),
+        );
+
+        let mut ev = Document::new();
+        if let Some((_, t)) = txn {
+            if let Some(n) = &t.txn_number {
+                ev.insert("txnNumber", n.clone());
+            }
+            if let Some(l) = &t.lsid {
+                ev.insert("lsid", l.clone());
+            }
+        }
+        ev.insert("_id", token.to_document());
+        ev.insert("operationType", operation_type);
+        ev.insert("clusterTime", ts);
+        if modern && self.spec.show_expanded && operation_type != "dropDatabase" {
+            if let Some(ui) = e.get("ui") {
+                ev.insert("collectionUUID", ui.clone());
+            }
+        }
+        if modern {
+            if let Some(w) = &wall {
+                ev.insert("wallTime", w.clone());
+            }
+        }
+        if let Some(fd) = full_document {
+            ev.insert("fullDocument", fd);
+        }
+        ev.insert("ns", ns_doc.clone());
+        if let Some(t) = &to {
+            ev.insert("to", t.clone());
+        }
+        if let Some(k) = &document_key {
+            ev.insert("documentKey", k.clone());
+        }
+        if modern && self.spec.show_expanded {
+            if let Some(d) = &operation_description {
+                ev.insert("operationDescription", d.clone());
+            }
+        }
+        if let Some(u) = update_description {
+            let name = if self.spec.show_raw_update_description {
+                "rawUpdateDescription"
+            } else {
+                "updateDescription"
+            };
+            ev.insert(name, u);
+        }
+        if let Some(s) = state_before_change {
+            ev.insert("stateBeforeChange", s);
+        }
+        if operation_type == "update" {
+            let id = document_key
+                .as_ref()
+                .and_then(|k| k.get("_id").cloned())
+                .unwrap_or(Bson::Null);
+            event_ns = (
+                ns_doc.get_str("db").unwrap_or("").to_string(),
+                ns_doc.get_str("coll").unwrap_or("").to_string(),
+            );
+            self.pending.push_back(Candidate {
+                token,
+                event: ev,
+                lookup: Some((event_ns.0, event_ns.1, id)),
+                invalidate: false,
+            });
+            return Ok(());
+        }
+        let _ = &event_ns;
+        let invalidate_token = invalidates.then(|| {
+            let mut t = token.clone();
+            t.from_invalidate = true;
+            t
+        });
+        self.pending.push_back(Candidate {
+            token,
+            event: ev,
+            lookup: None,
+            invalidate: false,
+        });
+        if let Some(t) = invalidate_token {
+            // SRV document_source_change_stream_check_invalidate.cpp
+            let mut inv = doc! {
+                "_id": t.to_document(),
+                "operationType": "invalidate",
+                "clusterTime": ts,
+            };
+            if modern {
+                if let Some(w) = &wall {
+                    inv.insert("wallTime", w.clone());
+                }
+            }
+            self.pending.push_back(Candidate {
+                token: t,
+                event: inv,
+                lookup: None,
+                invalidate: true,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Session fields of an `applyOps` entry.
+#[derive(Debug)]
+struct TxnFields {
+    lsid: Option<Bson>,
+    txn_number: Option<Bson>,
+}
+
+fn num(v: &Bson) -> Option<i64> {
+    match v {
+        Bson::Int32(i) => Some(i64::from(*i)),
+        Bson::Int64(i) => Some(*i),
+        Bson::Double(d) => Some(*d as i64),
+        _ => None,
+    }
+}
+
+fn encode_event(event: &Document) -> CmdResult<RawDocumentBuf> {
+    let raw = RawDocumentBuf::from_document(event)
+        .map_err(|e| CommandError::from_code(1, format!("cannot encode change event: {e}")))?;
+    let n = raw.as_bytes().len();
+    if n > MAX_EVENT_BYTES {
+        // SRV bsonobj.cpp _assertInvalid (reference §8.5)
+        return Err(CommandError::from_code(
+            10334,
+            format!(
+                "BSONObj size: {n} (0x{n:X}) is invalid. Size must be between 0 and 16793600(16MB) First element: _id: {}",
+                crate::query::fmt::value(event.get("_id").unwrap_or(&Bson::Null))
+            ),
+        ));
+    }
+    Ok(raw)
+}
+
+/// 286 ChangeStreamHistoryLost (reference §5.10).
+fn history_lost() -> CommandError {
+    CommandError::from_code(
+        286,
+        "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
+    )
+}
+
+/// SRV `DocumentSourceChangeStreamCheckResumability` `_assertOplogHasEnoughHistory`: the
+/// oldest oplog entry must not be newer than the start point.
+fn check_history(first: Option<Timestamp>, start: Timestamp) -> CmdResult<()> {
+    match first {
+        Some(first) if ts_key(first) > ts_key(start) => Err(history_lost()),
+        _ => Ok(()),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum ResumeCmp {
+    Before,
+    Found,
+    After,
+}
+
+/// SRV `compareAgainstClientResumeToken` (simplified to the fields a single replica set
+/// produces): order by clusterTime, then txnOpIndex, then the event identity.
+fn compare_to_resume(event: &ResumeTokenData, client: &ResumeTokenData) -> ResumeCmp {
+    let (a, b) = (ts_key(event.cluster_time), ts_key(client.cluster_time));
+    if a != b {
+        return if a < b {
+            ResumeCmp::Before
+        } else {
+            ResumeCmp::After
+        };
+    }
+    if event.txn_op_index != client.txn_op_index {
+        return if event.txn_op_index < client.txn_op_index {
+            ResumeCmp::Before
+        } else {
+            ResumeCmp::After
+        };
+    }
+    if event.uuid == client.uuid && event.event_identifier == client.event_identifier {
+        return match (event.from_invalidate, client.from_invalidate) {
+            (a, b) if a == b => ResumeCmp::Found,
+            // The invalidating event precedes the invalidate the token came from.
+            (false, true) => ResumeCmp::Before,
+            _ => ResumeCmp::After,
+        };
+    }
+    // Same time and index, different event: a db/cluster stream's other namespace at the
+    // same optime cannot exist on one node; compare encoded identities.
+    let (ea, cb) = (event.encode().data, client.encode().data);
+    if ea < cb {
+        ResumeCmp::Before
+    } else {
+        ResumeCmp::After
+    }
+}
+
+/// Whether `event` sorts at or before the resume point `client` (after it was found).
+fn token_le(event: &ResumeTokenData, client: &ResumeTokenData) -> bool {
+    match compare_to_resume(event, client) {
+        ResumeCmp::Before | ResumeCmp::Found => {
+            // A high-water mark at T precedes every event at T.
+            !(client.is_high_water_mark()
+                && ts_key(event.cluster_time) >= ts_key(client.cluster_time))
+        }
+        ResumeCmp::After => false,
+    }
+}
+
+fn token_display(t: &ResumeTokenData) -> String {
+    let uuid = t
+        .uuid
+        .map(|u| bson::Uuid::from_bytes(u).to_string())
+        .unwrap_or_else(|| "none".into());
+    let id = t
+        .event_identifier
+        .as_ref()
+        .map(crate::query::fmt::doc)
+        .unwrap_or_else(|| "missing".into());
+    format!(
+        "{{clusterTime: Timestamp({}, {}), version: {}, tokenType: {}, txnOpIndex: {}, fromInvalidate: {}, uuid: {uuid}, eventIdentifier: {id}}}",
+        t.cluster_time.time,
+        t.cluster_time.increment,
+        t.version,
+        t.token_type,
+        t.txn_op_index,
+        t.from_invalidate
+    )
+}
+
+impl CursorSource for ChangeStreamCursor {
+    fn next_batch(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        if self.first_batch_served {
+            self.failpoints.get_more_after_checkout()?;
+        }
+        let r = self.produce(engine, batch_size);
+        if let Err(e) = &r {
+            if e.code == 286 || e.code == 280 {
+                return Err(e.clone().with_label("NonResumableChangeStreamError"));
+            }
+        }
+        r
+    }
+
+    fn awaits_data(&self) -> bool {
+        true
+    }
+
+    fn is_change_stream(&self) -> bool {
+        true
+    }
+
+    fn cursor_extras(&self) -> Document {
+        doc! {"postBatchResumeToken": self.pbrt.clone()}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(i: u32) -> Timestamp {
+        Timestamp {
+            time: 100,
+            increment: i,
+        }
+    }
+
+    #[test]
+    fn resume_comparison() {
+        let u = Some([1u8; 16]);
+        let client = ResumeTokenData::event(ts(5), 2, 1, u, "insert", Some(&doc! {"_id": 1}), None);
+        let same = client.clone();
+        let before = ResumeTokenData::event(ts(5), 2, 0, u, "insert", Some(&doc! {"_id": 0}), None);
+        let after = ResumeTokenData::event(ts(6), 2, 0, u, "insert", Some(&doc! {"_id": 0}), None);
+        assert_eq!(compare_to_resume(&same, &client), ResumeCmp::Found);
+        assert_eq!(compare_to_resume(&before, &client), ResumeCmp::Before);
+        assert_eq!(compare_to_resume(&after, &client), ResumeCmp::After);
+        let hwm = ResumeTokenData::high_water_mark(ts(5), 2);
+        assert!(!token_le(&same, &hwm));
+        assert!(token_le(&before, &client));
+    }
+
+    #[test]
+    fn history_check() {
+        assert!(check_history(Some(ts(5)), ts(5)).is_ok());
+        assert_eq!(check_history(Some(ts(6)), ts(5)).unwrap_err().code, 286);
+    }
+
+    #[test]
+    fn spec_validation() {
+        let v = ServerVersion::V7_0;
+        assert_eq!(parse_spec(&Bson::Int32(1), v).unwrap_err().code, 50808);
+        assert_eq!(
+            parse_spec(&Bson::Document(doc! {"foo": 1}), v)
+                .unwrap_err()
+                .code,
+            40415
+        );
+        assert_eq!(
+            parse_spec(&Bson::Document(doc! {"fullDocument": "nope"}), v)
+                .unwrap_err()
+                .code,
+            2
+        );
+        assert_eq!(
+            parse_spec(
+                &Bson::Document(doc! {"showExpandedEvents": true}),
+                ServerVersion::V4_4
+            )
+            .unwrap_err()
+            .code,
+            40415
+        );
+        let t = ResumeTokenData::high_water_mark(ts(1), 2).to_document();
+        assert_eq!(
+            parse_spec(
+                &Bson::Document(doc! {"resumeAfter": t.clone(), "startAfter": t.clone()}),
+                v
+            )
+            .unwrap_err()
+            .code,
+            50865
+        );
+        assert_eq!(
+            parse_spec(
+                &Bson::Document(doc! {"resumeAfter": t, "startAtOperationTime": ts(1)}),
+                v
+            )
+            .unwrap_err()
+            .code,
+            40674
+        );
+    }
+}

@@ -1,0 +1,608 @@
+//! Multi-document transactions (reference §6): `startTransaction` / `autocommit: false` /
+//! `txnNumber` / `lsid`, `commitTransaction`, `abortTransaction`.
+//!
+//! Each transaction runs its statements against a private engine: a snapshot clone of the
+//! catalog taken at `startTransaction`, with its own empty oplog that collects the operations
+//! the statements produce. The ordinary command handlers serve those statements unchanged
+//! (the dispatcher hands them a `Shared` around the private engine), so reads inside the
+//! transaction see its own writes and nobody else sees them. At commit the final state of
+//! every touched document is applied to the live catalog and the collected operations are
+//! logged as ONE `admin.$cmd` `applyOps` entry with `lsid`, `txnNumber` and a null
+//! `prevOpTime` (`Engine::log_transaction`); inner operations carry no `ts`/`t`/`v`/`wall`.
+//! Aborted transactions write nothing.
+//!
+//! Followed sources: SRV `src/mongo/db/initialize_operation_session_info.cpp` (argument
+//! checks), SRV `src/mongo/db/transaction/transaction_participant.cpp` (`beginOrContinue`,
+//! 225 / 251 / 256 errors), SRV `service_entry_point_common.cpp` (263 for commands and
+//! databases not allowed in transactions, readConcern / writeConcern rules), the transactions
+//! spec tests (`abort ignores TransactionAborted`: a failed statement aborts the transaction;
+//! `write conflict commit`: a second transaction writing the same document gets 112
+//! WriteConflict with `TransientTransactionError`).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bson::{Bson, Document, Timestamp};
+use parking_lot::Mutex;
+
+use super::{Ctx, Request};
+use crate::engine::oplog::Oplog;
+use crate::engine::Engine;
+use crate::error::{CmdResult, CommandError};
+use crate::server::Shared;
+
+/// Commands that may run inside a transaction (SRV `commands.cpp`
+/// `kAllowedTransactionCommands`, 7.0).
+const ALLOWED_IN_TXN: &[&str] = &[
+    "abortTransaction",
+    "aggregate",
+    "commitTransaction",
+    "coordinateCommitTransaction",
+    "create",
+    "createIndexes",
+    "delete",
+    "distinct",
+    "find",
+    "findandmodify",
+    "findAndModify",
+    "getMore",
+    "insert",
+    "killCursors",
+    "prepareTransaction",
+    "update",
+    "bulkWrite",
+];
+
+/// A document a transaction wrote: `(db, coll, _id)`; `_id` rendered as extended JSON so it
+/// can be hashed.
+type DocKey = (String, String, String);
+
+enum State {
+    InProgress {
+        shared: Arc<Shared>,
+        /// Oplog sequence number where the transaction's own operations start.
+        first_seq: u64,
+        /// Documents written so far (for write conflicts with other transactions).
+        writes: HashSet<DocKey>,
+        /// Sequence number up to which `writes` has been computed.
+        scanned_seq: u64,
+    },
+    Committed {
+        /// Optime of the `applyOps` entry (None for a read-only transaction).
+        ts: Option<Timestamp>,
+    },
+    Aborted,
+}
+
+struct Session {
+    txn_number: i64,
+    state: State,
+}
+
+/// All sessions' transactions (`Shared::txns`).
+#[derive(Default)]
+pub(crate) struct Transactions {
+    sessions: Mutex<HashMap<Vec<u8>, Session>>,
+}
+
+impl std::fmt::Debug for Transactions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactions")
+            .field("sessions", &self.sessions.lock().len())
+            .finish()
+    }
+}
+
+fn session_key(lsid: &Document) -> Vec<u8> {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => b.bytes.clone(),
+        Some(other) => other.to_string().into_bytes(),
+        None => Vec::new(),
+    }
+}
+
+fn lsid_display(lsid: &Document) -> String {
+    match lsid.get("id") {
+        Some(Bson::Binary(b)) => format!("{} - ", bson::Uuid::from_bytes(to16(&b.bytes))),
+        _ => String::new(),
+    }
+}
+
+fn to16(b: &[u8]) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    for (i, x) in b.iter().take(16).enumerate() {
+        a[i] = *x;
+    }
+    a
+}
+
+fn no_such_transaction(msg: impl Into<String>) -> CommandError {
+    CommandError::from_code(251, msg)
+}
+
+/// Where a command runs: `None` = the live engine (not in a transaction).
+pub(crate) struct Statement {
+    key: Vec<u8>,
+    txn_number: i64,
+    shared: Arc<Shared>,
+}
+
+/// Checks the session arguments of a command and, for a statement of a multi-document
+/// transaction, starts or continues the transaction and returns the `Shared` whose engine
+/// the statement must run against. Called by the dispatcher before every command.
+pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<Statement>> {
+    // SRV initialize_operation_session_info.cpp
+    if ctx.txn_number.is_some() && ctx.lsid.is_none() {
+        return Err(CommandError::from_code(
+            72,
+            "Transaction number requires a session ID to also be specified",
+        ));
+    }
+    if ctx.autocommit.is_none() {
+        if ctx.start_transaction {
+            return Err(CommandError::from_code(
+                72,
+                "'startTransaction' field requires 'autocommit' field to also be specified",
+            ));
+        }
+        if matches!(req.name.as_str(), "commitTransaction" | "abortTransaction") {
+            // SRV: these commands only exist inside transactions.
+            return Err(CommandError::from_code(
+                50768,
+                format!("{} must be run within a transaction", req.name),
+            ));
+        }
+        return Ok(None);
+    }
+    if ctx.autocommit == Some(true) {
+        return Err(CommandError::from_code(
+            72,
+            "Specifying autocommit=true is not allowed.",
+        ));
+    }
+    let (Some(lsid), Some(txn_number)) = (ctx.lsid.as_ref(), ctx.txn_number) else {
+        return Err(CommandError::from_code(
+            72,
+            "'autocommit' field requires a transaction number to also be specified",
+        ));
+    };
+    if !ctx.shared.is_repl_set() {
+        return Err(CommandError::from_code(
+            20,
+            "Transaction numbers are only allowed on a replica set member or mongos",
+        ));
+    }
+    if !ALLOWED_IN_TXN.contains(&req.name.as_str()) {
+        return Err(CommandError::from_code(
+            263,
+            format!("Cannot run '{}' in a multi-document transaction.", req.name),
+        ));
+    }
+    let txn_cmd = matches!(req.name.as_str(), "commitTransaction" | "abortTransaction");
+    if !txn_cmd && matches!(req.db.as_str(), "admin" | "config" | "local") {
+        return Err(CommandError::from_code(
+            263,
+            format!(
+                "Cannot run command against the '{}' database in a transaction.",
+                req.db
+            ),
+        ));
+    }
+    if !txn_cmd && ctx.write_concern.is_some() {
+        return Err(CommandError::from_code(
+            72,
+            "Cannot set write concern after starting a transaction.",
+        ));
+    }
+    if let Some(rp) = &ctx.read_preference {
+        if rp.get_str("mode").is_ok_and(|m| m != "primary") {
+            return Err(CommandError::from_code(
+                72,
+                "read preference in a transaction must be primary",
+            ));
+        }
+    }
+
+    let key = session_key(lsid);
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    if ctx.start_transaction {
+        if let Some(s) = sessions.get(&key) {
+            if s.txn_number > txn_number {
+                // SRV transaction_participant.cpp
+                return Err(CommandError::from_code(
+                    225,
+                    format!(
+                        "Cannot start transaction {txn_number} on session {}because a newer transaction {} has already started.",
+                        lsid_display(lsid),
+                        s.txn_number
+                    ),
+                ));
+            }
+            if s.txn_number == txn_number {
+                return Err(CommandError::from_code(
+                    117,
+                    "Only servers in a sharded cluster can start a new transaction at the active transaction number",
+                ));
+            }
+        }
+        let shared = {
+            let live = ctx.shared.engine.lock();
+            let mut private = Engine::new(&ctx.shared.opts);
+            private.catalog = live.catalog.clone();
+            private.clock = live.clock.clone();
+            private.oplog = Some(Oplog::new(u64::MAX));
+            Arc::new(ctx.shared.with_engine(private))
+        };
+        let first_seq = 1;
+        sessions.insert(
+            key.clone(),
+            Session {
+                txn_number,
+                state: State::InProgress {
+                    shared: shared.clone(),
+                    first_seq,
+                    writes: HashSet::new(),
+                    scanned_seq: first_seq,
+                },
+            },
+        );
+        return Ok(Some(Statement {
+            key,
+            txn_number,
+            shared,
+        }));
+    }
+    if ctx.read_concern.is_some() {
+        return Err(CommandError::from_code(
+            72,
+            "Only the first command in a transaction may specify a readConcern",
+        ));
+    }
+    let Some(s) = sessions.get(&key) else {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        )));
+    };
+    if s.txn_number != txn_number {
+        if s.txn_number > txn_number {
+            return Err(CommandError::from_code(
+                225,
+                format!(
+                    "Cannot continue transaction {txn_number} on session {}because a newer transaction {} has already started.",
+                    lsid_display(lsid),
+                    s.txn_number
+                ),
+            ));
+        }
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions. The active transaction number is {}",
+            s.txn_number
+        )));
+    }
+    if txn_cmd {
+        // commitTransaction / abortTransaction check the state themselves.
+        return Ok(None);
+    }
+    match &s.state {
+        State::InProgress { shared, .. } => Ok(Some(Statement {
+            key,
+            txn_number,
+            shared: shared.clone(),
+        })),
+        State::Committed { .. } => Err(CommandError::from_code(
+            256,
+            format!("Transaction {txn_number} has been committed."),
+        )),
+        State::Aborted => Err(no_such_transaction(format!(
+            "Transaction {txn_number} has been aborted."
+        ))),
+    }
+}
+
+impl Statement {
+    /// The engine the statement runs against.
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// After the statement: a failed statement (command error or write errors) aborts the
+    /// transaction; new writes are checked for conflicts with other open transactions.
+    pub(crate) fn after(&self, live: &Shared, result: CmdResult<Document>) -> CmdResult<Document> {
+        let failed = match &result {
+            Err(_) => true,
+            Ok(body) => body.contains_key("writeErrors"),
+        };
+        let mut sessions = live.txns.sessions.lock();
+        if failed {
+            if let Some(s) = sessions.get_mut(&self.key) {
+                if s.txn_number == self.txn_number && matches!(s.state, State::InProgress { .. }) {
+                    s.state = State::Aborted;
+                }
+            }
+            return result;
+        }
+        // Collect the documents written by this statement.
+        let new_keys = {
+            let Some(s) = sessions.get(&self.key) else {
+                return result;
+            };
+            let State::InProgress { scanned_seq, .. } = &s.state else {
+                return result;
+            };
+            let engine = self.shared.engine.lock();
+            let mut keys = Vec::new();
+            let mut end = *scanned_seq;
+            if let Some(oplog) = &engine.oplog {
+                for (seq, e) in oplog.iter_from(*scanned_seq) {
+                    end = seq + 1;
+                    if let Ok(d) = e.raw.to_document() {
+                        if let Some(k) = doc_key(&d) {
+                            keys.push(k);
+                        }
+                    }
+                }
+            }
+            (keys, end)
+        };
+        let (keys, end) = new_keys;
+        let conflict = sessions.iter().any(|(k, s)| {
+            *k != self.key
+                && matches!(&s.state, State::InProgress { writes, .. } if keys.iter().any(|x| writes.contains(x)))
+        });
+        if let Some(s) = sessions.get_mut(&self.key) {
+            if conflict {
+                s.state = State::Aborted;
+                // SRV write_conflict_exception.cpp
+                return Err(CommandError::from_code(
+                    112,
+                    "WriteConflict error: this operation conflicted with another operation. Please retry your operation or multi-document transaction.",
+                ));
+            }
+            if let State::InProgress {
+                writes,
+                scanned_seq,
+                ..
+            } = &mut s.state
+            {
+                writes.extend(keys);
+                *scanned_seq = end;
+            }
+        }
+        result
+    }
+}
+
+/// `(db, coll, _id)` of a CRUD oplog op.
+fn doc_key(op: &Document) -> Option<DocKey> {
+    let kind = op.get_str("op").ok()?;
+    let ns = op.get_str("ns").ok()?;
+    let (db, coll) = ns.split_once('.')?;
+    let id = match kind {
+        "i" | "d" => op.get_document("o").ok()?.get("_id")?,
+        "u" => op.get_document("o2").ok()?.get("_id")?,
+        _ => return None,
+    };
+    Some((db.to_string(), coll.to_string(), id_repr(id)))
+}
+
+fn id_repr(id: &Bson) -> String {
+    id.clone().into_relaxed_extjson().to_string()
+}
+
+/// `commitTransaction` (admin; reference §6).
+pub(crate) async fn commit(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    if req.db != "admin" {
+        return Err(CommandError::from_code(
+            13,
+            "commitTransaction may only be run against the admin database.",
+        ));
+    }
+    let (Some(lsid), Some(txn_number)) = (ctx.lsid.clone(), ctx.txn_number) else {
+        return Err(no_such_transaction("no transaction in progress"));
+    };
+    let key = session_key(&lsid);
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    let Some(s) = sessions.get_mut(&key) else {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        )));
+    };
+    if s.txn_number != txn_number {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions. The active transaction number is {}",
+            s.txn_number
+        )));
+    }
+    let (private, first_seq) = match &s.state {
+        // Committing again is idempotent (reference §6).
+        State::Committed { ts } => {
+            ctx.operation_time = *ts;
+            return Ok(Document::new());
+        }
+        State::Aborted => {
+            return Err(no_such_transaction(format!(
+                "Transaction {txn_number} has been aborted."
+            )))
+        }
+        State::InProgress {
+            shared, first_seq, ..
+        } => (shared.clone(), *first_seq),
+    };
+    let ts = {
+        let private = private.engine.lock();
+        let mut live = ctx.shared.engine.lock();
+        apply_commit(&private, &mut live, first_seq, &lsid, txn_number)?
+    };
+    s.state = State::Committed { ts };
+    if ts.is_some() {
+        ctx.operation_time = ts;
+    }
+    Ok(Document::new())
+}
+
+/// Applies a transaction's writes to the live engine and logs them as one `applyOps`.
+fn apply_commit(
+    private: &Engine,
+    live: &mut Engine,
+    first_seq: u64,
+    lsid: &Document,
+    txn_number: i64,
+) -> CmdResult<Option<Timestamp>> {
+    let Some(oplog) = &private.oplog else {
+        return Ok(None);
+    };
+    let mut inner = Vec::new();
+    let mut created: HashSet<(String, String)> = HashSet::new();
+    for (_, e) in oplog.iter_from(first_seq) {
+        let Ok(mut d) = e.raw.to_document() else {
+            continue;
+        };
+        // Inner operations keep op, ns, ui, o, o2 (reference §4.8).
+        for f in [
+            "ts",
+            "t",
+            "v",
+            "wall",
+            "lsid",
+            "txnNumber",
+            "stmtId",
+            "prevOpTime",
+        ] {
+            d.remove(f);
+        }
+        let kind = d.get_str("op").unwrap_or("").to_string();
+        let ns = d.get_str("ns").unwrap_or("").to_string();
+        let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns.as_str());
+        if kind == "c" {
+            // A collection created inside the transaction (4.4+) comes over whole: nobody
+            // else could see it before the commit.
+            if let Some(Bson::String(c)) = d.get_document("o").ok().and_then(|o| o.get("create")) {
+                if let Some(pc) = private.catalog.coll(db, c) {
+                    if live.catalog.coll(db, c).is_none() {
+                        live.catalog
+                            .dbs
+                            .entry(db.to_string())
+                            .or_default()
+                            .colls
+                            .insert(c.clone(), pc.clone());
+                    }
+                }
+                created.insert((db.to_string(), c.clone()));
+            }
+        } else if let Some((kdb, kcoll, _)) = doc_key(&d) {
+            if !created.contains(&(kdb.clone(), kcoll.clone())) {
+                let id = match kind.as_str() {
+                    "u" => d
+                        .get_document("o2")
+                        .ok()
+                        .and_then(|o| o.get("_id"))
+                        .cloned(),
+                    _ => d.get_document("o").ok().and_then(|o| o.get("_id")).cloned(),
+                };
+                if let Some(id) = id {
+                    apply_final_state(private, live, &kdb, &kcoll, &id)?;
+                }
+            }
+        }
+        inner.push(d);
+    }
+    Ok(live.log_transaction(inner, lsid, txn_number))
+}
+
+/// Makes the live document `(db, coll, _id)` equal to its final state in the transaction.
+fn apply_final_state(
+    private: &Engine,
+    live: &mut Engine,
+    db: &str,
+    coll: &str,
+    id: &Bson,
+) -> CmdResult<()> {
+    let fin = private
+        .catalog
+        .coll(db, coll)
+        .and_then(|c| c.rid_by_id(id).and_then(|rid| c.get(rid)))
+        .map(|d| d.doc.clone());
+    let live_rid = live.catalog.coll(db, coll).and_then(|c| c.rid_by_id(id));
+    match (fin, live_rid) {
+        (Some(doc), Some(rid)) => {
+            live.catalog
+                .update_doc(db, coll, rid, doc, Document::new())?;
+        }
+        (Some(doc), None) => {
+            live.catalog.ensure_collection(db, coll)?;
+            live.catalog.insert_doc(db, coll, doc)?;
+        }
+        (None, Some(rid)) => {
+            live.catalog.delete_doc(db, coll, rid)?;
+        }
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// `abortTransaction` (admin; reference §6). Writes nothing.
+pub(crate) async fn abort(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    if req.db != "admin" {
+        return Err(CommandError::from_code(
+            13,
+            "abortTransaction may only be run against the admin database.",
+        ));
+    }
+    let (Some(lsid), Some(txn_number)) = (ctx.lsid.clone(), ctx.txn_number) else {
+        return Err(no_such_transaction("no transaction in progress"));
+    };
+    let key = session_key(&lsid);
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    let Some(s) = sessions.get_mut(&key) else {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        )));
+    };
+    if s.txn_number != txn_number {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions. The active transaction number is {}",
+            s.txn_number
+        )));
+    }
+    match s.state {
+        State::InProgress { .. } => {
+            s.state = State::Aborted;
+            Ok(Document::new())
+        }
+        State::Aborted => Err(no_such_transaction(format!(
+            "Transaction {txn_number} has been aborted."
+        ))),
+        State::Committed { .. } => Err(CommandError::from_code(
+            256,
+            format!("Transaction {txn_number} has been committed."),
+        )),
+    }
+}
+
+/// `endSessions` / `killSessions` helper: aborts the open transactions of these sessions.
+pub(crate) fn end_sessions(shared: &Shared, lsids: &[Document]) {
+    let mut sessions = shared.txns.sessions.lock();
+    for l in lsids {
+        sessions.remove(&session_key(l));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::doc;
+
+    #[test]
+    fn doc_keys_of_crud_ops() {
+        let i = doc! {"op": "i", "ns": "d.c", "o": {"_id": 1, "a": 2}};
+        let u = doc! {"op": "u", "ns": "d.c", "o": {"$v": 2, "diff": {}}, "o2": {"_id": 1}};
+        let d = doc! {"op": "d", "ns": "d.c", "o": {"_id": 1}};
+        let c = doc! {"op": "c", "ns": "d.$cmd", "o": {"create": "c"}};
+        assert_eq!(doc_key(&i), doc_key(&u));
+        assert_eq!(doc_key(&u), doc_key(&d));
+        assert!(doc_key(&c).is_none());
+    }
+}
