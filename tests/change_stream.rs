@@ -1,0 +1,391 @@
+//! The change-stream source against a server (mongosim, or `MONGODB_URI`).
+
+mod common;
+
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer};
+use futures::StreamExt;
+use mongosim::ServerVersion;
+use mongotail::{
+    ChangeStreamOptions, ChangeStreamSource, Error, Namespace, OpKind, Position, RetryPolicy,
+    UpdateDescription,
+};
+
+fn ns(s: &str) -> Namespace {
+    Namespace::parse(s).unwrap()
+}
+
+/// Polls `s` until its initial aggregate has run (the position is known), so writes made
+/// afterwards are seen.
+async fn opened(s: &mut ChangeStreamSource) {
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    while s.position().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream never opened"
+        );
+        if let Ok(item) = tokio::time::timeout(Duration::from_millis(50), s.next()).await {
+            panic!("unexpected item before any write: {item:?}");
+        }
+    }
+}
+
+async fn collection_scope(version: ServerVersion) {
+    let server = TestServer::with(mongosim::Options::new().version(version)).await;
+    let db_name = unique_db("cs_coll");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(ns(&format!("{db_name}.c"))),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1, "a": 1, "b": 1}).await.unwrap();
+    c.update_one(
+        doc! {"_id": 1},
+        doc! {"$set": {"a": 2}, "$unset": {"b": ""}},
+    )
+    .await
+    .unwrap();
+    c.replace_one(doc! {"_id": 1}, doc! {"x": 1}).await.unwrap();
+    c.delete_one(doc! {"_id": 1}).await.unwrap();
+    server
+        .client
+        .database(&db_name)
+        .collection::<Document>("other")
+        .insert_one(doc! {"_id": 5})
+        .await
+        .unwrap();
+    let got = take_ops(&mut s, 4).await;
+    let kinds: Vec<_> = got.iter().map(|o| o.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            OpKind::Insert,
+            OpKind::Update,
+            OpKind::Replace,
+            OpKind::Delete
+        ]
+    );
+    assert_eq!(got[0].data, Some(doc! {"_id": 1, "a": 1, "b": 1}));
+    assert_eq!(
+        got[1].update,
+        Some(UpdateDescription::new(
+            doc! {"a": 2},
+            vec!["b".into()],
+            vec![]
+        ))
+    );
+    // updateLookup (default) brings the current document.
+    assert_eq!(got[1].data, Some(doc! {"_id": 1, "a": 2}));
+    assert_eq!(got[2].data, Some(doc! {"_id": 1, "x": 1}));
+    assert_eq!(got[3].document_key, Some(doc! {"_id": 1}));
+    for op in &got {
+        assert!(op.is_source_change_stream());
+        assert!(matches!(op.position, Position::ResumeToken(ref t) if t.contains_key("_data")));
+        assert_eq!(op.namespace, ns(&format!("{db_name}.c")));
+    }
+    assert_quiet(&mut s, Duration::from_millis(300)).await;
+    // The cached position is at or after the last event's token.
+    let Position::ResumeToken(last) = &got[3].position else {
+        unreachable!()
+    };
+    let cached = s.position().expect("position");
+    assert!(
+        cached.get_str("_data").unwrap() >= last.get_str("_data").unwrap(),
+        "position went backwards"
+    );
+}
+
+#[tokio::test]
+async fn collection_scope_7_0() {
+    collection_scope(ServerVersion::V7_0).await;
+}
+
+#[tokio::test]
+async fn collection_scope_4_4() {
+    collection_scope(ServerVersion::V4_4).await;
+}
+
+#[tokio::test]
+async fn database_and_deployment_scopes() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_db");
+    let db = server.client.database(&db_name);
+    let mut by_db = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(Namespace::database(&db_name).unwrap()),
+    );
+    let mut all = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().pipeline([doc! {"$match": {"ns.db": &db_name}}]),
+    );
+    opened(&mut by_db).await;
+    opened(&mut all).await;
+    db.collection::<Document>("a")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    db.collection::<Document>("b")
+        .insert_one(doc! {"_id": 2})
+        .await
+        .unwrap();
+    server
+        .client
+        .database(&unique_db("cs_elsewhere"))
+        .collection::<Document>("a")
+        .insert_one(doc! {"_id": 3})
+        .await
+        .unwrap();
+    db.collection::<Document>("a")
+        .insert_one(doc! {"_id": 4})
+        .await
+        .unwrap();
+    for s in [&mut by_db, &mut all] {
+        let got = take_ops(s, 3).await;
+        assert_eq!(int_ids(&got), vec![1, 2, 4]);
+        assert_eq!(got[1].collection(), "b");
+        assert_quiet(s, Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn invalidate_then_continue_after_drop_and_rename() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_inv");
+    let db = server.client.database(&db_name);
+    let c = db.collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(ns(&format!("{db_name}.c"))),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    c.drop().await.unwrap();
+    c.insert_one(doc! {"_id": 2}).await.unwrap();
+    server
+        .client
+        .database("admin")
+        .run_command(
+            doc! {"renameCollection": format!("{db_name}.c"), "to": format!("{db_name}.d")},
+        )
+        .await
+        .unwrap();
+    c.insert_one(doc! {"_id": 3}).await.unwrap();
+    let got = take_ops(&mut s, 5).await;
+    let kinds: Vec<_> = got.iter().map(|o| o.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            OpKind::Insert,
+            OpKind::DropCollection,
+            OpKind::Insert,
+            OpKind::Rename {
+                to: ns(&format!("{db_name}.d"))
+            },
+            OpKind::Insert,
+        ],
+        "{got:#?}"
+    );
+    assert_eq!(got[2].id, Some(Bson::Int32(2)));
+    assert_eq!(got[4].id, Some(Bson::Int32(3)));
+}
+
+#[tokio::test]
+async fn pipeline_filters_events() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_pipe");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .pipeline([doc! {"$match": {"operationType": "insert", "fullDocument.keep": true}}]),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1, "keep": false}).await.unwrap();
+    c.insert_one(doc! {"_id": 2, "keep": true}).await.unwrap();
+    c.update_one(doc! {"_id": 2}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap();
+    c.insert_one(doc! {"_id": 3, "keep": true}).await.unwrap();
+    assert_eq!(int_ids(&take_ops(&mut s, 2).await), vec![2, 3]);
+    assert_quiet(&mut s, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn resume_after_token_and_start_at_time() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_resume");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let target = ns(&format!("{db_name}.c"));
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(target.clone()),
+    );
+    opened(&mut s).await;
+    for i in 1..=3 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let got = take_ops(&mut s, 3).await;
+    drop(s);
+    let Position::ResumeToken(token) = got[0].position.clone() else {
+        panic!("no token")
+    };
+    let mut resumed = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(target.clone())
+            .resume_after(token),
+    );
+    assert_eq!(int_ids(&take_ops(&mut resumed, 2).await), vec![2, 3]);
+
+    let mut at = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(target)
+            .start_at_operation_time(got[1].timestamp),
+    );
+    assert_eq!(int_ids(&take_ops(&mut at, 2).await), vec![2, 3]);
+}
+
+#[tokio::test]
+async fn transaction_events_carry_txn_info() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_txn");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(ns(&format!("{db_name}.c"))),
+    );
+    opened(&mut s).await;
+    let mut session = server.client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    c.insert_one(doc! {"_id": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    c.insert_one(doc! {"_id": 2})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    session.start_transaction().await.unwrap();
+    c.insert_one(doc! {"_id": 3})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.abort_transaction().await.unwrap();
+    c.insert_one(doc! {"_id": 4}).await.unwrap();
+    let got = take_ops(&mut s, 3).await;
+    assert_eq!(int_ids(&got), vec![1, 2, 4]);
+    let t0 = got[0].txn.as_ref().expect("txn info");
+    let t1 = got[1].txn.as_ref().expect("txn info");
+    assert_eq!((t0.index, t1.index), (0, 1));
+    assert!(t0.lsid.is_some() && t0.txn_number.is_some());
+    assert_eq!(got[0].timestamp, got[1].timestamp);
+    assert!(got[2].txn.is_none());
+}
+
+async fn survives_faults(data: Document) {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_fault");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .max_await_time(Duration::from_millis(100))
+            .retry(RetryPolicy::new(
+                Duration::from_millis(10),
+                Duration::from_millis(100),
+                10,
+            )),
+    );
+    opened(&mut s).await;
+    for i in 1..=5 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    assert_eq!(int_ids(&take_ops(&mut s, 5).await), vec![1, 2, 3, 4, 5]);
+    let mut data = data;
+    data.insert("failCommands", vec!["getMore"]);
+    // Three failures: more than the driver's single automatic resume.
+    server.fail_command(doc! {"times": 3}.into(), data).await;
+    for i in 6..=10 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    assert_eq!(int_ids(&take_ops(&mut s, 5).await), vec![6, 7, 8, 9, 10]);
+    server.fail_off().await;
+    assert_quiet(&mut s, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn resumes_after_get_more_error_codes() {
+    survives_faults(doc! {"errorCode": 6}).await; // HostUnreachable
+    survives_faults(doc! {"errorCode": 43}).await; // CursorNotFound
+}
+
+#[tokio::test]
+async fn resumes_after_closed_connections() {
+    survives_faults(doc! {"closeConnection": true}).await;
+}
+
+#[tokio::test]
+async fn history_lost_ends_the_stream() {
+    let server = TestServer::with(mongosim::Options::new().oplog_size_bytes(256 * 1024)).await;
+    let db_name = unique_db("cs_lost");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let target = ns(&format!("{db_name}.c"));
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(target.clone()),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let first = take_ops(&mut s, 1).await.remove(0);
+    drop(s);
+    let blob = "z".repeat(16 * 1024);
+    for i in 2..=66 {
+        c.insert_one(doc! {"_id": i, "blob": &blob}).await.unwrap();
+    }
+    let Position::ResumeToken(token) = first.position.clone() else {
+        panic!()
+    };
+    let mut resumed = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(target)
+            .resume_after(token.clone()),
+    );
+    match tokio::time::timeout(common::WAIT, resumed.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(Error::PositionLost { position, code, .. })) => {
+            assert_eq!(code, 286);
+            assert_eq!(position, Position::ResumeToken(token));
+        }
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    assert!(resumed.next().await.is_none());
+}
+
+#[tokio::test]
+async fn standalone_is_not_a_replica_set() {
+    if std::env::var("MONGODB_URI").is_ok_and(|u| !u.is_empty()) {
+        // Needs a standalone server; a MONGODB_URI deployment is a replica set.
+        return;
+    }
+    let server = TestServer::with(mongosim::Options::new().standalone()).await;
+    let mut s = ChangeStreamSource::new(&server.client, ChangeStreamOptions::new());
+    match tokio::time::timeout(common::WAIT, s.next()).await.unwrap() {
+        Some(Err(Error::NotReplicaSet(_))) => {}
+        other => panic!("expected NotReplicaSet, got {other:?}"),
+    }
+    assert!(s.next().await.is_none());
+}

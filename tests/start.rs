@@ -1,0 +1,238 @@
+//! `start`: merged sources and the control handle, against a server (mongosim, or
+//! `MONGODB_URI`).
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bson::{doc, Document};
+use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer, WAIT};
+use futures::StreamExt;
+use mongodb::event::command::CommandEvent;
+use mongodb::event::EventHandler;
+use mongotail::{start, DirectOptions, Error, Namespace, OplogOptions, TailOptions};
+
+fn ns(s: &str) -> Namespace {
+    Namespace::parse(s).unwrap()
+}
+
+/// A client that counts started commands by name.
+async fn counting_client(
+    server: &TestServer,
+    name: &'static str,
+) -> (mongodb::Client, Arc<AtomicUsize>) {
+    let n = Arc::new(AtomicUsize::new(0));
+    let counter = n.clone();
+    let client = server
+        .client_with(|o| {
+            o.command_event_handler = Some(EventHandler::callback(move |ev| {
+                if let CommandEvent::Started(s) = ev {
+                    if s.command_name == name {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }));
+        })
+        .await;
+    (client, n)
+}
+
+#[tokio::test]
+async fn direct_reads_then_live_changes_with_completion_signal() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_mix");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_many((0..100).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let target = ns(&format!("{db_name}.c"));
+    let (mut ops, handle) = start(
+        &server.client,
+        TailOptions::new()
+            .oplog(
+                OplogOptions::new()
+                    .start_after(server.latest_ts().await)
+                    .namespace(target.clone()),
+            )
+            .direct(DirectOptions::new().namespace(target.clone())),
+    );
+    let done = {
+        let h = handle.clone();
+        tokio::spawn(async move { h.direct_reads_done().await })
+    };
+    let direct = take_ops(&mut ops, 100).await;
+    assert!(direct.iter().all(|o| o.is_source_direct()));
+    let mut ids = int_ids(&direct);
+    ids.sort_unstable();
+    assert_eq!(ids, (0..100).collect::<Vec<_>>());
+    c.insert_one(doc! {"_id": 1000}).await.unwrap();
+    let live = take_ops(&mut ops, 1).await;
+    assert!(live[0].is_source_oplog());
+    assert_eq!(int_ids(&live), vec![1000]);
+    tokio::time::timeout(WAIT, done)
+        .await
+        .expect("direct reads signalled")
+        .unwrap()
+        .expect("completed, not stopped");
+}
+
+#[tokio::test]
+async fn change_streams_through_start() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_cs");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let (mut ops, handle) = start(
+        &server.client,
+        TailOptions::new().watch(ns(&format!("{db_name}.c"))),
+    );
+    // Direct reads: none, so the signal is immediate.
+    handle.direct_reads_done().await.unwrap();
+    assert_quiet(&mut ops, Duration::from_millis(500)).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let got = take_ops(&mut ops, 1).await;
+    assert!(got[0].is_source_change_stream() && got[0].is_insert());
+}
+
+async fn oplog_start(
+    server: &TestServer,
+    db_name: &str,
+) -> (mongotail::OpStream, mongotail::Handle) {
+    start(
+        &server.client,
+        TailOptions::new().oplog(
+            OplogOptions::new()
+                .start_after(server.latest_ts().await)
+                .max_await_time(Duration::from_millis(100))
+                .namespace(ns(&format!("{db_name}.c"))),
+        ),
+    )
+}
+
+#[tokio::test]
+async fn pause_resume_and_since() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_pause");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let (mut ops, handle) = oplog_start(&server, &db_name).await;
+    handle.pause();
+    assert!(handle.is_paused());
+    for i in 1..=3 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    assert_quiet(&mut ops, Duration::from_millis(500)).await;
+    handle.resume();
+    let got = take_ops(&mut ops, 3).await;
+    assert_eq!(int_ids(&got), vec![1, 2, 3]);
+    assert_eq!(handle.oplog_position(), Some(got[2].timestamp));
+    handle.since(got[0].timestamp).unwrap();
+    assert_eq!(int_ids(&take_ops(&mut ops, 2).await), vec![2, 3]);
+    assert_quiet(&mut ops, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn stop_ends_the_stream_and_kills_cursors() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_stop");
+    let (client, kills) = counting_client(&server, "killCursors").await;
+    let c = client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let (mut ops, handle) = start(
+        &client,
+        TailOptions::new()
+            .oplog(
+                OplogOptions::new()
+                    .start_after(server.latest_ts().await)
+                    .namespace(ns(&format!("{db_name}.c"))),
+            )
+            .direct(
+                DirectOptions::new()
+                    .namespace(ns(&format!("{db_name}.c")))
+                    .batch_size(1),
+            ),
+    );
+    take_ops(&mut ops, 1).await;
+    handle.stop();
+    handle.stop(); // idempotent
+    assert!(handle.is_stopped());
+    assert!(ops.next().await.is_none());
+    assert!(matches!(
+        handle.since(bson::Timestamp {
+            time: 1,
+            increment: 0
+        }),
+        Err(Error::Stopped)
+    ));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while kills.load(Ordering::Relaxed) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no killCursors after stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Dropping the stream is as good as stopping it.
+    let (ops2, handle2) = oplog_start(&server, &db_name).await;
+    drop(ops2);
+    assert!(handle2.is_stopped());
+}
+
+#[tokio::test]
+async fn direct_reads_done_errs_when_stopped_first() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_stopdr");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let (ops, handle) = start(
+        &server.client,
+        TailOptions::new()
+            .disable_oplog()
+            .direct_read(ns(&format!("{db_name}.c"))),
+    );
+    drop(ops);
+    assert!(matches!(
+        handle.direct_reads_done().await,
+        Err(Error::Stopped)
+    ));
+}
+
+#[tokio::test]
+async fn stalled_consumer_stops_reading() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_stall");
+    let (client, get_mores) = counting_client(&server, "getMore").await;
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": -1}).await.unwrap();
+    let (mut ops, _handle) = start(
+        &client,
+        TailOptions::new().oplog(
+            OplogOptions::new()
+                .start_after(server.latest_ts().await)
+                .batch_size(100)
+                .namespace(ns(&format!("{db_name}.c"))),
+        ),
+    );
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    assert_eq!(int_ids(&take_ops(&mut ops, 1).await), vec![0]);
+    // The consumer stalls while 5,000 entries are written.
+    for chunk in (1..=5_000).collect::<Vec<i32>>().chunks(1_000) {
+        c.insert_many(chunk.iter().map(|i| doc! {"_id": *i}))
+            .await
+            .unwrap();
+    }
+    let before = get_mores.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        get_mores.load(Ordering::Relaxed),
+        before,
+        "the source kept reading while nobody polled"
+    );
+    let got = take_ops(&mut ops, 5_000).await;
+    assert_eq!(int_ids(&got), (1..=5_000).collect::<Vec<_>>());
+    // Read in batches of 100, not all at once.
+    assert!(get_mores.load(Ordering::Relaxed) - before >= 49);
+}
