@@ -194,18 +194,13 @@ pub(super) fn into_request(body: Document) -> Result<Request, CommandError> {
     Ok(Request { name, db, body })
 }
 
-/// Encodes a reply: flagBits 0, one kind-0 section, no checksum.
-pub(crate) fn encode_op_msg(request_id: i32, response_to: i32, body: &Document) -> Vec<u8> {
-    let mut buf = vec![0u8; HEADER_LEN];
+/// Encodes a reply: flagBits 0, one kind-0 section holding the encoded `body`, no checksum.
+pub(crate) fn encode_op_msg(request_id: i32, response_to: i32, body: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(HEADER_LEN + 5 + body.len());
+    buf.resize(HEADER_LEN, 0);
     buf.extend_from_slice(&0u32.to_le_bytes());
     buf.push(0);
-    // Encoding a `Document` into a Vec cannot fail except on keys with NUL, which the
-    // decoder never produces; fall back to an error body rather than panic.
-    if body.to_writer(&mut buf).is_err() {
-        buf.truncate(HEADER_LEN + 5);
-        let fallback = CommandError::from_code(1, "failed to encode reply").to_reply();
-        let _ = fallback.to_writer(&mut buf);
-    }
+    buf.extend_from_slice(body);
     super::write_header(&mut buf, request_id, response_to, OP_MSG);
     buf
 }

@@ -102,30 +102,27 @@ pub(crate) fn unsupported_legacy_op(what: &str) -> Document {
     }
 }
 
-/// Encodes an OP_REPLY with one document: `responseFlags | cursorID 0 | startingFrom 0 |
-/// numberReturned 1 | doc`. `flags` 0 means a normal command reply (AwaitCapable is added).
+/// Encodes an OP_REPLY with one encoded document: `responseFlags | cursorID 0 |
+/// startingFrom 0 | numberReturned 1 | doc`. `flags` 0 means a normal command reply
+/// (AwaitCapable is added).
 pub(crate) fn encode_op_reply(
     request_id: i32,
     response_to: i32,
     flags: i32,
-    body: &Document,
+    body: &[u8],
 ) -> Vec<u8> {
     let flags = if flags == 0 {
         REPLY_AWAIT_CAPABLE
     } else {
         flags
     };
-    let mut buf = vec![0u8; HEADER_LEN];
+    let mut buf = Vec::with_capacity(HEADER_LEN + 20 + body.len());
+    buf.resize(HEADER_LEN, 0);
     buf.extend_from_slice(&flags.to_le_bytes());
     buf.extend_from_slice(&0i64.to_le_bytes());
     buf.extend_from_slice(&0i32.to_le_bytes());
     buf.extend_from_slice(&1i32.to_le_bytes());
-    if body.to_writer(&mut buf).is_err() {
-        buf.truncate(HEADER_LEN + 20);
-        let _ = CommandError::from_code(1, "failed to encode reply")
-            .to_reply()
-            .to_writer(&mut buf);
-    }
+    buf.extend_from_slice(body);
     super::write_header(&mut buf, request_id, response_to, OP_REPLY);
     buf
 }
