@@ -1,0 +1,564 @@
+//! `tail`: print every change of a MongoDB deployment, one JSON line per op.
+//!
+//! ```text
+//! cargo run --release --example tail -- [--uri URI] [--source oplog|change-stream|direct]
+//!                                       [--ns db.coll]... [--count N]
+//! ```
+//!
+//! Without `--uri` (and without `MONGODB_URI`) it starts an embedded mongosim, writes a
+//! short demo workload into it (inserts, updates, a replace, a delete, a transaction, a
+//! rename, a collection drop and a database drop) and prints what mongotail reads, then
+//! exits. With a URI it tails that server until Ctrl-C (or `--count` ops).
+//!
+//! Each line on stdout is one op in MongoDB relaxed Extended JSON:
+//!
+//! ```text
+//! {"op":"update","ns":"demo.users","id":1,"source":"oplog","ts":{"t":1700000000,"i":3},
+//!  "data":{"_id":1,"name":"ada","visits":1},"update":{"updatedFields":{"visits":1},...}}
+//! ```
+//!
+//! plus `"to"` for renames, `"txn"` (`lsid`, `txnNumber`, `index`) for ops of a transaction and `"document_missing"` when
+//! an update's document was gone by the time it was fetched. Progress and errors go to
+//! stderr (`RUST_LOG=debug` for more).
+
+mod common;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bson::{doc, Bson, Document, Timestamp};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use mongodb::Client;
+use mongotail::ext::{DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW};
+use mongotail::{
+    start, ChangeStreamOptions, DirectOptions, Namespace, Op, OpKind, OpStreamExt, OplogOptions,
+    Source, StartAt, TailOptions, UpdateDescription,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+const USAGE: &str = "\
+usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... [--count N]
+
+  --uri URI        server to tail (default: $MONGODB_URI, else an embedded mongosim
+                   with a demo workload)
+  --source SOURCE  oplog (default), change-stream or direct (read whole collections)
+  --ns NS          only this collection (db.coll) or database (db); repeatable;
+                   required with --source direct on a real server
+  --count N        exit after N ops
+  -h, --help       this help";
+
+/// The database the demo workload writes to.
+const DEMO_DB: &str = "demo";
+/// The namespace of the marker document written after the demo workload: when it shows
+/// up, everything before it has been printed. It is never printed itself.
+const DEMO_END_NS: &str = "demo.mongotail_demo_end";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceArg {
+    Oplog,
+    ChangeStream,
+    Direct,
+}
+
+#[derive(Debug)]
+struct Args {
+    uri: Option<String>,
+    source: SourceArg,
+    namespaces: Vec<Namespace>,
+    count: Option<u64>,
+}
+
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
+    let mut out = Args {
+        uri: None,
+        source: SourceArg::Oplog,
+        namespaces: Vec::new(),
+        count: None,
+    };
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Parsed::Help);
+        }
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
+            _ => (arg.clone(), None),
+        };
+        let mut value = |name: &str| -> Result<String, String> {
+            match inline.clone().or_else(|| args.next()) {
+                Some(v) if !v.is_empty() => Ok(v),
+                _ => Err(format!("{name} needs a value")),
+            }
+        };
+        match flag.as_str() {
+            "--uri" => out.uri = Some(value("--uri")?),
+            "--source" => {
+                out.source = match value("--source")?.as_str() {
+                    "oplog" => SourceArg::Oplog,
+                    "change-stream" | "change_stream" | "changestream" => SourceArg::ChangeStream,
+                    "direct" => SourceArg::Direct,
+                    other => {
+                        return Err(format!(
+                            "unknown --source {other:?} (expected oplog, change-stream or direct)"
+                        ))
+                    }
+                }
+            }
+            "--ns" => {
+                let v = value("--ns")?;
+                let ns = Namespace::parse(&v).map_err(|e| format!("--ns {v:?}: {e}"))?;
+                out.namespaces.push(ns);
+            }
+            "--count" => {
+                let v = value("--count")?;
+                let n: u64 = v
+                    .parse()
+                    .map_err(|_| format!("--count {v:?}: expected a positive integer"))?;
+                if n == 0 {
+                    return Err("--count must be at least 1".to_owned());
+                }
+                out.count = Some(n);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(Parsed::Run(out))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Parsed::Run(args)) => args,
+        Ok(Parsed::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(msg) => {
+            eprintln!("tail: {msg}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    common::init_tracing();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error>;
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let server = common::connect(args.uri.clone()).await?;
+    let client = server.client.clone();
+    let demo = server.is_embedded();
+    if !demo && args.source == SourceArg::Direct && args.namespaces.is_empty() {
+        return Err("--source direct needs at least one --ns db.coll".into());
+    }
+
+    // In demo mode the stream starts just after the newest oplog entry present now, so it
+    // sees the whole workload however fast the workload runs.
+    let start_after = if demo && args.source != SourceArg::Direct {
+        Some(
+            common::latest_oplog_ts(&client)
+                .await?
+                .ok_or("the oplog is empty: is this a replica set?")?,
+        )
+    } else {
+        None
+    };
+
+    let mut workload = None;
+    if demo {
+        if args.source == SourceArg::Direct {
+            // Direct reads copy what is there: write everything first.
+            demo_workload(client.clone(), Duration::ZERO, false).await?;
+        } else {
+            workload = Some(tokio::spawn(demo_workload(
+                client.clone(),
+                Duration::from_millis(20),
+                true,
+            )));
+        }
+    }
+    let end_ns = Namespace::parse(DEMO_END_NS)?;
+
+    let mut ops = open_stream(&client, &args, demo, start_after, &end_ns);
+    tracing::info!(source = ?args.source, uri = %redact(&server.uri), "tailing");
+    let mut stdout = std::io::stdout().lock();
+    let mut printed: u64 = 0;
+    let mut last_error = None;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        let next = tokio::select! {
+            next = ops.next() => next,
+            res = async { workload.as_mut().expect("guarded").await }, if workload.is_some() => {
+                workload = None;
+                match res {
+                    Ok(Ok(())) => tracing::info!("demo workload written"),
+                    Ok(Err(e)) => return Err(format!("demo workload failed: {e}").into()),
+                    Err(e) => return Err(format!("demo workload panicked: {e}").into()),
+                }
+                continue;
+            }
+            _ = &mut ctrl_c => {
+                tracing::info!(printed, "interrupted");
+                return Ok(());
+            }
+        };
+        match next {
+            None => {
+                return match last_error {
+                    Some(e) => Err(format!("stream ended after an error: {e}").into()),
+                    None if demo && args.source != SourceArg::Direct => {
+                        Err("stream ended before the demo workload was printed".into())
+                    }
+                    None => {
+                        tracing::info!(printed, "stream ended");
+                        Ok(())
+                    }
+                };
+            }
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, kind = ?e.kind(), "error from the stream");
+                last_error = Some(e);
+            }
+            Some(Ok(op)) => {
+                last_error = None;
+                if demo && op.namespace == end_ns {
+                    if op.is_insert() {
+                        tracing::info!(printed, "demo workload fully printed");
+                        return Ok(());
+                    }
+                    continue; // the marker collection's implicit create
+                }
+                let line = serde_json::to_string(&OpLine::from(&op))?;
+                if writeln!(stdout, "{line}").is_err() {
+                    return Ok(()); // stdout closed (e.g. `| head`): nothing left to do
+                }
+                printed += 1;
+                if args.count == Some(printed) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// The selected source, with the namespace filters and (for the oplog) `batch_fetch` so
+/// updates carry their document.
+fn open_stream(
+    client: &Client,
+    args: &Args,
+    demo: bool,
+    start_after: Option<Timestamp>,
+    end_ns: &Namespace,
+) -> BoxStream<'static, mongotail::Result<Op>> {
+    let mut namespaces = args.namespaces.clone();
+    if demo && !namespaces.is_empty() {
+        namespaces.push(end_ns.clone()); // the marker must get through the server filter
+    }
+    match args.source {
+        SourceArg::Oplog => {
+            let mut oplog = OplogOptions::new().namespaces(namespaces);
+            if let Some(ts) = start_after {
+                oplog = oplog.start(StartAt::After(ts));
+            }
+            let (ops, _handle) = start(client, TailOptions::new().oplog(oplog));
+            ops.batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
+                .boxed()
+        }
+        SourceArg::ChangeStream => {
+            let mut options = TailOptions::new().disable_oplog();
+            let scopes: Vec<Option<Namespace>> = if namespaces.is_empty() {
+                vec![None] // the whole deployment
+            } else {
+                namespaces.into_iter().map(Some).collect()
+            };
+            for scope in scopes {
+                let mut cs = ChangeStreamOptions::new();
+                if let Some(ns) = scope {
+                    cs = cs.namespace(ns);
+                }
+                if let Some(ts) = start_after {
+                    cs = cs.start_at_operation_time(common::just_after(ts));
+                }
+                options = options.change_stream(cs);
+            }
+            start(client, options).0.boxed()
+        }
+        SourceArg::Direct => {
+            let namespaces = if namespaces.is_empty() {
+                vec![
+                    Namespace::new(DEMO_DB, "users").expect("valid"),
+                    Namespace::new(DEMO_DB, "orders").expect("valid"),
+                ]
+            } else {
+                namespaces
+            };
+            let options = TailOptions::new()
+                .disable_oplog()
+                .direct(DirectOptions::new().namespaces(namespaces));
+            start(client, options).0.boxed()
+        }
+    }
+}
+
+/// The demo: every kind of event, in a few milliseconds (`pause` between steps so the
+/// output streams in). With `marker`, ends by writing the end marker.
+async fn demo_workload(
+    client: Client,
+    pause: Duration,
+    marker: bool,
+) -> mongodb::error::Result<()> {
+    let db = client.database(DEMO_DB);
+    let users = db.collection::<Document>("users");
+    let step = || tokio::time::sleep(pause);
+
+    users
+        .insert_many([
+            doc! {"_id": 1, "name": "ada", "visits": 0, "tags": ["admin", "ops"]},
+            doc! {"_id": 2, "name": "grace", "visits": 0, "address": {"city": "Arlington"}},
+            doc! {"_id": 3, "name": "linus", "visits": 0},
+            doc! {"_id": 4, "name": "ken", "visits": 0},
+        ])
+        .await?;
+    step().await;
+    users
+        .update_one(
+            doc! {"_id": 1},
+            doc! {"$inc": {"visits": 1}, "$set": {"email": "ada@example.com"}},
+        )
+        .await?;
+    step().await;
+    users
+        .update_one(
+            doc! {"_id": 2},
+            doc! {"$set": {"address.city": "New York"}, "$unset": {"visits": ""}},
+        )
+        .await?;
+    step().await;
+    users
+        .replace_one(
+            doc! {"_id": 3},
+            doc! {"name": "linus", "visits": 7, "kernel": true},
+        )
+        .await?;
+    step().await;
+    users.delete_one(doc! {"_id": 4}).await?;
+    step().await;
+
+    // A transaction: its ops reach the oplog as one applyOps entry at commit.
+    db.create_collection("orders").await?;
+    let orders = db.collection::<Document>("orders");
+    let mut session = client.start_session().await?;
+    session.start_transaction().await?;
+    orders
+        .insert_one(doc! {"_id": 101, "user": 1, "total": 42.5})
+        .session(&mut session)
+        .await?;
+    users
+        .update_one(doc! {"_id": 1}, doc! {"$push": {"orders": 101}})
+        .session(&mut session)
+        .await?;
+    session.commit_transaction().await?;
+    step().await;
+
+    // DDL: rename a collection, drop it, drop a whole database.
+    db.collection::<Document>("tmp")
+        .insert_one(doc! {"_id": "scratch", "note": "renamed, then dropped"})
+        .await?;
+    client
+        .database("admin")
+        .run_command(doc! {"renameCollection": "demo.tmp", "to": "demo.archive"})
+        .await?;
+    db.collection::<Document>("archive").drop().await?;
+    step().await;
+    let scratch = client.database("demo_scratch");
+    scratch
+        .collection::<Document>("items")
+        .insert_one(doc! {"_id": 1})
+        .await?;
+    scratch.drop().await?;
+
+    if marker {
+        let (db, coll) = DEMO_END_NS.split_once('.').expect("db.coll");
+        client
+            .database(db)
+            .collection::<Document>(coll)
+            .insert_one(doc! {"done": true})
+            .await?;
+    }
+    Ok(())
+}
+
+/// One output line.
+#[derive(Serialize)]
+struct OpLine {
+    op: String,
+    ns: String,
+    id: Value,
+    source: &'static str,
+    ts: Ts,
+    data: Value,
+    update: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txn: Option<Value>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    document_missing: bool,
+}
+
+#[derive(Serialize)]
+struct Ts {
+    t: u32,
+    i: u32,
+}
+
+impl From<&Op> for OpLine {
+    fn from(op: &Op) -> Self {
+        OpLine {
+            op: kind_name(&op.kind),
+            ns: op.namespace.to_string(),
+            id: op
+                .id
+                .clone()
+                .map_or(Value::Null, Bson::into_relaxed_extjson),
+            source: match op.source {
+                Source::Oplog => "oplog",
+                Source::ChangeStream => "change_stream",
+                Source::Direct => "direct",
+                _ => "other",
+            },
+            ts: Ts {
+                t: op.timestamp.time,
+                i: op.timestamp.increment,
+            },
+            data: op
+                .data
+                .clone()
+                .map_or(Value::Null, |d| Bson::Document(d).into_relaxed_extjson()),
+            update: op.update.as_ref().map_or(Value::Null, update_json),
+            to: match &op.kind {
+                OpKind::Rename { to } => Some(to.to_string()),
+                _ => None,
+            },
+            txn: op.txn.as_ref().map(|t| {
+                let mut txn = Document::new();
+                if let Some(id) = t.lsid.as_ref().and_then(|l| l.get("id")) {
+                    txn.insert("lsid", id.clone()); // the session id (a UUID)
+                }
+                if let Some(n) = t.txn_number {
+                    txn.insert("txnNumber", n);
+                }
+                txn.insert("index", i64::from(t.index));
+                Bson::Document(txn).into_relaxed_extjson()
+            }),
+            document_missing: op.document_missing,
+        }
+    }
+}
+
+fn kind_name(kind: &OpKind) -> String {
+    match kind {
+        OpKind::Insert => "insert".into(),
+        OpKind::Update => "update".into(),
+        OpKind::Replace => "replace".into(),
+        OpKind::Delete => "delete".into(),
+        OpKind::DropCollection => "drop".into(),
+        OpKind::DropDatabase => "drop_database".into(),
+        OpKind::Rename { .. } => "rename".into(),
+        OpKind::Create => "create".into(),
+        OpKind::Command(name) | OpKind::Other(name) => name.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn update_json(u: &UpdateDescription) -> Value {
+    let truncated: Vec<Bson> = u
+        .truncated_arrays
+        .iter()
+        .map(|t| Bson::Document(doc! {"field": &t.field, "newSize": i64::from(t.new_size)}))
+        .collect();
+    Bson::Document(doc! {
+        "updatedFields": u.updated_fields.clone(),
+        "removedFields": u.removed_fields.clone(),
+        "truncatedArrays": truncated,
+    })
+    .into_relaxed_extjson()
+}
+
+/// The URI without its password, for logs.
+fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &uri[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &uri[..scheme + 3], &uri[at..]),
+                None => uri.to_owned(),
+            }
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Parsed, String> {
+        parse_args(args.iter().map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn args() {
+        let Ok(Parsed::Run(a)) = parse(&[
+            "--uri=mongodb://x",
+            "--source",
+            "direct",
+            "--ns",
+            "a.b",
+            "--ns",
+            "c",
+            "--count",
+            "3",
+        ]) else {
+            panic!("rejected");
+        };
+        assert_eq!(a.uri.as_deref(), Some("mongodb://x"));
+        assert_eq!(a.source, SourceArg::Direct);
+        assert_eq!(a.namespaces.len(), 2);
+        assert_eq!(a.count, Some(3));
+        for bad in [
+            &["--count", "0"][..],
+            &["--count", "x"],
+            &["--source", "tcp"],
+            &["--ns", "a$b.c"],
+            &["--uri"],
+            &["--bogus"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(parse(&["-h"]), Ok(Parsed::Help)));
+    }
+
+    #[test]
+    fn redacts_password() {
+        assert_eq!(
+            redact("mongodb://u:secret@h:27017/?x=1"),
+            "mongodb://u:***@h:27017/?x=1"
+        );
+        assert_eq!(redact("mongodb://h:27017"), "mongodb://h:27017");
+    }
+}
