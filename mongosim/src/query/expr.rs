@@ -96,6 +96,8 @@ const KNOWN_OPS: &[&str] = &[
     "$toBool",
     "$objectToArray",
     "$setUnion",
+    "$slice",
+    "$reverseArray",
 ];
 
 fn parse_field_path(s: &str) -> CmdResult<Expr> {
@@ -174,7 +176,7 @@ impl Expr {
                 // SRV field_path.cpp uassertValidFieldName
                 return Err(CommandError::from_code(
                     16410,
-                    format!("FieldPath field names may not start with '$'. Consider using $getField or $setField."),
+                    "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
                 ));
             }
             fields.push((k.clone(), Expr::parse(v)?));
@@ -913,6 +915,66 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
                 }
             }
         }
+        "$slice" => {
+            if args.len() != 2 && args.len() != 3 {
+                // SRV ExpressionSlice: 28667
+                return Err(CommandError::from_code(
+                    28667,
+                    format!("Expression $slice takes at least 2 arguments, and at most 3, but {} were passed in.", args.len()),
+                ));
+            }
+            let vals = all()?;
+            if vals.iter().any(is_nullish) {
+                return Ok(Some(Bson::Null));
+            }
+            let Some(Bson::Array(arr)) = &vals[0] else {
+                return Err(CommandError::from_code(
+                    28724,
+                    format!(
+                        "First argument to $slice must be an array, but is of type: {}",
+                        tname(&vals[0])
+                    ),
+                ));
+            };
+            let n = arr.len() as i64;
+            let num = |v: &Option<Bson>| v.as_ref().and_then(as_f64).map(|f| f as i64);
+            let (start, count) = if vals.len() == 2 {
+                let k = num(&vals[1]).unwrap_or(0);
+                if k >= 0 {
+                    (0, k.min(n))
+                } else {
+                    ((n + k).max(0), (-k).min(n))
+                }
+            } else {
+                let p = num(&vals[1]).unwrap_or(0);
+                let c = num(&vals[2]).unwrap_or(0);
+                if c <= 0 {
+                    return Err(CommandError::from_code(
+                        28729,
+                        format!("Third argument to $slice must be positive: {c}"),
+                    ));
+                }
+                let start = if p >= 0 { p.min(n) } else { (n + p).max(0) };
+                (start, c.min(n - start))
+            };
+            Bson::Array(arr[start as usize..(start + count) as usize].to_vec())
+        }
+        "$reverseArray" => match ev(0)? {
+            v if is_nullish(&v) => Bson::Null,
+            Some(Bson::Array(mut a)) => {
+                a.reverse();
+                Bson::Array(a)
+            }
+            other => {
+                return Err(CommandError::from_code(
+                    34435,
+                    format!(
+                        "The argument to $reverseArray must be an array, but was of type: {}",
+                        tname(&other)
+                    ),
+                ))
+            }
+        },
         "$objectToArray" => match ev(0)? {
             v if is_nullish(&v) => Bson::Null,
             Some(Bson::Document(d)) => Bson::Array(

@@ -286,14 +286,14 @@ fn is_operator_doc(d: &Document) -> bool {
 
 fn parse_path(path: &str, v: &Bson) -> CmdResult<Node> {
     let pred = match v {
-        Bson::Document(d) if is_operator_doc(d) => parse_ops(d, path)?,
+        Bson::Document(d) if is_operator_doc(d) => parse_ops(d)?,
         Bson::RegularExpression(r) => Pred::Regex(Re::new(&r.pattern, &r.options)?),
         other => Pred::Eq(other.clone()),
     };
     Ok(Node::Path(path.to_string(), pred))
 }
 
-fn parse_ops(d: &Document, path: &str) -> CmdResult<Pred> {
+fn parse_ops(d: &Document) -> CmdResult<Pred> {
     let mut preds = Vec::new();
     let regex_opts = d.get("$options");
     if regex_opts.is_some() && !d.contains_key("$regex") {
@@ -422,7 +422,7 @@ fn parse_ops(d: &Document, path: &str) -> CmdResult<Pred> {
                             && !matches!(k.as_str(), "$and" | "$or" | "$nor" | "$expr" | "$where")
                     });
                 if value_form {
-                    match parse_ops(inner, path)? {
+                    match parse_ops(inner)? {
                         Pred::And(ps) => Pred::ElemMatchVal(ps),
                         p => Pred::ElemMatchVal(vec![p]),
                     }
@@ -488,7 +488,7 @@ fn parse_ops(d: &Document, path: &str) -> CmdResult<Pred> {
                             x.keys().next().map(String::as_str).unwrap_or("")
                         )));
                     }
-                    match parse_ops(x, path)? {
+                    match parse_ops(x)? {
                         Pred::And(ps) => Pred::Not(ps),
                         p => Pred::Not(vec![p]),
                     }

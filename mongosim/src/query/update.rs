@@ -1063,6 +1063,9 @@ fn remove_path(doc: &mut Document, path: &[String]) {
     }
 }
 
+/// A `$rename` source that was found: its value and its runtime path.
+type RenameSource = Option<(Bson, Vec<(String, bool)>)>;
+
 struct Applier<'x, 'c> {
     m: &'x Mod,
     ctx: &'x UpdateCtx<'c>,
@@ -1110,7 +1113,7 @@ impl Applier<'_, '_> {
         d: &mut Document,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<Option<(Bson, Vec<(String, bool)>)>> {
+    ) -> CmdResult<RenameSource> {
         let part = self.path[i].clone();
         let last = i == self.path.len() - 1;
         taken.push((part.clone(), false));
@@ -1147,7 +1150,7 @@ impl Applier<'_, '_> {
         d: &mut Document,
         part: &str,
         taken: &[(String, bool)],
-    ) -> CmdResult<Option<(Bson, Vec<(String, bool)>)>> {
+    ) -> CmdResult<RenameSource> {
         match o {
             Outcome::Remove => {
                 d.remove(part);
@@ -1167,7 +1170,7 @@ impl Applier<'_, '_> {
         child: &mut Bson,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<Option<(Bson, Vec<(String, bool)>)>> {
+    ) -> CmdResult<RenameSource> {
         match child {
             Bson::Document(sub) => self.apply_in_doc(sub, i + 1, taken),
             Bson::Array(arr) => self.apply_in_array(arr, i + 1, taken),
@@ -1194,7 +1197,7 @@ impl Applier<'_, '_> {
         arr: &mut Vec<Bson>,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<Option<(Bson, Vec<(String, bool)>)>> {
+    ) -> CmdResult<RenameSource> {
         let part = self.path[i].clone();
         let last = i == self.path.len() - 1;
         let Some(idx) = array_index(&part) else {
@@ -1831,5 +1834,525 @@ fn collect_equalities(q: &Document, out: &mut Vec<(String, Bson)>) {
             Bson::RegularExpression(_) => {}
             other => out.push((k.clone(), other.clone())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bson::{bson, doc};
+
+    fn now() -> DateTime {
+        DateTime::from_millis(1_700_000_000_000)
+    }
+
+    fn upd(d: Document, u: Bson) -> UpdateOutcome {
+        Update::parse(&u, None)
+            .unwrap()
+            .apply(&d, &UpdateCtx::new(now()))
+            .unwrap()
+    }
+
+    fn upd_err(d: Document, u: Bson) -> CommandError {
+        match Update::parse(&u, None) {
+            Err(e) => e,
+            Ok(p) => p.apply(&d, &UpdateCtx::new(now())).unwrap_err(),
+        }
+    }
+
+    fn diff(o: &UpdateOutcome) -> Document {
+        assert_eq!(o.v2_diff.get_i32("$v").unwrap(), 2);
+        o.v2_diff.get_document("diff").unwrap().clone()
+    }
+
+    #[test]
+    fn reference_example_delete_update_insert() {
+        // reference §4.5: {$set: {a: 2}} where a existed; {$unset: {c: ""}}; {$set: {newf: 1}}
+        let o = upd(
+            doc! {"_id": 1, "a": 1, "c": 3},
+            bson!({"$set": {"a": 2, "newf": 1}, "$unset": {"c": ""}}),
+        );
+        assert!(o.modified);
+        assert!(!o.is_replacement);
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 2, "newf": 1});
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"d": {"c": false}, "u": {"a": 2}, "i": {"newf": 1}}}
+        );
+        // reference §4.4
+        assert_eq!(
+            o.v1,
+            doc! {"$v": 1, "$set": {"a": 2, "newf": 1}, "$unset": {"c": true}}
+        );
+    }
+
+    #[test]
+    fn reference_example_subdocument() {
+        let o = upd(
+            doc! {"_id": 1, "sub": {"a": 1, "b": "y"}},
+            bson!({"$set": {"sub.b": "x"}}),
+        );
+        assert_eq!(diff(&o), doc! {"ssub": {"u": {"b": "x"}}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"sub.b": "x"}});
+    }
+
+    #[test]
+    fn reference_example_array_element() {
+        let o = upd(
+            doc! {"_id": 1, "arr": [0, 1, 2]},
+            bson!({"$set": {"arr.1": 5}}),
+        );
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 5}});
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 5, 2]});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.1": 5}});
+    }
+
+    #[test]
+    fn reference_example_array_shrunk_by_pipeline() {
+        // reference §4.5: array shrunk to 2 elements -> {sarr: {a: true, l: 2}}
+        let big = "x".repeat(64);
+        let o = upd(
+            doc! {"_id": 1, "arr": [big.clone(), big.clone(), big.clone()]},
+            bson!([{"$set": {"arr": {"$slice": ["$arr", 2]}}}]),
+        );
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"sarr": {"a": true, "l": 2}}}
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [big.clone(), big]});
+    }
+
+    #[test]
+    fn pipeline_truncation_is_an_array_resize() {
+        let big = "x".repeat(64);
+        let o = upd(
+            doc! {"_id": 1, "arr": [big.clone(), big.clone(), big.clone()]},
+            bson!([{"$set": {"arr": {"$literal": [big.clone(), big.clone()]}}}]),
+        );
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "l": 2}});
+        assert_eq!(o.v1, o.new_doc); // 4.4 logs pipeline updates as replacements
+    }
+
+    #[test]
+    fn pipeline_small_doc_becomes_replacement() {
+        // the delta would not be smaller than the post-image -> replacement
+        let o = upd(
+            doc! {"_id": 1, "a": 1},
+            bson!([{"$set": {"a": 2, "b": {"c": 1}}}]),
+        );
+        assert!(o.is_replacement);
+        assert_eq!(o.v2_diff, doc! {"_id": 1, "a": 2, "b": {"c": 1}});
+        let big = "y".repeat(200);
+        let o = upd(
+            doc! {"_id": 1, "a": 1, "big": big.clone()},
+            bson!([{"$set": {"a": 2}}, {"$unset": "zz"}]),
+        );
+        assert!(!o.is_replacement);
+        assert_eq!(o.v2_diff, doc! {"$v": 2, "diff": {"u": {"a": 2}}});
+        let o = upd(
+            doc! {"_id": 1, "a": 1, "b": 2, "big": big.clone()},
+            bson!([{"$unset": "a"}, {"$set": {"n": 1}}]),
+        );
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"d": {"a": false}, "i": {"n": 1}}}
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "b": 2, "big": big, "n": 1});
+    }
+
+    #[test]
+    fn new_paths_under_existing_and_missing_parents() {
+        let o = upd(
+            doc! {"_id": 1, "a": {"z": 0}},
+            bson!({"$set": {"a.b.c": 1}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": {"z": 0, "b": {"c": 1}}});
+        assert_eq!(diff(&o), doc! {"sa": {"i": {"b": {"c": 1}}}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"a.b.c": 1}});
+        let o = upd(doc! {"_id": 1}, bson!({"$set": {"x.b": 2, "x.a": 1}}));
+        assert_eq!(o.new_doc, doc! {"_id": 1, "x": {"a": 1, "b": 2}});
+        assert_eq!(diff(&o), doc! {"i": {"x": {"a": 1, "b": 2}}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"x.a": 1, "x.b": 2}});
+    }
+
+    #[test]
+    fn fields_are_created_in_lexicographic_order() {
+        let o = upd(
+            doc! {"_id": 1},
+            bson!({"$set": {"b": 1, "a": 1}, "$inc": {"B": 1}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "B": 1, "a": 1, "b": 1});
+        assert_eq!(diff(&o), doc! {"i": {"B": 1, "a": 1, "b": 1}});
+    }
+
+    #[test]
+    fn array_creation_beyond_length_pads_with_null() {
+        let o = upd(doc! {"_id": 1, "arr": [1]}, bson!({"$set": {"arr.3": 9}}));
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, null, null, 9]});
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u3": 9}});
+        let o = upd(doc! {"_id": 1, "arr": []}, bson!({"$set": {"arr.0.c": 1}}));
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"c": 1}]});
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u0": {"c": 1}}});
+    }
+
+    #[test]
+    fn nested_array_element_subdiff() {
+        let o = upd(
+            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2, "y": 0}]},
+            bson!({"$set": {"arr.1.x": 5}, "$unset": {"arr.1.y": 1}}),
+        );
+        assert_eq!(
+            diff(&o),
+            doc! {"sarr": {"a": true, "s1": {"d": {"y": false}, "u": {"x": 5}}}}
+        );
+        assert_eq!(
+            o.v1,
+            doc! {"$v": 1, "$set": {"arr.1.x": 5}, "$unset": {"arr.1.y": true}}
+        );
+    }
+
+    #[test]
+    fn unset_array_element_sets_null() {
+        let o = upd(
+            doc! {"_id": 1, "arr": [1, 2]},
+            bson!({"$unset": {"arr.1": ""}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, null]});
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": null}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.1": null}});
+        let o = upd(doc! {"_id": 1}, bson!({"$unset": {"nope": "", "a.b": 1}}));
+        assert!(!o.modified);
+    }
+
+    #[test]
+    fn noops_are_not_modifications() {
+        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a": 1}}));
+        assert!(!o.modified);
+        assert_eq!(o.v2_diff, doc! {"$v": 2, "diff": {}});
+        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$inc": {"a": 0}}));
+        assert!(!o.modified);
+        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a": 1.0}}));
+        assert!(o.modified, "a type change is a modification");
+        assert_eq!(diff(&o), doc! {"u": {"a": 1.0}});
+        let o = upd(doc! {"_id": 1}, bson!({"$set": {}}));
+        assert!(!o.modified);
+    }
+
+    #[test]
+    fn arithmetic() {
+        let o = upd(
+            doc! {"_id": 1, "a": i32::MAX, "b": 2, "c": 1.5},
+            bson!({"$inc": {"a": 1, "b": 2.5, "n": 5}, "$mul": {"c": 2, "m": 3i64}}),
+        );
+        assert_eq!(
+            o.new_doc,
+            doc! {"_id": 1, "a": i64::from(i32::MAX) + 1, "b": 4.5, "c": 3.0, "m": 0i64, "n": 5}
+        );
+        assert_eq!(
+            diff(&o),
+            doc! {"u": {"a": i64::from(i32::MAX) + 1, "b": 4.5, "c": 3.0}, "i": {"m": 0i64, "n": 5}}
+        );
+        let e = upd_err(doc! {"_id": 1, "a": "s"}, bson!({"$inc": {"a": 1}}));
+        assert_eq!(e.code, 14);
+        assert_eq!(
+            e.errmsg,
+            "Cannot apply $inc to a value of non-numeric type. {_id: 1} has the field 'a' of non-numeric type string"
+        );
+        let e = upd_err(doc! {"_id": 1}, bson!({"$inc": {"a": "x"}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (14, "Cannot increment with non-numeric argument: {a: \"x\"}")
+        );
+    }
+
+    #[test]
+    fn min_max_current_date() {
+        let o = upd(
+            doc! {"_id": 1, "lo": 5, "hi": 5},
+            bson!({"$min": {"lo": 3, "hi": 9}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "lo": 3, "hi": 5});
+        let o = upd(
+            doc! {"_id": 1, "lo": 5},
+            bson!({"$max": {"lo": 9, "new": 1}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "lo": 9, "new": 1});
+        let o = upd(
+            doc! {"_id": 1},
+            bson!({"$currentDate": {"d": true, "t": {"$type": "timestamp"}}}),
+        );
+        assert_eq!(o.new_doc.get_datetime("d").unwrap(), &now());
+        assert!(matches!(o.new_doc.get("t"), Some(Bson::Timestamp(_))));
+        assert_eq!(
+            upd_err(doc! {"_id": 1}, bson!({"$currentDate": {"d": 1}})).code,
+            2
+        );
+    }
+
+    #[test]
+    fn push_variants() {
+        // append to a non-empty array: per-element array diff
+        let o = upd(doc! {"_id": 1, "arr": [1, 2]}, bson!({"$push": {"arr": 3}}));
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, 2, 3]});
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u2": 3}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.2": 3}});
+        // $each append of several
+        let o = upd(
+            doc! {"_id": 1, "arr": [1]},
+            bson!({"$push": {"arr": {"$each": [2, 3]}}}),
+        );
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 2, "u2": 3}});
+        // empty array: whole array
+        let o = upd(doc! {"_id": 1, "arr": []}, bson!({"$push": {"arr": 3}}));
+        assert_eq!(diff(&o), doc! {"u": {"arr": [3]}});
+        // missing: created
+        let o = upd(doc! {"_id": 1}, bson!({"$push": {"arr": 3}}));
+        assert_eq!(diff(&o), doc! {"i": {"arr": [3]}});
+        // $position, $sort, $slice: whole array
+        let o = upd(
+            doc! {"_id": 1, "arr": [1, 2]},
+            bson!({"$push": {"arr": {"$each": [0], "$position": 0}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 1, 2]});
+        assert_eq!(diff(&o), doc! {"u": {"arr": [0, 1, 2]}});
+        let o = upd(
+            doc! {"_id": 1, "arr": [5, 1]},
+            bson!({"$push": {"arr": {"$each": [3, 9], "$sort": -1, "$slice": 3}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [9, 5, 3]});
+        let o = upd(
+            doc! {"_id": 1, "arr": [{"k": 2}, {"k": 1}]},
+            bson!({"$push": {"arr": {"$each": [{"k": 0}], "$sort": {"k": 1}, "$slice": -2}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"k": 1}, {"k": 2}]});
+        let e = upd_err(doc! {"_id": 1, "arr": 1}, bson!({"$push": {"arr": 3}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (
+                2,
+                "The field 'arr' must be an array but is of type int in document {_id: 1}"
+            )
+        );
+        let e = upd_err(doc! {"_id": 1}, bson!({"$push": {"arr": {"$each": 1}}}));
+        assert_eq!(e.code, 2);
+    }
+
+    #[test]
+    fn add_to_set_pull_pop() {
+        let o = upd(
+            doc! {"_id": 1, "s": [1, 2]},
+            bson!({"$addToSet": {"s": {"$each": [2, 3, 3]}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [1, 2, 3]});
+        assert_eq!(diff(&o), doc! {"u": {"s": [1, 2, 3]}});
+        assert!(!upd(doc! {"_id": 1, "s": [1]}, bson!({"$addToSet": {"s": 1.0}})).modified);
+        let o = upd(
+            doc! {"_id": 1, "s": [1, 5, 7]},
+            bson!({"$pull": {"s": {"$gte": 5}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [1]});
+        let o = upd(
+            doc! {"_id": 1, "s": [{"a": 1, "b": 1}, {"a": 2}]},
+            bson!({"$pull": {"s": {"a": 1}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [{"a": 2}]});
+        let o = upd(
+            doc! {"_id": 1, "s": [1, 2, 1, 3]},
+            bson!({"$pullAll": {"s": [1, 3]}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [2]});
+        let o = upd(doc! {"_id": 1, "s": [1, 2, 3]}, bson!({"$pop": {"s": -1}}));
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [2, 3]});
+        assert_eq!(diff(&o), doc! {"u": {"s": [2, 3]}});
+        assert!(!upd(doc! {"_id": 1, "s": []}, bson!({"$pop": {"s": 1}})).modified);
+        assert_eq!(
+            upd_err(doc! {"_id": 1}, bson!({"$pop": {"s": 2}})).errmsg,
+            "$pop expects 1 or -1, found: 2"
+        );
+        assert_eq!(
+            upd_err(doc! {"_id": 1, "s": 1}, bson!({"$pop": {"s": 1}})).code,
+            14
+        );
+    }
+
+    #[test]
+    fn rename() {
+        let o = upd(
+            doc! {"_id": 1, "a": 1, "z": 0},
+            bson!({"$rename": {"a": "b"}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "z": 0, "b": 1});
+        assert_eq!(diff(&o), doc! {"d": {"a": false}, "i": {"b": 1}});
+        assert_eq!(
+            o.v1,
+            doc! {"$v": 1, "$set": {"b": 1}, "$unset": {"a": true}}
+        );
+        assert!(!upd(doc! {"_id": 1}, bson!({"$rename": {"a": "b"}})).modified);
+        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": "a"}}));
+        assert_eq!(e.code, 2);
+        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": 1}}));
+        assert_eq!(
+            e.errmsg,
+            "The 'to' field for $rename must be a string: a: 1"
+        );
+    }
+
+    #[test]
+    fn positional_and_array_filters() {
+        let q = doc! {"arr": 2};
+        let u = Update::parse(&bson!({"$set": {"arr.$": 9}}), None).unwrap();
+        let mut ctx = UpdateCtx::new(now());
+        ctx.query = Some(&q);
+        let o = u.apply(&doc! {"_id": 1, "arr": [1, 2, 3]}, &ctx).unwrap();
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, 9, 3]});
+        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 9}});
+        let e = u.apply(&doc! {"_id": 1, "arr": [1, 3]}, &ctx).unwrap_err();
+        assert_eq!(e.code, 2);
+
+        let o = upd(
+            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2}]},
+            bson!({"$inc": {"arr.$[].x": 10}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"x": 11}, {"x": 12}]});
+        assert_eq!(
+            diff(&o),
+            doc! {"sarr": {"a": true, "s0": {"u": {"x": 11}}, "s1": {"u": {"x": 12}}}}
+        );
+
+        let filters = [doc! {"e.x": {"$gt": 1}}];
+        let u = Update::parse(&bson!({"$set": {"arr.$[e].y": true}}), Some(&filters)).unwrap();
+        let o = u
+            .apply(
+                &doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2}]},
+                &UpdateCtx::new(now()),
+            )
+            .unwrap();
+        assert_eq!(
+            o.new_doc,
+            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2, "y": true}]}
+        );
+        assert_eq!(
+            diff(&o),
+            doc! {"sarr": {"a": true, "s1": {"i": {"y": true}}}}
+        );
+        let e = Update::parse(&bson!({"$set": {"a": 1}}), Some(&filters)).unwrap_err();
+        assert_eq!(e.code, 9);
+        let e = Update::parse(&bson!({"$set": {"arr.$[q]": 1}}), None).unwrap_err();
+        assert_eq!(e.code, 2);
+    }
+
+    #[test]
+    fn parse_errors_match_server() {
+        let e = upd_err(doc! {}, bson!({"$foo": {"a": 1}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (9, "Unknown modifier: $foo. Expected a valid update modifier or pipeline-style update specified as an array")
+        );
+        let e = upd_err(doc! {}, bson!({"$set": {"a": 1}, "$inc": {"a": 1}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (40, "Updating the path 'a' would create a conflict at 'a'")
+        );
+        let e = upd_err(doc! {}, bson!({"$set": {"a": 1}, "$inc": {"a.b": 1}}));
+        assert_eq!(
+            e.errmsg,
+            "Updating the path 'a.b' would create a conflict at 'a'"
+        );
+        let e = upd_err(doc! {}, bson!({"$set": {"a.b": 1}, "$unset": {"a": 1}}));
+        assert_eq!(
+            e.errmsg,
+            "Updating the path 'a' would create a conflict at 'a'"
+        );
+        let e = upd_err(doc! {}, bson!({"$set": 1}));
+        assert_eq!(e.code, 9);
+        let e = upd_err(doc! {}, bson!({"a": 1, "$set": {"b": 1}}));
+        assert_eq!(e.code, 52);
+        let e = upd_err(doc! {}, bson!([{"$match": {}}]));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (72, "$match is not allowed to be used within an update")
+        );
+    }
+
+    #[test]
+    fn id_is_immutable() {
+        let e = upd_err(doc! {"_id": 1}, bson!({"$set": {"_id": 2}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (
+                66,
+                "Performing an update on the path '_id' would modify the immutable field '_id'"
+            )
+        );
+        assert_eq!(
+            upd_err(doc! {"_id": 1}, bson!({"$unset": {"_id": 1}})).code,
+            66
+        );
+        assert!(!upd(doc! {"_id": 1}, bson!({"$set": {"_id": 1}})).modified);
+        let e = upd_err(doc! {"_id": 1}, bson!({"_id": 2, "a": 1}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (66, "After applying the update, the (immutable) field '_id' was found to have been altered to _id: 2")
+        );
+    }
+
+    #[test]
+    fn path_not_viable() {
+        let e = upd_err(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a.b": 1}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (28, "Cannot create field 'b' in element {a: 1}")
+        );
+        let e = upd_err(doc! {"_id": 1, "a": [1]}, bson!({"$set": {"a.b": 1}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (28, "Cannot create field 'b' in element {a: [ 1 ]}")
+        );
+    }
+
+    #[test]
+    fn replacement() {
+        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"x": "new"}));
+        assert!(o.is_replacement);
+        assert_eq!(o.new_doc, doc! {"_id": 1, "x": "new"});
+        assert_eq!(o.v2_diff, doc! {"_id": 1, "x": "new"});
+        assert_eq!(o.v1, doc! {"_id": 1, "x": "new"});
+        assert!(!upd(doc! {"_id": 1, "a": 1}, bson!({"a": 1})).modified);
+    }
+
+    #[test]
+    fn set_on_insert_only_on_upsert_insert() {
+        let u = Update::parse(&bson!({"$setOnInsert": {"c": 1}, "$set": {"a": 1}}), None).unwrap();
+        let o = u.apply(&doc! {"_id": 1}, &UpdateCtx::new(now())).unwrap();
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 1});
+        let mut ctx = UpdateCtx::new(now());
+        ctx.is_upsert_insert = true;
+        let o = u.apply(&doc! {"_id": 1}, &ctx).unwrap();
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 1, "c": 1});
+    }
+
+    #[test]
+    fn upsert_seed_from_query() {
+        let q = doc! {"a": 1, "b.c": {"$eq": 2}, "d": {"$gt": 1}, "$and": [{"e": "x"}], "_id": 7};
+        assert_eq!(
+            upsert_seed(&q).unwrap(),
+            doc! {"_id": 7, "a": 1, "b": {"c": 2}, "e": "x"}
+        );
+        assert_eq!(upsert_seed_for(&q, true).unwrap(), doc! {"_id": 7});
+        let e = upsert_seed(&doc! {"a": 1, "$and": [{"a": 2}]}).unwrap_err();
+        assert_eq!(e.code, 54);
+    }
+
+    #[test]
+    fn diffs_round_trip_through_update_description() {
+        let o = upd(
+            doc! {"_id": 1, "a": 1, "c": 3, "arr": [1, 2], "sub": {"x": 1}},
+            bson!({"$set": {"a": 2, "sub.y": 1}, "$unset": {"c": 1}, "$push": {"arr": 3}}),
+        );
+        let ud = super::super::update_description::from_v2_diff(&diff(&o), false).unwrap();
+        assert_eq!(
+            ud,
+            doc! {"updatedFields": {"a": 2, "arr.2": 3, "sub.y": 1}, "removedFields": ["c"], "truncatedArrays": []}
+        );
     }
 }
