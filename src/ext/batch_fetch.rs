@@ -195,6 +195,41 @@ impl<S: Stream, F> BatchFetch<S, F> {
 
     /// The ordering to keep between ops while fetches run (default [`Ordering::Oplog`]);
     /// see [`Ordering`] for what each one allows.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bson::{doc, Bson, Document};
+    /// use futures::{future::BoxFuture, stream, FutureExt, TryStreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt, Ordering, Result};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let update = |id: i32| Ok(Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(id))));
+    /// // Fetching document 1 takes a second, document 2 a millisecond.
+    /// let fetcher = |_ns: Namespace, ids: Vec<Bson>| -> BoxFuture<'static, Result<Vec<Document>>> {
+    ///     async move {
+    ///         let slow = ids.contains(&Bson::Int32(1));
+    ///         tokio::time::sleep(Duration::from_millis(if slow { 1000 } else { 1 })).await;
+    ///         Ok(ids.into_iter().map(|id| doc! {"_id": id}).collect())
+    ///     }
+    ///     .boxed()
+    /// };
+    /// let order = |ordering| {
+    ///     stream::iter(vec![update(1), update(2), update(1)])
+    ///         .batch_fetch_with(fetcher, 1, Duration::from_millis(75))
+    ///         .workers(2)
+    ///         .ordered(ordering)
+    ///         .map_ok(|op| op.id.and_then(|id| id.as_i32()))
+    ///         .try_collect::<Vec<_>>()
+    /// };
+    /// // Per document: document 2 does not wait for document 1's slow fetch.
+    /// assert_eq!(order(Ordering::Document).await?, [Some(2), Some(1), Some(1)]);
+    /// // Total order: everything waits.
+    /// assert_eq!(order(Ordering::Oplog).await?, [Some(1), Some(2), Some(1)]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn ordered(mut self, ordering: Ordering) -> Self {
         self.ordering = ordering;
         self
