@@ -102,6 +102,41 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     Ok(Some(opts))
 }
 
+/// SIGINT and SIGTERM (Ctrl-C only, off Unix).
+struct StopSignals {
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(StopSignals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(StopSignals {})
+        }
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 fn main() -> ExitCode {
     let opts = match parse_args(std::env::args().skip(1)) {
         Ok(Some(opts)) => opts,
@@ -125,14 +160,7 @@ fn main() -> ExitCode {
         }
     };
     // Install the handlers before announcing readiness so an early signal is not lost.
-    let signals = runtime.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        ))
-    });
-    let (mut sigint, mut sigterm) = match signals {
+    let mut stop = match runtime.block_on(async { StopSignals::install() }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("mongosim: cannot install signal handlers: {e}");
@@ -151,12 +179,7 @@ fn main() -> ExitCode {
         let _ = writeln!(out, "mongosim listening on {}", sim.addr());
         let _ = out.flush();
     }
-    runtime.block_on(async {
-        tokio::select! {
-            _ = sigint.recv() => {}
-            _ = sigterm.recv() => {}
-        }
-    });
+    runtime.block_on(stop.wait());
     sim.shutdown();
     ExitCode::SUCCESS
 }
