@@ -397,9 +397,9 @@ pub(crate) async fn count(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     let skip = opt_i64(&req.body, "count", "skip")?.unwrap_or(0);
     let limit = opt_i64(&req.body, "count", "limit")?.unwrap_or(0);
     if skip < 0 {
-        return Err(CommandError::bad_value(format!(
-            "skip value is negative in count query"
-        )));
+        return Err(CommandError::bad_value(
+            "skip value is negative in count query",
+        ));
     }
     let m = Matcher::parse(&query)?;
     let docs = super::cursor::source_docs(ctx, db, coll, &query)?;

@@ -227,9 +227,6 @@ impl CursorSource for OplogScan {
     fn awaits_data(&self) -> bool {
         self.await_data
     }
-    fn tailable(&self) -> bool {
-        self.tailable
-    }
 }
 
 /// A tailable `$natural` scan of a capped collection.
@@ -290,9 +287,6 @@ impl CursorSource for CappedScan {
     }
     fn awaits_data(&self) -> bool {
         self.await_data
-    }
-    fn tailable(&self) -> bool {
-        true
     }
 }
 
@@ -680,9 +674,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
                 .unwrap_or(first_seq),
             (false, None) => first_seq,
         };
-        let filter = if only_ts && !reverse {
-            OplogFilter::All
-        } else if filter.is_empty() {
+        let filter = if (only_ts && !reverse) || filter.is_empty() {
             OplogFilter::All
         } else {
             OplogFilter::Matcher(matcher)
@@ -719,14 +711,12 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     }
 
     match engine.catalog.kind(db, coll) {
-        NsKind::Missing => {
-            if tailable && !is_oplog(engine, db, coll) {
-                // nothing to tail: the server does not keep a cursor on an empty collection
-                return raw_reply(
-                    ctx,
-                    cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
-                );
-            }
+        NsKind::Missing if tailable && !is_oplog(engine, db, coll) => {
+            // nothing to tail: the server does not keep a cursor on an empty collection
+            return raw_reply(
+                ctx,
+                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
+            );
         }
         NsKind::View(_) if tailable => {
             return Err(CommandError::from_code(

@@ -218,10 +218,6 @@ impl Collection {
     pub(crate) fn iter_from(&self, rid: u64) -> impl Iterator<Item = (u64, &StoredDoc)> + '_ {
         self.docs.range(rid..).map(|(k, v)| (*k, v))
     }
-    /// Documents up to record id `rid` (inclusive), newest first.
-    pub(crate) fn iter_back_from(&self, rid: u64) -> impl Iterator<Item = (u64, &StoredDoc)> + '_ {
-        self.docs.range(..=rid).rev().map(|(k, v)| (*k, v))
-    }
     /// Smallest stored record id.
     pub(crate) fn first_rid(&self) -> Option<u64> {
         self.docs.keys().next().copied()
@@ -245,10 +241,6 @@ impl Collection {
     /// Whether this is a capped collection.
     pub(crate) fn is_capped(&self) -> bool {
         self.capped.is_some()
-    }
-    /// Next record id (the position a tailable cursor at the end waits on).
-    pub(crate) fn next_rid(&self) -> u64 {
-        self.next_rid
     }
 
     /// E11000 for `doc` against every unique index (ignoring record `skip`).
@@ -383,6 +375,10 @@ pub(crate) struct Catalog {
     pub(crate) dbs: BTreeMap<String, Database>,
     /// Oplog format to produce.
     pub(crate) version: ServerVersion,
+    /// Images of updates/deletes on collections with `changeStreamPreAndPostImages`,
+    /// waiting for their oplog entry (consumed by `Engine` when it stamps the entry;
+    /// `commands/change_stream.rs`).
+    pub(crate) images: crate::commands::change_stream::ImageLog,
 }
 
 fn ns_of(db: &str, coll: &str) -> String {
@@ -432,6 +428,7 @@ impl Catalog {
         Self {
             dbs: BTreeMap::new(),
             version,
+            images: Default::default(),
         }
     }
 
@@ -944,8 +941,15 @@ impl Catalog {
             ));
         };
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
+        // Pre-/post-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
+        let image = crate::commands::change_stream::images_enabled(&c.options)
+            .then(|| (old.doc.clone(), new_doc.clone()));
         c.put(rid, new_doc, raw);
-        Ok(doc! {"op": "u", "ns": ns, "ui": c.uuid, "o": o, "o2": {"_id": id}})
+        let uuid = c.uuid;
+        if let Some((pre, post)) = image {
+            self.images.push(uuid, id.clone(), pre, Some(post));
+        }
+        Ok(doc! {"op": "u", "ns": ns, "ui": uuid, "o": o, "o2": {"_id": id}})
     }
 
     /// Deletes record `rid`; returns the delete op (`o: {_id}`, reference §4.7).
@@ -961,12 +965,12 @@ impl Catalog {
             ));
         };
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
-        Ok(doc! {"op": "d", "ns": ns, "ui": c.uuid, "o": {"_id": id}})
-    }
-
-    /// Database names with at least one collection.
-    pub(crate) fn db_names(&self) -> Vec<String> {
-        self.dbs.keys().cloned().collect()
+        let uuid = c.uuid;
+        // Pre-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
+        if crate::commands::change_stream::images_enabled(&c.options) {
+            self.images.push(uuid, id.clone(), old.doc, None);
+        }
+        Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": {"_id": id}})
     }
 }
 

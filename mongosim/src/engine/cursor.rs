@@ -61,10 +61,6 @@ impl BatchBuilder {
         self.bytes += doc.as_bytes().len();
         self.batch.docs.push(doc);
     }
-    /// Number of documents so far.
-    pub(crate) fn len(&self) -> usize {
-        self.batch.docs.len()
-    }
     /// Finishes the batch.
     pub(crate) fn finish(mut self, exhausted: bool) -> Batch {
         self.batch.exhausted = exhausted;
@@ -81,11 +77,6 @@ pub(crate) trait CursorSource: Send {
 
     /// tailable + awaitData: an empty getMore waits (event-driven) for new oplog entries.
     fn awaits_data(&self) -> bool;
-
-    /// Tailable (the cursor survives reaching the end of the data).
-    fn tailable(&self) -> bool {
-        self.awaits_data()
-    }
 
     /// A change-stream cursor: it outlives drops of its namespace (it reports them as
     /// `drop` / `invalidate` events, reference §5.5), so `kill_where` spares it.
@@ -131,10 +122,6 @@ impl CursorEntry {
             no_timeout: false,
             last_used: Instant::now(),
         }
-    }
-    /// The collection part of `ns` (after the first dot).
-    pub(crate) fn coll(&self) -> &str {
-        self.ns.split_once('.').map(|(_, c)| c).unwrap_or("")
     }
 }
 
@@ -262,7 +249,8 @@ impl CursorRegistry {
         }
     }
 
-    /// Kills the cursors opened by a session (endSessions).
+    /// Kills the cursors opened by a session (for `endSessions`).
+    #[allow(dead_code)]
     pub(crate) fn kill_session(&mut self, lsid: &Document) {
         let ids: Vec<i64> = self
             .slots
@@ -273,11 +261,6 @@ impl CursorRegistry {
         for id in ids {
             self.slots.remove(&id);
         }
-    }
-
-    /// Number of open cursors.
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
     }
 
     fn reap_idle(&mut self) {

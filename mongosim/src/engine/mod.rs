@@ -111,6 +111,9 @@ pub(crate) struct Engine {
     pub(crate) oplog_uuid: bson::Uuid,
     /// Open cursors.
     pub(crate) cursors: CursorRegistry,
+    /// Change-stream pre-/post-images by `(ts, applyOpsIndex, ui)` (SRV
+    /// `config.system.preimages`; `commands/change_stream.rs`).
+    pub(crate) pre_images: crate::commands::change_stream::PreImages,
     sessions: HashMap<Vec<u8>, SessionState>,
     last_applied: Timestamp,
     noop_last_known: Option<Timestamp>,
@@ -135,6 +138,7 @@ impl Engine {
             oplog: repl.then(|| Oplog::new(opts.oplog_size_bytes.max(1))),
             oplog_uuid: bson::Uuid::new(),
             cursors: CursorRegistry::default(),
+            pre_images: Default::default(),
             sessions: HashMap::new(),
             last_applied: Timestamp {
                 time: 0,
@@ -290,6 +294,9 @@ impl Engine {
                 Ok(raw) => o.append(ts, raw),
                 Err(e) => tracing::error!("cannot encode oplog entry: {e}"),
             }
+            // Images of this entry's updates/deletes; expire with the oplog window.
+            self.pre_images
+                .record(&entry, ts, &mut self.catalog.images, o.first_ts());
         }
     }
 

@@ -124,6 +124,7 @@ impl Oplog {
     }
 
     /// `ts` of the newest entry.
+    #[allow(dead_code)]
     pub(crate) fn last_ts(&self) -> Option<Timestamp> {
         self.entries.back().map(|e| e.timestamp())
     }
