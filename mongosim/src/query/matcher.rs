@@ -202,6 +202,19 @@ impl Matcher {
         }
         arr.iter().position(|e| {
             preds.iter().all(|(rest, p)| {
+                if rest.is_empty() {
+                    // `{arr: {$elemMatch: ...}}` constrains the element itself.
+                    match p {
+                        Pred::ElemMatchObj(node) => {
+                            return matches!(e, Bson::Document(d) if eval_node(node, d, doc));
+                        }
+                        Pred::ElemMatchVal(ps) => {
+                            let c = [Cand::Val(e)];
+                            return ps.iter().all(|p| pred_matches(&c, p, doc));
+                        }
+                        _ => {}
+                    }
+                }
                 let mut one = Document::new();
                 one.insert("e", e.clone());
                 let path = if rest.is_empty() {
@@ -263,6 +276,10 @@ fn parse_doc(filter: &Document, top: bool) -> CmdResult<Node> {
                 "alwaysTrue" => nodes.push(Node::Const(true)),
                 "alwaysFalse" => nodes.push(Node::Const(false)),
                 "expr" => nodes.push(Node::Expr(Expr::parse(v)?)),
+                "not" => {
+                    // SRV expression_parser.cpp parseTopLevel
+                    return Err(bad("unknown top level operator: $not. If you are trying to negate an entire expression, use $nor."));
+                }
                 _ => {
                     // SRV expression_parser.cpp: "unknown top level operator: "
                     let _ = top;
@@ -861,6 +878,11 @@ mod tests {
         let e = Matcher::parse(&doc! {"$foo": 1}).unwrap_err();
         assert_eq!(e.code, 2);
         assert!(e.errmsg.starts_with("unknown top level operator: $foo"));
+        let e = Matcher::parse(&doc! {"$not": {"a": 1}}).unwrap_err();
+        assert_eq!(
+            e.errmsg,
+            "unknown top level operator: $not. If you are trying to negate an entire expression, use $nor."
+        );
         let e = Matcher::parse(&doc! {"$or": []}).unwrap_err();
         assert_eq!(e.errmsg, "$and/$or/$nor must be a nonempty array");
         let e = Matcher::parse(&doc! {"$and": [1]}).unwrap_err();
@@ -880,5 +902,9 @@ mod tests {
         assert_eq!(mt.matched_array_index(&d, "n"), Some(2));
         let mt = Matcher::parse(&doc! {"z": 9}).unwrap();
         assert_eq!(mt.matched_array_index(&d, "n"), None);
+        let mt = Matcher::parse(&doc! {"a": {"$elemMatch": {"x": {"$gte": 6}}}}).unwrap();
+        assert_eq!(mt.matched_array_index(&d, "a"), Some(2));
+        let mt = Matcher::parse(&doc! {"n": {"$elemMatch": {"$gt": 1, "$lt": 9}}}).unwrap();
+        assert_eq!(mt.matched_array_index(&d, "n"), Some(1));
     }
 }

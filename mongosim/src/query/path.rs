@@ -123,6 +123,14 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> CmdRes
         Bson::Document(d) => set_in_doc(d, parts, value),
         Bson::Array(a) => match array_index(parts[0]) {
             Some(i) => {
+                if i > a.len() + 1_500_000 {
+                    // SRV path_support.cpp kMaxPaddingAllowed: 34 CannotBackfillArray
+                    return Err(CommandError::new(
+                        34,
+                        "CannotBackfillArray",
+                        "can't backfill more than 1500000 elements",
+                    ));
+                }
                 while a.len() <= i {
                     a.push(Bson::Null);
                 }

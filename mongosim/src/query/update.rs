@@ -201,6 +201,18 @@ impl Update {
     /// Parses an update specification: a replacement document, a modifier document or a
     /// pipeline (array of stages). `array_filters` are the `arrayFilters` of the statement.
     pub(crate) fn parse(spec: &Bson, array_filters: Option<&[Document]>) -> CmdResult<Update> {
+        Self::parse_versioned(spec, array_filters, false)
+    }
+
+    /// [`Update::parse`] for a given server generation: `legacy_44` selects 4.4 behaviour
+    /// (an empty modifier document is error 9, paths are applied in plain string order;
+    /// 5.0+ accepts `{$set: {}}` as a no-op and orders numeric field names numerically,
+    /// SRV `pathsupport::cmpPathsAndArrayIndexes`).
+    pub(crate) fn parse_versioned(
+        spec: &Bson,
+        array_filters: Option<&[Document]>,
+        legacy_44: bool,
+    ) -> CmdResult<Update> {
         match spec {
             Bson::Array(stages) => {
                 if array_filters.is_some_and(|a| !a.is_empty()) {
@@ -242,7 +254,7 @@ impl Update {
                     filters: Vec::new(),
                 })
             }
-            Bson::Document(d) => Self::parse_doc(d, array_filters.unwrap_or(&[])),
+            Bson::Document(d) => Self::parse_doc(d, array_filters.unwrap_or(&[]), legacy_44),
             other => Err(CommandError::type_mismatch(format!(
                 "Update argument must be either an object or an array, not {}",
                 fmt::type_name(other)
@@ -250,7 +262,7 @@ impl Update {
         }
     }
 
-    fn parse_doc(d: &Document, array_filters: &[Document]) -> CmdResult<Update> {
+    fn parse_doc(d: &Document, array_filters: &[Document], legacy_44: bool) -> CmdResult<Update> {
         let is_mod = d.keys().next().is_some_and(|k| k.starts_with('$'));
         if !is_mod {
             if !array_filters.is_empty() {
@@ -305,8 +317,13 @@ impl Update {
                     fmt::value(arg)
                 )));
             };
-            // An empty modifier document is accepted as a no-op since 5.0 (4.4 answered
-            // "'$set' is empty. You must specify a field like so: ..."); 7.0 behaviour here.
+            // An empty modifier document is accepted as a no-op since 5.0; 4.4 rejected it
+            // (SRV 4.4 update_driver.cpp).
+            if fields.is_empty() && legacy_44 {
+                return Err(failed(format!(
+                    "'{op}' is empty. You must specify a field like so: {{{op}: {{<field>: ...}}}}"
+                )));
+            }
             for (path, v) in fields {
                 let parts = validate_path(path)?;
                 for p in &parts {
@@ -351,13 +368,54 @@ impl Update {
                 )));
             }
         }
-        // Tree order: component-wise lexicographic (std::map children).
-        leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        // Tree order: the children of each `UpdateObjectNode` live in a std::map.
+        if legacy_44 {
+            leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        } else {
+            leaves.sort_by(|a, b| cmp_paths(&a.0, &b.0));
+        }
         Ok(Update {
             kind: Kind::Modifiers(leaves),
             filters,
         })
     }
+}
+
+/// SRV `pathsupport::cmpPathsAndArrayIndexes` (5.0+): numeric field names compare by length
+/// then digits, everything else as strings.
+fn cmp_component(a: &str, b: &str) -> Ordering {
+    let (ab, bb) = (a.as_bytes(), b.as_bytes());
+    let plain = ab.is_empty()
+        || bb.is_empty()
+        || !ab[0].is_ascii_digit()
+        || !bb[0].is_ascii_digit()
+        || (ab[0] == b'0' && ab.len() > 1)
+        || (bb[0] == b'0' && bb.len() > 1);
+    if plain {
+        return ab.cmp(bb);
+    }
+    if ab.len() != bb.len() {
+        return ab.len().cmp(&bb.len());
+    }
+    for (x, y) in ab.iter().zip(bb.iter()) {
+        if !x.is_ascii_digit() || !y.is_ascii_digit() {
+            return ab.cmp(bb);
+        }
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    ab.cmp(bb)
+}
+
+fn cmp_paths(a: &[String], b: &[String]) -> Ordering {
+    for (x, y) in a.iter().zip(b.iter()) {
+        let o = cmp_component(x, y);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 fn parse_array_filters(filters: &[Document]) -> CmdResult<Vec<(String, Matcher)>> {
@@ -1063,6 +1121,9 @@ fn remove_path(doc: &mut Document, path: &[String]) {
     }
 }
 
+/// SRV `pathsupport::kMaxPaddingAllowed`.
+const MAX_PADDING: usize = 1_500_000;
+
 /// A `$rename` source that was found: its value and its runtime path.
 type RenameSource = Option<(Bson, Vec<(String, bool)>)>;
 
@@ -1244,6 +1305,14 @@ impl Applier<'_, '_> {
                 let Some(value) = self.new_value_for_missing()? else {
                     return Ok(None);
                 };
+                if idx - arr.len() > MAX_PADDING {
+                    // SRV path_support.cpp: 34 CannotBackfillArray
+                    return Err(CommandError::new(
+                        34,
+                        "CannotBackfillArray",
+                        format!("can't backfill more than {MAX_PADDING} elements"),
+                    ));
+                }
                 while arr.len() < idx {
                     arr.push(Bson::Null);
                 }
@@ -1983,6 +2052,38 @@ mod tests {
         );
         assert_eq!(o.new_doc, doc! {"_id": 1, "B": 1, "a": 1, "b": 1});
         assert_eq!(diff(&o), doc! {"i": {"B": 1, "a": 1, "b": 1}});
+    }
+
+    #[test]
+    fn numeric_field_names_apply_in_numeric_order() {
+        let o = upd(
+            doc! {"_id": 1, "o": {}},
+            bson!({"$set": {"o.10": 1, "o.9": 1, "o.b": 1, "o.a": 1}}),
+        );
+        assert_eq!(
+            o.new_doc,
+            doc! {"_id": 1, "o": {"9": 1, "10": 1, "a": 1, "b": 1}}
+        );
+        let u =
+            Update::parse_versioned(&bson!({"$set": {"o.10": 1, "o.9": 1}}), None, true).unwrap();
+        let o = u
+            .apply(&doc! {"_id": 1, "o": {}}, &UpdateCtx::new(now()))
+            .unwrap();
+        assert_eq!(o.new_doc, doc! {"_id": 1, "o": {"10": 1, "9": 1}});
+        let e = Update::parse_versioned(&bson!({"$set": {}}), None, true).unwrap_err();
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (
+                9,
+                "'$set' is empty. You must specify a field like so: {$set: {<field>: ...}}"
+            )
+        );
+    }
+
+    #[test]
+    fn padding_is_bounded() {
+        let e = upd_err(doc! {"_id": 1, "a": []}, bson!({"$set": {"a.2000000": 1}}));
+        assert_eq!((e.code, e.code_name.as_str()), (34, "CannotBackfillArray"));
     }
 
     #[test]
