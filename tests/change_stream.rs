@@ -49,6 +49,9 @@ async fn collection_scope(version: ServerVersion) {
     )
     .await
     .unwrap();
+    // updateLookup reads the document when the event is returned: read it before
+    // the replace and delete.
+    let mut got = take_ops(&mut s, 2).await;
     c.replace_one(doc! {"_id": 1}, doc! {"x": 1}).await.unwrap();
     c.delete_one(doc! {"_id": 1}).await.unwrap();
     server
@@ -58,7 +61,7 @@ async fn collection_scope(version: ServerVersion) {
         .insert_one(doc! {"_id": 5})
         .await
         .unwrap();
-    let got = take_ops(&mut s, 4).await;
+    got.extend(take_ops(&mut s, 2).await);
     let kinds: Vec<_> = got.iter().map(|o| o.kind.clone()).collect();
     assert_eq!(
         kinds,
@@ -388,4 +391,34 @@ async fn standalone_is_not_a_replica_set() {
         other => panic!("expected NotReplicaSet, got {other:?}"),
     }
     assert!(s.next().await.is_none());
+}
+
+#[tokio::test]
+async fn update_lookup_of_a_deleted_document_is_marked_missing() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_missing");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let after_insert = server.latest_ts().await;
+    c.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 1}})
+        .await
+        .unwrap();
+    c.delete_one(doc! {"_id": 1}).await.unwrap();
+    // Opened after the delete: the lookup for the update finds nothing.
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .start_at_operation_time(bson::Timestamp {
+                time: after_insert.time,
+                increment: after_insert.increment + 1,
+            }),
+    );
+    let got = take_ops(&mut s, 2).await;
+    assert!(
+        got[0].is_update() && got[0].data.is_none() && got[0].document_missing,
+        "{:?}",
+        got[0]
+    );
+    assert!(got[1].is_delete());
 }

@@ -126,11 +126,12 @@ async fn every_entry_kind_4_4() {
     every_entry_kind(ServerVersion::V4_4).await;
 }
 
-async fn array_updates(version: ServerVersion) -> Vec<UpdateDescription> {
+async fn array_updates(version: ServerVersion) -> Vec<mongotail::Op> {
     let server = TestServer::with(mongosim::Options::new().version(version)).await;
     let db_name = unique_db("arrays");
     let c = server.client.database(&db_name).collection::<Document>("c");
-    c.insert_one(doc! {"_id": 1, "arr": [1, 2, 3, 4], "sub": {"x": 1}})
+    let big = "x".repeat(64);
+    c.insert_one(doc! {"_id": 1, "arr": [&big, &big, &big, &big], "sub": {"x": 1}})
         .await
         .unwrap();
     let start = server.latest_ts().await;
@@ -143,22 +144,24 @@ async fn array_updates(version: ServerVersion) -> Vec<UpdateDescription> {
     c.update_one(doc! {"_id": 1}, doc! {"$set": {"arr.1": 20, "sub.y": 2}})
         .await
         .unwrap();
-    c.update_one(doc! {"_id": 1}, doc! {"$pop": {"arr": 1}})
-        .await
-        .unwrap();
-    take_ops(&mut ops, 2)
-        .await
-        .into_iter()
-        .map(|o| o.update.expect("update description"))
-        .collect()
+    // A pipeline update shrinking the array (reference §4.5: `{sarr: {a: true, l: 3}}`).
+    c.update_one(
+        doc! {"_id": 1},
+        vec![doc! {"$set": {"arr": {"$slice": ["$arr", 3]}}}],
+    )
+    .await
+    .unwrap();
+    take_ops(&mut ops, 2).await
 }
 
 #[tokio::test]
 async fn array_and_nested_updates_7_0() {
-    let u = array_updates(ServerVersion::V7_0).await;
+    let ops = array_updates(ServerVersion::V7_0).await;
     // `$v: 2` diffs: {sarr: {a: true, u1: 20}, ssub: {i: {y: 2}}}, then {sarr: {a: true, l: 3}}
+    let u: Vec<&UpdateDescription> = ops.iter().map(|o| o.update.as_ref().unwrap()).collect();
     assert_eq!(u[0].updated_fields, doc! {"arr.1": 20, "sub.y": 2});
-    assert!(u[0].removed_fields.is_empty());
+    assert!(u[0].removed_fields.is_empty() && u[0].truncated_arrays.is_empty());
+    assert!(u[1].updated_fields.is_empty() && u[1].removed_fields.is_empty());
     assert_eq!(u[1].truncated_arrays.len(), 1);
     assert_eq!(u[1].truncated_arrays[0].field, "arr");
     assert_eq!(u[1].truncated_arrays[0].new_size, 3);
@@ -166,11 +169,17 @@ async fn array_and_nested_updates_7_0() {
 
 #[tokio::test]
 async fn array_and_nested_updates_4_4() {
-    let u = array_updates(ServerVersion::V4_4).await;
-    // `$v: 1`: $set of the dotted paths; `$pop` is logged as a $set of the whole array.
-    assert_eq!(u[0].updated_fields, doc! {"arr.1": 20, "sub.y": 2});
-    assert_eq!(u[1].updated_fields, doc! {"arr": [1, 20, 3]});
-    assert!(u[1].truncated_arrays.is_empty());
+    let ops = array_updates(ServerVersion::V4_4).await;
+    // `$v: 1`: $set of the dotted paths; 4.4 logs pipeline updates as replacements.
+    let u = ops[0].update.as_ref().unwrap();
+    assert_eq!(u.updated_fields, doc! {"arr.1": 20, "sub.y": 2});
+    assert!(u.truncated_arrays.is_empty());
+    assert!(ops[1].is_replace());
+    let big = "x".repeat(64);
+    assert_eq!(
+        ops[1].data,
+        Some(doc! {"_id": 1, "arr": [&big, 20, &big], "sub": {"x": 1, "y": 2}})
+    );
 }
 
 #[tokio::test]
