@@ -775,3 +775,110 @@ async fn batch_size_and_raw_replies() {
         format!("{db_name}.$cmd.aggregate")
     );
 }
+
+#[tokio::test]
+async fn pre_and_post_images() {
+    use mongodb::options::FullDocumentBeforeChangeType;
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    if server_version(&client).await == ServerVersion::V4_4 {
+        return;
+    }
+    let db = client.database(&unique_db("cs_images"));
+    db.create_collection("c").await.unwrap();
+    db.create_collection("plain").await.unwrap();
+    db.run_command(doc! {"collMod": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    let coll = db.collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 1, "n": 1}).await.unwrap();
+    let mut stream = coll
+        .watch()
+        .full_document(FullDocumentType::Required)
+        .full_document_before_change(FullDocumentBeforeChangeType::Required)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.update_one(doc! {"_id": 1}, doc! {"$inc": {"n": 1}})
+        .await
+        .unwrap();
+    coll.replace_one(doc! {"_id": 1}, doc! {"r": true})
+        .await
+        .unwrap();
+    // a transaction: images are keyed by the commit entry and the op's index in it
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"t": 1}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    coll.delete_one(doc! {"_id": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+
+    let upd = next(&mut stream).await;
+    assert_eq!(
+        upd.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "n": 1}
+    );
+    assert_eq!(
+        upd.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "n": 2}
+    );
+    let rep = next(&mut stream).await;
+    assert_eq!(
+        rep.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "n": 2}
+    );
+    assert_eq!(
+        rep.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "r": true}
+    );
+    let tupd = next(&mut stream).await;
+    assert_eq!(
+        tupd.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "r": true}
+    );
+    assert_eq!(
+        tupd.get_document("fullDocument").unwrap(),
+        &doc! {"_id": 1, "r": true, "t": 1}
+    );
+    let tdel = next(&mut stream).await;
+    assert_eq!(tdel.get_str("operationType").unwrap(), "delete");
+    assert_eq!(
+        tdel.get_document("fullDocumentBeforeChange").unwrap(),
+        &doc! {"_id": 1, "r": true, "t": 1}
+    );
+
+    // without the collection option: whenAvailable gives null, required fails
+    let plain = db.collection::<Document>("plain");
+    plain.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut lenient = plain
+        .watch()
+        .full_document(FullDocumentType::WhenAvailable)
+        .full_document_before_change(FullDocumentBeforeChangeType::WhenAvailable)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut strict = plain
+        .watch()
+        .full_document_before_change(FullDocumentBeforeChangeType::Required)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    plain
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap();
+    let ev = next(&mut lenient).await;
+    assert_eq!(ev.get("fullDocument"), Some(&Bson::Null));
+    assert_eq!(ev.get("fullDocumentBeforeChange"), Some(&Bson::Null));
+    let err = tokio::time::timeout(WAIT, strict.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&err), Some(47), "{err}");
+}

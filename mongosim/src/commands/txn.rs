@@ -230,6 +230,7 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
             let live = ctx.shared.engine.lock();
             let mut private = Engine::new(&ctx.shared.opts);
             private.catalog = live.catalog.clone();
+            private.catalog.images.clear();
             private.clock = live.clock.clone();
             private.oplog = Some(Oplog::new(u64::MAX));
             Arc::new(ctx.shared.with_engine(private))
@@ -454,11 +455,18 @@ fn apply_commit(
         return Ok(None);
     };
     let mut inner = Vec::new();
+    let mut images = Vec::new();
     let mut created: HashSet<(String, String)> = HashSet::new();
     for (_, e) in oplog.iter_from(first_seq) {
         let Ok(mut d) = e.raw.to_document() else {
             continue;
         };
+        // Change-stream images of the statement's write move to the commit entry.
+        if let Some(Bson::Binary(ui)) = d.get("ui") {
+            if let Some(img) = private.pre_images.get_at(e.timestamp(), &ui.bytes) {
+                images.push((inner.len() as u32, ui.bytes.clone(), img.clone()));
+            }
+        }
         // Inner operations keep op, ns, ui, o, o2 (reference §4.8).
         for f in [
             "ts",
@@ -508,7 +516,16 @@ fn apply_commit(
         }
         inner.push(d);
     }
-    Ok(live.log_transaction(inner, lsid, txn_number))
+    // The live catalog's own images of this final-state application are not the
+    // transaction's: the statements' images (above) are.
+    live.catalog.images.clear();
+    let ts = live.log_transaction(inner, lsid, txn_number);
+    if let Some(ts) = ts {
+        for (i, ui, img) in images {
+            live.pre_images.insert(ts, i, &ui, img);
+        }
+    }
+    Ok(ts)
 }
 
 /// Makes the live document `(db, coll, _id)` equal to its final state in the transaction.
