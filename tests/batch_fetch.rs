@@ -535,8 +535,16 @@ fn zero_workers_panics() {
 }
 
 #[test]
-fn streams_are_send() {
-    fn assert_send<T: Send>(_: &T) {}
+fn streams_are_send_and_unpin() {
+    fn assert_send_unpin<T: Send + Unpin>(_: &T) {}
+    fn assert_type_send_unpin<T: Send + Unpin>() {}
+    fn assert_send_sync<T: Send + Sync>() {}
     let s = stream::empty::<Result<Op>>().batch_fetch_with(Fake::default().fetcher(), 1, WINDOW);
-    assert_send(&s);
+    assert_send_unpin(&s);
+    assert_type_send_unpin::<
+        mongotail::ext::BatchFetch<mongotail::OplogStream, mongotail::ext::ClientFetcher>,
+    >();
+    assert_send_sync::<mongotail::HashRing>();
+    assert_send_sync::<mongotail::RingWorker>();
+    assert_send_sync::<mongotail::ext::ClientFetcher>();
 }

@@ -68,6 +68,12 @@ proptest! {
         prop_assert!(seen.values().all(|&n| n == 1));
     }
 
+}
+
+proptest! {
+    // Each case hashes 8,000 keys: fewer cases keep the suite fast.
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
     #[test]
     fn adding_a_worker_moves_about_one_in_k_plus_one(k in 1usize..9, salt in any::<u32>()) {
         let before = HashRing::new(names(k)).unwrap();
