@@ -396,6 +396,35 @@ async fn retryable_entries_for(version: ServerVersion) {
     );
     // operationTime of the write is the ts of its last entry
     assert_eq!(op_time, e[2].get_timestamp("ts").unwrap());
+
+    // retryable findAndModify: 4.4 links a no-op image entry, 6.0+ marks needsRetryImage
+    let start = last_ts(&client).await;
+    let after = coll
+        .find_one_and_update(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .return_document(mongodb::options::ReturnDocument::After)
+        .session(&mut session)
+        .await
+        .unwrap();
+    assert_eq!(after, Some(doc! {"_id": 1, "x": 1}));
+    let e = entries_after(&client, &db, start).await;
+    match version {
+        ServerVersion::V4_4 => {
+            assert_eq!(e.len(), 2, "{e:#?}");
+            assert_eq!(e[0].get_str("op").unwrap(), "n");
+            assert_eq!(e[0].get_str("ns").unwrap(), format!("{db}.c"));
+            assert_eq!(e[0].get_document("o").unwrap(), &doc! {"_id": 1, "x": 1});
+            assert_eq!(e[1].get_str("op").unwrap(), "u");
+            assert_eq!(
+                e[1].get_document("postImageOpTime").unwrap(),
+                &doc! {"ts": e[0].get_timestamp("ts").unwrap(), "t": 1i64}
+            );
+            assert_eq!(e[0].get("prevOpTime"), e[1].get("prevOpTime"));
+        }
+        _ => {
+            assert_eq!(e.len(), 1, "{e:#?}");
+            assert_eq!(e[0].get_str("needsRetryImage").unwrap(), "postImage");
+        }
+    }
 }
 
 #[tokio::test]

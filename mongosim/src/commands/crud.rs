@@ -236,10 +236,7 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     n += 1;
                     let len = ops.len();
                     for (j, op) in ops.into_iter().enumerate() {
-                        pending.push(PendingOp {
-                            op,
-                            stmt_id: (j + 1 == len).then_some(stmt),
-                        });
+                        pending.push(PendingOp::stmt(op, (j + 1 == len).then_some(stmt)));
                     }
                 }
                 Err(e) => {
@@ -341,10 +338,10 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                 }
                 let mut ops = Vec::new();
                 for rid in &rids {
-                    ops.push(PendingOp {
-                        op: engine.catalog.delete_doc(db, coll, *rid)?,
-                        stmt_id: Some(stmt),
-                    });
+                    ops.push(PendingOp::stmt(
+                        engine.catalog.delete_doc(db, coll, *rid)?,
+                        Some(stmt),
+                    ));
                 }
                 let as_batch = batched && limit == 0.0 && retry.is_none() && ops.len() > 1;
                 Ok((rids.len() as i32, ops, as_batch))
@@ -662,10 +659,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                         .into_iter()
                         .map(|op| {
                             let session = op.get_str("op").is_ok_and(|o| o != "c");
-                            PendingOp {
-                                op,
-                                stmt_id: session.then_some(stmt),
-                            }
+                            PendingOp::stmt(op, session.then_some(stmt))
                         })
                         .collect();
                     if let Some(ts) = engine.log(pending, retry.as_ref()) {
@@ -757,7 +751,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     if let NsKind::View(_) = engine.catalog.kind(db, coll) {
         return Err(view_write_error(db, coll));
     }
-    let (last_error, value, ops) = if remove {
+    let (last_error, value, pre_image_for_log, ops) = if remove {
         let m = Matcher::parse(&query)?;
         let mut rids = matching_rids(&engine.catalog, db, coll, &m);
         if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
@@ -774,9 +768,9 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
                     .and_then(|c| c.get(*rid))
                     .map(|s| s.doc.clone());
                 let op = engine.catalog.delete_doc(db, coll, *rid)?;
-                (doc! {"n": 1}, old, vec![op])
+                (doc! {"n": 1}, old.clone(), old, vec![op])
             }
-            None => (doc! {"n": 0}, None, Vec::new()),
+            None => (doc! {"n": 0}, None, None, Vec::new()),
         }
     } else {
         let u = update_spec.unwrap_or(Bson::Null);
@@ -795,6 +789,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         if let Some(id) = &r.upserted {
             le.insert("upserted", id.clone());
         }
+        let pre = r.pre_image.clone();
         let value = if new {
             r.post_image
         } else if r.upserted.is_some() {
@@ -802,31 +797,52 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         } else {
             r.pre_image
         };
-        (le, value, ops)
+        (le, value, pre, ops)
     };
     let image_kind = if remove || !new {
         "preImage"
     } else {
         "postImage"
     };
-    let pending: Vec<PendingOp> = ops
-        .into_iter()
-        .map(|mut op| {
-            let crud = op.get_str("op").is_ok_and(|o| o != "c");
-            // 7.0 retryable findAndModify: the image is kept aside (reference §4.1)
-            if crud
-                && retry.is_some()
-                && engine.version != crate::ServerVersion::V4_4
-                && op.get_str("op") != Ok("i")
-            {
-                op.insert("needsRetryImage", image_kind);
+    let image = if remove || !new {
+        pre_image_for_log
+    } else {
+        value.clone()
+    };
+    let mut pending: Vec<PendingOp> = Vec::new();
+    for mut op in ops {
+        let crud = op.get_str("op").is_ok_and(|o| o != "c");
+        let is_insert = op.get_str("op") == Ok("i");
+        if crud && !is_insert && retry.is_some() {
+            match engine.version {
+                // 4.4: the image is a no-op entry the write links to (reference §4.1)
+                crate::ServerVersion::V4_4 => {
+                    if let Some(img) = &image {
+                        let mut noop =
+                            doc! {"op": "n", "ns": op.get("ns").cloned().unwrap_or(Bson::Null)};
+                        if let Some(ui) = op.get("ui") {
+                            noop.insert("ui", ui.clone());
+                        }
+                        noop.insert("o", img.clone());
+                        pending.push(PendingOp::stmt(noop, Some(0)));
+                        let mut p = PendingOp::stmt(op, Some(0));
+                        p.image_link = Some(if image_kind == "preImage" {
+                            "preImageOpTime"
+                        } else {
+                            "postImageOpTime"
+                        });
+                        pending.push(p);
+                        continue;
+                    }
+                }
+                // 6.0+: the image is kept in config.image_collection
+                _ => {
+                    op.insert("needsRetryImage", image_kind);
+                }
             }
-            PendingOp {
-                op,
-                stmt_id: crud.then_some(0),
-            }
-        })
-        .collect();
+        }
+        pending.push(PendingOp::stmt(op, crud.then_some(0)));
+    }
     let ts = engine
         .log(pending, retry.as_ref())
         .unwrap_or_else(|| engine.last_applied());

@@ -40,11 +40,26 @@ pub(crate) struct PendingOp {
     pub(crate) op: Document,
     /// Statement id (retryable writes only; `None` for implicit `create` entries etc.).
     pub(crate) stmt_id: Option<i32>,
+    /// 4.4 retryable findAndModify: this op links to the image no-op logged just before it
+    /// through this field (`preImageOpTime` / `postImageOpTime`) and shares its `prevOpTime`
+    /// (SRV 4.4 `op_observer_impl.cpp` `replLogUpdate`/`replLogDelete`).
+    pub(crate) image_link: Option<&'static str>,
+}
+
+impl PendingOp {
+    /// An op of a retryable statement.
+    pub(crate) fn stmt(op: Document, stmt_id: Option<i32>) -> Self {
+        Self {
+            op,
+            stmt_id,
+            image_link: None,
+        }
+    }
 }
 
 impl From<Document> for PendingOp {
     fn from(op: Document) -> Self {
-        Self { op, stmt_id: None }
+        Self::stmt(op, None)
     }
 }
 
@@ -195,6 +210,7 @@ impl Engine {
         }
         let first = self.clock.reserve(ops.len() as u32);
         let mut last = first;
+        let mut prev_entry: Option<(Timestamp, Option<Document>)> = None;
         for (i, p) in ops.into_iter().enumerate() {
             let ts = Timestamp {
                 time: first.time,
@@ -216,16 +232,23 @@ impl Engine {
                     st.last = None;
                     st.executed.clear();
                 }
-                prev = Some(st.last.map(optime).unwrap_or_else(null_optime));
+                prev = match (p.image_link, &prev_entry) {
+                    (Some(_), Some((_, Some(image_prev)))) => Some(image_prev.clone()),
+                    _ => Some(st.last.map(optime).unwrap_or_else(null_optime)),
+                };
                 st.last = Some(ts);
                 st.executed.insert(stmt, ts);
             }
             for (k, v) in p.op {
                 entry.insert(k, v);
             }
+            if let (Some(field), Some((image_ts, _))) = (p.image_link, &prev_entry) {
+                entry.insert(field, optime(*image_ts));
+            }
             if let Some((_, stmt)) = session {
                 entry.insert("stmtId", stmt);
             }
+            prev_entry = Some((ts, prev.clone()));
             self.append_stamped(entry, ts, prev);
         }
         self.last_applied = last;
@@ -377,10 +400,7 @@ mod tests {
         let mut pending: Vec<PendingOp> = ops.into_iter().map(Into::into).collect();
         for i in 0..3 {
             let (_, op) = e.catalog.insert_doc("t", "c", doc! {"_id": i}).unwrap();
-            pending.push(PendingOp {
-                op,
-                stmt_id: Some(i),
-            });
+            pending.push(PendingOp::stmt(op, Some(i)));
         }
         let retry = RetryCtx {
             lsid: doc! {"id": bson::Uuid::new()},
