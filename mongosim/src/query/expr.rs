@@ -29,6 +29,12 @@ pub(crate) enum Expr {
     Op(String, Vec<Expr>),
     /// `{$cond: ...}` kept separately for laziness.
     Cond(Box<Expr>, Box<Expr>, Box<Expr>),
+    /// `{$let: {vars: {...}, in: ...}}`.
+    Let(Vec<(String, Expr)>, Box<Expr>),
+    /// `{$map: {input, as, in}}`.
+    Map(Box<Expr>, String, Box<Expr>),
+    /// `{$filter: {input, as, cond, limit}}`.
+    Filter(Box<Expr>, String, Box<Expr>, Option<Box<Expr>>),
 }
 
 /// Variables visible to an expression.
@@ -98,6 +104,9 @@ const KNOWN_OPS: &[&str] = &[
     "$setUnion",
     "$slice",
     "$reverseArray",
+    "$getField",
+    "$setField",
+    "$unsetField",
 ];
 
 fn parse_field_path(s: &str) -> CmdResult<Expr> {
@@ -188,6 +197,9 @@ impl Expr {
         if name == "$literal" {
             return Ok(Expr::Literal(arg.clone()));
         }
+        if matches!(name, "$let" | "$map" | "$filter") {
+            return Self::parse_scoped(name, arg);
+        }
         if name == "$cond" {
             let (i, t, e) = match arg {
                 Bson::Array(a) if a.len() == 3 => (&a[0], &a[1], &a[2]),
@@ -221,6 +233,49 @@ impl Expr {
                 Box::new(Expr::parse(e)?),
             ));
         }
+        if matches!(name, "$getField" | "$setField" | "$unsetField") {
+            // named arguments: field, input (default $$CURRENT), value
+            let (field, input, value) = match arg {
+                Bson::Document(d) if !d.keys().next().is_some_and(|k| k.starts_with('$')) => (
+                    d.get("field").cloned().ok_or_else(|| {
+                        CommandError::from_code(
+                            3041702,
+                            format!("{name} requires 'field' to be specified"),
+                        )
+                    })?,
+                    d.get("input")
+                        .cloned()
+                        .unwrap_or(Bson::String("$$CURRENT".into())),
+                    d.get("value").cloned(),
+                ),
+                other if name == "$getField" => {
+                    (other.clone(), Bson::String("$$CURRENT".into()), None)
+                }
+                _ => {
+                    return Err(CommandError::from_code(
+                        4161100,
+                        format!("{name} only supports an object as its argument"),
+                    ))
+                }
+            };
+            let Bson::String(_) = field else {
+                return Err(CommandError::from_code(
+                    3041704,
+                    format!("{name} requires 'field' to evaluate to type String"),
+                ));
+            };
+            let mut args = vec![Expr::Literal(field), Expr::parse(&input)?];
+            if name == "$setField" {
+                let Some(v) = value else {
+                    return Err(CommandError::from_code(
+                        4161105,
+                        "$setField requires 'value' to be specified",
+                    ));
+                };
+                args.push(Expr::parse(&v)?);
+            }
+            return Ok(Expr::Op(name.to_string(), args));
+        }
         if !KNOWN_OPS.contains(&name) {
             // SRV expression.cpp Expression::parseExpression: 168 InvalidPipelineOperator
             return Err(CommandError::from_code(
@@ -252,6 +307,88 @@ impl Expr {
             ));
         }
         Ok(Expr::Op(name.to_string(), args))
+    }
+
+    /// `$let`, `$map`, `$filter`: named-argument forms that bind variables
+    /// (SRV expression.cpp `ExpressionLet/Map/Filter::parse`).
+    fn parse_scoped(name: &str, arg: &Bson) -> CmdResult<Expr> {
+        let Bson::Document(d) = arg else {
+            let code = match name {
+                "$let" => 16874,
+                "$map" => 16878,
+                _ => 28646,
+            };
+            return Err(CommandError::from_code(
+                code,
+                format!("{name} only supports an object as its argument"),
+            ));
+        };
+        let allowed: &[&str] = match name {
+            "$let" => &["vars", "in"],
+            "$map" => &["input", "as", "in"],
+            _ => &["input", "as", "cond", "limit"],
+        };
+        for k in d.keys() {
+            if !allowed.contains(&k.as_str()) {
+                let code = match name {
+                    "$let" => 16875,
+                    "$map" => 16879,
+                    _ => 28647,
+                };
+                return Err(CommandError::from_code(
+                    code,
+                    format!("Unrecognized parameter to {name}: {k}"),
+                ));
+            }
+        }
+        let req = |k: &str, code: i32| -> CmdResult<Expr> {
+            match d.get(k) {
+                Some(v) => Expr::parse(v),
+                None => Err(CommandError::from_code(
+                    code,
+                    format!("Missing '{k}' parameter to {name}"),
+                )),
+            }
+        };
+        let var_name = |code: i32| -> CmdResult<String> {
+            match d.get("as") {
+                None => Ok("this".to_string()),
+                Some(Bson::String(s)) if !s.is_empty() => Ok(s.clone()),
+                Some(_) => Err(CommandError::from_code(
+                    code,
+                    format!("'as' must be a valid variable name in {name}"),
+                )),
+            }
+        };
+        Ok(match name {
+            "$let" => {
+                let Some(Bson::Document(vars)) = d.get("vars") else {
+                    return Err(CommandError::from_code(
+                        16876,
+                        "Missing 'vars' parameter to $let",
+                    ));
+                };
+                let mut bound = Vec::new();
+                for (k, v) in vars {
+                    bound.push((k.clone(), Expr::parse(v)?));
+                }
+                Expr::Let(bound, Box::new(req("in", 16877)?))
+            }
+            "$map" => Expr::Map(
+                Box::new(req("input", 16880)?),
+                var_name(16866)?,
+                Box::new(req("in", 16882)?),
+            ),
+            _ => Expr::Filter(
+                Box::new(req("input", 28648)?),
+                var_name(28649)?,
+                Box::new(req("cond", 28650)?),
+                match d.get("limit") {
+                    Some(v) => Some(Box::new(Expr::parse(v)?)),
+                    None => None,
+                },
+            ),
+        })
     }
 
     /// Evaluates against `vars`; `None` is "missing".
@@ -302,6 +439,57 @@ impl Expr {
                 }
             }
             Expr::Op(name, args) => eval_op(name, args, vars),
+            Expr::Let(bound, body) => {
+                let mut inner = vars.clone();
+                for (k, ex) in bound {
+                    let v = ex.eval(vars)?.unwrap_or(Bson::Null);
+                    inner.user.push((k.clone(), v));
+                }
+                body.eval(&inner)
+            }
+            Expr::Map(input, name, body) | Expr::Filter(input, name, body, _) => {
+                let arr = match input.eval(vars)? {
+                    None | Some(Bson::Null) | Some(Bson::Undefined) => return Ok(Some(Bson::Null)),
+                    Some(Bson::Array(a)) => a,
+                    Some(other) => {
+                        let (code, op) = if matches!(self, Expr::Map(..)) {
+                            (16883, "$map")
+                        } else {
+                            (28651, "$filter")
+                        };
+                        return Err(CommandError::from_code(
+                            code,
+                            format!("input to {op} must be an array not {}", type_name(&other)),
+                        ));
+                    }
+                };
+                let limit = match self {
+                    Expr::Filter(_, _, _, Some(l)) => match l.eval(vars)? {
+                        Some(v) => as_f64(&v).map(|f| f as i64),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                let mut out = Vec::new();
+                let mut inner = vars.clone();
+                inner.user.push((name.clone(), Bson::Null));
+                for item in arr {
+                    if let Some(last) = inner.user.last_mut() {
+                        last.1 = item.clone();
+                    }
+                    if matches!(self, Expr::Map(..)) {
+                        out.push(body.eval(&inner)?.unwrap_or(Bson::Null));
+                    } else {
+                        if limit.is_some_and(|l| out.len() as i64 >= l) {
+                            break;
+                        }
+                        if truthy(body.eval(&inner)?.as_ref()) {
+                            out.push(item);
+                        }
+                    }
+                }
+                Ok(Some(Bson::Array(out)))
+            }
         }
     }
 
@@ -975,6 +1163,48 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
                 ))
             }
         },
+        "$getField" | "$setField" | "$unsetField" => {
+            let field = match &args[0] {
+                Expr::Literal(Bson::String(s)) => s.clone(),
+                _ => String::new(),
+            };
+            let input = ev(1)?;
+            match (name, input) {
+                ("$getField", Some(Bson::Document(d))) => return Ok(d.get(&field).cloned()),
+                ("$getField", None | Some(Bson::Null) | Some(Bson::Undefined)) => return Ok(None),
+                ("$getField", Some(other)) => {
+                    return Err(CommandError::from_code(
+                        3041705,
+                        format!(
+                            "$getField requires 'input' to evaluate to type Object, but got {}",
+                            type_name(&other)
+                        ),
+                    ))
+                }
+                (_, None | Some(Bson::Null) | Some(Bson::Undefined)) => Bson::Null,
+                (_, Some(Bson::Document(mut d))) => {
+                    let v = if name == "$setField" { ev(2)? } else { None };
+                    match v {
+                        Some(v) => {
+                            d.insert(field, v);
+                        }
+                        None => {
+                            d.remove(&field);
+                        }
+                    }
+                    Bson::Document(d)
+                }
+                (_, Some(other)) => {
+                    return Err(CommandError::from_code(
+                        4161101,
+                        format!(
+                            "{name} requires 'input' to evaluate to type Object, but got {}",
+                            type_name(&other)
+                        ),
+                    ))
+                }
+            }
+        }
         "$objectToArray" => match ev(0)? {
             v if is_nullish(&v) => Bson::Null,
             Some(Bson::Document(d)) => Bson::Array(
@@ -1182,6 +1412,57 @@ mod tests {
             Some(bson!(false))
         );
         assert_eq!(ev(bson!({"$not": [[]]}), &d).unwrap(), Some(bson!(false)));
+    }
+
+    #[test]
+    fn scoped_variables() {
+        let d = doc! {"a": [1, 2, 3], "o": {"x.y": 5}};
+        assert_eq!(
+            ev(
+                bson!({"$map": {"input": "$a", "as": "n", "in": {"$add": ["$$n", 1]}}}),
+                &d
+            )
+            .unwrap(),
+            Some(bson!([2, 3, 4]))
+        );
+        assert_eq!(
+            ev(
+                bson!({"$filter": {"input": "$a", "cond": {"$gte": ["$$this", 2]}, "limit": 1}}),
+                &d
+            )
+            .unwrap(),
+            Some(bson!([2]))
+        );
+        assert_eq!(
+            ev(
+                bson!({"$let": {"vars": {"k": 10}, "in": {"$multiply": ["$$k", 2]}}}),
+                &d
+            )
+            .unwrap(),
+            Some(bson!(20))
+        );
+        assert_eq!(
+            ev(bson!({"$getField": {"field": "x.y", "input": "$o"}}), &d).unwrap(),
+            Some(bson!(5))
+        );
+        assert_eq!(
+            ev(
+                bson!({"$setField": {"field": "n.m", "input": "$o", "value": 1}}),
+                &d
+            )
+            .unwrap(),
+            Some(bson!({"x.y": 5, "n.m": 1}))
+        );
+        assert_eq!(
+            ev(bson!({"$unsetField": {"field": "x.y", "input": "$o"}}), &d).unwrap(),
+            Some(bson!({}))
+        );
+        assert_eq!(
+            ev(bson!({"$map": {"input": "$a", "in": 1, "bad": 1}}), &d)
+                .unwrap_err()
+                .code,
+            16879
+        );
     }
 
     #[test]

@@ -28,6 +28,8 @@ enum Stage {
     Count(String),
     Group(Expr, Vec<(String, String, Expr)>),
     Sample(usize),
+    /// `$unwind`: path (without `$`), includeArrayIndex, preserveNullAndEmptyArrays.
+    Unwind(String, Option<String>, bool),
 }
 
 /// A parsed pipeline.
@@ -239,6 +241,48 @@ fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
             }
             Stage::Group(id, accs)
         }
+        "$unwind" => {
+            let (path, idx, preserve) = match arg {
+                Bson::String(s) => (s.clone(), None, false),
+                Bson::Document(d) => {
+                    for k in d.keys() {
+                        if !matches!(k.as_str(), "path" | "includeArrayIndex" | "preserveNullAndEmptyArrays") {
+                            // SRV document_source_unwind.cpp: 28811
+                            return Err(err(28811, format!("unrecognized option to $unwind stage: {k}")));
+                        }
+                    }
+                    let path = match d.get("path") {
+                        Some(Bson::String(s)) => s.clone(),
+                        Some(other) => {
+                            return Err(err(28808, format!("expected a string as the path for $unwind stage, got {}", fmt::type_name(other))))
+                        }
+                        None => return Err(err(28812, "no path specified to $unwind stage")),
+                    };
+                    let idx = match d.get("includeArrayIndex") {
+                        None => None,
+                        Some(Bson::String(s)) if !s.is_empty() && !s.starts_with('$') => Some(s.clone()),
+                        Some(other) => {
+                            return Err(err(28810, format!("expected a non-empty string for the includeArrayIndex option to $unwind stage, got {}", fmt::type_name(other))))
+                        }
+                    };
+                    let preserve = match d.get("preserveNullAndEmptyArrays") {
+                        None => false,
+                        Some(Bson::Boolean(b)) => *b,
+                        Some(other) => {
+                            return Err(err(28809, format!("expected a boolean for the preserveNullAndEmptyArrays option to $unwind stage, got {}", fmt::type_name(other))))
+                        }
+                    };
+                    (path, idx, preserve)
+                }
+                other => {
+                    return Err(err(15981, format!("expected either a string or an object as specification for $unwind stage, got {}", fmt::type_name(other))))
+                }
+            };
+            let Some(p) = path.strip_prefix('$') else {
+                return Err(err(28818, format!("path option to $unwind stage should be prefixed with a '$': {path}")));
+            };
+            Stage::Unwind(p.to_string(), idx, preserve)
+        }
         "$sample" => {
             let size = match arg {
                 Bson::Document(d) => d.get("size").and_then(non_neg_int),
@@ -374,6 +418,46 @@ fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Do
             }
         }
         Stage::Group(id, accs) => group(docs, id, accs, now)?,
+        Stage::Unwind(path, idx, preserve) => {
+            // SRV document_source_unwind.cpp
+            let parts: Vec<&str> = path.split('.').collect();
+            let mut out = Vec::new();
+            for d in docs {
+                let v = super::path::get_path(&d, path).cloned();
+                match v {
+                    Some(Bson::Array(items)) if !items.is_empty() => {
+                        for (i, item) in items.into_iter().enumerate() {
+                            let mut nd = d.clone();
+                            add_field(&mut nd, &parts, Some(item));
+                            if let Some(f) = idx {
+                                nd.insert(f.clone(), i as i64);
+                            }
+                            out.push(nd);
+                        }
+                    }
+                    Some(Bson::Array(_)) | None | Some(Bson::Null) => {
+                        if *preserve {
+                            let mut nd = d.clone();
+                            if matches!(v, Some(Bson::Array(_))) {
+                                add_field(&mut nd, &parts, None);
+                            }
+                            if let Some(f) = idx {
+                                nd.insert(f.clone(), Bson::Null);
+                            }
+                            out.push(nd);
+                        }
+                    }
+                    Some(_) => {
+                        let mut nd = d;
+                        if let Some(f) = idx {
+                            nd.insert(f.clone(), Bson::Null);
+                        }
+                        out.push(nd);
+                    }
+                }
+            }
+            out
+        }
         Stage::Sample(n) => {
             let mut docs = docs;
             docs.shuffle(&mut rand::rng());
@@ -538,6 +622,44 @@ mod tests {
         assert_eq!(out, vec![doc! {"b": 1, "c": 2, "z": 1}]);
         let e = run(vec![doc! {"$replaceWith": "$x"}], docs).unwrap_err();
         assert_eq!(e.code, 40228);
+    }
+
+    #[test]
+    fn unwind() {
+        let docs = vec![
+            doc! {"_id": 1, "a": [1, 2]},
+            doc! {"_id": 2, "a": []},
+            doc! {"_id": 3, "a": 7},
+            doc! {"_id": 4},
+        ];
+        let out = run(vec![doc! {"$unwind": "$a"}], docs.clone()).unwrap();
+        assert_eq!(
+            out,
+            vec![
+                doc! {"_id": 1, "a": 1},
+                doc! {"_id": 1, "a": 2},
+                doc! {"_id": 3, "a": 7}
+            ]
+        );
+        let out = run(
+            vec![doc! {"$unwind": {"path": "$a", "includeArrayIndex": "i", "preserveNullAndEmptyArrays": true}}],
+            docs,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                doc! {"_id": 1, "a": 1, "i": 0i64},
+                doc! {"_id": 1, "a": 2, "i": 1i64},
+                doc! {"_id": 2, "i": null},
+                doc! {"_id": 3, "a": 7, "i": null},
+                doc! {"_id": 4, "i": null},
+            ]
+        );
+        assert_eq!(
+            Pipeline::parse(&[doc! {"$unwind": "a"}]).unwrap_err().code,
+            28818
+        );
     }
 
     #[test]
