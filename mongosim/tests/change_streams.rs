@@ -882,3 +882,62 @@ async fn pre_and_post_images() {
         .unwrap_err();
     assert_eq!(code(&err), Some(47), "{err}");
 }
+
+#[tokio::test]
+async fn kill_cursors_on_database_and_cluster_streams() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db_name = unique_db("cs_kill");
+    let db = client.database(&db_name);
+    for (target_db, cmd) in [
+        (
+            db_name.as_str(),
+            doc! {"aggregate": 1, "pipeline": [{"$changeStream": {}}], "cursor": {"batchSize": 0}},
+        ),
+        (
+            "admin",
+            doc! {"aggregate": 1, "pipeline": [{"$changeStream": {"allChangesForCluster": true}}], "cursor": {"batchSize": 0}},
+        ),
+    ] {
+        let d = client.database(target_db);
+        let reply = d.run_command(cmd).await.unwrap();
+        let cursor = reply.get_document("cursor").unwrap();
+        let id = cursor.get_i64("id").unwrap();
+        assert_ne!(id, 0);
+        let more = d
+            .run_command(doc! {"getMore": id, "collection": "$cmd.aggregate", "maxTimeMS": 10})
+            .await
+            .unwrap();
+        assert!(more
+            .get_document("cursor")
+            .unwrap()
+            .get_document("postBatchResumeToken")
+            .is_ok());
+        let killed = d
+            .run_command(doc! {"killCursors": "$cmd.aggregate", "cursors": [id]})
+            .await
+            .unwrap();
+        assert_eq!(
+            killed.get_array("cursorsKilled").unwrap(),
+            &vec![Bson::Int64(id)]
+        );
+    }
+    let _ = db;
+}
+
+#[tokio::test]
+async fn change_stream_not_allowed_in_transaction() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = client.database(&unique_db("cs_txn"));
+    db.create_collection("c").await.unwrap();
+    let coll = db.collection::<Document>("c");
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.find_one(doc! {}).session(&mut session).await.unwrap();
+    let err = match coll.watch().session(&mut session).await {
+        Ok(_) => panic!("$changeStream in a transaction must fail"),
+        Err(e) => e,
+    };
+    assert_eq!(code(&err), Some(263), "{err}");
+}

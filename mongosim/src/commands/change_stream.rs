@@ -293,6 +293,13 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     };
     let stage0 = docs[0].get("$changeStream").cloned().unwrap_or(Bson::Null);
     let spec = parse_spec(&stage0, version)?;
+    if ctx.autocommit.is_some() {
+        // SRV document_source_change_stream.cpp
+        return Err(CommandError::from_code(
+            263,
+            "$changeStream cannot run within a multi-document transaction",
+        ));
+    }
 
     // SRV document_source_change_stream.cpp assertIsLegalSpecification
     if !shared.is_repl_set() {
