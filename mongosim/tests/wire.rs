@@ -214,6 +214,25 @@ fn unknown_command_is_59() {
 }
 
 #[test]
+fn invalid_database_names_are_73_before_any_command_runs() {
+    let sim = MongoSim::start(Options::new()).unwrap();
+    let mut s = connect(&sim);
+    for db in ["a.b", "", "a b", "a/b", "x\\y", &"d".repeat(64)] {
+        let reply = command(&mut s, 1, doc! {"ping": 1, "$db": db});
+        assert_error(&reply, 73, "InvalidNamespace");
+        assert_eq!(
+            reply.get_str("errmsg").unwrap(),
+            format!("Invalid database name: '{db}'")
+        );
+    }
+    // `$` is allowed at the entry point (`$external`), and 63 bytes is the longest name.
+    for db in ["$external", &"d".repeat(63)] {
+        let reply = command(&mut s, 2, doc! {"ping": 1, "$db": db});
+        assert_eq!(reply.get("ok"), Some(&Bson::Double(1.0)), "{db}");
+    }
+}
+
+#[test]
 fn op_query_is_master_gets_an_op_reply() {
     let sim = MongoSim::start(Options::new()).unwrap();
     let mut s = connect(&sim);

@@ -6,8 +6,8 @@
 //! it alone.
 
 pub(crate) mod admin;
-pub(crate) mod change_stream;
 pub(crate) mod catalog;
+pub(crate) mod change_stream;
 pub(crate) mod crud;
 pub(crate) mod cursor;
 pub(crate) mod failpoint;
@@ -263,10 +263,30 @@ fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
     }
 }
 
+/// The entry point's database-name check, done before any command runs (SRV
+/// service_entry_point_common.cpp: 73 "Invalid database name: '<db>'" unless
+/// `NamespaceString::validDBName(db, DollarInDbNameBehavior::Allow)`): non-empty, at most 63
+/// bytes, no `/`, backslash, `.`, `"`, space or NUL; `$` is allowed here (`$external`).
+fn check_request_db(db: &str) -> CmdResult<()> {
+    let valid = !db.is_empty()
+        && db.len() <= 63
+        && !db
+            .bytes()
+            .any(|b| matches!(b, b'/' | b'\\' | b'.' | b'"' | b' ' | 0));
+    if valid {
+        Ok(())
+    } else {
+        Err(CommandError::invalid_namespace(format!(
+            "Invalid database name: '{db}'"
+        )))
+    }
+}
+
 /// Runs one command with the `failCommand` fail point evaluated before it and the server's
 /// error labels / fail-point `writeConcernError` applied after it (`failpoint.rs`, reference
 /// §7.10, §5.10, §6).
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    check_request_db(&req.db)?;
     let facts = failpoint::CommandFacts::of(&req);
     let activation = failpoint::before_command(ctx, &facts).await?;
     let result = match txn::before_command(ctx, &req) {
