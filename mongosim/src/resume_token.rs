@@ -258,10 +258,7 @@ impl ResumeToken {
             bits: &mut bits,
         };
         let mut values = Vec::new();
-        loop {
-            let Some(ctype) = dec.peek() else {
-                break;
-            };
+        while let Some(ctype) = dec.peek() {
             if ctype == K_END {
                 break;
             }
@@ -452,7 +449,7 @@ struct TypeBits {
 
 impl TypeBits {
     fn bit(&mut self, one: bool) {
-        if self.len % 8 == 0 {
+        if self.len.is_multiple_of(8) {
             self.bytes.push(0);
         }
         if one {
@@ -557,7 +554,7 @@ impl Encoder {
 
     /// SRV `_appendPreshiftedIntegerPortion`.
     fn preshifted_integer(&mut self, value: u64, negative: bool) {
-        let bytes_needed = ((64 - value.leading_zeros() as usize) + 7) / 8;
+        let bytes_needed = (64 - value.leading_zeros() as usize).div_ceil(8);
         let be = value.to_be_bytes();
         let used = &be[8 - bytes_needed..];
         if negative {
