@@ -1,5 +1,17 @@
 //! Adapters on streams of ops: the [`OpStreamExt`] trait and the streams it returns.
 //!
+//! | gtm | mongotail |
+//! |---|---|
+//! | `NamespaceFilter` | [`filter_ns`](OpStreamExt::filter_ns) |
+//! | `Filter`, `ChainOpFilters` | [`filter`](OpStreamExt::filter), [`chain_filters`] |
+//! | fetching updates (`WorkerCount`, `BufferSize`, `BufferDuration`) | [`batch_fetch`](OpStreamExt::batch_fetch) + [`BatchFetch::workers`] |
+//! | `Ordering` (`Oplog`, `Namespace`, `Document`, `AnyOrder`) | [`BatchFetch::ordered`] with [`Ordering`] |
+//! | `consistent` package | [`consistent_shard`](OpStreamExt::consistent_shard) with a [`HashRing`](crate::HashRing) |
+//! | `Unmarshal` | [`decode`](OpStreamExt::decode), [`decode_with`](OpStreamExt::decode_with) |
+//!
+//! Ordering is a setting of [`BatchFetch`], the only adapter that runs work concurrently;
+//! every other adapter keeps input order.
+//!
 //! Every adapter passes `Err` items through unchanged and in place, unless it says
 //! otherwise. None of them spawns a task: the work they do (fetches) runs inside their
 //! `poll_next`, so dropping the stream cancels it.

@@ -167,7 +167,17 @@ impl HashRing {
         HashRing::with_replicas(workers, HashRing::DEFAULT_REPLICAS)
     }
 
-    /// A ring of the named workers with `replicas` points each.
+    /// A ring of the named workers with `replicas` points each. More points spread the
+    /// keys more evenly, at the cost of memory (`16 bytes * workers * replicas`).
+    ///
+    /// ```
+    /// use mongotail::HashRing;
+    ///
+    /// let ring = HashRing::with_replicas(["a", "b"], 500)?;
+    /// assert_eq!(ring.replicas(), 500);
+    /// assert!(HashRing::with_replicas(["a"], 0).is_err());
+    /// # Ok::<(), mongotail::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] for an empty list, an empty or duplicate name, or `replicas`
@@ -243,6 +253,18 @@ impl HashRing {
     }
 
     /// A ring from a TOML file (see [`HashRing::from_toml_str`]).
+    ///
+    /// ```
+    /// use mongotail::HashRing;
+    ///
+    /// let path = std::env::temp_dir().join(format!("ring-doc-{}.toml", std::process::id()));
+    /// std::fs::write(&path, "workers = [\"Tom\", \"Dick\", \"Harry\"]\n").unwrap();
+    /// let ring = HashRing::from_toml_file(&path)?;
+    /// assert_eq!(ring.workers(), ["Tom", "Dick", "Harry"]);
+    /// # std::fs::remove_file(&path).unwrap();
+    /// assert!(HashRing::from_toml_file("/no/such/ring.toml").is_err());
+    /// # Ok::<(), mongotail::Error>(())
+    /// ```
     ///
     /// # Errors
     /// [`Error::Config`] naming the file when it cannot be read or is not a valid ring
@@ -347,6 +369,21 @@ impl HashRing {
     }
 
     /// The worker owning `op`: by document id, by namespace when it has none.
+    ///
+    /// ```
+    /// use bson::Bson;
+    /// use mongotail::{HashRing, Namespace, Op, OpKind};
+    ///
+    /// let ring = HashRing::new(["Tom", "Dick", "Harry"])?;
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let update: Op = Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(7)));
+    /// assert_eq!(ring.owner(&update), ring.owner_of_id(&Bson::Int32(7)));
+    /// let drop: Op = Op::new(OpKind::DropCollection, ns.clone(), None);
+    /// assert_eq!(ring.owner(&drop), ring.owner_of_namespace(&ns));
+    /// assert_eq!(ring.owner(&drop), ring.owner_of_key(b"shop.orders"));
+    /// assert!(ring.worker(ring.owner(&update))?.owns(&update));
+    /// # Ok::<(), mongotail::Error>(())
+    /// ```
     pub fn owner<T>(&self, op: &Op<T>) -> &str {
         &self.inner.workers[self.index_of_op(op)]
     }

@@ -184,6 +184,36 @@ impl<S: Stream, F> BatchFetch<S, F> {
     /// may carry the fetched document as of either find; with one worker, fetched
     /// documents of one document never go back in time.
     ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bson::{doc, Bson, Document};
+    /// use futures::{future::BoxFuture, stream, FutureExt, TryStreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt, Result};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> mongotail::Result<()> {
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let ops = (0..8).map(|i| Ok(Op::new(OpKind::Update, ns.clone(), Some(Bson::Int32(i)))));
+    /// // Every find takes 100 ms.
+    /// let fetcher = |_ns: Namespace, ids: Vec<Bson>| -> BoxFuture<'static, Result<Vec<Document>>> {
+    ///     async move {
+    ///         tokio::time::sleep(Duration::from_millis(100)).await;
+    ///         Ok(ids.into_iter().map(|id| doc! {"_id": id}).collect())
+    ///     }
+    ///     .boxed()
+    /// };
+    /// let start = tokio::time::Instant::now();
+    /// let out: Vec<Op> = stream::iter(ops)
+    ///     .batch_fetch_with(fetcher, 2, Duration::from_millis(75))
+    ///     .workers(4) // the four finds of two ids run at once
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(out.len(), 8);
+    /// assert_eq!(start.elapsed(), Duration::from_millis(100));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Panics
     /// When `workers` is zero.
     #[track_caller]
@@ -358,6 +388,12 @@ where
                 let Some(job) = this.queued.pop_front() else {
                     break;
                 };
+                tracing::debug!(
+                    namespace = %job.namespace,
+                    ids = job.ids.len(),
+                    ops = job.waiting.len(),
+                    "batch_fetch: fetching"
+                );
                 let fetch = this.fetcher.fetch(job.namespace, job.ids);
                 let waiting = job.waiting;
                 this.in_flight
