@@ -292,23 +292,26 @@ impl Stream for DoneOnEnd {
 ///
 /// Nothing is sent to the server before the stream is first polled.
 ///
-/// ```no_run
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+/// # let uri = sim.uri();
 /// use futures::TryStreamExt;
 /// use mongotail::{start, Namespace, TailOptions};
 ///
-/// # async fn run() -> mongotail::Result<()> {
-/// let client = mongodb::Client::with_uri_str("mongodb://localhost:27017/?directConnection=true").await?;
-/// let options = TailOptions::new().direct_read(Namespace::parse("shop.orders")?);
-/// let (mut ops, handle) = start(&client, options);
-/// let h = handle.clone();
-/// tokio::spawn(async move {
-///     if h.direct_reads_done().await.is_ok() {
-///         println!("initial copy done");
-///     }
-/// });
-/// while let Some(op) = ops.try_next().await? {
-///     println!("{:?} {}", op.kind, op.namespace);
-/// }
+/// let client = mongodb::Client::with_uri_str(&uri).await?;
+/// let orders = client.database("shop").collection::<bson::Document>("orders");
+/// orders.insert_many((0..3).map(|i| bson::doc! {"_id": i})).await?;
+///
+/// // Copy the collection once; no oplog: the stream ends after the copy.
+/// let options = TailOptions::new()
+///     .disable_oplog()
+///     .direct_read(Namespace::parse("shop.orders")?);
+/// let (ops, handle) = start(&client, options);
+/// let (copied, done) = tokio::join!(ops.try_collect::<Vec<_>>(), handle.direct_reads_done());
+/// assert_eq!(copied?.len(), 3);
+/// done?;
 /// # Ok(()) }
 /// ```
 pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {

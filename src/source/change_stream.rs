@@ -12,18 +12,29 @@
 //! [`Error::PositionLost`]; a deployment that is not a replica set (40573) ends it with
 //! [`Error::NotReplicaSet`].
 //!
-//! ```no_run
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+//! # let uri = sim.uri();
+//! use bson::doc;
 //! use futures::TryStreamExt;
 //! use mongotail::source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
-//! use mongotail::Namespace;
+//! use mongotail::{Namespace, Position};
 //!
-//! # async fn run() -> mongotail::Result<()> {
-//! let client = mongodb::Client::with_uri_str("mongodb://localhost:27017").await?;
-//! let options = ChangeStreamOptions::new().namespace(Namespace::parse("shop.orders")?);
+//! let client = mongodb::Client::with_uri_str(&uri).await?;
+//! let orders = client.database("shop").collection::<bson::Document>("orders");
+//! let mut session = client.start_session().await?;
+//! orders.insert_one(doc! {"_id": 1}).session(&mut session).await?;
+//! let since = session.operation_time().expect("replica sets report operation times");
+//!
+//! let options = ChangeStreamOptions::new()
+//!     .namespace(Namespace::parse("shop.orders")?)
+//!     .start_at_operation_time(since);
 //! let mut ops = ChangeStreamSource::new(&client, options);
-//! while let Some(op) = ops.try_next().await? {
-//!     println!("{:?} {} {:?}", op.kind, op.namespace, op.position);
-//! }
+//! let op = ops.try_next().await?.expect("the insert");
+//! assert!(op.is_insert() && op.data == Some(doc! {"_id": 1}));
+//! assert!(matches!(op.position, Position::ResumeToken(_))); // checkpoint this
 //! # Ok(()) }
 //! ```
 

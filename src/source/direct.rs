@@ -10,16 +10,23 @@
 //! [`DirectOptions::concurrency`] namespaces are read at a time. The stream ends when
 //! every namespace has been read.
 //!
-//! ```no_run
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+//! # let uri = sim.uri();
 //! use futures::TryStreamExt;
 //! use mongotail::source::direct::{DirectOptions, DirectReads};
 //! use mongotail::Namespace;
 //!
-//! # async fn run() -> mongotail::Result<()> {
-//! let client = mongodb::Client::with_uri_str("mongodb://localhost:27017").await?;
+//! let client = mongodb::Client::with_uri_str(&uri).await?;
+//! let orders = client.database("shop").collection::<bson::Document>("orders");
+//! orders.insert_many((0..10).map(|i| bson::doc! {"_id": i})).await?;
+//!
 //! let options = DirectOptions::new().namespace(Namespace::parse("shop.orders")?);
 //! let docs: Vec<_> = DirectReads::new(&client, options).try_collect().await?;
-//! println!("{} documents", docs.len());
+//! assert_eq!(docs.len(), 10);
+//! assert!(docs.iter().all(|op| op.is_insert() && op.is_source_direct()));
 //! # Ok(()) }
 //! ```
 

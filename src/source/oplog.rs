@@ -10,18 +10,28 @@
 //! never when aborted. `fromMigrate` and no-op (`n`) entries are skipped (no-ops still
 //! advance the position).
 //!
-//! ```no_run
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+//! # let uri = sim.uri();
+//! use bson::doc;
 //! use futures::TryStreamExt;
-//! use mongotail::source::oplog::{OplogOptions, OplogStream};
-//! use mongotail::Namespace;
+//! use mongotail::source::oplog::{OplogOptions, OplogStream, StartAt};
+//! use mongotail::{Namespace, OpKind};
 //!
-//! # async fn run() -> mongotail::Result<()> {
-//! let client = mongodb::Client::with_uri_str("mongodb://localhost:27017/?directConnection=true").await?;
-//! let options = OplogOptions::new().namespace(Namespace::parse("shop.orders")?);
+//! let client = mongodb::Client::with_uri_str(&uri).await?;
+//! let orders = client.database("shop").collection::<bson::Document>("orders");
+//! orders.insert_one(doc! {"_id": 1}).await?;
+//!
+//! let options = OplogOptions::new()
+//!     .start(StartAt::Earliest)
+//!     .namespace(Namespace::parse("shop.orders")?);
 //! let mut ops = OplogStream::new(&client, options);
-//! while let Some(op) = ops.try_next().await? {
-//!     println!("{:?} {} {:?}", op.kind, op.namespace, op.id);
-//! }
+//! let create = ops.try_next().await?.expect("implicit create");
+//! let insert = ops.try_next().await?.expect("insert");
+//! assert_eq!((create.kind, insert.kind), (OpKind::Create, OpKind::Insert));
+//! assert_eq!(ops.position(), Some(insert.timestamp)); // checkpoint this
 //! # Ok(()) }
 //! ```
 
