@@ -342,20 +342,28 @@ impl Update {
                     }
                 }
                 let m = parse_mod(op, path, v)?;
-                if let Mod::Rename(to) = &m {
-                    if to == &parts {
-                        // SRV rename_node.cpp
+                if let Mod::Rename(to) = m {
+                    // SRV update_object_node.cpp parseAndMerge: a ConflictPlaceholderNode at the
+                    // source, the RenameNode at the destination (so the rename runs in the
+                    // destination's tree position). Checks from rename_node.cpp init().
+                    let shown = format!("{path}: \"{}\"", to.join("."));
+                    if to == parts {
                         return Err(bad(format!(
-                            "The source and target field for $rename must differ: {path}: \"{}\"",
-                            to.join(".")
+                            "The source and target field for $rename must differ: {shown}"
                         )));
                     }
+                    if to.starts_with(&parts) || parts.starts_with(&to) {
+                        return Err(bad(format!(
+                            "The source and target field for $rename must not be on the same path: {shown}"
+                        )));
+                    }
+                    tree.insert(&parts)?;
+                    tree.insert(&to)?;
+                    leaves.push((parts.clone(), Mod::Placeholder));
+                    leaves.push((to, Mod::Rename(parts)));
+                    continue;
                 }
                 tree.insert(&parts)?;
-                if let Mod::Rename(to) = &m {
-                    tree.insert(to)?;
-                    leaves.push((to.clone(), Mod::Placeholder));
-                }
                 leaves.push((parts, m));
             }
         }
@@ -571,18 +579,18 @@ fn parse_mod(op: &str, path: &str, v: &Bson) -> CmdResult<Mod> {
                     )));
                 }
                 let parts = validate_path(to)?;
-                for p in parts.iter().chain(
-                    path.split('.')
-                        .map(str::to_string)
-                        .collect::<Vec<_>>()
-                        .iter(),
-                ) {
-                    if p.starts_with('$') {
-                        return Err(bad(format!(
-                            "The source field for $rename may not be dynamic: {path}"
-                        )));
-                    }
+                if path.split('.').any(|p| p.starts_with('$')) {
+                    return Err(bad(format!(
+                        "The source field for $rename may not be dynamic: {path}"
+                    )));
                 }
+                if parts.iter().any(|p| p.starts_with('$')) {
+                    return Err(bad(format!(
+                        "The destination field for $rename may not be dynamic: {to}"
+                    )));
+                }
+                // Carries the destination here; `parse_doc` re-files it under the destination
+                // path with the source as payload.
                 Mod::Rename(parts)
             }
             other => {
@@ -954,9 +962,13 @@ impl Update {
                 Mod::SetOnInsert(_) if !ctx.is_upsert_insert => continue,
                 _ => {}
             }
+            let id = doc.get("_id").cloned();
+            if let Mod::Rename(from) = m {
+                apply_rename(&mut new_doc, from, tpl, ctx, &mut log, id.as_ref())?;
+                continue;
+            }
             for path in self.expand(tpl, doc, &new_doc, ctx)? {
                 let mut taken = Vec::new();
-                let id = doc.get("_id").cloned();
                 let mut a = Applier {
                     m,
                     ctx,
@@ -964,25 +976,7 @@ impl Update {
                     id: id.as_ref(),
                     path: &path,
                 };
-                let rename_value = a.apply_in_doc(&mut new_doc, 0, &mut taken)?;
-                if let (Mod::Rename(to), Some((value, from_taken))) = (m, rename_value) {
-                    // SRV rename_node.cpp: set the destination, then remove the source.
-                    let set = Mod::Set(value);
-                    let mut a = Applier {
-                        m: &set,
-                        ctx,
-                        log: &mut log,
-                        id: id.as_ref(),
-                        path: to,
-                    };
-                    let mut t2 = Vec::new();
-                    a.apply_in_doc(&mut new_doc, 0, &mut t2)?;
-                    remove_path(&mut new_doc, &path);
-                    log.push(LogEntry {
-                        path: from_taken,
-                        kind: LogKind::Delete,
-                    });
-                }
+                a.apply_in_doc(&mut new_doc, 0, &mut taken)?;
             }
         }
         if !ctx.is_upsert_insert {
@@ -1086,6 +1080,83 @@ impl Update {
     }
 }
 
+/// SRV rename_node.cpp `RenameNode::apply`: `$set` of the source's value at the destination,
+/// then removal of the source (logged as a delete).
+fn apply_rename(
+    doc: &mut Document,
+    from: &[String],
+    to: &[String],
+    ctx: &UpdateCtx<'_>,
+    log: &mut Vec<LogEntry>,
+    id: Option<&Bson>,
+) -> CmdResult<()> {
+    let id_shown = match id {
+        Some(v) => format!("_id: {}", fmt::value(v)),
+        None => "no id".to_string(),
+    };
+    let from_dotted = from.join(".");
+    let mut cur: Option<&Bson> = doc.get(&from[0]);
+    let mut array_field: Option<&str> = None;
+    for (i, p) in from.iter().enumerate().skip(1) {
+        cur = match cur {
+            None => return Ok(()),
+            Some(Bson::Document(d)) => d.get(p),
+            Some(Bson::Array(a)) => {
+                array_field = Some(from[i - 1].as_str());
+                array_index(p).and_then(|k| a.get(k))
+            }
+            Some(other) => {
+                // SRV path_support.cpp findLongestPrefix: 28 PathNotViable
+                return Err(CommandError::from_code(
+                    28,
+                    format!(
+                        "Cannot use the part ({p}) of ({from_dotted}) to traverse the element ({{{}: {}}})",
+                        from[i - 1],
+                        fmt::value(other)
+                    ),
+                ));
+            }
+        };
+    }
+    let Some(value) = cur.cloned() else {
+        return Ok(());
+    };
+    if let Some(af) = array_field {
+        return Err(bad(format!(
+            "The source field cannot be an array element, '{from_dotted}' in doc with {id_shown} has an array field called '{af}'"
+        )));
+    }
+    let mut walk: Option<&Bson> = doc.get(&to[0]);
+    for i in 0..to.len() - 1 {
+        match walk {
+            Some(Bson::Document(d)) => walk = d.get(&to[i + 1]),
+            Some(Bson::Array(_)) => {
+                return Err(bad(format!(
+                    "The destination field cannot be an array element, '{}' in doc with {id_shown} has an array field called '{}'",
+                    to.join("."),
+                    to[i]
+                )));
+            }
+            _ => break,
+        }
+    }
+    let set = Mod::Set(value);
+    let mut a = Applier {
+        m: &set,
+        ctx,
+        log,
+        id,
+        path: to,
+    };
+    a.apply_in_doc(doc, 0, &mut Vec::new())?;
+    remove_path(doc, from);
+    log.push(LogEntry {
+        path: from.iter().map(|p| (p.clone(), false)).collect(),
+        kind: LogKind::Delete,
+    });
+    Ok(())
+}
+
 fn check_id_unchanged(old: &Document, new: &Document) -> CmdResult<()> {
     let same = match (old.get("_id"), new.get("_id")) {
         (Some(a), Some(b)) => binary_eq(a, b),
@@ -1124,9 +1195,6 @@ fn remove_path(doc: &mut Document, path: &[String]) {
 /// SRV `pathsupport::kMaxPaddingAllowed`.
 const MAX_PADDING: usize = 1_500_000;
 
-/// A `$rename` source that was found: its value and its runtime path.
-type RenameSource = Option<(Bson, Vec<(String, bool)>)>;
-
 struct Applier<'x, 'c> {
     m: &'x Mod,
     ctx: &'x UpdateCtx<'c>,
@@ -1143,8 +1211,6 @@ enum Outcome {
     Appended(usize),
     /// `$unset` of a document field: remove it.
     Remove,
-    /// `$rename` source found: its value.
-    RenameFrom(Bson),
 }
 
 impl Applier<'_, '_> {
@@ -1174,7 +1240,7 @@ impl Applier<'_, '_> {
         d: &mut Document,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<RenameSource> {
+    ) -> CmdResult<()> {
         let part = self.path[i].clone();
         let last = i == self.path.len() - 1;
         taken.push((part.clone(), false));
@@ -1190,7 +1256,7 @@ impl Applier<'_, '_> {
             None => {
                 if self.creates() {
                     let value = self.new_value_for_missing()?;
-                    let Some(value) = value else { return Ok(None) };
+                    let Some(value) = value else { return Ok(()) };
                     let nested = nest(&self.path[i + 1..], value.clone());
                     d.insert(part, nested);
                     let mut full = taken.clone();
@@ -1200,7 +1266,7 @@ impl Applier<'_, '_> {
                         kind: LogKind::Create(value, i),
                     });
                 }
-                Ok(None)
+                Ok(())
             }
         }
     }
@@ -1211,7 +1277,7 @@ impl Applier<'_, '_> {
         d: &mut Document,
         part: &str,
         taken: &[(String, bool)],
-    ) -> CmdResult<RenameSource> {
+    ) -> CmdResult<()> {
         match o {
             Outcome::Remove => {
                 d.remove(part);
@@ -1219,10 +1285,9 @@ impl Applier<'_, '_> {
                     path: taken.to_vec(),
                     kind: LogKind::Delete,
                 });
-                Ok(None)
+                Ok(())
             }
-            Outcome::RenameFrom(v) => Ok(Some((v, taken.to_vec()))),
-            _ => Ok(None),
+            _ => Ok(()),
         }
     }
 
@@ -1231,7 +1296,7 @@ impl Applier<'_, '_> {
         child: &mut Bson,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<RenameSource> {
+    ) -> CmdResult<()> {
         match child {
             Bson::Document(sub) => self.apply_in_doc(sub, i + 1, taken),
             Bson::Array(arr) => self.apply_in_array(arr, i + 1, taken),
@@ -1248,7 +1313,7 @@ impl Applier<'_, '_> {
                         ),
                     ));
                 }
-                Ok(None)
+                Ok(())
             }
         }
     }
@@ -1258,7 +1323,7 @@ impl Applier<'_, '_> {
         arr: &mut Vec<Bson>,
         i: usize,
         taken: &mut Vec<(String, bool)>,
-    ) -> CmdResult<RenameSource> {
+    ) -> CmdResult<()> {
         let part = self.path[i].clone();
         let last = i == self.path.len() - 1;
         let Some(idx) = array_index(&part) else {
@@ -1272,19 +1337,10 @@ impl Applier<'_, '_> {
                     ),
                 ));
             }
-            return Ok(None);
+            return Ok(());
         };
         taken.push((part.clone(), true));
         if idx < arr.len() {
-            if matches!(self.m, Mod::Rename(_)) && last {
-                // SRV rename_node.cpp
-                return Err(bad(format!(
-                    "The source field cannot be an array element, '{}' in doc with {}: {}",
-                    self.path.join("."),
-                    self.path[0],
-                    "[...]"
-                )));
-            }
             let child = &mut arr[idx];
             if last {
                 let o = self.apply_existing_leaf(child, taken)?;
@@ -1296,14 +1352,14 @@ impl Applier<'_, '_> {
                         kind: LogKind::Update(Bson::Null),
                     });
                 }
-                Ok(None)
+                Ok(())
             } else {
                 self.descend(child, i, taken)
             }
         } else {
             if self.creates() {
                 let Some(value) = self.new_value_for_missing()? else {
-                    return Ok(None);
+                    return Ok(());
                 };
                 if idx - arr.len() > MAX_PADDING {
                     // SRV path_support.cpp: 34 CannotBackfillArray
@@ -1324,7 +1380,7 @@ impl Applier<'_, '_> {
                     kind: LogKind::Create(value, i),
                 });
             }
-            Ok(None)
+            Ok(())
         }
     }
 
@@ -1382,7 +1438,7 @@ impl Applier<'_, '_> {
         let outcome = match self.m {
             Mod::Placeholder => Outcome::Noop,
             Mod::Unset => Outcome::Remove,
-            Mod::Rename(_) => Outcome::RenameFrom(cur.clone()),
+            Mod::Rename(_) => Outcome::Noop,
             Mod::Set(v) | Mod::SetOnInsert(v) => set_if_different(cur, v.clone()),
             Mod::CurrentDate(ts) => set_if_different(cur, self.current_date(*ts)),
             Mod::Inc(v) | Mod::Mul(v) => {
@@ -2295,6 +2351,48 @@ mod tests {
         assert_eq!(
             e.errmsg,
             "The 'to' field for $rename must be a string: a: 1"
+        );
+        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": "a.b"}}));
+        assert_eq!(
+            e.errmsg,
+            "The source and target field for $rename must not be on the same path: a: \"a.b\""
+        );
+        let e = upd_err(
+            doc! {"_id": 1, "a": [{"b": 1}]},
+            bson!({"$rename": {"a.0.b": "c"}}),
+        );
+        assert_eq!(
+            e.errmsg,
+            "The source field cannot be an array element, 'a.0.b' in doc with _id: 1 has an array field called 'a'"
+        );
+        let e = upd_err(
+            doc! {"_id": 1, "x": 1, "a": []},
+            bson!({"$rename": {"x": "a.0"}}),
+        );
+        assert_eq!(
+            e.errmsg,
+            "The destination field cannot be an array element, 'a.0' in doc with _id: 1 has an array field called 'a'"
+        );
+        let e = upd_err(doc! {"_id": 1, "a": 5}, bson!({"$rename": {"a.b": "c"}}));
+        assert_eq!(e.code, 28);
+        // the rename runs at the destination's position in the update tree
+        let o = upd(
+            doc! {"_id": 1, "z": 1, "m": 2},
+            bson!({"$rename": {"z": "a"}, "$set": {"b": 1}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "m": 2, "a": 1, "b": 1});
+        assert_eq!(
+            o.v1,
+            doc! {"$v": 1, "$set": {"a": 1, "b": 1}, "$unset": {"z": true}}
+        );
+        let o = upd(
+            doc! {"_id": 1, "s": {"x": 1}},
+            bson!({"$rename": {"s.x": "t.y"}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "s": {}, "t": {"y": 1}});
+        assert_eq!(
+            diff(&o),
+            doc! {"i": {"t": {"y": 1}}, "ss": {"d": {"x": false}}}
         );
     }
 
