@@ -57,6 +57,26 @@ async fn discovery_with_replica_set_uri_then_ping_and_build_info() {
 }
 
 #[tokio::test]
+async fn direct_connection_and_a_localhost_seed_also_work() {
+    let sim = MongoSim::start(Options::new()).unwrap();
+    let direct = Client::with_uri_str(format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        sim.port()
+    ))
+    .await
+    .unwrap();
+    admin(&direct, doc! {"ping": 1}).await;
+    // SDAM replaces the seed with the `hosts` entry (127.0.0.1:<port>), which is reachable.
+    let seeded = Client::with_uri_str(format!(
+        "mongodb://localhost:{}/?replicaSet=rs0&serverSelectionTimeoutMS=5000",
+        sim.port()
+    ))
+    .await
+    .unwrap();
+    admin(&seeded, doc! {"ping": 1}).await;
+}
+
+#[tokio::test]
 async fn hello_reply_of_a_primary_has_the_real_fields_and_types() {
     let sim = MongoSim::start(Options::new()).unwrap();
     let client = client(&sim).await;
