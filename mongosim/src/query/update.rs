@@ -980,6 +980,21 @@ impl Update {
             }
         }
         if !ctx.is_upsert_insert {
+            // SRV modifier_node.cpp checkImmutablePathsNotModified: 66 ImmutableField, naming
+            // the modifier's path.
+            if let Some(e) = log
+                .iter()
+                .find(|e| e.path.first().is_some_and(|(p, _)| p == "_id"))
+            {
+                let dotted: Vec<&str> = e.path.iter().map(|(p, _)| p.as_str()).collect();
+                return Err(CommandError::from_code(
+                    66,
+                    format!(
+                        "Performing an update on the path '{}' would modify the immutable field '_id'",
+                        dotted.join(".")
+                    ),
+                ));
+            }
             check_id_unchanged(doc, &new_doc)?;
         }
         let modified = !log.is_empty();
@@ -2488,6 +2503,11 @@ mod tests {
             66
         );
         assert!(!upd(doc! {"_id": 1}, bson!({"$set": {"_id": 1}})).modified);
+        let e = upd_err(doc! {"_id": {"x": 1}}, bson!({"$set": {"_id.x": 2}}));
+        assert_eq!(
+            e.errmsg,
+            "Performing an update on the path '_id.x' would modify the immutable field '_id'"
+        );
         let e = upd_err(doc! {"_id": 1}, bson!({"_id": 2, "a": 1}));
         assert_eq!(
             (e.code, e.errmsg.as_str()),
