@@ -165,3 +165,46 @@ async fn bounded_reads_stop_at_the_start_maximum_and_missing_collections_are_emp
     ids.sort_unstable();
     assert_eq!(ids, (0..2_000).collect::<Vec<_>>());
 }
+
+async fn survives_faults(data: Document) {
+    let server = TestServer::start().await;
+    let db_name = unique_db("direct_fault");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_many((0..3_000).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    c.insert_many(vec![doc! {"_id": "a"}, doc! {"_id": "b"}])
+        .await
+        .unwrap();
+    let mut data = data;
+    data.insert("failCommands", vec!["getMore"]);
+    server.fail_command(doc! {"times": 3}.into(), data).await;
+    let ops = read_all(
+        &server.client,
+        DirectOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .batch_size(100)
+            .retry(mongotail::RetryPolicy::new(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(100),
+                10,
+            )),
+    )
+    .await;
+    server.fail_off().await;
+    let mut seen = HashSet::new();
+    for op in &ops {
+        assert!(
+            seen.insert(op.id.clone().unwrap().to_string()),
+            "{:?} twice",
+            op.id
+        );
+    }
+    assert_eq!(ops.len(), 3_002);
+}
+
+#[tokio::test]
+async fn direct_reads_resume_after_faults_without_loss_or_repeat() {
+    survives_faults(doc! {"errorCode": 91}).await;
+    survives_faults(doc! {"closeConnection": true}).await;
+}

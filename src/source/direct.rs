@@ -41,6 +41,7 @@ use mongodb::{Client, Collection};
 
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op, OpKind, Position, Source};
+use crate::source::RetryPolicy;
 
 /// Options of the direct-read source. Build with [`DirectOptions::new`] and the builder
 /// methods.
@@ -68,6 +69,10 @@ pub struct DirectOptions {
     /// Cursor batch size. Default `None`: about 4 MiB per batch from the collection's
     /// average document size (`collStats.avgObjSize`), between 100 and 10,000 documents.
     pub batch_size: Option<u32>,
+    /// Retry of transient errors: a range (read in `_id` order) is re-opened after the
+    /// last `_id` delivered. Ranges with a pipeline are retried only before their first
+    /// document. Default [`RetryPolicy::default`].
+    pub retry: RetryPolicy,
 }
 
 impl Default for DirectOptions {
@@ -82,6 +87,7 @@ impl Default for DirectOptions {
             no_cursor_timeout: false,
             bounded: false,
             batch_size: None,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -149,6 +155,12 @@ impl DirectOptions {
     /// Sets [`DirectOptions::batch_size`].
     pub fn batch_size(mut self, n: u32) -> Self {
         self.batch_size = Some(n);
+        self
+    }
+
+    /// Sets [`DirectOptions::retry`].
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
         self
     }
 }
@@ -378,45 +390,192 @@ fn to_op(ns: &Namespace, d: Document) -> Op {
         .with_position(Position::Direct)
 }
 
+/// Brackets of BSON types in MongoDB's sort order, as `$type` aliases.
+const TYPE_ORDER: &[&[&str]] = &[
+    &["minKey"],
+    &["null", "undefined"],
+    &["double", "int", "long", "decimal"],
+    &["string", "symbol"],
+    &["object"],
+    &["array"],
+    &["binData"],
+    &["objectId"],
+    &["bool"],
+    &["date"],
+    &["timestamp"],
+    &["regex"],
+    &["dbPointer"],
+    &["javascript"],
+    &["javascriptWithScope"],
+    &["maxKey"],
+];
+
+fn type_rank(v: &Bson) -> usize {
+    match v {
+        Bson::MinKey => 0,
+        Bson::Null | Bson::Undefined => 1,
+        Bson::Double(_) | Bson::Int32(_) | Bson::Int64(_) | Bson::Decimal128(_) => 2,
+        Bson::String(_) | Bson::Symbol(_) => 3,
+        Bson::Document(_) => 4,
+        Bson::Array(_) => 5,
+        Bson::Binary(_) => 6,
+        Bson::ObjectId(_) => 7,
+        Bson::Boolean(_) => 8,
+        Bson::DateTime(_) => 9,
+        Bson::Timestamp(_) => 10,
+        Bson::RegularExpression(_) => 11,
+        Bson::DbPointer(_) => 12,
+        Bson::JavaScriptCode(_) => 13,
+        Bson::JavaScriptCodeWithScope(_) => 14,
+        Bson::MaxKey => 15,
+    }
+}
+
+/// `range` restricted to `_id`s sorting after `last` in MongoDB's order: greater within
+/// `last`'s type bracket, or of a later bracket (comparison operators alone stay inside
+/// one bracket).
+pub(crate) fn resume_filter(range: &Document, last: &Bson) -> Document {
+    let later: Vec<&str> = TYPE_ORDER
+        .iter()
+        .skip(type_rank(last) + 1)
+        .flat_map(|aliases| aliases.iter().copied())
+        .collect();
+    let after = if later.is_empty() {
+        doc! {"_id": {"$gt": last.clone()}}
+    } else {
+        doc! {"$or": [{"_id": {"$gt": last.clone()}}, {"_id": {"$type": later}}]}
+    };
+    if range.is_empty() {
+        after
+    } else {
+        doc! {"$and": [range.clone(), after]}
+    }
+}
+
+/// One range being read; re-opened after the last `_id` read on transient errors.
+struct RangeRead {
+    coll: Collection<Document>,
+    ns: Namespace,
+    filter: Document,
+    pipeline: Option<Vec<Document>>,
+    batch_size: u32,
+    allow_disk_use: bool,
+    no_cursor_timeout: bool,
+    retry: RetryPolicy,
+    cursor: Option<mongodb::Cursor<Document>>,
+    last_id: Option<Bson>,
+    failures: u32,
+    done: bool,
+}
+
+impl RangeRead {
+    async fn next_item(&mut self) -> Option<Result<Op>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            if self.cursor.is_none() {
+                match self.open().await {
+                    Ok(c) => self.cursor = Some(c),
+                    Err(e) => match self.recover(e) {
+                        Ok(wait) => {
+                            wait.await;
+                            continue;
+                        }
+                        Err(e) => return Some(Err(e)),
+                    },
+                }
+            }
+            let cursor = self.cursor.as_mut()?;
+            match cursor.next().await {
+                Some(Ok(d)) => {
+                    self.failures = 0;
+                    self.last_id = d.get("_id").cloned();
+                    return Some(Ok(to_op(&self.ns, d)));
+                }
+                Some(Err(e)) => {
+                    self.cursor = None;
+                    match self.recover(Error::from(e)) {
+                        Ok(wait) => wait.await,
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
+                None => {
+                    self.done = true;
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// A backoff to wait before retrying, or the error that ends this range.
+    fn recover(&mut self, e: Error) -> std::result::Result<tokio::time::Sleep, Error> {
+        // A pipeline may rewrite `_id`: resuming after the last one read would not be exact.
+        let resumable = self.pipeline.is_none() || self.last_id.is_none();
+        if resumable && e.is_resumable() && self.failures < self.retry.max_retries {
+            self.failures += 1;
+            tracing::warn!(ns = %self.ns, error = %e, attempt = self.failures, "direct read: retrying");
+            return Ok(tokio::time::sleep(self.retry.backoff(self.failures)));
+        }
+        self.done = true;
+        Err(e)
+    }
+
+    async fn open(&mut self) -> Result<mongodb::Cursor<Document>> {
+        let filter = match &self.last_id {
+            Some(last) => resume_filter(&self.filter, last),
+            None => self.filter.clone(),
+        };
+        let cursor = match &self.pipeline {
+            Some(stages) => {
+                let mut p = Vec::with_capacity(stages.len() + 1);
+                if !filter.is_empty() {
+                    p.push(doc! {"$match": filter});
+                }
+                p.extend(stages.iter().cloned());
+                self.coll
+                    .aggregate(p)
+                    .allow_disk_use(self.allow_disk_use)
+                    .batch_size(self.batch_size)
+                    .await?
+            }
+            None => {
+                self.coll
+                    .find(filter)
+                    .sort(doc! {"_id": 1})
+                    .batch_size(self.batch_size)
+                    .no_cursor_timeout(self.no_cursor_timeout)
+                    .await?
+            }
+        };
+        Ok(cursor)
+    }
+}
+
 fn read_range(
     plan: &Plan,
     options: &DirectOptions,
     ns: Namespace,
     filter: Document,
 ) -> BoxStream<'static, Result<Op>> {
-    let coll = plan.coll.clone();
-    let batch = plan.batch_size;
-    let allow_disk_use = options.allow_disk_use;
-    let no_cursor_timeout = options.no_cursor_timeout;
-    let pipeline = plan.pipeline.clone();
-    stream::once(async move {
-        let cursor = match pipeline {
-            Some(stages) => {
-                let mut p = Vec::with_capacity(stages.len() + 1);
-                if !filter.is_empty() {
-                    p.push(doc! {"$match": filter});
-                }
-                p.extend(stages);
-                coll.aggregate(p)
-                    .allow_disk_use(allow_disk_use)
-                    .batch_size(batch)
-                    .await
-            }
-            None => {
-                coll.find(filter)
-                    .batch_size(batch)
-                    .no_cursor_timeout(no_cursor_timeout)
-                    .await
-            }
-        };
-        match cursor {
-            Ok(c) => c
-                .map(move |d| d.map(|d| to_op(&ns, d)).map_err(Error::from))
-                .boxed(),
-            Err(e) => stream::once(async move { Err(Error::from(e)) }).boxed(),
-        }
+    let range = RangeRead {
+        coll: plan.coll.clone(),
+        ns,
+        filter,
+        pipeline: plan.pipeline.clone(),
+        batch_size: plan.batch_size,
+        allow_disk_use: options.allow_disk_use,
+        no_cursor_timeout: options.no_cursor_timeout,
+        retry: options.retry.clone(),
+        cursor: None,
+        last_id: None,
+        failures: 0,
+        done: false,
+    };
+    stream::unfold(range, |mut r| async move {
+        let item = r.next_item().await?;
+        Some((item, r))
     })
-    .flatten()
     .boxed()
 }
 
@@ -426,7 +585,17 @@ fn read_namespace(
     ns: Namespace,
 ) -> BoxStream<'static, Result<Op>> {
     stream::once(async move {
-        match plan(&client, &options, &ns).await {
+        let mut failures = 0;
+        let planned = loop {
+            match plan(&client, &options, &ns).await {
+                Err(e) if e.is_resumable() && failures < options.retry.max_retries => {
+                    failures += 1;
+                    tokio::time::sleep(options.retry.backoff(failures)).await;
+                }
+                other => break other,
+            }
+        };
+        match planned {
             Ok(Some(plan)) => {
                 let ranges: Vec<_> = plan
                     .filters
@@ -456,6 +625,23 @@ mod tests {
         assert_eq!(pick_bounds(&dup, 9), vec![Bson::Int32(1)]);
         assert!(pick_bounds(&sample, 1).is_empty());
         assert!(pick_bounds(&[], 9).is_empty());
+    }
+
+    #[test]
+    fn resume_filters_cover_later_type_brackets() {
+        assert_eq!(
+            resume_filter(&doc! {}, &Bson::MaxKey),
+            doc! {"_id": {"$gt": Bson::MaxKey}}
+        );
+        let f = resume_filter(&doc! {"_id": {"$gte": 5}}, &Bson::Int32(7));
+        let later: Vec<&str> = TYPE_ORDER[3..]
+            .iter()
+            .flat_map(|a| a.iter().copied())
+            .collect();
+        assert_eq!(
+            f,
+            doc! {"$and": [{"_id": {"$gte": 5}}, {"$or": [{"_id": {"$gt": 7}}, {"_id": {"$type": later}}]}]}
+        );
     }
 
     #[test]
