@@ -395,10 +395,10 @@ impl Expr {
     pub(crate) fn eval(&self, vars: &Vars<'_>) -> CmdResult<Option<Bson>> {
         match self {
             Expr::Literal(v) => Ok(Some(v.clone())),
-            Expr::Field(parts) => Ok(walk(&Bson::Document(vars.root.clone()), parts)),
+            Expr::Field(parts) => Ok(walk_doc(vars.root, parts)),
             Expr::Var(name, parts) => {
                 let base = match name.as_str() {
-                    "ROOT" => Bson::Document(vars.root.clone()),
+                    "ROOT" => return Ok(walk_doc(vars.root, parts)),
                     "REMOVE" => return Ok(None),
                     "NOW" => Bson::DateTime(vars.now),
                     _ => match vars.user.iter().rev().find(|(n, _)| n == name) {
@@ -505,6 +505,14 @@ fn arity(name: &str, n: usize, got: usize) -> CommandError {
         16020,
         format!("Expression {name} takes exactly {n} arguments. {got} were passed in."),
     )
+}
+
+/// [`walk`] starting at a document, without copying it.
+fn walk_doc(root: &Document, parts: &[String]) -> Option<Bson> {
+    match parts.split_first() {
+        None => Some(Bson::Document(root.clone())),
+        Some((first, rest)) => root.get(first).and_then(|v| walk(v, rest)),
+    }
 }
 
 /// Field path walk with implicit array traversal (SRV `ExpressionFieldPath::evaluatePath`).
