@@ -2026,6 +2026,105 @@ mod tests {
         );
     }
 
+    /// SRV jstests/replsets/oplog_format.js, verbatim expectations.
+    #[test]
+    fn server_oplog_format_js() {
+        let cases: Vec<(Document, Bson, Document, Document)> = vec![
+            (
+                doc! {"_id": 1, "a": 2},
+                bson!({"$inc": {"a": 1}, "$set": {"b": 2}}),
+                doc! {"_id": 1, "a": 3, "b": 2},
+                doc! {"$v": 2, "diff": {"u": {"a": 3}, "i": {"b": 2}}},
+            ),
+            (
+                doc! {"_id": 1, "c": 0},
+                bson!({"$inc": {"a": 1}, "$set": {"b": 2}}),
+                doc! {"_id": 1, "c": 0, "a": 1, "b": 2},
+                doc! {"$v": 2, "diff": {"i": {"a": 1, "b": 2}}},
+            ),
+            (
+                doc! {"_id": 1, "a": {"b": [1, 2], "c": [1, 2]}},
+                bson!({"$pull": {"a.b": 2, "a.c": 2}}),
+                doc! {"_id": 1, "a": {"b": [1], "c": [1]}},
+                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [1], "c": [1]}}}},
+            ),
+            (
+                doc! {"_id": 1, "a": 1, "b": 1},
+                bson!({"$set": {"a": 2, "b": 2}}),
+                doc! {"_id": 1, "a": 2, "b": 2},
+                doc! {"$v": 2, "diff": {"u": {"a": 2, "b": 2}}},
+            ),
+            (
+                doc! {"_id": 1, "a": 2},
+                bson!({"$set": {"a": 2, "b": 2}}),
+                doc! {"_id": 1, "a": 2, "b": 2},
+                doc! {"$v": 2, "diff": {"i": {"b": 2}}},
+            ),
+            (
+                doc! {"_id": 1, "a": 1},
+                bson!({"$set": {"a": 2, "b": 2}}),
+                doc! {"_id": 1, "a": 2, "b": 2},
+                doc! {"$v": 2, "diff": {"u": {"a": 2}, "i": {"b": 2}}},
+            ),
+            (
+                doc! {"_id": 1, "a": [2]},
+                bson!({"$inc": {"a.0": 1}}),
+                doc! {"_id": 1, "a": [3]},
+                doc! {"$v": 2, "diff": {"sa": {"a": true, "u0": 3}}},
+            ),
+            (
+                doc! {"_id": 1, "a": "foo"},
+                bson!({"$push": {"c": 18}}),
+                doc! {"_id": 1, "a": "foo", "c": [18]},
+                doc! {"$v": 2, "diff": {"i": {"c": [18]}}},
+            ),
+            (
+                doc! {"_id": 1, "a": {"b": [18]}},
+                bson!({"$push": {"a.b": {"$each": [1, 2], "$slice": -2}}}),
+                doc! {"_id": 1, "a": {"b": [1, 2]}},
+                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [1, 2]}}}},
+            ),
+            (
+                doc! {"_id": 1, "a": {"b": [{"c": 2}, {"c": 1}]}},
+                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$sort": {"c": 1}, "$slice": -100}}}),
+                doc! {"_id": 1, "a": {"b": [{"c": -1}, {"c": 1}, {"c": 2}]}},
+                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": -1}, {"c": 1}, {"c": 2}]}}}},
+            ),
+            (
+                doc! {"_id": 1, "a": [{"b": 2}, {"b": 1}]},
+                bson!({"$push": {"a": {"$each": [{"b": -1}], "$slice": -2, "$sort": {"b": 1}}}}),
+                doc! {"_id": 1, "a": [{"b": 1}, {"b": 2}]},
+                doc! {"$v": 2, "diff": {"u": {"a": [{"b": 1}, {"b": 2}]}}},
+            ),
+            (
+                doc! {"_id": 1, "a": {"b": [{"c": 2}, {"c": 1}]}},
+                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$slice": -2, "$sort": {"c": 1}}}}),
+                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": 2}]}},
+                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": 1}, {"c": 2}]}}}},
+            ),
+            (
+                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": 2}]}},
+                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$slice": -2, "$sort": {"c": -1}}}}),
+                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": -1}]}},
+                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": 1}, {"c": -1}]}}}},
+            ),
+        ];
+        for (before, spec, after, o) in cases {
+            let out = upd(before.clone(), spec.clone());
+            assert!(out.modified, "{spec}");
+            assert_eq!(out.new_doc, after, "{spec}");
+            assert_eq!(out.v2_diff, o, "{spec}");
+        }
+        // "bad $setOnInsert": no-op without upsert, no oplog entry
+        assert!(
+            !upd(
+                doc! {"_id": 1, "a": [3]},
+                bson!({"$setOnInsert": {"a": -1}})
+            )
+            .modified
+        );
+    }
+
     #[test]
     fn reference_example_subdocument() {
         let o = upd(
