@@ -66,7 +66,9 @@ impl Fake {
                     })
                     .max()
                     .unwrap_or(me.latency);
-                time::sleep(latency).await;
+                if !latency.is_zero() {
+                    time::sleep(latency).await;
+                }
                 me.in_flight.fetch_sub(1, AtomicOrdering::SeqCst);
                 if me.fail_ns.as_deref() == Some(&ns.to_string()) {
                     return Err(Error::Config(format!("fetch {n} failed")));
@@ -547,4 +549,28 @@ fn streams_are_send_and_unpin() {
     assert_send_sync::<mongotail::HashRing>();
     assert_send_sync::<mongotail::RingWorker>();
     assert_send_sync::<mongotail::ext::ClientFetcher>();
+}
+
+/// Real time: an input that is always ready (a burst) must not hold an open batch past
+/// its window, nor finished finds behind it. (The fake find answers at once: a find that
+/// needs the runtime's timer or network only completes when the task yields, which a
+/// real input does.)
+#[tokio::test(flavor = "current_thread")]
+async fn busy_input_does_not_starve_the_window_or_finished_finds() {
+    let fake = Fake::default();
+    let input = stream::iter(
+        std::iter::once(upd("db.c", 0, 0)).chain((1..4000).map(|i| ins("db.c", i, i as u32))),
+    )
+    // Always ready, but takes real time.
+    .inspect(|_| std::thread::sleep(Duration::from_micros(250)));
+    let out: Vec<Result<Op>> = input
+        .batch_fetch_with(fake.fetcher(), 50, Duration::from_millis(20))
+        .ordered(Ordering::Document)
+        .collect()
+        .await;
+    assert_eq!(out.len(), 4000);
+    let at = out.iter().position(|r| tag(r) == Some(0)).unwrap();
+    // 20 ms is about 80 inputs; allow a wide margin, far below the end of the burst.
+    assert!(at < 2000, "the update came out at position {at} of 4000");
+    assert!(out[at].as_ref().unwrap().data.is_some());
 }

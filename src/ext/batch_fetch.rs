@@ -315,7 +315,50 @@ where
                 }
             }
 
-            // 2. More input, while under capacity.
+            // 2. The open batch's deadline, checked against the clock on every turn so
+            //    that a busy input (always ready) cannot hold a batch past its window.
+            if *this.open_len > 0 {
+                if let Some(deadline) = this.deadline {
+                    if deadline.deadline() <= Instant::now() {
+                        seal(this.open, this.open_len, this.queued);
+                    }
+                }
+            }
+
+            // 3. Start finds while workers are free; take in every finished one.
+            let mut finished = false;
+            loop {
+                while this.in_flight.len() < *this.workers {
+                    let Some(job) = this.queued.pop_front() else {
+                        break;
+                    };
+                    tracing::debug!(
+                        namespace = %job.namespace,
+                        ids = job.ids.len(),
+                        ops = job.waiting.len(),
+                        "batch_fetch: fetching"
+                    );
+                    let fetch = this.fetcher.fetch(job.namespace, job.ids);
+                    let waiting = job.waiting;
+                    this.in_flight
+                        .push(async move { (waiting, fetch.await) }.boxed());
+                }
+                if this.in_flight.is_empty() {
+                    break;
+                }
+                match this.in_flight.poll_next_unpin(cx) {
+                    Poll::Ready(Some((waiting, result))) => {
+                        apply(this.sequencer, waiting, result);
+                        finished = true;
+                    }
+                    _ => break,
+                }
+            }
+            if finished {
+                continue;
+            }
+
+            // 4. More input, while under capacity.
             if !this.stream.is_done() && this.sequencer.len() < capacity {
                 match this.stream.as_mut().poll_next(cx) {
                     Poll::Ready(Some(Ok(op))) => {
@@ -373,7 +416,7 @@ where
                 }
             }
 
-            // 3. The open batch's deadline.
+            // 5. Wait for the open batch's deadline (registers the waker).
             if *this.open_len > 0 {
                 if let Some(deadline) = this.deadline {
                     if deadline.as_mut().poll(cx).is_ready() {
@@ -381,27 +424,6 @@ where
                         continue;
                     }
                 }
-            }
-
-            // 4. Start finds while workers are free, then collect finished ones.
-            while this.in_flight.len() < *this.workers {
-                let Some(job) = this.queued.pop_front() else {
-                    break;
-                };
-                tracing::debug!(
-                    namespace = %job.namespace,
-                    ids = job.ids.len(),
-                    ops = job.waiting.len(),
-                    "batch_fetch: fetching"
-                );
-                let fetch = this.fetcher.fetch(job.namespace, job.ids);
-                let waiting = job.waiting;
-                this.in_flight
-                    .push(async move { (waiting, fetch.await) }.boxed());
-            }
-            if let Poll::Ready(Some((waiting, result))) = this.in_flight.poll_next_unpin(cx) {
-                apply(this.sequencer, waiting, result);
-                continue;
             }
 
             if this.stream.is_done()
