@@ -422,3 +422,34 @@ async fn update_lookup_of_a_deleted_document_is_marked_missing() {
     );
     assert!(got[1].is_delete());
 }
+
+#[tokio::test]
+async fn history_lost_on_get_more_ends_the_stream() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_lost286");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .max_await_time(Duration::from_millis(100)),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    take_ops(&mut s, 1).await;
+    server
+        .fail_command(
+            doc! {"times": 1}.into(),
+            doc! {"failCommands": ["getMore"], "errorCode": 286},
+        )
+        .await;
+    match tokio::time::timeout(common::WAIT, s.next()).await.unwrap() {
+        Some(Err(Error::PositionLost { code, position, .. })) => {
+            assert_eq!(code, 286);
+            assert!(matches!(position, Position::ResumeToken(t) if t.contains_key("_data")));
+        }
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    assert!(s.next().await.is_none());
+    server.fail_off().await;
+}

@@ -531,3 +531,42 @@ async fn seek_moves_the_stream() {
     ops.control().seek(got[0].timestamp);
     assert_eq!(int_ids(&take_ops(&mut ops, 2).await), vec![2, 3]);
 }
+
+#[tokio::test]
+async fn capped_position_lost_on_get_more_ends_the_stream() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("lost136");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let start = server.latest_ts().await;
+    let mut ops = OplogStream::new(
+        &server.client,
+        OplogOptions::new()
+            .start_after(start)
+            .max_await_time(Duration::from_millis(100))
+            .namespace(ns(&format!("{db_name}.c"))),
+    );
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let first = take_ops(&mut ops, 1).await.remove(0);
+    server
+        .fail_command(
+            doc! {"times": 1}.into(),
+            doc! {"failCommands": ["getMore"], "errorCode": 136},
+        )
+        .await;
+    c.insert_one(doc! {"_id": 2}).await.unwrap();
+    match tokio::time::timeout(common::WAIT, ops.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(Error::PositionLost { position, code, .. })) => {
+            assert_eq!(code, 136);
+            assert_eq!(position, Position::Oplog(first.timestamp));
+        }
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    assert!(
+        ops.next().await.is_none(),
+        "the stream must end, never jump ahead"
+    );
+}

@@ -458,9 +458,6 @@ impl Tail {
                 message: e.to_string(),
             });
         }
-        if let (Error::Driver(_), Some(13)) = (&e, code) {
-            return Recovery::Fail(e);
-        }
         if e.is_resumable() && self.failures < self.options.retry.max_retries {
             self.failures += 1;
             tracing::warn!(error = %e, attempt = self.failures, "oplog tail: retrying after transient error");
