@@ -341,6 +341,15 @@ pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
             tx.send_replace(true);
         }
     }
+    assemble(sources, oplog, change_streams, rx)
+}
+
+fn assemble(
+    sources: SelectAll<BoxStream<'static, Result<Op>>>,
+    oplog: Option<OplogControl>,
+    change_streams: Vec<ChangeStreamControl>,
+    direct_done: watch::Receiver<bool>,
+) -> (OpStream, Handle) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             sources: Some(sources),
@@ -352,7 +361,77 @@ pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
         shared: shared.clone(),
         oplog,
         change_streams,
-        direct_done: rx,
+        direct_done,
     };
     (OpStream { shared }, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::stream;
+    use tokio_test::{assert_pending, assert_ready, task};
+
+    fn ops(n: i32) -> BoxStream<'static, Result<Op>> {
+        let ns = Namespace::parse("a.b").unwrap();
+        stream::iter((0..n).map(move |i| {
+            Ok(Op::new(
+                crate::OpKind::Insert,
+                ns.clone(),
+                Some(bson::Bson::Int32(i)),
+            ))
+        }))
+        .boxed()
+    }
+
+    fn pair(sources: Vec<BoxStream<'static, Result<Op>>>) -> (OpStream, Handle) {
+        let (tx, rx) = watch::channel(true);
+        drop(tx);
+        assemble(sources.into_iter().collect(), None, Vec::new(), rx)
+    }
+
+    #[test]
+    fn pause_returns_pending_and_resume_wakes() {
+        let (s, handle) = pair(vec![ops(2)]);
+        let mut s = task::spawn(s);
+        assert!(assert_ready!(s.poll_next()).is_some());
+        handle.pause();
+        assert_pending!(s.poll_next());
+        assert!(!s.is_woken());
+        handle.resume();
+        assert!(s.is_woken());
+        assert!(assert_ready!(s.poll_next()).is_some());
+        assert!(assert_ready!(s.poll_next()).is_none());
+        assert!(handle.is_stopped());
+    }
+
+    #[test]
+    fn stop_wakes_a_pending_consumer_and_is_idempotent() {
+        let (s, handle) = pair(vec![stream::pending().boxed()]);
+        let mut s = task::spawn(s);
+        assert_pending!(s.poll_next());
+        handle.stop();
+        assert!(s.is_woken());
+        assert!(assert_ready!(s.poll_next()).is_none());
+        handle.stop();
+        assert!(matches!(
+            handle.since(bson::Timestamp {
+                time: 1,
+                increment: 1
+            }),
+            Err(Error::Stopped)
+        ));
+    }
+
+    #[test]
+    fn merges_every_source_and_drop_stops() {
+        let (s, handle) = pair(vec![ops(3), ops(4)]);
+        let all: Vec<_> = futures::executor::block_on(s.collect::<Vec<_>>());
+        assert_eq!(all.len(), 7);
+        assert!(handle.is_stopped());
+        let (s, handle) = pair(vec![stream::pending().boxed()]);
+        assert!(!handle.is_stopped());
+        drop(s);
+        assert!(handle.is_stopped());
+    }
 }

@@ -63,7 +63,7 @@ pub type StartFn = Arc<dyn Fn(Client) -> BoxFuture<'static, Result<Timestamp>> +
 #[derive(Clone, Default)]
 #[non_exhaustive]
 pub enum StartAt {
-    /// After the newest entry present when the stream starts (default).
+    /// After the newest entry present when the stream is first polled (default).
     #[default]
     Latest,
     /// At the oldest entry still in the oplog.
