@@ -1,5 +1,7 @@
 //! `filter_ns`, `filter`, `chain_filters`, `decode`, `decode_with`: what they keep, that
 //! errors pass through in place, and waker behaviour.
+// `mongotail::Error` is large by design (see the crate's `result_large_err` allow).
+#![allow(clippy::result_large_err)]
 
 use bson::{doc, Bson};
 use futures::channel::mpsc;

@@ -1,6 +1,8 @@
 //! `batch_fetch` rules with a fake fetcher and paused time: batch size and deadline,
 //! waker behaviour, partial batch at end of input, errors in the middle of a batch,
 //! fetch failures, worker limit, orderings, bounded buffering, cancellation on drop.
+// `mongotail::Error` is large by design (see the crate's `result_large_err` allow).
+#![allow(clippy::result_large_err)]
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
