@@ -243,6 +243,36 @@ mod tests {
     }
 
     #[test]
+    fn lanes() {
+        use crate::op::{Namespace, OpKind};
+        use bson::Bson;
+        let ns = |s: &str| Namespace::parse(s).unwrap();
+        let op = |n: &str, id: Option<i32>| -> Op {
+            Op::new(OpKind::Update, ns(n), id.map(Bson::Int32))
+        };
+        let (a1, a2, b1, cmd) = (
+            op("d.a", Some(1)),
+            op("d.a", Some(2)),
+            op("d.b", Some(1)),
+            op("d.a", None),
+        );
+        assert_eq!(Ordering::Oplog.lane(&a1), Ordering::Oplog.lane(&b1));
+        assert_eq!(Ordering::Oplog.lane(&cmd), Lane::Chain(Vec::new()));
+        assert_eq!(Ordering::Namespace.lane(&a1), Ordering::Namespace.lane(&a2));
+        assert_ne!(Ordering::Namespace.lane(&a1), Ordering::Namespace.lane(&b1));
+        assert_eq!(Ordering::Namespace.lane(&cmd), Lane::Barrier);
+        assert_ne!(Ordering::Document.lane(&a1), Ordering::Document.lane(&a2));
+        assert_ne!(Ordering::Document.lane(&a1), Ordering::Document.lane(&b1));
+        assert_eq!(
+            Ordering::Document.lane(&a1),
+            Ordering::Document.lane(&a1.clone())
+        );
+        assert_eq!(Ordering::Document.lane(&cmd), Lane::Barrier);
+        assert_eq!(Ordering::Any.lane(&a1), Lane::Free);
+        assert_eq!(Ordering::Any.lane(&cmd), Lane::Free);
+    }
+
+    #[test]
     fn consecutive_barriers() {
         let mut s = Sequencer::default();
         s.push(Lane::Barrier, true, 0);
