@@ -1,0 +1,185 @@
+//! Shared by the benches: one embedded mongosim per bench file, a client runtime, and a
+//! recorder that prints the ratio between the two contenders of a bench.
+//!
+//! Set `MONGODB_URI` to run against a real replica set instead (the benches write into
+//! the `mongotail_bench` database and drop it first).
+
+#![allow(dead_code)] // each bench uses part of this module
+
+use std::collections::BTreeMap;
+use std::future::IntoFuture;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bson::{doc, Document, Timestamp};
+use criterion::Criterion;
+use mongodb::Client;
+
+/// The database the benches write into.
+pub const DB: &str = "mongotail_bench";
+
+/// A server (embedded unless `MONGODB_URI` is set) and a client runtime.
+pub struct Bench {
+    pub rt: tokio::runtime::Runtime,
+    pub client: Client,
+    pub sim: Option<mongosim::MongoSim>,
+}
+
+impl Bench {
+    /// Starts the server with a 2 GiB oplog (large enough for every bench's entries) and
+    /// no periodic no-op writes during measurements.
+    pub fn start() -> Bench {
+        Bench::start_with_thread_hook(|| {})
+    }
+
+    /// [`Bench::start`], running `hook` on each thread of the client runtime as it starts.
+    pub fn start_with_thread_hook(hook: fn()) -> Bench {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .on_thread_start(hook)
+            .build()
+            .expect("tokio runtime");
+        let (uri, sim) = match std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) {
+            Some(uri) => (uri, None),
+            None => {
+                let sim = mongosim::MongoSim::start(
+                    mongosim::Options::new()
+                        .oplog_size_bytes(2 << 30)
+                        .noop_interval(Duration::from_secs(3600)),
+                )
+                .expect("start mongosim");
+                (sim.uri(), Some(sim))
+            }
+        };
+        let client = rt
+            .block_on(Client::with_uri_str(&uri))
+            .expect("connect to the server");
+        rt.block_on(client.database(DB).drop().into_future())
+            .expect("drop the bench database");
+        Bench { rt, client, sim }
+    }
+
+    /// The `ts` of the newest oplog entry.
+    pub fn latest_ts(&self) -> Timestamp {
+        self.rt.block_on(async {
+            let entry = self
+                .client
+                .database("local")
+                .collection::<Document>("oplog.rs")
+                .find_one(doc! {})
+                .sort(doc! {"$natural": -1})
+                .projection(doc! {"ts": 1})
+                .await
+                .expect("read the oplog")
+                .expect("the oplog is empty");
+            entry.get_timestamp("ts").expect("oplog entry ts")
+        })
+    }
+
+    /// Inserts `n` documents made by `make` into `coll`, in batches.
+    pub fn insert(&self, coll: &str, n: usize, make: impl Fn(usize) -> Document) {
+        let coll = self.client.database(DB).collection::<Document>(coll);
+        self.rt.block_on(async {
+            let mut i = 0;
+            while i < n {
+                let end = (i + 5_000).min(n);
+                coll.insert_many((i..end).map(&make))
+                    .await
+                    .expect("insert bench documents");
+                i = end;
+            }
+        });
+    }
+}
+
+/// Criterion settings shared by every bench: 10 samples, short warm-up, a few seconds of
+/// measurement (each iteration processes the whole data set, so samples are flat).
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .configure_from_args()
+}
+
+/// The cluster time just after `ts`.
+pub fn just_after(ts: Timestamp) -> Timestamp {
+    match ts.increment.checked_add(1) {
+        Some(increment) => Timestamp {
+            time: ts.time,
+            increment,
+        },
+        None => Timestamp {
+            time: ts.time + 1,
+            increment: 0,
+        },
+    }
+}
+
+/// Per-iteration durations of each contender, to print their ratio after criterion's
+/// report (criterion does not hand its estimates back to the caller).
+#[derive(Clone, Default)]
+pub struct Recorder {
+    runs: Arc<Mutex<BTreeMap<&'static str, Vec<Duration>>>>,
+}
+
+impl Recorder {
+    pub fn record(&self, name: &'static str, d: Duration) {
+        self.runs
+            .lock()
+            .expect("recorder lock")
+            .entry(name)
+            .or_default()
+            .push(d);
+    }
+
+    /// Median duration of one iteration of `name`.
+    pub fn median(&self, name: &str) -> Option<Duration> {
+        let runs = self.runs.lock().expect("recorder lock");
+        let mut v = runs.get(name)?.clone();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort();
+        Some(v[v.len() / 2])
+    }
+
+    /// Prints `RATIO <bench> <a>/<b> = x`, the throughput of `a` over the throughput of
+    /// `b` (above 1: `a` is faster), with both throughputs in `unit`s per second.
+    pub fn print_ratio(&self, bench: &str, a: &str, b: &str, elements: u64, unit: &str) {
+        let (Some(ta), Some(tb)) = (self.median(a), self.median(b)) else {
+            eprintln!("RATIO {bench} {a}/{b} = n/a (a contender did not run)");
+            return;
+        };
+        let rate = |t: Duration| elements as f64 / t.as_secs_f64();
+        eprintln!(
+            "THROUGHPUT {bench} {a} = {:.0} {unit}/s (median {:.3} s per {elements})",
+            rate(ta),
+            ta.as_secs_f64()
+        );
+        eprintln!(
+            "THROUGHPUT {bench} {b} = {:.0} {unit}/s (median {:.3} s per {elements})",
+            rate(tb),
+            tb.as_secs_f64()
+        );
+        eprintln!(
+            "RATIO {bench} {a}/{b} = {:.2}",
+            tb.as_secs_f64() / ta.as_secs_f64()
+        );
+    }
+}
+
+/// Machine description for the report.
+pub fn print_machine() {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned());
+    eprintln!("MACHINE {cores} cores, {model}");
+}
