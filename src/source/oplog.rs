@@ -542,9 +542,10 @@ async fn first_entry_ts(coll: &Collection<Document>, natural: i32) -> Result<Opt
 /// `admin.$cmd` entry (transactions: `applyOps`, `commitTransaction`, `abortTransaction`;
 /// their inner ops are filtered client-side) and no-ops (to advance the position).
 pub(crate) fn server_filter(after: Option<Timestamp>, namespaces: &[Namespace]) -> Document {
-    let mut and: Vec<Bson> = Vec::new();
+    // `ts` stays a top-level predicate so the server can seek the oplog to it.
+    let mut filter = Document::new();
     if let Some(ts) = after {
-        and.push(doc! {"ts": {"$gt": ts}}.into());
+        filter.insert("ts", doc! {"$gt": ts});
     }
     if !namespaces.is_empty() {
         let mut exact: Vec<String> = vec!["admin.$cmd".to_owned()];
@@ -563,16 +564,9 @@ pub(crate) fn server_filter(after: Option<Timestamp>, namespaces: &[Namespace]) 
         }
         or.insert(0, doc! {"ns": {"$in": exact}}.into());
         or.push(doc! {"op": "n"}.into());
-        and.push(doc! {"$or": or}.into());
+        filter.insert("$or", or);
     }
-    match and.len() {
-        0 => Document::new(),
-        1 => match and.pop() {
-            Some(Bson::Document(d)) => d,
-            _ => Document::new(),
-        },
-        _ => doc! {"$and": and},
-    }
+    filter
 }
 
 fn regex_escape(s: &str) -> String {
@@ -1440,14 +1434,14 @@ mod tests {
         );
         assert_eq!(
             f,
-            doc! {"$and": [
-                {"ts": {"$gt": ts(1)}},
-                {"$or": [
+            doc! {
+                "ts": {"$gt": ts(1)},
+                "$or": [
                     {"ns": {"$in": ["admin.$cmd", "a.$cmd", "a.b", "c+d.$cmd"]}},
                     {"ns": {"$regex": "^c\\+d\\."}},
                     {"op": "n"},
-                ]},
-            ]}
+                ],
+            }
         );
     }
 
