@@ -194,7 +194,7 @@ impl Expr {
     }
 
     fn parse_op(name: &str, arg: &Bson) -> CmdResult<Expr> {
-        if name == "$literal" {
+        if name == "$literal" || name == "$const" {
             return Ok(Expr::Literal(arg.clone()));
         }
         if matches!(name, "$let" | "$map" | "$filter") {

@@ -1826,28 +1826,82 @@ fn value_size(v: &Bson) -> usize {
 }
 
 /// SRV `doc_diff::computeOplogDiff`: a `$v:2` diff of `pre` -> `post`, or `None` when a
-/// replacement is smaller.
+/// replacement is smaller. Sizes are the server's approximations
+/// (`diff_tree::InternalNode::ApproxBSONSizeTracker`: empty document diff 5 bytes, empty
+/// array diff 9, each entry name + 2 + value size, +8 for each new `d`/`u`/`i` section, +1
+/// for an `s` prefix, +7 for `l`).
 pub(crate) fn compute_oplog_diff(
     pre: &Document,
     post: &Document,
     padding: usize,
 ) -> Option<Document> {
-    let node = compute_doc_diff(pre, post, padding)?;
+    let (node, _) = compute_doc_diff(pre, post, padding)?;
     let diff = node.serialize();
-    if bson_size(&diff) < bson_size(post) {
-        Some(diff)
-    } else {
-        None
+    (bson_size(&diff) < bson_size(post)).then_some(diff)
+}
+
+/// A document diff under construction with its approximate size.
+struct DocDiff {
+    children: Vec<(String, DNode)>,
+    size: usize,
+    has_u: bool,
+    has_i: bool,
+    has_d: bool,
+}
+
+impl DocDiff {
+    fn new(padding: usize) -> Self {
+        DocDiff {
+            children: Vec::new(),
+            size: padding + 5,
+            has_u: false,
+            has_i: false,
+            has_d: false,
+        }
+    }
+
+    fn add(&mut self, name: &str, node: DNode, child_size: usize) {
+        self.size += name.len() + 2;
+        match &node {
+            DNode::Sub(_) | DNode::Arr(..) => self.size += child_size + 1,
+            DNode::Ins(_) => self.size += child_size,
+            DNode::Update(v) => {
+                self.size += value_size(v);
+                if !self.has_u {
+                    self.has_u = true;
+                    self.size += 8;
+                }
+            }
+            DNode::Insert(v) => {
+                self.size += value_size(v);
+                if !self.has_i {
+                    self.has_i = true;
+                    self.size += 8;
+                }
+            }
+            DNode::Delete => {
+                self.size += 1;
+                if !self.has_d {
+                    self.has_d = true;
+                    self.size += 8;
+                }
+            }
+        }
+        self.children.push((name.to_string(), node));
     }
 }
 
-fn compute_doc_diff(pre: &Document, post: &Document, padding: usize) -> Option<DNode> {
-    let mut children: Vec<(String, DNode)> = Vec::new();
+fn compute_doc_diff(pre: &Document, post: &Document, padding: usize) -> Option<(DNode, usize)> {
+    let post_size = bson_size(post);
+    let mut diff = DocDiff::new(padding);
     let mut deletes: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     let pre_v: Vec<(&String, &Bson)> = pre.iter().collect();
     let post_v: Vec<(&String, &Bson)> = post.iter().collect();
     let (mut i, mut j) = (0, 0);
     while i < pre_v.len() && j < post_v.len() {
+        if post_size < diff.size {
+            return None;
+        }
         let (pk, pv) = pre_v[i];
         let (qk, qv) = post_v[j];
         if pk == qk && binary_eq(pv, qv) && same_type(pv, qv) {
@@ -1856,7 +1910,8 @@ fn compute_doc_diff(pre: &Document, post: &Document, padding: usize) -> Option<D
             continue;
         }
         if pk == qk {
-            children.push((pk.clone(), sub_diff(pv, qv)));
+            let (node, size) = sub_diff(pv, qv);
+            diff.add(pk, node, size);
             i += 1;
             j += 1;
         } else {
@@ -1865,53 +1920,70 @@ fn compute_doc_diff(pre: &Document, post: &Document, padding: usize) -> Option<D
         }
     }
     while i < pre_v.len() {
-        children.push((pre_v[i].0.clone(), DNode::Delete));
+        diff.add(pre_v[i].0, DNode::Delete, 0);
         i += 1;
     }
     while j < post_v.len() {
         let (k, v) = post_v[j];
-        children.push((k.clone(), DNode::Insert(v.clone())));
+        diff.add(k, DNode::Insert(v.clone()), 0);
         deletes.remove(k);
         j += 1;
     }
     for k in deletes {
-        children.push((k, DNode::Delete));
+        diff.add(&k, DNode::Delete, 0);
     }
-    let node = DNode::Sub(children);
-    let size = bson_size(&node.serialize()) + padding;
-    (size < bson_size(post)).then_some(node)
+    (post_size > diff.size).then(|| (DNode::Sub(diff.children), diff.size))
 }
 
 fn same_type(a: &Bson, b: &Bson) -> bool {
     std::mem::discriminant(a) == std::mem::discriminant(b)
 }
 
-fn sub_diff(pre: &Bson, post: &Bson) -> DNode {
-    match (pre, post) {
-        (Bson::Document(a), Bson::Document(b)) => {
-            compute_doc_diff(a, b, 0).unwrap_or_else(|| DNode::Update(post.clone()))
-        }
-        (Bson::Array(a), Bson::Array(b)) => {
-            compute_array_diff(a, b).unwrap_or_else(|| DNode::Update(post.clone()))
-        }
-        _ => DNode::Update(post.clone()),
-    }
+/// SRV `calculateSubDiffHelper`: a sub-diff, or an update of the whole value when the
+/// sub-diff would not be smaller. Returns the node and its approximate size.
+fn sub_diff(pre: &Bson, post: &Bson) -> (DNode, usize) {
+    let sub = match (pre, post) {
+        (Bson::Document(a), Bson::Document(b)) => compute_doc_diff(a, b, 0),
+        (Bson::Array(a), Bson::Array(b)) => compute_array_diff(a, b),
+        _ => None,
+    };
+    sub.unwrap_or_else(|| (DNode::Update(post.clone()), 0))
 }
 
-fn compute_array_diff(pre: &[Bson], post: &[Bson]) -> Option<DNode> {
+fn compute_array_diff(pre: &[Bson], post: &[Bson]) -> Option<(DNode, usize)> {
+    let post_size = value_size(&Bson::Array(post.to_vec()));
     let mut children = BTreeMap::new();
+    let mut size = 9;
+    let mut add = |children: &mut BTreeMap<usize, DNode>,
+                   size: &mut usize,
+                   k: usize,
+                   node: DNode,
+                   child_size: usize| {
+        *size += 1 + k.to_string().len() + 2;
+        *size += match &node {
+            DNode::Update(v) | DNode::Insert(v) => value_size(v),
+            _ => child_size,
+        };
+        children.insert(k, node);
+    };
     let n = pre.len().min(post.len());
     for k in 0..n {
+        if post_size < size {
+            return None;
+        }
         if !(binary_eq(&pre[k], &post[k]) && same_type(&pre[k], &post[k])) {
-            children.insert(k, sub_diff(&pre[k], &post[k]));
+            let (node, child_size) = sub_diff(&pre[k], &post[k]);
+            add(&mut children, &mut size, k, node, child_size);
         }
     }
     for (k, v) in post.iter().enumerate().skip(n) {
-        children.insert(k, DNode::Update(v.clone()));
+        add(&mut children, &mut size, k, DNode::Update(v.clone()), 0);
     }
     let resize = (pre.len() > post.len()).then_some(post.len());
-    let node = DNode::Arr(children, resize);
-    (bson_size(&node.serialize()) < value_size(&Bson::Array(post.to_vec()))).then_some(node)
+    if resize.is_some() {
+        size += 7;
+    }
+    (post_size > size).then(|| (DNode::Arr(children, resize), size))
 }
 
 /// The document an upsert starts from: the equality predicates of its query
@@ -2122,6 +2194,218 @@ mod tests {
                 bson!({"$setOnInsert": {"a": -1}})
             )
             .modified
+        );
+    }
+
+    /// SRV jstests/replsets/v2_delta_oplog_entries.js: delta vs replacement for pipeline updates.
+    #[test]
+    fn server_v2_delta_oplog_entries_js() {
+        let giant = "_".repeat(100);
+        let medium = "zzzzzzzzzzzzzzzzzzzzzzzzzz";
+        #[derive(PartialEq, Debug)]
+        enum Kind {
+            Delta,
+            Replacement,
+            NoOp,
+        }
+        let cases: Vec<(Document, Bson, Document, Kind)> = vec![
+            (
+                doc! {"_id": 0, "x": 3, "y": 3, "padding": &giant},
+                bson!([{"$unset": ["x", "y"]}]),
+                doc! {"_id": 0, "padding": &giant},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 1, "x": "notSoLargeString", "y": 0},
+                bson!([{"$set": {"a": "foo", "y": 999}}]),
+                doc! {"_id": 1, "x": "notSoLargeString", "y": 999, "a": "foo"},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 2, "x": "notSoLargeString", "subObj": {"a": 1, "b": 2}},
+                bson!([{"$set": {"subObj.a": "foo", "y": 1}}]),
+                doc! {"_id": 2, "x": "notSoLargeString", "subObj": {"a": "foo", "b": 2}, "y": 1},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 3, "x": "notSoLargeString", "subObj": {"a": 1i64, "b": 2}},
+                bson!([{"$set": {"subObj.a": 1, "y": 1}}]),
+                doc! {"_id": 3, "x": "notSoLargeString", "subObj": {"a": 1, "b": 2}, "y": 1},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 4, "x": "notSoLargeString", "subObj": {"a": 1i64, "b": 2}},
+                bson!([{"$set": {"subObj.a": {"$const": {"newObj": {"subField": 1}}}, "y": 1}}]),
+                doc! {"_id": 4, "x": "notSoLargeString", "subObj": {"a": {"newObj": {"subField": 1}}, "b": 2}, "y": 1},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 5, "subObj": {"a": 1, "b": 2}},
+                bson!([{"$set": {"subObj.c": "foo"}}]),
+                doc! {"_id": 5, "subObj": {"a": 1, "b": 2, "c": "foo"}},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 6, "subObj": {"a": 1, "b": 2}, "toRemove": "foo", "padding": &giant},
+                bson!([{"$project": {"subObj": 1, "padding": 1}}, {"$set": {"subObj.c": "foo"}}]),
+                doc! {"_id": 6, "subObj": {"a": 1, "b": 2, "c": "foo"}, "padding": &giant},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 7, "toRemove": "foo", "subObj": {"a": 1, "b": 2}},
+                bson!([{"$project": {"subObj": 1}}]),
+                doc! {"_id": 7, "subObj": {"a": 1, "b": 2}},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 8, "x": "foo", "subObj": {"a": 1, "toRemove": 2}, "padding": &giant},
+                bson!([{"$project": {"subObj": {"a": 1}, "padding": 1}}]),
+                doc! {"_id": 8, "subObj": {"a": 1}, "padding": &giant},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}},
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}}}}]),
+                doc! {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}},
+                Kind::NoOp,
+            ),
+            (
+                doc! {"_id": 10, "x": "foo", "subObj": {"a": 1, "b": 2}, "padding": &giant},
+                bson!([{"$replaceRoot": {"newRoot": {"x": "bar", "subObj": {"a": 1, "b": 2}, "padding": &giant}}}]),
+                doc! {"_id": 10, "x": "bar", "subObj": {"a": 1, "b": 2}, "padding": &giant},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 11, "x": "foo", "subObj": {"a": 1, "b": 2}},
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 11, "newField": medium}}}]),
+                doc! {"_id": 11, "newField": medium},
+                Kind::Replacement,
+            ),
+            (
+                doc! {"_id": 12, "padding": &giant, "a": 1, "b": {"c": 2, "d": {"e": 3, "f": 6}}, "z": 3},
+                bson!([{"$unset": ["b.d.f"]}, {"$set": {"b.a": 5, "b.b": 3, "b.c": 2, "b.d.d": 2, "b.d.e": 10, "z": 7}}]),
+                doc! {"_id": 12, "padding": &giant, "a": 1, "b": {"c": 2, "d": {"e": 10, "d": 2}, "a": 5, "b": 3}, "z": 7},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 13, "padding": &giant, "arrField": [{"x": 1}, {"x": 2}]},
+                bson!([{"$set": {"arrField.x": 5}}]),
+                doc! {"_id": 13, "padding": &giant, "arrField": [{"x": 5}, {"x": 5}]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 14, "x": "foo", "y": "bar", "z": "baz"},
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 14, "z": "baz", "y": "bar", "x": "foo"}}}]),
+                doc! {"_id": 14, "z": "baz", "y": "bar", "x": "foo"},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 15, "padding": &giant, "x": "foo", "y": "bar"},
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 15, "padding": &giant, "y": "bar", "x": "foo"}}}]),
+                doc! {"_id": 15, "padding": &giant, "y": "bar", "x": "foo"},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 16, "padding": &giant, "a": 1, "b": 1, "c": 1, "d": 1},
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 16, "padding": &giant, "a": 1, "c": 1, "b": 1, "d": 1}}}]),
+                doc! {"_id": 16, "padding": &giant, "a": 1, "c": 1, "b": 1, "d": 1},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 17, "padding": &giant, "a": [1, 2, 3, 4, 5]},
+                bson!([{"$set": {"a": [1, 2, 999, 4, 5]}}]),
+                doc! {"_id": 17, "padding": &giant, "a": [1, 2, 999, 4, 5]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 18, "padding": &giant, "a": [1, 2, 3, {"b": 1}, 5]},
+                bson!([{"$set": {"a": [1, 2, 3, {"b": 2}, 5]}}]),
+                doc! {"_id": 18, "padding": &giant, "a": [1, 2, 3, {"b": 2}, 5]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 19, "padding": &giant, "a": [1, 2, 3, {"b": [{"c": 1}]}, 5]},
+                bson!([{"$set": {"a": [1, 2, 3, {"b": [{"c": 999}]}, 5]}}]),
+                doc! {"_id": 19, "padding": &giant, "a": [1, 2, 3, {"b": [{"c": 999}]}, 5]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 20, "padding": &giant, "a": [1, 2, 3]},
+                bson!([{"$set": {"a": [1, 2, 3, 4, 5]}}]),
+                doc! {"_id": 20, "padding": &giant, "a": [1, 2, 3, 4, 5]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 21, "padding": &giant, "a": [1, 2, 3]},
+                bson!([{"$set": {"a": [1, 2]}}]),
+                doc! {"_id": 21, "padding": &giant, "a": [1, 2]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 22, "padding": &giant, "a": [1, {"b": 10}, 3]},
+                bson!([{"$set": {"a": [1, {"b": 9}]}}]),
+                doc! {"_id": 22, "padding": &giant, "a": [1, {"b": 9}]},
+                Kind::Delta,
+            ),
+            (
+                doc! {"_id": 23, "padding": &giant, "a": [1, 2, 999, 3, 4]},
+                bson!([{"$set": {"a": [1, 2, 3, 4]}}]),
+                doc! {"_id": 23, "padding": &giant, "a": [1, 2, 3, 4]},
+                Kind::Delta,
+            ),
+        ];
+        // The mongo shell sends JS numbers as doubles: mirror that, it changes the sizes.
+        fn shell(b: Bson) -> Bson {
+            match b {
+                Bson::Int32(i) => Bson::Double(f64::from(i)),
+                Bson::Document(d) => {
+                    Bson::Document(d.into_iter().map(|(k, v)| (k, shell(v))).collect())
+                }
+                Bson::Array(a) => Bson::Array(a.into_iter().map(shell).collect()),
+                other => other,
+            }
+        }
+        fn shell_doc(d: Document) -> Document {
+            match shell(Bson::Document(d)) {
+                Bson::Document(d) => d,
+                _ => Document::new(),
+            }
+        }
+        for (pre, spec, post, kind) in cases {
+            let (pre, spec, post) = (shell_doc(pre), shell(spec), shell_doc(post));
+            let o = upd(pre.clone(), spec.clone());
+            assert_eq!(o.new_doc, post, "{spec}");
+            let got = if !o.modified {
+                Kind::NoOp
+            } else if o.is_replacement {
+                Kind::Replacement
+            } else {
+                Kind::Delta
+            };
+            assert_eq!(got, kind, "{spec}: {}", o.v2_diff);
+            if kind == Kind::Delta {
+                let keys: Vec<&String> = o.v2_diff.keys().collect();
+                assert_eq!(keys, vec!["$v", "diff"]);
+            }
+        }
+        // the exact diffs of two of them
+        let o = upd(
+            shell_doc(doc! {"_id": 14, "x": "foo", "y": "bar", "z": "baz"}),
+            shell(
+                bson!([{"$replaceRoot": {"newRoot": {"_id": 14, "z": "baz", "y": "bar", "x": "foo"}}}]),
+            ),
+        );
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"i": {"y": "bar", "x": "foo"}}}
+        );
+        let o = upd(
+            shell_doc(doc! {"_id": 23, "padding": &giant, "a": [1, 2, 999, 3, 4]}),
+            shell(bson!([{"$set": {"a": [1, 2, 3, 4]}}])),
+        );
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"sa": {"a": true, "l": 4, "u2": 3.0, "u3": 4.0}}}
         );
     }
 
