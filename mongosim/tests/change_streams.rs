@@ -941,3 +941,41 @@ async fn change_stream_not_allowed_in_transaction() {
     };
     assert_eq!(code(&err), Some(263), "{err}");
 }
+
+#[tokio::test]
+async fn view_definitions_as_expanded_events() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    if server_version(&client).await == ServerVersion::V4_4 {
+        return;
+    }
+    let db_name = unique_db("cs_views");
+    let db = client.database(&db_name);
+    let mut stream = db
+        .watch()
+        .show_expanded_events(true)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    db.run_command(doc! {"create": "v", "viewOn": "src", "pipeline": [{"$match": {"a": 1}}]})
+        .await
+        .unwrap();
+    db.collection::<Document>("v").drop().await.unwrap();
+    let create = next(&mut stream).await;
+    assert_eq!(create.get_str("operationType").unwrap(), "create");
+    assert_eq!(
+        create.get_document("ns").unwrap(),
+        &doc! {"db": &db_name, "coll": "v"}
+    );
+    assert_eq!(
+        create.get_document("operationDescription").unwrap(),
+        &doc! {"viewOn": "src", "pipeline": [{"$match": {"a": 1}}]}
+    );
+    assert!(create.get("collectionUUID").is_none());
+    let drop = next(&mut stream).await;
+    assert_eq!(drop.get_str("operationType").unwrap(), "drop");
+    assert_eq!(
+        drop.get_document("ns").unwrap(),
+        &doc! {"db": &db_name, "coll": "v"}
+    );
+}

@@ -334,3 +334,43 @@ async fn batched_deletes_are_one_apply_ops_without_session() {
         assert_eq!(txn_op_index(&ev), i);
     }
 }
+
+#[tokio::test]
+async fn unsatisfiable_write_concern_on_commit() {
+    use mongodb::options::{TransactionOptions, WriteConcern};
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = client.database(&unique_db("txn_wc"));
+    db.create_collection("c").await.unwrap();
+    let coll = db.collection::<Document>("c");
+    let mut session = client.start_session().await.unwrap();
+    session
+        .start_transaction()
+        .with_options(
+            TransactionOptions::builder()
+                .write_concern(
+                    WriteConcern::builder()
+                        .w(mongodb::options::Acknowledgment::Nodes(10))
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    // the commit happens; a one-node set reports 100 UnsatisfiableWriteConcern after it
+    let err = session.commit_transaction().await.unwrap_err();
+    match &*err.kind {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteConcernError(wce)) => {
+            assert_eq!(wce.code, 100);
+            assert_eq!(wce.code_name, "UnsatisfiableWriteConcern");
+        }
+        other => panic!("expected a write concern error, got {other:?}"),
+    }
+    assert!(!err.contains_label("TransientTransactionError"));
+    assert!(!err.contains_label("UnknownTransactionCommitResult"));
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
+}

@@ -633,13 +633,35 @@ impl ChangeStreamCursor {
                 return Ok(out.finish(false));
             };
             let ts = entry.timestamp();
+            self.next_seq += 1;
+            self.last_scanned = Some(ts);
+            if !self.may_produce_events(&entry.raw) {
+                continue;
+            }
             let doc = entry
                 .raw
                 .to_document()
                 .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
-            self.next_seq += 1;
-            self.last_scanned = Some(ts);
             self.events_from_entry(&doc)?;
+        }
+    }
+
+    /// Cheap look at the raw entry (SRV builds the same oplog filter on `op`/`ns`): no-ops
+    /// and CRUD entries on namespaces the stream does not watch are skipped unparsed.
+    fn may_produce_events(&self, raw: &bson::RawDocument) -> bool {
+        let op = raw.get_str("op").unwrap_or("");
+        let ns = raw.get_str("ns").unwrap_or("");
+        match op {
+            "n" => false,
+            "i" | "u" | "d" => {
+                let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+                if coll == "system.views" {
+                    return self.spec.show_expanded
+                        && !matches!(self.level, Level::Collection { .. });
+                }
+                self.watches(db, coll)
+            }
+            _ => true,
         }
     }
 
@@ -859,6 +881,9 @@ impl ChangeStreamCursor {
         };
         let o = e.get_document("o").cloned().unwrap_or_default();
         let modern = self.version != ServerVersion::V4_4;
+        if coll == "system.views" && !matches!(self.level, Level::Collection { .. }) {
+            return self.view_event(e, &o, ts, wall, txn);
+        }
 
         let operation_type: &str;
         let mut full_document: Option<Bson> = None;
@@ -1326,6 +1351,77 @@ impl PreImages {
             apply_ops_index: 0,
             uuid: u,
         })
+    }
+}
+
+impl ChangeStreamCursor {
+    /// SRV `ChangeStreamViewDefinitionEventTransformation`: on database and cluster streams
+    /// with `showExpandedEvents`, an insert / replacement / delete in `<db>.system.views` is
+    /// the `create` / `modify` / `drop` of a view (`nsType` is 8.1+, not emitted here).
+    fn view_event(
+        &mut self,
+        e: &Document,
+        o: &Document,
+        ts: Timestamp,
+        wall: Option<Bson>,
+        txn: Option<(i32, &TxnFields)>,
+    ) -> CmdResult<()> {
+        if !self.spec.show_expanded {
+            return Ok(());
+        }
+        let Ok(view_ns) = o.get_str("_id") else {
+            return Ok(());
+        };
+        let (vdb, vcoll) = view_ns.split_once('.').unwrap_or((view_ns, ""));
+        if !self.watches(vdb, vcoll) {
+            return Ok(());
+        }
+        let mut desc = o.clone();
+        desc.remove("_id");
+        let (operation_type, operation_description) = match e.get_str("op").unwrap_or("") {
+            "i" => ("create", Some(desc)),
+            "u" if o.contains_key("_id") => ("modify", Some(desc)),
+            "d" => ("drop", None),
+            _ => return Ok(()),
+        };
+        let uuid = match e.get("ui") {
+            Some(Bson::Binary(b)) if b.bytes.len() == 16 => {
+                let mut u = [0u8; 16];
+                u.copy_from_slice(&b.bytes);
+                Some(u)
+            }
+            _ => None,
+        };
+        let txn_op_index = txn.map(|(i, _)| i).unwrap_or(0);
+        let token = ResumeTokenData::event(
+            ts,
+            self.token_version,
+            txn_op_index,
+            uuid,
+            operation_type,
+            None,
+            operation_description.as_ref(),
+        );
+        let mut ev = doc! {
+            "_id": token.to_document(),
+            "operationType": operation_type,
+            "clusterTime": ts,
+        };
+        if let Some(w) = wall {
+            ev.insert("wallTime", w);
+        }
+        ev.insert("ns", doc! {"db": vdb, "coll": vcoll});
+        if let Some(d) = operation_description {
+            ev.insert("operationDescription", d);
+        }
+        self.pending.push_back(Candidate {
+            token,
+            event: ev,
+            lookup: None,
+            invalidate: false,
+            image: None,
+        });
+        Ok(())
     }
 }
 

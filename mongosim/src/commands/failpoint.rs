@@ -453,6 +453,11 @@ pub(crate) fn after_command(
             Err(err)
         }
         Ok(mut body) => {
+            if WRITE_CONCERN_COMMANDS.contains(&facts.name.as_str()) && ctx.shared.is_repl_set() {
+                if let Some(wce) = ctx.write_concern.as_ref().and_then(unsatisfiable) {
+                    body.insert("writeConcernError", wce);
+                }
+            }
             if WRITE_CONCERN_COMMANDS.contains(&facts.name.as_str()) {
                 let failpoints = ctx.shared.failpoints.clone();
                 let fired = failpoints.evaluate("failCommand", |data| {
@@ -476,6 +481,44 @@ pub(crate) fn after_command(
             Ok(body)
         }
     }
+}
+
+/// The write-concern error a one-node replica set reports after the write for a `w` it can
+/// never satisfy (SRV `write_concern.cpp` `waitForWriteConcern` / `repl_set_config.cpp`):
+/// a number above 1 -> 100 UnsatisfiableWriteConcern "Not enough data-bearing nodes"; a tag
+/// other than `majority` -> 79 UnknownReplWriteConcern.
+fn unsatisfiable(wc: &Document) -> Option<Document> {
+    let mut resolved = wc.clone();
+    resolved.remove("provenance");
+    if !resolved.contains_key("wtimeout") {
+        resolved.insert("wtimeout", 0);
+    }
+    resolved.insert("provenance", "clientSupplied");
+    let (code, name, msg) = match wc.get("w")? {
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) => {
+            let n = int_field(wc, "w").unwrap_or(1);
+            if n <= 1 {
+                return None;
+            }
+            (
+                100,
+                "UnsatisfiableWriteConcern",
+                "Not enough data-bearing nodes".to_string(),
+            )
+        }
+        Bson::String(tag) if tag != "majority" => (
+            79,
+            "UnknownReplWriteConcern",
+            format!("No write concern mode named '{tag}' found in replica set configuration"),
+        ),
+        _ => return None,
+    };
+    Some(doc! {
+        "code": code,
+        "codeName": name,
+        "errmsg": msg,
+        "errInfo": {"writeConcern": resolved},
+    })
 }
 
 /// SRV `error_labels.cpp` `getErrorLabels` / `ErrorLabelBuilder::build`. `code` 0 = no
