@@ -576,3 +576,18 @@ async fn busy_input_does_not_starve_the_window_or_finished_finds() {
     assert!(at < 2000, "the update came out at position {at} of 4000");
     assert!(out[at].as_ref().unwrap().data.is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn endless_window_waits_for_size_or_end_of_input() {
+    let fake = Fake::default();
+    let (tx, rx) = channel();
+    let mut s = task::spawn(rx.batch_fetch_with(fake.fetcher(), 2, Duration::MAX));
+    tx.unbounded_send(upd("db.c", 1, 1)).unwrap();
+    assert_pending!(s.poll_next());
+    time::sleep(Duration::from_secs(3600)).await;
+    assert_pending!(s.poll_next());
+    assert!(fake.calls().is_empty());
+    drop(tx);
+    let op = assert_ready!(s.poll_next()).unwrap().unwrap();
+    assert!(op.data.is_some());
+}

@@ -96,6 +96,9 @@ impl Fetcher for ClientFetcher {
     }
 }
 
+/// Stands in for a window too long to represent: about 30 years.
+const FAR_FUTURE: Duration = Duration::from_secs(86_400 * 365 * 30);
+
 /// What the release queue holds: an op, an error from the input (no op), or an op with
 /// the error of its failed fetch when it is the first op of that fetch (the error goes
 /// out just before it).
@@ -375,7 +378,9 @@ where
                         let namespace = op.namespace.clone();
                         let seq = this.sequencer.push(lane, false, Payload::op(op));
                         if *this.open_len == 0 {
-                            let at = Instant::now() + *this.window;
+                            let now = Instant::now();
+                            // A window too long to add (`Duration::MAX`) means "never".
+                            let at = now.checked_add(*this.window).unwrap_or(now + FAR_FUTURE);
                             match this.deadline {
                                 Some(deadline) => deadline.as_mut().reset(at),
                                 None => {
