@@ -1954,11 +1954,11 @@ fn compute_array_diff(pre: &[Bson], post: &[Bson]) -> Option<(DNode, usize)> {
     let post_size = value_size(&Bson::Array(post.to_vec()));
     let mut children = BTreeMap::new();
     let mut size = 9;
-    let mut add = |children: &mut BTreeMap<usize, DNode>,
-                   size: &mut usize,
-                   k: usize,
-                   node: DNode,
-                   child_size: usize| {
+    let add = |children: &mut BTreeMap<usize, DNode>,
+               size: &mut usize,
+               k: usize,
+               node: DNode,
+               child_size: usize| {
         *size += 1 + k.to_string().len() + 2;
         *size += match &node {
             DNode::Update(v) | DNode::Insert(v) => value_size(v),
