@@ -518,7 +518,7 @@ impl std::fmt::Debug for ChangeStreamCursor {
 }
 
 fn add_tick(ts: Timestamp) -> Timestamp {
-    ts_from_key(ts_key(ts) + 1)
+    ts_from_key(ts_key(ts).saturating_add(1))
 }
 
 impl ChangeStreamCursor {
