@@ -453,3 +453,33 @@ async fn history_lost_on_get_more_ends_the_stream() {
     assert!(s.next().await.is_none());
     server.fail_off().await;
 }
+
+#[tokio::test]
+async fn database_stream_continues_after_drop_database() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_dropdb");
+    let db = server.client.database(&db_name);
+    db.collection::<Document>("a")
+        .insert_one(doc! {"_id": 0})
+        .await
+        .unwrap();
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new().namespace(Namespace::database(&db_name).unwrap()),
+    );
+    opened(&mut s).await;
+    db.drop().await.unwrap();
+    db.collection::<Document>("b")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    let got = take_ops(&mut s, 3).await;
+    let kinds: Vec<_> = got.iter().map(|o| o.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![OpKind::DropCollection, OpKind::DropDatabase, OpKind::Insert],
+        "{got:#?}"
+    );
+    assert_eq!(got[1].namespace.to_string(), db_name);
+    assert_eq!(got[2].collection(), "b");
+}

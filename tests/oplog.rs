@@ -207,8 +207,17 @@ async fn update_data_as_delta_carries_the_raw_update() {
 }
 
 #[tokio::test]
-async fn transactions_committed_and_aborted() {
-    let server = TestServer::start().await;
+async fn transactions_committed_and_aborted_7_0() {
+    transactions_committed_and_aborted(ServerVersion::V7_0).await;
+}
+
+#[tokio::test]
+async fn transactions_committed_and_aborted_4_4() {
+    transactions_committed_and_aborted(ServerVersion::V4_4).await;
+}
+
+async fn transactions_committed_and_aborted(version: ServerVersion) {
+    let server = TestServer::with(mongosim::Options::new().version(version)).await;
     let db_name = unique_db("txn");
     let db = server.client.database(&db_name);
     let c = db.collection::<Document>("c");
