@@ -1230,6 +1230,43 @@ mod tests {
     }
 
     #[test]
+    fn four_four_format_entries() {
+        // reference §4.3/§4.4: no `o2` on inserts, `$v: 1` updates, legacy `h`, Int32 `v`.
+        let entries = [
+            doc! {"op": "i", "ns": "test.coll", "o": {"_id": 1, "a": 1}, "ts": ts(1), "t": 1i64, "h": 0i64, "v": 2, "wall": bson::DateTime::from_millis(1)},
+            doc! {"op": "u", "ns": "test.coll", "o": {"$v": 1, "$set": {"a": 2}}, "o2": {"_id": 1}, "ts": ts(2), "t": 1i64, "v": 2},
+        ];
+        let ops = decode_all(&entries);
+        assert_eq!(ops[0].document_key, Some(doc! {"_id": 1}));
+        assert_eq!(
+            ops[1].update.as_ref().unwrap().updated_fields,
+            doc! {"a": 2}
+        );
+    }
+
+    #[test]
+    fn other_commands_and_unknown_ops() {
+        let entries = [
+            doc! {"op": "c", "ns": "test.$cmd", "o": {"dropIndexes": "c", "index": "a_1"}, "o2": {"v": 2, "key": {"a": 1}, "name": "a_1"}, "ts": ts(1)},
+            doc! {"op": "c", "ns": "test.$cmd", "o": {"collMod": "c", "validator": {}}, "ts": ts(2)},
+            doc! {"op": "c", "ns": "test.$cmd", "o": {"startIndexBuild": "c", "indexBuildUUID": 1, "indexes": []}, "ts": ts(3)},
+            doc! {"op": "xi", "ns": "test.c", "o": {"k": 1}, "ts": ts(4)},
+            doc! {"op": "c", "ns": "test.$cmd", "o": {"create": "v", "viewOn": "c", "pipeline": []}, "ts": ts(5)},
+        ];
+        let ops = decode_all(&entries);
+        assert_eq!(ops[0].kind, OpKind::Command("dropIndexes".into()));
+        assert_eq!(ops[0].namespace.to_string(), "test.c");
+        assert_eq!(ops[1].kind, OpKind::Command("collMod".into()));
+        assert_eq!(ops[2].kind, OpKind::Command("startIndexBuild".into()));
+        assert_eq!(ops[3].kind, OpKind::Other("xi".into()));
+        assert_eq!(ops[4].kind, OpKind::Create);
+        assert_eq!(
+            ops[4].data.as_ref().unwrap().get_str("viewOn").unwrap(),
+            "c"
+        );
+    }
+
+    #[test]
     fn update_as_delta() {
         let o = doc! {"$v": 1, "$set": {"a": 1}};
         let e = doc! {"op": "u", "ns": "a.b", "o": o.clone(), "o2": {"_id": 1}, "ts": ts(1)};
