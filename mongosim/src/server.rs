@@ -38,6 +38,8 @@ pub(crate) struct Shared {
     pub(crate) failpoints: Arc<crate::commands::failpoint::FailPoints>,
     /// Multi-document transactions by session (`commands/txn.rs`).
     pub(crate) txns: Arc<crate::commands::txn::Transactions>,
+    /// Logical sessions: ended sessions, transaction start times (`commands/sessions.rs`).
+    pub(crate) sessions: Arc<crate::commands::sessions::SessionCache>,
     next_conn_id: AtomicI64,
     shutdown: watch::Receiver<bool>,
 }
@@ -54,6 +56,7 @@ impl Shared {
             stats: Stats::default(),
             failpoints: self.failpoints.clone(),
             txns: self.txns.clone(),
+            sessions: self.sessions.clone(),
             next_conn_id: AtomicI64::new(0),
             shutdown: self.shutdown.clone(),
         }
@@ -138,6 +141,7 @@ impl MongoSim {
             stats: Stats::default(),
             failpoints: Arc::default(),
             txns: Arc::default(),
+            sessions: Arc::default(),
             next_conn_id: AtomicI64::new(1),
             shutdown: shutdown_rx,
         });
@@ -219,6 +223,7 @@ async fn serve(shared: Arc<Shared>, listener: StdTcpListener) {
     let mut shutdown = shared.shutdown_signal();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(periodic_noop(shared.clone()));
+    tasks.spawn(commands::sessions::background_jobs(shared.clone()));
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|stop| *stop) => break,

@@ -214,6 +214,27 @@ fn unknown_command_is_59() {
 }
 
 #[test]
+fn command_lookup_comes_before_the_database_name_check() {
+    // SRV service_entry_point_common.cpp: `findCommand` (59) runs in `receivedCommands`
+    // before `ExecCommandDatabase` validates the database name (73).
+    let sim = MongoSim::start(Options::new()).unwrap();
+    let mut s = connect(&sim);
+    let reply = command(&mut s, 1, doc! {"frobnicate": 1, "$db": "a.b"});
+    assert_error(&reply, 59, "CommandNotFound");
+    // A test command is unknown when test commands are off, whatever the database.
+    let sim = MongoSim::start(Options::new().enable_test_commands(false)).unwrap();
+    let mut s = connect(&sim);
+    let reply = command(
+        &mut s,
+        1,
+        doc! {"configureFailPoint": "failCommand", "mode": "off", "$db": "a b"},
+    );
+    assert_error(&reply, 59, "CommandNotFound");
+    let reply = command(&mut s, 2, doc! {"ping": 1, "$db": "a b"});
+    assert_error(&reply, 73, "InvalidNamespace");
+}
+
+#[test]
 fn invalid_database_names_are_73_before_any_command_runs() {
     let sim = MongoSim::start(Options::new()).unwrap();
     let mut s = connect(&sim);

@@ -1,4 +1,4 @@
-//! Administrative and connection-level commands: `ping`, `buildInfo`, `endSessions`,
+//! Administrative and connection-level commands: `ping`, `buildInfo`,
 //! `getParameter`, `getCmdLineOpts`, `replSetGetStatus`, `hostInfo`, `whatsmyuri`,
 //! `connectionStatus`, `serverStatus` (reference §7.7, §7.9).
 
@@ -62,27 +62,6 @@ pub(crate) async fn build_info(ctx: &mut Ctx<'_>, _req: Request) -> CmdResult<Do
         "maxBsonObjectSize": MAX_BSON_OBJECT_SIZE as i32,
         "storageEngines": ["devnull", "wiredTiger"],
     })
-}
-
-/// `endSessions: [lsid…]`: drivers send it at shutdown and ignore errors (SPEC-SESS). Sessions
-/// hold no server resources here beyond what transactions track.
-pub(crate) async fn end_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
-    match req.target() {
-        Some(Bson::Array(ids)) => {
-            let mut lsids = Vec::new();
-            for id in ids {
-                match id {
-                    Bson::Document(d) => lsids.push(d.clone()),
-                    _ => return Err(super::wrong_type("endSessions.0", id, "object")),
-                }
-            }
-            // Ending a session aborts its open transaction (txn.rs).
-            super::txn::end_sessions(&ctx.shared, &lsids);
-            Ok(Document::new())
-        }
-        Some(other) => Err(super::wrong_type("endSessions", other, "array")),
-        None => Ok(Document::new()),
-    }
 }
 
 /// The parameters `getParameter` knows (name -> value for this server).

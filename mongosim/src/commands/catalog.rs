@@ -651,14 +651,27 @@ pub(crate) async fn list_databases(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         let empty = d.colls.values().all(|c| c.count() == 0);
         dbs.push((name.clone(), size, empty));
     }
-    if let Some(o) = &engine.oplog {
-        let size = 4096 + round4k(o.bytes());
-        match dbs.iter_mut().find(|d| d.0 == "local") {
+    // Databases every mongod has (SIMFIX): `admin` (system.version, plus system.keys on a
+    // replica set), `config` (system.sessions, transactions, image_collection) and `local`
+    // (startup_log, plus oplog.rs and the replset.* collections on a replica set). A fresh
+    // 7.0 single-node set lists exactly these three; sizes are those of nearly empty
+    // WiredTiger files (4 KiB per collection / index file).
+    let local_size = 4096 * 2
+        + engine
+            .oplog
+            .as_ref()
+            .map_or(0, |o| 4096 + round4k(o.bytes()));
+    for (name, size) in [
+        ("admin", 4096 * 10),
+        ("config", 4096 * 3),
+        ("local", local_size),
+    ] {
+        match dbs.iter_mut().find(|d| d.0 == name) {
             Some(d) => {
                 d.1 += size;
                 d.2 = false;
             }
-            None => dbs.push(("local".to_string(), size, false)),
+            None => dbs.push((name.to_string(), size, false)),
         }
     }
     dbs.sort_by(|a, b| a.0.cmp(&b.0));

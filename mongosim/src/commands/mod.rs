@@ -12,6 +12,7 @@ pub(crate) mod crud;
 pub(crate) mod cursor;
 pub(crate) mod failpoint;
 pub(crate) mod hello;
+pub(crate) mod sessions;
 pub(crate) mod txn;
 
 use std::net::SocketAddr;
@@ -285,14 +286,38 @@ fn check_request_db(db: &str) -> CmdResult<()> {
 /// Runs one command with the `failCommand` fail point evaluated before it and the server's
 /// error labels / fail-point `writeConcernError` applied after it (`failpoint.rs`, reference
 /// §7.10, §5.10, §6).
+///
+/// Order of the checks as in SRV service_entry_point_common.cpp (7.0): the command lookup
+/// (`CommandHelpers::findCommand`, 59) comes first, in `receivedCommands`; then
+/// `ExecCommandDatabase::_initiateCommand` evaluates the `failCommand` fail point and only
+/// then validates the database name (73), then the session/transaction options.
 pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
-    check_request_db(&req.db)?;
+    if !is_command(&req.name, &ctx.shared) {
+        return Err(CommandError::command_not_found(&req.name));
+    }
+    if IGNORE_SESSION.contains(&req.name.as_str()) {
+        // SRV `attachLogicalSessionsToOpCtx() == false`: the command does not run in the
+        // session it names (so killing sessions never kills itself).
+        ctx.lsid = None;
+        ctx.txn_number = None;
+        ctx.autocommit = None;
+        ctx.start_transaction = false;
+    }
     let facts = failpoint::CommandFacts::of(&req);
     let activation = failpoint::before_command(ctx, &facts).await?;
+    if let Err(e) = check_request_db(&req.db) {
+        return failpoint::after_command(ctx, &facts, &activation, Err(e));
+    }
     let result = match txn::before_command(ctx, &req) {
         Err(e) => Err(e),
         Ok(None) => run(ctx, req).await,
         Ok(Some(stmt)) => {
+            if ctx.start_transaction {
+                if let (Some(lsid), Some(txn)) = (&ctx.lsid, ctx.txn_number) {
+                    // For the transaction lifetime limit (sessions.rs).
+                    ctx.shared.sessions.transaction_started(lsid, txn);
+                }
+            }
             // A statement of a multi-document transaction runs against the transaction's
             // private engine (txn.rs).
             let live = std::mem::replace(&mut ctx.shared, stmt.shared());
@@ -305,7 +330,71 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
     failpoint::after_command(ctx, &facts, &activation, result)
 }
 
-/// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family).
+/// Commands whose session arguments the server ignores (SRV kill_sessions_command.cpp,
+/// kill_all_sessions_command.cpp, kill_all_sessions_by_pattern_command.cpp).
+const IGNORE_SESSION: &[&str] = &[
+    "killAllSessions",
+    "killAllSessionsByPattern",
+    "killSessions",
+];
+
+/// Every command name `run` routes (keep in step with its arms: a name missing here is
+/// answered with 59 CommandNotFound before anything else is checked).
+const COMMANDS: &[&str] = &[
+    "abortTransaction",
+    "aggregate",
+    "buildInfo",
+    "buildinfo",
+    "collMod",
+    "collStats",
+    "commitTransaction",
+    "connectionStatus",
+    "count",
+    "create",
+    "createIndexes",
+    "delete",
+    "deleteIndexes",
+    "distinct",
+    "drop",
+    "dropDatabase",
+    "dropIndexes",
+    "endSessions",
+    "find",
+    "findAndModify",
+    "findandmodify",
+    "getCmdLineOpts",
+    "getMore",
+    "getParameter",
+    "hello",
+    "hostInfo",
+    "insert",
+    "isMaster",
+    "ismaster",
+    "killAllSessions",
+    "killAllSessionsByPattern",
+    "killCursors",
+    "killSessions",
+    "listCollections",
+    "listDatabases",
+    "listIndexes",
+    "ping",
+    "refreshSessions",
+    "renameCollection",
+    "replSetGetStatus",
+    "serverStatus",
+    "startSession",
+    "update",
+    "whatsmyuri",
+];
+
+/// `true` when the server has a command of this name (test commands only with
+/// `enableTestCommands`, SRV `TestingProctor`).
+fn is_command(name: &str, shared: &Shared) -> bool {
+    COMMANDS.contains(&name) || (name == "configureFailPoint" && shared.opts.enable_test_commands)
+}
+
+/// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family)
+/// and the name to `COMMANDS`.
 async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let name = req.name.clone();
     match name.as_str() {
@@ -325,7 +414,6 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         // admin.rs
         "buildInfo" | "buildinfo" => admin::build_info(ctx, req).await,
         "connectionStatus" => admin::connection_status(ctx, req).await,
-        "endSessions" => admin::end_sessions(ctx, req).await,
         "getCmdLineOpts" => admin::get_cmd_line_opts(ctx, req).await,
         "getParameter" => admin::get_parameter(ctx, req).await,
         "hostInfo" => admin::host_info(ctx, req).await,
@@ -333,6 +421,13 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         "replSetGetStatus" => admin::repl_set_get_status(ctx, req).await,
         "serverStatus" => admin::server_status(ctx, req).await,
         "whatsmyuri" => admin::whatsmyuri(ctx, req).await,
+        // sessions (sessions.rs)
+        "endSessions" => sessions::end_sessions(ctx, req).await,
+        "killAllSessions" => sessions::kill_all_sessions(ctx, req).await,
+        "killAllSessionsByPattern" => sessions::kill_all_sessions_by_pattern(ctx, req).await,
+        "killSessions" => sessions::kill_sessions(ctx, req).await,
+        "refreshSessions" => sessions::refresh_sessions(ctx, req).await,
+        "startSession" => sessions::start_session(ctx, req).await,
         // crud.rs
         "count" => crud::count(ctx, req).await,
         "delete" => crud::delete(ctx, req).await,

@@ -194,14 +194,6 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
             "Cannot set write concern after starting a transaction.",
         ));
     }
-    if let Some(rp) = &ctx.read_preference {
-        if rp.get_str("mode").is_ok_and(|m| m != "primary") {
-            return Err(CommandError::from_code(
-                72,
-                "read preference in a transaction must be primary",
-            ));
-        }
-    }
 
     let key = session_key(lsid);
     let txns = ctx.shared.txns.clone();
@@ -599,12 +591,30 @@ pub(crate) async fn abort(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     }
 }
 
-/// `endSessions` / `killSessions` helper: aborts the open transactions of these sessions.
-pub(crate) fn end_sessions(shared: &Shared, lsids: &[Document]) {
+/// Aborts the in-progress transactions of the sessions `select` picks by `lsid.id` bytes
+/// and active transaction number; returns how many it aborted. For `killSessions` & co. and
+/// the transaction lifetime reaper (`sessions.rs`; SRV kill_sessions_local.cpp
+/// `killSessionsAbortUnpreparedTransactions`).
+pub(crate) fn abort_in_progress(shared: &Shared, select: impl Fn(&[u8], i64) -> bool) -> usize {
     let mut sessions = shared.txns.sessions.lock();
-    for l in lsids {
-        sessions.remove(&session_key(l));
+    let mut aborted = 0;
+    for (key, s) in sessions.iter_mut() {
+        if matches!(s.state, State::InProgress { .. }) && select(key, s.txn_number) {
+            s.state = State::Aborted;
+            aborted += 1;
+        }
     }
+    aborted
+}
+
+/// Forgets the transaction state of the sessions `select` picks unless a transaction is
+/// still in progress (ended sessions at the logical session cache refresh, `sessions.rs`).
+pub(crate) fn forget_finished(shared: &Shared, select: impl Fn(&[u8]) -> bool) {
+    shared
+        .txns
+        .sessions
+        .lock()
+        .retain(|key, s| matches!(s.state, State::InProgress { .. }) || !select(key));
 }
 
 #[cfg(test)]

@@ -249,18 +249,12 @@ impl CursorRegistry {
         }
     }
 
-    /// Kills the cursors opened by a session (for `endSessions`).
-    #[allow(dead_code)]
-    pub(crate) fn kill_session(&mut self, lsid: &Document) {
-        let ids: Vec<i64> = self
-            .slots
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Idle(e) if e.lsid.as_ref() == Some(lsid)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.slots.remove(&id);
-        }
+    /// Kills the idle cursors opened under a session that `select` picks by its `lsid`
+    /// (killSessions & co., ended sessions; SRV `killCursorsWithMatchingSessions`). Cursors
+    /// opened without a session are not touched.
+    pub(crate) fn kill_sessions(&mut self, select: impl Fn(&Document) -> bool) {
+        self.slots
+            .retain(|_, s| !matches!(s, Slot::Idle(e) if e.lsid.as_ref().is_some_and(&select)));
     }
 
     fn reap_idle(&mut self) {
