@@ -2,27 +2,32 @@
 //!
 //! Public (crate) API — stable; later additions only add items:
 //! - [`compare`]: `cmp_bson(&Bson, &Bson) -> Ordering` (BSON order across types),
-//!   `bson_eq` (query equality, `1 == 1.0`), `binary_eq` (type-exact), `canonical_type`.
+//!   `bson_eq` (query equality, `1 == 1.0`), `binary_eq` (type-exact), `canonical_type`,
+//!   `as_f64`.
 //! - [`path`]: `get_path`, `set_path`, `unset_path` (strict dotted paths, numeric components
 //!   index arrays), `collect_values` (fan-out through arrays), `array_index`.
 //! - [`matcher`]: `Matcher::parse(&Document) -> CmdResult<Matcher>`, `matcher.matches(&doc)`,
 //!   `Matcher::all()`, `matcher.matched_array_index(&doc, "arr")` (positional `$`).
 //! - [`expr`]: aggregation expressions `Expr::parse(&Bson)`, `expr.eval(&Vars::new(&doc))`
 //!   (`None` = missing).
-//! - [`update`]: `Update::parse(&Bson /* doc or pipeline array */, array_filters: Option<&[Document]>)`,
+//! - [`update`]: `Update::parse(&Bson /* doc or pipeline array */, array_filters: Option<&[Document]>)`
+//!   (7.0 rules) / `Update::parse_versioned(.., legacy_44)`,
 //!   `update.apply(&doc, &UpdateCtx::new(now)) -> CmdResult<UpdateOutcome>` with
 //!   `UpdateOutcome { new_doc, modified, v2_diff /* full 7.0 `o` */, v1 /* full 4.4 `o` */,
-//!   is_replacement }`; `update::upsert_seed(&query) -> CmdResult<Document>` (equality fields
-//!   of an upsert's query).
+//!   is_replacement }`; `is_replacement()`, `is_pipeline()`, `is_positional()`;
+//!   `update::upsert_seed(&query)` / `upsert_seed_for(&query, replacement)` (equality fields
+//!   of an upsert's query); `update::compute_oplog_diff(&pre, &post, padding)`.
 //! - [`update_description`]: `from_v2_diff(&diff, with_disambiguated_paths) -> CmdResult<Document>`
 //!   and `from_v1(&o) -> Document`: the change event `updateDescription`.
-//! - [`projection`]: `Projection::parse(&Document) -> CmdResult<Projection>`, `apply(&doc)`.
+//! - [`projection`]: `Projection::parse(&Document) -> CmdResult<Projection>`, `apply(&doc)`,
+//!   `apply_with_query(&doc, Some(&matcher))` (positional `a.$`), `is_inclusion()`.
 //! - [`sort`]: `SortSpec::parse(&Document) -> CmdResult<SortSpec>`, `compare(&a, &b)`,
-//!   `natural() -> Option<i32>` when the spec is `{$natural: ±1}`.
+//!   `sort(&mut [Document])`, `natural() -> Option<i32>` when the spec contains `$natural`,
+//!   `is_empty()`.
 //! - [`pipeline`]: `Pipeline::parse(&[Document]) -> CmdResult<Pipeline>`, `run(Vec<Document>)`,
-//!   `run_one(Document) -> CmdResult<Option<Document>>` (streaming stages only: change
-//!   streams), `stage_names()`.
-//! - [`fmt`]: server-style BSON rendering for errmsgs.
+//!   `run_with_now(docs, now)`, `run_one(Document) -> CmdResult<Option<Document>>` (per-event
+//!   use: change streams), `stage_names()`, `is_empty()`.
+//! - [`fmt`]: server-style BSON rendering for errmsgs (`doc`, `value`, `type_name`).
 
 // The API is consumed by the engine and change streams as they grow; not every helper has a
 // caller yet.
