@@ -25,6 +25,7 @@ use super::failpoint::FailPoints;
 use super::{wrong_type, Ctx, Request};
 use crate::engine::clock::{ts_from_key, ts_key};
 use crate::engine::cursor::{Batch, BatchBuilder, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH};
+use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
 use crate::error::{CmdResult, CommandError};
 use crate::query::pipeline::Pipeline;
@@ -642,7 +643,7 @@ impl ChangeStreamCursor {
                 .raw
                 .to_document()
                 .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
-            self.events_from_entry(&doc)?;
+            self.events_from_entry(&doc, oplog)?;
         }
     }
 
@@ -808,7 +809,7 @@ impl ChangeStreamCursor {
     }
 
     /// Turns one oplog entry into candidate events (unwinding `applyOps`).
-    fn events_from_entry(&mut self, entry: &Document) -> CmdResult<()> {
+    fn events_from_entry(&mut self, entry: &Document, oplog: &Oplog) -> CmdResult<()> {
         if matches!(entry.get("fromMigrate"), Some(Bson::Boolean(true))) {
             return Ok(());
         }
@@ -820,18 +821,34 @@ impl ChangeStreamCursor {
         let op = entry.get_str("op").unwrap_or("");
         let o = entry.get_document("o").ok();
         if op == "c" && entry.get_str("ns") == Ok("admin.$cmd") {
-            if let Some(Bson::Array(inner)) = o.and_then(|o| o.get("applyOps")) {
-                // Prepared / partial transactions are never written by mongosim.
+            if let Some(o) = o.filter(|o| o.contains_key("applyOps")) {
+                if matches!(o.get("partialTxn"), Some(Bson::Boolean(true)))
+                    || matches!(o.get("prepare"), Some(Bson::Boolean(true)))
+                {
+                    // A large transaction is unwound at its last entry (reference §6).
+                    return Ok(());
+                }
                 let txn = TxnFields {
                     lsid: entry.get("lsid").cloned(),
                     txn_number: entry.get("txnNumber").cloned(),
                 };
-                for (i, inner_op) in inner.iter().enumerate() {
-                    if let Bson::Document(inner_op) = inner_op {
-                        if matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
-                            continue;
+                let chain = transaction_chain(entry, ts, oplog)?;
+                let mut txn_op_index = 0i32;
+                for (apply_ts, ops) in &chain {
+                    for (i, inner_op) in ops.iter().enumerate() {
+                        if let Bson::Document(inner_op) = inner_op {
+                            if !matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
+                                let ctx = TxnCtx {
+                                    txn_op_index,
+                                    fields: &txn,
+                                    apply_ts: *apply_ts,
+                                    apply_index: i as u32,
+                                };
+                                self.transform(inner_op, ts, wall.clone(), Some(ctx))?;
+                            }
                         }
-                        self.transform(inner_op, ts, wall.clone(), Some((i as i32, &txn)))?;
+                        // Counts every op visited, also filtered ones (reference §5.6).
+                        txn_op_index += 1;
                     }
                 }
                 return Ok(());
@@ -866,7 +883,7 @@ impl ChangeStreamCursor {
         e: &Document,
         ts: Timestamp,
         wall: Option<Bson>,
-        txn: Option<(i32, &TxnFields)>,
+        txn: Option<TxnCtx<'_>>,
     ) -> CmdResult<()> {
         let op = e.get_str("op").unwrap_or("");
         let ns = e.get_str("ns").unwrap_or("");
@@ -1065,11 +1082,11 @@ impl ChangeStreamCursor {
             return Ok(());
         }
 
-        let txn_op_index = txn.map(|(i, _)| i).unwrap_or(0);
+        let txn_op_index = txn.as_ref().map(|t| t.txn_op_index).unwrap_or(0);
         let image_key = match (operation_type, uuid) {
             ("update" | "replace" | "delete", Some(u)) => Some(ImageKey {
-                ts: ts_key(ts),
-                apply_ops_index: txn_op_index as u32,
+                ts: ts_key(txn.as_ref().map(|t| t.apply_ts).unwrap_or(ts)),
+                apply_ops_index: txn.as_ref().map(|t| t.apply_index).unwrap_or(0),
                 uuid: u,
             }),
             _ => None,
@@ -1095,7 +1112,8 @@ impl ChangeStreamCursor {
         );
 
         let mut ev = Document::new();
-        if let Some((_, t)) = txn {
+        if let Some(t) = &txn {
+            let t = t.fields;
             if let Some(n) = &t.txn_number {
                 ev.insert("txnNumber", n.clone());
             }
@@ -1364,7 +1382,7 @@ impl ChangeStreamCursor {
         o: &Document,
         ts: Timestamp,
         wall: Option<Bson>,
-        txn: Option<(i32, &TxnFields)>,
+        txn: Option<TxnCtx<'_>>,
     ) -> CmdResult<()> {
         if !self.spec.show_expanded {
             return Ok(());
@@ -1392,7 +1410,7 @@ impl ChangeStreamCursor {
             }
             _ => None,
         };
-        let txn_op_index = txn.map(|(i, _)| i).unwrap_or(0);
+        let txn_op_index = txn.as_ref().map(|t| t.txn_op_index).unwrap_or(0);
         let token = ResumeTokenData::event(
             ts,
             self.token_version,
@@ -1423,6 +1441,65 @@ impl ChangeStreamCursor {
         });
         Ok(())
     }
+}
+
+/// Where an unwound transaction op comes from.
+#[derive(Debug, Clone, Copy)]
+struct TxnCtx<'a> {
+    /// Index of the op within the whole transaction (resume token `txnOpIndex`).
+    txn_op_index: i32,
+    fields: &'a TxnFields,
+    /// `ts` of the `applyOps` entry holding the op and its index there (pre-image key).
+    apply_ts: Timestamp,
+    apply_index: u32,
+}
+
+/// The `applyOps` entries of a transaction ending at `last` (at `ts`), oldest first: a
+/// single entry, or a large transaction's chain followed back through `prevOpTime`
+/// (SRV `document_source_change_stream_unwind_transaction.cpp`, reference §6).
+fn transaction_chain(
+    last: &Document,
+    ts: Timestamp,
+    oplog: &Oplog,
+) -> CmdResult<Vec<(Timestamp, Vec<Bson>)>> {
+    let ops = |e: &Document| -> Vec<Bson> {
+        e.get_document("o")
+            .ok()
+            .and_then(|o| o.get_array("applyOps").ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let prev_ts = |e: &Document| -> Option<Timestamp> {
+        let p = e
+            .get_document("prevOpTime")
+            .ok()?
+            .get_timestamp("ts")
+            .ok()?;
+        (p.time != 0 || p.increment != 0).then_some(p)
+    };
+    let mut chain = vec![(ts, ops(last))];
+    if last.get("lsid").is_none() {
+        return Ok(chain);
+    }
+    let mut prev = prev_ts(last);
+    while let Some(p) = prev {
+        let seq = oplog.seek(p, true);
+        let Some(e) = oplog
+            .get(seq)
+            .filter(|e| ts_key(e.timestamp()) == ts_key(p))
+        else {
+            // The start of the transaction rolled off the oplog.
+            return Err(history_lost());
+        };
+        let doc = e
+            .raw
+            .to_document()
+            .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
+        chain.push((p, ops(&doc)));
+        prev = prev_ts(&doc);
+    }
+    chain.reverse();
+    Ok(chain)
 }
 
 /// Session fields of an `applyOps` entry.
