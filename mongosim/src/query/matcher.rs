@@ -276,6 +276,21 @@ fn parse_doc(filter: &Document, top: bool) -> CmdResult<Node> {
                 "alwaysTrue" => nodes.push(Node::Const(true)),
                 "alwaysFalse" => nodes.push(Node::Const(false)),
                 "expr" => nodes.push(Node::Expr(Expr::parse(v)?)),
+                "text" => {
+                    // SRV: a $text query needs a text index, which mongosim never has.
+                    return Err(CommandError::from_code(
+                        27,
+                        "text index required for $text query",
+                    ));
+                }
+                "where" => {
+                    // mongosim has no JavaScript engine: answer like a mongod started with
+                    // --noscripting (SRV expression_where.cpp).
+                    return Err(CommandError::from_code(
+                        2,
+                        "no globalScriptEngine in $where parsing",
+                    ));
+                }
                 "not" => {
                     // SRV expression_parser.cpp parseTopLevel
                     return Err(bad("unknown top level operator: $not. If you are trying to negate an entire expression, use $nor."));

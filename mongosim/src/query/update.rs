@@ -704,6 +704,9 @@ fn int_value(v: &Bson) -> Option<i64> {
 #[derive(Debug, Clone)]
 enum LogKind {
     Update(Bson),
+    /// `$unset` of an array element: the element became `null`. 7.0 logs an update to null
+    /// (SRV unset_node.cpp `logUpdate`); 4.4's `LogBuilder` logged it under `$unset`.
+    NullElement,
     Create(Bson, usize),
     Delete,
 }
@@ -875,6 +878,7 @@ fn v2_from_log(log: &[LogEntry]) -> Document {
     for e in log {
         let (leaf, first_new) = match &e.kind {
             LogKind::Update(v) => (DNode::Update(v.clone()), None),
+            LogKind::NullElement => (DNode::Update(Bson::Null), None),
             LogKind::Create(v, f) => (DNode::Insert(v.clone()), Some(*f)),
             LogKind::Delete => (DNode::Delete, None),
         };
@@ -899,7 +903,7 @@ fn v1_from_log(log: &[LogEntry]) -> Document {
                 }
                 set.insert(dotted, v.clone());
             }
-            LogKind::Delete => {
+            LogKind::Delete | LogKind::NullElement => {
                 if !order.contains(&"$unset") {
                     order.push("$unset");
                 }
@@ -1364,7 +1368,7 @@ impl Applier<'_, '_> {
                     *child = Bson::Null;
                     self.log.push(LogEntry {
                         path: taken.clone(),
-                        kind: LogKind::Update(Bson::Null),
+                        kind: LogKind::NullElement,
                     });
                 }
                 Ok(())
@@ -2574,7 +2578,7 @@ mod tests {
         );
         assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, null]});
         assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": null}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.1": null}});
+        assert_eq!(o.v1, doc! {"$v": 1, "$unset": {"arr.1": true}});
         let o = upd(doc! {"_id": 1}, bson!({"$unset": {"nope": "", "a.b": 1}}));
         assert!(!o.modified);
     }
