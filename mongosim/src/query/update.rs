@@ -1332,9 +1332,26 @@ impl Applier<'_, '_> {
                         ),
                     ));
                 }
-                Ok(())
+                self.check_viability(&self.path[i], other, i + 1)
             }
         }
+    }
+
+    /// SRV `UpdateLeafNode::checkViability`: non-creating modifiers other than `$unset` fail
+    /// on a path that could never exist (28 PathNotViable).
+    fn check_viability(&self, name: &str, element: &Bson, next: usize) -> CmdResult<()> {
+        if matches!(self.m, Mod::Unset) {
+            return Ok(());
+        }
+        Err(CommandError::from_code(
+            28,
+            format!(
+                "Cannot use the part ({}) of ({}) to traverse the element ({{{name}: {}}})",
+                self.path[next],
+                self.path.join("."),
+                fmt::value(element)
+            ),
+        ))
     }
 
     fn apply_in_array(
@@ -1356,7 +1373,7 @@ impl Applier<'_, '_> {
                     ),
                 ));
             }
-            return Ok(());
+            return self.check_viability(&self.path[i - 1], &Bson::Array(arr.clone()), i);
         };
         taken.push((part.clone(), true));
         if idx < arr.len() {
@@ -2724,6 +2741,16 @@ mod tests {
         assert_eq!(o.new_doc, doc! {"_id": 1, "s": [2, 3]});
         assert_eq!(diff(&o), doc! {"u": {"s": [2, 3]}});
         assert!(!upd(doc! {"_id": 1, "s": []}, bson!({"$pop": {"s": 1}})).modified);
+        assert!(!upd(doc! {"_id": 1, "s": {}}, bson!({"$pop": {"s.x.y": 1}})).modified);
+        let e = upd_err(doc! {"_id": 1, "s": 5}, bson!({"$pull": {"s.x": 1}}));
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (
+                28,
+                "Cannot use the part (x) of (s.x) to traverse the element ({s: 5})"
+            )
+        );
+        assert!(!upd(doc! {"_id": 1, "s": 5}, bson!({"$unset": {"s.x": 1}})).modified);
         assert_eq!(
             upd_err(doc! {"_id": 1}, bson!({"$pop": {"s": 2}})).errmsg,
             "$pop expects 1 or -1, found: 2"
