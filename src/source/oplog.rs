@@ -54,7 +54,7 @@ use crate::error::{Error, Result};
 use crate::op::{
     Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
 };
-use crate::source::{op_selected, RetryPolicy};
+use crate::source::{ns_selected, op_selected, RetryPolicy};
 
 /// A caller-supplied async function returning the timestamp to start after (gtm's `After`).
 pub type StartFn = Arc<dyn Fn(Client) -> BoxFuture<'static, Result<Timestamp>> + Send + Sync>;
@@ -405,7 +405,7 @@ impl Tail {
                             }))
                         }
                     };
-                    let decoded = self.decoder.process(&entry, &self.lookup).await;
+                    let decoded = self.decoder.process(entry, &self.lookup).await;
                     self.last = Some(ts);
                     match decoded {
                         Ok(ops) => {
@@ -601,10 +601,10 @@ pub(crate) struct Decoder {
 }
 
 /// Context an op inherits from its (outer) entry.
-struct Ctx<'a> {
+struct Ctx {
     ts: Timestamp,
     wall: Option<bson::DateTime>,
-    lsid: Option<&'a Document>,
+    lsid: Option<Document>,
     txn_number: Option<i64>,
     in_txn: bool,
 }
@@ -675,7 +675,7 @@ impl Decoder {
     /// Decodes one oplog entry into the ops it makes visible now.
     pub(crate) async fn process<L: Lookup>(
         &mut self,
-        entry: &Document,
+        entry: Document,
         lookup: &L,
     ) -> Result<Vec<Op>> {
         let ts = entry.get_timestamp("ts").map_err(|_| {
@@ -704,19 +704,21 @@ impl Decoder {
                     self.buffer(ts, entry)?;
                     return Ok(Vec::new());
                 }
-                let chain = if prev_op_time(entry).is_some() {
+                let ctx = txn_ctx(&entry, ts);
+                let chain = if prev_op_time(&entry).is_some() {
                     self.collect_chain(entry, ts, lookup).await?
                 } else {
-                    vec![entry.clone()]
+                    vec![entry]
                 };
-                return self.emit_txn(&chain, entry, ts);
+                return self.emit_txn(chain, &ctx);
             }
             if o.contains_key("commitTransaction") {
+                let ctx = txn_ctx(&entry, ts);
                 let chain = self.collect_chain(entry, ts, lookup).await?;
-                return self.emit_txn(&chain, entry, ts);
+                return self.emit_txn(chain, &ctx);
             }
             if o.contains_key("abortTransaction") {
-                if let Some(key) = txn_key(entry) {
+                if let Some(key) = txn_key(&entry) {
                     if let Some(p) = self.pending.remove(&key) {
                         self.pending_ops -= p.ops;
                     }
@@ -731,6 +733,15 @@ impl Decoder {
             txn_number: None,
             in_txn: false,
         };
+        // Skip filtered-out CRUD entries before building anything.
+        if matches!(op, "i" | "u" | "d")
+            && !ns_selected(
+                &self.namespaces,
+                &Namespace::from_server_ns(entry.get_str("ns").unwrap_or("")),
+            )
+        {
+            return Ok(Vec::new());
+        }
         Ok(self
             .decode_leaf(entry, &ctx, 0)?
             .filter(|op| op_selected(&self.namespaces, op))
@@ -738,17 +749,17 @@ impl Decoder {
             .collect())
     }
 
-    fn buffer(&mut self, ts: Timestamp, entry: &Document) -> Result<()> {
-        let key = txn_key(entry)
+    fn buffer(&mut self, ts: Timestamp, entry: Document) -> Result<()> {
+        let key = txn_key(&entry)
             .ok_or_else(|| malformed(ts, "partialTxn/prepare applyOps without lsid/txnNumber"))?;
-        let n = apply_ops_len(entry);
+        let n = apply_ops_len(&entry);
         if self.pending_ops + n > self.max_pending {
             return Err(Error::TransactionTooLarge {
                 limit: self.max_pending,
             });
         }
         let p = self.pending.entry(key).or_default();
-        if p.entries.insert(ts, entry.clone()).is_none() {
+        if p.entries.insert(ts, entry).is_none() {
             p.ops += n;
             self.pending_ops += n;
         }
@@ -761,11 +772,11 @@ impl Decoder {
     /// the oplog.
     async fn collect_chain<L: Lookup>(
         &mut self,
-        entry: &Document,
+        entry: Document,
         ts: Timestamp,
         lookup: &L,
     ) -> Result<Vec<Document>> {
-        let key = txn_key(entry);
+        let key = txn_key(&entry);
         let mut pending = match &key {
             Some(k) => self.pending.remove(k).unwrap_or_default(),
             None => PendingTxn::default(),
@@ -773,14 +784,14 @@ impl Decoder {
         self.pending_ops -= pending.ops;
         let mut chain = Vec::new();
         let mut ops = 0usize;
+        let mut prev = prev_op_time(&entry);
         if entry
             .get_document("o")
             .is_ok_and(|o| o.contains_key("applyOps"))
         {
-            ops += apply_ops_len(entry);
-            chain.push(entry.clone());
+            ops += apply_ops_len(&entry);
+            chain.push(entry);
         }
-        let mut prev = prev_op_time(entry);
         while let Some(p) = prev {
             let e = match pending.entries.remove(&p) {
                 Some(e) => e,
@@ -808,30 +819,24 @@ impl Decoder {
         Ok(chain)
     }
 
-    /// The ops of the committed transaction made of `chain`, all at the commit `ts`.
-    fn emit_txn(&self, chain: &[Document], commit: &Document, ts: Timestamp) -> Result<Vec<Op>> {
-        let ctx = Ctx {
-            ts,
-            wall: commit.get_datetime("wall").ok().copied(),
-            lsid: commit.get_document("lsid").ok(),
-            txn_number: commit.get_i64("txnNumber").ok(),
-            in_txn: true,
-        };
+    /// The ops of the committed transaction made of `chain`, all at the commit time.
+    fn emit_txn(&self, chain: Vec<Document>, ctx: &Ctx) -> Result<Vec<Op>> {
         let mut out = Vec::new();
         let mut index = 0u32;
-        for entry in chain {
-            let o = entry
-                .get_document("o")
-                .map_err(|_| malformed(ts, "applyOps entry without `o`"))?;
-            self.unwind(o, &ctx, &mut index, &mut out, 0)?;
+        for mut entry in chain {
+            let o = match entry.remove("o") {
+                Some(Bson::Document(o)) => o,
+                _ => return Err(malformed(ctx.ts, "applyOps entry without `o`")),
+            };
+            self.unwind(o, ctx, &mut index, &mut out, 0)?;
         }
         Ok(out)
     }
 
     fn unwind(
         &self,
-        o: &Document,
-        ctx: &Ctx<'_>,
+        mut o: Document,
+        ctx: &Ctx,
         index: &mut u32,
         out: &mut Vec<Op>,
         depth: usize,
@@ -839,11 +844,11 @@ impl Decoder {
         if depth > 16 {
             return Err(malformed(ctx.ts, "applyOps nested too deeply"));
         }
-        let inner = o
-            .get_array("applyOps")
-            .map_err(|_| malformed(ctx.ts, "`applyOps` is not an array"))?;
+        let Some(Bson::Array(inner)) = o.remove("applyOps") else {
+            return Err(malformed(ctx.ts, "`applyOps` is not an array"));
+        };
         for op in inner {
-            let Bson::Document(op) = op else {
+            let Bson::Document(mut op) = op else {
                 return Err(malformed(ctx.ts, "applyOps element is not a document"));
             };
             let nested = op.get_str("op") == Ok("c")
@@ -851,9 +856,9 @@ impl Decoder {
                     .get_document("o")
                     .is_ok_and(|o| o.contains_key("applyOps"));
             if nested {
-                let o = op
-                    .get_document("o")
-                    .map_err(|_| malformed(ctx.ts, "nested applyOps without `o`"))?;
+                let Some(Bson::Document(o)) = op.remove("o") else {
+                    return Err(malformed(ctx.ts, "nested applyOps without `o`"));
+                };
                 self.unwind(o, ctx, index, out, depth + 1)?;
                 continue;
             }
@@ -872,74 +877,83 @@ impl Decoder {
     }
 
     /// Decodes a CRUD or command entry (top level or inside `applyOps`).
-    fn decode_leaf(&self, entry: &Document, ctx: &Ctx<'_>, index: u32) -> Result<Option<Op>> {
+    fn decode_leaf(&self, mut entry: Document, ctx: &Ctx, index: u32) -> Result<Option<Op>> {
         let ts = ctx.ts;
-        let op = entry
-            .get_str("op")
-            .map_err(|_| malformed(ts, "missing `op`"))?;
-        let ns = entry.get_str("ns").unwrap_or("");
-        let o = entry
-            .get_document("o")
-            .map_err(|_| malformed(ts, "missing `o`"))?;
-        let namespace = Namespace::from_server_ns(ns);
-        let mut out = match op {
-            "n" => return Ok(None),
-            "i" => {
+        let namespace = Namespace::from_server_ns(entry.get_str("ns").unwrap_or(""));
+        let o = match entry.remove("o") {
+            Some(Bson::Document(o)) => o,
+            _ => return Err(malformed(ts, "missing `o`")),
+        };
+        let mut out = match entry.get_str("op") {
+            Err(_) => return Err(malformed(ts, "missing `op`")),
+            Ok("n") => return Ok(None),
+            Ok("i") => {
                 let id = o.get("_id").cloned();
-                let mut op = Op::new(OpKind::Insert, namespace, id).with_data(o.clone());
-                if let Ok(key) = entry.get_document("o2") {
-                    op.document_key = Some(key.clone());
+                let mut op = Op::new(OpKind::Insert, namespace, id);
+                if let Some(Bson::Document(key)) = entry.remove("o2") {
+                    op.document_key = Some(key);
                 }
-                op
+                op.with_data(o)
             }
-            "u" => {
-                let o2 = entry
-                    .get_document("o2")
-                    .map_err(|_| malformed(ts, "update without `o2`"))?;
+            Ok("u") => {
+                let Some(Bson::Document(o2)) = entry.remove("o2") else {
+                    return Err(malformed(ts, "update without `o2`"));
+                };
                 let id = o2.get("_id").cloned();
                 let replacement = !o.contains_key("$v") && !o.keys().any(|k| k.starts_with('$'));
                 if replacement {
                     Op::new(OpKind::Replace, namespace, id)
-                        .with_document_key(o2.clone())
-                        .with_data(o.clone())
+                        .with_document_key(o2)
+                        .with_data(o)
                 } else {
-                    let update = update_description(o).map_err(|m| malformed(ts, m))?;
+                    let update = update_description(&o).map_err(|m| malformed(ts, m))?;
                     let mut op = Op::new(OpKind::Update, namespace, id)
-                        .with_document_key(o2.clone())
+                        .with_document_key(o2)
                         .with_update(update);
                     if self.as_delta {
-                        op.data = Some(o.clone());
                         op.delta = Some(o.clone());
+                        op.data = Some(o);
                     }
                     op
                 }
             }
-            "d" => {
+            Ok("d") => {
                 let id = o.get("_id").cloned();
-                Op::new(OpKind::Delete, namespace, id).with_document_key(o.clone())
+                Op::new(OpKind::Delete, namespace, id).with_document_key(o)
             }
-            "c" => decode_command(namespace.db(), o)?,
-            other => Op::new(OpKind::Other(other.to_owned()), namespace, None).with_data(o.clone()),
+            Ok("c") => decode_command(namespace.db(), o),
+            Ok(other) => Op::new(OpKind::Other(other.to_owned()), namespace, None).with_data(o),
         };
         out.timestamp = ts;
         out.wall_time = ctx.wall;
         out.source = Source::Oplog;
         out.position = Position::Oplog(ts);
         if ctx.in_txn {
-            out.txn = Some(TxnInfo::new(ctx.lsid.cloned(), ctx.txn_number, index));
+            out.txn = Some(TxnInfo::new(ctx.lsid.clone(), ctx.txn_number, index));
         }
         Ok(Some(out))
     }
 }
 
+/// Session fields of the entry that commits a transaction.
+fn txn_ctx(commit: &Document, ts: Timestamp) -> Ctx {
+    Ctx {
+        ts,
+        wall: commit.get_datetime("wall").ok().copied(),
+        lsid: commit.get_document("lsid").ok().cloned(),
+        txn_number: commit.get_i64("txnNumber").ok(),
+        in_txn: true,
+    }
+}
+
 /// A command entry (`o` of an `op: "c"` entry on `<db>.$cmd`, reference §4.8).
-fn decode_command(db: &str, o: &Document) -> Result<Op> {
+fn decode_command(db: &str, o: Document) -> Op {
     let Some((name, value)) = o.iter().next() else {
-        return Ok(Op::new(
+        return Op::new(
             OpKind::Other("c".into()),
             Namespace::from_server(db, ""),
             None,
-        ));
+        );
     };
     let coll_ns = |v: &Bson| match v {
         Bson::String(c) => Namespace::from_server(db, c),
@@ -962,7 +976,7 @@ fn decode_command(db: &str, o: &Document) -> Result<Op> {
         }
         other => Op::new(OpKind::Command(other.to_owned()), coll_ns(value), None),
     };
-    Ok(op.with_data(o.clone()))
+    op.with_data(o)
 }
 
 /// The [`UpdateDescription`] of an update `o` (reference §4.4, §4.5): `$v: 2` diffs as
@@ -1114,7 +1128,7 @@ mod tests {
         let lookup = Entries(rest.to_vec());
         let mut out = Vec::new();
         for e in entries {
-            out.extend(futures::executor::block_on(d.process(e, &lookup)).unwrap());
+            out.extend(futures::executor::block_on(d.process(e.clone(), &lookup)).unwrap());
         }
         out
     }
@@ -1409,7 +1423,7 @@ mod tests {
     fn lost_transaction_entry_is_position_lost() {
         let mut d = Decoder::new(vec![], false, 100);
         let r =
-            futures::executor::block_on(d.process(&commit_entry(3, 2, &[3], 3), &Entries(vec![])));
+            futures::executor::block_on(d.process(commit_entry(3, 2, &[3], 3), &Entries(vec![])));
         assert!(matches!(r, Err(Error::PositionLost { .. })));
     }
 
@@ -1435,9 +1449,9 @@ mod tests {
         let mut d = Decoder::new(vec![], false, 100);
         let lookup = Entries(vec![]);
         let buffered =
-            futures::executor::block_on(d.process(&prepare(5, &[1, 2]), &lookup)).unwrap();
+            futures::executor::block_on(d.process(prepare(5, &[1, 2]), &lookup)).unwrap();
         assert!(buffered.is_empty());
-        let ops = futures::executor::block_on(d.process(&commit, &lookup)).unwrap();
+        let ops = futures::executor::block_on(d.process(commit, &lookup)).unwrap();
         assert_eq!(ops.len(), 2);
         assert!(ops.iter().all(|o| o.timestamp == ts(7)));
         assert_eq!(d.pending_ops, 0);
@@ -1453,8 +1467,7 @@ mod tests {
     #[test]
     fn pending_buffer_is_bounded() {
         let mut d = Decoder::new(vec![], false, 2);
-        let r =
-            futures::executor::block_on(d.process(&partial(1, 0, &[1, 2, 3]), &Entries(vec![])));
+        let r = futures::executor::block_on(d.process(partial(1, 0, &[1, 2, 3]), &Entries(vec![])));
         assert!(matches!(r, Err(Error::TransactionTooLarge { limit: 2 })));
     }
 
@@ -1491,7 +1504,7 @@ mod tests {
             doc! {"op": "u", "ns": "a.b", "o": {"$v": 2, "diff": {}}, "ts": ts(1)},
             doc! {"ns": "a.b", "o": {}, "ts": ts(1)},
         ] {
-            let r = futures::executor::block_on(d.process(&e, &lookup));
+            let r = futures::executor::block_on(d.process(e.clone(), &lookup));
             assert!(matches!(r, Err(Error::Malformed { .. })), "{e}");
         }
     }
