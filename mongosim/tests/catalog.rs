@@ -55,14 +55,11 @@ async fn list_collections_with_views_capped_and_uuids() {
     let plain = &all[1];
     assert_eq!(plain.get_str("type").unwrap(), "collection");
     assert_eq!(plain.get_document("options").unwrap(), &doc! {});
-    assert_eq!(
-        plain
-            .get_document("info")
-            .unwrap()
-            .get_bool("readOnly")
-            .unwrap(),
-        false
-    );
+    assert!(!plain
+        .get_document("info")
+        .unwrap()
+        .get_bool("readOnly")
+        .unwrap());
     assert_eq!(
         plain.get_document("idIndex").unwrap(),
         &doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}
@@ -128,14 +125,11 @@ async fn list_collections_with_views_capped_and_uuids() {
     // the oplog is listed in local
     let local = collections(&client, "local", doc! {"name": "oplog.rs"}).await;
     assert_eq!(local.len(), 1);
-    assert_eq!(
-        local[0]
-            .get_document("options")
-            .unwrap()
-            .get_bool("capped")
-            .unwrap(),
-        true
-    );
+    assert!(local[0]
+        .get_document("options")
+        .unwrap()
+        .get_bool("capped")
+        .unwrap());
     // unknown database: empty
     assert!(collections(&client, &unique_db("nope"), doc! {})
         .await
@@ -244,7 +238,7 @@ async fn indexes_create_list_drop() {
         .unwrap();
     assert_eq!(r.get_i32("numIndexesBefore").unwrap(), 1);
     assert_eq!(r.get_i32("numIndexesAfter").unwrap(), 3);
-    assert_eq!(r.get_bool("createdCollectionAutomatically").unwrap(), true);
+    assert!(r.get_bool("createdCollectionAutomatically").unwrap());
     let r = d
         .run_command(doc! {"createIndexes": "c", "indexes": [{"key": {"a": 1}, "name": "a_1"}]})
         .await
@@ -357,7 +351,7 @@ async fn list_databases_drop_database_and_stats() {
     assert_eq!(s.get_str("ns").unwrap(), format!("{db}.c"));
     assert_eq!(s.get("count").and_then(Bson::as_i64), Some(10));
     assert!(s.get("avgObjSize").is_some());
-    assert_eq!(s.get_bool("capped").unwrap(), false);
+    assert!(!s.get_bool("capped").unwrap());
     let s = d.run_command(doc! {"collStats": "missing"}).await.unwrap();
     assert_eq!(s.get("count").and_then(Bson::as_i64), Some(0));
     assert!(s.get("avgObjSize").is_none());

@@ -109,6 +109,58 @@ fn session_key(lsid: &Document) -> Vec<u8> {
     }
 }
 
+/// Stamp fields added around an operation when it is logged.
+#[derive(Debug, Default)]
+struct Stamp {
+    /// Client `lsid`, `txnNumber`, `stmtId`.
+    session: Option<(Document, i64, Option<i32>)>,
+    /// `preImageOpTime`/`postImageOpTime` link (4.4 retryable findAndModify).
+    link: Option<(&'static str, Timestamp)>,
+    /// `prevOpTime`.
+    prev: Option<Document>,
+}
+
+fn raw_err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// One oplog entry as raw BSON.
+fn encode_entry(op: &Document, ts: Timestamp, stamp: &Stamp) -> Result<RawDocumentBuf, String> {
+    let mut w = RawDocumentBuf::new();
+    if let Some((lsid, txn, _)) = &stamp.session {
+        w.append(
+            "lsid",
+            RawDocumentBuf::from_document(&oplog_lsid(lsid)).map_err(raw_err)?,
+        );
+        w.append("txnNumber", *txn);
+    }
+    let op_raw = RawDocumentBuf::from_document(op).map_err(raw_err)?;
+    for el in op_raw.iter() {
+        let (k, v) = el.map_err(raw_err)?;
+        w.append_ref(k, v);
+    }
+    if let Some((field, image_ts)) = stamp.link {
+        w.append(
+            field,
+            RawDocumentBuf::from_document(&optime(image_ts)).map_err(raw_err)?,
+        );
+    }
+    if let Some((_, _, Some(stmt))) = &stamp.session {
+        w.append("stmtId", *stmt);
+    }
+    w.append("ts", ts);
+    w.append("t", TERM);
+    w.append("v", 2i64);
+    w.append("wall", DateTime::now());
+    if let Some(p) = &stamp.prev {
+        w.append(
+            "prevOpTime",
+            RawDocumentBuf::from_document(p).map_err(raw_err)?,
+        );
+    }
+    Ok(w)
+}
+
 /// All server data behind one lock (`server::Shared::engine`).
 #[derive(Debug)]
 pub(crate) struct Engine {
@@ -221,11 +273,8 @@ impl Engine {
                 (Some(r), Some(stmt)) => Some((r, stmt)),
                 _ => None,
             };
-            let mut entry = Document::new();
             let mut prev = None;
             if let Some((r, stmt)) = session {
-                entry.insert("lsid", oplog_lsid(&r.lsid));
-                entry.insert("txnNumber", r.txn_number);
                 let st = self.sessions.entry(session_key(&r.lsid)).or_default();
                 if st.txn_number != r.txn_number {
                     st.txn_number = r.txn_number;
@@ -239,17 +288,17 @@ impl Engine {
                 st.last = Some(ts);
                 st.executed.insert(stmt, ts);
             }
-            for (k, v) in p.op {
-                entry.insert(k, v);
-            }
-            if let (Some(field), Some((image_ts, _))) = (p.image_link, &prev_entry) {
-                entry.insert(field, optime(*image_ts));
-            }
-            if let Some((_, stmt)) = session {
-                entry.insert("stmtId", stmt);
-            }
-            prev_entry = Some((ts, prev.clone()));
-            self.append_stamped(entry, ts, prev);
+            let link = match (p.image_link, &prev_entry) {
+                (Some(field), Some((image_ts, _))) => Some((field, *image_ts)),
+                _ => None,
+            };
+            let stamp = Stamp {
+                session: session.map(|(r, stmt)| (r.lsid.clone(), r.txn_number, Some(stmt))),
+                link,
+                prev: prev.clone(),
+            };
+            prev_entry = Some((ts, prev));
+            self.append_stamped(&p.op, ts, stamp);
         }
         self.last_applied = last;
         if let Some(o) = &self.oplog {
@@ -282,21 +331,17 @@ impl Engine {
         }
         let ts = self.clock.tick();
         let inner: Vec<Bson> = ops.into_iter().map(Bson::Document).collect();
-        let mut entry = Document::new();
-        let mut prev = None;
+        let mut stamp = Stamp::default();
         if let Some((lsid, txn_number)) = session {
-            entry.insert("lsid", oplog_lsid(lsid));
-            entry.insert("txnNumber", txn_number);
             let st = self.sessions.entry(session_key(lsid)).or_default();
             st.txn_number = txn_number;
             st.last = Some(ts);
             st.executed.clear();
-            prev = Some(null_optime());
+            stamp.session = Some((lsid.clone(), txn_number, None));
+            stamp.prev = Some(null_optime());
         }
-        entry.insert("op", "c");
-        entry.insert("ns", "admin.$cmd");
-        entry.insert("o", doc! {"applyOps": inner});
-        self.append_stamped(entry, ts, prev);
+        let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": inner}};
+        self.append_stamped(&entry, ts, stamp);
         self.last_applied = ts;
         if let Some(o) = &self.oplog {
             o.notify();
@@ -304,23 +349,20 @@ impl Engine {
         Some(ts)
     }
 
-    fn append_stamped(&mut self, mut entry: Document, ts: Timestamp, prev: Option<Document>) {
-        entry.insert("ts", ts);
-        entry.insert("t", TERM);
-        entry.insert("v", 2i64);
-        entry.insert("wall", DateTime::now());
-        if let Some(p) = prev {
-            entry.insert("prevOpTime", p);
+    /// Encodes `op` with its stamp straight into raw BSON (field order of reference §4.1:
+    /// `lsid, txnNumber, op, ns, ui, o, o2, [image link], stmtId, ts, t, v, wall,
+    /// prevOpTime`) and appends it to the ring.
+    fn append_stamped(&mut self, op: &Document, ts: Timestamp, stamp: Stamp) {
+        let Some(o) = self.oplog.as_mut() else {
+            return;
+        };
+        match encode_entry(op, ts, &stamp) {
+            Ok(raw) => o.append(ts, raw),
+            Err(e) => tracing::error!("cannot encode oplog entry: {e}"),
         }
-        if let Some(o) = self.oplog.as_mut() {
-            match RawDocumentBuf::from_document(&entry) {
-                Ok(raw) => o.append(ts, raw),
-                Err(e) => tracing::error!("cannot encode oplog entry: {e}"),
-            }
-            // Images of this entry's updates/deletes; expire with the oplog window.
-            self.pre_images
-                .record(&entry, ts, &mut self.catalog.images, o.first_ts());
-        }
+        // Images of this entry's updates/deletes; expire with the oplog window.
+        self.pre_images
+            .record(op, ts, &mut self.catalog.images, o.first_ts());
     }
 
     /// For a retryable write: the optime of statement `stmt` if it already ran in this
