@@ -348,7 +348,7 @@ impl Watcher {
                 Ok(Some(event)) => {
                     self.failures = 0;
                     self.refresh_token();
-                    match decode_event(&event, &mut self.txn) {
+                    match decode_event(event, &mut self.txn) {
                         Ok(Decoded::Op(op)) => return Some(Ok(*op)),
                         Ok(Decoded::Invalidate(token)) => {
                             tracing::debug!(
@@ -591,14 +591,16 @@ fn update_description(d: &Document) -> Result<UpdateDescription> {
 }
 
 /// Turns one change event (reference §5.4) into an op.
-pub(crate) fn decode_event(ev: &Document, txn: &mut TxnCounter) -> Result<Decoded> {
-    let token = ev
-        .get_document("_id")
-        .map_err(|_| malformed("missing `_id` (resume token)"))?
-        .clone();
+pub(crate) fn decode_event(mut ev: Document, txn: &mut TxnCounter) -> Result<Decoded> {
+    let token = match ev.remove("_id") {
+        Some(Bson::Document(t)) => t,
+        _ => return Err(malformed("missing `_id` (resume token)")),
+    };
     let op_type = ev
         .get_str("operationType")
-        .map_err(|_| malformed("missing `operationType`"))?;
+        .map_err(|_| malformed("missing `operationType`"))?
+        .to_owned();
+    let op_type = op_type.as_str();
     if op_type == "invalidate" {
         return Ok(Decoded::Invalidate(token));
     }
@@ -623,18 +625,21 @@ pub(crate) fn decode_event(ev: &Document, txn: &mut TxnCounter) -> Result<Decode
         | "refineCollectionShardKey" => OpKind::Command(op_type.to_owned()),
         other => OpKind::Other(other.to_owned()),
     };
-    let document_key = ev.get_document("documentKey").ok().cloned();
+    let document_key = match ev.remove("documentKey") {
+        Some(Bson::Document(k)) => Some(k),
+        _ => None,
+    };
     let id = document_key.as_ref().and_then(|k| k.get("_id").cloned());
     let mut op = Op::new(kind, ns, id);
     op.document_key = document_key;
-    match ev.get("fullDocument") {
-        Some(Bson::Document(d)) => op.data = Some(d.clone()),
+    match ev.remove("fullDocument") {
+        Some(Bson::Document(d)) => op.data = Some(d),
         Some(Bson::Null) if op.is_update() => op.document_missing = true,
         _ => {}
     }
     if op.data.is_none() && op.is_command() {
-        if let Ok(d) = ev.get_document("operationDescription") {
-            op.data = Some(d.clone());
+        if let Some(Bson::Document(d)) = ev.remove("operationDescription") {
+            op.data = Some(d);
         }
     }
     if let Ok(u) = ev.get_document("updateDescription") {
@@ -677,7 +682,7 @@ mod tests {
         "82612E8513000000012B022C0100296E5A1004A5093ABB38FE4B9EA67F01BB1A96D812463C5F6964003C5F5F5F78000004";
 
     fn decode(ev: Document) -> Op {
-        match decode_event(&ev, &mut TxnCounter::default()).unwrap() {
+        match decode_event(ev, &mut TxnCounter::default()).unwrap() {
             Decoded::Op(op) => *op,
             _ => panic!("not an op"),
         }
@@ -784,16 +789,14 @@ mod tests {
         );
         assert_eq!(other.kind, OpKind::Other("somethingNew".into()));
         let inv = decode_event(
-            &doc! {"_id": {"_data": "83"}, "operationType": "invalidate", "clusterTime": ts},
+            doc! {"_id": {"_data": "83"}, "operationType": "invalidate", "clusterTime": ts},
             &mut TxnCounter::default(),
         )
         .unwrap();
         assert!(matches!(inv, Decoded::Invalidate(t) if t == doc! {"_data": "83"}));
-        assert!(decode_event(
-            &doc! {"operationType": "insert"},
-            &mut TxnCounter::default()
-        )
-        .is_err());
+        assert!(
+            decode_event(doc! {"operationType": "insert"}, &mut TxnCounter::default()).is_err()
+        );
     }
 
     #[test]
@@ -809,7 +812,7 @@ mod tests {
             let ev = doc! {"_id": {"_data": *data}, "operationType": "insert", "clusterTime": ts,
             "ns": {"db": "t", "coll": "c"}, "documentKey": {"_id": i as i32}, "fullDocument": {"_id": i as i32},
             "lsid": lsid.clone(), "txnNumber": 3i64};
-            let Decoded::Op(op) = decode_event(&ev, &mut counter).unwrap() else {
+            let Decoded::Op(op) = decode_event(ev, &mut counter).unwrap() else {
                 panic!()
             };
             let txn = op.txn.unwrap();
