@@ -240,6 +240,9 @@ impl Handle {
 
     /// Ends the stream: it yields `None` on its next poll, and every source is dropped
     /// now, closing its server cursors. Idempotent.
+    ///
+    /// Call it (and drop the stream) inside a Tokio runtime: the driver closes cursors
+    /// with a task it spawns on the current runtime.
     pub fn stop(&self) {
         self.shared.stop();
     }
