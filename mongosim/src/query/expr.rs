@@ -46,6 +46,8 @@ pub(crate) struct Vars<'a> {
     pub(crate) now: DateTime,
     /// User variables (`$let`, `$map`'s `as`, `$filter`'s `as`), innermost last.
     pub(crate) user: Vec<(String, Bson)>,
+    /// `$$CLUSTER_TIME` (unset outside a replica set: using it is then an error).
+    pub(crate) cluster_time: Option<bson::Timestamp>,
 }
 
 impl<'a> Vars<'a> {
@@ -55,6 +57,7 @@ impl<'a> Vars<'a> {
             root,
             now: DateTime::now(),
             user: Vec::new(),
+            cluster_time: None,
         }
     }
 }
@@ -401,6 +404,16 @@ impl Expr {
                     "ROOT" => return Ok(walk_doc(vars.root, parts)),
                     "REMOVE" => return Ok(None),
                     "NOW" => Bson::DateTime(vars.now),
+                    "CLUSTER_TIME" => match vars.cluster_time {
+                        Some(ts) => Bson::Timestamp(ts),
+                        None => {
+                            // SRV variables.cpp: 10071 on a standalone
+                            return Err(CommandError::from_code(
+                                10071,
+                                "$$CLUSTER_TIME is unavailable in this context",
+                            ));
+                        }
+                    },
                     _ => match vars.user.iter().rev().find(|(n, _)| n == name) {
                         Some((_, v)) => v.clone(),
                         None => {

@@ -98,11 +98,22 @@ impl Pipeline {
     /// Runs with a fixed `$$NOW`.
     pub(crate) fn run_with_now(
         &self,
-        mut docs: Vec<Document>,
+        docs: Vec<Document>,
         now: DateTime,
     ) -> CmdResult<Vec<Document>> {
+        self.run_with_vars(docs, now, None)
+    }
+
+    /// Runs with a fixed `$$NOW` and `$$CLUSTER_TIME`.
+    pub(crate) fn run_with_vars(
+        &self,
+        mut docs: Vec<Document>,
+        now: DateTime,
+        cluster_time: Option<bson::Timestamp>,
+    ) -> CmdResult<Vec<Document>> {
+        let env = Env { now, cluster_time };
         for (_, st) in &self.stages {
-            docs = run_stage(st, docs, now)?;
+            docs = run_stage(st, docs, &env)?;
         }
         Ok(docs)
     }
@@ -352,7 +363,22 @@ fn add_field(doc: &mut Document, parts: &[&str], v: Option<Bson>) {
     }
 }
 
-fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Document>> {
+/// System variables for one run.
+struct Env {
+    now: DateTime,
+    cluster_time: Option<bson::Timestamp>,
+}
+
+impl Env {
+    fn vars<'a>(&self, d: &'a Document) -> Vars<'a> {
+        let mut v = Vars::new(d);
+        v.now = self.now;
+        v.cluster_time = self.cluster_time;
+        v
+    }
+}
+
+fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env) -> CmdResult<Vec<Document>> {
     Ok(match st {
         Stage::Match(m) => docs.into_iter().filter(|d| m.matches(d)).collect(),
         Stage::Sort(s) => {
@@ -369,8 +395,7 @@ fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Do
         Stage::AddFields(fields) => {
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {
-                let mut vars = Vars::new(&d);
-                vars.now = now;
+                let vars = env.vars(&d);
                 let mut vals = Vec::with_capacity(fields.len());
                 for (_, e) in fields {
                     vals.push(e.eval(&vars)?);
@@ -387,8 +412,7 @@ fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Do
         Stage::ReplaceRoot(e) => {
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {
-                let mut vars = Vars::new(&d);
-                vars.now = now;
+                let vars = env.vars(&d);
                 match e.eval(&vars)? {
                     Some(Bson::Document(nd)) => out.push(nd),
                     other => {
@@ -417,7 +441,7 @@ fn run_stage(st: &Stage, docs: Vec<Document>, now: DateTime) -> CmdResult<Vec<Do
                 vec![d]
             }
         }
-        Stage::Group(id, accs) => group(docs, id, accs, now)?,
+        Stage::Group(id, accs) => group(docs, id, accs, env)?,
         Stage::Unwind(path, idx, preserve) => {
             // SRV document_source_unwind.cpp
             let parts: Vec<&str> = path.split('.').collect();
@@ -471,14 +495,13 @@ fn group(
     docs: Vec<Document>,
     id: &Expr,
     accs: &[(String, String, Expr)],
-    now: DateTime,
+    env: &Env,
 ) -> CmdResult<Vec<Document>> {
     // groups in first-seen order; values collected per accumulator
     let mut keys: Vec<Bson> = Vec::new();
     let mut vals: Vec<Vec<Vec<Option<Bson>>>> = Vec::new();
     for d in &docs {
-        let mut vars = Vars::new(d);
-        vars.now = now;
+        let vars = env.vars(d);
         let key = id.eval(&vars)?.unwrap_or(Bson::Null);
         let gi = match keys
             .iter()

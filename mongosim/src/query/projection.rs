@@ -451,7 +451,8 @@ fn positional(
     match idx {
         Some(i) => Ok(a.get(i).map(|e| Bson::Array(vec![e.clone()]))),
         // SRV projection_executor_utils.cpp: 51246
-        None => Err(CommandError::bad_value(
+        None => Err(CommandError::from_code(
+            51246,
             "Executor error during find command :: caused by :: positional operator '.$' couldn't find a matching element in the array",
         )),
     }

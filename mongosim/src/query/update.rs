@@ -1780,7 +1780,7 @@ fn apply_pipeline(
     doc: &Document,
     ctx: &UpdateCtx<'_>,
 ) -> CmdResult<UpdateOutcome> {
-    let out = p.run_with_now(vec![doc.clone()], ctx.now)?;
+    let out = p.run_with_vars(vec![doc.clone()], ctx.now, Some(ctx.now_ts))?;
     let mut new_doc = out.into_iter().next().unwrap_or_default();
     // SRV pipeline_executor.cpp: the _id may not change; it is put back first if removed.
     match (doc.get("_id"), new_doc.get("_id")) {
@@ -2502,6 +2502,30 @@ mod tests {
             doc! {"$v": 2, "diff": {"d": {"a": false}, "i": {"n": 1}}}
         );
         assert_eq!(o.new_doc, doc! {"_id": 1, "b": 2, "big": big, "n": 1});
+    }
+
+    #[test]
+    fn pipeline_update_system_variables() {
+        let big = "p".repeat(100);
+        let mut ctx = UpdateCtx::new(now());
+        ctx.now_ts = Timestamp {
+            time: 7,
+            increment: 3,
+        };
+        let u = Update::parse(
+            &bson!([{"$set": {"at": "$$NOW", "ct": "$$CLUSTER_TIME"}}]),
+            None,
+        )
+        .unwrap();
+        let o = u.apply(&doc! {"_id": 1, "big": big.clone()}, &ctx).unwrap();
+        assert_eq!(
+            o.new_doc,
+            doc! {"_id": 1, "big": big, "at": now(), "ct": Timestamp { time: 7, increment: 3 }}
+        );
+        assert_eq!(
+            o.v2_diff,
+            doc! {"$v": 2, "diff": {"i": {"at": now(), "ct": Timestamp { time: 7, increment: 3 }}}}
+        );
     }
 
     #[test]
