@@ -62,6 +62,9 @@ pub struct Options {
     /// Log multi-document deletes as batched-delete `applyOps` entries, as 6.1+ servers do
     /// with `featureFlagBatchMultiDeletes` (default false).
     pub batched_deletes: bool,
+    /// Open transactions older than this are aborted (default 60 s, like
+    /// `--setParameter transactionLifetimeLimitSeconds=60`).
+    pub transaction_lifetime_limit: Duration,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             noop_interval: Duration::from_secs(10),
             enable_test_commands: true,
             batched_deletes: false,
+            transaction_lifetime_limit: Duration::from_secs(60),
         }
     }
 }
@@ -121,6 +125,11 @@ impl Options {
     /// Logs multi-deletes as batched `applyOps`.
     pub fn batched_deletes(mut self, on: bool) -> Self {
         self.batched_deletes = on;
+        self
+    }
+    /// Sets `transactionLifetimeLimitSeconds` (whole seconds on a real server; at least 1 s).
+    pub fn transaction_lifetime_limit(mut self, limit: Duration) -> Self {
+        self.transaction_lifetime_limit = limit;
         self
     }
 }

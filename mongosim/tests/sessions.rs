@@ -354,3 +354,122 @@ async fn list_databases_shows_admin_config_and_local() {
         }
     }
 }
+
+#[tokio::test]
+async fn transactions_outliving_the_lifetime_limit_are_aborted() {
+    // SRV killAllExpiredTransactions: transactionLifetimeLimitSeconds after it started, an
+    // open transaction is aborted by the server.
+    let server = TestServer::start(
+        mongosim::Options::new().transaction_lifetime_limit(std::time::Duration::from_secs(1)),
+    );
+    let client = server.client().await;
+    if !server.is_sim() {
+        admin(
+            &client,
+            doc! {"setParameter": 1, "transactionLifetimeLimitSeconds": 1},
+        )
+        .await
+        .unwrap();
+    }
+    let reported = admin(
+        &client,
+        doc! {"getParameter": 1, "transactionLifetimeLimitSeconds": 1},
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reported.get_i32("transactionLifetimeLimitSeconds").unwrap(),
+        1
+    );
+    let db = unique_db("ttl");
+    let coll = client.database(&db).collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut a = open_txn(&client, &coll, 1).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    let err = a.commit_transaction().await.unwrap_err();
+    assert_eq!(code(&err), Some(251), "{err}");
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
+    // A fresh transaction on the same document is not in conflict with the expired one.
+    let mut b = open_txn(&client, &coll, 1).await;
+    b.commit_transaction().await.unwrap();
+    if !server.is_sim() {
+        admin(
+            &client,
+            doc! {"setParameter": 1, "transactionLifetimeLimitSeconds": 60},
+        )
+        .await
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn list_local_sessions_shows_the_sessions_in_use() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let s = client.start_session().await.unwrap();
+    let mut s2 = client.start_session().await.unwrap();
+    // A session becomes known to the server when a command carries it.
+    client
+        .database("admin")
+        .run_command(doc! {"ping": 1})
+        .session(&mut s2)
+        .await
+        .unwrap();
+    let listed = |pipeline: Vec<Document>| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .database("admin")
+                .run_command(doc! {"aggregate": 1, "pipeline": pipeline, "cursor": {}})
+                .await?;
+            Ok::<_, mongodb::error::Error>(
+                reply
+                    .get_document("cursor")
+                    .unwrap()
+                    .get_array("firstBatch")
+                    .unwrap()
+                    .iter()
+                    .filter_map(|d| d.as_document().cloned())
+                    .collect::<Vec<Document>>(),
+            )
+        }
+    };
+    let mine = lsid(&s2).get("id").cloned().unwrap();
+    let all = listed(vec![doc! {"$listLocalSessions": {}}]).await.unwrap();
+    let found = all
+        .iter()
+        .find(|d| d.get_document("_id").ok().and_then(|i| i.get("id")) == Some(&mine))
+        .unwrap_or_else(|| panic!("{all:?}"));
+    let id = found.get_document("_id").unwrap();
+    assert!(matches!(id.get("uid"), Some(Bson::Binary(b)) if b.bytes.len() == 32));
+    assert!(found.get_datetime("lastUse").is_ok());
+    // A session never used in a command is not known.
+    let unused = lsid(&s).get("id").cloned().unwrap();
+    assert!(!all
+        .iter()
+        .any(|d| d.get_document("_id").ok().and_then(|i| i.get("id")) == Some(&unused)));
+    let all_users = listed(vec![doc! {"$listLocalSessions": {"allUsers": true}}])
+        .await
+        .unwrap();
+    assert!(all_users.len() >= all.len());
+    let other = listed(vec![
+        doc! {"$listLocalSessions": {"users": [{"user": "u", "db": "d"}]}},
+    ])
+    .await
+    .unwrap();
+    assert!(other.is_empty());
+    let err = listed(vec![
+        doc! {"$listLocalSessions": {"allUsers": true, "users": [{"user": "u", "db": "d"}]}},
+    ])
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&err).0, 12);
+    let err = client
+        .database("admin")
+        .run_command(
+            doc! {"aggregate": "c", "pipeline": [{"$listLocalSessions": {}}], "cursor": {}},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 73);
+}

@@ -73,7 +73,8 @@ fn parameters(ctx: &Ctx<'_>) -> Document {
     doc! {
         "featureCompatibilityVersion": { "version": fcv },
         "enableTestCommands": ctx.shared.opts.enable_test_commands,
-        "transactionLifetimeLimitSeconds": 60,
+        "transactionLifetimeLimitSeconds":
+            ctx.shared.opts.transaction_lifetime_limit.as_secs().max(1) as i32,
         "maxBSONDepth": 200,
         "logLevel": 0,
         "cursorTimeoutMillis": 600_000i64,

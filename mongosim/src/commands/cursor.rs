@@ -979,7 +979,21 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             let d = super::catalog::coll_stats_stage(engine, db, c, &spec, &host)?;
             (vec![d], &pipeline[1..])
         }
+        // SRV document_source_list_local_sessions.cpp
+        (Some(_), Some(Bson::Document(st))) if st.contains_key("$listLocalSessions") => {
+            return Err(CommandError::invalid_namespace(
+                "$listLocalSessions must be run against the database with {aggregate: 1}, not a collection",
+            ));
+        }
         (Some(c), _) => (engine_docs(engine, db, c, 0)?, &pipeline[..]),
+        // SIMFIX: the sessions in the local logical session cache (sessions.rs).
+        (None, Some(Bson::Document(st))) if st.contains_key("$listLocalSessions") => {
+            let spec = st.get("$listLocalSessions").cloned().unwrap_or(Bson::Null);
+            (
+                super::sessions::list_local_sessions(&shared, &spec)?,
+                &pipeline[1..],
+            )
+        }
         (None, _) => (Vec::new(), &pipeline[..]),
     };
     let out = run_pipeline(engine, db, coll.as_deref().unwrap_or(""), input, rest)?;

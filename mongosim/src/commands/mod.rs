@@ -303,6 +303,10 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
         ctx.autocommit = None;
         ctx.start_transaction = false;
     }
+    if let Some(lsid) = &ctx.lsid {
+        // SRV initializeOperationSessionInfo: the session becomes (or stays) active.
+        ctx.shared.sessions.vivify(lsid)?;
+    }
     let facts = failpoint::CommandFacts::of(&req);
     let activation = failpoint::before_command(ctx, &facts).await?;
     if let Err(e) = check_request_db(&req.db) {

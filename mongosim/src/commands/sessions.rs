@@ -32,10 +32,6 @@ use super::{Ctx, Request};
 use crate::error::{CmdResult, CommandError};
 use crate::server::Shared;
 
-/// SRV `transaction_participant.idl` `transactionLifetimeLimitSeconds` default (also what
-/// `getParameter` reports).
-pub(crate) const TRANSACTION_LIFETIME_LIMIT: Duration = Duration::from_secs(60);
-
 /// SRV `logical_session_cache.idl` `logicalSessionRefreshMillis` default.
 pub(crate) const LOGICAL_SESSION_REFRESH: Duration = Duration::from_secs(300);
 
@@ -70,13 +66,45 @@ pub(crate) struct SessionCache {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Sessions used since the last refresh: `lsid key -> ({id, uid}, lastUse)` (SRV
+    /// `LogicalSessionCacheImpl::_activeSessions`, what `$listLocalSessions` lists).
+    active: HashMap<Vec<u8>, (Document, bson::DateTime)>,
     /// Sessions `endSessions` named, handled at the next refresh.
     ending: HashSet<Vec<u8>>,
     /// Start of the session's latest transaction: `lsid key -> (txnNumber, started)`.
     txn_started: HashMap<Vec<u8>, (i64, Instant)>,
 }
 
+/// SRV `logical_session_cache.idl` `maxSessions` default.
+const MAX_SESSIONS: usize = 1_000_000;
+
 impl SessionCache {
+    /// Marks a session as used now (SRV `LogicalSessionCacheImpl::vivify`, called for every
+    /// command that carries an `lsid`); 261 TooManyLogicalSessions when the cache is full.
+    pub(crate) fn vivify(&self, lsid: &Document) -> CmdResult<()> {
+        let key = lsid_key(lsid);
+        let now = bson::DateTime::now();
+        let mut inner = self.inner.lock();
+        if let Some(entry) = inner.active.get_mut(&key) {
+            entry.1 = now;
+            return Ok(());
+        }
+        if inner.active.len() >= MAX_SESSIONS {
+            return Err(CommandError::new(
+                261,
+                "TooManyLogicalSessions",
+                format!(
+                    "Unable to add session ID {} into the cache because the number of active sessions is too high",
+                    crate::engine::oplog_lsid(lsid)
+                ),
+            ));
+        }
+        inner
+            .active
+            .insert(key, (crate::engine::oplog_lsid(lsid), now));
+        Ok(())
+    }
+
     /// Records that `txn_number` started on the session now (called by the dispatcher for a
     /// successful `startTransaction` statement).
     pub(crate) fn transaction_started(&self, lsid: &Document, txn_number: i64) {
@@ -388,7 +416,12 @@ pub(crate) async fn kill_all_sessions_by_pattern(
 /// The logical session cache refresh: sessions queued by `endSessions` lose their cursors and
 /// their (finished) transaction state.
 pub(crate) fn refresh(shared: &Shared) {
-    let ending: HashSet<Vec<u8>> = std::mem::take(&mut shared.sessions.inner.lock().ending);
+    let ending: HashSet<Vec<u8>> = {
+        let mut inner = shared.sessions.inner.lock();
+        // The cache's records go to config.system.sessions; the local cache starts empty.
+        inner.active.clear();
+        std::mem::take(&mut inner.ending)
+    };
     if ending.is_empty() {
         return;
     }
@@ -398,6 +431,73 @@ pub(crate) fn refresh(shared: &Shared) {
         .cursors
         .kill_sessions(|lsid| ending.contains(&lsid_key(lsid)));
     super::txn::forget_finished(shared, |key| ending.contains(key));
+}
+
+/// The source documents of `$listLocalSessions` (SRV document_source_list_local_sessions.cpp):
+/// `{_id: {id, uid}, lastUse}` for each session in the local cache that belongs to the listed
+/// users (default: the caller; without auth every session is the unauthenticated user's).
+pub(crate) fn list_local_sessions(shared: &Shared, spec: &Bson) -> CmdResult<Vec<Document>> {
+    const STAGE: &str = "$listLocalSessions";
+    let Bson::Document(spec) = spec else {
+        return Err(CommandError::type_mismatch(format!(
+            "{STAGE} options must be specified in an object, but found: {}",
+            super::type_name(spec)
+        )));
+    };
+    let mut all_users = false;
+    let mut users: Option<Vec<(String, String)>> = None;
+    for (k, v) in spec {
+        match k.as_str() {
+            "allUsers" => match v {
+                Bson::Boolean(b) => all_users = *b,
+                other => {
+                    return Err(super::wrong_type(
+                        &format!("{STAGE}.allUsers"),
+                        other,
+                        "bool",
+                    ))
+                }
+            },
+            "users" => {
+                let Bson::Array(list) = v else {
+                    return Err(super::wrong_type(&format!("{STAGE}.users"), v, "array"));
+                };
+                let mut out = Vec::new();
+                for item in list {
+                    let Bson::Document(d) = item else {
+                        return Err(super::wrong_type(&format!("{STAGE}.users"), item, "object"));
+                    };
+                    out.push(user_and_db("ListSessionsUser", d)?);
+                }
+                users = Some(out);
+            }
+            "$_internalPredicate" => {}
+            other => return Err(CommandError::unknown_field(other, STAGE)),
+        }
+    }
+    let users = users.unwrap_or_default();
+    if all_users && !users.is_empty() {
+        return Err(CommandError::new(
+            12,
+            "UnsupportedFormat",
+            format!(
+                "{STAGE} may not specify {{allUsers:true}} and {{users:[...]}} at the same time"
+            ),
+        ));
+    }
+    // Every session here has the unauthenticated user's uid; `users` naming anybody but the
+    // unauthenticated user ("" @ "") selects none of them.
+    let anyone =
+        all_users || users.is_empty() || users.iter().any(|(u, d)| u.is_empty() && d.is_empty());
+    if !anyone {
+        return Ok(Vec::new());
+    }
+    let inner = shared.sessions.inner.lock();
+    Ok(inner
+        .active
+        .values()
+        .map(|(id, last_use)| doc! {"_id": id.clone(), "lastUse": *last_use})
+        .collect())
 }
 
 /// The expired-transaction reaper: aborts transactions older than
@@ -429,7 +529,8 @@ pub(crate) async fn background_jobs(shared: Arc<Shared>) {
     let mut last_refresh = Instant::now();
     loop {
         tick.tick().await;
-        abort_expired(&shared, TRANSACTION_LIFETIME_LIMIT);
+        // SRV transaction_participant.idl `transactionLifetimeLimitSeconds` (default 60).
+        abort_expired(&shared, shared.opts.transaction_lifetime_limit);
         if last_refresh.elapsed() >= LOGICAL_SESSION_REFRESH {
             refresh(&shared);
             last_refresh = Instant::now();
