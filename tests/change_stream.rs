@@ -483,3 +483,30 @@ async fn database_stream_continues_after_drop_database() {
     assert_eq!(got[1].namespace.to_string(), db_name);
     assert_eq!(got[2].collection(), "b");
 }
+
+#[tokio::test]
+async fn expanded_events_report_ddl() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_expanded");
+    let db = server.client.database(&db_name);
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(Namespace::database(&db_name).unwrap())
+            .show_expanded_events(true),
+    );
+    opened(&mut s).await;
+    db.create_collection("c").await.unwrap();
+    db.collection::<Document>("c")
+        .create_index(mongodb::IndexModel::builder().keys(doc! {"a": 1}).build())
+        .await
+        .unwrap();
+    let got = take_ops(&mut s, 2).await;
+    assert_eq!(got[0].kind, OpKind::Create);
+    assert_eq!(got[0].collection(), "c");
+    assert_eq!(got[1].kind, OpKind::Command("createIndexes".into()));
+    assert!(got[1]
+        .data
+        .as_ref()
+        .is_some_and(|d| d.contains_key("indexes")));
+}

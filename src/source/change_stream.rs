@@ -84,6 +84,9 @@ pub struct ChangeStreamOptions {
     pub batch_size: Option<u32>,
     /// How long the server waits for events before answering an empty batch. Default 1 s.
     pub max_await_time: Option<Duration>,
+    /// `showExpandedEvents` (6.0+): also report `create`, `createIndexes`, `dropIndexes`,
+    /// `modify` and the expanded `rename` events. Default `false`.
+    pub show_expanded_events: bool,
     /// Retry of transient errors beyond the driver's single automatic resume. Default
     /// [`RetryPolicy::default`].
     pub retry: RetryPolicy,
@@ -101,6 +104,7 @@ impl Default for ChangeStreamOptions {
             start_after: None,
             batch_size: None,
             max_await_time: Some(Duration::from_secs(1)),
+            show_expanded_events: false,
             retry: RetryPolicy::default(),
         }
     }
@@ -166,6 +170,12 @@ impl ChangeStreamOptions {
     /// Sets [`ChangeStreamOptions::max_await_time`].
     pub fn max_await_time(mut self, d: Duration) -> Self {
         self.max_await_time = Some(d);
+        self
+    }
+
+    /// Sets [`ChangeStreamOptions::show_expanded_events`].
+    pub fn show_expanded_events(mut self, on: bool) -> Self {
+        self.show_expanded_events = on;
         self
     }
 
@@ -461,6 +471,9 @@ impl Watcher {
         }
         if let Some(d) = o.max_await_time {
             watch = watch.max_await_time(d);
+        }
+        if o.show_expanded_events {
+            watch = watch.show_expanded_events(true);
         }
         match &self.resume {
             Some((token, start_after)) => {
