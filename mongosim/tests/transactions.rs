@@ -374,3 +374,71 @@ async fn unsatisfiable_write_concern_on_commit() {
     assert!(!err.contains_label("UnknownTransactionCommitResult"));
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn large_transaction_is_a_chain_of_apply_ops() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = client.database(&unique_db("txn_large"));
+    db.create_collection("c").await.unwrap();
+    let coll = db.collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap().with_type::<Document>();
+    let before = last_ts(&client).await;
+    let big = "x".repeat(1_000_000);
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    for i in 0..20 {
+        coll.insert_one(doc! {"_id": i, "big": &big})
+            .session(&mut session)
+            .await
+            .unwrap();
+    }
+    session.commit_transaction().await.unwrap();
+
+    // more than 16 MB of operations: several applyOps entries (reference §6)
+    let entries = entries_after(&client, before).await;
+    assert!(entries.len() >= 2, "{} entries", entries.len());
+    let mut total = 0;
+    for (i, e) in entries.iter().enumerate() {
+        assert_eq!(e.get_str("ns").unwrap(), "admin.$cmd");
+        assert_eq!(e.get("txnNumber"), Some(&Bson::Int64(1)));
+        let o = e.get_document("o").unwrap();
+        total += o.get_array("applyOps").unwrap().len();
+        let prev = e
+            .get_document("prevOpTime")
+            .unwrap()
+            .get_timestamp("ts")
+            .unwrap();
+        if i == 0 {
+            assert_eq!(
+                prev,
+                Timestamp {
+                    time: 0,
+                    increment: 0
+                }
+            );
+        } else {
+            assert_eq!(prev, entries[i - 1].get_timestamp("ts").unwrap());
+        }
+        if i + 1 < entries.len() {
+            assert_eq!(o.get("partialTxn"), Some(&Bson::Boolean(true)), "{i}");
+            assert!(o.get("count").is_none());
+        } else {
+            assert!(o.get("partialTxn").is_none());
+            assert_eq!(o.get("count").and_then(Bson::as_i64), Some(20));
+        }
+    }
+    assert_eq!(total, 20);
+
+    // events: all at the commit (last entry) time, txnOpIndex 0..19
+    let commit_ts = entries.last().unwrap().get_timestamp("ts").unwrap();
+    for i in 0..20 {
+        let ev = next(&mut stream).await;
+        assert_eq!(ev.get_timestamp("clusterTime").unwrap(), commit_ts);
+        assert_eq!(txn_op_index(&ev), i);
+        assert_eq!(
+            ev.get_document("documentKey").unwrap(),
+            &doc! {"_id": i as i32}
+        );
+    }
+}

@@ -511,13 +511,50 @@ fn apply_commit(
     // The live catalog's own images of this final-state application are not the
     // transaction's: the statements' images (above) are.
     live.catalog.images.clear();
-    let ts = live.log_transaction(inner, lsid, txn_number);
-    if let Some(ts) = ts {
-        for (i, ui, img) in images {
-            live.pre_images.insert(ts, i, &ui, img);
+    let chunks = split_apply_ops(inner);
+    // Where each op lands: (entry number, index within that entry), for the image keys.
+    let mut place = Vec::new();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for i in 0..chunk.len() {
+            place.push((c, i as u32));
         }
     }
-    Ok(ts)
+    let stamps = live.log_transaction_chain(chunks, lsid, txn_number);
+    for (op_index, ui, img) in images {
+        if let Some(&(c, i)) = place.get(op_index as usize) {
+            if let Some(ts) = stamps.get(c) {
+                live.pre_images.insert(*ts, i, &ui, img);
+            }
+        }
+    }
+    Ok(stamps.last().copied())
+}
+
+/// `BSONObjMaxUserSize`: an `applyOps` entry of a transaction stays under it.
+const MAX_APPLY_OPS_BYTES: usize = 16 * 1024 * 1024;
+
+/// Per-op allowance for the array index key and entry framing (SRV
+/// `transaction_operations.cpp` packs ops while the entry stays under the limit).
+const APPLY_OPS_ENTRY_PADDING: usize = 64;
+
+/// Packs a transaction's ops into `applyOps` entries of at most 16 MB each, in order.
+fn split_apply_ops(ops: Vec<Document>) -> Vec<Vec<Document>> {
+    let mut chunks: Vec<Vec<Document>> = Vec::new();
+    let mut current: Vec<Document> = Vec::new();
+    let mut size = 0usize;
+    for op in ops {
+        let n = bson::to_vec(&op).map(|v| v.len()).unwrap_or(0) + APPLY_OPS_ENTRY_PADDING;
+        if !current.is_empty() && size + n > MAX_APPLY_OPS_BYTES {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += n;
+        current.push(op);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
 }
 
 /// Makes the live document `(db, coll, _id)` equal to its final state in the transaction.

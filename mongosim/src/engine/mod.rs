@@ -319,6 +319,64 @@ impl Engine {
         self.log_apply_ops(ops, Some((lsid, txn_number)))
     }
 
+    /// Writes a large unprepared transaction (added by CSTREAM for `commands/txn.rs`, which
+    /// splits the ops so each entry stays under 16 MB) as a chain of `applyOps` entries with
+    /// consecutive optimes (reference §6): every entry but the last has `partialTxn: true`,
+    /// each links the previous one through `prevOpTime` (the first: the null optime), the
+    /// last carries `count` (total ops) and is the commit point. Returns each entry's `ts`.
+    pub(crate) fn log_transaction_chain(
+        &mut self,
+        chunks: Vec<Vec<Document>>,
+        lsid: &Document,
+        txn_number: i64,
+    ) -> Vec<Timestamp> {
+        let chunks: Vec<Vec<Document>> = chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        if chunks.len() <= 1 {
+            let ops = chunks.into_iter().next().unwrap_or_default();
+            return self
+                .log_transaction(ops, lsid, txn_number)
+                .into_iter()
+                .collect();
+        }
+        let total: usize = chunks.iter().map(Vec::len).sum();
+        let n = chunks.len();
+        let first = self.clock.reserve(n as u32);
+        let mut prev = null_optime();
+        let mut stamps = Vec::with_capacity(n);
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            let ts = Timestamp {
+                time: first.time,
+                increment: first.increment + i as u32,
+            };
+            let inner: Vec<Bson> = chunk.into_iter().map(Bson::Document).collect();
+            let mut o = doc! {"applyOps": inner};
+            if i + 1 < n {
+                o.insert("partialTxn", true);
+            } else {
+                o.insert("count", total as i64);
+            }
+            let stamp = Stamp {
+                session: Some((lsid.clone(), txn_number, None)),
+                prev: Some(prev),
+                ..Stamp::default()
+            };
+            let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": o};
+            self.append_stamped(&entry, ts, stamp);
+            prev = optime(ts);
+            stamps.push(ts);
+        }
+        let last = stamps[n - 1];
+        let st = self.sessions.entry(session_key(lsid)).or_default();
+        st.txn_number = txn_number;
+        st.last = Some(last);
+        st.executed.clear();
+        self.last_applied = last;
+        if let Some(o) = &self.oplog {
+            o.notify();
+        }
+        stamps
+    }
+
     /// Writes `ops` as one `admin.$cmd` `applyOps` entry; without a session this is the
     /// batched-write form (batched multi-deletes, reference §4.7).
     pub(crate) fn log_apply_ops(
