@@ -267,11 +267,52 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
 
 // ---------------------------------------------------------------- delete
 
-/// Record ids of the documents matching `filter`, in `$natural` order.
-pub(crate) fn matching_rids(catalog: &Catalog, db: &str, coll: &str, m: &Matcher) -> Vec<u64> {
+/// Record ids a top-level `_id` equality (`{_id: v}`, `{_id: {$eq: v}}`, `{_id: {$in: [...]}}`)
+/// restricts the query to, looked up in the `_id` index; `None` when the query needs a scan.
+pub(crate) fn id_candidates(
+    c: &crate::engine::catalog::Collection,
+    query: &Document,
+) -> Option<Vec<u64>> {
+    fn plain(v: &Bson) -> bool {
+        match v {
+            Bson::Document(d) => !d.keys().any(|k| k.starts_with('$')),
+            Bson::Array(_) | Bson::RegularExpression(_) => false,
+            _ => true,
+        }
+    }
+    let v = query.get("_id")?;
+    let values: Vec<&Bson> = match v {
+        Bson::Document(d) if d.len() == 1 => match (d.get("$eq"), d.get("$in")) {
+            (Some(x), _) if plain(x) => vec![x],
+            (_, Some(Bson::Array(a))) if a.iter().all(plain) => a.iter().collect(),
+            _ => return None,
+        },
+        x if plain(x) => vec![x],
+        _ => return None,
+    };
+    let mut rids: Vec<u64> = values.into_iter().filter_map(|x| c.rid_by_id(x)).collect();
+    rids.sort_unstable();
+    rids.dedup();
+    Some(rids)
+}
+
+/// Record ids of the documents matching `query` (parsed as `m`), in `$natural` order.
+pub(crate) fn matching_rids(
+    catalog: &Catalog,
+    db: &str,
+    coll: &str,
+    query: &Document,
+    m: &Matcher,
+) -> Vec<u64> {
     let Some(c) = catalog.coll(db, coll) else {
         return Vec::new();
     };
+    if let Some(rids) = id_candidates(c, query) {
+        return rids
+            .into_iter()
+            .filter(|r| c.get(*r).is_some_and(|sd| m.matches(&sd.doc)))
+            .collect();
+    }
     c.iter()
         .filter(|(_, sd)| m.matches(&sd.doc))
         .map(|(rid, _)| rid)
@@ -332,7 +373,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     )));
                 }
                 let m = Matcher::parse(q)?;
-                let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+                let mut rids = matching_rids(&engine.catalog, db, coll, q, &m);
                 if limit == 1.0 {
                     rids.truncate(1);
                 }
@@ -504,7 +545,7 @@ pub(crate) fn apply_update(
     sort: Option<&crate::query::sort::SortSpec>,
 ) -> CmdResult<(UpdateResult, Vec<Document>)> {
     let m = Matcher::parse(query)?;
-    let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+    let mut rids = matching_rids(&engine.catalog, db, coll, query, &m);
     if let (Some(s), Some(c)) = (sort, engine.catalog.coll(db, coll)) {
         rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
             (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
@@ -753,7 +794,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     }
     let (last_error, value, pre_image_for_log, ops) = if remove {
         let m = Matcher::parse(&query)?;
-        let mut rids = matching_rids(&engine.catalog, db, coll, &m);
+        let mut rids = matching_rids(&engine.catalog, db, coll, &query, &m);
         if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
             rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
                 (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),

@@ -15,7 +15,7 @@ use crate::engine::cursor::{
 use crate::engine::{names, Engine};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
-use bson::{doc, Bson, Document, RawArrayBuf, RawDocumentBuf, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -302,24 +302,82 @@ pub(crate) fn cursor_reply(
     id: i64,
     ns: &str,
 ) -> CmdResult<RawDocumentBuf> {
-    let mut arr = RawArrayBuf::new();
-    for d in docs {
-        arr.push(d);
+    // Written by hand into one buffer: the documents are copied once, no per-element
+    // allocation (reference §3.1 shape).
+    let extras = if extras.is_empty() {
+        None
+    } else {
+        Some(encode(&extras)?)
+    };
+    let docs_len: usize = docs.iter().map(|d| d.as_bytes().len() + 9).sum();
+    let mut buf: Vec<u8> = Vec::with_capacity(docs_len + ns.len() + 96);
+    buf.extend_from_slice(&[0; 4]); // reply length
+    buf.push(0x03);
+    buf.extend_from_slice(b"cursor\0");
+    let cursor_at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    buf.push(0x04);
+    buf.extend_from_slice(if first {
+        b"firstBatch\0"
+    } else {
+        b"nextBatch\0"
+    });
+    let arr_at = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let mut key = itoa_buf();
+    for (i, d) in docs.iter().enumerate() {
+        buf.push(0x03);
+        buf.extend_from_slice(key.format(i));
+        buf.push(0);
+        buf.extend_from_slice(d.as_bytes());
     }
-    let mut c = RawDocumentBuf::new();
-    c.append(if first { "firstBatch" } else { "nextBatch" }, arr);
-    if !extras.is_empty() {
-        let extras = encode(&extras)?;
-        for el in extras.iter() {
-            let (k, v) = el.map_err(|e| CommandError::from_code(1, e.to_string()))?;
-            c.append_ref(k, v);
+    buf.push(0);
+    patch_len(&mut buf, arr_at);
+    if let Some(x) = &extras {
+        let bytes = x.as_bytes();
+        buf.extend_from_slice(&bytes[4..bytes.len() - 1]);
+    }
+    buf.push(0x12);
+    buf.extend_from_slice(b"id\0");
+    buf.extend_from_slice(&id.to_le_bytes());
+    buf.push(0x02);
+    buf.extend_from_slice(b"ns\0");
+    buf.extend_from_slice(&((ns.len() + 1) as i32).to_le_bytes());
+    buf.extend_from_slice(ns.as_bytes());
+    buf.push(0);
+    buf.push(0);
+    patch_len(&mut buf, cursor_at);
+    buf.push(0);
+    patch_len(&mut buf, 0);
+    RawDocumentBuf::from_bytes(buf).map_err(|e| CommandError::from_code(1, e.to_string()))
+}
+
+/// Writes the length of the document starting at `at` (it ends at the buffer's end).
+fn patch_len(buf: &mut [u8], at: usize) {
+    let len = (buf.len() - at) as i32;
+    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// A small decimal formatter for array keys.
+struct KeyBuf([u8; 20]);
+
+fn itoa_buf() -> KeyBuf {
+    KeyBuf([0; 20])
+}
+
+impl KeyBuf {
+    fn format(&mut self, mut n: usize) -> &[u8] {
+        let mut i = self.0.len();
+        loop {
+            i -= 1;
+            self.0[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
         }
+        &self.0[i..]
     }
-    c.append("id", id);
-    c.append("ns", ns);
-    let mut reply = RawDocumentBuf::new();
-    reply.append("cursor", c);
-    Ok(reply)
 }
 
 /// Hands a raw reply body to the server layer (which appends `ok`, `$clusterTime`,
@@ -766,10 +824,28 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     }
 
     // materialised path: filter, sort, skip, limit, project
-    let mut docs: Vec<Document> = engine_docs(engine, db, coll, 0)?
-        .into_iter()
-        .filter(|d| matcher.matches(d))
-        .collect();
+    let mut docs: Vec<Document> = match engine.catalog.kind(db, coll) {
+        // only matching documents are copied; an `_id` equality uses the `_id` index
+        NsKind::Collection(c) if !is_oplog(engine, db, coll) => {
+            match super::crud::id_candidates(c, &filter) {
+                Some(rids) => rids
+                    .into_iter()
+                    .filter_map(|r| c.get(r))
+                    .filter(|sd| matcher.matches(&sd.doc))
+                    .map(|sd| sd.doc.clone())
+                    .collect(),
+                None => c
+                    .iter()
+                    .filter(|(_, sd)| matcher.matches(&sd.doc))
+                    .map(|(_, sd)| sd.doc.clone())
+                    .collect(),
+            }
+        }
+        _ => engine_docs(engine, db, coll, 0)?
+            .into_iter()
+            .filter(|d| matcher.matches(d))
+            .collect(),
+    };
     if natural.is_some_and(|n| n < 0.0) {
         docs.reverse();
     }
