@@ -207,10 +207,14 @@ pub enum Source {
 #[non_exhaustive]
 pub enum Position {
     /// The oplog `ts` of the entry (for an op inside a transaction: of the entry that
-    /// committed it). Resume with `OplogOptions::start_at`/`Handle::since`.
+    /// committed it, shared by all ops of the transaction, so resuming from it resumes
+    /// after the whole transaction). Resume with
+    /// [`OplogOptions::start_after`](crate::OplogOptions::start_after) or
+    /// [`Handle::since`](crate::Handle::since).
     Oplog(Timestamp),
     /// A change-stream resume token (`_id` of the event). Resume with
-    /// `ChangeStreamOptions::resume_after` / `start_after`.
+    /// [`ChangeStreamOptions::resume_after`](crate::ChangeStreamOptions::resume_after) or
+    /// [`start_after`](crate::ChangeStreamOptions::start_after).
     ResumeToken(Document),
     /// Direct reads have no resumable position.
     Direct,
