@@ -442,3 +442,50 @@ async fn large_transaction_is_a_chain_of_apply_ops() {
         );
     }
 }
+
+#[tokio::test]
+async fn transaction_in_4_4_mode() {
+    let server = TestServer::start(Options::new().version(mongosim::ServerVersion::V4_4));
+    if !server.is_sim() {
+        return;
+    }
+    let client = server.client().await;
+    let db = client.database(&unique_db("txn_44"));
+    db.create_collection("c").await.unwrap();
+    let coll = db.collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap().with_type::<Document>();
+    let before = last_ts(&client).await;
+    let mut session = client.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.insert_one(doc! {"_id": 1})
+        .session(&mut session)
+        .await
+        .unwrap();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 1}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    let entries = entries_after(&client, before).await;
+    assert_eq!(entries.len(), 1);
+    let inner = entries[0]
+        .get_document("o")
+        .unwrap()
+        .get_array("applyOps")
+        .unwrap();
+    let ins = inner[0].as_document().unwrap();
+    assert!(ins.get("o2").is_none(), "4.4 inserts have no o2: {ins}");
+    let upd = inner[1].as_document().unwrap();
+    assert_eq!(
+        upd.get_document("o").unwrap().get("$v"),
+        Some(&Bson::Int32(1))
+    );
+    for op in ["insert", "update"] {
+        let ev = next(&mut stream).await;
+        assert_eq!(ev.get_str("operationType").unwrap(), op);
+        assert!(ev.get("wallTime").is_none());
+        assert_eq!(ev.get("txnNumber"), Some(&Bson::Int64(1)));
+        let hex = ev.get_document("_id").unwrap().get_str("_data").unwrap();
+        assert_eq!(&hex[18..22], "2B02", "v1 token: {hex}");
+    }
+}
