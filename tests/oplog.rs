@@ -579,3 +579,29 @@ async fn capped_position_lost_on_get_more_ends_the_stream() {
         "the stream must end, never jump ahead"
     );
 }
+
+#[tokio::test]
+async fn idle_position_advances_with_no_op_entries() {
+    let server =
+        TestServer::with(mongosim::Options::new().noop_interval(Duration::from_millis(200))).await;
+    let db_name = unique_db("idle");
+    let start = server.latest_ts().await;
+    let mut ops = OplogStream::new(
+        &server.client,
+        OplogOptions::new()
+            .start_after(start)
+            .max_await_time(Duration::from_millis(100))
+            .namespace(ns(&format!("{db_name}.c"))),
+    );
+    let deadline = tokio::time::Instant::now() + common::WAIT;
+    loop {
+        assert_quiet(&mut ops, Duration::from_millis(100)).await;
+        if ops.position().is_some_and(|p| p > start) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "position never moved past {start}"
+        );
+    }
+}
