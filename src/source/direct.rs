@@ -66,7 +66,7 @@ pub struct DirectOptions {
     /// Bounded mode: only documents whose `_id` is at most the greatest `_id` (of the
     /// sampled type) present when the read starts. Default `false`.
     pub bounded: bool,
-    /// Cursor batch size. Default `None`: about 4 MiB per batch from the collection's
+    /// Cursor batch size. Default `None`: about 1 MiB per batch from the collection's
     /// average document size (`collStats.avgObjSize`), between 100 and 10,000 documents.
     pub batch_size: Option<u32>,
     /// Retry of transient errors: a range (read in `_id` order) is re-opened after the
@@ -167,6 +167,9 @@ impl DirectOptions {
 
 /// The direct-read source: a `Stream<Item = Result<Op>>` that ends when every namespace
 /// has been read. Dropping it closes its cursors.
+///
+/// Memory: at most `concurrency` namespaces × (`split_max` + 1) ranges hold one cursor
+/// batch each (about 1 MiB by default) while the consumer is not polling.
 #[must_use = "streams do nothing unless polled"]
 pub struct DirectReads {
     inner: BoxStream<'static, Result<Op>>,
@@ -297,7 +300,7 @@ async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Resul
     };
     let default_batch = |avg: Option<f64>| -> u32 {
         options.batch_size.unwrap_or_else(|| match avg {
-            Some(avg) if avg > 0.0 => ((4.0 * 1024.0 * 1024.0) / avg).clamp(100.0, 10_000.0) as u32,
+            Some(avg) if avg > 0.0 => ((1024.0 * 1024.0) / avg).clamp(100.0, 10_000.0) as u32,
             _ => 1_000,
         })
     };
