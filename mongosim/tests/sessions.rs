@@ -297,6 +297,29 @@ async fn refresh_and_start_session() {
         "{reply}"
     );
     assert_eq!(reply.get_i32("timeoutMinutes").unwrap(), 30);
+    // Both sessions are now in the server's local session cache.
+    let listed = admin(
+        &client,
+        doc! {"aggregate": 1, "pipeline": [{"$listLocalSessions": {}}], "cursor": {}},
+    )
+    .await
+    .unwrap();
+    let ids: Vec<Bson> = listed
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .filter_map(|d| {
+            d.as_document()?
+                .get_document("_id")
+                .ok()?
+                .get("id")
+                .cloned()
+        })
+        .collect();
+    assert!(ids.contains(id.get("id").unwrap()), "{ids:?}");
+    assert!(ids.contains(lsid(&s).get("id").unwrap()), "{ids:?}");
 }
 
 #[tokio::test]

@@ -248,19 +248,28 @@ fn session_from_client(cmd: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)>
 }
 
 /// `startSession`: a new server-generated session id (SRV `start_session_command.cpp`).
-pub(crate) async fn start_session(_ctx: &mut Ctx<'_>, _req: Request) -> CmdResult<Document> {
+pub(crate) async fn start_session(ctx: &mut Ctx<'_>, _req: Request) -> CmdResult<Document> {
+    let id = doc! { "id": bson::Uuid::new() };
+    // SRV start_session_command.cpp: `LogicalSessionCache::startSession` caches the record.
+    ctx.shared.sessions.vivify(&id)?;
     Ok(doc! {
-        "id": { "id": bson::Uuid::new() },
+        "id": id,
         // SRV logical_session_id.idl `localLogicalSessionTimeoutMinutes` default, as in hello.
         "timeoutMinutes": 30,
     })
 }
 
-/// `refreshSessions: [lsid…]`: keeps sessions alive. Sessions here never time out while
-/// their transaction is open, so this validates and acknowledges.
-pub(crate) async fn refresh_sessions(_ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+/// `refreshSessions: [lsid…]`: marks the caller's sessions as active (SRV
+/// refresh_sessions_command.cpp → `LogicalSessionCache::vivify`).
+pub(crate) async fn refresh_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let mut own = Vec::new();
     for lsid in docs_arg(&req)? {
-        session_from_client(&req.name, lsid)?;
+        if session_from_client(&req.name, lsid)?.1 {
+            own.push(lsid);
+        }
+    }
+    for lsid in own {
+        ctx.shared.sessions.vivify(lsid)?;
     }
     Ok(Document::new())
 }
