@@ -26,6 +26,15 @@ use std::{
 
 use runner::Verdict;
 
+/// Writes a line to stderr directly: libtest captures `eprintln!` of passing tests, and the
+/// per-file summary should show in every run.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 const SUITES: &[&str] = &["change-streams", "crud", "transactions"];
 
 fn spec_dir() -> PathBuf {
@@ -75,8 +84,15 @@ struct Counts {
 
 impl Counts {
     fn line(&self) -> String {
+        let applicable = self.passed + self.failed;
+        let pct = if applicable == 0 {
+            100.0
+        } else {
+            100.0 * self.passed as f64 / applicable as f64
+        };
         format!(
-            "passed {}, failed {} (of which listed in NOT_PASSING.md {}), not applicable {}, skipped {}",
+            "passed {}, failed {} (of which listed in NOT_PASSING.md {}), not applicable {}, skipped {}; \
+             {pct:.1}% of {applicable} applicable pass",
             self.passed, self.failed, self.listed, self.not_applicable, self.skipped
         )
     }
@@ -93,7 +109,7 @@ impl Counts {
 fn unified_spec_tests() {
     let dir = spec_dir();
     if !dir.is_dir() {
-        eprintln!(
+        say!(
             "spec tests: {} not found; skipping (set MONGOSIM_SPEC_TESTS)",
             dir.display()
         );
@@ -124,9 +140,10 @@ fn unified_spec_tests() {
         let env = runner::Env::new(&uri)
             .await
             .unwrap_or_else(|e| panic!("spec runner setup: {e}"));
-        eprintln!(
+        say!(
             "spec tests against {uri}: server {:?}, topology {}",
-            env.version, env.topology
+            env.version,
+            env.topology
         );
         runner::kill_all_sessions(&env).await;
         let mut total = Counts::default();
@@ -159,10 +176,10 @@ fn unified_spec_tests() {
                             if allow.contains_key(&key) {
                                 c.listed += 1;
                                 if verbose {
-                                    eprintln!("  listed failure {fname} `{desc}`: {why}");
+                                    say!("  listed failure {fname} `{desc}`: {why}");
                                 }
                             } else {
-                                eprintln!("  FAILED {fname} `{desc}`: {why}");
+                                say!("  FAILED {fname} `{desc}`: {why}");
                                 unexpected.push(format!("{fname} `{desc}`"));
                             }
                         }
@@ -170,24 +187,27 @@ fn unified_spec_tests() {
                         Verdict::Skipped(_) => c.skipped += 1,
                     }
                 }
-                eprintln!(
+                say!(
                     "{fname}: passed {}, failed {}, not applicable {}, skipped {}",
-                    c.passed, c.failed, c.not_applicable, c.skipped
+                    c.passed,
+                    c.failed,
+                    c.not_applicable,
+                    c.skipped
                 );
                 for (desc, v) in &rep.tests {
                     if let Verdict::Skipped(r) = v {
-                        eprintln!("  skipped `{desc}`: {r}");
+                        say!("  skipped `{desc}`: {r}");
                     }
                 }
                 sc.add(&c);
             }
-            eprintln!("== {suite}: {}", sc.line());
+            say!("== {suite}: {}", sc.line());
             total.add(&sc);
         }
-        eprintln!("== total: {}", total.line());
+        say!("== total: {}", total.line());
     });
     for n in &now_passing {
-        eprintln!("now passes, remove from NOT_PASSING.md: {n}");
+        say!("now passes, remove from NOT_PASSING.md: {n}");
     }
     assert!(
         unexpected.is_empty(),

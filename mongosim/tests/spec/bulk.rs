@@ -21,7 +21,8 @@ enum Kind {
     Delete,
 }
 
-fn model(req: &Document) -> Result<(Kind, Document, Bson), String> {
+/// A write model as a statement; the inner `Err` is a client-side validation error.
+fn model(req: &Document) -> Result<Result<(Kind, Document, Bson), String>, String> {
     let (name, body) = req.iter().next().ok_or("empty request")?;
     let Bson::Document(body) = body else {
         return Err(format!("bad request {req}"));
@@ -50,6 +51,20 @@ fn model(req: &Document) -> Result<(Kind, Document, Bson), String> {
             } else {
                 b.remove("update").ok_or("update without update")?
             };
+            // CRUD spec: update documents must start with an operator, replacements must not.
+            if let Bson::Document(d) = &u {
+                let op = d.keys().next().is_some_and(|k| k.starts_with('$'));
+                if name == "replaceOne" && op {
+                    return Ok(Err(format!(
+                        "replacement document must not contain update operators: {d}"
+                    )));
+                }
+                if name != "replaceOne" && !op {
+                    return Ok(Err(format!(
+                        "update document must contain update operators: {d}"
+                    )));
+                }
+            }
             let mut st = doc! { "q": q, "u": u };
             if name == "updateMany" {
                 st.insert("multi", true);
@@ -79,7 +94,7 @@ fn model(req: &Document) -> Result<(Kind, Document, Bson), String> {
         }
         other => return Err(format!("unknown write model {other}")),
     };
-    Ok(out)
+    Ok(Ok(out))
 }
 
 fn n(d: &Document, k: &str) -> i64 {
@@ -114,7 +129,10 @@ pub async fn bulk_write(
         let Bson::Document(r) = r else {
             return Err(format!("bad request {r}"));
         };
-        models.push(model(&r)?);
+        match model(&r)? {
+            Ok(m) => models.push(m),
+            Err(client) => return Ok(Err(OpErr::Client(client))),
+        }
     }
     if models.is_empty() {
         return Ok(Err(OpErr::Client(
@@ -124,6 +142,15 @@ pub async fn bulk_write(
     let ns = c.namespace();
     let db = c.client().database(&ns.db);
     let wc = if in_txn { None } else { wc_of(c) };
+    // As the driver's own write helpers do (client/executor.rs): no unacknowledged writes.
+    if wc
+        .as_ref()
+        .is_some_and(|w| matches!(w.get("w"), Some(Bson::Int32(0))))
+    {
+        return Ok(Err(OpErr::Client(
+            "Unacknowledged write concerns are not supported".into(),
+        )));
+    }
 
     let (mut inserted, mut matched, mut modified, mut deleted) = (0i64, 0i64, 0i64, 0i64);
     let mut inserted_ids = Document::new();
@@ -237,6 +264,10 @@ pub async fn bulk_write(
     if err.write_errors.is_empty() && err.wc_errors.is_empty() {
         Ok(Ok(Res::Value(Bson::Document(result), false)))
     } else {
+        // The partial result of a BulkWriteException; `insertedIds` is optional there and
+        // drivers that report it disagree on its content, so it is left out.
+        let mut result = result;
+        result.remove("insertedIds");
         err.partial = result;
         Ok(Err(OpErr::Bulk(Box::new(err))))
     }

@@ -229,7 +229,19 @@ impl Entities {
         for (_, e) in map {
             match e {
                 Entity::Client(c) => clients.push(c.client),
-                Entity::Session(s) => drop(s.lock().await.session.take()),
+                Entity::Session(s) => {
+                    let mut g = s.lock().await;
+                    if let Some(mut sess) = g.session.take() {
+                        // Abort an open transaction in line rather than in the background.
+                        if g.state == "in_progress" {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(5),
+                                sess.abort_transaction(),
+                            )
+                            .await;
+                        }
+                    }
+                }
                 other => drop(other),
             }
         }

@@ -132,8 +132,9 @@ fn match_at(
                 show(actual)
             ));
         }
+        // Elements of an iterable result (`root` array) are root-level documents.
         for (i, (e, a)) in ea.iter().zip(aa).enumerate() {
-            match_at(e, Some(a), false, ents, &format!("{path}[{i}]"))?;
+            match_at(e, Some(a), root, ents, &format!("{path}[{i}]"))?;
         }
         return Ok(());
     }

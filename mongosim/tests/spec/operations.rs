@@ -298,15 +298,10 @@ fn sess_mut(
 ) -> Result<Option<&mut ClientSession>, OpErr> {
     match g {
         None => Ok(None),
-        Some(g) => {
-            if g.state == "starting" {
-                g.state = "in_progress";
-            }
-            match g.session.as_mut() {
-                Some(s) => Ok(Some(s)),
-                None => Err(OpErr::Client("session used after endSession".into())),
-            }
-        }
+        Some(g) => match g.session.as_mut() {
+            Some(s) => Ok(Some(s)),
+            None => Err(OpErr::Client("session used after endSession".into())),
+        },
     }
 }
 
@@ -399,7 +394,14 @@ async fn session_op(
     args: &mut Document,
 ) -> Result<OpResult, String> {
     if name == "endSession" {
-        g.session = None;
+        // Ending a session aborts its transaction (the driver does it when the session is
+        // dropped, in the background; the runner does it in line so the events are ordered).
+        if let Some(mut s) = g.session.take() {
+            if g.state == "in_progress" {
+                let _ = s.abort_transaction().await;
+                g.state = "aborted";
+            }
+        }
         return Ok(Ok(Res::None));
     }
     let Some(s) = g.session.as_mut() else {
@@ -477,8 +479,133 @@ async fn client_op(
                 Err(e) => Err(e.into()),
             })
         }
+        "clientBulkWrite" => client_bulk_write(c, args).await,
         other => Err(format!("unsupported client operation {other}")),
     }
+}
+
+/// `clientBulkWrite` with the driver's `Client::bulk_write` (MongoDB 8.0+; on older servers
+/// only its client-side validation tests apply).
+async fn client_bulk_write(
+    c: &entities::ClientEntity,
+    args: &mut Document,
+) -> Result<OpResult, String> {
+    use mongodb::{
+        options::{
+            DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel,
+            UpdateOneModel, WriteModel,
+        },
+        Namespace,
+    };
+    let models = take_docs(args, "models")?;
+    let verbose = matches!(args.remove("verboseResults"), Some(Bson::Boolean(true)));
+    let ordered = args.remove("ordered").and_then(|b| b.as_bool());
+    if !args.is_empty() {
+        return Err(format!("unsupported arguments {args}"));
+    }
+    let mut out: Vec<WriteModel> = Vec::new();
+    for m in models {
+        let (kind, body) = m.iter().next().ok_or("empty model")?;
+        let Bson::Document(b) = body else {
+            return Err(format!("bad model {m}"));
+        };
+        let mut b = b.clone();
+        let ns: Namespace = take_str(&mut b, "namespace")?
+            .parse()
+            .map_err(|e| format!("bad namespace: {e}"))?;
+        let model: WriteModel = match kind.as_str() {
+            "insertOne" => InsertOneModel::builder()
+                .namespace(ns)
+                .document(take_doc(&mut b, "document")?)
+                .build()
+                .into(),
+            "updateOne" | "updateMany" => {
+                let f = take_doc(&mut b, "filter")?;
+                let u = update_mods(b.remove("update").ok_or("missing update")?)?;
+                if kind == "updateOne" {
+                    UpdateOneModel::builder()
+                        .namespace(ns)
+                        .filter(f)
+                        .update(u)
+                        .build()
+                        .into()
+                } else {
+                    UpdateManyModel::builder()
+                        .namespace(ns)
+                        .filter(f)
+                        .update(u)
+                        .build()
+                        .into()
+                }
+            }
+            "replaceOne" => ReplaceOneModel::builder()
+                .namespace(ns)
+                .filter(take_doc(&mut b, "filter")?)
+                .replacement(take_doc(&mut b, "replacement")?)
+                .build()
+                .into(),
+            "deleteOne" => DeleteOneModel::builder()
+                .namespace(ns)
+                .filter(take_doc(&mut b, "filter")?)
+                .build()
+                .into(),
+            "deleteMany" => DeleteManyModel::builder()
+                .namespace(ns)
+                .filter(take_doc(&mut b, "filter")?)
+                .build()
+                .into(),
+            other => return Err(format!("unknown write model {other}")),
+        };
+        if !b.is_empty() {
+            return Err(format!("unsupported write model fields {b}"));
+        }
+        out.push(model);
+    }
+    let mut a = c.client.bulk_write(out);
+    if let Some(o) = ordered {
+        a = a.ordered(o);
+    }
+    fn summary(s: &mongodb::results::SummaryBulkWriteResult) -> Document {
+        doc! {
+            "insertedCount": s.inserted_count,
+            "matchedCount": s.matched_count,
+            "modifiedCount": s.modified_count,
+            "upsertedCount": s.upserted_count,
+            "deletedCount": s.deleted_count,
+        }
+    }
+    let r = if verbose {
+        a.verbose_results().await.map(|r| {
+            let mut d = summary(&r.summary);
+            let mut ins = Document::new();
+            for (i, x) in &r.insert_results {
+                ins.insert(i.to_string(), doc! { "insertedId": x.inserted_id.clone() });
+            }
+            let mut upd = Document::new();
+            for (i, x) in &r.update_results {
+                if let Bson::Document(u) = update_result(x.clone()) {
+                    let mut u = u;
+                    u.remove("upsertedCount");
+                    upd.insert(i.to_string(), u);
+                }
+            }
+            let mut del = Document::new();
+            for (i, x) in &r.delete_results {
+                del.insert(
+                    i.to_string(),
+                    doc! { "deletedCount": x.deleted_count as i64 },
+                );
+            }
+            d.insert("insertResults", ins);
+            d.insert("updateResults", upd);
+            d.insert("deleteResults", del);
+            d
+        })
+    } else {
+        a.await.map(|r| summary(&r))
+    };
+    Ok(r.map(|d| Res::Value(Bson::Document(d), false))
+        .map_err(OpErr::from))
 }
 
 fn change_stream_opts(args: &Document) -> Result<ChangeStreamOptions, String> {
@@ -498,6 +625,23 @@ fn change_stream_opts(args: &Document) -> Result<ChangeStreamOptions, String> {
     )
 }
 
+/// After an operation on a session in state `starting`: the transaction is `in_progress`
+/// once a command was sent (a client-side error before sending leaves it `starting`).
+fn note_sent(g: &mut Option<OwnedMutexGuard<SessionEntity>>, r: &OpResult) {
+    if let Some(g) = g {
+        let sent = match r {
+            Ok(_) => true,
+            Err(e) => {
+                !ErrInfo::of(e).client
+                    || matches!(e, OpErr::Driver(d) if matches!(*d.kind, ErrorKind::Io(_)))
+            }
+        };
+        if g.state == "starting" && sent {
+            g.state = "in_progress";
+        }
+    }
+}
+
 async fn database_op(
     st: &mut TestState,
     db: &Database,
@@ -505,10 +649,20 @@ async fn database_op(
     args: &mut Document,
 ) -> Result<OpResult, String> {
     let mut g = lock_session(st, args).await?;
-    let sess = match sess_mut(&mut g) {
-        Ok(s) => s,
+    let r = match sess_mut(&mut g) {
+        Ok(sess) => database_op_inner(db, name, args, sess).await?,
         Err(e) => return Ok(Err(e)),
     };
+    note_sent(&mut g, &r);
+    Ok(r)
+}
+
+async fn database_op_inner(
+    db: &Database,
+    name: &str,
+    args: &mut Document,
+    sess: Option<&mut ClientSession>,
+) -> Result<OpResult, String> {
     match name {
         "runCommand" => {
             let cmd = take_doc(args, "command")?;
@@ -669,10 +823,21 @@ async fn collection_op(
     let in_txn = g
         .as_ref()
         .is_some_and(|g| matches!(g.state, "starting" | "in_progress"));
-    let sess = match sess_mut(&mut g) {
-        Ok(s) => s,
+    let r = match sess_mut(&mut g) {
+        Ok(sess) => collection_op_inner(c, name, args, sess, in_txn).await?,
         Err(e) => return Ok(Err(e)),
     };
+    note_sent(&mut g, &r);
+    Ok(r)
+}
+
+async fn collection_op_inner(
+    c: &Collection<Document>,
+    name: &str,
+    args: &mut Document,
+    sess: Option<&mut ClientSession>,
+    in_txn: bool,
+) -> Result<OpResult, String> {
     let r: OpResult = match name {
         "insertOne" => {
             let d = take_doc(args, "document")?;

@@ -272,7 +272,20 @@ async fn run_test(env: &Env, file: &Document, test: &Document) -> Result<(), Str
         failpoints: Vec::new(),
         started_txn: false,
     };
-    let result = run_test_body(env, file, test, &mut st).await;
+    let mut result = run_test_body(env, file, test, &mut st).await;
+    if let (Err(e), true) = (
+        &mut result,
+        std::env::var_os("MONGOSIM_SPEC_VERBOSE").is_some(),
+    ) {
+        for (id, ent) in &st.ents.map {
+            if let Entity::Client(c) = ent {
+                e.push_str(&format!("\n    commands sent by {id}:"));
+                for cmd in c.started_commands() {
+                    e.push_str(&format!("\n      {cmd}"));
+                }
+            }
+        }
+    }
     // Clean up whatever happened.
     for fp in std::mem::take(&mut st.failpoints) {
         let _ = env
