@@ -22,6 +22,15 @@ use crate::error::{CmdResult, CommandError};
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     root: Node,
+    /// `let` variables visible to `$expr` (`$$name`).
+    lets: Vec<(String, Bson)>,
+}
+
+/// Evaluation context: the document `$expr` sees as `$$ROOT` and the `let` variables.
+#[derive(Clone, Copy)]
+struct Cx<'a> {
+    root: &'a Document,
+    lets: &'a [(String, Bson)],
 }
 
 #[derive(Debug, Clone)]
@@ -174,19 +183,41 @@ impl Matcher {
     pub(crate) fn parse(filter: &Document) -> CmdResult<Matcher> {
         Ok(Matcher {
             root: parse_doc(filter, true)?,
+            lets: Vec::new(),
         })
+    }
+
+    /// Parses a filter whose `$expr` may use the command's `let` variables (`$$name`);
+    /// the `let` values are expressions evaluated once, without a document.
+    pub(crate) fn parse_with_let(filter: &Document, lets: Option<&Document>) -> CmdResult<Matcher> {
+        let mut m = Matcher::parse(filter)?;
+        m.lets = eval_lets(lets)?;
+        Ok(m)
+    }
+
+    /// Replaces the `let` variables visible to `$expr`.
+    pub(crate) fn set_lets(&mut self, lets: Vec<(String, Bson)>) {
+        self.lets = lets;
     }
 
     /// A matcher that matches every document.
     pub(crate) fn all() -> Matcher {
         Matcher {
             root: Node::Const(true),
+            lets: Vec::new(),
         }
     }
 
     /// Whether `doc` matches.
     pub(crate) fn matches(&self, doc: &Document) -> bool {
-        eval_node(&self.root, doc, doc)
+        eval_node(
+            &self.root,
+            doc,
+            Cx {
+                root: doc,
+                lets: &self.lets,
+            },
+        )
     }
 
     /// Index of the first element of the array at `array_path` that made the filter match
@@ -206,11 +237,11 @@ impl Matcher {
                     // `{arr: {$elemMatch: ...}}` constrains the element itself.
                     match p {
                         Pred::ElemMatchObj(node) => {
-                            return matches!(e, Bson::Document(d) if eval_node(node, d, doc));
+                            return matches!(e, Bson::Document(d) if eval_node(node, d, Cx { root: doc, lets: &self.lets }));
                         }
                         Pred::ElemMatchVal(ps) => {
                             let c = [Cand::Val(e)];
-                            return ps.iter().all(|p| pred_matches(&c, p, doc));
+                            return ps.iter().all(|p| pred_matches(&c, p, Cx { root: doc, lets: &self.lets }));
                         }
                         _ => {}
                     }
@@ -222,10 +253,32 @@ impl Matcher {
                 } else {
                     format!("e.{rest}")
                 };
-                path_matches(&one, &path, p, &one)
+                path_matches(&one, &path, p, Cx { root: &one, lets: &self.lets })
             })
         })
     }
+}
+
+/// Evaluates a command's `let` document (SRV `Variables::seedVariablesWithLetParameters`).
+pub(crate) fn eval_lets(lets: Option<&Document>) -> CmdResult<Vec<(String, Bson)>> {
+    let mut out = Vec::new();
+    let Some(lets) = lets else {
+        return Ok(out);
+    };
+    let empty = Document::new();
+    for (k, v) in lets {
+        if !k.starts_with(|c: char| c.is_ascii_lowercase() || !c.is_ascii()) {
+            // SRV variable_validation.cpp: 16870
+            return Err(CommandError::from_code(
+                16870,
+                format!("'{k}' starts with an invalid character for a user variable name"),
+            ));
+        }
+        let e = Expr::parse(v)?;
+        let val = e.eval(&Vars::new(&empty))?.unwrap_or(Bson::Null);
+        out.push((k.clone(), val));
+    }
+    Ok(out)
 }
 
 fn collect_preds_under<'a>(n: &'a Node, array_path: &str) -> Vec<(String, &'a Pred)> {
@@ -546,17 +599,18 @@ fn type_alias_code_valid(c: i32) -> Option<()> {
     matches!(c, -1 | 1..=19 | 127).then_some(())
 }
 
-fn eval_node(n: &Node, doc: &Document, root: &Document) -> bool {
+fn eval_node(n: &Node, doc: &Document, cx: Cx<'_>) -> bool {
     match n {
-        Node::And(ns) => ns.iter().all(|c| eval_node(c, doc, root)),
-        Node::Or(ns) => ns.iter().any(|c| eval_node(c, doc, root)),
-        Node::Nor(ns) => !ns.iter().any(|c| eval_node(c, doc, root)),
+        Node::And(ns) => ns.iter().all(|c| eval_node(c, doc, cx)),
+        Node::Or(ns) => ns.iter().any(|c| eval_node(c, doc, cx)),
+        Node::Nor(ns) => !ns.iter().any(|c| eval_node(c, doc, cx)),
         Node::Const(b) => *b,
         Node::Expr(e) => {
-            let vars = Vars::new(root);
+            let mut vars = Vars::new(cx.root);
+            vars.user = cx.lets.to_vec();
             matches!(e.eval(&vars), Ok(v) if truthy(v.as_ref()))
         }
-        Node::Path(path, pred) => path_matches(doc, path, pred, root),
+        Node::Path(path, pred) => path_matches(doc, path, pred, cx),
     }
 }
 
@@ -614,13 +668,13 @@ fn walk<'a>(v: &'a Bson, rest: &[&str], out: &mut Vec<Cand<'a>>) {
     }
 }
 
-fn path_matches(doc: &Document, path: &str, pred: &Pred, root: &Document) -> bool {
+fn path_matches(doc: &Document, path: &str, pred: &Pred, cx: Cx<'_>) -> bool {
     if path.is_empty() {
         // `$all` with `$elemMatch` entries: the "" path is the array itself.
         return false;
     }
     let cands = candidates(doc, path);
-    pred_matches(&cands, pred, root)
+    pred_matches(&cands, pred, cx)
 }
 
 fn eq_value(c: Cand<'_>, v: &Bson) -> bool {
@@ -636,7 +690,7 @@ fn eq_value(c: Cand<'_>, v: &Bson) -> bool {
     }
 }
 
-fn pred_matches(cands: &[Cand<'_>], pred: &Pred, root: &Document) -> bool {
+fn pred_matches(cands: &[Cand<'_>], pred: &Pred, cx: Cx<'_>) -> bool {
     match pred {
         Pred::Eq(v) => cands.iter().any(|c| eq_value(*c, v)),
         Pred::Cmp(dir, or_eq, v) => cands.iter().any(|c| match c {
@@ -683,7 +737,7 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, root: &Document) -> bool {
         }),
         Pred::ElemMatchObj(node) => cands.iter().any(|c| match c {
             Cand::Val(Bson::Array(a)) => a.iter().any(|e| match e {
-                Bson::Document(d) => eval_node(node, d, root),
+                Bson::Document(d) => eval_node(node, d, cx),
                 _ => false,
             }),
             _ => false,
@@ -697,7 +751,7 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, root: &Document) -> bool {
                 if let Bson::Array(inner) = e {
                     with_elems.extend(inner.iter().map(Cand::Elem));
                 }
-                ps.iter().all(|p| pred_matches(&with_elems, p, root))
+                ps.iter().all(|p| pred_matches(&with_elems, p, cx))
             }),
             _ => false,
         }),
@@ -707,11 +761,11 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, root: &Document) -> bool {
             }
             vals.iter().all(|v| match v {
                 Bson::RegularExpression(r) => Re::new(&r.pattern, &r.options)
-                    .map(|re| pred_matches(cands, &Pred::Regex(re), root))
+                    .map(|re| pred_matches(cands, &Pred::Regex(re), cx))
                     .unwrap_or(false),
                 _ => cands.iter().any(|c| eq_value(*c, v)),
             }) && ems.iter().all(|n| match n {
-                Node::Path(_, p) => pred_matches(cands, p, root),
+                Node::Path(_, p) => pred_matches(cands, p, cx),
                 _ => false,
             })
         }
@@ -728,8 +782,8 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, root: &Document) -> bool {
             },
             Cand::Missing => false,
         }),
-        Pred::Not(ps) => !ps.iter().all(|p| pred_matches(cands, p, root)),
-        Pred::And(ps) => ps.iter().all(|p| pred_matches(cands, p, root)),
+        Pred::Not(ps) => !ps.iter().all(|p| pred_matches(cands, p, cx)),
+        Pred::And(ps) => ps.iter().all(|p| pred_matches(cands, p, cx)),
     }
 }
 
@@ -884,6 +938,20 @@ mod tests {
         assert!(m(doc! {"$expr": {"$lt": ["$a", "$b"]}}, d.clone()));
         assert!(!m(doc! {"$expr": {"$gt": ["$a", "$b"]}}, d.clone()));
         assert!(m(doc! {"a": 1, "$comment": "hi"}, d));
+    }
+
+    #[test]
+    fn let_variables_in_expr() {
+        let lets = doc! {"id": 2, "lim": {"$add": [1, 1]}};
+        let m = Matcher::parse_with_let(&doc! {"$expr": {"$eq": ["$_id", "$$id"]}}, Some(&lets))
+            .unwrap();
+        assert!(m.matches(&doc! {"_id": 2}));
+        assert!(!m.matches(&doc! {"_id": 3}));
+        let m = Matcher::parse_with_let(&doc! {"$expr": {"$lte": ["$n", "$$lim"]}}, Some(&lets))
+            .unwrap();
+        assert!(m.matches(&doc! {"n": 2}));
+        let e = Matcher::parse_with_let(&doc! {}, Some(&doc! {"Bad": 1})).unwrap_err();
+        assert_eq!(e.code, 16870);
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`path`]: `get_path`, `set_path`, `unset_path` (strict dotted paths, numeric components
 //!   index arrays), `collect_values` (fan-out through arrays), `array_index`.
 //! - [`matcher`]: `Matcher::parse(&Document) -> CmdResult<Matcher>`, `matcher.matches(&doc)`,
-//!   `Matcher::all()`, `matcher.matched_array_index(&doc, "arr")` (positional `$`).
+//!   `Matcher::all()`, `matcher.matched_array_index(&doc, "arr")` (positional `$`),
+//!   `Matcher::parse_with_let(&filter, Some(&let_doc))`, `matcher::eval_lets`.
 //! - [`expr`]: aggregation expressions `Expr::parse(&Bson)`, `expr.eval(&Vars::new(&doc))`
 //!   (`None` = missing).
 //! - [`update`]: `Update::parse(&Bson /* doc or pipeline array */, array_filters: Option<&[Document]>)`
 //!   (7.0 rules) / `Update::parse_versioned(.., legacy_44)`,
-//!   `update.apply(&doc, &UpdateCtx::new(now)) -> CmdResult<UpdateOutcome>` with
+//!   `update.apply(&doc, &UpdateCtx::new(now)) -> CmdResult<UpdateOutcome>` (`UpdateCtx` fields:
+//!   `is_upsert_insert`, `now`, `now_ts`, `query` for positional `$`, `lets`) with
 //!   `UpdateOutcome { new_doc, modified, v2_diff /* full 7.0 `o` */, v1 /* full 4.4 `o` */,
 //!   is_replacement }`; `is_replacement()`, `is_pipeline()`, `is_positional()`;
 //!   `update::upsert_seed(&query)` / `upsert_seed_for(&query, replacement)` (equality fields
@@ -26,7 +28,8 @@
 //!   `is_empty()`.
 //! - [`pipeline`]: `Pipeline::parse(&[Document]) -> CmdResult<Pipeline>`, `run(Vec<Document>)`,
 //!   `run_with_now(docs, now)`, `run_one(Document) -> CmdResult<Option<Document>>` (per-event
-//!   use: change streams), `stage_names()`, `is_empty()`.
+//!   use: change streams), `stage_names()`, `is_empty()`; `let` support:
+//!   `Pipeline::parse_with_let(&stages, lets)` + `run_with_vars(docs, now, cluster_time, &vars)`.
 //! - [`fmt`]: server-style BSON rendering for errmsgs (`doc`, `value`, `type_name`).
 
 // The API is consumed by the engine and change streams as they grow; not every helper has a

@@ -85,6 +85,22 @@ impl Pipeline {
         Ok(Pipeline { stages: out })
     }
 
+    /// Parses the stages of a command with a `let` document: `$match` stages' `$expr` and
+    /// [`Pipeline::run_with_vars`] callers see the variables.
+    pub(crate) fn parse_with_let(
+        stages: &[Document],
+        lets: Option<&Document>,
+    ) -> CmdResult<Pipeline> {
+        let vars = super::matcher::eval_lets(lets)?;
+        let mut p = Pipeline::parse(stages)?;
+        for (_, st) in &mut p.stages {
+            if let Stage::Match(m) = st {
+                m.set_lets(vars.clone());
+            }
+        }
+        Ok(p)
+    }
+
     /// Stage names in order (e.g. for change-stream stage validation).
     pub(crate) fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|(n, _)| n.as_str()).collect()
@@ -101,17 +117,24 @@ impl Pipeline {
         docs: Vec<Document>,
         now: DateTime,
     ) -> CmdResult<Vec<Document>> {
-        self.run_with_vars(docs, now, None)
+        self.run_with_vars(docs, now, None, &[])
     }
 
-    /// Runs with a fixed `$$NOW` and `$$CLUSTER_TIME`.
+    /// Runs with a fixed `$$NOW`, `$$CLUSTER_TIME` and `let` variables (see
+    /// [`super::matcher::eval_lets`]); `$match` stages see the variables given to
+    /// [`Pipeline::parse_with_let`].
     pub(crate) fn run_with_vars(
         &self,
         mut docs: Vec<Document>,
         now: DateTime,
         cluster_time: Option<bson::Timestamp>,
+        lets: &[(String, Bson)],
     ) -> CmdResult<Vec<Document>> {
-        let env = Env { now, cluster_time };
+        let env = Env {
+            now,
+            cluster_time,
+            lets,
+        };
         for (_, st) in &self.stages {
             docs = run_stage(st, docs, &env)?;
         }
@@ -363,22 +386,24 @@ fn add_field(doc: &mut Document, parts: &[&str], v: Option<Bson>) {
     }
 }
 
-/// System variables for one run.
-struct Env {
+/// System and `let` variables for one run.
+struct Env<'l> {
     now: DateTime,
     cluster_time: Option<bson::Timestamp>,
+    lets: &'l [(String, Bson)],
 }
 
-impl Env {
+impl Env<'_> {
     fn vars<'a>(&self, d: &'a Document) -> Vars<'a> {
         let mut v = Vars::new(d);
         v.now = self.now;
         v.cluster_time = self.cluster_time;
+        v.user = self.lets.to_vec();
         v
     }
 }
 
-fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env) -> CmdResult<Vec<Document>> {
+fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Document>> {
     Ok(match st {
         Stage::Match(m) => docs.into_iter().filter(|d| m.matches(d)).collect(),
         Stage::Sort(s) => {
@@ -495,7 +520,7 @@ fn group(
     docs: Vec<Document>,
     id: &Expr,
     accs: &[(String, String, Expr)],
-    env: &Env,
+    env: &Env<'_>,
 ) -> CmdResult<Vec<Document>> {
     // groups in first-seen order; values collected per accumulator
     let mut keys: Vec<Bson> = Vec::new();
@@ -710,6 +735,27 @@ mod tests {
         let p = Pipeline::parse(&[doc! {"$match": {"a": 1}}, doc! {"$project": {"a": 1}}]).unwrap();
         assert_eq!(p.stage_names(), vec!["$match", "$project"]);
         let _ = bson!(1);
+    }
+
+    #[test]
+    fn let_variables() {
+        let lets = doc! {"want": "a"};
+        let p = Pipeline::parse_with_let(
+            &[
+                doc! {"$match": {"$expr": {"$eq": ["$k", "$$want"]}}},
+                doc! {"$project": {"_id": 1, "w": "$$want"}},
+            ],
+            Some(&lets),
+        )
+        .unwrap();
+        let vars = crate::query::matcher::eval_lets(Some(&lets)).unwrap();
+        let out = p
+            .run_with_vars(sample(), DateTime::now(), None, &vars)
+            .unwrap();
+        assert_eq!(
+            out,
+            vec![doc! {"_id": 1, "w": "a"}, doc! {"_id": 3, "w": "a"}]
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub(crate) struct UpdateCtx<'a> {
     pub(crate) now_ts: Timestamp,
     /// The query that selected the document (for the positional `$` operator).
     pub(crate) query: Option<&'a Document>,
+    /// The command's `let` document (pipeline updates see `$$name`).
+    pub(crate) lets: Option<&'a Document>,
 }
 
 impl<'a> UpdateCtx<'a> {
@@ -49,6 +51,7 @@ impl<'a> UpdateCtx<'a> {
                 increment: 1,
             },
             query: None,
+            lets: None,
         }
     }
 }
@@ -1780,7 +1783,12 @@ fn apply_pipeline(
     doc: &Document,
     ctx: &UpdateCtx<'_>,
 ) -> CmdResult<UpdateOutcome> {
-    let out = p.run_with_vars(vec![doc.clone()], ctx.now, Some(ctx.now_ts))?;
+    let out = p.run_with_vars(
+        vec![doc.clone()],
+        ctx.now,
+        Some(ctx.now_ts),
+        &super::matcher::eval_lets(ctx.lets)?,
+    )?;
     let mut new_doc = out.into_iter().next().unwrap_or_default();
     // SRV pipeline_executor.cpp: the _id may not change; it is put back first if removed.
     match (doc.get("_id"), new_doc.get("_id")) {
@@ -2526,6 +2534,16 @@ mod tests {
             o.v2_diff,
             doc! {"$v": 2, "diff": {"i": {"at": now(), "ct": Timestamp { time: 7, increment: 3 }}}}
         );
+    }
+
+    #[test]
+    fn pipeline_update_with_let() {
+        let lets = doc! {"v": "x"};
+        let mut ctx = UpdateCtx::new(now());
+        ctx.lets = Some(&lets);
+        let u = Update::parse(&bson!([{"$set": {"a": "$$v"}}]), None).unwrap();
+        let o = u.apply(&doc! {"_id": 1}, &ctx).unwrap();
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": "x"});
     }
 
     #[test]
