@@ -395,3 +395,34 @@ async fn list_databases_drop_database_and_stats() {
     let names = client.list_database_names().await.unwrap();
     assert!(!names.contains(&db));
 }
+
+#[tokio::test]
+async fn db_stats_and_database_name_case() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = unique_db("Stats");
+    let d = client.database(&db);
+    let empty = d.run_command(doc! {"dbStats": 1}).await.unwrap();
+    assert_eq!(empty.get_str("db").unwrap(), db);
+    assert_eq!(empty.get_f64("avgObjSize").unwrap(), 0.0);
+    d.collection::<Document>("c")
+        .insert_many(vec![doc! {"_id": 1}, doc! {"_id": 2}])
+        .await
+        .unwrap();
+    let s = d.run_command(doc! {"dbStats": 1}).await.unwrap();
+    assert_eq!(s.get("collections").and_then(Bson::as_i64), Some(1));
+    assert_eq!(s.get("objects").and_then(Bson::as_i64), Some(2));
+    assert!(s.get_f64("avgObjSize").unwrap() > 0.0);
+    // a database differing only in case cannot be created
+    let lower = db.to_lowercase();
+    let err = client
+        .database(&lower)
+        .collection::<Document>("c")
+        .insert_one(doc! {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("13297") || err.to_string().contains("different case"),
+        "{err}"
+    );
+}

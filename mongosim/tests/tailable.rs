@@ -288,6 +288,42 @@ async fn natural_order_and_ts_filters_on_the_oplog() {
     assert!(n >= 1);
 }
 
+#[tokio::test]
+async fn standalone_capped_await_data_wakes_on_insert() {
+    if std::env::var("MONGODB_URI").is_ok() {
+        return; // topology is a simulator option
+    }
+    let server = TestServer::start(Options::new().standalone());
+    let client = server.client().await;
+    let db = unique_db("sacap");
+    let d = client.database(&db);
+    d.create_collection("cap")
+        .capped(true)
+        .size(1 << 16)
+        .await
+        .unwrap();
+    let coll = d.collection::<Document>("cap");
+    coll.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut cursor = coll
+        .find(doc! {})
+        .cursor_type(CursorType::TailableAwait)
+        .max_await_time(Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(cursor.next().await.unwrap().unwrap(), doc! {"_id": 1});
+    let c2 = coll.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c2.insert_one(doc! {"_id": 2}).await.unwrap();
+    });
+    let t0 = Instant::now();
+    assert_eq!(cursor.next().await.unwrap().unwrap(), doc! {"_id": 2});
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "woken by the write, not the timeout"
+    );
+}
+
 /// Reads N oplog entries through a tailable cursor (N = `MONGOSIM_PERF_N`, default 20 000);
 /// prints the time. Speed targets live in benches/manual runs, this checks completeness and
 /// order.

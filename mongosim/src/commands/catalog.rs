@@ -901,3 +901,59 @@ pub(crate) fn coll_stats_stage(
     }
     Ok(out)
 }
+
+/// `dbStats` (reference §7.4: `avgObjSize: 0` for an empty database).
+pub(crate) async fn db_stats(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let db = req.db.as_str();
+    names::check_db(db)?;
+    let scale = super::crud::opt_i64(&req.body, "dbStats", "scale")?.unwrap_or(1);
+    if scale < 1 {
+        return Err(CommandError::bad_value(
+            "Scale factor must be greater than zero",
+        ));
+    }
+    let shared = ctx.shared.clone();
+    let engine = shared.engine.lock();
+    let views = engine.catalog.views(db).len() as i64;
+    let (mut colls, mut objects, mut data, mut storage, mut indexes) =
+        (0i64, 0i64, 0u64, 0u64, 0i64);
+    if let Some(d) = engine.catalog.dbs.get(db) {
+        for c in d.colls.values() {
+            colls += 1;
+            objects += c.count() as i64;
+            data += c.data_size();
+            storage += 4096 + round4k(c.data_size());
+            indexes += c.indexes.len() as i64;
+        }
+    }
+    if db == "local" {
+        if let Some(o) = &engine.oplog {
+            colls += 1;
+            objects += o.len() as i64;
+            data += o.bytes();
+            storage += round4k(o.bytes());
+        }
+    }
+    let index_size = 4096.0 * indexes as f64;
+    let s = scale as f64;
+    let avg = if objects > 0 {
+        data as f64 / objects as f64
+    } else {
+        0.0
+    };
+    Ok(doc! {
+        "db": db,
+        "collections": colls,
+        "views": views,
+        "objects": objects,
+        "avgObjSize": avg,
+        "dataSize": data as f64 / s,
+        "storageSize": storage as f64 / s,
+        "indexes": indexes,
+        "indexSize": index_size / s,
+        "totalSize": (storage as f64 + index_size) / s,
+        "scaleFactor": scale,
+        "fsUsedSize": 0.0,
+        "fsTotalSize": 0.0,
+    })
+}

@@ -684,10 +684,16 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     }
     let matcher = Matcher::parse(&filter)?;
     let natural = sort.as_ref().and_then(|s| {
-        if s.len() == 1 {
-            s.get("$natural").and_then(crate::query::compare::as_f64)
-        } else {
-            None
+        if s.len() != 1 {
+            return None;
+        }
+        match s.get("$natural") {
+            Some(v) => crate::query::compare::as_f64(v),
+            // `ts` order is `$natural` order on the oplog of a primary (reference §4)
+            None if db == "local" && coll == "oplog.rs" => {
+                s.get("ts").and_then(crate::query::compare::as_f64)
+            }
+            None => None,
         }
     });
     let shape_sort = if natural.is_some() {

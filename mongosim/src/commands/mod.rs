@@ -356,6 +356,8 @@ const COMMANDS: &[&str] = &[
     "count",
     "create",
     "createIndexes",
+    "dbStats",
+    "dbstats",
     "delete",
     "deleteIndexes",
     "distinct",
@@ -394,7 +396,9 @@ const COMMANDS: &[&str] = &[
 /// `true` when the server has a command of this name (test commands only with
 /// `enableTestCommands`, SRV `TestingProctor`).
 fn is_command(name: &str, shared: &Shared) -> bool {
-    COMMANDS.contains(&name) || (name == "configureFailPoint" && shared.opts.enable_test_commands)
+    COMMANDS.contains(&name)
+        || (matches!(name, "configureFailPoint" | "refreshLogicalSessionCacheNow")
+            && shared.opts.enable_test_commands)
 }
 
 /// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family)
@@ -430,6 +434,9 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         "killAllSessions" => sessions::kill_all_sessions(ctx, req).await,
         "killAllSessionsByPattern" => sessions::kill_all_sessions_by_pattern(ctx, req).await,
         "killSessions" => sessions::kill_sessions(ctx, req).await,
+        "refreshLogicalSessionCacheNow" if ctx.shared.opts.enable_test_commands => {
+            sessions::refresh_now(ctx, req).await
+        }
         "refreshSessions" => sessions::refresh_sessions(ctx, req).await,
         "startSession" => sessions::start_session(ctx, req).await,
         // crud.rs
@@ -447,6 +454,7 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         // catalog.rs
         "collMod" => catalog::coll_mod(ctx, req).await,
         "collStats" => catalog::coll_stats(ctx, req).await,
+        "dbStats" | "dbstats" => catalog::db_stats(ctx, req).await,
         "create" => catalog::create(ctx, req).await,
         "createIndexes" => catalog::create_indexes(ctx, req).await,
         "drop" => catalog::drop(ctx, req).await,

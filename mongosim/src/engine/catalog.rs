@@ -506,6 +506,17 @@ impl Catalog {
                 format!("Collection {} already exists.", ns_of(db, coll)),
             ));
         }
+        if !self.dbs.contains_key(db) {
+            if let Some(other) = self.dbs.keys().find(|d| d.eq_ignore_ascii_case(db)) {
+                // SRV database_holder_impl.cpp (reference §8.4)
+                return Err(CommandError::from_code(
+                    13297,
+                    format!(
+                        "db already exists with different case already have: [{other}] trying to create [{db}]"
+                    ),
+                ));
+            }
+        }
         let mut stored = Document::new();
         let mut capped = None;
         let mut auto_index_id = true;

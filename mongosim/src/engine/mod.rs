@@ -184,8 +184,8 @@ pub(crate) struct Engine {
     sessions: HashMap<Vec<u8>, SessionState>,
     last_applied: Timestamp,
     noop_last_known: Option<Timestamp>,
-    /// Never-changing receiver for standalone mode.
-    idle_rx: watch::Receiver<Timestamp>,
+    /// Write notifications in standalone mode (no oplog to watch).
+    standalone_tx: watch::Sender<Timestamp>,
 }
 
 impl Engine {
@@ -193,7 +193,7 @@ impl Engine {
     /// the set was initiated.
     pub(crate) fn new(opts: &Options) -> Self {
         let repl = opts.repl_set.is_some();
-        let (_tx, idle_rx) = watch::channel(Timestamp {
+        let (standalone_tx, _rx) = watch::channel(Timestamp {
             time: 0,
             increment: 0,
         });
@@ -212,7 +212,7 @@ impl Engine {
                 increment: 0,
             },
             noop_last_known: None,
-            idle_rx,
+            standalone_tx,
         };
         if repl {
             // SRV replication_coordinator_impl.cpp (initiate) and
@@ -241,11 +241,12 @@ impl Engine {
         self.last_applied
     }
 
-    /// A receiver that changes whenever oplog entries are appended (never, on a standalone).
+    /// A receiver that changes whenever oplog entries are appended (on a standalone: whenever
+    /// a write is logged).
     pub(crate) fn subscribe(&self) -> watch::Receiver<Timestamp> {
         match &self.oplog {
             Some(o) => o.subscribe(),
-            None => self.idle_rx.clone(),
+            None => self.standalone_tx.subscribe(),
         }
     }
 
@@ -301,8 +302,11 @@ impl Engine {
             self.append_stamped(&p.op, ts, stamp);
         }
         self.last_applied = last;
-        if let Some(o) = &self.oplog {
-            o.notify();
+        match &self.oplog {
+            Some(o) => o.notify(),
+            None => {
+                self.standalone_tx.send_replace(last);
+            }
         }
         Some(last)
     }
