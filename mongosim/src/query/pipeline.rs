@@ -416,7 +416,10 @@ fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Do
         }
         Stage::Skip(n) => docs.into_iter().skip(*n as usize).collect(),
         Stage::Limit(n) => docs.into_iter().take(*n as usize).collect(),
-        Stage::Project(p) => docs.iter().map(|d| p.apply(d)).collect::<CmdResult<_>>()?,
+        Stage::Project(p) => docs
+            .iter()
+            .map(|d| p.apply_vars(&env.vars(d), None))
+            .collect::<CmdResult<_>>()?,
         Stage::AddFields(fields) => {
             let mut out = Vec::with_capacity(docs.len());
             for d in docs {

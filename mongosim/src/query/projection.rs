@@ -237,11 +237,20 @@ impl Projection {
         doc: &Document,
         query: Option<&Matcher>,
     ) -> CmdResult<Document> {
-        let vars = Vars::new(doc);
+        self.apply_vars(&Vars::new(doc), query)
+    }
+
+    /// Applies the projection to `vars.root` with the given variables (`$$NOW`, `let`).
+    pub(crate) fn apply_vars(
+        &self,
+        vars: &Vars<'_>,
+        query: Option<&Matcher>,
+    ) -> CmdResult<Document> {
+        let doc = vars.root;
         if self.inclusion {
-            let mut out = include(doc, &self.root, &vars, query, "", true, self.include_id)?;
+            let mut out = include(doc, &self.root, vars, query, "", true, self.include_id)?;
             // computed fields appended in spec order
-            add_computed(&mut out, &self.root, &vars)?;
+            add_computed(&mut out, &self.root, vars)?;
             Ok(out)
         } else {
             exclude(doc, &self.root, query, "")
