@@ -275,6 +275,55 @@ async fn end_sessions_does_not_abort_an_open_transaction() {
     a.commit_transaction().await.unwrap();
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
 
+    // The cache refresh (test command refreshLogicalSessionCacheNow) kills the cursors of
+    // ended sessions, and only those.
+    let d = client.database(&db);
+    d.collection::<Document>("many")
+        .insert_many((0..10).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let mut ended = client.start_session().await.unwrap();
+    let mut alive = client.start_session().await.unwrap();
+    let c1 = d
+        .run_command(doc! {"find": "many", "batchSize": 1})
+        .session(&mut ended)
+        .await
+        .unwrap()
+        .get_document("cursor")
+        .unwrap()
+        .get_i64("id")
+        .unwrap();
+    let c2 = d
+        .run_command(doc! {"find": "many", "batchSize": 1})
+        .session(&mut alive)
+        .await
+        .unwrap()
+        .get_document("cursor")
+        .unwrap()
+        .get_i64("id")
+        .unwrap();
+    admin(&client, doc! {"endSessions": [lsid(&ended)]})
+        .await
+        .unwrap();
+    // Not yet: the refresh has not run.
+    d.run_command(doc! {"getMore": c1, "collection": "many", "batchSize": 1})
+        .session(&mut ended)
+        .await
+        .unwrap();
+    admin(&client, doc! {"refreshLogicalSessionCacheNow": 1})
+        .await
+        .unwrap();
+    let err = d
+        .run_command(doc! {"getMore": c1, "collection": "many"})
+        .session(&mut ended)
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 43, "{err}");
+    d.run_command(doc! {"getMore": c2, "collection": "many"})
+        .session(&mut alive)
+        .await
+        .unwrap();
+
     let err = admin(&client, doc! {"endSessions": [{"id": "x"}]})
         .await
         .unwrap_err();

@@ -422,6 +422,13 @@ pub(crate) async fn kill_all_sessions_by_pattern(
     Ok(Document::new())
 }
 
+/// `refreshLogicalSessionCacheNow` (test command, SRV refresh_logical_session_cache_now.cpp):
+/// runs the logical session cache refresh at once.
+pub(crate) async fn refresh_now(ctx: &mut Ctx<'_>, _req: Request) -> CmdResult<Document> {
+    refresh(&ctx.shared);
+    Ok(Document::new())
+}
+
 /// The logical session cache refresh: sessions queued by `endSessions` lose their cursors and
 /// their (finished) transaction state.
 pub(crate) fn refresh(shared: &Shared) {
