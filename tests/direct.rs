@@ -134,36 +134,51 @@ async fn reads_views_and_pipelines() {
 #[tokio::test]
 async fn bounded_reads_stop_at_the_start_maximum_and_missing_collections_are_empty() {
     let server = TestServer::start().await;
-    let db_name = unique_db("direct_bounded");
-    let c = server.client.database(&db_name).collection::<Document>("c");
-    c.insert_many((0..2_000).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
-    let mut reads = DirectReads::new(
-        &server.client,
-        DirectOptions::new()
-            .namespace(ns(&format!("{db_name}.c")))
-            .namespace(ns(&format!("{db_name}.missing")))
-            .bounded(true)
-            .split_max(2)
-            .batch_size(100),
-    );
-    let first = reads.try_next().await.unwrap().expect("first op");
-    // Written after the read started, beyond the maximum `_id` at the start.
-    c.insert_many((5_000..5_100).map(|i| doc! {"_id": i}))
-        .await
-        .unwrap();
-    let mut ops = vec![first];
-    ops.extend(reads.try_collect::<Vec<_>>().await.unwrap());
-    let mut ids: Vec<i32> = ops
-        .iter()
-        .map(|o| match o.id {
-            Some(Bson::Int32(i)) => i,
-            ref other => panic!("{other:?}"),
-        })
-        .collect();
-    ids.sort_unstable();
-    assert_eq!(ids, (0..2_000).collect::<Vec<_>>());
+    for split_max in [1, 9] {
+        let db_name = unique_db("direct_bounded");
+        let c = server.client.database(&db_name).collection::<Document>("c");
+        c.insert_many((0..2_000).map(|i| doc! {"_id": i}))
+            .await
+            .unwrap();
+        c.insert_one(doc! {"_id": Bson::Null}).await.unwrap(); // sorts before numbers
+        let mut reads = DirectReads::new(
+            &server.client,
+            DirectOptions::new()
+                .namespace(ns(&format!("{db_name}.c")))
+                .namespace(ns(&format!("{db_name}.missing")))
+                .bounded(true)
+                .split_max(split_max)
+                .batch_size(100),
+        );
+        let first = reads.try_next().await.unwrap().expect("first op");
+        // Written after the read started, beyond the maximum `_id` at the start (1999;
+        // strings and ObjectIds sort after numbers).
+        c.insert_many((5_000..5_100).map(|i| doc! {"_id": i}))
+            .await
+            .unwrap();
+        c.insert_many(vec![doc! {"_id": "t"}, doc! {"_id": ObjectId::new()}])
+            .await
+            .unwrap();
+        let mut ops = vec![first];
+        ops.extend(reads.try_collect::<Vec<_>>().await.unwrap());
+        let ids: HashSet<String> = ops
+            .iter()
+            .map(|o| o.id.clone().unwrap().to_string())
+            .collect();
+        let mut want: HashSet<String> = (0..2_000).map(|i| Bson::Int32(i).to_string()).collect();
+        want.insert(Bson::Null.to_string());
+        assert_eq!(
+            ops.len(),
+            want.len(),
+            "split_max {split_max}: duplicates or extra documents"
+        );
+        let extra: Vec<_> = ids.difference(&want).take(5).collect();
+        let missing: Vec<_> = want.difference(&ids).take(5).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "split_max {split_max}: extra {extra:?}, missing {missing:?}"
+        );
+    }
 }
 
 async fn survives_faults(data: Document) {

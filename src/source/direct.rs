@@ -63,8 +63,10 @@ pub struct DirectOptions {
     pub allow_disk_use: bool,
     /// `noCursorTimeout` on the range cursors. Default `false`.
     pub no_cursor_timeout: bool,
-    /// Bounded mode: only documents whose `_id` is at most the greatest `_id` (of the
-    /// sampled type) present when the read starts. Default `false`.
+    /// Bounded mode: only documents whose `_id` is at most the greatest `_id` present
+    /// when the read of the namespace starts (in MongoDB's cross-type order), so
+    /// documents inserted with larger `_id`s (e.g. new ObjectIds) during the read are
+    /// left to the live sources. Default `false`.
     pub bounded: bool,
     /// Cursor batch size. Default `None`: about 1 MiB per batch from the collection's
     /// average document size (`collStats.avgObjSize`), between 100 and 10,000 documents.
@@ -216,9 +218,8 @@ fn type_bracket(v: &Bson) -> Option<&'static str> {
 }
 
 /// The `_id` filters that partition a collection: ranges between `bounds` (sorted,
-/// distinct, all of type bracket `bracket`) plus every `_id` of another type. With `max`,
-/// the last range stops at it (bounded mode).
-pub(crate) fn range_filters(bracket: &str, bounds: &[Bson], max: Option<&Bson>) -> Vec<Document> {
+/// distinct, all of type bracket `bracket`) plus every `_id` of another type.
+pub(crate) fn range_filters(bracket: &str, bounds: &[Bson]) -> Vec<Document> {
     let mut out = Vec::with_capacity(bounds.len() + 2);
     let mut lower: Option<&Bson> = None;
     for b in bounds.iter().map(Some).chain(std::iter::once(None)) {
@@ -231,14 +232,8 @@ pub(crate) fn range_filters(bracket: &str, bounds: &[Bson], max: Option<&Bson>) 
                 cond.insert("$type", bracket);
             }
         }
-        match (b, max) {
-            (Some(b), _) => {
-                cond.insert("$lt", b.clone());
-            }
-            (None, Some(m)) => {
-                cond.insert("$lte", m.clone());
-            }
-            (None, None) => {}
+        if let Some(b) = b {
+            cond.insert("$lt", b.clone());
         }
         out.push(doc! {"_id": cond});
         lower = b;
@@ -342,22 +337,24 @@ async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Resul
         let same = bracket.is_some() && sample.iter().all(|v| type_bracket(v) == bracket);
         if let (true, Some(bracket)) = (same, bracket) {
             let bounds = pick_bounds(&sample, options.split_max);
-            let max = if options.bounded {
-                let last = coll
-                    .find_one(doc! {"_id": {"$type": bracket}})
-                    .sort(doc! {"_id": -1})
-                    .projection(doc! {"_id": 1})
-                    .await?;
-                Some(
-                    last.and_then(|d| d.get("_id").cloned())
-                        .unwrap_or(Bson::MinKey),
-                )
-            } else {
-                None
-            };
-            filters = range_filters(bracket, &bounds, max.as_ref());
+            filters = range_filters(bracket, &bounds);
             tracing::debug!(%ns, ranges = filters.len(), "direct read split");
         }
+    }
+    if options.bounded {
+        // Bounded mode: only `_id`s up to the greatest one present now.
+        let last = coll
+            .find_one(doc! {})
+            .sort(doc! {"_id": -1})
+            .projection(doc! {"_id": 1})
+            .await?;
+        filters = match last.and_then(|d| d.get("_id").cloned()) {
+            Some(max) => filters
+                .into_iter()
+                .map(|f| and_filter(f, upto_filter(&max)))
+                .collect(),
+            None => Vec::new(), // empty now: nothing to read
+        };
     }
     Ok(Some(Plan {
         coll,
@@ -434,6 +431,28 @@ fn type_rank(v: &Bson) -> usize {
     }
 }
 
+/// `_id`s sorting at or before `max` in MongoDB's order (any type).
+pub(crate) fn upto_filter(max: &Bson) -> Document {
+    let earlier: Vec<&str> = TYPE_ORDER
+        .iter()
+        .take(type_rank(max))
+        .flat_map(|aliases| aliases.iter().copied())
+        .collect();
+    if earlier.is_empty() {
+        doc! {"_id": {"$lte": max.clone()}}
+    } else {
+        doc! {"$or": [{"_id": {"$lte": max.clone()}}, {"_id": {"$type": earlier}}]}
+    }
+}
+
+fn and_filter(a: Document, b: Document) -> Document {
+    if a.is_empty() {
+        b
+    } else {
+        doc! {"$and": [a, b]}
+    }
+}
+
 /// `range` restricted to `_id`s sorting after `last` in MongoDB's order: greater within
 /// `last`'s type bracket, or of a later bracket (comparison operators alone stay inside
 /// one bracket).
@@ -448,11 +467,7 @@ pub(crate) fn resume_filter(range: &Document, last: &Bson) -> Document {
     } else {
         doc! {"$or": [{"_id": {"$gt": last.clone()}}, {"_id": {"$type": later}}]}
     };
-    if range.is_empty() {
-        after
-    } else {
-        doc! {"$and": [range.clone(), after]}
-    }
+    and_filter(range.clone(), after)
 }
 
 /// One range being read; re-opened after the last `_id` read on transient errors.
@@ -649,7 +664,7 @@ mod tests {
 
     #[test]
     fn range_filters_partition() {
-        let f = range_filters("number", &[Bson::Int32(10), Bson::Int32(20)], None);
+        let f = range_filters("number", &[Bson::Int32(10), Bson::Int32(20)]);
         assert_eq!(
             f,
             vec![
@@ -659,13 +674,21 @@ mod tests {
                 doc! {"_id": {"$not": {"$type": "number"}}},
             ]
         );
-        let f = range_filters("string", &[], Some(&Bson::String("z".into())));
+        let f = range_filters("string", &[]);
         assert_eq!(
             f,
             vec![
-                doc! {"_id": {"$type": "string", "$lte": "z"}},
+                doc! {"_id": {"$type": "string"}},
                 doc! {"_id": {"$not": {"$type": "string"}}},
             ]
+        );
+        assert_eq!(
+            upto_filter(&Bson::MinKey),
+            doc! {"_id": {"$lte": Bson::MinKey}}
+        );
+        assert_eq!(
+            upto_filter(&Bson::Int32(3)),
+            doc! {"$or": [{"_id": {"$lte": 3}}, {"_id": {"$type": ["minKey", "null", "undefined"]}}]}
         );
     }
 }
