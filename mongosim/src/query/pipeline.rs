@@ -30,6 +30,8 @@ enum Stage {
     Sample(usize),
     /// `$unwind`: path (without `$`), includeArrayIndex, preserveNullAndEmptyArrays.
     Unwind(String, Option<String>, bool),
+    /// `$facet`: named sub-pipelines over the same input.
+    Facet(Vec<(String, Pipeline)>),
 }
 
 /// A parsed pipeline.
@@ -210,6 +212,13 @@ fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
             Stage::Project(Projection::parse(&spec)?)
         }
         "$addFields" | "$set" => match arg {
+            Bson::Document(d) if d.is_empty() => {
+                // SRV document_source_add_fields.cpp: 40177
+                return Err(err(
+                    40177,
+                    format!("Invalid {name} :: caused by :: specification must have at least one field"),
+                ));
+            }
             Bson::Document(d) => {
                 let mut fields = Vec::new();
                 flatten_add_fields(d, "", &mut fields)?;
@@ -316,6 +325,69 @@ fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
                 return Err(err(28818, format!("path option to $unwind stage should be prefixed with a '$': {path}")));
             };
             Stage::Unwind(p.to_string(), idx, preserve)
+        }
+        "$sortByCount" => {
+            // SRV document_source_sort_by_count.cpp: {$group: {_id: <expr>, count: {$sum: 1}}},
+            // {$sort: {count: -1}}
+            let ok = match arg {
+                Bson::String(s) => s.starts_with('$'),
+                Bson::Document(d) => d.len() == 1 && d.keys().all(|k| k.starts_with('$')),
+                _ => false,
+            };
+            if !ok {
+                return Err(err(
+                    40148,
+                    "the sortByCount field must be defined as a $-prefixed path or an expression",
+                ));
+            }
+            let group = Stage::Group(
+                Expr::parse(arg)?,
+                vec![("count".to_string(), "$sum".to_string(), Expr::Literal(Bson::Int32(1)))],
+            );
+            let sort = Stage::Sort(SortSpec::parse(&bson::doc! {"count": -1})?);
+            Stage::Facet(vec![(
+                String::new(),
+                Pipeline {
+                    stages: vec![("$group".into(), group), ("$sort".into(), sort)],
+                },
+            )])
+        }
+        "$facet" => {
+            let Bson::Document(d) = arg else {
+                return Err(err(15947, "the $facet specification must be a non-empty object"));
+            };
+            if d.is_empty() {
+                return Err(err(40169, "the $facet specification must be a non-empty object"));
+            }
+            let mut facets = Vec::new();
+            for (k, v) in d {
+                let Bson::Array(stages) = v else {
+                    return Err(err(
+                        40170,
+                        format!("arguments to $facet must be arrays, {k} is type {}", fmt::type_name(v)),
+                    ));
+                };
+                let mut docs = Vec::new();
+                for s in stages {
+                    match s {
+                        Bson::Document(sd) => docs.push(sd.clone()),
+                        _ => {
+                            return Err(err(
+                                40171,
+                                format!("subpipeline of $facet stage must contain only objects, {k} contains {}", fmt::type_name(s)),
+                            ))
+                        }
+                    }
+                }
+                let sub = Pipeline::parse(&docs)?;
+                for n in sub.stage_names() {
+                    if matches!(n, "$facet" | "$out" | "$merge" | "$collStats" | "$indexStats" | "$changeStream") {
+                        return Err(err(40600, format!("{n} is not allowed to be used within a $facet stage")));
+                    }
+                }
+                facets.push((k.clone(), sub));
+            }
+            Stage::Facet(facets)
         }
         "$sample" => {
             let size = match arg {
@@ -509,6 +581,28 @@ fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Do
                 }
             }
             out
+        }
+        Stage::Facet(facets) => {
+            if facets.len() == 1 && facets[0].0.is_empty() {
+                // internal form used by $sortByCount: just the sub-pipeline
+                let mut docs = docs;
+                for (_, st) in &facets[0].1.stages {
+                    docs = run_stage(st, docs, env)?;
+                }
+                return Ok(docs);
+            }
+            let mut out = Document::new();
+            for (name, sub) in facets {
+                let mut part = docs.clone();
+                for (_, st) in &sub.stages {
+                    part = run_stage(st, part, env)?;
+                }
+                out.insert(
+                    name.clone(),
+                    part.into_iter().map(Bson::Document).collect::<Vec<_>>(),
+                );
+            }
+            vec![out]
         }
         Stage::Sample(n) => {
             let mut docs = docs;
@@ -710,6 +804,30 @@ mod tests {
         assert_eq!(
             Pipeline::parse(&[doc! {"$unwind": "a"}]).unwrap_err().code,
             28818
+        );
+    }
+
+    #[test]
+    fn facet_and_sort_by_count() {
+        let out = run(
+            vec![doc! {"$facet": {"n": [{"$count": "c"}], "top": [{"$sort": {"n": -1}}, {"$limit": 1}]}}],
+            sample(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![doc! {"n": [{"c": 3}], "top": [{"_id": 3, "k": "a", "n": 3}]}]
+        );
+        let out = run(vec![doc! {"$sortByCount": "$k"}], sample()).unwrap();
+        assert_eq!(
+            out,
+            vec![doc! {"_id": "a", "count": 2}, doc! {"_id": "b", "count": 1}]
+        );
+        assert_eq!(
+            Pipeline::parse(&[doc! {"$addFields": {}}])
+                .unwrap_err()
+                .code,
+            40177
         );
     }
 
