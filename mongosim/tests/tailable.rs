@@ -342,9 +342,10 @@ async fn reads_many_oplog_entries_through_a_tailable_cursor() {
         .map(|i| doc! {"_id": i, "v": "payload"})
         .collect();
     coll.insert_many(batch).await.unwrap();
+    let oplog = client.database("local");
+    // typed documents (the driver decodes every entry)
     let t0 = Instant::now();
-    let mut cursor = client
-        .database("local")
+    let mut cursor = oplog
         .collection::<Document>("oplog.rs")
         .find(doc! {"ts": {"$gt": before}})
         .cursor_type(CursorType::TailableAwait)
@@ -355,15 +356,35 @@ async fn reads_many_oplog_entries_through_a_tailable_cursor() {
     while got < n + 1 {
         let e = cursor.next().await.unwrap().unwrap();
         if e.get_str("op").unwrap() == "i" {
-            assert_eq!(
-                e.get_document("o").unwrap().get_i64("_id").unwrap(),
-                got as i64 - 1
-            );
+            let id = e.get_document("o").unwrap().get_i64("_id").unwrap();
+            assert_eq!(id, got as i64 - 1);
         }
         got += 1;
     }
     println!(
-        "read {got} oplog entries through a tailable cursor in {:?}",
+        "read {got} oplog entries as Document through a tailable cursor in {:?}",
+        t0.elapsed()
+    );
+    // raw documents (no decoding on the client)
+    let t0 = Instant::now();
+    let mut cursor = oplog
+        .collection::<bson::RawDocumentBuf>("oplog.rs")
+        .find(doc! {"ts": {"$gt": before}})
+        .cursor_type(CursorType::TailableAwait)
+        .max_await_time(Duration::from_millis(200))
+        .await
+        .unwrap();
+    let mut got = 0usize;
+    while got < n + 1 {
+        let e = cursor.next().await.unwrap().unwrap();
+        if e.get_str("op").unwrap() == "i" {
+            let id = e.get_document("o").unwrap().get_i64("_id").unwrap();
+            assert_eq!(id, got as i64 - 1);
+        }
+        got += 1;
+    }
+    println!(
+        "read {got} oplog entries as RawDocumentBuf through a tailable cursor in {:?}",
         t0.elapsed()
     );
 }
