@@ -979,3 +979,90 @@ async fn view_definitions_as_expanded_events() {
         &doc! {"db": &db_name, "coll": "v"}
     );
 }
+
+#[tokio::test]
+async fn split_large_events() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    if server_version(&client).await == ServerVersion::V4_4 {
+        return;
+    }
+    let coll = client
+        .database(&unique_db("cs_split"))
+        .collection::<Document>("c");
+    let eight_mb = "a".repeat(8_000_000);
+    coll.insert_one(doc! {"_id": 1, "a": &eight_mb})
+        .await
+        .unwrap();
+    let mut plain = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let mut split = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .pipeline(vec![doc! {"$changeStreamSplitLargeEvent": {}}])
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    coll.update_one(doc! {"_id": 1}, doc! {"$set": {"b": &eight_mb}})
+        .await
+        .unwrap();
+    coll.insert_one(doc! {"_id": 2}).await.unwrap();
+
+    // ~24 MB event: 10334 without the split stage
+    let err = tokio::time::timeout(WAIT, plain.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&err), Some(10334), "{err}");
+
+    let f1 = next(&mut split).await;
+    let f2 = next(&mut split).await;
+    assert_eq!(
+        f1.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 1, "of": 2}
+    );
+    assert_eq!(
+        f2.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 2, "of": 2}
+    );
+    assert_eq!(f1.get_str("operationType").unwrap(), "update");
+    assert!(f1.get("updateDescription").is_some() && f1.get("fullDocument").is_none());
+    assert!(f2.get("fullDocument").is_some() && f2.get("operationType").is_none());
+    assert!(data(&f1) < data(&f2));
+    let small = next(&mut split).await;
+    assert_eq!(small.get_str("operationType").unwrap(), "insert");
+    assert!(data(&f2) < data(&small));
+
+    // resuming after the first fragment returns the second one, then the rest
+    let mut resumed = coll
+        .watch()
+        .full_document(FullDocumentType::UpdateLookup)
+        .pipeline(vec![doc! {"$changeStreamSplitLargeEvent": {}}])
+        .resume_after(token_of(&f1))
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let again = next(&mut resumed).await;
+    assert_eq!(
+        again.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 2, "of": 2}
+    );
+    assert_eq!(data(&again), data(&f2));
+    assert_eq!(data(&next(&mut resumed).await), data(&small));
+
+    // the stage must come last
+    let err = coll
+        .watch()
+        .pipeline(vec![
+            doc! {"$changeStreamSplitLargeEvent": {}},
+            doc! {"$match": {}},
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), Some(7182802));
+}

@@ -33,8 +33,9 @@ use crate::query::update_description;
 use crate::resume_token::{ResumeToken, ResumeTokenData};
 use crate::ServerVersion;
 
-/// Largest event (SRV `BSONObjMaxUserSize`, reference §8.5): bigger ones fail with 10334.
-const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
+/// Largest event without `$changeStreamSplitLargeEvent` (SRV `BSONObjMaxInternalSize`, the
+/// limit the 10334 message names, reference §8.5): bigger ones fail with 10334.
+const MAX_EVENT_BYTES: usize = 16_793_600;
 
 /// Stages allowed after `$changeStream` (SPEC-CS, SRV-DOC-CS; reference §5.1).
 const ALLOWED_STAGES: &[&str] = &[
@@ -78,8 +79,14 @@ const OTHER_KNOWN_STAGES: &[&str] = &[
     "$documents",
     "$currentOp",
     "$listLocalSessions",
-    "$changeStreamSplitLargeEvent",
 ];
+
+/// The stage that splits events over 16 MB into fragments (7.0; reference §5.10).
+const SPLIT_STAGE: &str = "$changeStreamSplitLargeEvent";
+
+/// SRV `DocumentSourceChangeStreamSplitLargeEvent::kBSONObjMaxChangeEventSize`
+/// (`BSONObjMaxInternalSize - 8 KiB`): larger events are split.
+const MAX_CHANGE_EVENT_SIZE: usize = 16_793_600 - 8 * 1024;
 
 /// Operation types a stream without `showExpandedEvents` reports
 /// (SRV `change_stream_helpers_legacy.h` `kClassicOperationTypes`).
@@ -136,6 +143,8 @@ struct Spec {
     all_changes_for_cluster: bool,
     show_expanded: bool,
     show_raw_update_description: bool,
+    /// The pipeline ends with `$changeStreamSplitLargeEvent` (7.0).
+    split_large: bool,
 }
 
 fn parse_spec(stage: &Bson, version: ServerVersion) -> CmdResult<Spec> {
@@ -155,6 +164,7 @@ fn parse_spec(stage: &Bson, version: ServerVersion) -> CmdResult<Spec> {
         all_changes_for_cluster: false,
         show_expanded: false,
         show_raw_update_description: false,
+        split_large: false,
     };
     let modern = version != ServerVersion::V4_4;
     for (key, value) in d {
@@ -293,7 +303,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         }
     };
     let stage0 = docs[0].get("$changeStream").cloned().unwrap_or(Bson::Null);
-    let spec = parse_spec(&stage0, version)?;
+    let mut spec = parse_spec(&stage0, version)?;
     if ctx.autocommit.is_some() {
         // SRV document_source_change_stream.cpp
         return Err(CommandError::from_code(
@@ -370,9 +380,28 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     };
 
     // The user's stages (reference §5.1): allowed ones only.
-    for d in &docs[1..] {
+    let mut user_stages: &[Document] = &docs[1..];
+    for (i, d) in docs.iter().enumerate().skip(1) {
         let name = d.keys().next().map(String::as_str).unwrap_or("");
         if ALLOWED_STAGES.contains(&name) {
+            continue;
+        }
+        if name == SPLIT_STAGE && version != ServerVersion::V4_4 {
+            // SRV document_source_change_stream_split_large_event.cpp
+            if !matches!(d.get(SPLIT_STAGE), Some(Bson::Document(s)) if s.is_empty()) {
+                return Err(CommandError::from_code(
+                    7182800,
+                    "$changeStreamSplitLargeEvent spec should be an empty object",
+                ));
+            }
+            if i + 1 != docs.len() {
+                return Err(CommandError::from_code(
+                    7182802,
+                    "$changeStreamSplitLargeEvent must be the last stage in the pipeline",
+                ));
+            }
+            spec.split_large = true;
+            user_stages = &docs[1..i];
             continue;
         }
         if OTHER_KNOWN_STAGES.contains(&name) {
@@ -388,7 +417,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             format!("Unrecognized pipeline stage name: '{name}'"),
         ));
     }
-    let user_pipeline = Pipeline::parse(&docs[1..])?;
+    let user_pipeline = Pipeline::parse(user_stages)?;
 
     if let Some(tok) = &spec.resume_after {
         let data = tok.decode()?;
@@ -402,6 +431,8 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
 
     let default_version = match (version, req.body.get("$_generateV2ResumeTokens")) {
         (ServerVersion::V4_4, _) => 1,
+        // Split events need v2 tokens (fragmentNum).
+        _ if spec.split_large => 2,
         (_, Some(Bson::Boolean(false))) => 1,
         _ => 2,
     };
@@ -497,8 +528,10 @@ pub(crate) struct ChangeStreamCursor {
     last_scanned: Option<Timestamp>,
     /// Events produced from entries already read but not yet returned.
     pending: VecDeque<Candidate>,
-    /// An admitted event that did not fit into the previous batch.
-    ready: Option<(RawDocumentBuf, ResumeTokenData, bool)>,
+    /// Admitted events (or fragments of a split event) not yet returned.
+    ready: VecDeque<(RawDocumentBuf, ResumeTokenData, bool)>,
+    /// Resuming from fragment `k` of a split event: the fragments up to `k` are skipped.
+    resume_split: Option<usize>,
     resume: Option<ResumePoint>,
     /// The current `postBatchResumeToken`.
     pbrt: Document,
@@ -570,7 +603,8 @@ impl ChangeStreamCursor {
             next_seq,
             last_scanned: None,
             pending: VecDeque::new(),
-            ready: None,
+            ready: VecDeque::new(),
+            resume_split: None,
             resume,
             pbrt,
             pbrt_ts: start_ts,
@@ -592,10 +626,16 @@ impl ChangeStreamCursor {
                 if out.full() {
                     return Ok(out.finish(false));
                 }
-                let admitted = match self.ready.take() {
+                let admitted = match self.ready.pop_front() {
                     Some(r) => Some(r),
                     None => match self.pending.pop_front() {
-                        Some(c) => self.admit(engine, c)?,
+                        Some(c) => match self.admit(engine, c)? {
+                            Some((raw, token, inv)) if self.spec.split_large => {
+                                self.split_if_large(raw, token, inv)?;
+                                continue;
+                            }
+                            other => other,
+                        },
                         None => break,
                     },
                 };
@@ -604,7 +644,7 @@ impl ChangeStreamCursor {
                 };
                 if !out.fits(raw.as_bytes().len()) {
                     // Kept for the next batch (16 MiB reply limit).
-                    self.ready = Some((raw, token, invalidate));
+                    self.ready.push_front((raw, token, invalidate));
                     return Ok(out.finish(false));
                 }
                 self.set_pbrt_event(&token);
@@ -705,7 +745,20 @@ impl ChangeStreamCursor {
                     ResumeCmp::Before => return Ok(None),
                     ResumeCmp::Found => {
                         rp.found = true;
-                        return Ok(None);
+                        match rp.token.fragment_num {
+                            // A fragment of this event: split it again (below) and skip
+                            // the fragments up to the resume point.
+                            Some(k) if self.spec.split_large => {
+                                self.resume_split = Some(k.max(0) as usize);
+                            }
+                            Some(_) => {
+                                return Err(CommandError::from_code(
+                                    280,
+                                    "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
+                                ))
+                            }
+                            None => return Ok(None),
+                        }
                     }
                     ResumeCmp::After => {
                         // SRV ensure_resume_token_present: 280
@@ -804,7 +857,7 @@ impl ChangeStreamCursor {
                 ),
             ));
         }
-        let raw = encode_event(&event)?;
+        let raw = encode_event(&event, self.spec.split_large)?;
         Ok(Some((raw, token, invalidate)))
     }
 
@@ -1518,11 +1571,11 @@ fn num(v: &Bson) -> Option<i64> {
     }
 }
 
-fn encode_event(event: &Document) -> CmdResult<RawDocumentBuf> {
+fn encode_event(event: &Document, splittable: bool) -> CmdResult<RawDocumentBuf> {
     let raw = RawDocumentBuf::from_document(event)
         .map_err(|e| CommandError::from_code(1, format!("cannot encode change event: {e}")))?;
     let n = raw.as_bytes().len();
-    if n > MAX_EVENT_BYTES {
+    if n > MAX_EVENT_BYTES && !splittable {
         // SRV bsonobj.cpp _assertInvalid (reference §8.5)
         return Err(CommandError::from_code(
             10334,
@@ -1533,6 +1586,125 @@ fn encode_event(event: &Document) -> CmdResult<RawDocumentBuf> {
         ));
     }
     Ok(raw)
+}
+
+impl ChangeStreamCursor {
+    /// `$changeStreamSplitLargeEvent`: queues the event as is, or split into fragments when
+    /// it is larger than [`MAX_CHANGE_EVENT_SIZE`] (SRV
+    /// `document_source_change_stream_split_large_event.cpp` `doGetNext`).
+    fn split_if_large(
+        &mut self,
+        raw: RawDocumentBuf,
+        token: ResumeTokenData,
+        invalidate: bool,
+    ) -> CmdResult<()> {
+        let resume_from = self.resume_split.take();
+        if raw.as_bytes().len() <= MAX_CHANGE_EVENT_SIZE {
+            if resume_from.is_some() {
+                return Err(CommandError::from_code(
+                    280,
+                    "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
+                ));
+            }
+            self.ready.push_back((raw, token, invalidate));
+            return Ok(());
+        }
+        let event = raw
+            .to_document()
+            .map_err(|e| CommandError::from_code(1, format!("cannot decode change event: {e}")))?;
+        // Fragment k was returned before the resume: skip it too (the resume-token check
+        // after the split stage swallows it on a real server).
+        let skip = resume_from.map(|k| k + 1).unwrap_or(0);
+        let fragments = split_event(&event, &token, skip)?;
+        if skip > 0 && fragments.is_empty() {
+            return Err(CommandError::from_code(
+                280,
+                "Attempted to resume from a split event, but the resumed stream produced a different split. Ensure that the pipeline used to resume is the same as the original",
+            ));
+        }
+        for (raw, t) in fragments {
+            self.ready.push_back((raw, t, false));
+        }
+        Ok(())
+    }
+}
+
+/// BSON size of one element `key: value`.
+fn element_size(key: &str, value: &Bson) -> usize {
+    let mut d = Document::new();
+    d.insert(key, value.clone());
+    bson::to_vec(&d)
+        .map(|v| v.len().saturating_sub(5))
+        .unwrap_or(0)
+}
+
+/// SRV `change_stream_split_event_helpers.cpp` `splitChangeEvent`: the fields except `_id`,
+/// ordered by (size, name), are packed greedily into fragments
+/// `{_id: <token with fragmentNum>, splitEvent: {fragment, of}, …fields}`.
+fn split_event(
+    event: &Document,
+    token: &ResumeTokenData,
+    skip: usize,
+) -> CmdResult<Vec<(RawDocumentBuf, ResumeTokenData)>> {
+    let token_size = event
+        .get_document("_id")
+        .ok()
+        .and_then(|t| bson::to_vec(t).ok())
+        .map(|v| v.len())
+        .unwrap_or(0);
+    let max = MAX_CHANGE_EVENT_SIZE.saturating_sub(token_size);
+    let mut fields: Vec<(usize, String, Bson)> = event
+        .iter()
+        .filter(|(k, _)| k.as_str() != "_id")
+        .map(|(k, v)| (element_size(k, v), k.clone(), v.clone()))
+        .collect();
+    if fields.is_empty() {
+        return Err(CommandError::from_code(
+            7182502,
+            "Cannot split an empty event or an event containing solely '_id' field",
+        ));
+    }
+    fields.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    let mut fragments: Vec<(Document, ResumeTokenData)> = Vec::new();
+    let mut it = fields.into_iter().peekable();
+    while it.peek().is_some() {
+        let mut t = token.clone();
+        t.fragment_num = Some(fragments.len() as i32);
+        let mut frag = doc! {
+            "_id": t.to_document(),
+            "splitEvent": {"fragment": fragments.len() as i32 + 1, "of": 0},
+        };
+        let mut size = bson::to_vec(&frag).map(|v| v.len()).unwrap_or(0);
+        while let Some((s, k, v)) = it.next() {
+            frag.insert(k, v);
+            size += s;
+            match it.peek() {
+                Some((next, _, _)) if size + next <= max => {}
+                _ => break,
+            }
+        }
+        if size > max {
+            return Err(CommandError::from_code(
+                7182500,
+                format!(
+                    "Splitting change event failed: fragment size {size} is greater than maximum allowed fragment size {max}"
+                ),
+            ));
+        }
+        fragments.push((frag, t));
+    }
+    let total = fragments.len() as i32;
+    let mut out = Vec::new();
+    for (i, (mut frag, t)) in fragments.into_iter().enumerate() {
+        if i < skip {
+            continue;
+        }
+        frag.insert("splitEvent", doc! {"fragment": i as i32 + 1, "of": total});
+        let raw = RawDocumentBuf::from_document(&frag)
+            .map_err(|e| CommandError::from_code(1, format!("cannot encode fragment: {e}")))?;
+        out.push((raw, t));
+    }
+    Ok(out)
 }
 
 /// 286 ChangeStreamHistoryLost (reference §5.10).
