@@ -545,3 +545,53 @@ async fn list_local_sessions_shows_the_sessions_in_use() {
         .unwrap_err();
     assert_eq!(command_error(&err).0, 73);
 }
+
+#[tokio::test]
+async fn killing_a_session_kills_its_cursor_in_use_by_a_waiting_get_more() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let mut s = client.start_session().await.unwrap();
+    let local = client.database("local");
+    let last = local
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_timestamp("ts")
+        .unwrap();
+    let reply = local
+        .run_command(doc! {
+            "find": "oplog.rs", "filter": {"ts": {"$gt": last}},
+            "tailable": true, "awaitData": true,
+        })
+        .session(&mut s)
+        .await
+        .unwrap();
+    let id = reply.get_document("cursor").unwrap().get_i64("id").unwrap();
+    assert_ne!(id, 0);
+    let key = lsid(&s);
+    let waiting = {
+        let local = local.clone();
+        tokio::spawn(async move {
+            let r = local
+                .run_command(doc! {"getMore": id, "collection": "oplog.rs", "maxTimeMS": 1500})
+                .session(&mut s)
+                .await;
+            (r, s)
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    admin(&client, doc! {"killSessions": [key]}).await.unwrap();
+    let (in_flight, mut s) = waiting.await.unwrap();
+    // A real server interrupts the waiting getMore; either way the cursor is gone.
+    if in_flight.is_ok() {
+        let err = local
+            .run_command(doc! {"getMore": id, "collection": "oplog.rs", "maxTimeMS": 100})
+            .session(&mut s)
+            .await
+            .unwrap_err();
+        assert_eq!(command_error(&err).0, 43, "{err}");
+    }
+}

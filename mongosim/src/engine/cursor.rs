@@ -131,6 +131,8 @@ enum Slot {
     InUse {
         ns: String,
         killed: bool,
+        /// The session that opened the cursor (so killing the session kills it too).
+        lsid: Option<Document>,
     },
 }
 
@@ -184,8 +186,8 @@ impl CursorRegistry {
     pub(crate) fn check_out(&mut self, id: i64) -> Checkout {
         match self.slots.remove(&id) {
             None => Checkout::NotFound,
-            Some(Slot::InUse { ns, killed }) => {
-                self.slots.insert(id, Slot::InUse { ns, killed });
+            Some(Slot::InUse { ns, killed, lsid }) => {
+                self.slots.insert(id, Slot::InUse { ns, killed, lsid });
                 Checkout::InUse
             }
             Some(Slot::Idle(e)) => {
@@ -194,6 +196,7 @@ impl CursorRegistry {
                     Slot::InUse {
                         ns: e.ns.clone(),
                         killed: false,
+                        lsid: e.lsid.clone(),
                     },
                 );
                 Checkout::Ok(e)
@@ -249,12 +252,20 @@ impl CursorRegistry {
         }
     }
 
-    /// Kills the idle cursors opened under a session that `select` picks by its `lsid`
-    /// (killSessions & co., ended sessions; SRV `killCursorsWithMatchingSessions`). Cursors
-    /// opened without a session are not touched.
+    /// Kills the cursors opened under a session that `select` picks by its `lsid`
+    /// (killSessions & co., ended sessions; SRV `killCursorsWithMatchingSessions`): idle ones
+    /// at once, checked-out ones when their getMore returns them. Cursors opened without a
+    /// session are not touched.
     pub(crate) fn kill_sessions(&mut self, select: impl Fn(&Document) -> bool) {
-        self.slots
-            .retain(|_, s| !matches!(s, Slot::Idle(e) if e.lsid.as_ref().is_some_and(&select)));
+        self.slots.retain(|_, s| match s {
+            Slot::Idle(e) => !e.lsid.as_ref().is_some_and(&select),
+            Slot::InUse { killed, lsid, .. } => {
+                if lsid.as_ref().is_some_and(&select) {
+                    *killed = true;
+                }
+                true
+            }
+        });
     }
 
     fn reap_idle(&mut self) {
