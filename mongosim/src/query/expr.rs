@@ -791,11 +791,14 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
             match (&a, &b) {
                 _ if is_nullish(&a) || is_nullish(&b) => Bson::Null,
                 (Some(Bson::DateTime(x)), Some(Bson::DateTime(y))) => {
-                    Bson::Int64(x.timestamp_millis() - y.timestamp_millis())
+                    Bson::Int64(x.timestamp_millis().saturating_sub(y.timestamp_millis()))
                 }
-                (Some(Bson::DateTime(x)), Some(y)) if is_num(y) => Bson::DateTime(
-                    DateTime::from_millis(x.timestamp_millis() - as_f64(y).unwrap_or(0.0) as i64),
-                ),
+                (Some(Bson::DateTime(x)), Some(y)) if is_num(y) => {
+                    Bson::DateTime(DateTime::from_millis(
+                        x.timestamp_millis()
+                            .saturating_sub(as_f64(y).unwrap_or(0.0) as i64),
+                    ))
+                }
                 (Some(x), Some(y)) if is_num(x) && is_num(y) => {
                     let neg = mul_nums(y, &Bson::Int32(-1)).unwrap_or(Bson::Null);
                     add_nums(x, &neg).unwrap_or(Bson::Null)
@@ -938,7 +941,7 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
                 (Some(Bson::Array(arr)), Some(idx)) => {
                     let idx = idx as i64;
                     let n = arr.len() as i64;
-                    let real = if idx < 0 { n + idx } else { idx };
+                    let real = if idx < 0 { n.saturating_add(idx) } else { idx };
                     if real < 0 || real >= n {
                         return Ok(None);
                     }
@@ -1152,7 +1155,7 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
                 if k >= 0 {
                     (0, k.min(n))
                 } else {
-                    ((n + k).max(0), (-k).min(n))
+                    (n.saturating_add(k).max(0), k.saturating_neg().min(n))
                 }
             } else {
                 let p = num(&vals[1]).unwrap_or(0);
@@ -1163,7 +1166,11 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
                         format!("Third argument to $slice must be positive: {c}"),
                     ));
                 }
-                let start = if p >= 0 { p.min(n) } else { (n + p).max(0) };
+                let start = if p >= 0 {
+                    p.min(n)
+                } else {
+                    n.saturating_add(p).max(0)
+                };
                 (start, c.min(n - start))
             };
             Bson::Array(arr[start as usize..(start + count) as usize].to_vec())
@@ -1483,6 +1490,32 @@ mod tests {
                 .unwrap_err()
                 .code,
             16879
+        );
+    }
+
+    #[test]
+    fn extreme_arguments_do_not_panic() {
+        let d = doc! {"a": [1, 2, 3], "t": bson::DateTime::from_millis(i64::MIN)};
+        assert_eq!(
+            ev(bson!({"$slice": ["$a", i64::MIN]}), &d).unwrap(),
+            Some(bson!([1, 2, 3]))
+        );
+        assert_eq!(
+            ev(bson!({"$slice": ["$a", i64::MIN, 2]}), &d).unwrap(),
+            Some(bson!([1, 2]))
+        );
+        assert_eq!(
+            ev(bson!({"$arrayElemAt": ["$a", i64::MIN]}), &d).unwrap(),
+            None
+        );
+        assert!(ev(bson!({"$subtract": ["$t", i64::MAX]}), &d).is_ok());
+        assert_eq!(
+            ev(bson!({"$abs": i32::MIN}), &d).unwrap(),
+            Some(Bson::Int64(2147483648))
+        );
+        assert_eq!(
+            ev(bson!({"$multiply": [i64::MAX, 2]}), &d).unwrap(),
+            Some(Bson::Double(i64::MAX as f64 * 2.0))
         );
     }
 

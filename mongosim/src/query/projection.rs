@@ -422,14 +422,14 @@ fn slice(v: &Bson, skip: i64, limit: Option<i64>) -> Bson {
             if skip >= 0 {
                 (0, skip.min(n))
             } else {
-                ((n + skip).max(0), (-skip).min(n))
+                (n.saturating_add(skip).max(0), skip.saturating_neg().min(n))
             }
         }
         Some(l) => {
             let start = if skip >= 0 {
                 skip.min(n)
             } else {
-                (n + skip).max(0)
+                n.saturating_add(skip).max(0)
             };
             (start, l.min(n - start))
         }

@@ -1676,7 +1676,7 @@ fn push_into(arr: &mut Vec<Bson>, p: &Push) -> PushResult {
         } else {
             let at = if position >= 0 {
                 position as usize
-            } else if -position < size {
+            } else if position.saturating_neg() < size {
                 (size + position) as usize
             } else {
                 0
@@ -2743,6 +2743,11 @@ mod tests {
             bson!({"$push": {"arr": {"$each": [{"k": 0}], "$sort": {"k": 1}, "$slice": -2}}}),
         );
         assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"k": 1}, {"k": 2}]});
+        let o = upd(
+            doc! {"_id": 1, "arr": [1, 2]},
+            bson!({"$push": {"arr": {"$each": [0], "$position": i64::MIN, "$slice": i64::MIN}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 1, 2]});
         let e = upd_err(doc! {"_id": 1, "arr": 1}, bson!({"$push": {"arr": 3}}));
         assert_eq!(
             (e.code, e.errmsg.as_str()),
