@@ -595,3 +595,23 @@ async fn killing_a_session_kills_its_cursor_in_use_by_a_waiting_get_more() {
         assert_eq!(command_error(&err).0, 43, "{err}");
     }
 }
+
+#[tokio::test]
+async fn kill_commands_ignore_their_own_session_arguments() {
+    // SRV `attachLogicalSessionsToOpCtx() == false`: sent inside a transaction,
+    // killAllSessions is not a statement of it (no 263) and kills that transaction too.
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = unique_db("ign");
+    let coll = client.database(&db).collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 0}).await.unwrap();
+    let mut a = open_txn(&client, &coll, 1).await;
+    client
+        .database("admin")
+        .run_command(doc! {"killAllSessions": []})
+        .session(&mut a)
+        .await
+        .unwrap();
+    let err = a.commit_transaction().await.unwrap_err();
+    assert_eq!(code(&err), Some(251), "{err}");
+}
