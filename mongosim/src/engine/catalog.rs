@@ -863,7 +863,25 @@ impl Catalog {
             )));
         };
         let mut old = Document::new();
-        for (k, v) in changes {
+        if let Some(cap) = c.capped.as_mut() {
+            // collMod cappedSize / cappedMax (6.0+): new limits, applied on the next insert
+            if let Some(size) = changes.get("cappedSize").and_then(num_i64) {
+                cap.size = size;
+                c.options.insert("size", append_number(size));
+            }
+            if let Some(max) = changes.get("cappedMax").and_then(num_i64) {
+                cap.max = (max > 0).then_some(max);
+                if max > 0 {
+                    c.options.insert("max", append_number(max));
+                } else {
+                    c.options.remove("max");
+                }
+            }
+        }
+        for (k, v) in changes
+            .iter()
+            .filter(|(k, _)| *k != "cappedSize" && *k != "cappedMax")
+        {
             if let Some(prev) = c.options.get(k) {
                 old.insert(k.clone(), prev.clone());
             }
@@ -920,6 +938,7 @@ impl Catalog {
         new_doc: Document,
         o: Document,
     ) -> CmdResult<Document> {
+        let version = self.version;
         let ns = ns_of(db, coll);
         let Some(c) = self.coll_mut(db, coll) else {
             return Err(CommandError::namespace_not_found(format!("{ns} not found")));
@@ -933,10 +952,11 @@ impl Catalog {
                 format!("Resulting document after update is larger than {MAX_USER_DOC}"),
             ));
         }
-        if let Some(cap) = c.capped {
-            // capped collections cannot grow documents in place (SRV 10003)
+        if c.capped.is_some() && version == ServerVersion::V4_4 {
+            // 4.4: documents of capped collections keep their size (SRV 10003, SERVER-20529;
+            // the restriction was lifted by SERVER-58865 in 5.0)
             if let Some(old) = c.docs.get(&rid) {
-                if raw.as_bytes().len() != old.raw.as_bytes().len() && cap.size > 0 {
+                if raw.as_bytes().len() != old.raw.as_bytes().len() {
                     return Err(CommandError::from_code(
                         10003,
                         "Cannot change the size of a document in a capped collection",
