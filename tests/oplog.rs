@@ -315,6 +315,28 @@ async fn large_transaction_spanning_several_entries() {
         .await
         .unwrap();
     assert!(partial >= 1, "the transaction was not split");
+
+    // Starting after the first `partialTxn` entry: the earlier part is fetched through the
+    // `prevOpTime` chain, nothing is lost.
+    let first_partial = server
+        .client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {"ts": {"$gt": start}, "o.partialTxn": true})
+        .sort(doc! {"$natural": 1})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_timestamp("ts")
+        .unwrap();
+    let mut mid = OplogStream::new(
+        &server.client,
+        OplogOptions::new()
+            .start_after(first_partial)
+            .namespace(ns(&format!("{db_name}.c"))),
+    );
+    let again = take_ops(&mut mid, 24).await;
+    assert_eq!(int_ids(&again), (1..=24).collect::<Vec<_>>());
 }
 
 #[tokio::test]
