@@ -2,16 +2,20 @@
 //!
 //! # Which errors end a stream
 //!
-//! Sources retry transient failures themselves (with exponential backoff and jitter, from
-//! the last delivered position, so nothing is lost or repeated) and never yield them while
-//! retries remain. What they yield:
+//! Sources retry transient failures themselves, with exponential backoff and jitter
+//! ([`RetryPolicy`](crate::RetryPolicy)), from the last delivered position (oplog: the
+//! last `ts`; change streams: the last resume token; direct reads: the last `_id` of the
+//! range), so nothing is lost or repeated, and never yield them while retries remain.
+//! Transient means: network errors, server selection, not primary, shutdown in progress,
+//! cursor killed / not found, interrupted, and what the change-stream specification calls
+//! resumable (see [`Error::is_resumable`]). What the sources yield:
 //!
 //! | Error | Source stream afterwards |
 //! |---|---|
 //! | [`Error::PositionLost`] | ends: the position is gone from the server (oplog rolled over, change-stream history lost, invalid token); the caller decides what to do, mongotail never jumps ahead |
 //! | [`Error::NotReplicaSet`] | ends |
-//! | [`Error::Driver`] that [`is_resumable`](Error::is_resumable) | yielded only once the retry budget is exhausted; the stream then ends |
-//! | [`Error::Driver`] otherwise (auth, bad options, …) | ends |
+//! | [`Error::Driver`] that [`is_resumable`](Error::is_resumable) | yielded only once the retry budget is exhausted; the stream (for direct reads: that range) then ends |
+//! | [`Error::Driver`] otherwise (auth, bad options, …) | ends (for direct reads: that range or namespace) |
 //! | [`Error::Malformed`] | continues with the next entry |
 //! | [`Error::TransactionTooLarge`] | ends (the transaction cannot be delivered whole) |
 //! | [`Error::Config`], [`Error::InvalidNamespace`] | ends (returned before anything is read) |
