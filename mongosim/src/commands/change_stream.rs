@@ -1541,8 +1541,15 @@ fn transaction_chain(
             .get(seq)
             .filter(|e| ts_key(e.timestamp()) == ts_key(p))
         else {
-            // The start of the transaction rolled off the oplog.
-            return Err(history_lost());
+            // The start of the transaction rolled off the oplog (SRV
+            // change_stream_unwind_transaction: IncompleteTransactionHistory -> 286).
+            return Err(CommandError::from_code(
+                286,
+                format!(
+                    "Oplog no longer has history necessary for $changeStream to observe operations from a committed transaction. :: caused by :: oplog no longer contains the complete write history of this transaction, log with opTime {{ ts: Timestamp({}, {}), t: 1 }} cannot be found",
+                    p.time, p.increment
+                ),
+            ));
         };
         let doc = e
             .raw
