@@ -6,8 +6,13 @@
 //! -> transform (SRV `change_stream_event_transform.cpp`) -> check invalidate
 //! (SRV `document_source_change_stream_check_invalidate.cpp`) -> resume-token checks
 //! (SRV `document_source_change_stream_ensure_resume_token_present.cpp`,
-//! `..._check_resumability.cpp`) -> post-image lookup -> the user's stages.
+//! `..._check_resumability.cpp`) -> pre/post-image lookup -> the user's stages ->
+//! `$changeStreamSplitLargeEvent` (SRV `change_stream_split_event_helpers.cpp`).
 //! Nothing is taken from a side channel: what the oplog says is what the stream says.
+//! Large transactions (`partialTxn` chains) are unwound at their last entry by following
+//! `prevOpTime`. A live cursor whose next entry rolled off fails with 136
+//! CappedPositionLost (the tailable oplog scan), a resume point older than the oplog with
+//! 286 ChangeStreamHistoryLost.
 //!
 //! Pre- and post-images (`fullDocumentBeforeChange`, `fullDocument: whenAvailable|required`):
 //! a collection with `changeStreamPreAndPostImages: {enabled: true}` (set by `create` or
