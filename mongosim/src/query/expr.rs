@@ -295,7 +295,7 @@ impl Expr {
             | "$divide" | "$mod" | "$arrayElemAt" => Some(2),
             "$not" | "$toString" | "$size" | "$type" | "$isArray" | "$toLower" | "$toUpper"
             | "$abs" | "$strLenBytes" | "$toInt" | "$toLong" | "$toDouble" | "$toBool"
-            | "$objectToArray" | "$first" | "$last" => Some(1),
+            | "$objectToArray" | "$first" | "$last" | "$reverseArray" => Some(1),
             _ => None,
         };
         if let Some(n) = fixed {
@@ -1517,6 +1517,31 @@ mod tests {
             ev(bson!({"$multiply": [i64::MAX, 2]}), &d).unwrap(),
             Some(Bson::Double(i64::MAX as f64 * 2.0))
         );
+    }
+
+    #[test]
+    fn no_operator_panics_on_odd_arguments() {
+        let d = doc! {"a": [1], "s": "x", "o": {"k": 1}};
+        let odd = [
+            bson!([]),
+            bson!([null]),
+            bson!("x"),
+            bson!(["$a", "$s", "$o", 1.5, null]),
+            bson!({"x": 1}),
+            bson!([[], {}]),
+        ];
+        for op in KNOWN_OPS
+            .iter()
+            .chain(["$let", "$map", "$filter", "$cond", "$literal"].iter())
+        {
+            for arg in &odd {
+                let mut spec = Document::new();
+                spec.insert(*op, arg.clone());
+                if let Ok(e) = Expr::parse(&Bson::Document(spec)) {
+                    let _ = e.eval(&Vars::new(&d));
+                }
+            }
+        }
     }
 
     #[test]

@@ -955,6 +955,71 @@ mod tests {
     }
 
     #[test]
+    fn no_operator_panics_on_odd_arguments() {
+        let ops = [
+            "$eq",
+            "$ne",
+            "$gt",
+            "$gte",
+            "$lt",
+            "$lte",
+            "$in",
+            "$nin",
+            "$exists",
+            "$type",
+            "$regex",
+            "$options",
+            "$size",
+            "$elemMatch",
+            "$all",
+            "$mod",
+            "$not",
+            "$comment",
+            "$expr",
+        ];
+        let odd = [
+            bson::bson!([]),
+            bson::bson!([null]),
+            bson::bson!("x"),
+            bson::bson!(-1),
+            bson::bson!(1.5),
+            bson::bson!({}),
+            bson::bson!({"$gt": 1}),
+            bson::bson!([0, 0]),
+            bson::bson!([i64::MIN, -1]),
+        ];
+        let docs = [
+            doc! {},
+            doc! {"a": [1, [2], {"b": 3}], "s": "x"},
+            doc! {"a": {"b": [{"c": null}]}},
+        ];
+        for op in ops {
+            for arg in &odd {
+                let mut inner = Document::new();
+                inner.insert(op, arg.clone());
+                for path in ["a", "a.b", "a.0", "a.b.c"] {
+                    let mut f = Document::new();
+                    f.insert(path, inner.clone());
+                    if let Ok(m) = Matcher::parse(&f) {
+                        for d in &docs {
+                            let _ = m.matches(d);
+                        }
+                    }
+                }
+                for top in ["$and", "$or", "$nor", "$expr", "$comment"] {
+                    let mut f = Document::new();
+                    f.insert(top, arg.clone());
+                    if let Ok(m) = Matcher::parse(&f) {
+                        for d in &docs {
+                            let _ = m.matches(d);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn errors_match_server() {
         let e = Matcher::parse(&doc! {"a": {"$foo": 1}}).unwrap_err();
         assert_eq!((e.code, e.errmsg.as_str()), (2, "unknown operator: $foo"));

@@ -2917,6 +2917,59 @@ mod tests {
     }
 
     #[test]
+    fn no_modifier_panics_on_odd_input() {
+        let mods = [
+            "$set",
+            "$setOnInsert",
+            "$unset",
+            "$inc",
+            "$mul",
+            "$min",
+            "$max",
+            "$currentDate",
+            "$push",
+            "$addToSet",
+            "$pop",
+            "$pull",
+            "$pullAll",
+            "$rename",
+        ];
+        let odd = [
+            bson!(1),
+            bson!(-1),
+            bson!("b"),
+            bson!("a.0"),
+            bson!(null),
+            bson!([]),
+            bson!({}),
+            bson!({"$each": [1, 2], "$slice": -1, "$sort": 1, "$position": -5}),
+            bson!({"$each": 1}),
+            bson!({"$type": "timestamp"}),
+            bson!({"$gt": 1}),
+        ];
+        let docs = [
+            doc! {"_id": 1},
+            doc! {"_id": 1, "a": [1, {"b": 2}, [3]], "b": {"c": 1}},
+            doc! {"_id": 1, "a": 5, "b": "s"},
+        ];
+        for m in mods {
+            for v in &odd {
+                for path in ["a", "a.b", "a.0", "a.5.c", "b.c", "a.$[]", "_id"] {
+                    let mut inner = Document::new();
+                    inner.insert(path, v.clone());
+                    let mut spec = Document::new();
+                    spec.insert(m, inner);
+                    if let Ok(u) = Update::parse(&Bson::Document(spec), None) {
+                        for d in &docs {
+                            let _ = u.apply(d, &UpdateCtx::new(now()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn parse_errors_match_server() {
         let e = upd_err(doc! {}, bson!({"$foo": {"a": 1}}));
         assert_eq!(

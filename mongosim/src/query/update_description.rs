@@ -157,7 +157,9 @@ impl Builder {
             if k == "a" || k == "l" {
                 continue;
             }
-            let (kind, idx) = k.split_at(1);
+            let (Some(kind), Some(idx)) = (k.get(..1), k.get(1..)) else {
+                return Err(malformed(k));
+            };
             if array_index(idx).is_none() {
                 return Err(malformed(k));
             }
@@ -338,5 +340,8 @@ mod tests {
     fn malformed_diff_is_an_error() {
         assert!(from_v2_diff(&doc! {"x": 1}, false).is_err());
         assert!(from_v2_diff(&doc! {"sarr": {"a": true, "q1": 1}}, false).is_err());
+        assert!(from_v2_diff(&doc! {"sarr": {"a": true, "": 1}}, false).is_err());
+        assert!(from_v2_diff(&doc! {"sarr": {"a": true, "é1": 1}}, false).is_err());
+        assert!(from_v2_diff(&doc! {"u": 1}, false).is_err());
     }
 }
