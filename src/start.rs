@@ -258,6 +258,13 @@ impl Handle {
         self.oplog.as_ref().and_then(|o| o.position())
     }
 
+    /// The cached resume token of each change stream, in the order of
+    /// [`TailOptions::change_streams`] (`None` until that stream has opened). Refreshed on
+    /// empty batches, so an idle stream's token keeps moving forward.
+    pub fn resume_tokens(&self) -> Vec<Option<bson::Document>> {
+        self.change_streams.iter().map(|c| c.position()).collect()
+    }
+
     /// Resolves when every direct read has completed (gtm's `DirectReadWg`), immediately
     /// when there are none. The stream must be polled for the reads to progress.
     ///
