@@ -167,32 +167,24 @@ fn kill_local(shared: &Shared, matcher: &Matcher) {
         .kill_sessions(|lsid| matcher.matches(&lsid_key(lsid)));
 }
 
-/// The elements of an array-of-documents command argument (`<cmd>: [ {...}, … ]`).
-fn docs_arg(req: &Request) -> CmdResult<Vec<&Document>> {
+/// The elements of an array-of-documents command argument (`<cmd>: [ {...}, … ]`). `ctx` is
+/// the IDL parser context the server names in its errors: the struct parsed
+/// (`KillSessionsCmd`, …) or, for IDL commands, the command name.
+fn docs_arg<'r>(req: &'r Request, ctx: &str) -> CmdResult<Vec<&'r Document>> {
+    let field = format!("{ctx}.{}", req.name);
     match req.target() {
         Some(Bson::Array(items)) => items
             .iter()
             .enumerate()
             .map(|(i, item)| match item {
                 Bson::Document(d) => Ok(d),
-                other => Err(super::wrong_type(
-                    &format!("{}.{}.{i}", req.name, req.name),
-                    other,
-                    "object",
-                )),
+                other => Err(super::wrong_type(&format!("{field}.{i}"), other, "object")),
             })
             .collect(),
-        Some(other) => Err(super::wrong_type(
-            &format!("{}.{}", req.name, req.name),
-            other,
-            "array",
-        )),
+        Some(other) => Err(super::wrong_type(&field, other, "array")),
         None => Err(CommandError::from_code(
             40414,
-            format!(
-                "BSON field '{}.{}' is missing but a required field",
-                req.name, req.name
-            ),
+            format!("BSON field '{field}' is missing but a required field"),
         )),
     }
 }
@@ -200,8 +192,7 @@ fn docs_arg(req: &Request) -> CmdResult<Vec<&Document>> {
 /// A `LogicalSessionFromClient` (`{id: UUID, uid?, txnNumber?, txnUUID?, txnRetryCounter?}`,
 /// SRV `logical_session_id.idl`, strict). Returns the session's key and whether it is one of
 /// the unauthenticated user's sessions (a `uid` naming somebody else matches nothing).
-fn session_from_client(cmd: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)> {
-    let ctx = "LogicalSessionFromClient";
+fn session_from_client(ctx: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)> {
     for (k, _) in lsid {
         if !matches!(
             k.as_str(),
@@ -234,7 +225,7 @@ fn session_from_client(cmd: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)>
     if lsid.contains_key("txnUUID") {
         return Err(CommandError::from_code(
             72,
-            format!("{cmd}: Cannot specify a child session id"),
+            format!("Cannot specify a child session id {lsid}"),
         ));
     }
     let own = match lsid.get("uid") {
@@ -263,8 +254,9 @@ pub(crate) async fn start_session(ctx: &mut Ctx<'_>, _req: Request) -> CmdResult
 /// refresh_sessions_command.cpp → `LogicalSessionCache::vivify`).
 pub(crate) async fn refresh_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let mut own = Vec::new();
-    for lsid in docs_arg(&req)? {
-        if session_from_client(&req.name, lsid)?.1 {
+    let idl = format!("{0}.{0}", req.name);
+    for lsid in docs_arg(&req, &req.name)? {
+        if session_from_client(&idl, lsid)?.1 {
             own.push(lsid);
         }
     }
@@ -280,8 +272,9 @@ pub(crate) async fn refresh_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResu
 /// transaction of an ended session is not aborted here (see the module docs).
 pub(crate) async fn end_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let mut keys = Vec::new();
-    for lsid in docs_arg(&req)? {
-        let (key, own) = session_from_client(&req.name, lsid)?;
+    let idl = format!("{0}.{0}", req.name);
+    for lsid in docs_arg(&req, &req.name)? {
+        let (key, own) = session_from_client(&idl, lsid)?;
         if own {
             keys.push(key);
         }
@@ -300,13 +293,13 @@ pub(crate) async fn end_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<D
 /// `killSessions: [lsid…]`; an empty list kills all sessions of the caller (without auth:
 /// every session).
 pub(crate) async fn kill_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
-    let items = docs_arg(&req)?;
+    let items = docs_arg(&req, "KillSessionsCmd")?;
     let matcher = if items.is_empty() {
         Matcher::all()
     } else {
         let mut patterns = Vec::new();
         for lsid in items {
-            let (key, own) = session_from_client(&req.name, lsid)?;
+            let (key, own) = session_from_client("KillSessionsCmd.killSessions", lsid)?;
             patterns.push(if own {
                 Pattern::Lsid(key)
             } else {
@@ -323,9 +316,9 @@ pub(crate) async fn kill_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<
 /// them to exist: this server has no users, so that fails like a mongod without such a user
 /// (SRV `makeKillAllSessionsByPattern(opCtx, KillAllSessionsUser)` → `acquireUser`).
 pub(crate) async fn kill_all_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
-    let users = docs_arg(&req)?
+    let users = docs_arg(&req, "KillAllSessionsCmd")?
         .into_iter()
-        .map(|d| user_and_db("KillAllSessionsUser", d))
+        .map(|d| user_and_db("KillAllSessionsCmd.killAllSessions", d))
         .collect::<CmdResult<Vec<_>>>()?;
     if let Some((user, db)) = users.first() {
         return Err(CommandError::from_code(
@@ -361,8 +354,8 @@ pub(crate) async fn kill_all_sessions_by_pattern(
     ctx: &mut Ctx<'_>,
     req: Request,
 ) -> CmdResult<Document> {
-    let items = docs_arg(&req)?;
-    let cx = "KillAllSessionsByPattern";
+    let items = docs_arg(&req, "KillAllSessionsByPatternCmd")?;
+    let cx = "KillAllSessionsByPatternCmd.killAllSessionsByPattern";
     let mut patterns = Vec::new();
     for p in &items {
         let mut pattern = Pattern::All;
@@ -379,7 +372,7 @@ pub(crate) async fn kill_all_sessions_by_pattern(
                             format!("BSON field '{cx}.lsid.uid' is missing but a required field"),
                         ));
                     }
-                    let (key, own) = session_from_client(&req.name, l)?;
+                    let (key, own) = session_from_client(&format!("{cx}.lsid"), l)?;
                     pattern = match pattern {
                         Pattern::Nothing => Pattern::Nothing,
                         _ if !own => Pattern::Nothing,
@@ -404,7 +397,7 @@ pub(crate) async fn kill_all_sessions_by_pattern(
                             return Err(super::wrong_type(&format!("{cx}.{k}"), item, "object"));
                         };
                         if k == "users" {
-                            user_and_db("KillAllSessionsUser", d)?;
+                            user_and_db(&format!("{cx}.users"), d)?;
                         }
                     }
                 }
@@ -483,7 +476,7 @@ pub(crate) fn list_local_sessions(shared: &Shared, spec: &Bson) -> CmdResult<Vec
                     let Bson::Document(d) = item else {
                         return Err(super::wrong_type(&format!("{STAGE}.users"), item, "object"));
                     };
-                    out.push(user_and_db("ListSessionsUser", d)?);
+                    out.push(user_and_db(&format!("{STAGE}.users"), d)?);
                 }
                 users = Some(out);
             }
@@ -578,17 +571,21 @@ mod tests {
     fn lsid_from_client_checks() {
         let id = bson::Uuid::new();
         let ok = doc! {"id": id};
-        let (key, own) = session_from_client("killSessions", &ok).unwrap();
+        let (key, own) = session_from_client("KillSessionsCmd.killSessions", &ok).unwrap();
         assert_eq!(key, id.bytes().to_vec());
         assert!(own);
         let other_user = doc! {"id": id, "uid": bson::Binary {
         subtype: bson::spec::BinarySubtype::Generic, bytes: vec![1u8; 32] }};
-        assert!(!session_from_client("killSessions", &other_user).unwrap().1);
-        let err = session_from_client("killSessions", &doc! {"id": 1}).unwrap_err();
+        assert!(
+            !session_from_client("KillSessionsCmd.killSessions", &other_user)
+                .unwrap()
+                .1
+        );
+        let err = session_from_client("KillSessionsCmd.killSessions", &doc! {"id": 1}).unwrap_err();
         assert_eq!(err.code, 40423);
-        let err = session_from_client("killSessions", &doc! {"x": 1}).unwrap_err();
+        let err = session_from_client("KillSessionsCmd.killSessions", &doc! {"x": 1}).unwrap_err();
         assert_eq!(err.code, 40415);
-        let err = session_from_client("killSessions", &doc! {}).unwrap_err();
+        let err = session_from_client("KillSessionsCmd.killSessions", &doc! {}).unwrap_err();
         assert_eq!(err.code, 40414);
     }
 }
