@@ -468,3 +468,36 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         _ => Err(CommandError::command_not_found(&name)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::COMMANDS;
+
+    /// Every name `run` routes is known to `is_command` (otherwise it would answer 59 before
+    /// reaching its handler): a guard for helpers adding arms.
+    #[test]
+    fn every_routed_command_is_listed() {
+        let src = include_str!("mod.rs");
+        let body = &src[src.find("async fn run(").expect("run")..];
+        let arm = regex::Regex::new(r#"(?m)^\s+((?:"[A-Za-z$]+"\s*\|?\s*)+)(?:if [^=]*)?=>"#)
+            .expect("regex");
+        let name = regex::Regex::new(r#""([A-Za-z$]+)""#).expect("regex");
+        let mut routed = Vec::new();
+        for caps in arm.captures_iter(body) {
+            for n in name.captures_iter(&caps[1]) {
+                routed.push(n[1].to_string());
+            }
+        }
+        assert!(routed.len() > 40, "{routed:?}");
+        for n in routed {
+            let test_only = matches!(
+                n.as_str(),
+                "configureFailPoint" | "refreshLogicalSessionCacheNow"
+            );
+            assert!(
+                test_only || COMMANDS.contains(&n.as_str()),
+                "`{n}` is routed by run() but missing from COMMANDS"
+            );
+        }
+    }
+}
