@@ -341,7 +341,9 @@ async fn reads_many_oplog_entries_through_a_tailable_cursor() {
     let batch: Vec<Document> = (0..n as i64)
         .map(|i| doc! {"_id": i, "v": "payload"})
         .collect();
+    let t0 = Instant::now();
     coll.insert_many(batch).await.unwrap();
+    println!("inserted {n} documents in {:?}", t0.elapsed());
     let oplog = client.database("local");
     // typed documents (the driver decodes every entry)
     let t0 = Instant::now();
