@@ -120,7 +120,7 @@ impl SessionCache {
 enum Pattern {
     /// Every session.
     All,
-    /// One session by `id` (its `uid` is checked when the pattern gives one).
+    /// One session by `id` (a pattern naming another user's `uid` is `Nothing`).
     Lsid(Vec<u8>),
     /// Sessions of a user that has none here (a `uid` other than the unauthenticated one).
     Nothing,
@@ -152,9 +152,9 @@ impl Matcher {
 }
 
 /// SRV `killSessionsLocal`: abort the matching sessions' in-progress transactions and kill
-/// their cursors. (Operations of these sessions that are running right now finish; the
-/// simulator has no interruption points, so e.g. a waiting awaitData getMore returns normally
-/// and its cursor is gone afterwards only if it was idle at the time of the kill.)
+/// their cursors. (Operations of these sessions that are running right now are not
+/// interrupted, unlike on a real server: e.g. a waiting awaitData getMore returns its batch
+/// normally, and its cursor is gone afterwards.)
 fn kill_local(shared: &Shared, matcher: &Matcher) {
     if matcher.is_empty() {
         return;
