@@ -12,7 +12,9 @@ use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer, WAIT};
 use futures::StreamExt;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
-use mongotail::{start, DirectOptions, Error, Namespace, OplogOptions, TailOptions};
+use mongotail::{
+    start, ChangeStreamOptions, DirectOptions, Error, Namespace, OplogOptions, TailOptions,
+};
 
 fn ns(s: &str) -> Namespace {
     Namespace::parse(s).unwrap()
@@ -89,7 +91,15 @@ async fn change_streams_through_start() {
     );
     // Direct reads: none, so the signal is immediate.
     handle.direct_reads_done().await.unwrap();
-    assert_quiet(&mut ops, Duration::from_millis(500)).await;
+    // Poll until the change stream has opened.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handle.resume_tokens().iter().any(Option::is_none) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "change stream never opened"
+        );
+        assert_quiet(&mut ops, Duration::from_millis(20)).await;
+    }
     c.insert_one(doc! {"_id": 1}).await.unwrap();
     let got = take_ops(&mut ops, 1).await;
     assert!(got[0].is_source_change_stream() && got[0].is_insert());
@@ -235,4 +245,28 @@ async fn stalled_consumer_stops_reading() {
     assert_eq!(int_ids(&got), (1..=5_000).collect::<Vec<_>>());
     // Read in batches of 100, not all at once.
     assert!(get_mores.load(Ordering::Relaxed) - before >= 49);
+}
+
+#[tokio::test]
+async fn since_seeks_change_streams_too() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_cs_since");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let from = server.latest_ts().await;
+    let (mut ops, handle) = start(
+        &server.client,
+        TailOptions::new().disable_oplog().change_stream(
+            ChangeStreamOptions::new()
+                .namespace(ns(&format!("{db_name}.c")))
+                .start_at_operation_time(from),
+        ),
+    );
+    for i in 1..=3 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let got = take_ops(&mut ops, 3).await;
+    assert_eq!(int_ids(&got), vec![1, 2, 3]);
+    handle.since(got[0].timestamp).unwrap();
+    assert_eq!(int_ids(&take_ops(&mut ops, 2).await), vec![2, 3]);
+    assert_quiet(&mut ops, Duration::from_millis(300)).await;
 }
