@@ -218,6 +218,19 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
                 ));
             }
         }
+        if let Some(level) = ctx
+            .read_concern
+            .as_ref()
+            .and_then(|rc| rc.get_str("level").ok())
+        {
+            if !matches!(level, "local" | "majority" | "snapshot") {
+                // SRV service_entry_point_common.cpp
+                return Err(CommandError::from_code(
+                    72,
+                    format!("The readConcern level must be either 'local' (default), 'majority' or 'snapshot' in order to run in a transaction, but found '{level}'"),
+                ));
+            }
+        }
         let shared = {
             let live = ctx.shared.engine.lock();
             let mut private = Engine::new(&ctx.shared.opts);
