@@ -2053,6 +2053,15 @@ pub(crate) fn upsert_seed_for(query: &Document, replacement: bool) -> CmdResult<
 
 fn collect_equalities(q: &Document, out: &mut Vec<(String, Bson)>) {
     for (k, v) in q {
+        // A one-clause `$or` is canonicalized into its clause (SRV canonical_query.cpp).
+        if k == "$or" {
+            if let Bson::Array(items) = v {
+                if let [Bson::Document(d)] = items.as_slice() {
+                    collect_equalities(d, out);
+                }
+            }
+            continue;
+        }
         if k == "$and" {
             if let Bson::Array(items) = v {
                 for it in items {
@@ -2070,6 +2079,13 @@ fn collect_equalities(q: &Document, out: &mut Vec<(String, Bson)>) {
             Bson::Document(d) if d.keys().next().is_some_and(|f| f.starts_with('$')) => {
                 if let Some(e) = d.get("$eq") {
                     out.push((k.clone(), e.clone()));
+                } else if let Some(Bson::Array(items)) = d.get("$in") {
+                    // a one-element $in is canonicalized to $eq
+                    if let [single] = items.as_slice() {
+                        if !matches!(single, Bson::RegularExpression(_)) {
+                            out.push((k.clone(), single.clone()));
+                        }
+                    }
                 }
             }
             Bson::RegularExpression(_) => {}
@@ -3072,6 +3088,11 @@ mod tests {
             doc! {"_id": 7, "a": 1, "b": {"c": 2}, "e": "x"}
         );
         assert_eq!(upsert_seed_for(&q, true).unwrap(), doc! {"_id": 7});
+        assert_eq!(
+            upsert_seed(&doc! {"_id": {"$in": [3]}, "$or": [{"x": 1}], "y": {"$in": [1, 2]}})
+                .unwrap(),
+            doc! {"_id": 3, "x": 1}
+        );
         let e = upsert_seed(&doc! {"a": 1, "$and": [{"a": 2}]}).unwrap_err();
         assert_eq!(e.code, 54);
     }
