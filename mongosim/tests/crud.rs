@@ -264,6 +264,27 @@ async fn find_sort_projection_skip_limit_batches() {
     assert_eq!(all.len(), 250);
     assert_eq!(all[249].get_i32("_id").unwrap(), 249);
 
+    // hints must name an existing index
+    let r = run(&client, &db, doc! {"find": "f", "hint": "_id_", "limit": 1})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    let err = run(&client, &db, doc! {"find": "f", "hint": {"nope": 1}})
+        .await
+        .unwrap_err();
+    let (code, _, msg) = command_error(&err);
+    assert_eq!(code, 2);
+    assert!(
+        msg.ends_with("hint provided does not correspond to an existing index"),
+        "{msg}"
+    );
     // negative skip
     let err = run(&client, &db, doc! {"find": "f", "skip": -1})
         .await

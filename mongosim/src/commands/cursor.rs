@@ -683,6 +683,9 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
         ));
     }
     let matcher = Matcher::parse(&filter)?;
+    if let Some(hint) = body.get("hint") {
+        check_hint(ctx, db, coll, hint)?;
+    }
     let natural = sort.as_ref().and_then(|s| {
         if s.len() != 1 {
             return None;
@@ -877,6 +880,34 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             no_timeout,
         )?,
     )
+}
+
+/// A `hint` must name an existing index (by name or key pattern) or be `{$natural: ±1}`
+/// (SRV `get_executor.cpp`: "hint provided does not correspond to an existing index").
+fn check_hint(ctx: &Ctx<'_>, db: &str, coll: &str, hint: &Bson) -> CmdResult<()> {
+    let engine = ctx.shared.engine.lock();
+    let Some(c) = engine.catalog.coll(db, coll) else {
+        return Ok(());
+    };
+    let found = match hint {
+        Bson::String(name) => name.is_empty() || c.index(name).is_some(),
+        Bson::Document(d) if d.is_empty() => true,
+        Bson::Document(d) if d.contains_key("$natural") => true,
+        Bson::Document(d) => c.indexes.iter().any(|i| &i.key_pattern() == d),
+        _ => {
+            return Err(CommandError::from_code(
+                9,
+                "hint must be either a string or nested object",
+            ))
+        }
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(CommandError::bad_value(format!(
+            "error processing query: ns={db}.{coll} planner returned error :: caused by :: hint provided does not correspond to an existing index"
+        )))
+    }
 }
 
 // ---------------------------------------------------------------- getMore / killCursors
