@@ -236,6 +236,17 @@ fn opts<T: DeserializeOwned + Default>(args: &Document, allowed: &[&str]) -> Res
     mongodb::bson::from_document(args.clone()).map_err(|e| format!("bad options {args}: {e}"))
 }
 
+/// `maxTimeMS` for option types whose serde mapping of `max_time` does not read milliseconds
+/// (FindOptions, FindOneAnd*Options, CountOptions).
+fn take_max_time(args: &mut Document) -> Result<Option<Duration>, String> {
+    match args.remove("maxTimeMS") {
+        None => Ok(None),
+        Some(v) => matcher::as_f64(&v)
+            .map(|ms| Some(Duration::from_millis(ms as u64)))
+            .ok_or_else(|| format!("bad maxTimeMS {v}")),
+    }
+}
+
 fn update_mods(b: Bson) -> Result<UpdateModifications, String> {
     match b {
         Bson::Document(d) => Ok(UpdateModifications::Document(d)),
@@ -904,8 +915,10 @@ async fn collection_op_inner(
         }
         "findOneAndDelete" => {
             let f = take_doc(args, "filter")?;
-            let o: FindOneAndDeleteOptions =
+            let max_time = take_max_time(args)?;
+            let mut o: FindOneAndDeleteOptions =
                 opts(args, &allowed(&["projection", "sort", "maxTimeMS"]))?;
+            o.max_time = max_time;
             run!(sess, c.find_one_and_delete(f).with_options(o))
                 .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
                 .map_err(OpErr::from)
@@ -913,7 +926,8 @@ async fn collection_op_inner(
         "findOneAndReplace" => {
             let f = take_doc(args, "filter")?;
             let d = take_doc(args, "replacement")?;
-            let o: FindOneAndReplaceOptions = opts(
+            let max_time = take_max_time(args)?;
+            let mut o: FindOneAndReplaceOptions = opts(
                 args,
                 &allowed(&[
                     "projection",
@@ -924,6 +938,7 @@ async fn collection_op_inner(
                     "bypassDocumentValidation",
                 ]),
             )?;
+            o.max_time = max_time;
             run!(sess, c.find_one_and_replace(f, d).with_options(o))
                 .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
                 .map_err(OpErr::from)
@@ -931,7 +946,8 @@ async fn collection_op_inner(
         "findOneAndUpdate" => {
             let f = take_doc(args, "filter")?;
             let u = update_mods(args.remove("update").ok_or("missing update")?)?;
-            let o: FindOneAndUpdateOptions = opts(
+            let max_time = take_max_time(args)?;
+            let mut o: FindOneAndUpdateOptions = opts(
                 args,
                 &allowed(&[
                     "projection",
@@ -943,13 +959,15 @@ async fn collection_op_inner(
                     "arrayFilters",
                 ]),
             )?;
+            o.max_time = max_time;
             run!(sess, c.find_one_and_update(f, u).with_options(o))
                 .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
                 .map_err(OpErr::from)
         }
         "find" => {
             let f = take_doc(args, "filter").unwrap_or_default();
-            let o: FindOptions = opts(
+            let max_time = take_max_time(args)?;
+            let mut o: FindOptions = opts(
                 args,
                 &[
                     "sort",
@@ -971,6 +989,7 @@ async fn collection_op_inner(
                     "allowPartialResults",
                 ],
             )?;
+            o.max_time = max_time;
             match sess {
                 Some(s) => match c.find(f).with_options(o).session(&mut *s).await {
                     Ok(mut cur) => cur
@@ -1037,10 +1056,12 @@ async fn collection_op_inner(
         }
         "countDocuments" => {
             let f = take_doc(args, "filter").unwrap_or_default();
-            let o: CountOptions = opts(
+            let max_time = take_max_time(args)?;
+            let mut o: CountOptions = opts(
                 args,
                 &["comment", "collation", "hint", "maxTimeMS", "skip", "limit"],
             )?;
+            o.max_time = max_time;
             run!(sess, c.count_documents(f).with_options(o))
                 .map(|n| Res::Value(Bson::Int64(n as i64), false))
                 .map_err(OpErr::from)
