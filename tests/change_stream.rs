@@ -340,6 +340,9 @@ async fn resumes_after_closed_connections() {
 
 #[tokio::test]
 async fn history_lost_ends_the_stream() {
+    if common::external_server("needs a 256 KiB oplog") {
+        return;
+    }
     let server = TestServer::with(mongosim::Options::new().oplog_size_bytes(256 * 1024)).await;
     let db_name = unique_db("cs_lost");
     let c = server.client.database(&db_name).collection::<Document>("c");
@@ -380,8 +383,7 @@ async fn history_lost_ends_the_stream() {
 
 #[tokio::test]
 async fn standalone_is_not_a_replica_set() {
-    if std::env::var("MONGODB_URI").is_ok_and(|u| !u.is_empty()) {
-        // Needs a standalone server; a MONGODB_URI deployment is a replica set.
+    if common::external_server("needs a standalone server") {
         return;
     }
     let server = TestServer::with(mongosim::Options::new().standalone()).await;

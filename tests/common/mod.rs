@@ -135,3 +135,29 @@ pub fn int_ids(ops: &[Op]) -> Vec<i32> {
         })
         .collect()
 }
+
+/// True (and a note on stderr) when the test needs an embedded server with special
+/// options (a tiny oplog, a standalone) that a `MONGODB_URI` deployment cannot provide.
+pub fn external_server(why: &str) -> bool {
+    match std::env::var("MONGODB_URI") {
+        Ok(uri) if !uri.is_empty() => {
+            eprintln!("skipped against MONGODB_URI: {why}");
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The server's major version (`buildInfo.versionArray[0]`).
+pub async fn server_major(client: &Client) -> i32 {
+    let info = client
+        .database("admin")
+        .run_command(doc! {"buildInfo": 1})
+        .await
+        .expect("buildInfo");
+    match info.get_array("versionArray").ok().and_then(|a| a.first()) {
+        Some(Bson::Int32(v)) => *v,
+        Some(Bson::Int64(v)) => *v as i32,
+        other => panic!("versionArray {other:?}"),
+    }
+}
