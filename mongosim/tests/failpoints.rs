@@ -254,3 +254,20 @@ async fn bad_arguments_and_disabled_test_commands() {
     assert_eq!((code, name.as_str()), (59, "CommandNotFound"));
     assert_eq!(msg, "no such command: 'configureFailPoint'");
 }
+
+#[tokio::test]
+async fn namespace_filter() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let name = unique_db("fp_ns");
+    let db = client.database(&name);
+    set(
+        &client,
+        doc! {"configureFailPoint": "failCommand", "mode": {"times": 1},
+        "data": {"failCommands": ["count"], "errorCode": 2, "namespace": format!("{name}.b")}},
+    )
+    .await;
+    db.run_command(doc! {"count": "a"}).await.unwrap();
+    let err = db.run_command(doc! {"count": "b"}).await.unwrap_err();
+    assert_eq!(code(&err), Some(2));
+}

@@ -142,9 +142,16 @@ pub(crate) struct CommandFacts {
 impl CommandFacts {
     /// Facts of `req`.
     pub(crate) fn of(req: &Request) -> Self {
-        let namespace = match req.target() {
-            Some(Bson::String(c)) => format!("{}.{}", req.db, c),
-            _ => req.db.clone(),
+        // The command's namespace as the server resolves it (`getMore` names the collection
+        // in `collection`; `aggregate: 1` is `<db>.$cmd.aggregate`).
+        let namespace = match (req.name.as_str(), req.target()) {
+            ("getMore", _) => match req.body.get("collection") {
+                Some(Bson::String(c)) => format!("{}.{}", req.db, c),
+                _ => req.db.clone(),
+            },
+            (_, Some(Bson::String(c))) => format!("{}.{}", req.db, c),
+            ("aggregate", Some(_)) => format!("{}.$cmd.aggregate", req.db),
+            _ => format!("{}.$cmd", req.db),
         };
         let change_stream_aggregate = req.name == "aggregate"
             && matches!(req.body.get("pipeline"), Some(Bson::Array(p))
