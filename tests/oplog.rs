@@ -639,3 +639,20 @@ async fn idle_position_advances_with_no_op_entries() {
         );
     }
 }
+
+#[tokio::test]
+async fn standalone_has_no_oplog() {
+    if common::external_server("needs a standalone server") {
+        return;
+    }
+    let server = TestServer::with(mongosim::Options::new().standalone()).await;
+    let mut ops = OplogStream::new(&server.client, OplogOptions::new());
+    match tokio::time::timeout(common::WAIT, ops.next())
+        .await
+        .unwrap()
+    {
+        Some(Err(Error::NotReplicaSet(_))) => {}
+        other => panic!("expected NotReplicaSet, got {other:?}"),
+    }
+    assert!(ops.next().await.is_none());
+}
