@@ -1066,3 +1066,49 @@ async fn split_large_events() {
         .unwrap_err();
     assert_eq!(code(&err), Some(7182802));
 }
+
+#[tokio::test]
+async fn resume_from_a_v1_token_on_7_0() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    if server_version(&client).await == ServerVersion::V4_4 {
+        return;
+    }
+    let db_name = unique_db("cs_v1");
+    let db = client.database(&db_name);
+    let coll = db.collection::<Document>("c");
+    let start = last_oplog_ts(&client).await;
+    for i in 0..3 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    // `$_generateV2ResumeTokens: false` (what 6.0 mongos asks for) gives v1 tokens (§5.9)
+    let reply = db
+        .run_command(doc! {
+            "aggregate": "c",
+            "pipeline": [{"$changeStream": {"startAtOperationTime": start}}],
+            "cursor": {},
+            "$_generateV2ResumeTokens": false,
+        })
+        .await
+        .unwrap();
+    let batch = reply
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    let first = batch[0].as_document().unwrap();
+    assert_eq!(token_version(&data(first)), 1);
+    let mut resumed = coll
+        .watch()
+        .resume_after(token_of(first))
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let next_ev = next(&mut resumed).await;
+    assert_eq!(
+        next_ev.get_document("documentKey").unwrap(),
+        &doc! {"_id": 1}
+    );
+    assert_eq!(token_version(&data(&next_ev)), 2);
+}
