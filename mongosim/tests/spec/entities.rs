@@ -156,6 +156,8 @@ pub enum Entity {
     Collection(Collection<Document>),
     Session(Arc<tokio::sync::Mutex<SessionEntity>>),
     ChangeStream(Stream),
+    /// A find cursor from `createFindCursor` (without a session).
+    Cursor(Arc<tokio::sync::Mutex<mongodb::Cursor<Document>>>),
     Bson(Bson),
 }
 
@@ -167,6 +169,7 @@ impl Entity {
             Entity::Collection(_) => "collection",
             Entity::Session(_) => "session",
             Entity::ChangeStream(_) => "changeStream",
+            Entity::Cursor(_) => "findCursor",
             Entity::Bson(_) => "bson",
         }
     }

@@ -394,6 +394,33 @@ pub async fn entity_op(
                 other => Err(format!("unsupported change stream operation {other}")),
             }
         }
+        Entity::Cursor(cur) => {
+            if !args.is_empty() {
+                return Err(format!("unsupported arguments {args}"));
+            }
+            let mut cur = cur.lock().await;
+            match name {
+                "iterateUntilDocumentOrError" => Ok(match cur.next().await {
+                    Some(Ok(d)) => Ok(Res::Value(Bson::Document(d), true)),
+                    Some(Err(e)) => Err(e.into()),
+                    None => Err(OpErr::Client("cursor exhausted".into())),
+                }),
+                "iterateOnce" => Ok(match cur.advance().await {
+                    Ok(true) => match cur.deserialize_current() {
+                        Ok(d) => Ok(Res::Value(Bson::Document(d), true)),
+                        Err(e) => Err(e.into()),
+                    },
+                    Ok(false) => Ok(Res::None),
+                    Err(e) => Err(e.into()),
+                }),
+                "close" => {
+                    drop(cur);
+                    st.ents.map.remove(object);
+                    Ok(Ok(Res::None))
+                }
+                other => Err(format!("unsupported cursor operation {other}")),
+            }
+        }
         Entity::Bson(_) => Err(format!("operation {name} on a BSON entity")),
     }
 }
@@ -1009,6 +1036,36 @@ async fn collection_op_inner(
                     Err(e) => Err(e.into()),
                 },
             }
+        }
+        "createFindCursor" => {
+            let f = take_doc(args, "filter").unwrap_or_default();
+            let max_time = take_max_time(args)?;
+            let mut o: FindOptions = opts(
+                args,
+                &[
+                    "sort",
+                    "skip",
+                    "limit",
+                    "batchSize",
+                    "projection",
+                    "let",
+                    "comment",
+                    "allowDiskUse",
+                    "collation",
+                    "hint",
+                ],
+            )?;
+            o.max_time = max_time;
+            if sess.is_some() {
+                return Err(
+                    "createFindCursor with a session is not supported by this runner".into(),
+                );
+            }
+            c.find(f)
+                .with_options(o)
+                .await
+                .map(|cur| Res::Entity(Entity::Cursor(Arc::new(tokio::sync::Mutex::new(cur)))))
+                .map_err(OpErr::from)
         }
         "findOne" => {
             let f = take_doc(args, "filter").unwrap_or_default();
