@@ -512,3 +512,35 @@ async fn expanded_events_report_ddl() {
         .as_ref()
         .is_some_and(|d| d.contains_key("indexes")));
 }
+
+#[tokio::test]
+async fn transient_errors_opening_the_stream_are_retried() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_open_fault");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let from = server.latest_ts().await;
+    server
+        .fail_command(
+            doc! {"times": 2}.into(),
+            doc! {"failCommands": ["aggregate"], "errorCode": 91},
+        )
+        .await;
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .start_at_operation_time(bson::Timestamp {
+                time: from.time,
+                increment: from.increment + 1,
+            })
+            .retry(RetryPolicy::new(
+                Duration::from_millis(10),
+                Duration::from_millis(50),
+                5,
+            )),
+    );
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    assert_eq!(int_ids(&take_ops(&mut s, 1).await), vec![1]);
+    server.fail_off().await;
+}
