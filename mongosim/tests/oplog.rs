@@ -438,6 +438,45 @@ async fn retryable_write_entries_4_4() {
 }
 
 #[tokio::test]
+async fn multi_update_failing_midway_keeps_and_logs_earlier_writes() {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    let db = unique_db("midway");
+    let d = client.database(&db);
+    let coll = d.collection::<Document>("c");
+    coll.insert_many(vec![
+        doc! {"_id": 1, "k": 1},
+        doc! {"_id": 2, "k": 2},
+        doc! {"_id": 3, "k": 10},
+    ])
+    .await
+    .unwrap();
+    d.run_command(
+        doc! {"createIndexes": "c", "indexes": [{"key": {"k": 1}, "name": "k_1", "unique": true}]},
+    )
+    .await
+    .unwrap();
+    let start = last_ts(&client).await;
+    let r = d
+        .run_command(doc! {"update": "c", "updates": [{"q": {"_id": {"$in": [2, 1]}}, "u": {"$inc": {"k": 8}}, "multi": true}]})
+        .await
+        .unwrap();
+    // $natural order: _id 1 (k 1 -> 9) succeeds, _id 2 (k 2 -> 10) collides with _id 3
+    let we = r.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(we.get_i32("code").unwrap(), 11000);
+    assert_eq!(
+        coll.find_one(doc! {"_id": 1}).await.unwrap().unwrap(),
+        doc! {"_id": 1, "k": 9}
+    );
+    let e = entries_after(&client, &db, start).await;
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert_eq!(e[0].get_document("o2").unwrap(), &doc! {"_id": 1});
+}
+
+#[tokio::test]
 async fn views_are_stored_in_system_views() {
     let server = TestServer::default_rs();
     let client = server.client().await;

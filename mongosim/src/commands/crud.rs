@@ -532,7 +532,9 @@ pub(crate) struct UpdateResult {
 }
 
 /// One update statement against `db.coll`: selects (optionally sorted for findAndModify),
-/// applies, logs nothing — returns the result and the oplog ops.
+/// applies, logs nothing — fills in the result and the oplog ops. On an error the writes
+/// already made (earlier documents of a multi-update, an implicit create) stay in `ops` and
+/// must still be logged.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn apply_update(
     engine: &mut Engine,
@@ -543,7 +545,9 @@ pub(crate) fn apply_update(
     multi: bool,
     upsert: bool,
     sort: Option<&crate::query::sort::SortSpec>,
-) -> CmdResult<(UpdateResult, Vec<Document>)> {
+    res: &mut UpdateResult,
+    ops: &mut Vec<Document>,
+) -> CmdResult<()> {
     let m = Matcher::parse(query)?;
     let mut rids = matching_rids(&engine.catalog, db, coll, query, &m);
     if let (Some(s), Some(c)) = (sort, engine.catalog.coll(db, coll)) {
@@ -555,8 +559,6 @@ pub(crate) fn apply_update(
     if !multi {
         rids.truncate(1);
     }
-    let mut res = UpdateResult::default();
-    let mut ops = Vec::new();
     let now = bson::DateTime::now();
     for rid in rids {
         let Some(old) = engine
@@ -606,7 +608,7 @@ pub(crate) fn apply_update(
         res.upserted = Some(id);
         res.post_image = Some(doc);
     }
-    Ok((res, ops))
+    Ok(())
 }
 
 /// `update` (reference §8.2): `{n, nModified, upserted?, writeErrors?}`.
@@ -640,7 +642,9 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     continue;
                 }
             }
-            let res = (|| -> CmdResult<(UpdateResult, Vec<Document>)> {
+            let mut r = UpdateResult::default();
+            let mut ops: Vec<Document> = Vec::new();
+            let res = (|| -> CmdResult<()> {
                 let Bson::Document(spec) = spec else {
                     return Err(super::wrong_type("update.updates.0", spec, "object"));
                 };
@@ -687,27 +691,33 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                         "multi update is not supported for replacement-style update",
                     ));
                 }
-                apply_update(engine, db, coll, &q, &parsed, multi, upsert, None)
+                apply_update(
+                    engine, db, coll, &q, &parsed, multi, upsert, None, &mut r, &mut ops,
+                )
             })();
+            // writes made before an error (earlier documents of a multi-update, an implicit
+            // create) are logged either way
+            let pending: Vec<PendingOp> = ops
+                .into_iter()
+                .map(|op| {
+                    let session = op.get_str("op").is_ok_and(|o| o != "c");
+                    PendingOp::stmt(op, session.then_some(stmt))
+                })
+                .collect();
+            if let Some(ts) = engine.log(pending, retry.as_ref()) {
+                last_ts = Some(ts);
+            }
             match res {
-                Ok((r, ops)) => {
+                Ok(()) => {
                     n += r.n;
                     n_modified += r.n_modified;
                     if let Some(id) = r.upserted {
                         upserted.push(doc! {"index": i as i32, "_id": id});
                     }
-                    let pending: Vec<PendingOp> = ops
-                        .into_iter()
-                        .map(|op| {
-                            let session = op.get_str("op").is_ok_and(|o| o != "c");
-                            PendingOp::stmt(op, session.then_some(stmt))
-                        })
-                        .collect();
-                    if let Some(ts) = engine.log(pending, retry.as_ref()) {
-                        last_ts = Some(ts);
-                    }
                 }
                 Err(e) => {
+                    // a failed statement counts nothing, even if it changed documents
+                    // before failing (SRV write_ops_exec.cpp performUpdates)
                     write_errors.push(e.to_write_error(i));
                     if ordered {
                         break;
@@ -816,7 +826,9 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     } else {
         let u = update_spec.unwrap_or(Bson::Null);
         let parsed = Update::parse(&u, filters.as_deref())?;
-        let (r, ops) = apply_update(
+        let mut r = UpdateResult::default();
+        let mut ops = Vec::new();
+        let res = apply_update(
             engine,
             db,
             coll,
@@ -825,7 +837,14 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
             false,
             upsert,
             sort_spec.as_ref(),
-        )?;
+            &mut r,
+            &mut ops,
+        );
+        if let Err(e) = res {
+            // an implicit create made before the failure is still logged
+            engine.log(ops.into_iter().map(Into::into).collect(), None);
+            return Err(e);
+        }
         let mut le = doc! {"n": r.n, "updatedExisting": r.n > 0 && r.upserted.is_none()};
         if let Some(id) = &r.upserted {
             le.insert("upserted", id.clone());
