@@ -261,6 +261,20 @@ impl Expr {
                     ))
                 }
             };
+            // 'field' must be a constant string: a plain string or {$literal: <string>}
+            // (SRV expression.cpp ExpressionGetField/SetField::parse).
+            let field = match field {
+                Bson::Document(d) if d.len() == 1 && d.contains_key("$literal") => {
+                    d.get("$literal").cloned().unwrap_or(Bson::Null)
+                }
+                Bson::String(s) if s.starts_with('$') => {
+                    return Err(CommandError::from_code(
+                        5654602,
+                        format!("{name} requires 'field' to evaluate to a constant, but got a non-constant argument"),
+                    ));
+                }
+                other => other,
+            };
             let Bson::String(_) = field else {
                 return Err(CommandError::from_code(
                     3041704,
@@ -1484,6 +1498,15 @@ mod tests {
         assert_eq!(
             ev(bson!({"$unsetField": {"field": "x.y", "input": "$o"}}), &d).unwrap(),
             Some(bson!({}))
+        );
+        // crud spec updateOne-dots_and_dollars.json
+        assert_eq!(
+            ev(
+                bson!({"$setField": {"field": {"$literal": "$a"}, "value": 1, "input": "$$ROOT"}}),
+                &d
+            )
+            .unwrap(),
+            Some(bson!({"a": [1, 2, 3], "o": {"x.y": 5}, "$a": 1}))
         );
         assert_eq!(
             ev(bson!({"$map": {"input": "$a", "in": 1, "bad": 1}}), &d)
