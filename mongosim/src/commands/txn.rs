@@ -66,6 +66,9 @@ enum State {
         writes: HashSet<DocKey>,
         /// Sequence number up to which `writes` has been computed.
         scanned_seq: u64,
+        /// Databases copied into the private catalog so far: each is snapshotted when a
+        /// statement first touches it, so a transaction never copies the whole server.
+        snapshotted: HashSet<String>,
     },
     Committed {
         /// Optime of the `applyOps` entry (None for a read-only transaction).
@@ -234,8 +237,8 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
         let shared = {
             let live = ctx.shared.engine.lock();
             let mut private = Engine::new(&ctx.shared.opts);
-            private.catalog = live.catalog.clone();
-            private.catalog.images.clear();
+            private.catalog = crate::engine::catalog::Catalog::new(ctx.shared.opts.version);
+            snapshot_db(&mut private, &live, &req.db);
             private.clock = live.clock.clone();
             private.oplog = Some(Oplog::new(u64::MAX));
             Arc::new(ctx.shared.with_engine(private))
@@ -250,6 +253,7 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
                     first_seq,
                     writes: HashSet::new(),
                     scanned_seq: first_seq,
+                    snapshotted: HashSet::from([req.db.clone()]),
                 },
             },
         );
@@ -290,12 +294,25 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
         // commitTransaction / abortTransaction check the state themselves.
         return Ok(None);
     }
-    match &s.state {
-        State::InProgress { shared, .. } => Ok(Some(Statement {
-            key,
-            txn_number,
-            shared: shared.clone(),
-        })),
+    let Some(s) = sessions.get_mut(&key) else {
+        return Err(no_such_transaction("no transaction in progress"));
+    };
+    match &mut s.state {
+        State::InProgress {
+            shared,
+            snapshotted,
+            ..
+        } => {
+            if snapshotted.insert(req.db.clone()) {
+                let live = ctx.shared.engine.lock();
+                snapshot_db(&mut shared.engine.lock(), &live, &req.db);
+            }
+            Ok(Some(Statement {
+                key,
+                txn_number,
+                shared: shared.clone(),
+            }))
+        }
         State::Committed { .. } => Err(CommandError::from_code(
             256,
             format!("Transaction {txn_number} has been committed."),
@@ -376,6 +393,14 @@ impl Statement {
             }
         }
         result
+    }
+}
+
+/// Copies database `db` of the live catalog into a transaction's private catalog (its
+/// snapshot of that database).
+fn snapshot_db(private: &mut Engine, live: &Engine, db: &str) {
+    if let Some(d) = live.catalog.dbs.get(db) {
+        private.catalog.dbs.insert(db.to_string(), d.clone());
     }
 }
 
