@@ -1,14 +1,15 @@
 //! Multi-document transactions (reference §6): `startTransaction` / `autocommit: false` /
 //! `txnNumber` / `lsid`, `commitTransaction`, `abortTransaction`.
 //!
-//! Each transaction runs its statements against a private engine: a snapshot clone of the
-//! catalog taken at `startTransaction`, with its own empty oplog that collects the operations
-//! the statements produce. The ordinary command handlers serve those statements unchanged
-//! (the dispatcher hands them a `Shared` around the private engine), so reads inside the
-//! transaction see its own writes and nobody else sees them. At commit the final state of
-//! every touched document is applied to the live catalog and the collected operations are
-//! logged as ONE `admin.$cmd` `applyOps` entry with `lsid`, `txnNumber` and a null
-//! `prevOpTime` (`Engine::log_transaction`); inner operations carry no `ts`/`t`/`v`/`wall`.
+//! Each transaction runs its statements against a private engine: snapshot clones of the
+//! databases it touches (each taken when a statement first names it), with its own empty
+//! oplog that collects the operations the statements produce. The ordinary command handlers
+//! serve those statements unchanged (the dispatcher hands them a `Shared` around the private
+//! engine), so reads inside the transaction see its own writes and nobody else sees them. At
+//! commit the final state of every touched document is applied to the live catalog and the
+//! collected operations are logged as ONE `admin.$cmd` `applyOps` entry with `lsid`,
+//! `txnNumber` and a null `prevOpTime`; inner operations carry no `ts`/`t`/`v`/`wall`. Over
+//! 16 MB of operations become a `partialTxn` chain (`Engine::log_transaction_chain`).
 //! Aborted transactions write nothing.
 //!
 //! Followed sources: SRV `src/mongo/db/initialize_operation_session_info.cpp` (argument
