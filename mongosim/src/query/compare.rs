@@ -118,8 +118,94 @@ pub(crate) fn cmp_num(a: Num, b: Num) -> Ordering {
     }
 }
 
+/// A collation (the subset mongosim models): `locale: "simple"` compares strings by bytes;
+/// any other valid locale with `strength` 1 or 2 compares case-insensitively (ICU primary /
+/// secondary strength ignore case), strength 3+ by bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Collation {
+    /// ICU locale id, or "simple".
+    pub(crate) locale: String,
+    /// ICU comparison strength (1..=5, default 3).
+    pub(crate) strength: i32,
+}
+
+impl Collation {
+    /// Parses a `collation` document (SRV `CollationSpec` / `collator_factory_icu.cpp`);
+    /// `Ok(None)` for the simple collation.
+    pub(crate) fn parse(spec: &Document) -> crate::error::CmdResult<Option<Collation>> {
+        use crate::error::CommandError;
+        let locale = match spec.get("locale") {
+            Some(Bson::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(CommandError::type_mismatch(
+                    "BSON field 'locale' is the wrong type, expected type 'string'",
+                ))
+            }
+            None => {
+                // SRV IDL: 40414
+                return Err(CommandError::from_code(
+                    40414,
+                    "BSON field 'Collation.locale' is missing but a required field",
+                ));
+            }
+        };
+        // Languages with ICU collation data (docs "Collation Locales and Default Parameters").
+        const LANGS: &[&str] = &[
+            "af", "sq", "am", "ar", "hy", "as", "az", "bn", "be", "bs", "bg", "my", "ca", "chr",
+            "zh", "hr", "cs", "da", "nl", "dz", "en", "eo", "et", "ee", "fo", "fil", "fi", "fr",
+            "gl", "ka", "de", "el", "gu", "ha", "haw", "he", "hi", "hu", "is", "ig", "smn", "id",
+            "ga", "it", "ja", "kl", "kn", "kk", "km", "kok", "ko", "ky", "lkt", "lo", "lv", "ln",
+            "lt", "dsb", "lb", "mk", "ms", "ml", "mt", "mr", "mn", "ne", "se", "nb", "nn", "or",
+            "om", "ps", "fa", "pl", "pt", "pa", "ro", "ru", "sr", "si", "sk", "sl", "es", "sw",
+            "sv", "ta", "te", "th", "bo", "to", "tr", "uk", "hsb", "ur", "ug", "vi", "wae", "cy",
+            "yi", "yo", "zu",
+        ];
+        let valid_locale = locale == "simple" || {
+            let lang = locale.split(['_', '@']).next().unwrap_or("");
+            LANGS.contains(&lang)
+        };
+        if !valid_locale {
+            // SRV collator_factory_icu.cpp
+            return Err(CommandError::bad_value(format!(
+                "Field 'locale' is invalid in: {}",
+                super::fmt::doc(spec)
+            )));
+        }
+        let strength = match spec.get("strength") {
+            None => 3,
+            Some(v) => match as_f64(v) {
+                Some(f) if (1.0..=5.0).contains(&f) && f.fract() == 0.0 => f as i32,
+                _ => {
+                    return Err(CommandError::bad_value(format!(
+                        "Field 'strength' must be an integer 1 through 5. Got: {}",
+                        super::fmt::value(v)
+                    )))
+                }
+            },
+        };
+        if locale == "simple" {
+            return Ok(None);
+        }
+        Ok(Some(Collation { locale, strength }))
+    }
+
+    fn cmp_str(&self, a: &str, b: &str) -> Ordering {
+        if self.strength <= 2 {
+            let (x, y) = (a.to_lowercase(), b.to_lowercase());
+            x.cmp(&y)
+        } else {
+            a.as_bytes().cmp(b.as_bytes())
+        }
+    }
+}
+
 /// Total BSON order of two values (SRV `compareElementValues`).
 pub(crate) fn cmp_bson(a: &Bson, b: &Bson) -> Ordering {
+    cmp_coll(a, b, None)
+}
+
+/// [`cmp_bson`] under a collation (strings, also inside documents and arrays).
+pub(crate) fn cmp_coll(a: &Bson, b: &Bson, coll: Option<&Collation>) -> Ordering {
     let (ta, tb) = (canonical_type(a), canonical_type(b));
     if ta != tb {
         return ta.cmp(&tb);
@@ -131,11 +217,12 @@ pub(crate) fn cmp_bson(a: &Bson, b: &Bson) -> Ordering {
                 _ => Ordering::Equal,
             }
         }
-        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => {
-            x.as_bytes().cmp(y.as_bytes())
-        }
-        (Bson::Document(x), Bson::Document(y)) => cmp_docs(x, y),
-        (Bson::Array(x), Bson::Array(y)) => cmp_arrays(x, y),
+        (Bson::String(x) | Bson::Symbol(x), Bson::String(y) | Bson::Symbol(y)) => match coll {
+            Some(c) => c.cmp_str(x, y),
+            None => x.as_bytes().cmp(y.as_bytes()),
+        },
+        (Bson::Document(x), Bson::Document(y)) => cmp_docs_coll(x, y, coll),
+        (Bson::Array(x), Bson::Array(y)) => cmp_arrays_coll(x, y, coll),
         (Bson::Binary(x), Bson::Binary(y)) => x
             .bytes
             .len()
@@ -179,6 +266,10 @@ pub(crate) fn cmp_bson(a: &Bson, b: &Bson) -> Ordering {
 /// Document order: element by element (canonical type, field name, value); a prefix sorts
 /// first (SRV `BSONObj::woCompare`).
 pub(crate) fn cmp_docs(a: &Document, b: &Document) -> Ordering {
+    cmp_docs_coll(a, b, None)
+}
+
+fn cmp_docs_coll(a: &Document, b: &Document, coll: Option<&Collation>) -> Ordering {
     let mut ia = a.iter();
     let mut ib = b.iter();
     loop {
@@ -190,7 +281,7 @@ pub(crate) fn cmp_docs(a: &Document, b: &Document) -> Ordering {
                 let o = canonical_type(va)
                     .cmp(&canonical_type(vb))
                     .then_with(|| ka.as_bytes().cmp(kb.as_bytes()))
-                    .then_with(|| cmp_bson(va, vb));
+                    .then_with(|| cmp_coll(va, vb, coll));
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -201,10 +292,14 @@ pub(crate) fn cmp_docs(a: &Document, b: &Document) -> Ordering {
 
 /// Array order: element-wise, a prefix sorts first.
 pub(crate) fn cmp_arrays(a: &[Bson], b: &[Bson]) -> Ordering {
+    cmp_arrays_coll(a, b, None)
+}
+
+fn cmp_arrays_coll(a: &[Bson], b: &[Bson], coll: Option<&Collation>) -> Ordering {
     for (x, y) in a.iter().zip(b.iter()) {
         let o = canonical_type(x)
             .cmp(&canonical_type(y))
-            .then_with(|| cmp_bson(x, y));
+            .then_with(|| cmp_coll(x, y, coll));
         if o != Ordering::Equal {
             return o;
         }
@@ -393,6 +488,30 @@ mod tests {
             }),
         ]);
         ordered(&[Bson::Boolean(false), Bson::Boolean(true)]);
+    }
+
+    #[test]
+    fn collation_strength_two_ignores_case() {
+        let c = Collation::parse(&doc! {"locale": "en_US", "strength": 2}).unwrap();
+        let c = c.as_ref();
+        let (a, b) = (Bson::String("PING".into()), Bson::String("ping".into()));
+        assert_eq!(cmp_coll(&a, &b, c), Ordering::Equal);
+        assert_ne!(cmp_coll(&a, &b, None), Ordering::Equal);
+        assert_eq!(
+            cmp_coll(
+                &Bson::Document(doc! {"x": "A"}),
+                &Bson::Document(doc! {"x": "a"}),
+                c
+            ),
+            Ordering::Equal
+        );
+        assert_eq!(Collation::parse(&doc! {"locale": "simple"}).unwrap(), None);
+        let e = Collation::parse(&doc! {"locale": "xx"}).unwrap_err();
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (2, "Field 'locale' is invalid in: { locale: \"xx\" }")
+        );
+        assert!(Collation::parse(&doc! {"locale": "en", "strength": 9}).is_err());
     }
 
     #[test]

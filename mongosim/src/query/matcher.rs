@@ -12,7 +12,7 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document, Regex as BsonRegex};
 
-use super::compare::{as_f64, bson_eq, canonical_type, cmp_bson};
+use super::compare::{as_f64, canonical_type, cmp_coll, Collation};
 use super::expr::{truthy, Expr, Vars};
 use super::fmt;
 use super::path::array_index;
@@ -24,6 +24,8 @@ pub(crate) struct Matcher {
     root: Node,
     /// `let` variables visible to `$expr` (`$$name`).
     lets: Vec<(String, Bson)>,
+    /// The command's collation (string equality and ranges).
+    coll: Option<Collation>,
 }
 
 /// Evaluation context: the document `$expr` sees as `$$ROOT` and the `let` variables.
@@ -31,6 +33,7 @@ pub(crate) struct Matcher {
 struct Cx<'a> {
     root: &'a Document,
     lets: &'a [(String, Bson)],
+    coll: Option<&'a Collation>,
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +187,7 @@ impl Matcher {
         Ok(Matcher {
             root: parse_doc(filter, true)?,
             lets: Vec::new(),
+            coll: None,
         })
     }
 
@@ -193,6 +197,11 @@ impl Matcher {
         let mut m = Matcher::parse(filter)?;
         m.lets = eval_lets(lets)?;
         Ok(m)
+    }
+
+    /// Applies the command's collation (`None`: simple binary comparison).
+    pub(crate) fn set_collation(&mut self, coll: Option<Collation>) {
+        self.coll = coll;
     }
 
     /// Replaces the `let` variables visible to `$expr`.
@@ -205,6 +214,7 @@ impl Matcher {
         Matcher {
             root: Node::Const(true),
             lets: Vec::new(),
+            coll: None,
         }
     }
 
@@ -216,6 +226,7 @@ impl Matcher {
             Cx {
                 root: doc,
                 lets: &self.lets,
+                coll: self.coll.as_ref(),
             },
         )
     }
@@ -237,11 +248,11 @@ impl Matcher {
                     // `{arr: {$elemMatch: ...}}` constrains the element itself.
                     match p {
                         Pred::ElemMatchObj(node) => {
-                            return matches!(e, Bson::Document(d) if eval_node(node, d, Cx { root: doc, lets: &self.lets }));
+                            return matches!(e, Bson::Document(d) if eval_node(node, d, Cx { root: doc, lets: &self.lets, coll: self.coll.as_ref() }));
                         }
                         Pred::ElemMatchVal(ps) => {
                             let c = [Cand::Val(e)];
-                            return ps.iter().all(|p| pred_matches(&c, p, Cx { root: doc, lets: &self.lets }));
+                            return ps.iter().all(|p| pred_matches(&c, p, Cx { root: doc, lets: &self.lets, coll: self.coll.as_ref() }));
                         }
                         _ => {}
                     }
@@ -253,7 +264,7 @@ impl Matcher {
                 } else {
                     format!("e.{rest}")
                 };
-                path_matches(&one, &path, p, Cx { root: &one, lets: &self.lets })
+                path_matches(&one, &path, p, Cx { root: &one, lets: &self.lets, coll: self.coll.as_ref() })
             })
         })
     }
@@ -677,14 +688,14 @@ fn path_matches(doc: &Document, path: &str, pred: &Pred, cx: Cx<'_>) -> bool {
     pred_matches(&cands, pred, cx)
 }
 
-fn eq_value(c: Cand<'_>, v: &Bson) -> bool {
+fn eq_value(c: Cand<'_>, v: &Bson, coll: Option<&Collation>) -> bool {
     match c {
         Cand::Missing => matches!(v, Bson::Null),
         Cand::Val(x) | Cand::Elem(x) => {
             if matches!(v, Bson::Null) {
                 matches!(x, Bson::Null | Bson::Undefined)
             } else {
-                bson_eq(x, v)
+                cmp_coll(x, v, coll) == Ordering::Equal
             }
         }
     }
@@ -692,7 +703,7 @@ fn eq_value(c: Cand<'_>, v: &Bson) -> bool {
 
 fn pred_matches(cands: &[Cand<'_>], pred: &Pred, cx: Cx<'_>) -> bool {
     match pred {
-        Pred::Eq(v) => cands.iter().any(|c| eq_value(*c, v)),
+        Pred::Eq(v) => cands.iter().any(|c| eq_value(*c, v, cx.coll)),
         Pred::Cmp(dir, or_eq, v) => cands.iter().any(|c| match c {
             Cand::Missing => *or_eq && matches!(v, Bson::Null),
             Cand::Val(x) | Cand::Elem(x) => {
@@ -702,12 +713,12 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, cx: Cx<'_>) -> bool {
                 if !bracket {
                     return false;
                 }
-                let o = cmp_bson(x, v);
+                let o = cmp_coll(x, v, cx.coll);
                 o == *dir || (*or_eq && o == Ordering::Equal)
             }
         }),
         Pred::In(vals, res) => cands.iter().any(|c| {
-            vals.iter().any(|v| eq_value(*c, v))
+            vals.iter().any(|v| eq_value(*c, v, cx.coll))
                 || match c {
                     Cand::Val(x) | Cand::Elem(x) => res.iter().any(|r| r.matches(x)),
                     Cand::Missing => false,
@@ -763,7 +774,7 @@ fn pred_matches(cands: &[Cand<'_>], pred: &Pred, cx: Cx<'_>) -> bool {
                 Bson::RegularExpression(r) => Re::new(&r.pattern, &r.options)
                     .map(|re| pred_matches(cands, &Pred::Regex(re), cx))
                     .unwrap_or(false),
-                _ => cands.iter().any(|c| eq_value(*c, v)),
+                _ => cands.iter().any(|c| eq_value(*c, v, cx.coll)),
             }) && ems.iter().all(|n| match n {
                 Node::Path(_, p) => pred_matches(cands, p, cx),
                 _ => false,
@@ -938,6 +949,16 @@ mod tests {
         assert!(m(doc! {"$expr": {"$lt": ["$a", "$b"]}}, d.clone()));
         assert!(!m(doc! {"$expr": {"$gt": ["$a", "$b"]}}, d.clone()));
         assert!(m(doc! {"a": 1, "$comment": "hi"}, d));
+    }
+
+    #[test]
+    fn collation() {
+        let mut m =
+            Matcher::parse(&doc! {"x": "PING", "y": {"$in": ["A"]}, "z": {"$gte": "b"}}).unwrap();
+        let d = doc! {"x": "ping", "y": "a", "z": "B"};
+        assert!(!m.matches(&d));
+        m.set_collation(Collation::parse(&doc! {"locale": "en_US", "strength": 2}).unwrap());
+        assert!(m.matches(&d));
     }
 
     #[test]

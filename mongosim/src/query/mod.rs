@@ -3,7 +3,9 @@
 //! Public (crate) API — stable; later additions only add items:
 //! - [`compare`]: `cmp_bson(&Bson, &Bson) -> Ordering` (BSON order across types),
 //!   `bson_eq` (query equality, `1 == 1.0`), `binary_eq` (type-exact), `canonical_type`,
-//!   `as_f64`.
+//!   `as_f64`; collations: `Collation::parse(&collation_doc) -> CmdResult<Option<Collation>>`
+//!   (`None` = simple), `cmp_coll`, and `set_collation(..)` on `Matcher`, `SortSpec`,
+//!   `Pipeline`.
 //! - [`path`]: `get_path`, `set_path`, `unset_path` (strict dotted paths, numeric components
 //!   index arrays), `collect_values` (fan-out through arrays), `array_index`.
 //! - [`matcher`]: `Matcher::parse(&Document) -> CmdResult<Matcher>`, `matcher.matches(&doc)`,

@@ -103,6 +103,22 @@ impl Pipeline {
         Ok(p)
     }
 
+    /// Applies the command's collation to `$match` and `$sort` stages.
+    pub(crate) fn set_collation(&mut self, coll: Option<super::compare::Collation>) {
+        for (_, st) in &mut self.stages {
+            match st {
+                Stage::Match(m) => m.set_collation(coll.clone()),
+                Stage::Sort(s) => s.set_collation(coll.clone()),
+                Stage::Facet(subs) => {
+                    for (_, sub) in subs {
+                        sub.set_collation(coll.clone());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Stage names in order (e.g. for change-stream stage validation).
     pub(crate) fn stage_names(&self) -> Vec<&str> {
         self.stages.iter().map(|(n, _)| n.as_str()).collect()

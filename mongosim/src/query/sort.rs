@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
-use super::compare::{as_f64, cmp_bson};
+use super::compare::{as_f64, cmp_coll, Collation};
 use super::fmt;
 use super::path::collect_values;
 use crate::error::{CmdResult, CommandError};
@@ -19,6 +19,7 @@ use crate::error::{CmdResult, CommandError};
 pub(crate) struct SortSpec {
     keys: Vec<(String, bool)>,
     natural: Option<i32>,
+    coll: Option<Collation>,
 }
 
 impl SortSpec {
@@ -63,7 +64,16 @@ impl SortSpec {
             }
             keys.push((k.clone(), n > 0.0));
         }
-        Ok(SortSpec { keys, natural })
+        Ok(SortSpec {
+            keys,
+            natural,
+            coll: None,
+        })
+    }
+
+    /// Applies the command's collation to string keys.
+    pub(crate) fn set_collation(&mut self, coll: Option<Collation>) {
+        self.coll = coll;
     }
 
     /// `Some(direction)` when the spec contains `$natural`.
@@ -79,9 +89,9 @@ impl SortSpec {
     /// Compares two documents by this spec.
     pub(crate) fn compare(&self, a: &Document, b: &Document) -> Ordering {
         for (path, asc) in &self.keys {
-            let ka = sort_key(a, path, *asc);
-            let kb = sort_key(b, path, *asc);
-            let o = cmp_key(&ka, &kb);
+            let ka = sort_key(a, path, *asc, self.coll.as_ref());
+            let kb = sort_key(b, path, *asc, self.coll.as_ref());
+            let o = cmp_key(&ka, &kb, self.coll.as_ref());
             let o = if *asc { o } else { o.reverse() };
             if o != Ordering::Equal {
                 return o;
@@ -101,16 +111,16 @@ impl SortSpec {
 /// A sort key: `None` = empty array (sorts before null).
 type Key = Option<Bson>;
 
-fn cmp_key(a: &Key, b: &Key) -> Ordering {
+fn cmp_key(a: &Key, b: &Key, coll: Option<&Collation>) -> Ordering {
     match (a, b) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
         (Some(_), None) => Ordering::Greater,
-        (Some(x), Some(y)) => cmp_bson(x, y),
+        (Some(x), Some(y)) => cmp_coll(x, y, coll),
     }
 }
 
-fn sort_key(doc: &Document, path: &str, asc: bool) -> Key {
+fn sort_key(doc: &Document, path: &str, asc: bool, coll: Option<&Collation>) -> Key {
     let vals = collect_values(doc, path, true);
     if vals.is_empty() {
         // Missing -> null, unless the path ended in an empty array.
@@ -125,7 +135,7 @@ fn sort_key(doc: &Document, path: &str, asc: bool) -> Key {
     }
     let mut best = vals[0];
     for v in &vals[1..] {
-        let o = cmp_bson(v, best);
+        let o = cmp_coll(v, best, coll);
         if (asc && o == Ordering::Less) || (!asc && o == Ordering::Greater) {
             best = v;
         }
@@ -209,6 +219,25 @@ mod tests {
             sorted(doc! {"a.b": -1}, docs),
             vec![Bson::Int32(2), Bson::Int32(1)]
         );
+    }
+
+    #[test]
+    fn collation_orders_case_insensitively() {
+        let docs = vec![
+            doc! {"_id": 1, "s": "b"},
+            doc! {"_id": 2, "s": "B"},
+            doc! {"_id": 3, "s": "a"},
+        ];
+        let mut s = SortSpec::parse(&doc! {"s": 1}).unwrap();
+        let mut v = docs.clone();
+        s.sort(&mut v);
+        let ids: Vec<Bson> = v.iter().map(|d| d.get("_id").cloned().unwrap()).collect();
+        assert_eq!(ids, vec![Bson::Int32(2), Bson::Int32(3), Bson::Int32(1)]);
+        s.set_collation(Collation::parse(&doc! {"locale": "en", "strength": 1}).unwrap());
+        let mut v = docs;
+        s.sort(&mut v);
+        let ids: Vec<Bson> = v.iter().map(|d| d.get("_id").cloned().unwrap()).collect();
+        assert_eq!(ids, vec![Bson::Int32(3), Bson::Int32(1), Bson::Int32(2)]);
     }
 
     #[test]
