@@ -626,3 +626,91 @@ async fn bad_namespaces_and_views() {
     .unwrap_err();
     assert_eq!(command_error(&err).0, 166);
 }
+
+#[tokio::test]
+async fn command_shape_checks() {
+    let (_s, client, db) = setup().await;
+    let d = client.database(&db);
+    d.collection::<Document>("s")
+        .insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    // aggregate honours cursor.batchSize
+    let r = d
+        .run_command(doc! {"aggregate": "s", "pipeline": [], "cursor": {"batchSize": 2}})
+        .await
+        .unwrap();
+    let c = r.get_document("cursor").unwrap();
+    assert_eq!(c.get_array("firstBatch").unwrap().len(), 2);
+    let id = c.get_i64("id").unwrap();
+    assert_ne!(id, 0);
+    let more = d
+        .run_command(doc! {"getMore": id, "collection": "s"})
+        .await
+        .unwrap();
+    assert_eq!(
+        more.get_document("cursor")
+            .unwrap()
+            .get_array("nextBatch")
+            .unwrap()
+            .len(),
+        3
+    );
+    // `sort` in an update statement is an 8.0 field: the command fails to parse
+    let err = d
+        .run_command(doc! {"update": "s", "updates": [{"q": {}, "u": {"$set": {"a": 1}}, "sort": {"_id": 1}}]})
+        .await
+        .unwrap_err();
+    let (code, _, msg) = command_error(&err);
+    assert_eq!(code, 40415);
+    assert_eq!(msg, "BSON field 'update.updates.sort' is an unknown field.");
+    // `_id` may not contain $-prefixed fields
+    let r = d
+        .run_command(doc! {"insert": "s", "documents": [{"_id": {"$a": 1}}]})
+        .await
+        .unwrap();
+    let we = r.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(we.get_i32("code").unwrap(), 52);
+}
+
+#[tokio::test]
+async fn four_four_rejects_let_and_dollar_fields() {
+    let server = TestServer::start(mongosim::Options::new().version(mongosim::ServerVersion::V4_4));
+    let client = server.client().await;
+    if common::server_version(&client).await != mongosim::ServerVersion::V4_4 {
+        return; // MONGODB_URI points at a newer server
+    }
+    let db = unique_db("ff");
+    let d = client.database(&db);
+    let r = d
+        .run_command(doc! {"insert": "c", "documents": [{"_id": 1, "$a": 1}]})
+        .await
+        .unwrap();
+    let we = r.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(we.get_i32("code").unwrap(), 2);
+    assert_eq!(
+        we.get_str("errmsg").unwrap(),
+        "Document can't have $ prefixed field names: $a"
+    );
+    let err = d
+        .run_command(doc! {"find": "c", "filter": {}, "let": {"x": 1}})
+        .await
+        .unwrap_err();
+    let (code, _, msg) = command_error(&err);
+    assert_eq!(code, 9);
+    assert!(msg.contains("Unrecognized field 'let'"), "{msg}");
+    let err = d
+        .run_command(doc! {"delete": "c", "deletes": [{"q": {}, "limit": 0}], "let": {"x": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(
+        command_error(&err).2,
+        "BSON field 'delete.let' is an unknown field."
+    );
+}

@@ -76,6 +76,22 @@ pub(crate) fn req_array<'a>(
     }
 }
 
+/// 4.4 has no command-level `let` (added in 5.0): its parsers reject the field
+/// (IDL 40415 for write commands; find/aggregate parsers 9 FailedToParse).
+pub(crate) fn reject_let_on_44(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
+    if ctx.shared.opts.version != crate::ServerVersion::V4_4 || !req.body.contains_key("let") {
+        return Ok(());
+    }
+    Err(match req.name.as_str() {
+        "find" => CommandError::failed_to_parse(format!(
+            "Failed to parse: {}. Unrecognized field 'let'.",
+            crate::query::fmt::doc(&req.body)
+        )),
+        "aggregate" => CommandError::failed_to_parse("unrecognized field 'let'"),
+        name => CommandError::unknown_field("let", name),
+    })
+}
+
 /// The retryable-write context: `lsid` + `txnNumber` outside a transaction.
 pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
     if ctx.autocommit.is_some() {
@@ -137,6 +153,14 @@ pub(crate) fn fix_document_for_insert(engine: &mut Engine, doc: &Document) -> Cm
             "cannot insert document because it exceeds 180 levels of nesting",
         ));
     }
+    if engine.version == crate::ServerVersion::V4_4 {
+        if let Some(k) = doc.keys().find(|k| k.starts_with('$')) {
+            // 4.4 SRV ops/insert.cpp fixDocumentForInsert (allowed from 5.0)
+            return Err(CommandError::bad_value(format!(
+                "Document can't have $ prefixed field names: {k}"
+            )));
+        }
+    }
     let id = match doc.get("_id") {
         Some(v) => {
             check_id(engine, v)?;
@@ -167,6 +191,28 @@ pub(crate) fn fix_document_for_insert(engine: &mut Engine, doc: &Document) -> Cm
 
 /// `_id` may not be an array, regex or undefined (reference §8.7).
 pub(crate) fn check_id(engine: &Engine, v: &Bson) -> CmdResult<()> {
+    if let Bson::Document(d) = v {
+        fn dollar(d: &Document) -> Option<&str> {
+            d.iter().find_map(|(k, v)| {
+                if k.starts_with('$') {
+                    Some(k.as_str())
+                } else if let Bson::Document(inner) = v {
+                    dollar(inner)
+                } else {
+                    None
+                }
+            })
+        }
+        if let Some(k) = dollar(d) {
+            // SRV storage_validation.cpp storageValidIdField
+            return Err(CommandError::from_code(
+                52,
+                format!(
+                    "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
+                ),
+            ));
+        }
+    }
     let ty = match v {
         Bson::Array(_) => "array",
         Bson::RegularExpression(_) => "regex",
@@ -325,6 +371,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     names::check_db(db)?;
     let coll = names::coll_arg(db, req.target())?;
     check_txn_allowed(ctx)?;
+    reject_let_on_44(ctx, &req)?;
     let deletes = req_array(&req.body, "delete", "deletes")?;
     let ordered = opt_bool(&req.body, "delete", "ordered")?.unwrap_or(true);
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
@@ -617,7 +664,32 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     names::check_db(db)?;
     let coll = names::coll_arg(db, req.target())?;
     check_txn_allowed(ctx)?;
+    reject_let_on_44(ctx, &req)?;
     let updates = req_array(&req.body, "update", "updates")?;
+    // the statements are parsed (IDL) before anything runs: a bad field fails the command
+    for spec in updates {
+        if let Bson::Document(spec) = spec {
+            for k in spec.keys() {
+                // UpdateOpEntry IDL fields of 7.0 (`sort` is 8.0+)
+                let known = matches!(
+                    k.as_str(),
+                    "q" | "u"
+                        | "c"
+                        | "multi"
+                        | "upsert"
+                        | "arrayFilters"
+                        | "collation"
+                        | "hint"
+                        | "upsertSupplied"
+                        | "sampleId"
+                        | "$_allowShardKeyUpdatesWithoutFullShardKeyInQuery"
+                );
+                if !known {
+                    return Err(CommandError::unknown_field(k, "update.updates"));
+                }
+            }
+        }
+    }
     let ordered = opt_bool(&req.body, "update", "ordered")?.unwrap_or(true);
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
     let retry = retry_ctx(ctx);
@@ -751,6 +823,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     names::check_db(db)?;
     let coll = names::coll_arg(db, req.target())?;
     check_txn_allowed(ctx)?;
+    reject_let_on_44(ctx, &req)?;
     let cmd = req.name.as_str();
     let body = &req.body;
     let query = opt_doc(body, cmd, "query")?.cloned().unwrap_or_default();

@@ -420,7 +420,7 @@ pub(crate) fn open_cursor(
 pub(crate) fn cursor_batch_size(body: &Document, cmd: &str) -> CmdResult<Option<usize>> {
     match body.get("cursor") {
         None => Ok(None),
-        Some(Bson::Document(c)) => match opt_i64(c, cmd, "cursor.batchSize")? {
+        Some(Bson::Document(c)) => match opt_i64(c, &format!("{cmd}.cursor"), "batchSize")? {
             Some(n) if n < 0 => Err(CommandError::from_code(
                 51024,
                 format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
@@ -641,6 +641,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             return Err(CommandError::unknown_field(k, "find"));
         }
     }
+    super::crud::reject_let_on_44(ctx, &req)?;
     let coll = match req.target() {
         Some(Bson::Binary(_)) => {
             return Err(CommandError::invalid_namespace(
@@ -1063,6 +1064,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     let body = &req.body;
     let db = req.db.as_str();
     names::check_db(db)?;
+    super::crud::reject_let_on_44(ctx, &req)?;
     let pipeline = super::crud::req_array(body, "aggregate", "pipeline")?.clone();
     let batch_size = cursor_batch_size(body, "aggregate")?;
     let explain = opt_bool(body, "aggregate", "explain")?.unwrap_or(false);
