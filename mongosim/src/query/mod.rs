@@ -31,7 +31,10 @@
 //! - [`pipeline`]: `Pipeline::parse(&[Document]) -> CmdResult<Pipeline>`, `run(Vec<Document>)`,
 //!   `run_with_now(docs, now)`, `run_one(Document) -> CmdResult<Option<Document>>` (per-event
 //!   use: change streams), `stage_names()`, `is_empty()`; `let` support:
-//!   `Pipeline::parse_with_let(&stages, lets)` + `run_with_vars(docs, now, cluster_time, &vars)`.
+//!   `Pipeline::parse_with_let(&stages, lets)` + `run_with_vars(docs, now, cluster_time, &vars)`;
+//!   a final `$out`/`$merge` is parsed and reported by `output_stage() -> Option<&OutputStage>`:
+//!   the engine writes what `run_for_output(..)` returns (`merge_documents` for
+//!   `whenMatched: "merge"`); plain `run*` answer 40324 for such pipelines, as before.
 //! - [`fmt`]: server-style BSON rendering for errmsgs (`doc`, `value`, `type_name`).
 
 // The API is consumed by the engine and change streams as they grow; not every helper has a

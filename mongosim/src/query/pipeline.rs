@@ -38,6 +38,188 @@ enum Stage {
 #[derive(Debug, Clone)]
 pub(crate) struct Pipeline {
     stages: Vec<(String, Stage)>,
+    /// A final `$out` / `$merge`: the caller (the engine) performs the write with the
+    /// documents [`Pipeline::run`] returns.
+    output: Option<OutputStage>,
+}
+
+/// A final writing stage (SRV `document_source_out.cpp`, `document_source_merge.cpp`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OutputStage {
+    /// `$out`: replace the target collection with the results.
+    Out {
+        /// Target database (`None`: the aggregate's database).
+        db: Option<String>,
+        /// Target collection.
+        coll: String,
+    },
+    /// `$merge`: upsert the results into the target collection.
+    Merge {
+        /// Target database (`None`: the aggregate's database).
+        db: Option<String>,
+        /// Target collection.
+        coll: String,
+        /// `on` fields (default `["_id"]`).
+        on: Vec<String>,
+        /// `whenMatched`: "merge" (default), "replace", "keepExisting", "fail", or a pipeline.
+        when_matched: MergeWhenMatched,
+        /// `whenNotMatched`: "insert" (default), "discard", "fail".
+        when_not_matched: String,
+    },
+}
+
+/// `$merge`'s `whenMatched`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum MergeWhenMatched {
+    /// One of "merge", "replace", "keepExisting", "fail".
+    Mode(String),
+    /// An update pipeline applied to the existing document (`$$new` = the result document).
+    Pipeline(Vec<Document>),
+}
+
+/// `$merge` `whenMatched: "merge"`: the existing document with the result's top-level fields
+/// set over it (SRV document_source_merge.cpp `makeMergeStrategy`).
+pub(crate) fn merge_documents(existing: &Document, incoming: &Document) -> Document {
+    let mut out = existing.clone();
+    for (k, v) in incoming {
+        out.insert(k.clone(), v.clone());
+    }
+    out
+}
+
+fn parse_target(stage: &str, d: &Document) -> CmdResult<(Option<String>, String)> {
+    let db = match d.get("db") {
+        None => None,
+        Some(Bson::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(CommandError::type_mismatch(format!(
+                "BSON field '{stage}.db' is the wrong type '{}', expected type 'string'",
+                fmt::type_name(other)
+            )))
+        }
+    };
+    let key = "coll";
+    match d.get(key) {
+        Some(Bson::String(s)) => Ok((db, s.clone())),
+        Some(other) => Err(CommandError::type_mismatch(format!(
+            "BSON field '{stage}.{key}' is the wrong type '{}', expected type 'string'",
+            fmt::type_name(other)
+        ))),
+        None => Err(CommandError::from_code(
+            40414,
+            format!("BSON field '{stage}.{key}' is missing but a required field"),
+        )),
+    }
+}
+
+fn parse_output(name: &str, arg: &Bson) -> CmdResult<OutputStage> {
+    if name == "$out" {
+        return match arg {
+            Bson::String(s) => Ok(OutputStage::Out {
+                db: None,
+                coll: s.clone(),
+            }),
+            Bson::Document(d) => {
+                let (db, coll) = parse_target("$out", d)?;
+                Ok(OutputStage::Out { db, coll })
+            }
+            other => Err(err(
+                16990,
+                format!(
+                    "$out only supports a string or object argument, not {}",
+                    fmt::type_name(other)
+                ),
+            )),
+        };
+    }
+    let (db, coll, spec) = match arg {
+        Bson::String(s) => (None, s.clone(), Document::new()),
+        Bson::Document(d) => {
+            let (db, coll) = match d.get("into") {
+                Some(Bson::String(s)) => (None, s.clone()),
+                Some(Bson::Document(t)) => parse_target("$merge.into", t)?,
+                Some(other) => {
+                    return Err(err(
+                        51178,
+                        format!(
+                        "$merge 'into' field  must be either a string or an object, but found {}",
+                        fmt::type_name(other)
+                    ),
+                    ))
+                }
+                None => {
+                    return Err(CommandError::from_code(
+                        40414,
+                        "BSON field '$merge.into' is missing but a required field",
+                    ))
+                }
+            };
+            (db, coll, d.clone())
+        }
+        other => {
+            return Err(err(
+                51182,
+                format!(
+                    "$merge only supports a string or object argument, but found {}",
+                    fmt::type_name(other)
+                ),
+            ))
+        }
+    };
+    let on = match spec.get("on") {
+        None => vec!["_id".to_string()],
+        Some(Bson::String(s)) => vec![s.clone()],
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|x| match x {
+                Bson::String(s) => Ok(s.clone()),
+                _ => Err(err(51134, "$merge 'on' array elements must be strings")),
+            })
+            .collect::<CmdResult<_>>()?,
+        Some(_) => {
+            return Err(err(
+                51186,
+                "$merge 'on' field  must be either a string or an array of strings",
+            ))
+        }
+    };
+    let when_matched = match spec.get("whenMatched") {
+        None => MergeWhenMatched::Mode("merge".into()),
+        Some(Bson::String(s))
+            if matches!(s.as_str(), "merge" | "replace" | "keepExisting" | "fail") =>
+        {
+            MergeWhenMatched::Mode(s.clone())
+        }
+        Some(Bson::Array(stages)) => MergeWhenMatched::Pipeline(
+            stages
+                .iter()
+                .filter_map(|s| s.as_document().cloned())
+                .collect(),
+        ),
+        Some(other) => {
+            return Err(CommandError::bad_value(format!(
+                "Enumeration value '{}' for field '$merge.whenMatched' is not a valid value.",
+                fmt::value(other).trim_matches('"')
+            )))
+        }
+    };
+    let when_not_matched = match spec.get("whenNotMatched") {
+        None => "insert".to_string(),
+        Some(Bson::String(s)) if matches!(s.as_str(), "insert" | "discard" | "fail") => s.clone(),
+        Some(other) => {
+            return Err(CommandError::bad_value(format!(
+                "Enumeration value '{}' for field '$merge.whenNotMatched' is not a valid value.",
+                fmt::value(other).trim_matches('"')
+            )))
+        }
+    };
+    Ok(OutputStage::Merge {
+        db,
+        coll,
+        on,
+        when_matched,
+        when_not_matched,
+    })
 }
 
 fn err(code: i32, msg: impl Into<String>) -> CommandError {
@@ -70,7 +252,8 @@ impl Pipeline {
     /// Parses the stages.
     pub(crate) fn parse(stages: &[Document]) -> CmdResult<Pipeline> {
         let mut out = Vec::with_capacity(stages.len());
-        for s in stages {
+        let mut output = None;
+        for (i, s) in stages.iter().enumerate() {
             if s.len() != 1 {
                 // SRV document_source.cpp: 40323
                 return Err(err(
@@ -81,10 +264,24 @@ impl Pipeline {
             let Some((name, arg)) = s.iter().next() else {
                 continue;
             };
+            if name == "$out" || name == "$merge" {
+                if i + 1 != stages.len() {
+                    // SRV pipeline.cpp validateCommon: 40601
+                    return Err(err(
+                        40601,
+                        format!("{name} can only be the final stage in the pipeline"),
+                    ));
+                }
+                output = Some((name.clone(), parse_output(name, arg)?));
+                continue;
+            }
             let stage = parse_stage(name, arg)?;
             out.push((name.clone(), stage));
         }
-        Ok(Pipeline { stages: out })
+        Ok(Pipeline {
+            stages: out,
+            output: output.map(|(_, o)| o),
+        })
     }
 
     /// Parses the stages of a command with a `let` document: `$match` stages' `$expr` and
@@ -121,7 +318,18 @@ impl Pipeline {
 
     /// Stage names in order (e.g. for change-stream stage validation).
     pub(crate) fn stage_names(&self) -> Vec<&str> {
-        self.stages.iter().map(|(n, _)| n.as_str()).collect()
+        let mut names: Vec<&str> = self.stages.iter().map(|(n, _)| n.as_str()).collect();
+        match &self.output {
+            Some(OutputStage::Out { .. }) => names.push("$out"),
+            Some(OutputStage::Merge { .. }) => names.push("$merge"),
+            None => {}
+        }
+        names
+    }
+
+    /// The final `$out`/`$merge`, if any: [`Pipeline::run`] returns the documents to write.
+    pub(crate) fn output_stage(&self) -> Option<&OutputStage> {
+        self.output.as_ref()
     }
 
     /// Runs the pipeline over `docs`.
@@ -142,6 +350,31 @@ impl Pipeline {
     /// [`super::matcher::eval_lets`]); `$match` stages see the variables given to
     /// [`Pipeline::parse_with_let`].
     pub(crate) fn run_with_vars(
+        &self,
+        docs: Vec<Document>,
+        now: DateTime,
+        cluster_time: Option<bson::Timestamp>,
+        lets: &[(String, Bson)],
+    ) -> CmdResult<Vec<Document>> {
+        if let Some(o) = &self.output {
+            // Callers that can write use `run_for_output`; everyone else must not return
+            // the documents as if they were the result.
+            let name = match o {
+                OutputStage::Out { .. } => "$out",
+                OutputStage::Merge { .. } => "$merge",
+            };
+            return Err(err(
+                40324,
+                format!("Unrecognized pipeline stage name: '{name}'"),
+            ));
+        }
+        self.run_for_output(docs, now, cluster_time, lets)
+    }
+
+    /// Runs every stage before a final `$out`/`$merge` (see [`Pipeline::output_stage`]) and
+    /// returns the documents that stage must write; same as [`Pipeline::run_with_vars`] when
+    /// there is no output stage.
+    pub(crate) fn run_for_output(
         &self,
         mut docs: Vec<Document>,
         now: DateTime,
@@ -365,6 +598,7 @@ fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
                 String::new(),
                 Pipeline {
                     stages: vec![("$group".into(), group), ("$sort".into(), sort)],
+                    output: None,
                 },
             )])
         }
@@ -892,6 +1126,53 @@ mod tests {
         assert_eq!(
             out,
             vec![doc! {"_id": 1, "w": "a"}, doc! {"_id": 3, "w": "a"}]
+        );
+    }
+
+    #[test]
+    fn out_and_merge_are_final_stages_reported_to_the_caller() {
+        let p =
+            Pipeline::parse(&[doc! {"$match": {"n": {"$gt": 1}}}, doc! {"$out": "other"}]).unwrap();
+        assert_eq!(p.stage_names(), vec!["$match", "$out"]);
+        assert_eq!(
+            p.output_stage(),
+            Some(&OutputStage::Out {
+                db: None,
+                coll: "other".into()
+            })
+        );
+        assert_eq!(p.run(sample()).unwrap_err().code, 40324);
+        assert_eq!(
+            p.run_for_output(sample(), DateTime::now(), None, &[])
+                .unwrap()
+                .len(),
+            2
+        );
+        let p = Pipeline::parse(&[
+            doc! {"$merge": {"into": {"db": "d", "coll": "c"}, "whenMatched": "replace"}},
+        ])
+        .unwrap();
+        assert_eq!(
+            p.output_stage(),
+            Some(&OutputStage::Merge {
+                db: Some("d".into()),
+                coll: "c".into(),
+                on: vec!["_id".into()],
+                when_matched: MergeWhenMatched::Mode("replace".into()),
+                when_not_matched: "insert".into(),
+            })
+        );
+        let e = Pipeline::parse(&[doc! {"$out": "x"}, doc! {"$match": {}}]).unwrap_err();
+        assert_eq!(
+            (e.code, e.errmsg.as_str()),
+            (40601, "$out can only be the final stage in the pipeline")
+        );
+        assert_eq!(
+            merge_documents(
+                &doc! {"_id": 1, "a": 1, "b": 1},
+                &doc! {"_id": 1, "b": 2, "c": 3}
+            ),
+            doc! {"_id": 1, "a": 1, "b": 2, "c": 3}
         );
     }
 
