@@ -1109,8 +1109,17 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
                 &pipeline[1..],
             )
         }
+        // SIMFIX (agg_write.rs): `$documents` source of `aggregate: 1`
+        (None, Some(Bson::Document(st))) if st.contains_key("$documents") => {
+            (super::agg_write::documents_stage(st)?, &pipeline[1..])
+        }
         (None, _) => (Vec::new(), &pipeline[..]),
     };
+    // SIMFIX (agg_write.rs): `$out` / `$merge` write the results and reply with an empty batch
+    if super::agg_write::has_write_stage(rest)? {
+        let reply = super::agg_write::run(ctx, engine, db, &ns, input, rest, body)?;
+        return raw_reply(ctx, reply);
+    }
     let out = run_pipeline(engine, db, coll.as_deref().unwrap_or(""), input, rest)?;
     let mut raws = Vec::with_capacity(out.len());
     for d in &out {

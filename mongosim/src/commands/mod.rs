@@ -6,6 +6,7 @@
 //! it alone.
 
 pub(crate) mod admin;
+pub(crate) mod agg_write;
 pub(crate) mod catalog;
 pub(crate) mod change_stream;
 pub(crate) mod crud;
@@ -14,6 +15,7 @@ pub(crate) mod failpoint;
 pub(crate) mod hello;
 pub(crate) mod sessions;
 pub(crate) mod txn;
+pub(crate) mod validation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

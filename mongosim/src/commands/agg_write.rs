@@ -1,0 +1,677 @@
+//! Writing aggregation stages, `$out` and `$merge`, and the `$documents` source stage of
+//! database-level aggregates (`aggregate: 1`).
+//!
+//! `$out` follows SRV `src/mongo/db/pipeline/document_source_out.cpp`: the results go into a
+//! temporary collection `<db>.tmp.agg_out.<UUID>` created with `temp: true` and the target's
+//! options and indexes, which is then renamed over the target with `dropTarget: true`. The
+//! oplog therefore shows `create` (temp), `createIndexes`, the inserts into the temporary
+//! collection and one `renameCollection` — exactly the entries a 7.0 primary writes.
+//! `$merge` follows SRV `document_source_merge.cpp` / `merge_processor.cpp`: per result
+//! document an update (`{$set: doc}` for `merge`, the document for `replace`,
+//! `{$setOnInsert: doc}` for `keepExisting`, the pipeline for a pipeline `whenMatched`) with
+//! `upsert` when `whenNotMatched: "insert"`, or a plain insert for `whenMatched: "fail"`;
+//! these log ordinary `i`/`u` entries.
+
+use bson::{doc, Bson, Document, RawDocumentBuf};
+
+use super::cursor::cursor_reply;
+use super::Ctx;
+use crate::engine::catalog::NsKind;
+use crate::engine::{Engine, PendingOp};
+use crate::error::{CmdResult, CommandError};
+use crate::query::matcher::Matcher;
+use crate::query::update::{Update, UpdateCtx, UpdateOutcome};
+
+/// The final writing stage of a pipeline.
+#[derive(Debug)]
+enum WriteStage {
+    Out { db: String, coll: String },
+    Merge(Box<MergeSpec>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum WhenMatched {
+    Replace,
+    KeepExisting,
+    Merge,
+    Fail,
+    Pipeline(Vec<Bson>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum WhenNotMatched {
+    Insert,
+    Discard,
+    Fail,
+}
+
+#[derive(Debug)]
+struct MergeSpec {
+    db: String,
+    coll: String,
+    on: Vec<String>,
+    lets: Option<Document>,
+    when_matched: WhenMatched,
+    when_not_matched: WhenNotMatched,
+}
+
+fn type_name(v: &Bson) -> &'static str {
+    crate::query::fmt::type_name(v)
+}
+
+/// Whether `pipeline` ends with `$out`/`$merge`; either anywhere else is an error
+/// (SRV `pipeline.cpp` `validateCommon`: 40601 "... can only be the final stage in the pipeline").
+pub(crate) fn has_write_stage(pipeline: &[Bson]) -> CmdResult<bool> {
+    let n = pipeline.len();
+    for (i, st) in pipeline.iter().enumerate() {
+        let Bson::Document(d) = st else { continue };
+        for name in ["$out", "$merge"] {
+            if d.contains_key(name) && i + 1 != n {
+                return Err(CommandError::from_code(
+                    40601,
+                    format!("{name} can only be the final stage in the pipeline"),
+                ));
+            }
+        }
+    }
+    Ok(
+        matches!(pipeline.last(), Some(Bson::Document(d)) if d.contains_key("$out") || d.contains_key("$merge")),
+    )
+}
+
+/// `{$documents: [...]}` as the first stage of `aggregate: 1`: its documents are the input
+/// (SRV `document_source_documents.cpp`; the value must evaluate to an array of objects).
+pub(crate) fn documents_stage(stage: &Document) -> CmdResult<Vec<Document>> {
+    match stage.get("$documents") {
+        Some(Bson::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for it in items {
+                match it {
+                    Bson::Document(d) => out.push(d.clone()),
+                    other => {
+                        // SRV document_source_queue / $documents: objects only
+                        return Err(CommandError::type_mismatch(format!(
+                            "$documents: all elements of the array must be objects, found {}",
+                            type_name(other)
+                        )));
+                    }
+                }
+            }
+            Ok(out)
+        }
+        Some(other) => Err(CommandError::from_code(
+            5858203,
+            format!(
+                "error during $documents evaluation: an array is expected, found {}",
+                type_name(other)
+            ),
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
+fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, String)> {
+    match v {
+        Bson::String(s) => Ok((src_db.to_string(), s.clone())),
+        Bson::Document(d) => {
+            let coll = match d.get("coll") {
+                Some(Bson::String(s)) => s.clone(),
+                Some(other) => {
+                    return Err(super::wrong_type(&format!("{stage}.coll"), other, "string"))
+                }
+                None => {
+                    return Err(CommandError::from_code(
+                        40414,
+                        format!("BSON field '{stage}.coll' is missing but a required field"),
+                    ))
+                }
+            };
+            let db = match d.get("db") {
+                Some(Bson::String(s)) => s.clone(),
+                Some(other) => {
+                    return Err(super::wrong_type(&format!("{stage}.db"), other, "string"))
+                }
+                None if stage == "$merge.into" => src_db.to_string(),
+                None => {
+                    return Err(CommandError::from_code(
+                        40414,
+                        format!("BSON field '{stage}.db' is missing but a required field"),
+                    ))
+                }
+            };
+            for k in d.keys() {
+                if k != "db" && k != "coll" {
+                    return Err(CommandError::unknown_field(k, stage));
+                }
+            }
+            Ok((db, coll))
+        }
+        // SRV document_source_out.cpp (7.0): 16990
+        other => Err(CommandError::from_code(
+            16990,
+            format!(
+                "{} only supports a string or object argument, but found {}",
+                stage.trim_end_matches(".into"),
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// Target checks shared by `$out` and `$merge` (SRV `document_source_out.cpp`
+/// `createAndAllowDifferentDB`, `document_source_merge.cpp`).
+fn check_target(stage: &str, db: &str, coll: &str) -> CmdResult<()> {
+    if db.is_empty() || coll.is_empty() || coll.starts_with('.') || coll.contains('$') {
+        return Err(CommandError::invalid_namespace(format!(
+            "Invalid {stage} target namespace, {db}.{coll}"
+        )));
+    }
+    if coll.starts_with("system.") {
+        return Err(CommandError::from_code(
+            17385,
+            format!("Can't {stage} to special collection: {coll}"),
+        ));
+    }
+    if matches!(db, "admin" | "local" | "config") {
+        return Err(CommandError::from_code(
+            31321,
+            format!("Can't {stage} to internal database: {db}"),
+        ));
+    }
+    Ok(())
+}
+
+fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
+    if let Some(v) = st.get("$out") {
+        let (db, coll) = parse_target(v, src_db, "$out")?;
+        check_target("$out", &db, &coll)?;
+        return Ok(WriteStage::Out { db, coll });
+    }
+    let v = st.get("$merge").cloned().unwrap_or(Bson::Null);
+    let mut spec = MergeSpec {
+        db: src_db.to_string(),
+        coll: String::new(),
+        on: vec!["_id".to_string()],
+        lets: None,
+        when_matched: WhenMatched::Merge,
+        when_not_matched: WhenNotMatched::Insert,
+    };
+    match &v {
+        Bson::String(s) => spec.coll = s.clone(),
+        Bson::Document(d) => {
+            let mut into = None;
+            for (k, val) in d {
+                match k.as_str() {
+                    "into" => into = Some(parse_target(val, src_db, "$merge.into")?),
+                    "on" => {
+                        spec.on = match val {
+                            Bson::String(s) => vec![s.clone()],
+                            Bson::Array(a) => {
+                                let mut fields = Vec::new();
+                                for f in a {
+                                    match f {
+                                        Bson::String(s) => fields.push(s.clone()),
+                                        // SRV document_source_merge_spec.cpp: 51134
+                                        _ => return Err(CommandError::from_code(
+                                            51134,
+                                            format!(
+                                                "Array elements of the 'on' field must be strings, but found {}",
+                                                type_name(f)
+                                            ),
+                                        )),
+                                    }
+                                }
+                                if fields.is_empty() {
+                                    // SRV document_source_merge_spec.cpp: 51187
+                                    return Err(CommandError::from_code(
+                                        51187,
+                                        "If explicitly specifying $merge 'on', must include at least one field",
+                                    ));
+                                }
+                                fields
+                            }
+                            other => {
+                                return Err(CommandError::from_code(
+                                    51186,
+                                    format!(
+                                        "$merge 'on' field  must be either a string or an array of strings, but found {}",
+                                        type_name(other)
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    "let" => match val {
+                        Bson::Document(l) => spec.lets = Some(l.clone()),
+                        other => return Err(super::wrong_type("$merge.let", other, "object")),
+                    },
+                    "whenMatched" => {
+                        spec.when_matched = match val {
+                            Bson::String(s) => match s.as_str() {
+                                "replace" => WhenMatched::Replace,
+                                "keepExisting" => WhenMatched::KeepExisting,
+                                "merge" => WhenMatched::Merge,
+                                "fail" => WhenMatched::Fail,
+                                other => {
+                                    return Err(CommandError::bad_value(format!(
+                                        "Enumeration value '{other}' for field '$merge.whenMatched' is not a valid value."
+                                    )))
+                                }
+                            },
+                            Bson::Array(p) => WhenMatched::Pipeline(p.clone()),
+                            other => {
+                                return Err(CommandError::from_code(
+                                    51191,
+                                    format!(
+                                        "$merge 'whenMatched' field  must be either a string or an array, but found {}",
+                                        type_name(other)
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                    "whenNotMatched" => {
+                        spec.when_not_matched = match val {
+                            Bson::String(s) => match s.as_str() {
+                                "insert" => WhenNotMatched::Insert,
+                                "discard" => WhenNotMatched::Discard,
+                                "fail" => WhenNotMatched::Fail,
+                                other => {
+                                    return Err(CommandError::bad_value(format!(
+                                        "Enumeration value '{other}' for field '$merge.whenNotMatched' is not a valid value."
+                                    )))
+                                }
+                            },
+                            other => {
+                                return Err(super::wrong_type(
+                                    "$merge.whenNotMatched",
+                                    other,
+                                    "string",
+                                ))
+                            }
+                        }
+                    }
+                    "targetCollectionVersion" => {}
+                    other => return Err(CommandError::unknown_field(other, "$merge")),
+                }
+            }
+            let Some((db, coll)) = into else {
+                return Err(CommandError::from_code(
+                    40414,
+                    "BSON field '$merge.into' is missing but a required field",
+                ));
+            };
+            spec.db = db;
+            spec.coll = coll;
+        }
+        other => {
+            // SRV document_source_merge.cpp: 51182
+            return Err(CommandError::from_code(
+                51182,
+                format!(
+                    "$merge only supports a string or object argument, not {}",
+                    type_name(other)
+                ),
+            ));
+        }
+    }
+    check_target("$merge", &spec.db, &spec.coll)?;
+    // SRV document_source_merge.cpp: the supported mode combinations (51181)
+    let supported = match (&spec.when_matched, spec.when_not_matched) {
+        (WhenMatched::KeepExisting, WhenNotMatched::Insert) => true,
+        (WhenMatched::KeepExisting, _) => false,
+        (WhenMatched::Fail, WhenNotMatched::Insert) => true,
+        (WhenMatched::Fail, _) => false,
+        _ => true,
+    };
+    if !supported {
+        let wm = match &spec.when_matched {
+            WhenMatched::KeepExisting => "keepExisting",
+            _ => "fail",
+        };
+        let wnm = match spec.when_not_matched {
+            WhenNotMatched::Insert => "insert",
+            WhenNotMatched::Discard => "discard",
+            WhenNotMatched::Fail => "fail",
+        };
+        return Err(CommandError::from_code(
+            51181,
+            format!(
+                "Combination of $merge modes 'whenMatched: {wm}' and 'whenNotMatched: {wnm}' is not supported"
+            ),
+        ));
+    }
+    Ok(WriteStage::Merge(Box::new(spec)))
+}
+
+/// Runs `pipeline` (whose last stage is `$out` or `$merge`) over `input` and writes the
+/// result; returns the raw reply: an empty `firstBatch` and cursor id 0 (SRV
+/// `run_aggregate.cpp`: a pipeline ending in a writing stage is drained before replying).
+pub(crate) fn run(
+    ctx: &mut Ctx<'_>,
+    engine: &mut Engine,
+    src_db: &str,
+    ns: &str,
+    input: Vec<Document>,
+    pipeline: &[Bson],
+    body: &Document,
+) -> CmdResult<RawDocumentBuf> {
+    let Some((Bson::Document(last), head)) = pipeline.split_last() else {
+        return Err(CommandError::from_code(
+            1,
+            "pipeline without a writing stage",
+        ));
+    };
+    let stage = parse_write_stage(last, src_db)?;
+    let stage_name = match stage {
+        WriteStage::Out { .. } => "$out",
+        WriteStage::Merge(_) => "$merge",
+    };
+    if ctx.autocommit == Some(false) {
+        // SRV document_source_out.cpp / document_source_merge.cpp
+        return Err(CommandError::from_code(
+            263,
+            format!("{stage_name} cannot be used in a transaction"),
+        ));
+    }
+    if let Some(Bson::Document(rc)) = body.get("readConcern") {
+        if rc.get_str("level").ok() == Some("linearizable") {
+            // SRV pipeline.cpp / lite_parsed_document_source: writing stages forbid linearizable
+            return Err(CommandError::from_code(
+                72,
+                format!("{stage_name} cannot be used with a 'linearizable' read concern level"),
+            ));
+        }
+    }
+    let bypass = matches!(
+        body.get("bypassDocumentValidation"),
+        Some(Bson::Boolean(true))
+    );
+    let mut stages = Vec::with_capacity(head.len());
+    for st in head {
+        match st {
+            Bson::Document(d) => stages.push(d.clone()),
+            _ => {
+                return Err(CommandError::type_mismatch(
+                    "Each element of the 'pipeline' array must be an object",
+                ))
+            }
+        }
+    }
+    let docs = crate::query::pipeline::Pipeline::parse(&stages)?.run(input)?;
+    let mut ops: Vec<Document> = Vec::new();
+    let result = match &stage {
+        WriteStage::Out { db, coll } => write_out(engine, db, coll, docs, bypass, &mut ops),
+        WriteStage::Merge(spec) => write_merge(engine, spec, docs, bypass, &mut ops),
+    };
+    // writes made before an error stay and are logged, as on the server
+    let pending: Vec<PendingOp> = ops.into_iter().map(PendingOp::from).collect();
+    let ts = engine
+        .log(pending, None)
+        .unwrap_or_else(|| engine.last_applied());
+    ctx.operation_time = Some(ts);
+    result?;
+    cursor_reply(true, Vec::new(), Document::new(), 0, ns)
+}
+
+// ---------------------------------------------------------------- $out
+
+fn write_out(
+    engine: &mut Engine,
+    db: &str,
+    coll: &str,
+    docs: Vec<Document>,
+    bypass: bool,
+    ops: &mut Vec<Document>,
+) -> CmdResult<()> {
+    let (mut options, indexes) = match engine.catalog.kind(db, coll) {
+        NsKind::View(_) => {
+            // SRV document_source_out.cpp: the target cannot be a view
+            return Err(CommandError::from_code(
+                166,
+                format!("Namespace {db}.{coll} is a view, not a collection"),
+            ));
+        }
+        NsKind::Collection(c) => {
+            if c.is_capped() {
+                return Err(CommandError::from_code(
+                    17152,
+                    format!("namespace '{db}.{coll}' is capped so it can't be used for $out"),
+                ));
+            }
+            let ix: Vec<Document> = c
+                .indexes
+                .iter()
+                .filter(|i| i.name() != "_id_")
+                .map(|i| i.spec.clone())
+                .collect();
+            (c.options.clone(), ix)
+        }
+        NsKind::Missing => (Document::new(), Vec::new()),
+    };
+    options.remove("uuid");
+    // SRV document_source_out.cpp initialize(): create <db>.tmp.agg_out.<UUID> {temp: true, ...}
+    let tmp = format!("tmp.agg_out.{}", bson::Uuid::new());
+    let mut create_opts = doc! {"temp": true};
+    for (k, v) in &options {
+        if k != "temp" {
+            create_opts.insert(k.clone(), v.clone());
+        }
+    }
+    ops.extend(engine.catalog.create_collection(db, &tmp, &create_opts)?);
+    let filled = (|| -> CmdResult<()> {
+        for ix in indexes {
+            ops.extend(engine.catalog.create_indexes(db, &tmp, vec![ix])?);
+        }
+        for d in &docs {
+            let d = super::crud::fix_document_for_insert(engine, d)?;
+            if !bypass {
+                super::validation::check(engine, db, &tmp, &d, None)?;
+            }
+            let (_, op) = engine.catalog.insert_doc(db, &tmp, d)?;
+            ops.push(op);
+        }
+        // SRV document_source_out.cpp finalize(): renameCollection ... dropTarget: true
+        ops.extend(engine.catalog.rename((db, &tmp), (db, coll), true)?);
+        Ok(())
+    })();
+    match filled {
+        Ok(()) => {
+            if let Some(c) = engine
+                .catalog
+                .dbs
+                .get_mut(db)
+                .and_then(|d| d.colls.get_mut(coll))
+            {
+                // stayTemp: false
+                c.options.remove("temp");
+            }
+            Ok(())
+        }
+        Err(e) => {
+            // SRV document_source_out.cpp: the temporary collection is dropped on failure
+            if let Ok(Some(mut d)) = engine.catalog.drop_ns(db, &tmp) {
+                ops.append(&mut d);
+            }
+            Err(e)
+        }
+    }
+}
+
+// ---------------------------------------------------------------- $merge
+
+/// 51183 unless `on` is `_id` or the target has a unique index on exactly the `on` fields
+/// (SRV `document_source_merge.cpp` / `mongo_process_interface` `ensureFieldsUniqueOrResolveDocumentKey`).
+fn check_on_fields(engine: &Engine, spec: &MergeSpec) -> CmdResult<()> {
+    if spec.on.len() == 1 && spec.on[0] == "_id" {
+        return Ok(());
+    }
+    let mut want: Vec<&str> = spec.on.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    want.dedup();
+    let ok = engine.catalog.coll(&spec.db, &spec.coll).is_some_and(|c| {
+        c.indexes.iter().any(|ix| {
+            let mut have: Vec<&str> = ix.fields.iter().map(String::as_str).collect();
+            have.sort_unstable();
+            ix.unique
+                && !ix.sparse
+                && !ix.spec.contains_key("partialFilterExpression")
+                && have == want
+        })
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(CommandError::from_code(
+            51183,
+            "Cannot find index to verify that join fields will be unique",
+        ))
+    }
+}
+
+/// The oplog `o` of an update outcome (7.0 `$v:2` diff, 4.4 `$v:1`, or the replacement).
+fn update_o(engine: &Engine, out: &UpdateOutcome) -> Document {
+    if out.is_replacement {
+        return out.new_doc.clone();
+    }
+    match engine.version {
+        crate::ServerVersion::V4_4 => out.v1.clone(),
+        _ => out.v2_diff.clone(),
+    }
+}
+
+fn write_merge(
+    engine: &mut Engine,
+    spec: &MergeSpec,
+    docs: Vec<Document>,
+    bypass: bool,
+    ops: &mut Vec<Document>,
+) -> CmdResult<()> {
+    let (db, coll) = (spec.db.as_str(), spec.coll.as_str());
+    if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+        return Err(CommandError::from_code(
+            166,
+            format!("Namespace {db}.{coll} is a view, not a collection"),
+        ));
+    }
+    check_on_fields(engine, spec)?;
+    let now = bson::DateTime::now();
+    for mut d in docs {
+        if !d.contains_key("_id") {
+            // SRV document_source_merge.cpp: a missing _id is generated before the write
+            let mut with_id = doc! {"_id": bson::oid::ObjectId::new()};
+            with_id.extend(d);
+            d = with_id;
+        }
+        let mut query = Document::new();
+        for f in &spec.on {
+            match crate::query::path::get_path(&d, f) {
+                None | Some(Bson::Null) | Some(Bson::Undefined) | Some(Bson::Array(_)) => {
+                    // SRV document_source_merge.cpp extractMergeOnFieldsFromDoc
+                    return Err(CommandError::from_code(
+                        51132,
+                        "$merge write error: 'on' field cannot be missing, null, undefined or an array",
+                    ));
+                }
+                Some(v) => {
+                    query.insert(f.clone(), v.clone());
+                }
+            }
+        }
+        if spec.when_matched == WhenMatched::Fail {
+            // insert-only mode: a plain insert, whose duplicate key error is the stage's error
+            let d = super::crud::fix_document_for_insert(engine, &d)?;
+            if !bypass {
+                super::validation::check(engine, db, coll, &d, None)?;
+            }
+            ops.extend(engine.catalog.ensure_collection(db, coll)?);
+            let (_, op) = engine.catalog.insert_doc(db, coll, d)?;
+            ops.push(op);
+            continue;
+        }
+        let update = match &spec.when_matched {
+            WhenMatched::Replace => Update::parse(&Bson::Document(d.clone()), None)?,
+            WhenMatched::Merge => Update::parse(&Bson::Document(doc! {"$set": d.clone()}), None)?,
+            WhenMatched::KeepExisting => {
+                Update::parse(&Bson::Document(doc! {"$setOnInsert": d.clone()}), None)?
+            }
+            WhenMatched::Pipeline(p) => Update::parse(&Bson::Array(p.clone()), None)?,
+            WhenMatched::Fail => continue,
+        };
+        // `$$new` is the result document unless `let` says otherwise
+        let mut lets = spec.lets.clone().unwrap_or_else(|| doc! {"new": "$$ROOT"});
+        if let Some(Bson::String(s)) = lets.get("new") {
+            if s == "$$ROOT" {
+                lets.insert("new", d.clone());
+            }
+        }
+        let m = Matcher::parse(&query)?;
+        let rid = super::crud::matching_rids(&engine.catalog, db, coll, &query, &m)
+            .into_iter()
+            .next();
+        let mut uctx = UpdateCtx::new(now);
+        uctx.now_ts = engine.cluster_time();
+        uctx.query = Some(&query);
+        uctx.lets = Some(&lets);
+        match rid {
+            Some(rid) => {
+                let Some(old) = engine
+                    .catalog
+                    .coll(db, coll)
+                    .and_then(|c| c.get(rid))
+                    .map(|s| s.doc.clone())
+                else {
+                    continue;
+                };
+                let out = update.apply(&old, &uctx)?;
+                if out.modified {
+                    if !crate::query::compare::binary_eq(
+                        old.get("_id").unwrap_or(&Bson::Null),
+                        out.new_doc.get("_id").unwrap_or(&Bson::Null),
+                    ) {
+                        // SRV update_stage.cpp: 66 ImmutableField
+                        return Err(CommandError::from_code(
+                            66,
+                            "$merge failed to update the matching document, did you attempt to modify the _id or the shard key?",
+                        ));
+                    }
+                    if !bypass {
+                        super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
+                    }
+                    let o = update_o(engine, &out);
+                    ops.push(engine.catalog.update_doc(db, coll, rid, out.new_doc, o)?);
+                }
+            }
+            None => match spec.when_not_matched {
+                WhenNotMatched::Discard => {}
+                WhenNotMatched::Fail => {
+                    // SRV document_source_merge.cpp: 13113 MergeStageNoMatchingDocument
+                    return Err(CommandError::from_code(
+                        13113,
+                        "$merge could not find a matching document in the target collection for at least one document in the source collection",
+                    ));
+                }
+                WhenNotMatched::Insert => {
+                    // upsert: a pipeline whenMatched inserts the document itself
+                    // (SRV merge_processor.cpp: upsert supplied document)
+                    let new_doc = match &spec.when_matched {
+                        WhenMatched::Pipeline(_) => d.clone(),
+                        _ => {
+                            uctx.is_upsert_insert = true;
+                            let seed = crate::query::update::upsert_seed(&query)?;
+                            update.apply(&seed, &uctx)?.new_doc
+                        }
+                    };
+                    let new_doc = super::crud::fix_document_for_insert(engine, &new_doc)?;
+                    if !bypass {
+                        super::validation::check(engine, db, coll, &new_doc, None)?;
+                    }
+                    ops.extend(engine.catalog.ensure_collection(db, coll)?);
+                    let (_, op) = engine.catalog.insert_doc(db, coll, new_doc)?;
+                    ops.push(op);
+                }
+            },
+        }
+    }
+    Ok(())
+}
