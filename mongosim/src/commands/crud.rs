@@ -271,6 +271,9 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             let result = match d {
                 Bson::Document(d) => fix_document_for_insert(engine, d).and_then(|d| {
                     let mut ops = engine.catalog.ensure_collection(db, coll)?;
+                    if !super::validation::bypass(&req.body) {
+                        super::validation::check(engine, db, coll, &d, None)?;
+                    }
                     let (_, op) = engine.catalog.insert_doc(db, coll, d)?;
                     ops.push(op);
                     Ok(ops)
@@ -576,6 +579,8 @@ pub(crate) struct UpdateResult {
     pub(crate) pre_image: Option<Document>,
     /// Post-image of the first matched/upserted document (findAndModify).
     pub(crate) post_image: Option<Document>,
+    /// `bypassDocumentValidation: true`: the collection validator is not applied (validation.rs).
+    pub(crate) bypass_validation: bool,
 }
 
 /// One update statement against `db.coll`: selects (optionally sorted for findAndModify),
@@ -628,6 +633,9 @@ pub(crate) fn apply_update(
         if out.modified {
             check_id_unchanged(&old, &out.new_doc)?;
             let o = update_o(engine, &out);
+            if !res.bypass_validation {
+                super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
+            }
             ops.push(engine.catalog.update_doc(db, coll, rid, out.new_doc, o)?);
             res.n_modified += 1;
         }
@@ -649,6 +657,9 @@ pub(crate) fn apply_update(
         ops.extend(engine.catalog.ensure_collection(db, coll)?);
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         // upserts are logged as inserts (reference §4.1)
+        if !res.bypass_validation {
+            super::validation::check(engine, db, coll, &doc, None)?;
+        }
         let (_, op) = engine.catalog.insert_doc(db, coll, doc.clone())?;
         ops.push(op);
         res.n = 1;
@@ -714,7 +725,10 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     continue;
                 }
             }
-            let mut r = UpdateResult::default();
+            let mut r = UpdateResult {
+                bypass_validation: super::validation::bypass(&req.body),
+                ..Default::default()
+            };
             let mut ops: Vec<Document> = Vec::new();
             let res = (|| -> CmdResult<()> {
                 let Bson::Document(spec) = spec else {
@@ -899,7 +913,10 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     } else {
         let u = update_spec.unwrap_or(Bson::Null);
         let parsed = Update::parse(&u, filters.as_deref())?;
-        let mut r = UpdateResult::default();
+        let mut r = UpdateResult {
+            bypass_validation: super::validation::bypass(&req.body),
+            ..Default::default()
+        };
         let mut ops = Vec::new();
         let res = apply_update(
             engine,

@@ -118,3 +118,11 @@ fn clause_details(field: &str, spec: &Bson, d: &Document) -> Document {
     }
     out
 }
+
+/// The command's `bypassDocumentValidation: true`.
+pub(crate) fn bypass(body: &Document) -> bool {
+    matches!(
+        body.get("bypassDocumentValidation"),
+        Some(Bson::Boolean(true))
+    )
+}
