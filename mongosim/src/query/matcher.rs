@@ -671,7 +671,9 @@ fn walk<'a>(v: &'a Bson, rest: &[&str], out: &mut Vec<Cand<'a>>) {
                     }
                 }
             }
-            if out.len() == before && array_index(rest[0]).is_none() {
+            if out.len() == before {
+                // nothing reachable: the path is missing (so `null` and `$exists: false`
+                // match, e.g. `{"a.0": {$exists: false}}` on `{a: []}`)
                 out.push(Cand::Missing);
             }
         }
@@ -836,6 +838,11 @@ mod tests {
         assert!(m(doc! {"x.y.0.z": 5}, d));
         // numeric component also means a field named "0" in embedded docs of the array
         assert!(m(doc! {"a.0": 9}, doc! {"a": [{"0": 9}]}));
+        assert!(m(doc! {"a.0": {"$exists": false}}, doc! {"a": []}));
+        assert!(!m(doc! {"a.0": {"$exists": true}}, doc! {"a": []}));
+        assert!(m(doc! {"a.0": null}, doc! {"a": []}));
+        assert!(m(doc! {"a.b": null}, doc! {"a": [1, 2]}));
+        assert!(!m(doc! {"a.b": null}, doc! {"a": [{"b": 1}, 2]}));
     }
 
     #[test]
