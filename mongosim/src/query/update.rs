@@ -102,6 +102,8 @@ enum Mod {
     Pop(bool),
     Pull(Box<PullCond>),
     PullAll(Vec<Bson>),
+    /// `$bit`: ("and" | "or" | "xor", Int32/Int64 operand) in order.
+    Bit(Vec<(String, Bson)>),
     Rename(Vec<String>),
     /// The destination of a `$rename` (kept for conflict detection only).
     Placeholder,
@@ -308,9 +310,10 @@ impl Update {
                     | "$pull"
                     | "$pullAll"
                     | "$rename"
+                    | "$bit"
             );
             if !known {
-                // SRV update_driver.cpp validateMod: 9 FailedToParse ($bit is not modelled)
+                // SRV update_driver.cpp validateMod: 9 FailedToParse
                 return Err(failed(format!("Unknown modifier: {op}. Expected a valid update modifier or pipeline-style update specified as an array")));
             }
             let Bson::Document(fields) = arg else {
@@ -604,8 +607,72 @@ fn parse_mod(op: &str, path: &str, v: &Bson) -> CmdResult<Mod> {
                 )));
             }
         },
+        "$bit" => {
+            // SRV bit_node.cpp BitNode::init
+            let Bson::Document(ops) = v else {
+                return Err(bad(format!(
+                    "The $bit modifier is not compatible with a {}. You must pass in an embedded document: {{$bit: {{field: {{and/or/xor: #}}}}",
+                    fmt::type_name(v)
+                )));
+            };
+            let mut list = Vec::new();
+            for (k, operand) in ops {
+                if !matches!(k.as_str(), "and" | "or" | "xor") {
+                    return Err(bad(format!(
+                        "The $bit modifier only supports 'and', 'or', and 'xor', not '{k}' which is an unknown operator: {{{k}: {}}}",
+                        fmt::value(operand)
+                    )));
+                }
+                if !matches!(operand, Bson::Int32(_) | Bson::Int64(_)) {
+                    return Err(bad(format!(
+                        "The $bit modifier field must be an Integer(32/64 bit); a '{}' is not supported here: {{{k}: {}}}",
+                        fmt::type_name(operand),
+                        fmt::value(operand)
+                    )));
+                }
+                list.push((k.clone(), operand.clone()));
+            }
+            if list.is_empty() {
+                return Err(bad(
+                    "You must pass in at least one bitwise operation. The format is: {$bit: {field: {and/or/xor: #}}",
+                ));
+            }
+            Mod::Bit(list)
+        }
         _ => return Err(failed(format!("Unknown modifier: {op}"))),
     })
+}
+
+/// SafeNum bit operations: Int32 op Int32 stays Int32, anything with Int64 is Int64.
+fn apply_bits(start: &Bson, ops: &[(String, Bson)]) -> Bson {
+    let mut cur = start.clone();
+    for (op, operand) in ops {
+        cur = match (&cur, operand) {
+            (Bson::Int32(a), Bson::Int32(b)) => Bson::Int32(match op.as_str() {
+                "and" => a & b,
+                "or" => a | b,
+                _ => a ^ b,
+            }),
+            _ => {
+                let a = match cur {
+                    Bson::Int32(i) => i64::from(i),
+                    Bson::Int64(i) => i,
+                    _ => 0,
+                };
+                let b = match operand {
+                    Bson::Int32(i) => i64::from(*i),
+                    Bson::Int64(i) => *i,
+                    _ => 0,
+                };
+                Bson::Int64(match op.as_str() {
+                    "and" => a & b,
+                    "or" => a | b,
+                    _ => a ^ b,
+                })
+            }
+        };
+    }
+    cur
 }
 
 fn parse_push(v: &Bson) -> CmdResult<Push> {
@@ -1436,6 +1503,7 @@ impl Applier<'_, '_> {
                 _ => Bson::Double(0.0),
             },
             Mod::CurrentDate(ts) => self.current_date(*ts),
+            Mod::Bit(ops) => apply_bits(&Bson::Int32(0), ops),
             Mod::Push(p) => {
                 let mut arr = Vec::new();
                 push_into(&mut arr, p);
@@ -1480,6 +1548,19 @@ impl Applier<'_, '_> {
             Mod::Rename(_) => Outcome::Noop,
             Mod::Set(v) | Mod::SetOnInsert(v) => set_if_different(cur, v.clone()),
             Mod::CurrentDate(ts) => set_if_different(cur, self.current_date(*ts)),
+            Mod::Bit(ops) => {
+                if !matches!(cur, Bson::Int32(_) | Bson::Int64(_)) {
+                    // SRV bit_node.cpp updateExistingElement
+                    return Err(bad(format!(
+                        "Cannot apply $bit to a value of non-integral type.{} has the field {} of non-integer type {}",
+                        self.id_string(),
+                        taken.last().map(|(p, _)| p.as_str()).unwrap_or(""),
+                        fmt::type_name(cur)
+                    )));
+                }
+                let r = apply_bits(cur, ops);
+                set_if_different(cur, r)
+            }
             Mod::Inc(v) | Mod::Mul(v) => {
                 if as_f64(cur).is_none() {
                     let op = if matches!(self.m, Mod::Inc(_)) {
@@ -2697,6 +2778,29 @@ mod tests {
             (e.code, e.errmsg.as_str()),
             (14, "Cannot increment with non-numeric argument: {a: \"x\"}")
         );
+    }
+
+    #[test]
+    fn bit() {
+        let o = upd(
+            doc! {"_id": 1, "a": 13, "b": 1i64},
+            bson!({"$bit": {"a": {"and": 10}, "b": {"or": 4}, "c": {"xor": 5i64}}}),
+        );
+        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 8, "b": 5i64, "c": 5i64});
+        assert_eq!(diff(&o), doc! {"u": {"a": 8, "b": 5i64}, "i": {"c": 5i64}});
+        assert!(!upd(doc! {"_id": 1, "a": 1}, bson!({"$bit": {"a": {"or": 1}}})).modified);
+        let e = upd_err(doc! {"_id": 1, "a": 1.5}, bson!({"$bit": {"a": {"or": 1}}}));
+        assert_eq!(
+            e.errmsg,
+            "Cannot apply $bit to a value of non-integral type._id: 1 has the field a of non-integer type double"
+        );
+        let e = upd_err(doc! {"_id": 1}, bson!({"$bit": {"a": {"nand": 1}}}));
+        assert_eq!(
+            e.errmsg,
+            "The $bit modifier only supports 'and', 'or', and 'xor', not 'nand' which is an unknown operator: {nand: 1}"
+        );
+        let e = upd_err(doc! {"_id": 1}, bson!({"$bit": {"a": 5}}));
+        assert_eq!(e.code, 2);
     }
 
     #[test]
