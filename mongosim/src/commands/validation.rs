@@ -95,24 +95,44 @@ fn clause_details(field: &str, spec: &Bson, d: &Document) -> Document {
     };
     let value = crate::query::path::get_path(d, field);
     let mut out = doc! {"operatorName": op.as_str(), "specifiedAs": specified};
-    match value {
-        None => {
+    match (value, op.as_str()) {
+        (None, "$exists") => {
+            out.insert("reason", "path does not exist");
+        }
+        (Some(_), "$exists") => {
+            out.insert("reason", "path does exist");
+        }
+        (None, _) => {
             out.insert("reason", "field was missing");
         }
-        Some(v) => {
+        (Some(v), _) => {
+            // SRV doc_validation_error_test.cpp: reasons per operator
             let reason = match op.as_str() {
                 "$type" => "type did not match",
-                "$eq" | "$ne" | "$gt" | "$gte" | "$lt" | "$lte" => "comparison failed",
+                "$ne" => "comparison succeeded",
+                "$eq" | "$gt" | "$gte" | "$lt" | "$lte" => "comparison failed",
                 "$in" => "no matching value found in array",
                 "$nin" => "matching value found in array",
-                "$exists" => "field was present",
                 "$regex" => "regular expression did not match",
                 _ => "expression did not match",
             };
             out.insert("reason", reason);
-            out.insert("consideredValue", v.clone());
+            // implicit array traversal reports every value
+            match v {
+                Bson::Array(items) => out.insert("consideredValues", items.clone()),
+                _ => out.insert("consideredValue", v.clone()),
+            };
             if op == "$type" {
-                out.insert("consideredType", crate::query::fmt::type_name(v));
+                match v {
+                    Bson::Array(items) => {
+                        let types: Vec<Bson> = items
+                            .iter()
+                            .map(|i| Bson::String(crate::query::fmt::type_name(i).to_string()))
+                            .collect();
+                        out.insert("consideredTypes", types)
+                    }
+                    _ => out.insert("consideredType", crate::query::fmt::type_name(v)),
+                };
             }
         }
     }

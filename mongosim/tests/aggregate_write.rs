@@ -1,0 +1,312 @@
+//! `$out` / `$merge` / `$documents` and collection validators through the official driver
+//! (SRV document_source_out.cpp, document_source_merge.cpp, collection_impl.cpp
+//! checkValidation).
+
+mod common;
+
+use bson::{doc, Bson, Document};
+use common::{command_error, run, unique_db, TestServer};
+use futures::TryStreamExt;
+
+/// The code of a write error (or of a command error).
+fn write_code(e: &mongodb::error::Error) -> Option<i32> {
+    match &*e.kind {
+        mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            Some(w.code)
+        }
+        _ => common::code(e),
+    }
+}
+
+async fn setup() -> (TestServer, mongodb::Client, String) {
+    let server = TestServer::default_rs();
+    let client = server.client().await;
+    (server, client, unique_db("aggw"))
+}
+
+async fn all(client: &mongodb::Client, db: &str, coll: &str) -> Vec<Document> {
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .sort(doc! {"_id": 1})
+        .await
+        .expect("find")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+async fn oplog_for(client: &mongodb::Client, db: &str) -> Vec<Document> {
+    client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find(doc! {"ns": {"$regex": format!("^{db}\\.")}})
+        .await
+        .expect("oplog")
+        .try_collect()
+        .await
+        .expect("collect")
+}
+
+#[tokio::test]
+async fn out_replaces_target_via_temp_collection_and_rename() {
+    let (_s, client, db) = setup().await;
+    let src = client.database(&db).collection::<Document>("src");
+    src.insert_many(vec![
+        doc! {"_id": 1, "x": 1},
+        doc! {"_id": 2, "x": 2},
+        doc! {"_id": 3, "x": 3},
+    ])
+    .await
+    .unwrap();
+    let tgt = client.database(&db).collection::<Document>("tgt");
+    tgt.insert_one(doc! {"_id": 99, "old": true}).await.unwrap();
+    let reply = run(
+        &client,
+        &db,
+        doc! {"aggregate": "src", "pipeline": [{"$match": {"x": {"$gt": 1}}}, {"$out": "tgt"}], "cursor": {"batchSize": 1}},
+    )
+    .await
+    .unwrap();
+    let cursor = reply.get_document("cursor").unwrap();
+    assert_eq!(cursor.get_array("firstBatch").unwrap().len(), 0);
+    assert_eq!(cursor.get("id"), Some(&Bson::Int64(0)));
+    assert_eq!(
+        all(&client, &db, "tgt").await,
+        vec![doc! {"_id": 2, "x": 2}, doc! {"_id": 3, "x": 3}]
+    );
+    // no temporary collection left, and the target is not marked temp
+    let names = client.database(&db).list_collection_names().await.unwrap();
+    assert!(
+        names.iter().all(|n| !n.starts_with("tmp.agg_out")),
+        "{names:?}"
+    );
+    // oplog: create tmp (temp: true), inserts into tmp, renameCollection with dropTarget
+    let ops = oplog_for(&client, &db).await;
+    let create_tmp = ops.iter().find(|o| {
+        o.get_document("o")
+            .ok()
+            .and_then(|o| o.get_str("create").ok())
+            .is_some_and(|c| c.starts_with("tmp.agg_out."))
+    });
+    let create_tmp = create_tmp.expect("create of tmp.agg_out.*");
+    assert_eq!(
+        create_tmp.get_document("o").unwrap().get_bool("temp"),
+        Ok(true)
+    );
+    let rename = ops
+        .iter()
+        .find(|o| {
+            o.get_document("o")
+                .is_ok_and(|o| o.contains_key("renameCollection"))
+        })
+        .expect("renameCollection entry");
+    let o = rename.get_document("o").unwrap();
+    assert_eq!(o.get_str("to"), Ok(format!("{db}.tgt").as_str()));
+    assert!(
+        matches!(o.get("dropTarget"), Some(Bson::Binary(_))),
+        "{o:?}"
+    );
+    let tmp_inserts = ops
+        .iter()
+        .filter(|e| {
+            e.get_str("op") == Ok("i") && e.get_str("ns").is_ok_and(|n| n.contains(".tmp.agg_out."))
+        })
+        .count();
+    assert_eq!(tmp_inserts, 2);
+}
+
+#[tokio::test]
+async fn out_errors() {
+    let (_s, client, db) = setup().await;
+    client
+        .database(&db)
+        .collection::<Document>("src")
+        .insert_one(doc! {"_id": 1})
+        .await
+        .unwrap();
+    let e = run(
+        &client,
+        &db,
+        doc! {"aggregate": "src", "pipeline": [{"$out": "t"}, {"$match": {}}], "cursor": {}},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 40601);
+    let e = run(
+        &client,
+        &db,
+        doc! {"aggregate": "src", "pipeline": [{"$out": "system.foo"}], "cursor": {}},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 17385);
+    run(
+        &client,
+        &db,
+        doc! {"create": "capped", "capped": true, "size": 4096},
+    )
+    .await
+    .unwrap();
+    let e = run(
+        &client,
+        &db,
+        doc! {"aggregate": "src", "pipeline": [{"$out": "capped"}], "cursor": {}},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 17152);
+}
+
+#[tokio::test]
+async fn merge_modes() {
+    let (_s, client, db) = setup().await;
+    let tgt = client.database(&db).collection::<Document>("tgt");
+    tgt.insert_many(vec![
+        doc! {"_id": 1, "a": 1, "keep": true},
+        doc! {"_id": 2, "a": 2},
+    ])
+    .await
+    .unwrap();
+    let merge = |stage: Document| {
+        let client = client.clone();
+        let db = db.clone();
+        async move {
+            run(
+                &client,
+                &db,
+                doc! {"aggregate": 1, "pipeline": [
+                    {"$documents": [{"_id": 1, "a": 10}, {"_id": 3, "a": 30}]},
+                    {"$merge": stage}
+                ], "cursor": {}},
+            )
+            .await
+        }
+    };
+    // default: whenMatched merge, whenNotMatched insert
+    merge(doc! {"into": "tgt"}).await.unwrap();
+    assert_eq!(
+        all(&client, &db, "tgt").await,
+        vec![
+            doc! {"_id": 1, "a": 10, "keep": true},
+            doc! {"_id": 2, "a": 2},
+            doc! {"_id": 3, "a": 30}
+        ]
+    );
+    // replace + discard
+    tgt.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 0}})
+        .await
+        .unwrap();
+    tgt.delete_one(doc! {"_id": 3}).await.unwrap();
+    merge(doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "discard"})
+        .await
+        .unwrap();
+    assert_eq!(
+        all(&client, &db, "tgt").await,
+        vec![doc! {"_id": 1, "a": 10}, doc! {"_id": 2, "a": 2}]
+    );
+    // keepExisting + insert
+    tgt.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 5}})
+        .await
+        .unwrap();
+    merge(doc! {"into": "tgt", "whenMatched": "keepExisting"})
+        .await
+        .unwrap();
+    assert_eq!(
+        all(&client, &db, "tgt").await,
+        vec![
+            doc! {"_id": 1, "a": 5},
+            doc! {"_id": 2, "a": 2},
+            doc! {"_id": 3, "a": 30}
+        ]
+    );
+    // fail: DuplicateKey with keyPattern/keyValue
+    let e = merge(doc! {"into": "tgt", "whenMatched": "fail"})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 11000);
+    // whenNotMatched fail
+    tgt.delete_one(doc! {"_id": 3}).await.unwrap();
+    let e = merge(doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "fail"})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 13113);
+    // pipeline whenMatched sees $$new
+    merge(doc! {"into": "tgt", "whenMatched": [{"$set": {"b": "$$new.a"}}], "whenNotMatched": "discard"})
+        .await
+        .unwrap();
+    let docs = all(&client, &db, "tgt").await;
+    assert_eq!(docs[0].get_i32("b"), Ok(10), "{docs:?}");
+    // unsupported combination, missing unique index for `on`
+    let e = merge(doc! {"into": "tgt", "whenMatched": "keepExisting", "whenNotMatched": "fail"})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 51181);
+    let e = merge(doc! {"into": "tgt", "on": "a"}).await.unwrap_err();
+    assert_eq!(command_error(&e).0, 51183);
+}
+
+#[tokio::test]
+async fn validator_enforced_and_bypassed() {
+    let (_s, client, db) = setup().await;
+    run(
+        &client,
+        &db,
+        doc! {"create": "v", "validator": {"x": {"$type": "string"}}},
+    )
+    .await
+    .unwrap();
+    let coll = client.database(&db).collection::<Document>("v");
+    coll.insert_one(doc! {"_id": 1, "x": "ok"}).await.unwrap();
+    let e = coll.insert_one(doc! {"_id": 2, "x": 2}).await.unwrap_err();
+    assert_eq!(write_code(&e), Some(121), "{e:?}");
+    // errInfo as 7.0 builds it (SRV doc_validation_error_test.cpp)
+    if let mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) = &*e.kind
+    {
+        let info = w.details.clone().expect("errInfo");
+        assert_eq!(info.get("failingDocumentId"), Some(&Bson::Int32(2)));
+        assert_eq!(
+            info.get_document("details").unwrap(),
+            &doc! {"operatorName": "$type", "specifiedAs": {"x": {"$type": "string"}},
+            "reason": "type did not match", "consideredValue": 2, "consideredType": "int"}
+        );
+    }
+    let e = coll
+        .find_one_and_update(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap_err();
+    let (code, _, _) = command_error(&e);
+    assert_eq!(code, 121);
+    // bypassDocumentValidation
+    coll.insert_one(doc! {"_id": 3, "x": 3})
+        .bypass_document_validation(true)
+        .await
+        .unwrap();
+    // validationAction warn: accepted
+    run(
+        &client,
+        &db,
+        doc! {"collMod": "v", "validationAction": "warn"},
+    )
+    .await
+    .unwrap();
+    coll.insert_one(doc! {"_id": 4, "x": 4}).await.unwrap();
+    assert_eq!(all(&client, &db, "v").await.len(), 3);
+    // validationLevel moderate: updates of already-invalid documents are not checked
+    run(
+        &client,
+        &db,
+        doc! {"collMod": "v", "validationAction": "error", "validationLevel": "moderate"},
+    )
+    .await
+    .unwrap();
+    coll.update_one(doc! {"_id": 3}, doc! {"$set": {"x": 33}})
+        .await
+        .unwrap();
+    let e = coll
+        .update_one(doc! {"_id": 1}, doc! {"$set": {"x": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(write_code(&e), Some(121), "{e:?}");
+}
