@@ -714,3 +714,62 @@ async fn four_four_rejects_let_and_dollar_fields() {
         "BSON field 'delete.let' is an unknown field."
     );
 }
+
+#[tokio::test]
+async fn let_variables_and_collation() {
+    let (_s, client, db) = setup().await;
+    let d = client.database(&db);
+    d.collection::<Document>("l")
+        .insert_many(vec![
+            doc! {"_id": 1, "s": "ping"},
+            doc! {"_id": 2, "s": "PONG"},
+        ])
+        .await
+        .unwrap();
+    let r = d
+        .run_command(
+            doc! {"find": "l", "filter": {"$expr": {"$eq": ["$_id", "$$id"]}}, "let": {"id": 2}},
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap(),
+        &vec![Bson::Document(doc! {"_id": 2, "s": "PONG"})]
+    );
+    let r = d
+        .run_command(doc! {"find": "l", "filter": {"s": "PING"}, "collation": {"locale": "en_US", "strength": 2}})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap()
+            .len(),
+        1
+    );
+    let r = d
+        .run_command(doc! {"update": "l", "updates": [{"q": {"s": "pong"}, "u": {"$set": {"hit": true}}, "collation": {"locale": "en_US", "strength": 2}}]})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("nModified").unwrap(), 1);
+    let r = d
+        .run_command(doc! {"aggregate": "l", "pipeline": [{"$match": {"_id": 1}}, {"$project": {"_id": 0, "x": "$$x"}}], "let": {"x": "foo"}, "cursor": {}})
+        .await
+        .unwrap();
+    assert_eq!(
+        r.get_document("cursor")
+            .unwrap()
+            .get_array("firstBatch")
+            .unwrap(),
+        &vec![Bson::Document(doc! {"x": "foo"})]
+    );
+    let r = d
+        .run_command(doc! {"delete": "l", "deletes": [{"q": {"$expr": {"$eq": ["$_id", "$$id"]}}, "limit": 1}], "let": {"id": 1}})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("n").unwrap(), 1);
+}

@@ -92,6 +92,29 @@ pub(crate) fn reject_let_on_44(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
     })
 }
 
+/// A matcher for `filter` with the command's `let` variables and a collation document
+/// (`None`/simple: binary comparison).
+pub(crate) fn matcher_for(
+    filter: &Document,
+    lets: Option<&Document>,
+    collation: Option<&Bson>,
+) -> CmdResult<Matcher> {
+    let mut m = Matcher::parse_with_let(filter, lets)?;
+    m.set_collation(collation_of(collation)?);
+    Ok(m)
+}
+
+/// Parses a `collation` argument.
+pub(crate) fn collation_of(
+    collation: Option<&Bson>,
+) -> CmdResult<Option<crate::query::compare::Collation>> {
+    match collation {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => crate::query::compare::Collation::parse(d),
+        Some(other) => Err(super::wrong_type("collation", other, "object")),
+    }
+}
+
 /// The retryable-write context: `lsid` + `txnNumber` outside a transaction.
 pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
     if ctx.autocommit.is_some() {
@@ -376,6 +399,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     check_txn_allowed(ctx)?;
     reject_let_on_44(ctx, &req)?;
     let deletes = req_array(&req.body, "delete", "deletes")?;
+    let lets = opt_doc(&req.body, "delete", "let")?.cloned();
     let ordered = opt_bool(&req.body, "delete", "ordered")?.unwrap_or(true);
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
     let retry = retry_ctx(ctx);
@@ -422,7 +446,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                         "The limit field in delete objects must be 0 or 1. Got {limit}"
                     )));
                 }
-                let m = Matcher::parse(q)?;
+                let m = matcher_for(q, lets.as_ref(), spec.get("collation"))?;
                 let mut rids = matching_rids(&engine.catalog, db, coll, q, &m);
                 if limit == 1.0 {
                     rids.truncate(1);
@@ -489,7 +513,8 @@ pub(crate) async fn count(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
             "skip value is negative in count query",
         ));
     }
-    let m = Matcher::parse(&query)?;
+    let lets = opt_doc(&req.body, "count", "let")?.cloned();
+    let m = matcher_for(&query, lets.as_ref(), req.body.get("collation"))?;
     let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
     let mut n = docs.iter().filter(|d| m.matches(d)).count() as i64;
     n = (n - skip).max(0);
@@ -512,22 +537,23 @@ pub(crate) async fn distinct(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
     let query = opt_doc(&req.body, "distinct", "query")?
         .cloned()
         .unwrap_or_default();
-    let m = Matcher::parse(&query)?;
+    let collation = collation_of(req.body.get("collation"))?;
+    let m = matcher_for(&query, None, req.body.get("collation"))?;
     let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
     let mut values: Vec<Bson> = Vec::new();
     for d in docs.iter().filter(|d| m.matches(d)) {
         for it in crate::query::path::collect_values(d, &key, true) {
             {
-                if !values
-                    .iter()
-                    .any(|x| crate::query::compare::cmp_bson(x, it) == std::cmp::Ordering::Equal)
-                {
+                if !values.iter().any(|x| {
+                    crate::query::compare::cmp_coll(x, it, collation.as_ref())
+                        == std::cmp::Ordering::Equal
+                }) {
                     values.push(it.clone());
                 }
             }
         }
     }
-    values.sort_by(crate::query::compare::cmp_bson);
+    values.sort_by(|a, b| crate::query::compare::cmp_coll(a, b, collation.as_ref()));
     Ok(doc! {"values": values})
 }
 
@@ -597,11 +623,11 @@ pub(crate) fn apply_update(
     multi: bool,
     upsert: bool,
     sort: Option<&crate::query::sort::SortSpec>,
+    (m, lets): (&Matcher, Option<&Document>),
     res: &mut UpdateResult,
     ops: &mut Vec<Document>,
 ) -> CmdResult<()> {
-    let m = Matcher::parse(query)?;
-    let mut rids = matching_rids(&engine.catalog, db, coll, query, &m);
+    let mut rids = matching_rids(&engine.catalog, db, coll, query, m);
     if let (Some(s), Some(c)) = (sort, engine.catalog.coll(db, coll)) {
         rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
             (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
@@ -624,6 +650,7 @@ pub(crate) fn apply_update(
         let mut uctx = UpdateCtx::new(now);
         uctx.now_ts = engine.cluster_time();
         uctx.query = Some(query);
+        uctx.lets = lets;
         let out = update.apply(&old, &uctx)?;
         res.n += 1;
         if res.pre_image.is_none() {
@@ -646,6 +673,7 @@ pub(crate) fn apply_update(
         uctx.now_ts = engine.cluster_time();
         uctx.is_upsert_insert = true;
         uctx.query = Some(query);
+        uctx.lets = lets;
         let out = update.apply(&seed, &uctx)?;
         if let (Some(a), Some(b)) = (seed.get("_id"), out.new_doc.get("_id")) {
             if !crate::query::compare::binary_eq(a, b) {
@@ -677,6 +705,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     check_txn_allowed(ctx)?;
     reject_let_on_44(ctx, &req)?;
     let updates = req_array(&req.body, "update", "updates")?;
+    let lets = opt_doc(&req.body, "update", "let")?.cloned();
     // the statements are parsed (IDL) before anything runs: a bad field fails the command
     for spec in updates {
         if let Bson::Document(spec) = spec {
@@ -768,7 +797,9 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                         ))
                     }
                 };
-                let parsed = Update::parse(u, filters.as_deref())?;
+                let legacy = engine.version == crate::ServerVersion::V4_4;
+                let parsed = Update::parse_versioned(u, filters.as_deref(), legacy)?;
+                let m = matcher_for(&q, lets.as_ref(), spec.get("collation"))?;
                 if multi
                     && matches!(u, Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')))
                 {
@@ -778,7 +809,17 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     ));
                 }
                 apply_update(
-                    engine, db, coll, &q, &parsed, multi, upsert, None, &mut r, &mut ops,
+                    engine,
+                    db,
+                    coll,
+                    &q,
+                    &parsed,
+                    multi,
+                    upsert,
+                    None,
+                    (&m, lets.as_ref()),
+                    &mut r,
+                    &mut ops,
                 )
             })();
             // writes made before an error (earlier documents of a multi-update, an implicit
@@ -877,10 +918,17 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         Some(f) if !f.is_empty() => Some(crate::query::projection::Projection::parse(f)?),
         _ => None,
     };
+    let collation = collation_of(body.get("collation"))?;
     let sort_spec = match &sort {
-        Some(s) if !s.is_empty() => Some(crate::query::sort::SortSpec::parse(s)?),
+        Some(s) if !s.is_empty() => {
+            let mut spec = crate::query::sort::SortSpec::parse(s)?;
+            spec.set_collation(collation.clone());
+            Some(spec)
+        }
         _ => None,
     };
+    let lets = opt_doc(body, cmd, "let")?.cloned();
+    let m = matcher_for(&query, lets.as_ref(), body.get("collation"))?;
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
     let retry = retry_ctx(ctx);
     let shared = ctx.shared.clone();
@@ -890,7 +938,6 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         return Err(view_write_error(db, coll));
     }
     let (last_error, value, pre_image_for_log, ops) = if remove {
-        let m = Matcher::parse(&query)?;
         let mut rids = matching_rids(&engine.catalog, db, coll, &query, &m);
         if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
             rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
@@ -912,7 +959,8 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         }
     } else {
         let u = update_spec.unwrap_or(Bson::Null);
-        let parsed = Update::parse(&u, filters.as_deref())?;
+        let legacy = engine.version == crate::ServerVersion::V4_4;
+        let parsed = Update::parse_versioned(&u, filters.as_deref(), legacy)?;
         let mut r = UpdateResult {
             bypass_validation: super::validation::bypass(&req.body),
             ..Default::default()
@@ -927,6 +975,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
             false,
             upsert,
             sort_spec.as_ref(),
+            (&m, lets.as_ref()),
             &mut r,
             &mut ops,
         );

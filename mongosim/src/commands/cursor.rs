@@ -477,16 +477,17 @@ fn view_docs(engine: &Engine, db: &str, v: &ViewDef, depth: usize) -> CmdResult<
         ));
     }
     let base = engine_docs(engine, db, &v.view_on, depth + 1)?;
-    run_pipeline(engine, db, &v.view_on, base, &v.pipeline)
+    run_pipeline(engine, db, &v.view_on, base, &v.pipeline, (None, None))
 }
 
 /// Runs `pipeline` over `docs` with QUERY's pipeline engine.
 fn run_pipeline(
-    _engine: &Engine,
+    engine: &Engine,
     db: &str,
     coll: &str,
     docs: Vec<Document>,
     pipeline: &[Bson],
+    (lets, collation): (Option<&Document>, Option<&Bson>),
 ) -> CmdResult<Vec<Document>> {
     let _ = (db, coll);
     let mut stages = Vec::with_capacity(pipeline.len());
@@ -500,7 +501,15 @@ fn run_pipeline(
             }
         }
     }
-    crate::query::pipeline::Pipeline::parse(&stages)?.run(docs)
+    let mut p = crate::query::pipeline::Pipeline::parse_with_let(&stages, lets)?;
+    p.set_collation(super::crud::collation_of(collation)?);
+    let vars = crate::query::matcher::eval_lets(lets)?;
+    p.run_with_vars(
+        docs,
+        bson::DateTime::now(),
+        Some(engine.cluster_time()),
+        &vars,
+    )
 }
 
 fn is_oplog(engine: &Engine, db: &str, coll: &str) -> bool {
@@ -683,7 +692,8 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             "Cannot set 'awaitData' without also setting 'tailable'",
         ));
     }
-    let matcher = Matcher::parse(&filter)?;
+    let lets = opt_doc(body, "find", "let")?.cloned();
+    let matcher = super::crud::matcher_for(&filter, lets.as_ref(), body.get("collation"))?;
     if let Some(hint) = body.get("hint") {
         check_hint(ctx, db, coll, hint)?;
     }
@@ -705,7 +715,10 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     } else {
         sort.as_ref()
     };
-    let shape = Shape::parse(shape_sort, projection.as_ref())?;
+    let mut shape = Shape::parse(shape_sort, projection.as_ref())?;
+    if let Some(s) = shape.sort.as_mut() {
+        s.set_collation(super::crud::collation_of(body.get("collation"))?);
+    }
     let ns = format!("{db}.{coll}");
     let batch_size = batch_size.map(|b| b as usize);
     // a limit smaller than the batch size bounds the first batch (SRV find_cmd.cpp)
@@ -1120,7 +1133,15 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         let reply = super::agg_write::run(ctx, engine, db, &ns, input, rest, body)?;
         return raw_reply(ctx, reply);
     }
-    let out = run_pipeline(engine, db, coll.as_deref().unwrap_or(""), input, rest)?;
+    let lets = opt_doc(body, "aggregate", "let")?.cloned();
+    let out = run_pipeline(
+        engine,
+        db,
+        coll.as_deref().unwrap_or(""),
+        input,
+        rest,
+        (lets.as_ref(), body.get("collation")),
+    )?;
     let mut raws = Vec::with_capacity(out.len());
     for d in &out {
         raws.push(encode(d)?);
