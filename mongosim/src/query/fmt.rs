@@ -18,17 +18,7 @@ pub(crate) fn doc(d: &Document) -> String {
 /// A value as the server prints it in errmsgs.
 pub(crate) fn value(v: &Bson) -> String {
     match v {
-        Bson::Double(f) => {
-            if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 {
-                format!("{f:.1}")
-            } else if f.is_nan() {
-                "nan.0".to_string()
-            } else if f.is_infinite() {
-                if *f > 0.0 { "inf.0" } else { "-inf.0" }.to_string()
-            } else {
-                format!("{f}")
-            }
-        }
+        Bson::Double(f) => double_nice(*f),
         Bson::String(s) | Bson::Symbol(s) => format!("\"{s}\""),
         Bson::Document(d) => doc(d),
         Bson::Array(a) => {
@@ -59,6 +49,47 @@ pub(crate) fn value(v: &Bson) -> String {
         Bson::JavaScriptCode(c) => c.clone(),
         Bson::JavaScriptCodeWithScope(c) => c.code.clone(),
         Bson::DbPointer(_) => "DBRef(...)".to_string(),
+    }
+}
+
+/// SRV `StringBuilder::appendDoubleNice`: `printf("%.16g")`, then ".0" unless the text has
+/// a '.', 'E' or 'N' (so `1e+16.0`, `nan.0`, `inf.0` are what the server prints).
+fn double_nice(x: f64) -> String {
+    let mut s = g16(x);
+    if !s.contains(['.', 'E', 'N']) {
+        s.push_str(".0");
+    }
+    s
+}
+
+/// C's `%.16g`.
+fn g16(x: f64) -> String {
+    if x.is_nan() {
+        return if x.is_sign_negative() { "-nan" } else { "nan" }.to_string();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if x == 0.0 {
+        return if x.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    // Rust's `{:.15e}` rounds to 16 significant digits like %.16g does.
+    let sci = format!("{x:.15e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let strip = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if !(-4..16).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{}e{sign}{:02}", strip(mant), exp.abs())
+    } else {
+        let decimals = (15 - exp).max(0) as usize;
+        strip(&format!("{x:.decimals$}"))
     }
 }
 
@@ -101,5 +132,21 @@ mod tests {
             "{ _id: 1, a: \"x\", b: [ 1, 2.5 ], c: {}, d: 2.0 }"
         );
         assert_eq!(type_name(&Bson::Int64(1)), "long");
+        for (x, want) in [
+            (1.5, "1.5"),
+            (2.0, "2.0"),
+            (-0.0, "-0.0"),
+            (0.1, "0.1"),
+            (1.0 / 3.0, "0.3333333333333333"),
+            (1e16, "1e+16.0"),
+            (1.5e16, "1.5e+16"),
+            (123456789012345.0, "123456789012345.0"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05.0"),
+            (f64::NAN, "nan.0"),
+            (f64::INFINITY, "inf.0"),
+        ] {
+            assert_eq!(value(&Bson::Double(x)), want, "{x}");
+        }
     }
 }
