@@ -398,7 +398,23 @@ pub(crate) fn run(
             }
         }
     }
-    let docs = crate::query::pipeline::Pipeline::parse(&stages)?.run(input)?;
+    // the command's `let` and `collation` apply to the stages before the write
+    let lets = match body.get("let") {
+        Some(Bson::Document(l)) => Some(l.clone()),
+        None | Some(Bson::Null) => None,
+        Some(other) => return Err(super::wrong_type("aggregate.let", other, "object")),
+    };
+    let mut p = crate::query::pipeline::Pipeline::parse_with_let(&stages, lets.as_ref())?;
+    if let Some(Bson::Document(c)) = body.get("collation") {
+        p.set_collation(crate::query::compare::Collation::parse(c)?);
+    }
+    let vars = crate::query::matcher::eval_lets(lets.as_ref())?;
+    let docs = p.run_with_vars(
+        input,
+        bson::DateTime::now(),
+        Some(engine.cluster_time()),
+        &vars,
+    )?;
     let mut ops: Vec<Document> = Vec::new();
     let result = match &stage {
         WriteStage::Out { db, coll } => write_out(engine, db, coll, docs, bypass, &mut ops),
