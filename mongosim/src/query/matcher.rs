@@ -218,7 +218,22 @@ impl Matcher {
         }
     }
 
-    /// Whether `doc` matches.
+    /// Whether `doc` matches; an `$expr` evaluation error (e.g. `$add` of a string) is an
+    /// error, as the server fails the query with it.
+    pub(crate) fn try_matches(&self, doc: &Document) -> CmdResult<bool> {
+        try_eval_node(
+            &self.root,
+            doc,
+            Cx {
+                root: doc,
+                lets: &self.lets,
+                coll: self.coll.as_ref(),
+            },
+        )
+    }
+
+    /// Whether `doc` matches (an `$expr` evaluation error counts as no match; see
+    /// [`Matcher::try_matches`]).
     pub(crate) fn matches(&self, doc: &Document) -> bool {
         eval_node(
             &self.root,
@@ -611,18 +626,45 @@ fn type_alias_code_valid(c: i32) -> Option<()> {
 }
 
 fn eval_node(n: &Node, doc: &Document, cx: Cx<'_>) -> bool {
-    match n {
-        Node::And(ns) => ns.iter().all(|c| eval_node(c, doc, cx)),
-        Node::Or(ns) => ns.iter().any(|c| eval_node(c, doc, cx)),
-        Node::Nor(ns) => !ns.iter().any(|c| eval_node(c, doc, cx)),
+    try_eval_node(n, doc, cx).unwrap_or(false)
+}
+
+/// Like [`eval_node`], but an `$expr` evaluation error is returned (the server fails the
+/// whole query with it).
+fn try_eval_node(n: &Node, doc: &Document, cx: Cx<'_>) -> CmdResult<bool> {
+    Ok(match n {
+        Node::And(ns) => {
+            for c in ns {
+                if !try_eval_node(c, doc, cx)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
+        Node::Or(ns) => {
+            for c in ns {
+                if try_eval_node(c, doc, cx)? {
+                    return Ok(true);
+                }
+            }
+            false
+        }
+        Node::Nor(ns) => {
+            for c in ns {
+                if try_eval_node(c, doc, cx)? {
+                    return Ok(false);
+                }
+            }
+            true
+        }
         Node::Const(b) => *b,
         Node::Expr(e) => {
             let mut vars = Vars::new(cx.root);
             vars.user = cx.lets.to_vec();
-            matches!(e.eval(&vars), Ok(v) if truthy(v.as_ref()))
+            truthy(e.eval(&vars)?.as_ref())
         }
         Node::Path(path, pred) => path_matches(doc, path, pred, cx),
-    }
+    })
 }
 
 /// A value reached by walking a path: `Missing`, a value, or an element of a leaf array.
@@ -956,6 +998,15 @@ mod tests {
         assert!(m(doc! {"$expr": {"$lt": ["$a", "$b"]}}, d.clone()));
         assert!(!m(doc! {"$expr": {"$gt": ["$a", "$b"]}}, d.clone()));
         assert!(m(doc! {"a": 1, "$comment": "hi"}, d));
+    }
+
+    #[test]
+    fn expr_errors_are_reported_by_try_matches() {
+        let m = Matcher::parse(&doc! {"$expr": {"$gt": [{"$add": ["$a", 1]}, 0]}}).unwrap();
+        assert!(m.try_matches(&doc! {"a": 1}).unwrap());
+        let e = m.try_matches(&doc! {"a": "s"}).unwrap_err();
+        assert_eq!(e.code, 16554);
+        assert!(!m.matches(&doc! {"a": "s"}));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`path`]: `get_path`, `set_path`, `unset_path` (strict dotted paths, numeric components
 //!   index arrays), `collect_values` (fan-out through arrays), `array_index`.
 //! - [`matcher`]: `Matcher::parse(&Document) -> CmdResult<Matcher>`, `matcher.matches(&doc)`,
+//!   `matcher.try_matches(&doc) -> CmdResult<bool>` (`$expr` evaluation errors),
 //!   `Matcher::all()`, `matcher.matched_array_index(&doc, "arr")` (positional `$`),
 //!   `Matcher::parse_with_let(&filter, Some(&let_doc))`, `matcher::eval_lets`.
 //! - [`expr`]: aggregation expressions `Expr::parse(&Bson)`, `expr.eval(&Vars::new(&doc))`

@@ -727,7 +727,15 @@ impl Env<'_> {
 
 fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Document>> {
     Ok(match st {
-        Stage::Match(m) => docs.into_iter().filter(|d| m.matches(d)).collect(),
+        Stage::Match(m) => {
+            let mut out = Vec::with_capacity(docs.len());
+            for d in docs {
+                if m.try_matches(&d)? {
+                    out.push(d);
+                }
+            }
+            out
+        }
         Stage::Sort(s) => {
             let mut docs = docs;
             s.sort(&mut docs);
