@@ -81,7 +81,17 @@ pub(crate) fn has_write_stage(pipeline: &[Bson]) -> CmdResult<bool> {
 
 /// `{$documents: [...]}` as the first stage of `aggregate: 1`: its documents are the input
 /// (SRV `document_source_documents.cpp`; the value must evaluate to an array of objects).
-pub(crate) fn documents_stage(stage: &Document) -> CmdResult<Vec<Document>> {
+pub(crate) fn documents_stage(
+    version: crate::ServerVersion,
+    stage: &Document,
+) -> CmdResult<Vec<Document>> {
+    if version == crate::ServerVersion::V4_4 {
+        // `$documents` arrived in 5.1 (SRV document_source_documents.cpp, REGISTER_DOCUMENT_SOURCE)
+        return Err(CommandError::from_code(
+            40324,
+            "Unrecognized pipeline stage name: '$documents'",
+        ));
+    }
     match stage.get("$documents") {
         Some(Bson::Array(items)) => {
             let mut out = Vec::with_capacity(items.len());

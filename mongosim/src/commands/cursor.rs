@@ -1124,7 +1124,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         }
         // SIMFIX (agg_write.rs): `$documents` source of `aggregate: 1`
         (None, Some(Bson::Document(st))) if st.contains_key("$documents") => {
-            (super::agg_write::documents_stage(st)?, &pipeline[1..])
+            (super::agg_write::documents_stage(engine.version, st)?, &pipeline[1..])
         }
         (None, _) => (Vec::new(), &pipeline[..]),
     };
