@@ -2514,6 +2514,27 @@ mod tests {
                 assert_eq!(keys, vec!["$v", "diff"]);
             }
         }
+        // "Verify that diffing the deepest objects allowed by the JS client can produce delta
+        // op-log entries": 147 levels of {padding, subObj}
+        fn deep(depth: usize, max: usize, value: Bson, pad: &str) -> Document {
+            let sub = if depth >= max {
+                value
+            } else {
+                Bson::Document(deep(depth + 1, max, value, pad))
+            };
+            doc! {"padding": pad, "subObj": sub}
+        }
+        let mut pre = doc! {"_id": 99.0};
+        pre.extend(deep(1, 147, Bson::Double(1.0), &giant));
+        let mut post = doc! {"_id": 99.0};
+        post.extend(deep(1, 147, Bson::Double(2.0), &giant));
+        let path = format!("{}subObj", "subObj.".repeat(146));
+        let mut set = Document::new();
+        set.insert(path, 2.0);
+        let o = upd(pre, bson!([{"$set": set}]));
+        assert_eq!(o.new_doc, post);
+        assert!(o.modified && !o.is_replacement);
+
         // the exact diffs of two of them
         let o = upd(
             shell_doc(doc! {"_id": 14, "x": "foo", "y": "bar", "z": "baz"}),
