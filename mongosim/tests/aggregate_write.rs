@@ -225,7 +225,12 @@ async fn merge_modes() {
     let e = merge(doc! {"into": "tgt", "whenMatched": "fail"})
         .await
         .unwrap_err();
-    assert_eq!(command_error(&e).0, 11000);
+    let (code, _, msg) = command_error(&e);
+    assert_eq!(code, 11000);
+    assert!(
+        msg.starts_with("$merge with whenMatched: fail found an existing document with the same values for the 'on' fields :: caused by :: E11000 duplicate key error"),
+        "{msg}"
+    );
     // whenNotMatched fail
     tgt.delete_one(doc! {"_id": 3}).await.unwrap();
     let e = merge(doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "fail"})
@@ -242,9 +247,24 @@ async fn merge_modes() {
     let e = merge(doc! {"into": "tgt", "whenMatched": "keepExisting", "whenNotMatched": "fail"})
         .await
         .unwrap_err();
-    assert_eq!(command_error(&e).0, 51181);
+    assert_eq!(command_error(&e).0, 51189);
     let e = merge(doc! {"into": "tgt", "on": "a"}).await.unwrap_err();
     assert_eq!(command_error(&e).0, 51183);
+    let e = merge(doc! {"into": "tgt", "let": {"x": 1}})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 51199);
+    let e = merge(doc! {"into": "system.x"}).await.unwrap_err();
+    assert_eq!(command_error(&e).0, 31319);
+    // pipeline whenMatched with a user variable evaluated against the result document
+    merge(
+        doc! {"into": "tgt", "let": {"twice": {"$multiply": ["$a", 2]}},
+        "whenMatched": [{"$set": {"c": "$$twice"}}], "whenNotMatched": "discard"},
+    )
+    .await
+    .unwrap();
+    let docs = all(&client, &db, "tgt").await;
+    assert_eq!(docs[0].get_i32("c"), Ok(20), "{docs:?}");
 }
 
 #[tokio::test]

@@ -171,22 +171,34 @@ fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, Strin
 /// Target checks shared by `$out` and `$merge` (SRV `document_source_out.cpp`
 /// `createAndAllowDifferentDB`, `document_source_merge.cpp`).
 fn check_target(stage: &str, db: &str, coll: &str) -> CmdResult<()> {
+    let merge = stage == "$merge";
     if db.is_empty() || coll.is_empty() || coll.starts_with('.') || coll.contains('$') {
-        return Err(CommandError::invalid_namespace(format!(
-            "Invalid {stage} target namespace, {db}.{coll}"
-        )));
+        return Err(CommandError::invalid_namespace(if merge {
+            format!("Invalid {stage} target namespace: '{db}.{coll}'")
+        } else {
+            format!("Invalid {stage} target namespace, {db}.{coll}")
+        }));
     }
+    // $out: 17385 / 31321 "Can't ..."; $merge: 31319 / 31320 "Cannot ..."
     if coll.starts_with("system.") {
-        return Err(CommandError::from_code(
-            17385,
-            format!("Can't {stage} to special collection: {coll}"),
-        ));
+        return Err(if merge {
+            CommandError::from_code(
+                31319,
+                format!("Cannot {stage} to special collection: {coll}"),
+            )
+        } else {
+            CommandError::from_code(
+                17385,
+                format!("Can't {stage} to special collection: {coll}"),
+            )
+        });
     }
     if matches!(db, "admin" | "local" | "config") {
-        return Err(CommandError::from_code(
-            31321,
-            format!("Can't {stage} to internal database: {db}"),
-        ));
+        return Err(if merge {
+            CommandError::from_code(31320, format!("Cannot {stage} to internal database: {db}"))
+        } else {
+            CommandError::from_code(31321, format!("Can't {stage} to internal database: {db}"))
+        });
     }
     Ok(())
 }
@@ -326,7 +338,8 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
         }
     }
     check_target("$merge", &spec.db, &spec.coll)?;
-    // SRV document_source_merge.cpp: the supported mode combinations (51181)
+    // SRV document_source_merge.cpp DocumentSourceMerge::create: supported mode
+    // combinations (51189), `let` only with a pipeline (51199), `new` reserved (51273)
     let supported = match (&spec.when_matched, spec.when_not_matched) {
         (WhenMatched::KeepExisting, WhenNotMatched::Insert) => true,
         (WhenMatched::KeepExisting, _) => false,
@@ -334,22 +347,43 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
         (WhenMatched::Fail, _) => false,
         _ => true,
     };
+    let wm = match &spec.when_matched {
+        WhenMatched::Replace => "replace",
+        WhenMatched::KeepExisting => "keepExisting",
+        WhenMatched::Merge => "merge",
+        WhenMatched::Fail => "fail",
+        WhenMatched::Pipeline(_) => "pipeline",
+    };
     if !supported {
-        let wm = match &spec.when_matched {
-            WhenMatched::KeepExisting => "keepExisting",
-            _ => "fail",
-        };
         let wnm = match spec.when_not_matched {
             WhenNotMatched::Insert => "insert",
             WhenNotMatched::Discard => "discard",
             WhenNotMatched::Fail => "fail",
         };
         return Err(CommandError::from_code(
-            51181,
+            51189,
             format!(
                 "Combination of $merge modes 'whenMatched: {wm}' and 'whenNotMatched: {wnm}' is not supported"
             ),
         ));
+    }
+    match (&spec.when_matched, &spec.lets) {
+        (WhenMatched::Pipeline(_), Some(l)) => {
+            if matches!(l.get("new"), Some(v) if v.as_str() != Some("$$ROOT")) {
+                return Err(CommandError::from_code(
+                    51273,
+                    "'let' may not define a value for the reserved 'new' variable other than '$$ROOT'",
+                ));
+            }
+        }
+        (WhenMatched::Pipeline(_), None) => {}
+        (_, Some(_)) => {
+            return Err(CommandError::from_code(
+                51199,
+                format!("Cannot use 'let' variables with 'whenMatched: {wm}' mode"),
+            ));
+        }
+        (_, None) => {}
     }
     Ok(WriteStage::Merge(Box::new(spec)))
 }
@@ -555,6 +589,28 @@ fn check_on_fields(engine: &Engine, spec: &MergeSpec) -> CmdResult<()> {
     }
 }
 
+/// The context SRV `document_source_merge.cpp` `spill()` adds to a DuplicateKey error:
+/// "... :: caused by :: E11000 ..." (keyPattern/keyValue kept).
+fn dup_key_context(e: CommandError, spec: &MergeSpec, insert_only: bool) -> CommandError {
+    if e.code != 11000 {
+        return e;
+    }
+    let pattern = e
+        .extra
+        .get_document("keyPattern")
+        .map(|p| p.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default();
+    let on_fields = pattern.len() == spec.on.len() && spec.on.iter().all(|f| pattern.contains(f));
+    let context = if insert_only && on_fields {
+        "$merge with whenMatched: fail found an existing document with the same values for the 'on' fields"
+    } else {
+        "$merge failed due to a DuplicateKey error"
+    };
+    let mut out = e;
+    out.errmsg = format!("{context} :: caused by :: {}", out.errmsg);
+    out
+}
+
 /// The oplog `o` of an update outcome (7.0 `$v:2` diff, 4.4 `$v:1`, or the replacement).
 fn update_o(engine: &Engine, out: &UpdateOutcome) -> Document {
     if out.is_replacement {
@@ -611,7 +667,10 @@ fn write_merge(
                 super::validation::check(engine, db, coll, &d, None)?;
             }
             ops.extend(engine.catalog.ensure_collection(db, coll)?);
-            let (_, op) = engine.catalog.insert_doc(db, coll, d)?;
+            let (_, op) = engine
+                .catalog
+                .insert_doc(db, coll, d)
+                .map_err(|e| dup_key_context(e, spec, true))?;
             ops.push(op);
             continue;
         }
@@ -624,11 +683,21 @@ fn write_merge(
             WhenMatched::Pipeline(p) => Update::parse(&Bson::Array(p.clone()), None)?,
             WhenMatched::Fail => continue,
         };
-        // `$$new` is the result document unless `let` says otherwise
-        let mut lets = spec.lets.clone().unwrap_or_else(|| doc! {"new": "$$ROOT"});
-        if let Some(Bson::String(s)) = lets.get("new") {
-            if s == "$$ROOT" {
-                lets.insert("new", d.clone());
+        // `let` (default `{new: "$$ROOT"}`) is evaluated against the result document
+        // (SRV document_source_merge.cpp resolveLetVariablesIfNeeded); the values reach the
+        // update as literals
+        let mut lets = Document::new();
+        if let WhenMatched::Pipeline(_) = spec.when_matched {
+            let given = spec.lets.clone().unwrap_or_default();
+            if !given.contains_key("new") {
+                lets.insert("new", doc! {"$literal": d.clone()});
+            }
+            for (k, v) in &given {
+                let e = crate::query::expr::Expr::parse(v)?;
+                let val = e
+                    .eval(&crate::query::expr::Vars::new(&d))?
+                    .unwrap_or(Bson::Null);
+                lets.insert(k.clone(), doc! {"$literal": val});
             }
         }
         let m = Matcher::parse(&query)?;
@@ -655,17 +724,26 @@ fn write_merge(
                         old.get("_id").unwrap_or(&Bson::Null),
                         out.new_doc.get("_id").unwrap_or(&Bson::Null),
                     ) {
-                        // SRV update_stage.cpp: 66 ImmutableField
+                        // SRV update_stage.cpp 66 ImmutableField, with the context
+                        // document_source_merge.cpp spill() adds
+                        let id = out.new_doc.get("_id").unwrap_or(&Bson::Null);
                         return Err(CommandError::from_code(
                             66,
-                            "$merge failed to update the matching document, did you attempt to modify the _id or the shard key?",
+                            format!(
+                                "$merge failed to update the matching document, did you attempt to modify the _id or the shard key? :: caused by :: After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
+                                crate::query::fmt::value(id)
+                            ),
                         ));
                     }
                     if !bypass {
                         super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
                     }
                     let o = update_o(engine, &out);
-                    ops.push(engine.catalog.update_doc(db, coll, rid, out.new_doc, o)?);
+                    let op = engine
+                        .catalog
+                        .update_doc(db, coll, rid, out.new_doc, o)
+                        .map_err(|e| dup_key_context(e, spec, false))?;
+                    ops.push(op);
                 }
             }
             None => match spec.when_not_matched {
@@ -693,7 +771,10 @@ fn write_merge(
                         super::validation::check(engine, db, coll, &new_doc, None)?;
                     }
                     ops.extend(engine.catalog.ensure_collection(db, coll)?);
-                    let (_, op) = engine.catalog.insert_doc(db, coll, new_doc)?;
+                    let (_, op) = engine
+                        .catalog
+                        .insert_doc(db, coll, new_doc)
+                        .map_err(|e| dup_key_context(e, spec, false))?;
                     ops.push(op);
                 }
             },
