@@ -713,6 +713,20 @@ async fn four_four_rejects_let_and_dollar_fields() {
         command_error(&err).2,
         "BSON field 'delete.let' is an unknown field."
     );
+    // 4.4 storage validation refuses $-prefixed names in a replacement
+    d.collection::<Document>("c")
+        .insert_one(doc! {"_id": 5})
+        .await
+        .unwrap();
+    let r = d
+        .run_command(doc! {"update": "c", "updates": [{"q": {"_id": 5}, "u": {"a": {"$b": 1}}}]})
+        .await
+        .unwrap();
+    let we = r.get_array("writeErrors").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    assert_eq!(we.get_i32("code").unwrap(), 52);
 }
 
 #[tokio::test]

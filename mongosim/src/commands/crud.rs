@@ -88,6 +88,10 @@ pub(crate) fn reject_let_on_44(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
             crate::query::fmt::doc(&req.body)
         )),
         "aggregate" => CommandError::failed_to_parse("unrecognized field 'let'"),
+        // 4.4 findAndModify names the bare field
+        "findAndModify" | "findandmodify" => {
+            CommandError::from_code(40415, "BSON field 'let' is an unknown field.")
+        }
         name => CommandError::unknown_field("let", name),
     })
 }
@@ -572,6 +576,39 @@ fn update_o(engine: &Engine, out: &UpdateOutcome) -> Document {
     }
 }
 
+/// 4.4 storage validation: no `$`-prefixed field names anywhere in a stored replacement
+/// (SRV 4.4 `storage_validation.cpp`; allowed from 5.0).
+fn check_storage_dollars(d: &Document, prefix: &str) -> CmdResult<()> {
+    for (k, v) in d {
+        let path = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        if k.starts_with('$') {
+            return Err(CommandError::from_code(
+                52,
+                format!(
+                    "The dollar ($) prefixed field '{k}' in '{path}' is not valid for storage."
+                ),
+            ));
+        }
+        let mut stack: Vec<(&Bson, String)> = vec![(v, path)];
+        while let Some((v, path)) = stack.pop() {
+            match v {
+                Bson::Document(inner) => check_storage_dollars(inner, &path)?,
+                Bson::Array(a) => {
+                    for (i, x) in a.iter().enumerate() {
+                        stack.push((x, format!("{path}.{i}")));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// 66 ImmutableField when an update changed `_id` (SRV `update_stage.cpp`).
 fn check_id_unchanged(old: &Document, new: &Document) -> CmdResult<()> {
     let (a, b) = (old.get("_id"), new.get("_id"));
@@ -659,6 +696,9 @@ pub(crate) fn apply_update(
         }
         if out.modified {
             check_id_unchanged(&old, &out.new_doc)?;
+            if out.is_replacement && engine.version == crate::ServerVersion::V4_4 {
+                check_storage_dollars(&out.new_doc, "")?;
+            }
             let o = update_o(engine, &out);
             if !res.bypass_validation {
                 super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
