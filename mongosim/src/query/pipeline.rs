@@ -32,6 +32,10 @@ enum Stage {
     Unwind(String, Option<String>, bool),
     /// `$facet`: named sub-pipelines over the same input.
     Facet(Vec<(String, Pipeline)>),
+    /// `$bucket`: groupBy, boundaries, default, output accumulators.
+    Bucket(Expr, Vec<Bson>, Option<Bson>, Vec<(String, String, Expr)>),
+    /// `$bucketAuto`: groupBy, bucket count, output accumulators.
+    BucketAuto(Expr, usize, Vec<(String, String, Expr)>),
 }
 
 /// A parsed pipeline.
@@ -602,6 +606,86 @@ fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
                 },
             )])
         }
+        "$bucket" => {
+            // SRV document_source_bucket.cpp
+            let Bson::Document(d) = arg else {
+                return Err(err(40201, format!("Argument to $bucket stage must be an object, but found type: {}", fmt::type_name(arg))));
+            };
+            for k in d.keys() {
+                if !matches!(k.as_str(), "groupBy" | "boundaries" | "default" | "output") {
+                    return Err(err(40197, format!("Unrecognized option to $bucket: {k}.")));
+                }
+            }
+            let group_by = match d.get("groupBy") {
+                Some(v @ Bson::String(s)) if s.starts_with('$') => Expr::parse(v)?,
+                Some(v @ Bson::Document(_)) => Expr::parse(v)?,
+                Some(other) => {
+                    return Err(err(40202, format!("The $bucket 'groupBy' field must be defined as a $-prefixed path or an expression, but found: {}.", fmt::value(other))));
+                }
+                None => return Err(err(40198, "$bucket requires 'groupBy' and 'boundaries' to be specified.")),
+            };
+            let boundaries = match d.get("boundaries") {
+                Some(Bson::Array(a)) => a.clone(),
+                Some(other) => {
+                    return Err(err(40200, format!("The $bucket 'boundaries' field must be an array, but found type: {}.", fmt::type_name(other))));
+                }
+                None => return Err(err(40198, "$bucket requires 'groupBy' and 'boundaries' to be specified.")),
+            };
+            if boundaries.len() < 2 {
+                return Err(err(40192, format!("The $bucket 'boundaries' field must have at least 2 values, but found {} value(s).", boundaries.len())));
+            }
+            for w in boundaries.windows(2) {
+                if super::compare::canonical_type(&w[0]) != super::compare::canonical_type(&w[1]) {
+                    return Err(err(40193, format!("All values in the the 'boundaries' option to $bucket must have the same type. Found conflicting types {} and {}.", fmt::type_name(&w[0]), fmt::type_name(&w[1]))));
+                }
+                if cmp_bson(&w[0], &w[1]) != std::cmp::Ordering::Less {
+                    return Err(err(40194, format!("The 'boundaries' option to $bucket must be sorted, but elements {} and {} are not in ascending order ({} is not less than {}).", 0, 1, fmt::value(&w[0]), fmt::value(&w[1]))));
+                }
+            }
+            let default = d.get("default").cloned();
+            if let Some(def) = &default {
+                let lo = &boundaries[0];
+                let hi = &boundaries[boundaries.len() - 1];
+                let inside = super::compare::canonical_type(def) == super::compare::canonical_type(lo)
+                    && cmp_bson(def, lo) != std::cmp::Ordering::Less
+                    && cmp_bson(def, hi) == std::cmp::Ordering::Less;
+                if inside {
+                    return Err(err(40199, "The $bucket 'default' field must be less than the lowest boundary or greater than or equal to the highest boundary."));
+                }
+            }
+            Stage::Bucket(group_by, boundaries, default, parse_output_accs("$bucket", d)?)
+        }
+        "$bucketAuto" => {
+            // SRV document_source_bucket_auto.cpp
+            let Bson::Document(d) = arg else {
+                return Err(err(40240, format!("The argument to $bucketAuto must be an object, but found type: {}.", fmt::type_name(arg))));
+            };
+            for k in d.keys() {
+                if !matches!(k.as_str(), "groupBy" | "buckets" | "output" | "granularity") {
+                    return Err(err(40245, format!("Unrecognized option to $bucketAuto: {k}.")));
+                }
+            }
+            if d.contains_key("granularity") {
+                // preferred-number granularities are not modelled
+                return Err(err(40257, "mongosim does not support $bucketAuto granularity"));
+            }
+            let group_by = match d.get("groupBy") {
+                Some(v @ Bson::String(s)) if s.starts_with('$') => Expr::parse(v)?,
+                Some(v @ Bson::Document(_)) => Expr::parse(v)?,
+                Some(other) => {
+                    return Err(err(40239, format!("The $bucketAuto 'groupBy' field must be defined as a $-prefixed path or an expression object, but found: {}.", fmt::value(other))));
+                }
+                None => return Err(err(40246, "$bucketAuto requires 'groupBy' and 'buckets' to be specified")),
+            };
+            let n = match d.get("buckets") {
+                Some(v) => match non_neg_int(v) {
+                    Some(n) if n > 0 && n <= i64::from(i32::MAX) => n as usize,
+                    _ => return Err(err(40243, format!("The $bucketAuto 'buckets' field must be greater than 0, but found: {}", fmt::value(v)))),
+                },
+                None => return Err(err(40246, "$bucketAuto requires 'groupBy' and 'buckets' to be specified")),
+            };
+            Stage::BucketAuto(group_by, n, parse_output_accs("$bucketAuto", d)?)
+        }
         "$facet" => {
             let Bson::Document(d) = arg else {
                 return Err(err(15947, "the $facet specification must be a non-empty object"));
@@ -840,6 +924,82 @@ fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Do
             }
             out
         }
+        Stage::Bucket(group_by, boundaries, default, accs) => {
+            let mut keys = Vec::with_capacity(docs.len());
+            for d in &docs {
+                let v = group_by.eval(&env.vars(d))?.unwrap_or(Bson::Null);
+                let same = super::compare::canonical_type(&v)
+                    == super::compare::canonical_type(&boundaries[0]);
+                let slot = if same {
+                    boundaries.windows(2).find(|w| {
+                        cmp_bson(&v, &w[0]) != std::cmp::Ordering::Less
+                            && cmp_bson(&v, &w[1]) == std::cmp::Ordering::Less
+                    })
+                } else {
+                    None
+                };
+                match (slot, default) {
+                    (Some(w), _) => keys.push(w[0].clone()),
+                    (None, Some(def)) => keys.push(def.clone()),
+                    (None, None) => {
+                        // SRV: $bucket is a $group over a $switch
+                        return Err(err(40066, "$switch could not find a matching branch for an input, and no default was specified."));
+                    }
+                }
+            }
+            let mut out = group_by_keys(&docs, keys, accs, env)?;
+            // boundaries order, the default bucket last
+            let rank = |d: &Document| {
+                let id = d.get("_id").unwrap_or(&Bson::Null);
+                boundaries
+                    .iter()
+                    .position(|b| cmp_bson(b, id) == std::cmp::Ordering::Equal)
+                    .unwrap_or(usize::MAX)
+            };
+            out.sort_by_key(rank);
+            out
+        }
+        Stage::BucketAuto(group_by, n, accs) => {
+            let mut keyed = Vec::with_capacity(docs.len());
+            for d in docs {
+                let k = group_by.eval(&env.vars(&d))?.unwrap_or(Bson::Null);
+                keyed.push((k, d));
+            }
+            keyed.sort_by(|a, b| cmp_bson(&a.0, &b.0));
+            let approx = ((keyed.len() as f64 / *n as f64).round() as usize).max(1);
+            let mut buckets: Vec<Vec<(Bson, Document)>> = Vec::new();
+            for (k, d) in keyed {
+                let start_new = match buckets.last() {
+                    None => true,
+                    Some(cur) => {
+                        cur.len() >= approx
+                            && buckets.len() < *n
+                            && cur.last().is_some_and(|(lk, _)| {
+                                cmp_bson(lk, &k) != std::cmp::Ordering::Equal
+                            })
+                    }
+                };
+                if start_new {
+                    buckets.push(Vec::new());
+                }
+                if let Some(cur) = buckets.last_mut() {
+                    cur.push((k, d));
+                }
+            }
+            let mins: Vec<Bson> = buckets.iter().map(|b| b[0].0.clone()).collect();
+            let mut out = Vec::with_capacity(buckets.len());
+            for (i, b) in buckets.into_iter().enumerate() {
+                let max = match mins.get(i + 1) {
+                    Some(m) => m.clone(),
+                    None => b.last().map(|(k, _)| k.clone()).unwrap_or(Bson::Null),
+                };
+                let id = Bson::Document(bson::doc! {"min": mins[i].clone(), "max": max});
+                let (keys, docs): (Vec<Bson>, Vec<Document>) =
+                    b.into_iter().map(|(_, d)| (id.clone(), d)).unzip();
+                out.extend(group_by_keys(&docs, keys, accs, env)?);
+            }
+            out
+        }
         Stage::Facet(facets) => {
             if facets.len() == 1 && facets[0].0.is_empty() {
                 // internal form used by $sortByCount: just the sub-pipeline
@@ -871,35 +1031,68 @@ fn run_stage(st: &Stage, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<Vec<Do
     })
 }
 
+/// A group key ordered like `cmp_bson` (so `1` and `1.0` are one group).
+#[derive(Debug, Clone)]
+struct GroupKey(Bson);
+
+impl PartialEq for GroupKey {
+    fn eq(&self, other: &Self) -> bool {
+        cmp_bson(&self.0, &other.0) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for GroupKey {}
+impl PartialOrd for GroupKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for GroupKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        cmp_bson(&self.0, &other.0)
+    }
+}
+
 fn group(
     docs: Vec<Document>,
     id: &Expr,
     accs: &[(String, String, Expr)],
     env: &Env<'_>,
 ) -> CmdResult<Vec<Document>> {
-    // groups in first-seen order; values collected per accumulator
-    let mut keys: Vec<Bson> = Vec::new();
+    let keys = docs
+        .iter()
+        .map(|d| Ok(id.eval(&env.vars(d))?.unwrap_or(Bson::Null)))
+        .collect::<CmdResult<Vec<Bson>>>()?;
+    group_by_keys(&docs, keys, accs, env)
+}
+
+/// Groups `docs` by the given per-document keys (first-seen order) and evaluates the
+/// accumulators (SRV `document_source_group.cpp`, `accumulator_*.cpp`).
+fn group_by_keys(
+    docs: &[Document],
+    keys: Vec<Bson>,
+    accs: &[(String, String, Expr)],
+    env: &Env<'_>,
+) -> CmdResult<Vec<Document>> {
+    let mut index: std::collections::BTreeMap<GroupKey, usize> = std::collections::BTreeMap::new();
+    let mut order: Vec<Bson> = Vec::new();
     let mut vals: Vec<Vec<Vec<Option<Bson>>>> = Vec::new();
-    for d in &docs {
+    for (d, key) in docs.iter().zip(keys) {
         let vars = env.vars(d);
-        let key = id.eval(&vars)?.unwrap_or(Bson::Null);
-        let gi = match keys
-            .iter()
-            .position(|k| cmp_bson(k, &key) == std::cmp::Ordering::Equal)
-        {
-            Some(i) => i,
+        let gi = match index.get(&GroupKey(key.clone())) {
+            Some(i) => *i,
             None => {
-                keys.push(key);
+                index.insert(GroupKey(key.clone()), order.len());
+                order.push(key);
                 vals.push(vec![Vec::new(); accs.len()]);
-                keys.len() - 1
+                order.len() - 1
             }
         };
         for (ai, (_, _, e)) in accs.iter().enumerate() {
             vals[gi][ai].push(e.eval(&vars)?);
         }
     }
-    let mut out = Vec::with_capacity(keys.len());
-    for (key, gvals) in keys.into_iter().zip(vals) {
+    let mut out = Vec::with_capacity(order.len());
+    for (key, gvals) in order.into_iter().zip(vals) {
         let mut d = Document::new();
         d.insert("_id", key);
         for ((name, op, _), items) in accs.iter().zip(gvals) {
@@ -916,12 +1109,11 @@ fn group(
                 "$last" => items.into_iter().last().flatten().unwrap_or(Bson::Null),
                 "$push" => Bson::Array(items.into_iter().flatten().collect()),
                 "$addToSet" => {
+                    let mut seen: std::collections::BTreeSet<GroupKey> =
+                        std::collections::BTreeSet::new();
                     let mut set: Vec<Bson> = Vec::new();
                     for v in items.into_iter().flatten() {
-                        if !set
-                            .iter()
-                            .any(|x| cmp_bson(x, &v) == std::cmp::Ordering::Equal)
-                        {
+                        if seen.insert(GroupKey(v.clone())) {
                             set.push(v);
                         }
                     }
@@ -934,6 +1126,58 @@ fn group(
         out.push(d);
     }
     Ok(out)
+}
+
+/// Accumulator fields of `$bucket`/`$bucketAuto` `output` (default `{count: {$sum: 1}}`).
+fn parse_output_accs(stage: &str, d: &Document) -> CmdResult<Vec<(String, String, Expr)>> {
+    match d.get("output") {
+        None => Ok(vec![(
+            "count".to_string(),
+            "$sum".to_string(),
+            Expr::Literal(Bson::Int32(1)),
+        )]),
+        Some(Bson::Document(o)) => {
+            let mut accs = Vec::new();
+            for (k, v) in o {
+                let Bson::Document(ad) = v else {
+                    return Err(err(
+                        40234,
+                        format!("The field '{k}' must be an accumulator object"),
+                    ));
+                };
+                let Some((op, e)) = ad.iter().next() else {
+                    return Err(err(
+                        40238,
+                        format!("The field '{k}' must specify one accumulator"),
+                    ));
+                };
+                if ad.len() != 1 {
+                    return Err(err(
+                        40238,
+                        format!("The field '{k}' must specify one accumulator"),
+                    ));
+                }
+                if !ACCUMULATORS.contains(&op.as_str()) {
+                    return Err(err(15952, format!("unknown group operator '{op}'")));
+                }
+                let expr = if op == "$count" {
+                    Expr::Literal(Bson::Int32(1))
+                } else {
+                    Expr::parse(e)?
+                };
+                accs.push((k.clone(), op.clone(), expr));
+            }
+            Ok(accs)
+        }
+        Some(other) => Err(err(
+            40196,
+            format!(
+                "The $bucket 'output' field must be an object, but found type: {}",
+                fmt::type_name(other)
+            ),
+        ))
+        .map_err(|e| CommandError::from_code(e.code, e.errmsg.replace("$bucket", stage))),
+    }
 }
 
 #[cfg(test)]
@@ -1086,6 +1330,49 @@ mod tests {
                 .unwrap_err()
                 .code,
             40177
+        );
+    }
+
+    #[test]
+    fn bucket_and_bucket_auto() {
+        let docs: Vec<Document> = (1..=10).map(|i| doc! {"_id": i, "v": i * 10}).collect();
+        let out = run(
+            vec![
+                doc! {"$bucket": {"groupBy": "$v", "boundaries": [0, 50, 80], "default": "other",
+                "output": {"n": {"$sum": 1}, "ids": {"$push": "$_id"}}}},
+            ],
+            docs.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                doc! {"_id": 0, "n": 4, "ids": [1, 2, 3, 4]},
+                doc! {"_id": 50, "n": 3, "ids": [5, 6, 7]},
+                doc! {"_id": "other", "n": 3, "ids": [8, 9, 10]},
+            ]
+        );
+        let e = run(
+            vec![doc! {"$bucket": {"groupBy": "$v", "boundaries": [0, 50]}}],
+            docs.clone(),
+        )
+        .unwrap_err();
+        assert_eq!(e.code, 40066);
+        let e = Pipeline::parse(&[doc! {"$bucket": {"groupBy": "$v", "boundaries": [5, 1]}}])
+            .unwrap_err();
+        assert_eq!(e.code, 40194);
+        let out = run(
+            vec![doc! {"$bucketAuto": {"groupBy": "$v", "buckets": 3}}],
+            docs,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            vec![
+                doc! {"_id": {"min": 10, "max": 40}, "count": 3},
+                doc! {"_id": {"min": 40, "max": 70}, "count": 3},
+                doc! {"_id": {"min": 70, "max": 100}, "count": 4},
+            ]
         );
     }
 
