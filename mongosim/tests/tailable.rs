@@ -204,6 +204,38 @@ async fn capped_rollover_gives_capped_position_lost() {
 }
 
 #[tokio::test]
+async fn a_tail_from_the_newest_entry_loses_its_position_on_rollover() {
+    if std::env::var("MONGODB_URI").is_ok() {
+        return; // needs a tiny oplog
+    }
+    let server = TestServer::start(Options::new().oplog_size_bytes(32 * 1024));
+    let client = server.client().await;
+    let after = last_ts(&client).await;
+    let local = client.database("local");
+    // nothing after `after` yet: empty first batch, the cursor sits on the `after` entry
+    let r = local
+        .run_command(doc! {"find": "oplog.rs", "filter": {"ts": {"$gt": after}}, "tailable": true, "awaitData": true})
+        .await
+        .unwrap();
+    let c = r.get_document("cursor").unwrap();
+    assert!(c.get_array("firstBatch").unwrap().is_empty());
+    let id = c.get_i64("id").unwrap();
+    let db = unique_db("lost");
+    let pad = "y".repeat(1000);
+    client
+        .database(&db)
+        .collection::<Document>("c")
+        .insert_many((0..100).map(|i| doc! {"_id": i, "pad": pad.clone()}))
+        .await
+        .unwrap();
+    let err = local
+        .run_command(doc! {"getMore": id, "collection": "oplog.rs", "maxTimeMS": 100})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&err).0, 136);
+}
+
+#[tokio::test]
 async fn tailable_cursor_on_a_capped_collection() {
     let server = TestServer::default_rs();
     let client = server.client().await;

@@ -770,7 +770,10 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             filter,
             shape,
             next_seq: start,
-            last_seq: None,
+            // a seek on `ts` positions the scan on the entry before `start`, as the server's
+            // oplog start-point optimisation does: if that entry is truncated away before the
+            // next getMore, the position is lost (136)
+            last_seq: (!reverse && start > first_seq).then(|| start - 1),
             reverse,
             tailable,
             await_data,
@@ -1123,9 +1126,10 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             )
         }
         // SIMFIX (agg_write.rs): `$documents` source of `aggregate: 1`
-        (None, Some(Bson::Document(st))) if st.contains_key("$documents") => {
-            (super::agg_write::documents_stage(engine.version, st)?, &pipeline[1..])
-        }
+        (None, Some(Bson::Document(st))) if st.contains_key("$documents") => (
+            super::agg_write::documents_stage(engine.version, st)?,
+            &pipeline[1..],
+        ),
         (None, _) => (Vec::new(), &pipeline[..]),
     };
     // SIMFIX (agg_write.rs): `$out` / `$merge` write the results and reply with an empty batch
