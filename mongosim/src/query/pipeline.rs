@@ -2,8 +2,9 @@
 //! (SRV `src/mongo/db/pipeline/document_source_*.cpp`).
 //!
 //! Stages: `$match $sort $skip $limit $project $addFields/$set $unset $replaceRoot/$replaceWith
-//! $count $group $sample`. Unknown stages answer 40324; a stage document with more than one
-//! field 40323.
+//! $count $group $sample $unwind $facet $sortByCount $bucket $bucketAuto`, plus a final
+//! `$out`/`$merge` that is parsed and handed to the caller ([`Pipeline::output_stage`]).
+//! Unknown stages answer 40324; a stage document with more than one field 40323.
 
 use bson::{Bson, DateTime, Document};
 use rand::seq::SliceRandom;
