@@ -330,3 +330,89 @@ async fn validator_enforced_and_bypassed() {
         .unwrap_err();
     assert_eq!(write_code(&e), Some(121), "{e:?}");
 }
+
+#[tokio::test]
+async fn json_schema_validator_and_option_checks() {
+    let (_s, client, db) = setup().await;
+    run(
+        &client,
+        &db,
+        doc! {"create": "s", "validator": {"$jsonSchema": {
+            "bsonType": "object",
+            "required": ["name"],
+            "properties": {"age": {"bsonType": "number", "minimum": 0}}
+        }}},
+    )
+    .await
+    .unwrap();
+    let coll = client.database(&db).collection::<Document>("s");
+    coll.insert_one(doc! {"_id": 1, "name": "a", "age": 3})
+        .await
+        .unwrap();
+    let e = coll
+        .insert_one(doc! {"_id": 2, "age": 3})
+        .await
+        .unwrap_err();
+    assert_eq!(write_code(&e), Some(121));
+    if let mongodb::error::ErrorKind::Write(mongodb::error::WriteFailure::WriteError(w)) = &*e.kind
+    {
+        let details = w.details.clone().unwrap();
+        let details = details.get_document("details").unwrap();
+        assert_eq!(details.get_str("operatorName"), Ok("$jsonSchema"));
+        let rules = details.get_array("schemaRulesNotSatisfied").unwrap();
+        assert_eq!(
+            rules[0].as_document().unwrap(),
+            &doc! {"operatorName": "required", "specifiedAs": {"required": ["name"]}, "missingProperties": ["name"]}
+        );
+    }
+    let e = coll
+        .insert_one(doc! {"_id": 3, "name": "b", "age": -1})
+        .await
+        .unwrap_err();
+    assert_eq!(write_code(&e), Some(121));
+    let e = coll
+        .insert_one(doc! {"_id": 4, "name": "b", "age": "x"})
+        .await
+        .unwrap_err();
+    assert_eq!(write_code(&e), Some(121));
+    // option checks at create / collMod
+    let e = run(
+        &client,
+        &db,
+        doc! {"create": "bad", "validationLevel": "sometimes"},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 2);
+    let e = run(&client, &db, doc! {"collMod": "s", "validator": 5})
+        .await
+        .unwrap_err();
+    assert_eq!(command_error(&e).0, 14);
+    let e = run(
+        &client,
+        &db,
+        doc! {"collMod": "s", "validator": {"$jsonSchema": {"bogus": 1}}},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 9);
+}
+
+#[tokio::test]
+async fn out_and_merge_rejected_in_transactions() {
+    let (_s, client, db) = setup().await;
+    let src = client.database(&db).collection::<Document>("src");
+    src.insert_one(doc! {"_id": 1}).await.unwrap();
+    let mut session = client.start_session().await.unwrap();
+    // the error aborts the transaction, so one transaction per stage
+    for stage in [doc! {"$out": "t"}, doc! {"$merge": {"into": "t"}}] {
+        session.start_transaction().await.unwrap();
+        let e = src
+            .aggregate(vec![stage])
+            .session(&mut session)
+            .await
+            .unwrap_err();
+        assert_eq!(common::code(&e), Some(263), "{e:?}");
+        let _ = session.abort_transaction().await;
+    }
+}

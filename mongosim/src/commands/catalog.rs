@@ -102,6 +102,8 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             other => return Err(CommandError::unknown_field(other, "create")),
         }
     }
+    // SIMFIX (validation.rs): validator / validationLevel / validationAction checked at create
+    super::validation::check_options(&options, "create")?;
     let view_on = match options.get("viewOn") {
         None => None,
         Some(Bson::String(s)) => Some(s.clone()),
@@ -742,6 +744,8 @@ pub(crate) async fn coll_mod(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
             other => return Err(CommandError::unknown_field(other, "collMod")),
         }
     }
+    // SIMFIX (validation.rs): validator / validationLevel / validationAction checked at collMod
+    super::validation::check_options(&changes, "collMod")?;
     let shared = ctx.shared.clone();
     let mut guard = shared.engine.lock();
     let engine = &mut *guard;

@@ -35,13 +35,23 @@ pub(crate) fn check(
         // "warn" only logs (SRV collection_impl.cpp)
         return Ok(());
     }
-    let m = Matcher::parse(validator)?;
-    if m.matches(new_doc) {
+    let (schema, rest) = split_schema(validator);
+    let schema = schema.and_then(Bson::as_document);
+    let m = Matcher::parse(&rest)?;
+    let failures = |d: &Document| -> (Vec<Bson>, bool) {
+        let f = schema
+            .map(|s| schema_failures(s, &Bson::Document(d.clone())))
+            .unwrap_or_default();
+        (f, m.matches(d))
+    };
+    let (schema_fail, query_ok) = failures(new_doc);
+    if schema_fail.is_empty() && query_ok {
         return Ok(());
     }
     if level == "moderate" {
         if let Some(o) = old {
-            if !m.matches(o) {
+            let (f, ok) = failures(o);
+            if !f.is_empty() || !ok {
                 return Ok(());
             }
         }
@@ -51,9 +61,23 @@ pub(crate) fn check(
         return Err(err);
     }
     let id = new_doc.get("_id").cloned().unwrap_or(Bson::Null);
+    let schema_details =
+        doc! {"operatorName": "$jsonSchema", "schemaRulesNotSatisfied": schema_fail.clone()};
+    let details = match (schema_fail.is_empty(), query_ok) {
+        (false, true) => schema_details,
+        (true, _) => details(&rest, new_doc),
+        (false, false) => {
+            // an implicit top-level $and of the $jsonSchema and the query clauses
+            let mut clauses = vec![Bson::Document(doc! {"index": 0, "details": schema_details})];
+            clauses.push(Bson::Document(
+                doc! {"index": 1, "details": details(&rest, new_doc)},
+            ));
+            doc! {"operatorName": "$and", "clausesNotSatisfied": clauses}
+        }
+    };
     Err(err.with_extra(
         "errInfo",
-        doc! {"failingDocumentId": id, "details": details(validator, new_doc)},
+        doc! {"failingDocumentId": id, "details": details},
     ))
 }
 
@@ -145,4 +169,363 @@ pub(crate) fn bypass(body: &Document) -> bool {
         body.get("bypassDocumentValidation"),
         Some(Bson::Boolean(true))
     )
+}
+
+/// Checks the validator options of `create` / `collMod` (`cmd`): `validator` is an object
+/// whose query and `$jsonSchema` parse, `validationLevel` / `validationAction` are enum values
+/// (SRV `collection_options.cpp`, IDL enum errors: 2 BadValue).
+pub(crate) fn check_options(options: &Document, cmd: &str) -> CmdResult<()> {
+    if let Some(v) = options.get("validator") {
+        let Bson::Document(validator) = v else {
+            return Err(super::wrong_type(&format!("{cmd}.validator"), v, "object"));
+        };
+        let (schema, rest) = split_schema(validator);
+        if let Some(s) = schema {
+            let Bson::Document(s) = s else {
+                return Err(CommandError::type_mismatch("$jsonSchema must be an object"));
+            };
+            check_schema(s)?;
+        }
+        Matcher::parse(&rest)?;
+    }
+    for (field, allowed) in [
+        ("validationLevel", &["off", "strict", "moderate"][..]),
+        ("validationAction", &["error", "warn"][..]),
+    ] {
+        match options.get(field) {
+            None => {}
+            Some(Bson::String(s)) if allowed.contains(&s.as_str()) => {}
+            Some(Bson::String(s)) => {
+                return Err(CommandError::bad_value(format!(
+                    "Enumeration value '{s}' for field '{cmd}.{field}' is not a valid value."
+                )))
+            }
+            Some(other) => {
+                return Err(super::wrong_type(
+                    &format!("{cmd}.{field}"),
+                    other,
+                    "string",
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The top-level `$jsonSchema` of a validator and the remaining query.
+fn split_schema(validator: &Document) -> (Option<&Bson>, Document) {
+    let mut rest = validator.clone();
+    rest.remove("$jsonSchema");
+    (validator.get("$jsonSchema"), rest)
+}
+
+// ---------------------------------------------------------------- $jsonSchema
+
+/// Keywords MongoDB's `$jsonSchema` supports (SRV `json_schema_parser.cpp`); `id`,
+/// `$ref`, `$schema`, `default`, `definitions`, `format`, `additionalItems` are rejected.
+const SCHEMA_KEYWORDS: &[&str] = &[
+    "bsonType",
+    "type",
+    "required",
+    "properties",
+    "additionalProperties",
+    "patternProperties",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "enum",
+    "items",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "title",
+    "description",
+    "encrypt",
+    "encryptMetadata",
+    "dependencies",
+];
+
+fn check_schema(s: &Document) -> CmdResult<()> {
+    for (k, v) in s {
+        if !SCHEMA_KEYWORDS.contains(&k.as_str()) {
+            // SRV json_schema_parser.cpp
+            return Err(CommandError::failed_to_parse(format!(
+                "Unknown $jsonSchema keyword: {k}"
+            )));
+        }
+        match (k.as_str(), v) {
+            ("properties" | "patternProperties", Bson::Document(props)) => {
+                for (_, p) in props {
+                    if let Bson::Document(p) = p {
+                        check_schema(p)?;
+                    }
+                }
+            }
+            ("items" | "additionalProperties" | "not", Bson::Document(p)) => check_schema(p)?,
+            ("allOf" | "anyOf" | "oneOf", Bson::Array(subs)) => {
+                for p in subs {
+                    if let Bson::Document(p) = p {
+                        check_schema(p)?;
+                    }
+                }
+            }
+            ("type", Bson::String(t)) if t == "integer" => {
+                return Err(CommandError::bad_value(
+                    "$jsonSchema type 'integer' is not currently supported.",
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn bson_type_matches(name: &str, v: &Bson) -> bool {
+    let t = crate::query::fmt::type_name(v);
+    match name {
+        "number" => matches!(t, "int" | "long" | "double" | "decimal"),
+        // JSON Schema `type` names
+        "object" | "array" | "string" | "null" => t == name,
+        "boolean" | "bool" => t == "bool",
+        other => t == other,
+    }
+}
+
+fn type_ok(spec: &Bson, v: &Bson) -> bool {
+    match spec {
+        Bson::String(s) => bson_type_matches(s, v),
+        Bson::Array(a) => a
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| bson_type_matches(s, v))),
+        _ => true,
+    }
+}
+
+fn num(v: &Bson) -> Option<f64> {
+    match v {
+        Bson::Int32(_) | Bson::Int64(_) | Bson::Double(_) | Bson::Decimal128(_) => {
+            crate::query::compare::as_f64(v)
+        }
+        _ => None,
+    }
+}
+
+/// Validates `v` against schema `s`; returns the unsatisfied rules (empty = valid), in the
+/// shape of SRV doc_validation_error.cpp (`operatorName`, `specifiedAs`, `reason`, ...).
+fn schema_failures(s: &Document, v: &Bson) -> Vec<Bson> {
+    let mut out = Vec::new();
+    let rule = |kw: &str, spec: &Bson, reason: &str| -> Bson {
+        let mut d = doc! {"operatorName": kw, "specifiedAs": {kw: spec.clone()}, "reason": reason};
+        d.insert("consideredValue", v.clone());
+        Bson::Document(d)
+    };
+    for (kw, spec) in s {
+        match kw.as_str() {
+            "bsonType" | "type" if !type_ok(spec, v) => {
+                let mut d = doc! {"operatorName": kw.as_str(), "specifiedAs": {kw.as_str(): spec.clone()}, "reason": "type did not match", "consideredValue": v.clone()};
+                d.insert("consideredType", crate::query::fmt::type_name(v));
+                out.push(Bson::Document(d));
+            }
+            "minimum" | "maximum" => {
+                if let (Some(x), Some(lim)) = (num(v), num(spec)) {
+                    let exclusive = s
+                        .get(if kw == "minimum" {
+                            "exclusiveMinimum"
+                        } else {
+                            "exclusiveMaximum"
+                        })
+                        .and_then(Bson::as_bool)
+                        .unwrap_or(false);
+                    let ok = match (kw.as_str(), exclusive) {
+                        ("minimum", false) => x >= lim,
+                        ("minimum", true) => x > lim,
+                        (_, false) => x <= lim,
+                        (_, true) => x < lim,
+                    };
+                    if !ok {
+                        out.push(rule(kw, spec, "comparison failed"));
+                    }
+                }
+            }
+            "minLength" | "maxLength" => {
+                if let (Bson::String(st), Some(lim)) = (v, num(spec)) {
+                    let n = st.chars().count() as f64;
+                    let ok = if kw == "minLength" {
+                        n >= lim
+                    } else {
+                        n <= lim
+                    };
+                    if !ok {
+                        out.push(rule(kw, spec, "specified string length was not satisfied"));
+                    }
+                }
+            }
+            "pattern" => {
+                if let (Bson::String(st), Bson::String(p)) = (v, spec) {
+                    if regex::Regex::new(p).is_ok_and(|re| !re.is_match(st)) {
+                        out.push(rule(kw, spec, "regular expression did not match"));
+                    }
+                }
+            }
+            "enum" => {
+                if let Bson::Array(items) = spec {
+                    if !items.iter().any(|i| crate::query::compare::binary_eq(i, v)) {
+                        out.push(rule(kw, spec, "value was not found in enum"));
+                    }
+                }
+            }
+            "minItems" | "maxItems" => {
+                if let (Bson::Array(a), Some(lim)) = (v, num(spec)) {
+                    let n = a.len() as f64;
+                    let ok = if kw == "minItems" { n >= lim } else { n <= lim };
+                    if !ok {
+                        out.push(rule(kw, spec, "array did not match specified length"));
+                    }
+                }
+            }
+            "items" => {
+                if let (Bson::Array(a), Bson::Document(item)) = (v, spec) {
+                    let bad: Vec<Bson> = a
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, e)| {
+                            let f = schema_failures(item, e);
+                            (!f.is_empty())
+                                .then(|| Bson::Document(doc! {"itemIndex": i as i32, "details": f}))
+                        })
+                        .collect();
+                    if let Some(first) = bad.into_iter().next() {
+                        out.push(Bson::Document(doc! {"operatorName": "items", "reason": "At least one item did not match the sub-schema", "itemIndex": first.as_document().and_then(|d| d.get("itemIndex")).cloned().unwrap_or(Bson::Int32(0)), "details": first.as_document().and_then(|d| d.get("details")).cloned().unwrap_or(Bson::Array(Vec::new()))}));
+                    }
+                }
+            }
+            "required" => {
+                if let (Bson::Document(d), Bson::Array(req)) = (v, spec) {
+                    let missing: Vec<Bson> = req
+                        .iter()
+                        .filter(|f| f.as_str().is_some_and(|f| !d.contains_key(f)))
+                        .cloned()
+                        .collect();
+                    if !missing.is_empty() {
+                        out.push(Bson::Document(doc! {"operatorName": "required", "specifiedAs": {"required": spec.clone()}, "missingProperties": missing}));
+                    }
+                }
+            }
+            "properties" => {
+                if let (Bson::Document(d), Bson::Document(props)) = (v, spec) {
+                    let mut bad = Vec::new();
+                    for (name, p) in props {
+                        if let (Some(val), Bson::Document(p)) = (d.get(name), p) {
+                            let f = schema_failures(p, val);
+                            if !f.is_empty() {
+                                bad.push(Bson::Document(
+                                    doc! {"propertyName": name.as_str(), "details": f},
+                                ));
+                            }
+                        }
+                    }
+                    if !bad.is_empty() {
+                        out.push(Bson::Document(
+                            doc! {"operatorName": "properties", "propertiesNotSatisfied": bad},
+                        ));
+                    }
+                }
+            }
+            "additionalProperties" => {
+                if let Bson::Document(d) = v {
+                    let known: Vec<&str> = s
+                        .get_document("properties")
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    let extra: Vec<(&String, &Bson)> = d
+                        .iter()
+                        .filter(|(k, _)| !known.contains(&k.as_str()))
+                        .collect();
+                    match spec {
+                        Bson::Boolean(false) if !extra.is_empty() => {
+                            let names: Vec<Bson> = extra
+                                .iter()
+                                .map(|(k, _)| Bson::String((*k).clone()))
+                                .collect();
+                            out.push(Bson::Document(doc! {"operatorName": "additionalProperties", "specifiedAs": {"additionalProperties": false}, "additionalProperties": names}));
+                        }
+                        Bson::Document(sub) => {
+                            for (k, val) in extra {
+                                let f = schema_failures(sub, val);
+                                if !f.is_empty() {
+                                    out.push(Bson::Document(doc! {"operatorName": "additionalProperties", "reason": "at least one additional property did not match the subschema", "failingProperty": k.as_str(), "details": f}));
+                                    break;
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            "minProperties" | "maxProperties" => {
+                if let (Bson::Document(d), Some(lim)) = (v, num(spec)) {
+                    let n = d.len() as f64;
+                    let ok = if kw == "minProperties" {
+                        n >= lim
+                    } else {
+                        n <= lim
+                    };
+                    if !ok {
+                        out.push(Bson::Document(doc! {"operatorName": kw.as_str(), "specifiedAs": {kw.as_str(): spec.clone()}, "reason": "specified number of properties was not satisfied", "numberOfProperties": d.len() as i32}));
+                    }
+                }
+            }
+            "uniqueItems" => {
+                if let (Bson::Array(a), Bson::Boolean(true)) = (v, spec) {
+                    let dup = a.iter().enumerate().any(|(i, x)| {
+                        a[..i]
+                            .iter()
+                            .any(|y| crate::query::compare::binary_eq(x, y))
+                    });
+                    if dup {
+                        out.push(rule(kw, spec, "found a duplicate item"));
+                    }
+                }
+            }
+            "allOf" | "anyOf" | "oneOf" => {
+                if let Bson::Array(subs) = spec {
+                    let results: Vec<Vec<Bson>> = subs
+                        .iter()
+                        .filter_map(|x| x.as_document())
+                        .map(|x| schema_failures(x, v))
+                        .collect();
+                    let passing = results.iter().filter(|r| r.is_empty()).count();
+                    let ok = match kw.as_str() {
+                        "allOf" => passing == results.len(),
+                        "anyOf" => passing >= 1,
+                        _ => passing == 1,
+                    };
+                    if !ok {
+                        out.push(Bson::Document(doc! {"operatorName": kw.as_str(), "schemasNotSatisfied": results.into_iter().filter(|r| !r.is_empty()).map(|r| Bson::Document(doc! {"details": r})).collect::<Vec<_>>()}));
+                    }
+                }
+            }
+            "not" => {
+                if let Bson::Document(sub) = spec {
+                    if schema_failures(sub, v).is_empty() {
+                        out.push(Bson::Document(
+                            doc! {"operatorName": "not", "reason": "child expression matched"},
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
