@@ -787,3 +787,92 @@ async fn let_variables_and_collation() {
         .unwrap();
     assert_eq!(r.get_i32("n").unwrap(), 1);
 }
+
+#[tokio::test]
+async fn id_ordered_reads_and_sample() {
+    let (_s, client, db) = setup().await;
+    let coll = client.database(&db).collection::<Document>("ids");
+    // inserted out of order, mixed numeric types and a string
+    let mut docs: Vec<Document> = (0..300).rev().map(|i| doc! {"_id": i, "v": i}).collect();
+    docs.push(doc! {"_id": Bson::Int64(1000), "v": 1000});
+    docs.push(doc! {"_id": 300.5, "v": 300});
+    docs.push(doc! {"_id": "s", "v": -1});
+    coll.insert_many(docs).await.unwrap();
+    let last = coll
+        .find_one(doc! {})
+        .sort(doc! {"_id": -1})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        last,
+        doc! {"_id": "s", "v": -1},
+        "strings sort after numbers"
+    );
+    let ids = |v: Vec<Document>| -> Vec<Bson> {
+        v.into_iter()
+            .map(|d| d.get("_id").unwrap().clone())
+            .collect()
+    };
+    let range: Vec<Document> = coll
+        .find(doc! {"_id": {"$gte": 10, "$lt": 14}})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(range),
+        vec![
+            Bson::Int32(10),
+            Bson::Int32(11),
+            Bson::Int32(12),
+            Bson::Int32(13)
+        ]
+    );
+    let top: Vec<Document> = coll
+        .find(doc! {"_id": {"$gt": 298}, "v": {"$gte": 0}})
+        .sort(doc! {"_id": -1})
+        .skip(1)
+        .limit(2)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(ids(top), vec![Bson::Double(300.5), Bson::Int32(299)]);
+    let empty: Vec<Document> = coll
+        .find(doc! {"_id": {"$gt": 5, "$lt": 3}})
+        .sort(doc! {"_id": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(empty.is_empty());
+    // $sample: distinct documents of the collection
+    let sample: Vec<Document> = coll
+        .aggregate(vec![
+            doc! {"$sample": {"size": 20}},
+            doc! {"$project": {"_id": 1}},
+        ])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(sample.len(), 20);
+    let mut seen = std::collections::HashSet::new();
+    for d in &sample {
+        assert!(seen.insert(d.get("_id").unwrap().to_string()));
+    }
+    let all: Vec<Document> = coll
+        .aggregate(vec![doc! {"$sample": {"size": 5000}}])
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 303);
+}

@@ -516,6 +516,96 @@ fn is_oplog(engine: &Engine, db: &str, coll: &str) -> bool {
     engine.oplog.is_some() && db == "local" && coll == "oplog.rs"
 }
 
+/// `{$sample: {size: n}}` with a valid non-negative integral size (other shapes go to the
+/// pipeline, which reports the server's errors).
+fn sample_size(stage: &Document) -> Option<usize> {
+    let spec = stage.get_document("$sample").ok()?;
+    if spec.len() != 1 {
+        return None;
+    }
+    match spec.get("size")? {
+        Bson::Int32(n) if *n >= 0 => Some(*n as usize),
+        Bson::Int64(n) if *n >= 0 => Some(*n as usize),
+        Bson::Double(d) if *d >= 0.0 && d.fract() == 0.0 => Some(*d as usize),
+        _ => None,
+    }
+}
+
+/// Bounds a filter's top-level `_id` comparisons (`$gt`/`$gte`/`$lt`/`$lte`/equality, also
+/// inside a top-level `$and`) put on `_id`, as a superset of the matching `_id`s in BSON order.
+fn id_bounds(filter: &Document) -> (std::ops::Bound<Bson>, std::ops::Bound<Bson>) {
+    use std::cmp::Ordering;
+    use std::ops::Bound;
+    let mut lo: Bound<Bson> = Bound::Unbounded;
+    let mut hi: Bound<Bson> = Bound::Unbounded;
+    fn tighter_lo(cur: &Bound<Bson>, v: &Bson, incl: bool) -> bool {
+        match cur {
+            Bound::Unbounded => true,
+            Bound::Included(c) | Bound::Excluded(c) => {
+                let o = crate::query::compare::cmp_bson(v, c);
+                o == Ordering::Greater || (o == Ordering::Equal && !incl)
+            }
+        }
+    }
+    fn tighter_hi(cur: &Bound<Bson>, v: &Bson, incl: bool) -> bool {
+        match cur {
+            Bound::Unbounded => true,
+            Bound::Included(c) | Bound::Excluded(c) => {
+                let o = crate::query::compare::cmp_bson(v, c);
+                o == Ordering::Less || (o == Ordering::Equal && !incl)
+            }
+        }
+    }
+    let plain = |v: &Bson| {
+        !matches!(
+            v,
+            Bson::Array(_) | Bson::RegularExpression(_) | Bson::Null | Bson::Undefined
+        ) && !matches!(v, Bson::Document(d) if d.keys().any(|k| k.starts_with('$')))
+    };
+    let mut conds: Vec<&Bson> = Vec::new();
+    if let Some(v) = filter.get("_id") {
+        conds.push(v);
+    }
+    if let Some(Bson::Array(a)) = filter.get("$and") {
+        for c in a {
+            if let Some(v) = c.as_document().and_then(|d| d.get("_id")) {
+                conds.push(v);
+            }
+        }
+    }
+    for v in conds {
+        match v {
+            Bson::Document(d) if d.keys().all(|k| k.starts_with('$')) => {
+                for (op, x) in d {
+                    if !plain(x) {
+                        continue;
+                    }
+                    match op.as_str() {
+                        "$gt" if tighter_lo(&lo, x, false) => lo = Bound::Excluded(x.clone()),
+                        "$gte" | "$eq" if tighter_lo(&lo, x, true) => {
+                            lo = Bound::Included(x.clone())
+                        }
+                        _ => {}
+                    }
+                    match op.as_str() {
+                        "$lt" if tighter_hi(&hi, x, false) => hi = Bound::Excluded(x.clone()),
+                        "$lte" | "$eq" if tighter_hi(&hi, x, true) => {
+                            hi = Bound::Included(x.clone())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            x if plain(x) => {
+                lo = Bound::Included(x.clone());
+                hi = Bound::Included(x.clone());
+            }
+            _ => {}
+        }
+    }
+    (lo, hi)
+}
+
 /// Lower bound on `ts` found at the top level of a filter (or in a top-level `$and`):
 /// `(ts, inclusive)`, plus whether the filter is nothing but that bound.
 fn ts_lower_bound(filter: &Document) -> (Option<(Timestamp, bool)>, bool) {
@@ -849,6 +939,51 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
         _ => {}
     }
 
+    // `{_id: ±1}` on a collection (simple collation): walk the `_id` index in order, within
+    // the filter's `_id` bounds, and stop once skip + limit documents matched
+    let id_sort = sort.as_ref().and_then(|s| {
+        if s.len() == 1 && body.get("collation").is_none() {
+            s.get("_id").and_then(crate::query::compare::as_f64)
+        } else {
+            None
+        }
+    });
+    if let (Some(dir), NsKind::Collection(c)) = (id_sort, engine.catalog.kind(db, coll)) {
+        if !is_oplog(engine, db, coll) {
+            let want = limit.map(|l| l + skip);
+            let mut docs = Vec::new();
+            for rid in c.rids_by_id_range(id_bounds(&filter), dir < 0.0) {
+                if want.is_some_and(|w| docs.len() as u64 >= w) {
+                    break;
+                }
+                if let Some(sd) = c.get(rid) {
+                    if matcher.matches(&sd.doc) {
+                        docs.push(sd);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            for sd in docs.into_iter().skip(skip as usize) {
+                out.push(match &shape.projection {
+                    None => sd.raw.clone(),
+                    Some(_) => encode(&shape.project(&sd.doc)?)?,
+                });
+            }
+            return raw_reply(
+                ctx,
+                open_cursor(
+                    ctx,
+                    engine,
+                    ns,
+                    Box::new(VecCursor::new(out)),
+                    first_size,
+                    single_batch,
+                    no_timeout,
+                )?,
+            );
+        }
+    }
+
     // materialised path: filter, sort, skip, limit, project
     let mut docs: Vec<Document> = match engine.catalog.kind(db, coll) {
         // only matching documents are copied; an `_id` equality uses the `_id` index
@@ -1115,6 +1250,32 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             return Err(CommandError::invalid_namespace(
                 "$listLocalSessions must be run against the database with {aggregate: 1}, not a collection",
             ));
+        }
+        // a first `$sample` on a collection picks its documents without copying the rest
+        // (SRV: a random cursor for small samples, a random sort otherwise; both uniform here)
+        (Some(c), Some(Bson::Document(st)))
+            if st.len() == 1
+                && matches!(engine.catalog.kind(db, c), NsKind::Collection(_))
+                && !is_oplog(engine, db, c)
+                && sample_size(st).is_some() =>
+        {
+            let size = sample_size(st).unwrap_or(0);
+            let mut picked = Vec::new();
+            if let NsKind::Collection(coll) = engine.catalog.kind(db, c) {
+                let rids: Vec<u64> = coll.iter().map(|(r, _)| r).collect();
+                let n = size.min(rids.len());
+                let mut rng = rand::rng();
+                for i in rand::seq::index::sample(&mut rng, rids.len(), n) {
+                    if let Some(sd) = coll.get(rids[i]) {
+                        picked.push(sd.doc.clone());
+                    }
+                }
+            }
+            (picked, &pipeline[1..])
+        }
+        // SIMFIX (agg_write.rs): `$documents` needs `aggregate: 1`
+        (Some(_), Some(Bson::Document(st))) if st.contains_key("$documents") => {
+            return Err(super::agg_write::documents_on_collection());
         }
         (Some(c), _) => (engine_docs(engine, db, c, 0)?, &pipeline[..]),
         // SIMFIX: the sessions in the local logical session cache (sessions.rs).

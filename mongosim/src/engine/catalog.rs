@@ -234,6 +234,36 @@ impl Collection {
     pub(crate) fn rid_by_id(&self, id: &Bson) -> Option<u64> {
         self.ids.get(&Key(id.clone())).copied()
     }
+    /// Record ids in `_id` order (BSON order, the `_id` index), restricted to `_id`s within
+    /// `bounds`; newest-last or reversed.
+    pub(crate) fn rids_by_id_range(
+        &self,
+        bounds: (std::ops::Bound<Bson>, std::ops::Bound<Bson>),
+        reverse: bool,
+    ) -> Box<dyn Iterator<Item = u64> + '_> {
+        use std::ops::Bound;
+        let conv = |b: Bound<Bson>| match b {
+            Bound::Included(v) => Bound::Included(Key(v)),
+            Bound::Excluded(v) => Bound::Excluded(Key(v)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let (lo, hi) = (conv(bounds.0), conv(bounds.1));
+        // an empty or inverted range has no documents (BTreeMap::range would panic)
+        if let (Bound::Included(l) | Bound::Excluded(l), Bound::Included(h) | Bound::Excluded(h)) =
+            (&lo, &hi)
+        {
+            let exclusive = matches!(lo, Bound::Excluded(_)) || matches!(hi, Bound::Excluded(_));
+            if l > h || (l == h && exclusive) {
+                return Box::new(std::iter::empty());
+            }
+        }
+        let range = self.ids.range((lo, hi)).map(|(_, r)| *r);
+        if reverse {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        }
+    }
     /// The index named `name`.
     pub(crate) fn index(&self, name: &str) -> Option<&Index> {
         self.indexes.iter().find(|i| i.name() == name)
