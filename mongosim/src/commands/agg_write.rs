@@ -120,6 +120,12 @@ pub(crate) fn documents_stage(
     }
 }
 
+/// `$documents` in a collection-level aggregate: 73 InvalidNamespace (7.0; 8.3 rewords it
+/// "... can only be run with database or cluster-level aggregation").
+pub(crate) fn documents_on_collection() -> CommandError {
+    CommandError::invalid_namespace("'$documents' can only be run with {aggregate: 1}")
+}
+
 fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, String)> {
     match v {
         Bson::String(s) => Ok((src_db.to_string(), s.clone())),
