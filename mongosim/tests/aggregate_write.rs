@@ -250,6 +250,14 @@ async fn merge_modes() {
     assert_eq!(command_error(&e).0, 51189);
     let e = merge(doc! {"into": "tgt", "on": "a"}).await.unwrap_err();
     assert_eq!(command_error(&e).0, 51183);
+    let e = run(
+        &client,
+        &db,
+        doc! {"aggregate": "tgt", "pipeline": [{"$documents": [{"a": 1}]}], "cursor": {}},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 73);
     let e = merge(doc! {"into": "tgt", "let": {"x": 1}})
         .await
         .unwrap_err();
