@@ -7,6 +7,8 @@
 //! run to matching file paths (`crud/find`), `MONGOSIM_SPEC_VERBOSE=1` prints every failure.
 //!
 //! The run fails when an applicable test fails that is not listed in `spec/NOT_PASSING.md`.
+//! To check the 4.4 mode: start `mongosim --port 27999 --server-version 4.4` and run with
+//! `MONGODB_URI=mongodb://127.0.0.1:27999/?replicaSet=rs0`.
 
 #[path = "spec/bulk.rs"]
 mod bulk;
