@@ -152,6 +152,20 @@ impl Recorder {
             return;
         };
         let rate = |t: Duration| elements as f64 / t.as_secs_f64();
+        let runs = |name: &str| -> String {
+            let runs = self.runs.lock().expect("recorder lock");
+            let secs: Vec<String> = runs
+                .get(name)
+                .map(|v| {
+                    v.iter()
+                        .map(|d| format!("{:.2}", d.as_secs_f64()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            secs.join(" ")
+        };
+        eprintln!("RUNS {bench} {a} (s): {}", runs(a));
+        eprintln!("RUNS {bench} {b} (s): {}", runs(b));
         eprintln!(
             "THROUGHPUT {bench} {a} = {:.0} {unit}/s (median {:.3} s per {elements})",
             rate(ta),
