@@ -781,6 +781,21 @@ async fn let_variables_and_collation() {
             .unwrap(),
         &vec![Bson::Document(doc! {"x": "foo"})]
     );
+    // a collation applies to `_id` equality too (the binary _id index cannot answer it)
+    d.collection::<Document>("l")
+        .insert_one(doc! {"_id": "abc"})
+        .await
+        .unwrap();
+    let r = d
+        .run_command(doc! {"count": "l", "query": {"_id": "ABC"}, "collation": {"locale": "en_US", "strength": 2}})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("n").unwrap(), 1);
+    let r = d
+        .run_command(doc! {"count": "l", "query": {"_id": "ABC"}})
+        .await
+        .unwrap();
+    assert_eq!(r.get_i32("n").unwrap(), 0);
     let r = d
         .run_command(doc! {"delete": "l", "deletes": [{"q": {"$expr": {"$eq": ["$_id", "$$id"]}}, "limit": 1}], "let": {"id": 1}})
         .await

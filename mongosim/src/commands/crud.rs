@@ -372,7 +372,8 @@ pub(crate) fn id_candidates(
     Some(rids)
 }
 
-/// Record ids of the documents matching `query` (parsed as `m`), in `$natural` order.
+/// Record ids of the documents matching `query` (parsed as `m`, simple collation), in
+/// `$natural` order.
 pub(crate) fn matching_rids(
     catalog: &Catalog,
     db: &str,
@@ -380,10 +381,23 @@ pub(crate) fn matching_rids(
     query: &Document,
     m: &Matcher,
 ) -> Vec<u64> {
+    matching_rids_with(catalog, db, coll, query, m, true)
+}
+
+/// [`matching_rids`] for a matcher that may carry a non-simple collation (`simple` false):
+/// then the binary `_id` index cannot answer string equalities and the collection is scanned.
+pub(crate) fn matching_rids_with(
+    catalog: &Catalog,
+    db: &str,
+    coll: &str,
+    query: &Document,
+    m: &Matcher,
+    simple: bool,
+) -> Vec<u64> {
     let Some(c) = catalog.coll(db, coll) else {
         return Vec::new();
     };
-    if let Some(rids) = id_candidates(c, query) {
+    if let Some(rids) = id_candidates(c, query).filter(|_| simple) {
         return rids
             .into_iter()
             .filter(|r| c.get(*r).is_some_and(|sd| m.matches(&sd.doc)))
@@ -451,7 +465,8 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     )));
                 }
                 let m = matcher_for(q, lets.as_ref(), spec.get("collation"))?;
-                let mut rids = matching_rids(&engine.catalog, db, coll, q, &m);
+                let simple = matches!(spec.get("collation"), None | Some(Bson::Null));
+                let mut rids = matching_rids_with(&engine.catalog, db, coll, q, &m, simple);
                 if limit == 1.0 {
                     rids.truncate(1);
                 }
@@ -519,8 +534,26 @@ pub(crate) async fn count(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     }
     let lets = opt_doc(&req.body, "count", "let")?.cloned();
     let m = matcher_for(&query, lets.as_ref(), req.body.get("collation"))?;
-    let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
-    let mut n = docs.iter().filter(|d| m.matches(d)).count() as i64;
+    // a collection is counted in place (no query: the metadata count, reference §7.5)
+    let in_place = {
+        let engine = ctx.shared.engine.lock();
+        let is_oplog = db == "local" && coll == "oplog.rs" && engine.oplog.is_some();
+        match engine.catalog.kind(db, coll) {
+            NsKind::Collection(c) if !is_oplog && query.is_empty() => Some(c.count() as i64),
+            NsKind::Collection(_) if !is_oplog => {
+                let simple = matches!(req.body.get("collation"), None | Some(Bson::Null));
+                Some(matching_rids_with(&engine.catalog, db, coll, &query, &m, simple).len() as i64)
+            }
+            _ => None,
+        }
+    };
+    let mut n = match in_place {
+        Some(n) => n,
+        None => {
+            let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
+            docs.iter().filter(|d| m.matches(d)).count() as i64
+        }
+    };
     n = (n - skip).max(0);
     if limit != 0 {
         n = n.min(limit.abs());
@@ -660,11 +693,11 @@ pub(crate) fn apply_update(
     multi: bool,
     upsert: bool,
     sort: Option<&crate::query::sort::SortSpec>,
-    (m, lets): (&Matcher, Option<&Document>),
+    (m, lets, simple): (&Matcher, Option<&Document>, bool),
     res: &mut UpdateResult,
     ops: &mut Vec<Document>,
 ) -> CmdResult<()> {
-    let mut rids = matching_rids(&engine.catalog, db, coll, query, m);
+    let mut rids = matching_rids_with(&engine.catalog, db, coll, query, m, simple);
     if let (Some(s), Some(c)) = (sort, engine.catalog.coll(db, coll)) {
         rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
             (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
@@ -857,7 +890,11 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     multi,
                     upsert,
                     None,
-                    (&m, lets.as_ref()),
+                    (
+                        &m,
+                        lets.as_ref(),
+                        matches!(spec.get("collation"), None | Some(Bson::Null)),
+                    ),
                     &mut r,
                     &mut ops,
                 )
@@ -978,7 +1015,8 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         return Err(view_write_error(db, coll));
     }
     let (last_error, value, pre_image_for_log, ops) = if remove {
-        let mut rids = matching_rids(&engine.catalog, db, coll, &query, &m);
+        let simple = matches!(body.get("collation"), None | Some(Bson::Null));
+        let mut rids = matching_rids_with(&engine.catalog, db, coll, &query, &m, simple);
         if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
             rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
                 (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
@@ -1015,7 +1053,11 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
             false,
             upsert,
             sort_spec.as_ref(),
-            (&m, lets.as_ref()),
+            (
+                &m,
+                lets.as_ref(),
+                matches!(body.get("collation"), None | Some(Bson::Null)),
+            ),
             &mut r,
             &mut ops,
         );

@@ -988,7 +988,8 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     let mut docs: Vec<Document> = match engine.catalog.kind(db, coll) {
         // only matching documents are copied; an `_id` equality uses the `_id` index
         NsKind::Collection(c) if !is_oplog(engine, db, coll) => {
-            match super::crud::id_candidates(c, &filter) {
+            let simple = matches!(body.get("collation"), None | Some(Bson::Null));
+            match super::crud::id_candidates(c, &filter).filter(|_| simple) {
                 Some(rids) => rids
                     .into_iter()
                     .filter_map(|r| c.get(r))
