@@ -20,7 +20,7 @@ use common::{Bench, Recorder, DB};
 
 const ENTRIES: usize = 100_000;
 /// Alternating runs of each contender after the criterion measurements.
-const PAIRED_ROUNDS: usize = 5;
+const PAIRED_ROUNDS: usize = 6;
 const AWAIT: Duration = Duration::from_secs(1);
 
 /// mongotail: every entry decoded into an `Op`.
@@ -113,10 +113,16 @@ fn bench(c: &mut Criterion) {
     );
 
     // Criterion runs one contender after the other, so load drift on a shared machine
-    // biases that ratio; alternate them too and report the paired ratio.
+    // biases that ratio; alternate them too (ABBA) and report the paired ratio.
     let paired = Recorder::default();
-    for _ in 0..PAIRED_ROUNDS {
-        for name in ["mongotail", "raw_driver"] {
+    for round in 0..PAIRED_ROUNDS {
+        // ABBA order, so neither contender always runs right after the other.
+        let order = if round % 2 == 0 {
+            ["mongotail", "raw_driver"]
+        } else {
+            ["raw_driver", "mongotail"]
+        };
+        for name in order {
             let t = Instant::now();
             let n = b.rt.block_on(async {
                 match name {
