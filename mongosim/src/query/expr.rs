@@ -203,6 +203,17 @@ impl Expr {
         if matches!(name, "$let" | "$map" | "$filter") {
             return Self::parse_scoped(name, arg);
         }
+        if name == "$rand" {
+            // SRV expression.cpp ExpressionRandom::parse: only `{}` is accepted
+            // ("$rand does not currently accept arguments", 3040500).
+            return match arg {
+                Bson::Document(d) if d.is_empty() => Ok(Expr::Op(name.to_string(), Vec::new())),
+                _ => Err(CommandError::from_code(
+                    3040500,
+                    "$rand does not currently accept arguments",
+                )),
+            };
+        }
         if name == "$cond" {
             let (i, t, e) = match arg {
                 Bson::Array(a) if a.len() == 3 => (&a[0], &a[1], &a[2]),
@@ -736,6 +747,8 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
             Bson::Boolean(false)
         }
         "$not" => Bson::Boolean(!truthy(ev(0)?.as_ref())),
+        // SRV ExpressionRandom::evaluate: a double uniformly drawn from [0, 1).
+        "$rand" => Bson::Double(rand::random::<f64>()),
         "$ifNull" => {
             let n = args.len();
             for a in &args[..n - 1] {
@@ -1334,6 +1347,19 @@ mod tests {
 
     fn ev(e: Bson, d: &Document) -> CmdResult<Option<Bson>> {
         Expr::parse(&e)?.eval(&Vars::new(d))
+    }
+
+    #[test]
+    fn rand_is_a_double_in_unit_interval_and_takes_no_arguments() {
+        let d = doc! {};
+        for _ in 0..100 {
+            match ev(bson!({"$rand": {}}), &d).unwrap() {
+                Some(Bson::Double(x)) => assert!((0.0..1.0).contains(&x), "{x}"),
+                other => panic!("not a double: {other:?}"),
+            }
+        }
+        let e = Expr::parse(&bson!({"$rand": {"seed": 1}})).unwrap_err();
+        assert_eq!(e.code, 3040500);
     }
 
     #[test]
