@@ -9,16 +9,16 @@
 mod common;
 
 use std::future::IntoFuture;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::{doc, Document, Timestamp};
-use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::options::FullDocumentType;
 use mongodb::Client;
 use mongotail::{ChangeStreamOptions, ChangeStreamSource, Namespace};
 
-use common::{just_after, Bench, Recorder, DB};
+use common::{just_after, Bench, DB};
 
 const EVENTS: usize = 50_000;
 const COLL: &str = "events";
@@ -75,71 +75,20 @@ fn bench(c: &mut Criterion) {
         doc! {"_id": i as i64, "name": format!("user-{i:06}"), "visits": (i % 100) as i32, "tags": ["a", "b"]}
     });
     let end = b.latest_ts();
-    let rec = Recorder::default();
-
-    let mut group = c.benchmark_group("change_stream");
-    group
-        .sampling_mode(SamplingMode::Flat)
-        .throughput(Throughput::Elements(EVENTS as u64));
-    for name in ["mongotail", "raw_watch"] {
-        group.bench_function(name, |bencher| {
-            bencher.to_async(&b.rt).iter_custom(|iters| {
-                let (client, rec) = (b.client.clone(), rec.clone());
-                async move {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let t = Instant::now();
-                        let n = match name {
-                            "mongotail" => mongotail(&client, start, end).await,
-                            _ => raw_watch(&client, start, end).await,
-                        };
-                        let d = t.elapsed();
-                        assert_eq!(n, EVENTS, "{name} read {n} events");
-                        rec.record(name, d);
-                        total += d;
-                    }
-                    total
-                }
-            });
-        });
-    }
-    group.finish();
-    rec.print_ratio(
+    common::compare(
+        c,
+        &b,
         "change_stream",
-        "mongotail",
-        "raw_watch",
-        EVENTS as u64,
+        ["mongotail", "raw_watch"],
+        EVENTS,
         "events",
-    );
-
-    // Criterion runs one contender after the other, so load drift on a shared machine
-    // biases that ratio; alternate them too (ABBA) and report the paired ratio.
-    let paired = Recorder::default();
-    for round in 0..PAIRED_ROUNDS {
-        // ABBA order, so neither contender always runs right after the other.
-        let order = if round % 2 == 0 {
-            ["mongotail", "raw_watch"]
-        } else {
-            ["raw_watch", "mongotail"]
-        };
-        for name in order {
-            let t = Instant::now();
-            let n = b.rt.block_on(async {
-                match name {
-                    "mongotail" => mongotail(&b.client, start, end).await,
-                    _ => raw_watch(&b.client, start, end).await,
-                }
-            });
-            assert_eq!(n, EVENTS);
-            paired.record(name, t.elapsed());
-        }
-    }
-    paired.print_ratio(
-        "change_stream_paired",
-        "mongotail",
-        "raw_watch",
-        EVENTS as u64,
-        "events",
+        PAIRED_ROUNDS,
+        move |name, client| async move {
+            match name {
+                "mongotail" => mongotail(&client, start, end).await,
+                _ => raw_watch(&client, start, end).await,
+            }
+        },
     );
 }
 

@@ -197,3 +197,74 @@ pub fn print_machine() {
         .unwrap_or_else(|| "unknown CPU".to_owned());
     eprintln!("MACHINE {cores} cores, {model}");
 }
+
+/// Measures two contenders that each read the same `elements` items (`run(name, client)`
+/// returns how many it read): criterion timings of each, then `paired_rounds` alternating
+/// runs in ABBA order (criterion runs one contender after the other, so load drift on a
+/// shared machine biases that ratio). Prints both ratios, `names[0]` over `names[1]`.
+#[allow(clippy::too_many_arguments)]
+pub fn compare<F, Fut>(
+    c: &mut Criterion,
+    b: &Bench,
+    group_name: &'static str,
+    names: [&'static str; 2],
+    elements: usize,
+    unit: &str,
+    paired_rounds: usize,
+    run: F,
+) where
+    F: Fn(&'static str, Client) -> Fut + Copy,
+    Fut: std::future::Future<Output = usize>,
+{
+    use criterion::{SamplingMode, Throughput};
+    use std::time::Instant;
+
+    let rec = Recorder::default();
+    let mut group = c.benchmark_group(group_name);
+    group
+        .sampling_mode(SamplingMode::Flat)
+        .throughput(Throughput::Elements(elements as u64));
+    for name in names {
+        group.bench_function(name, |bencher| {
+            bencher.to_async(&b.rt).iter_custom(|iters| {
+                let (client, rec) = (b.client.clone(), rec.clone());
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let n = run(name, client.clone()).await;
+                        let d = t.elapsed();
+                        assert_eq!(n, elements, "{name} read {n} {unit}");
+                        rec.record(name, d);
+                        total += d;
+                    }
+                    total
+                }
+            });
+        });
+    }
+    group.finish();
+    rec.print_ratio(group_name, names[0], names[1], elements as u64, unit);
+
+    let paired = Recorder::default();
+    for round in 0..paired_rounds {
+        let order = if round % 2 == 0 {
+            names
+        } else {
+            [names[1], names[0]]
+        };
+        for name in order {
+            let t = Instant::now();
+            let n = b.rt.block_on(run(name, b.client.clone()));
+            assert_eq!(n, elements, "{name} read {n} {unit}");
+            paired.record(name, t.elapsed());
+        }
+    }
+    paired.print_ratio(
+        &format!("{group_name}_paired"),
+        names[0],
+        names[1],
+        elements as u64,
+        unit,
+    );
+}
