@@ -39,6 +39,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -208,6 +209,8 @@ impl OplogOptions {
 struct Shared {
     position: Mutex<Option<Timestamp>>,
     seek: Mutex<Option<Timestamp>>,
+    /// Set with `seek` so the stream checks it per entry without taking the lock.
+    seek_pending: AtomicBool,
     wake: Notify,
 }
 
@@ -232,6 +235,7 @@ impl OplogControl {
     /// re-opened on the next poll; ops not yet delivered are discarded.
     pub fn seek(&self, ts: Timestamp) {
         *lock(&self.shared.seek) = Some(ts);
+        self.shared.seek_pending.store(true, Ordering::Release);
         self.shared.wake.notify_one();
     }
 }
@@ -280,7 +284,8 @@ impl OplogStream {
             done: false,
             shared: shared.clone(),
         };
-        let inner = futures::stream::unfold(tail, |mut tail| async move {
+        // Boxed so that each item moves a pointer in and out of `unfold`, not the state.
+        let inner = futures::stream::unfold(Box::new(tail), |mut tail| async move {
             let item = tail.next_item().await?;
             Some((item, tail))
         })
@@ -354,7 +359,11 @@ impl Tail {
             if self.done {
                 return None;
             }
-            let seek = lock(&self.shared.seek).take();
+            let seek = if self.shared.seek_pending.swap(false, Ordering::AcqRel) {
+                lock(&self.shared.seek).take()
+            } else {
+                None
+            };
             if let Some(ts) = seek {
                 self.cursor = None;
                 self.out.clear();
@@ -388,10 +397,13 @@ impl Tail {
             let Some(cursor) = self.cursor.as_mut() else {
                 continue;
             };
+            // The cursor is polled first, so the `Notify` only registers a waiter when no
+            // entry is ready; a seek made meanwhile is seen through `seek_pending` above
+            // (and its stored `notify_one` permit wakes the next wait at once).
             let next = tokio::select! {
                 biased;
-                _ = self.shared.wake.notified() => continue,
                 next = cursor.next() => next,
+                _ = self.shared.wake.notified() => continue,
             };
             match next {
                 Some(Ok(entry)) => {
@@ -405,14 +417,17 @@ impl Tail {
                             }))
                         }
                     };
-                    let decoded = self.decoder.process(entry, &self.lookup).await;
+                    let before = self.out.len();
+                    let decoded = self
+                        .decoder
+                        .process_into(entry, &self.lookup, &mut self.out)
+                        .await;
                     self.last = Some(ts);
                     match decoded {
-                        Ok(ops) => {
-                            if ops.is_empty() {
+                        Ok(()) => {
+                            if self.out.len() == before {
                                 self.set_position(ts);
                             }
-                            self.out.extend(ops);
                         }
                         Err(e @ Error::Malformed { .. }) => {
                             self.set_position(ts);
@@ -673,11 +688,25 @@ impl Decoder {
     }
 
     /// Decodes one oplog entry into the ops it makes visible now.
+    #[cfg(test)]
     pub(crate) async fn process<L: Lookup>(
         &mut self,
         entry: Document,
         lookup: &L,
     ) -> Result<Vec<Op>> {
+        let mut out = VecDeque::new();
+        self.process_into(entry, lookup, &mut out).await?;
+        Ok(out.into())
+    }
+
+    /// Decodes one oplog entry and appends the ops it makes visible now to `out`;
+    /// on error nothing is appended.
+    pub(crate) async fn process_into<L: Lookup>(
+        &mut self,
+        entry: Document,
+        lookup: &L,
+        out: &mut VecDeque<Op>,
+    ) -> Result<()> {
         let ts = entry.get_timestamp("ts").map_err(|_| {
             malformed(
                 Timestamp {
@@ -688,7 +717,7 @@ impl Decoder {
             )
         })?;
         if entry.get_bool("fromMigrate").unwrap_or(false) {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let op = entry
             .get_str("op")
@@ -702,7 +731,7 @@ impl Decoder {
                 let prepare = o.get_bool("prepare").unwrap_or(false);
                 if partial || prepare {
                     self.buffer(ts, entry)?;
-                    return Ok(Vec::new());
+                    return Ok(());
                 }
                 let ctx = txn_ctx(&entry, ts);
                 let chain = if prev_op_time(&entry).is_some() {
@@ -710,12 +739,14 @@ impl Decoder {
                 } else {
                     vec![entry]
                 };
-                return self.emit_txn(chain, &ctx);
+                out.extend(self.emit_txn(chain, &ctx)?);
+                return Ok(());
             }
             if o.contains_key("commitTransaction") {
                 let ctx = txn_ctx(&entry, ts);
                 let chain = self.collect_chain(entry, ts, lookup).await?;
-                return self.emit_txn(chain, &ctx);
+                out.extend(self.emit_txn(chain, &ctx)?);
+                return Ok(());
             }
             if o.contains_key("abortTransaction") {
                 if let Some(key) = txn_key(&entry) {
@@ -723,7 +754,7 @@ impl Decoder {
                         self.pending_ops -= p.ops;
                     }
                 }
-                return Ok(Vec::new());
+                return Ok(());
             }
         }
         let ctx = Ctx {
@@ -733,6 +764,11 @@ impl Decoder {
             txn_number: None,
             in_txn: false,
         };
+        if self.namespaces.is_empty() {
+            // Everything is selected: no namespace check, the namespace is built once.
+            out.extend(self.decode_leaf(entry, &ctx, 0)?);
+            return Ok(());
+        }
         // Skip filtered-out CRUD entries before building anything.
         if matches!(op, "i" | "u" | "d")
             && !ns_selected(
@@ -740,13 +776,13 @@ impl Decoder {
                 &Namespace::from_server_ns(entry.get_str("ns").unwrap_or("")),
             )
         {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        Ok(self
-            .decode_leaf(entry, &ctx, 0)?
-            .filter(|op| op_selected(&self.namespaces, op))
-            .into_iter()
-            .collect())
+        out.extend(
+            self.decode_leaf(entry, &ctx, 0)?
+                .filter(|op| op_selected(&self.namespaces, op)),
+        );
+        Ok(())
     }
 
     fn buffer(&mut self, ts: Timestamp, entry: Document) -> Result<()> {
