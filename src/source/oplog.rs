@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Stream, StreamExt};
 use mongodb::options::{CursorType, FindOneOptions, FindOptions};
@@ -337,7 +337,8 @@ struct Tail {
     lookup: CollectionLookup,
     options: OplogOptions,
     decoder: Decoder,
-    cursor: Option<Cursor<Document>>,
+    /// Read raw: [`entry_doc`] decodes only what the decoder reads.
+    cursor: Option<Cursor<RawDocumentBuf>>,
     started: bool,
     /// `ts` of the last entry processed: the next query asks for `ts > last`.
     last: Option<Timestamp>,
@@ -406,8 +407,17 @@ impl Tail {
                 _ = self.shared.wake.notified() => continue,
             };
             match next {
-                Some(Ok(entry)) => {
+                Some(Ok(raw)) => {
                     self.failures = 0;
+                    let entry = match entry_doc(raw) {
+                        Ok(entry) => entry,
+                        Err(e) => {
+                            return Some(Err(Error::Malformed {
+                                what: "oplog entry".into(),
+                                message: e.to_string(),
+                            }))
+                        }
+                    };
                     let ts = match entry.get_timestamp("ts") {
                         Ok(ts) => ts,
                         Err(_) => {
@@ -495,7 +505,7 @@ impl Tail {
         tokio::time::sleep(self.options.retry.backoff(self.failures))
     }
 
-    async fn open(&mut self) -> Result<Cursor<Document>> {
+    async fn open(&mut self) -> Result<Cursor<RawDocumentBuf>> {
         if !self.started {
             let start = match &self.options.start {
                 StartAt::Latest => {
@@ -522,7 +532,12 @@ impl Tail {
             .build();
         opts.batch_size = self.options.batch_size;
         let filter = server_filter(self.last, &self.options.namespaces);
-        let cursor = self.coll.find(filter).with_options(opts).await?;
+        let cursor = self
+            .coll
+            .clone_with_type::<RawDocumentBuf>()
+            .find(filter)
+            .with_options(opts)
+            .await?;
         if let Some(last) = self.last {
             // Capped collections lose their oldest entries first: if the oldest entry is
             // newer than `last`, something after `last` may be gone (reference §3.3).
@@ -969,6 +984,26 @@ impl Decoder {
         }
         Ok(Some(out))
     }
+}
+
+/// The fields of a non-command entry that [`Decoder::process_into`] reads (`decode_leaf`
+/// included); command entries (transactions, DDL) are decoded whole.
+const CRUD_FIELDS: [&str; 7] = ["ts", "op", "ns", "o", "o2", "wall", "fromMigrate"];
+
+/// Decodes an oplog entry read raw into the `Document` the decoder needs: a non-command
+/// entry keeps only [`CRUD_FIELDS`], so `ui`, `v`, `t`, … are never decoded.
+fn entry_doc(raw: RawDocumentBuf) -> std::result::Result<Document, bson::raw::Error> {
+    if !matches!(raw.get_str("op"), Ok(op) if op != "c") {
+        return Document::try_from(raw);
+    }
+    let mut entry = Document::new();
+    for field in raw.iter() {
+        let (key, value) = field?;
+        if CRUD_FIELDS.contains(&key) {
+            entry.insert(key, Bson::try_from(value)?);
+        }
+    }
+    Ok(entry)
 }
 
 /// Session fields of the entry that commits a transaction.
@@ -1505,6 +1540,23 @@ mod tests {
         let mut d = Decoder::new(vec![], false, 2);
         let r = futures::executor::block_on(d.process(partial(1, 0, &[1, 2, 3]), &Entries(vec![])));
         assert!(matches!(r, Err(Error::TransactionTooLarge { limit: 2 })));
+    }
+
+    #[test]
+    fn entry_doc_keeps_what_the_decoder_reads() {
+        let crud = doc! {"op": "i", "ns": "t.c", "ui": bson::Uuid::new(), "o": {"_id": 1},
+        "ts": ts(1), "t": 1_i64, "v": 2_i64, "wall": bson::DateTime::from_millis(5)};
+        let slim = entry_doc(RawDocumentBuf::from_document(&crud).unwrap()).unwrap();
+        assert_eq!(
+            slim,
+            doc! {"op": "i", "ns": "t.c", "o": {"_id": 1}, "ts": ts(1),
+            "wall": bson::DateTime::from_millis(5)}
+        );
+        assert_eq!(decode_all(&[slim]), decode_all(&[crud]));
+        let cmd = doc! {"op": "c", "ns": "t.$cmd", "o": {"applyOps": []}, "ts": ts(2),
+        "lsid": lsid(), "txnNumber": 1_i64};
+        let whole = entry_doc(RawDocumentBuf::from_document(&cmd).unwrap()).unwrap();
+        assert_eq!(whole, cmd);
     }
 
     #[test]
