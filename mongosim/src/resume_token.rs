@@ -183,7 +183,7 @@ impl ResumeTokenData {
         enc.buf.push(K_END);
         let type_bits = enc.type_bits.serialize();
         ResumeToken {
-            data: hex::encode_upper(&enc.buf),
+            data: hex_upper(&enc.buf),
             type_bits,
         }
     }
@@ -192,6 +192,17 @@ impl ResumeTokenData {
     pub(crate) fn to_document(&self) -> Document {
         self.encode().to_document()
     }
+}
+
+/// Uppercase hex of `bytes`, written straight into one `String`.
+fn hex_upper(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
 }
 
 /// A resume token as it travels: the hex KeyString and optional type bits.

@@ -40,11 +40,13 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bson::{Bson, Document, Timestamp};
+use bson::raw::{RawBsonRef, RawDocument};
+use bson::{Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
@@ -190,6 +192,8 @@ impl ChangeStreamOptions {
 struct Shared {
     token: Mutex<Option<Document>>,
     seek: Mutex<Option<Timestamp>>,
+    /// Set with `seek` so the stream checks it per event without taking the lock.
+    seek_pending: AtomicBool,
     wake: Notify,
 }
 
@@ -214,6 +218,7 @@ impl ChangeStreamControl {
     /// is re-opened with `startAtOperationTime` just after `ts` on the next poll.
     pub fn seek(&self, ts: Timestamp) {
         *lock(&self.shared.seek) = Some(ts);
+        self.shared.seek_pending.store(true, Ordering::Release);
         self.shared.wake.notify_one();
     }
 }
@@ -253,7 +258,8 @@ impl ChangeStreamSource {
             txn: TxnCounter::default(),
             shared: shared.clone(),
         };
-        let inner = futures::stream::unfold(watcher, |mut w| async move {
+        // Boxed so that each item moves a pointer in and out of `unfold`, not the state.
+        let inner = futures::stream::unfold(Box::new(watcher), |mut w| async move {
             let item = w.next_item().await?;
             Some((item, w))
         })
@@ -289,7 +295,9 @@ struct Watcher {
     /// Where to resume: a token and whether it must be used with `startAfter`.
     resume: Option<(Document, bool)>,
     start_at: Option<Timestamp>,
-    stream: Option<ChangeStream<Document>>,
+    /// Events are read raw and only the fields an [`Op`] carries are decoded
+    /// ([`decode_event`]).
+    stream: Option<ChangeStream<RawDocumentBuf>>,
     failures: u32,
     done: bool,
     txn: TxnCounter,
@@ -318,7 +326,11 @@ impl Watcher {
             if self.done {
                 return None;
             }
-            let seek = lock(&self.shared.seek).take();
+            let seek = if self.shared.seek_pending.swap(false, Ordering::AcqRel) {
+                lock(&self.shared.seek).take()
+            } else {
+                None
+            };
             if let Some(ts) = seek {
                 self.stream = None;
                 self.resume = None;
@@ -349,23 +361,32 @@ impl Watcher {
             let Some(stream) = self.stream.as_mut() else {
                 continue;
             };
+            // The stream is polled first, so the `Notify` only registers a waiter when no
+            // event is ready; a seek made meanwhile is seen through `seek_pending` above
+            // (and its stored `notify_one` permit wakes the next wait at once).
             let next = tokio::select! {
                 biased;
-                _ = self.shared.wake.notified() => continue,
                 next = stream.next_if_any() => next,
+                _ = self.shared.wake.notified() => continue,
             };
             match next {
                 Ok(Some(event)) => {
                     self.failures = 0;
-                    self.refresh_token();
-                    match decode_event(event, &mut self.txn) {
-                        Ok(Decoded::Op(op)) => return Some(Ok(*op)),
+                    match decode_event(&event, &mut self.txn) {
+                        Ok(Decoded::Op(op)) => {
+                            // The event's `_id` is the position to resume after; the
+                            // post-batch token is read only when a batch runs out.
+                            if let Position::ResumeToken(token) = &op.position {
+                                self.set_token(token.clone(), false);
+                            }
+                            return Some(Ok(*op));
+                        }
                         Ok(Decoded::Invalidate(token)) => {
                             tracing::debug!(
                                 "change stream invalidated; continuing with startAfter"
                             );
                             self.stream = None;
-                            self.resume = Some((token, true));
+                            self.set_token(token, true);
                         }
                         Err(e) => return Some(Err(e)),
                     }
@@ -392,7 +413,10 @@ impl Watcher {
         }
     }
 
-    /// Caches the stream's current resume token (event `_id` or post-batch token).
+    /// Caches the stream's current resume token: the post-batch token after a batch ran
+    /// out, or the token the stream opened with. A token equal to the `startAfter` token
+    /// the stream was opened with (an invalidate token) must be used with `startAfter`
+    /// again.
     fn refresh_token(&mut self) {
         let Some(token) = self.stream.as_ref().and_then(|s| s.resume_token()) else {
             return;
@@ -401,8 +425,13 @@ impl Watcher {
             return;
         };
         let start_after = matches!(&self.resume, Some((t, true)) if *t == doc);
-        *lock(&self.shared.token) = Some(doc.clone());
-        self.resume = Some((doc, start_after));
+        self.set_token(doc, start_after);
+    }
+
+    /// Records `token` as the position to resume from and publishes it to the control.
+    fn set_token(&mut self, token: Document, start_after: bool) {
+        *lock(&self.shared.token) = Some(token.clone());
+        self.resume = Some((token, start_after));
     }
 
     fn position(&self) -> Position {
@@ -441,7 +470,7 @@ impl Watcher {
         tokio::time::sleep(self.options.retry.backoff(self.failures))
     }
 
-    async fn open(&mut self) -> Result<ChangeStream<Document>> {
+    async fn open(&mut self) -> Result<ChangeStream<RawDocumentBuf>> {
         let o = &self.options;
         let db;
         let coll;
@@ -492,7 +521,7 @@ impl Watcher {
                 }
             }
         }
-        Ok(watch.await?.with_type::<Document>())
+        Ok(watch.await?.with_type::<RawDocumentBuf>())
     }
 }
 
@@ -514,13 +543,6 @@ fn malformed(message: impl Into<String>) -> Error {
         what: "change event".into(),
         message: message.into(),
     }
-}
-
-fn change_ns(v: Option<&Bson>) -> Option<Namespace> {
-    let d = v?.as_document()?;
-    let db = d.get_str("db").ok()?;
-    let coll = d.get_str("coll").unwrap_or("");
-    Some(Namespace::from_server(db, coll))
 }
 
 /// Decodes a KeyString-encoded non-negative integer (reference §5.8) at `bytes[0..]`,
@@ -603,22 +625,74 @@ fn update_description(d: &Document) -> Result<UpdateDescription> {
     Ok(UpdateDescription::new(updated, removed, truncated))
 }
 
-/// Turns one change event (reference §5.4) into an op.
-pub(crate) fn decode_event(mut ev: Document, txn: &mut TxnCounter) -> Result<Decoded> {
-    let token = match ev.remove("_id") {
-        Some(Bson::Document(t)) => t,
-        _ => return Err(malformed("missing `_id` (resume token)")),
+/// The fields of a change event (reference §5.4) an [`Op`] is made of, borrowed from the
+/// raw event: nothing else is decoded.
+#[derive(Default)]
+struct EventFields<'a> {
+    id: Option<RawBsonRef<'a>>,
+    operation_type: Option<&'a str>,
+    ns: Option<&'a RawDocument>,
+    to: Option<&'a RawDocument>,
+    document_key: Option<&'a RawDocument>,
+    full_document: Option<RawBsonRef<'a>>,
+    operation_description: Option<&'a RawDocument>,
+    update_description: Option<&'a RawDocument>,
+    cluster_time: Option<Timestamp>,
+    wall_time: Option<DateTime>,
+    lsid: Option<RawBsonRef<'a>>,
+    txn_number: Option<RawBsonRef<'a>>,
+}
+
+impl<'a> EventFields<'a> {
+    fn read(ev: &'a RawDocument) -> Result<EventFields<'a>> {
+        let mut f = EventFields::default();
+        for element in ev.iter() {
+            let (key, value) = element.map_err(|e| malformed(e.to_string()))?;
+            match key {
+                "_id" => f.id = Some(value),
+                "operationType" => f.operation_type = value.as_str(),
+                "ns" => f.ns = value.as_document(),
+                "to" => f.to = value.as_document(),
+                "documentKey" => f.document_key = value.as_document(),
+                "fullDocument" => f.full_document = Some(value),
+                "operationDescription" => f.operation_description = value.as_document(),
+                "updateDescription" => f.update_description = value.as_document(),
+                "clusterTime" => f.cluster_time = value.as_timestamp(),
+                "wallTime" => f.wall_time = value.as_datetime(),
+                "lsid" => f.lsid = Some(value),
+                "txnNumber" => f.txn_number = Some(value),
+                _ => {}
+            }
+        }
+        Ok(f)
+    }
+}
+
+fn raw_doc(d: &RawDocument, what: &str) -> Result<Document> {
+    Document::try_from(d).map_err(|e| malformed(format!("{what}: {e}")))
+}
+
+fn raw_ns(d: Option<&RawDocument>) -> Option<Namespace> {
+    let d = d?;
+    let db = d.get_str("db").ok()?;
+    let coll = d.get_str("coll").unwrap_or("");
+    Some(Namespace::from_server(db, coll))
+}
+
+/// Turns one change event (reference §5.4), read raw, into an op.
+pub(crate) fn decode_event(ev: &RawDocument, txn: &mut TxnCounter) -> Result<Decoded> {
+    let f = EventFields::read(ev)?;
+    let token = match f.id.and_then(RawBsonRef::as_document) {
+        Some(t) => raw_doc(t, "_id")?,
+        None => return Err(malformed("missing `_id` (resume token)")),
     };
-    let op_type = ev
-        .get_str("operationType")
-        .map_err(|_| malformed("missing `operationType`"))?
-        .to_owned();
-    let op_type = op_type.as_str();
+    let op_type = f
+        .operation_type
+        .ok_or_else(|| malformed("missing `operationType`"))?;
     if op_type == "invalidate" {
         return Ok(Decoded::Invalidate(token));
     }
-    let ns = change_ns(ev.get("ns"))
-        .ok_or_else(|| malformed(format!("{op_type} event without `ns`")))?;
+    let ns = raw_ns(f.ns).ok_or_else(|| malformed(format!("{op_type} event without `ns`")))?;
     let kind = match op_type {
         "insert" => OpKind::Insert,
         "update" => OpKind::Update,
@@ -627,7 +701,7 @@ pub(crate) fn decode_event(mut ev: Document, txn: &mut TxnCounter) -> Result<Dec
         "drop" => OpKind::DropCollection,
         "dropDatabase" => OpKind::DropDatabase,
         "rename" => OpKind::Rename {
-            to: change_ns(ev.get("to")).ok_or_else(|| malformed("rename event without `to`"))?,
+            to: raw_ns(f.to).ok_or_else(|| malformed("rename event without `to`"))?,
         },
         "create" => OpKind::Create,
         "createIndexes"
@@ -638,35 +712,38 @@ pub(crate) fn decode_event(mut ev: Document, txn: &mut TxnCounter) -> Result<Dec
         | "refineCollectionShardKey" => OpKind::Command(op_type.to_owned()),
         other => OpKind::Other(other.to_owned()),
     };
-    let document_key = match ev.remove("documentKey") {
-        Some(Bson::Document(k)) => Some(k),
-        _ => None,
-    };
+    let document_key = f
+        .document_key
+        .map(|k| raw_doc(k, "documentKey"))
+        .transpose()?;
     let id = document_key.as_ref().and_then(|k| k.get("_id").cloned());
     let mut op = Op::new(kind, ns, id);
     op.document_key = document_key;
-    match ev.remove("fullDocument") {
-        Some(Bson::Document(d)) => op.data = Some(d),
-        Some(Bson::Null) if op.is_update() => op.document_missing = true,
+    match f.full_document {
+        Some(RawBsonRef::Document(d)) => op.data = Some(raw_doc(d, "fullDocument")?),
+        Some(RawBsonRef::Null) if op.is_update() => op.document_missing = true,
         _ => {}
     }
     if op.data.is_none() && op.is_command() {
-        if let Some(Bson::Document(d)) = ev.remove("operationDescription") {
-            op.data = Some(d);
+        if let Some(d) = f.operation_description {
+            op.data = Some(raw_doc(d, "operationDescription")?);
         }
     }
-    if let Ok(u) = ev.get_document("updateDescription") {
-        op.update = Some(update_description(u)?);
+    if let Some(u) = f.update_description {
+        op.update = Some(update_description(&raw_doc(u, "updateDescription")?)?);
     }
-    op.timestamp = ev.get_timestamp("clusterTime").unwrap_or(Timestamp {
+    op.timestamp = f.cluster_time.unwrap_or(Timestamp {
         time: 0,
         increment: 0,
     });
-    op.wall_time = ev.get_datetime("wallTime").ok().copied();
+    op.wall_time = f.wall_time;
     op.source = Source::ChangeStream;
-    if ev.contains_key("lsid") || ev.contains_key("txnNumber") {
-        let lsid = ev.get_document("lsid").ok().cloned();
-        let txn_number = ev.get_i64("txnNumber").ok();
+    if f.lsid.is_some() || f.txn_number.is_some() {
+        let lsid = match f.lsid {
+            Some(RawBsonRef::Document(d)) => Some(raw_doc(d, "lsid")?),
+            _ => None,
+        };
+        let txn_number = f.txn_number.and_then(RawBsonRef::as_i64);
         let index = match txn_op_index(&token) {
             Some(i) => i,
             None => {
@@ -694,8 +771,12 @@ mod tests {
     const INSERT_TOKEN: &str =
         "82612E8513000000012B022C0100296E5A1004A5093ABB38FE4B9EA67F01BB1A96D812463C5F6964003C5F5F5F78000004";
 
+    fn raw(ev: Document) -> RawDocumentBuf {
+        RawDocumentBuf::from_document(&ev).unwrap()
+    }
+
     fn decode(ev: Document) -> Op {
-        match decode_event(ev, &mut TxnCounter::default()).unwrap() {
+        match decode_event(&raw(ev), &mut TxnCounter::default()).unwrap() {
             Decoded::Op(op) => *op,
             _ => panic!("not an op"),
         }
@@ -802,14 +883,16 @@ mod tests {
         );
         assert_eq!(other.kind, OpKind::Other("somethingNew".into()));
         let inv = decode_event(
-            doc! {"_id": {"_data": "83"}, "operationType": "invalidate", "clusterTime": ts},
+            &raw(doc! {"_id": {"_data": "83"}, "operationType": "invalidate", "clusterTime": ts}),
             &mut TxnCounter::default(),
         )
         .unwrap();
         assert!(matches!(inv, Decoded::Invalidate(t) if t == doc! {"_data": "83"}));
-        assert!(
-            decode_event(doc! {"operationType": "insert"}, &mut TxnCounter::default()).is_err()
-        );
+        assert!(decode_event(
+            &raw(doc! {"operationType": "insert"}),
+            &mut TxnCounter::default()
+        )
+        .is_err());
     }
 
     #[test]
@@ -825,7 +908,7 @@ mod tests {
             let ev = doc! {"_id": {"_data": *data}, "operationType": "insert", "clusterTime": ts,
             "ns": {"db": "t", "coll": "c"}, "documentKey": {"_id": i as i32}, "fullDocument": {"_id": i as i32},
             "lsid": lsid.clone(), "txnNumber": 3i64};
-            let Decoded::Op(op) = decode_event(ev, &mut counter).unwrap() else {
+            let Decoded::Op(op) = decode_event(&raw(ev), &mut counter).unwrap() else {
                 panic!()
             };
             let txn = op.txn.unwrap();

@@ -541,6 +541,9 @@ pub(crate) struct ChangeStreamCursor {
     /// The current `postBatchResumeToken`.
     pbrt: Document,
     pbrt_ts: Timestamp,
+    /// The token of the last event put in the batch being built: it becomes `pbrt` when
+    /// the batch is finished (encoded once per batch, not once per event).
+    pbrt_event: Option<ResumeTokenData>,
     invalidated: bool,
     first_batch_served: bool,
     failpoints: Arc<FailPoints>,
@@ -613,6 +616,7 @@ impl ChangeStreamCursor {
             resume,
             pbrt,
             pbrt_ts: start_ts,
+            pbrt_event: None,
             invalidated: false,
             first_batch_served: false,
             failpoints,
@@ -621,6 +625,18 @@ impl ChangeStreamCursor {
 
     /// Produces the next batch: events in oplog order, at most `batch_size`.
     fn produce(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let batch = self.produce_events(engine, batch_size);
+        if let Some(token) = self.pbrt_event.take() {
+            self.pbrt = token.to_document();
+        }
+        batch
+    }
+
+    fn produce_events(
+        &mut self,
+        engine: &mut Engine,
+        batch_size: Option<usize>,
+    ) -> CmdResult<Batch> {
         let mut out = BatchBuilder::new(batch_size.unwrap_or(0));
         if self.invalidated {
             return Ok(out.finish(true));
@@ -652,7 +668,7 @@ impl ChangeStreamCursor {
                     self.ready.push_front((raw, token, invalidate));
                     return Ok(out.finish(false));
                 }
-                self.set_pbrt_event(&token);
+                self.set_pbrt_event(token);
                 out.push(raw);
                 if invalidate {
                     self.invalidated = true;
@@ -674,6 +690,7 @@ impl ChangeStreamCursor {
                         self.pbrt = ResumeTokenData::high_water_mark(last, self.token_version)
                             .to_document();
                         self.pbrt_ts = last;
+                        self.pbrt_event = None;
                     }
                 }
                 return Ok(out.finish(false));
@@ -725,9 +742,9 @@ impl ChangeStreamCursor {
         }
     }
 
-    fn set_pbrt_event(&mut self, token: &ResumeTokenData) {
-        self.pbrt = token.to_document();
+    fn set_pbrt_event(&mut self, token: ResumeTokenData) {
         self.pbrt_ts = token.cluster_time;
+        self.pbrt_event = Some(token);
     }
 
     /// Resume checks, post-image lookup, user stages, `_id` check. `None`: not returned.
@@ -954,10 +971,11 @@ impl ChangeStreamCursor {
             }
             _ => None,
         };
-        let o = e.get_document("o").cloned().unwrap_or_default();
+        let no_o = Document::new();
+        let o = e.get_document("o").unwrap_or(&no_o);
         let modern = self.version != ServerVersion::V4_4;
         if coll == "system.views" && !matches!(self.level, Level::Collection { .. }) {
-            return self.view_event(e, &o, ts, wall, txn);
+            return self.view_event(e, o, ts, wall, txn);
         }
 
         let operation_type: &str;
@@ -969,7 +987,6 @@ impl ChangeStreamCursor {
         let mut ns_doc = doc! {"db": db, "coll": coll};
         let mut to: Option<Document> = None;
         let mut invalidates = false;
-        let mut event_ns = (db.to_string(), coll.to_string());
 
         match op {
             "i" => {
@@ -1053,7 +1070,7 @@ impl ChangeStreamCursor {
                     ns_doc = doc! {"db": fdb, "coll": fcoll};
                     let to_doc = doc! {"db": tdb, "coll": tcoll};
                     let mut desc = Document::new();
-                    for (k, v) in &o {
+                    for (k, v) in o {
                         match k.as_str() {
                             "renameCollection" | "stayTemp" => {}
                             "to" => {
@@ -1073,7 +1090,6 @@ impl ChangeStreamCursor {
                     }
                     operation_type = "dropDatabase";
                     ns_doc = doc! {"db": db};
-                    event_ns.1.clear();
                     invalidates = !matches!(self.level, Level::Cluster);
                 } else if let Some(Bson::String(c)) = o.get("create") {
                     if !self.spec.show_expanded || !self.watches(db, c) {
@@ -1195,12 +1211,23 @@ impl ChangeStreamCursor {
         if let Some(fd) = full_document {
             ev.insert("fullDocument", fd);
         }
-        ev.insert("ns", ns_doc.clone());
+        let lookup = (operation_type == "update").then(|| {
+            let id = document_key
+                .as_ref()
+                .and_then(|k| k.get("_id").cloned())
+                .unwrap_or(Bson::Null);
+            (
+                ns_doc.get_str("db").unwrap_or("").to_string(),
+                ns_doc.get_str("coll").unwrap_or("").to_string(),
+                id,
+            )
+        });
+        ev.insert("ns", ns_doc);
         if let Some(t) = &to {
             ev.insert("to", t.clone());
         }
-        if let Some(k) = &document_key {
-            ev.insert("documentKey", k.clone());
+        if let Some(k) = document_key {
+            ev.insert("documentKey", k);
         }
         if modern && self.spec.show_expanded {
             if let Some(d) = &operation_description {
@@ -1218,25 +1245,16 @@ impl ChangeStreamCursor {
         if let Some(s) = state_before_change {
             ev.insert("stateBeforeChange", s);
         }
-        if operation_type == "update" {
-            let id = document_key
-                .as_ref()
-                .and_then(|k| k.get("_id").cloned())
-                .unwrap_or(Bson::Null);
-            event_ns = (
-                ns_doc.get_str("db").unwrap_or("").to_string(),
-                ns_doc.get_str("coll").unwrap_or("").to_string(),
-            );
+        if lookup.is_some() {
             self.pending.push_back(Candidate {
                 token,
                 event: ev,
-                lookup: Some((event_ns.0, event_ns.1, id)),
+                lookup,
                 invalidate: false,
                 image: image_key,
             });
             return Ok(());
         }
-        let _ = &event_ns;
         let invalidate_token = invalidates.then(|| {
             let mut t = token.clone();
             t.from_invalidate = true;
