@@ -23,7 +23,7 @@ use common::{just_after, Bench, DB};
 const EVENTS: usize = 50_000;
 const COLL: &str = "events";
 /// Alternating runs of each contender after the criterion measurements.
-const PAIRED_ROUNDS: usize = 6;
+const PAIRED_ROUNDS: usize = 10;
 const AWAIT: Duration = Duration::from_secs(1);
 
 /// mongotail: every event decoded into an `Op`.

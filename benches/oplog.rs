@@ -20,7 +20,7 @@ use common::{Bench, DB};
 
 const ENTRIES: usize = 100_000;
 /// Alternating runs of each contender after the criterion measurements.
-const PAIRED_ROUNDS: usize = 6;
+const PAIRED_ROUNDS: usize = 10;
 const AWAIT: Duration = Duration::from_secs(1);
 
 /// mongotail: every entry decoded into an `Op`.

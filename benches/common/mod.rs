@@ -246,6 +246,10 @@ pub fn compare<F, Fut>(
     group.finish();
     rec.print_ratio(group_name, names[0], names[1], elements as u64, unit);
 
+    // Interleaved pairs (ABBA): each pair runs both contenders back to back, so a change
+    // of machine load between pairs cancels out of that pair's ratio.
+    let mut pair_ratios = Vec::new();
+    let mut cpu: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let paired = Recorder::default();
     for round in 0..paired_rounds {
         let order = if round % 2 == 0 {
@@ -253,18 +257,71 @@ pub fn compare<F, Fut>(
         } else {
             [names[1], names[0]]
         };
+        let mut secs = [0.0f64; 2];
         for name in order {
+            let cpu_before = client_cpu();
             let t = Instant::now();
             let n = b.rt.block_on(run(name, b.client.clone()));
+            let d = t.elapsed();
             assert_eq!(n, elements, "{name} read {n} {unit}");
-            paired.record(name, t.elapsed());
+            paired.record(name, d);
+            secs[usize::from(name != names[0])] = d.as_secs_f64();
+            if let (Some(before), Some(after)) = (cpu_before, client_cpu()) {
+                cpu.entry(name).or_default().push(after - before);
+            }
         }
+        pair_ratios.push(secs[1] / secs[0]);
     }
-    paired.print_ratio(
-        &format!("{group_name}_paired"),
+    let group = format!("{group_name}_paired");
+    paired.print_ratio(&group, names[0], names[1], elements as u64, unit);
+    if let Some(m) = median(&mut pair_ratios) {
+        let list: Vec<String> = pair_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        eprintln!(
+            "RATIO {group} {}/{} = {m:.2} (median of the per-pair ratios: {})",
+            names[0],
+            names[1],
+            list.join(" ")
+        );
+    }
+    // Client-side CPU (every thread of this process but the embedded server's): what each
+    // contender itself costs per item, apart from the server's work and the machine's load.
+    let (Some(a), Some(b)) = (
+        cpu.get_mut(names[0]).and_then(|v| median(v)),
+        cpu.get_mut(names[1]).and_then(|v| median(v)),
+    ) else {
+        return;
+    };
+    let per_item = |s: f64| s * 1e6 / elements as f64;
+    eprintln!(
+        "CLIENT_CPU {group_name} {} = {:.2} us/{unit}, {} = {:.2} us/{unit}; RATIO {}/{} = {:.2}",
+        names[0],
+        per_item(a),
+        names[1],
+        per_item(b),
         names[0],
         names[1],
-        elements as u64,
-        unit,
+        b / a
     );
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied()
+}
+
+/// CPU seconds used so far by this process's threads, without the embedded server's
+/// (`mongosim*` threads); `None` where `/proc` cannot tell (not Linux).
+pub fn client_cpu() -> Option<f64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        if name.starts_with("mongosim") {
+            continue;
+        }
+        // schedstat: time on the CPU (ns), time waiting, time slices
+        let stat = std::fs::read_to_string(path.join("schedstat")).ok()?;
+        total += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total as f64 / 1e9)
 }

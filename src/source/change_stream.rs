@@ -190,7 +190,10 @@ impl ChangeStreamOptions {
 
 #[derive(Debug, Default)]
 struct Shared {
-    token: Mutex<Option<Document>>,
+    /// Where the stream resumes from: the token of the last event delivered (or a
+    /// post-batch token), kept raw so that recording it per event copies bytes into the
+    /// same buffer, and whether it must be used with `startAfter` (an invalidate token).
+    token: Mutex<Option<(RawDocumentBuf, bool)>>,
     seek: Mutex<Option<Timestamp>>,
     /// Set with `seek` so the stream checks it per event without taking the lock.
     seek_pending: AtomicBool,
@@ -209,9 +212,13 @@ pub struct ChangeStreamControl {
 
 impl ChangeStreamControl {
     /// The resume token of the last event delivered, refreshed on empty batches
-    /// (post-batch resume token); `None` before the stream opened.
+    /// (post-batch resume token); before the first event, the token the stream was told
+    /// to start from, or, when started from a time or from now, `None` until the stream
+    /// opened.
     pub fn position(&self) -> Option<Document> {
-        lock(&self.shared.token).clone()
+        let token = lock(&self.shared.token);
+        let (raw, _) = token.as_ref()?;
+        super::raw::document(raw).ok()
     }
 
     /// Makes the stream continue with the changes after `ts` (gtm's `Since`): the stream
@@ -243,15 +250,20 @@ impl ChangeStreamSource {
     pub fn new(client: &Client, options: ChangeStreamOptions) -> ChangeStreamSource {
         let shared = Arc::new(Shared::default());
         let resume = match (&options.start_after, &options.resume_after) {
-            (Some(t), _) => Some((t.clone(), true)),
-            (None, Some(t)) => Some((t.clone(), false)),
+            (Some(t), _) => Some((t, true)),
+            (None, Some(t)) => Some((t, false)),
             (None, None) => None,
         };
+        // A token that is not valid BSON (it cannot be: it is a `Document`) fails in `open`.
+        *lock(&shared.token) = resume.and_then(|(t, start_after)| {
+            RawDocumentBuf::from_document(t)
+                .ok()
+                .map(|raw| (raw, start_after))
+        });
         let watcher = Watcher {
             client: client.clone(),
             start_at: options.start_at_operation_time,
             options,
-            resume,
             stream: None,
             failures: 0,
             done: false,
@@ -292,8 +304,6 @@ impl Stream for ChangeStreamSource {
 struct Watcher {
     client: Client,
     options: ChangeStreamOptions,
-    /// Where to resume: a token and whether it must be used with `startAfter`.
-    resume: Option<(Document, bool)>,
     start_at: Option<Timestamp>,
     /// Events are read raw and only the fields an [`Op`] carries are decoded
     /// ([`decode_event`]).
@@ -333,7 +343,7 @@ impl Watcher {
             };
             if let Some(ts) = seek {
                 self.stream = None;
-                self.resume = None;
+                *lock(&self.shared.token) = None;
                 self.start_at = Some(Timestamp {
                     time: ts.time,
                     increment: ts.increment.saturating_add(1),
@@ -376,8 +386,8 @@ impl Watcher {
                         Ok(Decoded::Op(op)) => {
                             // The event's `_id` is the position to resume after; the
                             // post-batch token is read only when a batch runs out.
-                            if let Position::ResumeToken(token) = &op.position {
-                                self.set_token(token.clone(), false);
+                            if let Ok(token) = event.get_document("_id") {
+                                self.set_token(token, false);
                             }
                             return Some(Ok(*op));
                         }
@@ -386,7 +396,10 @@ impl Watcher {
                                 "change stream invalidated; continuing with startAfter"
                             );
                             self.stream = None;
-                            self.set_token(token, true);
+                            match RawDocumentBuf::from_document(&token) {
+                                Ok(raw) => self.set_token(&raw, true),
+                                Err(e) => return Some(Err(malformed(e.to_string()))),
+                            }
                         }
                         Err(e) => return Some(Err(e)),
                     }
@@ -421,22 +434,36 @@ impl Watcher {
         let Some(token) = self.stream.as_ref().and_then(|s| s.resume_token()) else {
             return;
         };
-        let Some(doc) = token_doc(&token) else {
+        let Some(raw) = token_doc(&token).and_then(|d| RawDocumentBuf::from_document(&d).ok())
+        else {
             return;
         };
-        let start_after = matches!(&self.resume, Some((t, true)) if *t == doc);
-        self.set_token(doc, start_after);
+        let start_after = matches!(&*lock(&self.shared.token), Some((t, true)) if *t == raw);
+        self.set_token(&raw, start_after);
     }
 
-    /// Records `token` as the position to resume from and publishes it to the control.
-    fn set_token(&mut self, token: Document, start_after: bool) {
-        *lock(&self.shared.token) = Some(token.clone());
-        self.resume = Some((token, start_after));
+    /// Records `token` as the position to resume from (seen by the control too), copying
+    /// it into the buffer of the previous token.
+    fn set_token(&self, token: &RawDocument, start_after: bool) {
+        let mut slot = lock(&self.shared.token);
+        let mut bytes = slot.take().map(|(t, _)| t.into_bytes()).unwrap_or_default();
+        bytes.clear();
+        bytes.extend_from_slice(token.as_bytes());
+        *slot = RawDocumentBuf::from_bytes(bytes)
+            .ok()
+            .map(|t| (t, start_after));
+    }
+
+    /// The token to resume from, as a document, and whether it is a `startAfter` token.
+    fn resume_token(&self) -> Option<(Document, bool)> {
+        let token = lock(&self.shared.token);
+        let (raw, start_after) = token.as_ref()?;
+        Some((super::raw::document(raw).ok()?, *start_after))
     }
 
     fn position(&self) -> Position {
-        match (&self.resume, self.start_at) {
-            (Some((t, _)), _) => Position::ResumeToken(t.clone()),
+        match (self.resume_token(), self.start_at) {
+            (Some((t, _)), _) => Position::ResumeToken(t),
             (None, Some(ts)) => Position::Oplog(ts),
             (None, None) => Position::ResumeToken(Document::new()),
         }
@@ -504,12 +531,12 @@ impl Watcher {
         if o.show_expanded_events {
             watch = watch.show_expanded_events(true);
         }
-        match &self.resume {
+        match self.resume_token() {
             Some((token, start_after)) => {
-                let token = to_token(token).ok_or_else(|| {
+                let token = to_token(&token).ok_or_else(|| {
                     Error::Config(format!("resume token {token} is not a document"))
                 })?;
-                watch = if *start_after {
+                watch = if start_after {
                     watch.start_after(token)
                 } else {
                     watch.resume_after(token)
@@ -669,7 +696,7 @@ impl<'a> EventFields<'a> {
 }
 
 fn raw_doc(d: &RawDocument, what: &str) -> Result<Document> {
-    Document::try_from(d).map_err(|e| malformed(format!("{what}: {e}")))
+    super::raw::document(d).map_err(|e| malformed(format!("{what}: {e}")))
 }
 
 fn raw_ns(d: Option<&RawDocument>) -> Option<Namespace> {

@@ -11,6 +11,7 @@ use crate::op::{Namespace, Op, OpKind};
 pub mod change_stream;
 pub mod direct;
 pub mod oplog;
+mod raw;
 
 /// How a live source retries transient errors: exponential backoff with jitter, from the
 /// last delivered position.

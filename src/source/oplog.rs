@@ -994,13 +994,13 @@ const CRUD_FIELDS: [&str; 7] = ["ts", "op", "ns", "o", "o2", "wall", "fromMigrat
 /// entry keeps only [`CRUD_FIELDS`], so `ui`, `v`, `t`, … are never decoded.
 fn entry_doc(raw: RawDocumentBuf) -> std::result::Result<Document, bson::raw::Error> {
     if !matches!(raw.get_str("op"), Ok(op) if op != "c") {
-        return Document::try_from(raw);
+        return super::raw::document(&raw);
     }
     let mut entry = Document::new();
     for field in raw.iter() {
         let (key, value) = field?;
         if CRUD_FIELDS.contains(&key) {
-            entry.insert(key, Bson::try_from(value)?);
+            entry.insert(key, super::raw::bson(value)?);
         }
     }
     Ok(entry)
