@@ -1047,7 +1047,7 @@ impl ChangeStreamCursor {
                     }
                     _ => {
                         operation_type = "update";
-                        update_description = Some(update_description::from_v1(&o));
+                        update_description = Some(update_description::from_v1(o));
                     }
                 }
             }
