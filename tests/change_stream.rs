@@ -52,6 +52,11 @@ async fn collection_scope(version: ServerVersion) {
     // updateLookup reads the document when the event is returned: read it before
     // the replace and delete.
     let mut got = take_ops(&mut s, 2).await;
+    // Until the stream is polled again, its position is the last delivered event's token.
+    assert_eq!(
+        s.position().map(Position::ResumeToken),
+        Some(got[1].position.clone())
+    );
     c.replace_one(doc! {"_id": 1}, doc! {"x": 1}).await.unwrap();
     c.delete_one(doc! {"_id": 1}).await.unwrap();
     server

@@ -922,6 +922,29 @@ mod tests {
         .is_err());
     }
 
+    #[tokio::test]
+    async fn position_before_the_first_event() {
+        // Building a client or a source sends nothing, so no server is needed here.
+        let client = Client::with_uri_str("mongodb://127.0.0.1:9/?directConnection=true")
+            .await
+            .unwrap();
+        let token = doc! {"_data": INSERT_TOKEN};
+        let after = ChangeStreamSource::new(
+            &client,
+            ChangeStreamOptions::new().resume_after(token.clone()),
+        );
+        assert_eq!(after.position(), Some(token.clone()));
+        let control = after.control();
+        control.seek(Timestamp {
+            time: 5,
+            increment: 0,
+        });
+        // the seek is applied by the stream on its next poll
+        assert_eq!(control.position(), Some(token.clone()));
+        let now = ChangeStreamSource::new(&client, ChangeStreamOptions::new());
+        assert_eq!(now.position(), None);
+    }
+
     #[test]
     fn transaction_events() {
         let ts = Timestamp {
