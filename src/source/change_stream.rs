@@ -699,11 +699,18 @@ fn raw_doc(d: &RawDocument, what: &str) -> Result<Document> {
     super::raw::document(d).map_err(|e| malformed(format!("{what}: {e}")))
 }
 
+/// `ns` / `to` of an event: `{db, coll}`, `coll` absent for database-level events. One
+/// pass over the fields (two `get_str` calls would walk the document twice).
 fn raw_ns(d: Option<&RawDocument>) -> Option<Namespace> {
-    let d = d?;
-    let db = d.get_str("db").ok()?;
-    let coll = d.get_str("coll").unwrap_or("");
-    Some(Namespace::from_server(db, coll))
+    let (mut db, mut coll) = (None, "");
+    for element in d? {
+        match element.ok()? {
+            ("db", value) => db = value.as_str(),
+            ("coll", value) => coll = value.as_str().unwrap_or(""),
+            _ => {}
+        }
+    }
+    Some(Namespace::from_server(db?, coll))
 }
 
 /// Turns one change event (reference §5.4), read raw, into an op.
