@@ -199,7 +199,8 @@ pub fn print_machine() {
 }
 
 /// Measures two contenders that each read the same `elements` items (`run(name, client)`
-/// returns how many it read): criterion timings of each, then `paired_rounds` alternating
+/// returns how many it read): two untimed runs of each, criterion timings of each, then
+/// `paired_rounds` alternating
 /// runs in ABBA order (criterion runs one contender after the other, so load drift on a
 /// shared machine biases that ratio). Prints both ratios, `names[0]` over `names[1]`.
 #[allow(clippy::too_many_arguments)]
@@ -218,6 +219,14 @@ pub fn compare<F, Fut>(
 {
     use criterion::{SamplingMode, Throughput};
     use std::time::Instant;
+
+    // Untimed alternating runs first: the first runs after the data was written are slower
+    // (the server's heap and page tables are still growing), and criterion measures the
+    // contenders one after the other, so without this the first one would pay for it.
+    for name in names.iter().chain(names.iter()) {
+        let n = b.rt.block_on(run(name, b.client.clone()));
+        assert_eq!(n, elements, "{name} read {n} {unit} (warm-up)");
+    }
 
     let rec = Recorder::default();
     let mut group = c.benchmark_group(group_name);
