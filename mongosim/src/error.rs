@@ -99,6 +99,13 @@ impl CommandError {
     pub fn type_mismatch(msg: impl Into<String>) -> Self {
         Self::from_code(14, msg)
     }
+    /// 14 TypeMismatch as the server's IDL parsers word it (reference §8.3).
+    pub fn wrong_type(field: &str, value: &Bson, expected: &str) -> Self {
+        Self::type_mismatch(format!(
+            "BSON field '{field}' is the wrong type '{}', expected type '{expected}'",
+            crate::query::fmt::type_name(value)
+        ))
+    }
     /// 26 NamespaceNotFound.
     pub fn namespace_not_found(msg: impl Into<String>) -> Self {
         Self::from_code(26, msg)

@@ -6,9 +6,18 @@
 //! // dropped: the server stops
 //! ```
 //!
-//! Layout follows a request: `wire/` (framing) -> `server` (connections, sessions) ->
-//! `commands/` (one file per family) -> `engine/` (catalog, oplog, clock) with `query/`
-//! (matcher, updates, pipelines) beside it.
+//! # Layers
+//!
+//! The folders follow a request, and imports point one way, down:
+//! `wire/` (framing, OP_MSG / OP_QUERY, BSON validation; returns its own parsed
+//! `wire::Command`) -> `server` (accept loop, one task per connection, turns a parsed command
+//! into a request and decorates replies) -> `commands/` (one file per command family, with the
+//! shared `args`, `reply` and `state` modules at its bottom) -> `engine/` (catalog, oplog,
+//! clock, cursors, pre/post images, document validation) and `query/` (matcher, expressions,
+//! updates, projection, pipeline). `engine/` and `query/` import nothing from `commands`,
+//! `server` or `wire`; `wire/` nothing from `commands` or `server`; `commands/` nothing from
+//! `server`. Beneath everything: `error` (the one error type and the table of error codes),
+//! `limits` (size limits), `options` and `resume_token` (the KeyString codec).
 
 #![warn(missing_debug_implementations, rust_2018_idioms)]
 // Every handler returns `CmdResult<T> = Result<T, CommandError>`; the error carries the
@@ -16,6 +25,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod error;
+mod error_codes;
+mod limits;
 mod options;
 
 pub(crate) mod commands;
@@ -25,6 +36,17 @@ pub(crate) mod resume_token;
 pub(crate) mod server;
 pub(crate) mod wire;
 
+pub use commands::state::Stats;
 pub use error::CommandError;
 pub use options::{Options, ServerVersion};
-pub use server::{MongoSim, Stats};
+pub use server::MongoSim;
+
+/// Runs the wire layer on one raw message as the server would (framing, OP_MSG / OP_QUERY
+/// parsing, BSON validation), discarding the result: the entry point of the fuzz target
+/// (`mongosim/fuzz`). Never panics, whatever the input.
+#[doc(hidden)]
+pub fn fuzz_wire(message: &[u8]) {
+    let _ = wire::parse(message, ServerVersion::V7_0);
+    let _ = wire::parse(message, ServerVersion::V4_4);
+    let _ = wire::validate_bson(message);
+}

@@ -11,95 +11,67 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::Parser;
 use mongosim::{MongoSim, Options, ServerVersion};
 
-const USAGE: &str = "usage: mongosim [--port <P>] [--repl-set <NAME>] [--server-version 7.0|4.4] \
-[--oplog-size-mb <N>] [--standalone] [--noop-interval-secs <N>]
+/// A simulated MongoDB replica set on 127.0.0.1.
+#[derive(Debug, Parser)]
+#[command(name = "mongosim", version, about)]
+struct Args {
+    /// Port on 127.0.0.1 (0 picks a free port).
+    #[arg(long, default_value_t = 27017)]
+    port: u16,
+    /// Replica set name.
+    #[arg(long, alias = "replSet", value_name = "NAME", default_value = "rs0",
+          value_parser = parse_repl_set, conflicts_with = "standalone")]
+    repl_set: String,
+    /// Imitated release: 7.0 or 4.4.
+    #[arg(long, value_name = "V", default_value = "7.0", value_parser = parse_version)]
+    server_version: ServerVersion,
+    /// Capped size of local.oplog.rs in MiB (1-1048576).
+    #[arg(long, alias = "oplogSize", value_name = "N", default_value_t = 192,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    oplog_size_mb: u64,
+    /// No replica set: no oplog, no setName.
+    #[arg(long)]
+    standalone: bool,
+    /// Idle periodic no-op interval in seconds (0 < N <= 86400).
+    #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = parse_interval)]
+    noop_interval_secs: f64,
+}
 
-  --port <P>                port on 127.0.0.1 (default 27017; 0 picks a free port)
-  --repl-set <NAME>         replica set name (default rs0)
-  --server-version <V>      imitated release: 7.0 (default) or 4.4
-  --oplog-size-mb <N>       capped size of local.oplog.rs in MiB (default 192)
-  --standalone              no replica set: no oplog, no setName
-  --noop-interval-secs <N>  idle periodic no-op interval in seconds (default 10)";
+fn parse_repl_set(v: &str) -> Result<String, String> {
+    if v.is_empty() || v.contains('/') {
+        Err("expected a non-empty name without '/'".into())
+    } else {
+        Ok(v.to_string())
+    }
+}
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>, String> {
-    let mut opts = Options::new().port(27017);
-    let mut repl_set: Option<String> = None;
-    let mut standalone = false;
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            inline
-                .clone()
-                .or_else(|| args.next())
-                .ok_or_else(|| format!("{name} requires a value"))
-        };
-        match flag.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--port" => {
-                let v = value("--port")?;
-                let port = v
-                    .parse::<u16>()
-                    .map_err(|_| format!("invalid --port '{v}': expected 0-65535"))?;
-                opts = opts.port(port);
-            }
-            "--repl-set" | "--replSet" => {
-                let v = value("--repl-set")?;
-                if v.is_empty() || v.contains('/') {
-                    return Err(format!("invalid --repl-set '{v}'"));
-                }
-                repl_set = Some(v);
-            }
-            "--server-version" => {
-                let v = value("--server-version")?;
-                let version = ServerVersion::parse(&v).ok_or_else(|| {
-                    format!("invalid --server-version '{v}': expected 7.0 or 4.4")
-                })?;
-                opts = opts.version(version);
-            }
-            "--oplog-size-mb" | "--oplogSize" => {
-                let v = value("--oplog-size-mb")?;
-                let mb = v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&mb| (1..=1024 * 1024).contains(&mb))
-                    .ok_or_else(|| format!("invalid --oplog-size-mb '{v}': expected 1-1048576"))?;
-                opts = opts.oplog_size_bytes(mb * 1024 * 1024);
-            }
-            "--noop-interval-secs" => {
-                let v = value("--noop-interval-secs")?;
-                let secs = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| {
-                        format!("invalid --noop-interval-secs '{v}': expected a positive number")
-                    })?;
-                opts = opts.noop_interval(Duration::from_secs_f64(secs));
-            }
-            "--standalone" => {
-                if inline.is_some() {
-                    return Err("--standalone takes no value".to_string());
-                }
-                standalone = true;
-            }
-            other => return Err(format!("unknown argument '{other}'")),
+fn parse_version(v: &str) -> Result<ServerVersion, String> {
+    ServerVersion::parse(v).ok_or_else(|| "expected 7.0 or 4.4".to_string())
+}
+
+fn parse_interval(v: &str) -> Result<f64, String> {
+    v.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+        .ok_or_else(|| "expected a positive number of seconds, at most 86400".to_string())
+}
+
+impl Args {
+    fn options(&self) -> Options {
+        let opts = Options::new()
+            .port(self.port)
+            .version(self.server_version)
+            .oplog_size_bytes(self.oplog_size_mb * 1024 * 1024)
+            .noop_interval(Duration::from_secs_f64(self.noop_interval_secs));
+        if self.standalone {
+            opts.standalone()
+        } else {
+            opts.repl_set(self.repl_set.clone())
         }
     }
-    if standalone {
-        if repl_set.is_some() {
-            return Err("--standalone and --repl-set are mutually exclusive".to_string());
-        }
-        opts = opts.standalone();
-    } else if let Some(rs) = repl_set {
-        opts = opts.repl_set(rs);
-    }
-    Ok(Some(opts))
 }
 
 /// SIGINT and SIGTERM (Ctrl-C only, off Unix).
@@ -138,17 +110,8 @@ impl StopSignals {
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(opts)) => opts,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("mongosim: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors exit with status 2 (clap's), `--help` and `--version` with 0.
+    let opts = Args::parse().options();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -188,15 +151,19 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Option<Options>, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Args::try_parse_from(std::iter::once("mongosim").chain(args.iter().copied()))
+            .map(|a| a.options())
     }
 
     #[test]
     fn defaults_and_flags() {
-        let o = parse(&[]).unwrap().unwrap();
+        let o = parse(&[]).unwrap();
         assert_eq!(o.port, 27017);
         assert_eq!(o.repl_set.as_deref(), Some("rs0"));
+        assert_eq!(o.version, ServerVersion::V7_0);
+        assert_eq!(o.oplog_size_bytes, 192 * 1024 * 1024);
+        assert_eq!(o.noop_interval, Duration::from_secs(10));
         let o = parse(&[
             "--port",
             "0",
@@ -208,16 +175,20 @@ mod tests {
             "--noop-interval-secs",
             "0.5",
         ])
-        .unwrap()
         .unwrap();
         assert_eq!(o.port, 0);
         assert_eq!(o.repl_set.as_deref(), Some("rsX"));
         assert_eq!(o.version, ServerVersion::V4_4);
         assert_eq!(o.oplog_size_bytes, 5 * 1024 * 1024);
         assert_eq!(o.noop_interval, Duration::from_millis(500));
-        let o = parse(&["--standalone"]).unwrap().unwrap();
+        let o = parse(&["--replSet", "a", "--oplogSize", "7"]).unwrap();
+        assert_eq!(o.repl_set.as_deref(), Some("a"));
+        assert_eq!(o.oplog_size_bytes, 7 * 1024 * 1024);
+        let o = parse(&["--standalone"]).unwrap();
         assert_eq!(o.repl_set, None);
-        assert!(parse(&["--help"]).unwrap().is_none());
+        let help = parse(&["--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert_eq!(help.exit_code(), 0);
     }
 
     #[test]
@@ -228,10 +199,13 @@ mod tests {
             &["--server-version", "5.0"],
             &["--oplog-size-mb", "0"],
             &["--noop-interval-secs", "-1"],
+            &["--noop-interval-secs", "nan"],
+            &["--repl-set", "a/b"],
             &["--standalone", "--repl-set", "rs0"],
             &["--bogus"],
         ] {
-            assert!(parse(bad).is_err(), "{bad:?}");
+            let e = parse(bad).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}: {e}");
         }
     }
 }

@@ -6,113 +6,23 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Instant, SystemTime};
 
-use bson::{doc, Binary, Bson, Document, Timestamp};
+use bson::{Bson, Document, Timestamp};
+use futures::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use crate::commands::state::{Shared, Stats};
 use crate::commands::{self, Conn, Ctx, Request};
 use crate::engine::Engine;
 use crate::wire::{self, Incoming, WireError};
 use crate::Options;
-
-/// State shared by every connection of one simulator.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// Start-up options.
-    pub(crate) opts: Options,
-    /// Catalog, oplog, clock, cursors. Never hold this lock across an `.await`.
-    pub(crate) engine: parking_lot::Mutex<Engine>,
-    /// When the server started (uptime).
-    pub(crate) started: Instant,
-    /// Wall-clock start time (`replSetGetStatus` election dates).
-    pub(crate) started_wall: SystemTime,
-    /// Counters for tests and `serverStatus`.
-    pub(crate) stats: Stats,
-    /// Test fail points (`commands/failpoint.rs`).
-    pub(crate) failpoints: Arc<crate::commands::failpoint::FailPoints>,
-    /// Multi-document transactions by session (`commands/txn.rs`).
-    pub(crate) txns: Arc<crate::commands::txn::Transactions>,
-    /// Logical sessions: ended sessions, transaction start times (`commands/sessions.rs`).
-    pub(crate) sessions: Arc<crate::commands::sessions::SessionCache>,
-    next_conn_id: AtomicI64,
-    shutdown: watch::Receiver<bool>,
-}
-
-impl Shared {
-    /// The same server state around another engine: the private engine the statements of a
-    /// multi-document transaction run against (`commands/txn.rs`).
-    pub(crate) fn with_engine(&self, engine: Engine) -> Shared {
-        Shared {
-            opts: self.opts.clone(),
-            engine: parking_lot::Mutex::new(engine),
-            started: self.started,
-            started_wall: self.started_wall,
-            stats: Stats::default(),
-            failpoints: self.failpoints.clone(),
-            txns: self.txns.clone(),
-            sessions: self.sessions.clone(),
-            next_conn_id: AtomicI64::new(0),
-            shutdown: self.shutdown.clone(),
-        }
-    }
-
-    /// `true` in replica-set mode (`--replSet`), `false` when standalone.
-    pub(crate) fn is_repl_set(&self) -> bool {
-        self.opts.repl_set.is_some()
-    }
-
-    /// A receiver that turns `true` when the server shuts down (for long waits such as
-    /// awaitData getMores).
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.shutdown.clone()
-    }
-
-    /// `$clusterTime` as every replica-set member appends it (reference §2.7): no auth, so the
-    /// signature is 20 zero bytes with keyId 0.
-    pub(crate) fn cluster_time_doc(ts: Timestamp) -> Document {
-        doc! {
-            "clusterTime": ts,
-            "signature": {
-                "hash": Binary { subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0u8; 20] },
-                "keyId": 0i64,
-            },
-        }
-    }
-}
-
-/// Server-side counters, exposed for tests (e.g. proving the driver's monitor does not spin).
-#[derive(Debug, Default)]
-pub struct Stats {
-    hello: AtomicU64,
-    commands: AtomicU64,
-    connections: AtomicU64,
-    open: AtomicU64,
-}
-
-impl Stats {
-    /// Number of `hello`/`isMaster`/`ismaster` commands served (OP_MSG and OP_QUERY).
-    pub fn hello_count(&self) -> u64 {
-        self.hello.load(Ordering::Relaxed)
-    }
-    /// Number of commands served (including hellos).
-    pub fn command_count(&self) -> u64 {
-        self.commands.load(Ordering::Relaxed)
-    }
-    /// Number of connections accepted.
-    pub fn connection_count(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
-    }
-    /// Number of connections currently open.
-    pub fn open_connections(&self) -> u64 {
-        self.open.load(Ordering::Relaxed)
-    }
-}
 
 /// A running simulator; stops when dropped.
 #[derive(Debug)]
@@ -239,7 +149,13 @@ async fn serve(shared: Arc<Shared>, listener: StdTcpListener) {
                 }
             },
             // Reap finished connection tasks so the set stays bounded.
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!("mongosim: a server task panicked: {}", panic_message(&e.into_panic()));
+                    }
+                }
+            }
         }
     }
     drop(listener);
@@ -301,10 +217,24 @@ async fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: Soc
                 return;
             }
         };
-        let reply = match handle_message(shared, &mut conn, &message).await {
-            Ok(reply) => reply,
-            Err(e) => {
+        let handled = AssertUnwindSafe(handle_message(shared, &mut conn, &message))
+            .catch_unwind()
+            .await;
+        let reply = match handled {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(e)) => {
                 tracing::debug!("mongosim: closing connection {}: {e}", conn.id);
+                return;
+            }
+            Err(panic) => {
+                // A bug, never expected: say where, close only this connection.
+                tracing::error!(
+                    peer = %peer,
+                    op_code = wire::op_code(&message),
+                    "mongosim: connection {} panicked handling a message: {}",
+                    conn.id,
+                    panic_message(&panic)
+                );
                 return;
             }
         };
@@ -314,6 +244,15 @@ async fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: Soc
             }
         }
     }
+}
+
+/// The message of a caught panic (`panic!` with a string literal or a formatted message).
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Why a connection must be closed instead of answered.
@@ -346,10 +285,10 @@ async fn handle_message(
         Err(other) => Err(Close::Wire(other)),
         Ok(Incoming::Msg {
             more_to_come,
-            request,
+            command,
         }) => {
-            let body = match request {
-                Ok(req) => run_command(shared, conn, req).await?,
+            let body = match command {
+                Ok(cmd) => run_command(shared, conn, request(cmd)).await?,
                 // Non-fatal parse errors (40430, 40571, …) are answered (SRV
                 // service_entry_point_common.cpp `parseCommand`).
                 Err(e) => error_body(shared, &e),
@@ -364,9 +303,9 @@ async fn handle_message(
                 &body,
             )))
         }
-        Ok(Incoming::QueryCommand { request }) => {
-            let body = match request {
-                Ok(req) => run_command(shared, conn, req).await?,
+        Ok(Incoming::QueryCommand { command }) => {
+            let body = match command {
+                Ok(cmd) => run_command(shared, conn, request(cmd)).await?,
                 Err(e) => error_body(shared, &e),
             };
             Ok(Some(wire::encode_op_reply(
@@ -383,6 +322,15 @@ async fn handle_message(
             wire::REPLY_QUERY_FAILURE,
             &to_bytes(&error),
         ))),
+    }
+}
+
+/// The commands' request for a command the wire layer parsed.
+fn request(cmd: wire::Command) -> Request {
+    Request {
+        name: cmd.name,
+        db: cmd.db,
+        body: cmd.body,
     }
 }
 

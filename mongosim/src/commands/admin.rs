@@ -4,10 +4,10 @@
 
 use bson::{doc, Bson, DateTime, Document};
 
-use super::hello::{election_id, op_time, ts_date, SET_VERSION, TERM};
+use super::reply::{election_id, op_time, ts_date, SET_VERSION, TERM};
 use super::{Ctx, Request};
 use crate::error::{CmdResult, CommandError};
-use crate::wire::MAX_BSON_OBJECT_SIZE;
+use crate::limits::MAX_BSON_OBJECT_SIZE;
 use crate::ServerVersion;
 
 /// `adminOnly()` commands refuse other databases (SRV `commands.cpp`

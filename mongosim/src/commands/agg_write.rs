@@ -14,7 +14,7 @@
 
 use bson::{doc, Bson, Document, RawDocumentBuf};
 
-use super::cursor::cursor_reply;
+use super::reply::cursor_reply;
 use super::Ctx;
 use crate::engine::catalog::NsKind;
 use crate::engine::{Engine, PendingOp};
@@ -530,9 +530,9 @@ fn write_out(
             ops.extend(engine.catalog.create_indexes(db, &tmp, vec![ix])?);
         }
         for d in &docs {
-            let d = super::crud::fix_document_for_insert(engine, d)?;
+            let d = crate::engine::docs::fix_document_for_insert(engine, d)?;
             if !bypass {
-                super::validation::check(engine, db, &tmp, &d, None)?;
+                crate::engine::validation::check(engine, db, &tmp, &d, None)?;
             }
             let (_, op) = engine.catalog.insert_doc(db, &tmp, d)?;
             ops.push(op);
@@ -668,9 +668,9 @@ fn write_merge(
         }
         if spec.when_matched == WhenMatched::Fail {
             // insert-only mode: a plain insert, whose duplicate key error is the stage's error
-            let d = super::crud::fix_document_for_insert(engine, &d)?;
+            let d = crate::engine::docs::fix_document_for_insert(engine, &d)?;
             if !bypass {
-                super::validation::check(engine, db, coll, &d, None)?;
+                crate::engine::validation::check(engine, db, coll, &d, None)?;
             }
             ops.extend(engine.catalog.ensure_collection(db, coll)?);
             let (_, op) = engine
@@ -707,7 +707,7 @@ fn write_merge(
             }
         }
         let m = Matcher::parse(&query)?;
-        let rid = super::crud::matching_rids(&engine.catalog, db, coll, &query, &m)
+        let rid = crate::engine::docs::matching_rids(&engine.catalog, db, coll, &query, &m)
             .into_iter()
             .next();
         let mut uctx = UpdateCtx::new(now);
@@ -742,7 +742,13 @@ fn write_merge(
                         ));
                     }
                     if !bypass {
-                        super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
+                        crate::engine::validation::check(
+                            engine,
+                            db,
+                            coll,
+                            &out.new_doc,
+                            Some(&old),
+                        )?;
                     }
                     let o = update_o(engine, &out);
                     let op = engine
@@ -772,9 +778,9 @@ fn write_merge(
                             update.apply(&seed, &uctx)?.new_doc
                         }
                     };
-                    let new_doc = super::crud::fix_document_for_insert(engine, &new_doc)?;
+                    let new_doc = crate::engine::docs::fix_document_for_insert(engine, &new_doc)?;
                     if !bypass {
-                        super::validation::check(engine, db, coll, &new_doc, None)?;
+                        crate::engine::validation::check(engine, db, coll, &new_doc, None)?;
                     }
                     ops.extend(engine.catalog.ensure_collection(db, coll)?);
                     let (_, op) = engine

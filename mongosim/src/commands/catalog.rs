@@ -2,10 +2,11 @@
 //! `createIndexes`, `dropIndexes`, `listIndexes`, `listCollections`, `listDatabases`,
 //! `collMod`, `collStats` (reference §4.8, §7.1–7.4).
 
-use super::crud::{missing_field, opt_bool, opt_doc, req_array};
-use super::cursor::{cursor_batch_size, open_cursor, raw_reply, VecCursor};
+use super::args::{cursor_batch_size, missing_field, opt_bool, opt_doc, req_array};
+use super::reply::{open_cursor, raw_reply};
 use super::{Ctx, Request};
 use crate::engine::catalog::{id_index_spec, Collection, NsKind};
+use crate::engine::cursor::VecCursor;
 use crate::engine::{names, Engine};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
@@ -103,7 +104,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
         }
     }
     // SIMFIX (validation.rs): validator / validationLevel / validationAction checked at create
-    super::validation::check_options(&options, "create")?;
+    crate::engine::validation::check_options(&options, "create")?;
     let view_on = match options.get("viewOn") {
         None => None,
         Some(Bson::String(s)) => Some(s.clone()),
@@ -745,7 +746,7 @@ pub(crate) async fn coll_mod(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
         }
     }
     // SIMFIX (validation.rs): validator / validationLevel / validationAction checked at collMod
-    super::validation::check_options(&changes, "collMod")?;
+    crate::engine::validation::check_options(&changes, "collMod")?;
     let shared = ctx.shared.clone();
     let mut guard = shared.engine.lock();
     let engine = &mut *guard;
@@ -808,7 +809,7 @@ pub(crate) async fn coll_stats(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Doc
     let db = req.db.as_str();
     names::check_db(db)?;
     let coll = names::coll_arg(db, req.target())?;
-    let scale = super::crud::opt_i64(&req.body, "collStats", "scale")?.unwrap_or(1);
+    let scale = super::args::opt_i64(&req.body, "collStats", "scale")?.unwrap_or(1);
     if scale < 1 {
         return Err(CommandError::bad_value("scale has to be >= 1"));
     }
@@ -910,7 +911,7 @@ pub(crate) fn coll_stats_stage(
 pub(crate) async fn db_stats(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let db = req.db.as_str();
     names::check_db(db)?;
-    let scale = super::crud::opt_i64(&req.body, "dbStats", "scale")?.unwrap_or(1);
+    let scale = super::args::opt_i64(&req.body, "dbStats", "scale")?.unwrap_or(1);
     if scale < 1 {
         return Err(CommandError::bad_value(
             "Scale factor must be greater than zero",

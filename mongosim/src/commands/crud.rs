@@ -5,119 +5,19 @@
 //! logs them through [`Engine::log`] (contract §4). The `apply_*` functions are usable on
 //! a transaction's catalog snapshot as well.
 
+use super::args::{
+    collation_of, matcher_for, missing_field, opt_bool, opt_doc, opt_i64, reject_let_on_44,
+    req_array,
+};
+use super::reply::append_repl_fields;
 use super::{Ctx, Request};
-use crate::engine::catalog::{Catalog, NsKind};
+use crate::engine::catalog::NsKind;
+use crate::engine::docs::{fix_document_for_insert, matching_rids_with, source_docs};
 use crate::engine::names;
 use crate::engine::{Engine, PendingOp, RetryCtx};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
-use bson::{doc, oid::ObjectId, Bson, Document, Timestamp};
-
-// ---------------------------------------------------------------- argument helpers
-
-/// The server's IDL error for a missing required field (reference §8.3).
-pub(crate) fn missing_field(cmd: &str, field: &str) -> CommandError {
-    CommandError::from_code(
-        40414,
-        format!("BSON field '{cmd}.{field}' is missing but a required field"),
-    )
-}
-
-/// An optional document field (14 TypeMismatch if present with another type).
-pub(crate) fn opt_doc<'a>(
-    body: &'a Document,
-    cmd: &str,
-    field: &str,
-) -> CmdResult<Option<&'a Document>> {
-    match body.get(field) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Document(d)) => Ok(Some(d)),
-        Some(other) => Err(super::wrong_type(
-            &format!("{cmd}.{field}"),
-            other,
-            "object",
-        )),
-    }
-}
-
-/// An optional boolean field (numbers are accepted as truthiness, as the IDL does).
-pub(crate) fn opt_bool(body: &Document, cmd: &str, field: &str) -> CmdResult<Option<bool>> {
-    match body.get(field) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Boolean(b)) => Ok(Some(*b)),
-        Some(Bson::Int32(i)) => Ok(Some(*i != 0)),
-        Some(Bson::Int64(i)) => Ok(Some(*i != 0)),
-        Some(Bson::Double(d)) => Ok(Some(*d != 0.0)),
-        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "bool")),
-    }
-}
-
-/// An optional integral field.
-pub(crate) fn opt_i64(body: &Document, cmd: &str, field: &str) -> CmdResult<Option<i64>> {
-    match body.get(field) {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Int32(i)) => Ok(Some(*i as i64)),
-        Some(Bson::Int64(i)) => Ok(Some(*i)),
-        Some(Bson::Double(d)) if d.is_finite() => Ok(Some(*d as i64)),
-        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "long")),
-    }
-}
-
-/// A required array field.
-pub(crate) fn req_array<'a>(
-    body: &'a Document,
-    cmd: &str,
-    field: &str,
-) -> CmdResult<&'a Vec<Bson>> {
-    match body.get(field) {
-        None => Err(missing_field(cmd, field)),
-        Some(Bson::Array(a)) => Ok(a),
-        Some(other) => Err(super::wrong_type(&format!("{cmd}.{field}"), other, "array")),
-    }
-}
-
-/// 4.4 has no command-level `let` (added in 5.0): its parsers reject the field
-/// (IDL 40415 for write commands; find/aggregate parsers 9 FailedToParse).
-pub(crate) fn reject_let_on_44(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
-    if ctx.shared.opts.version != crate::ServerVersion::V4_4 || !req.body.contains_key("let") {
-        return Ok(());
-    }
-    Err(match req.name.as_str() {
-        "find" => CommandError::failed_to_parse(format!(
-            "Failed to parse: {}. Unrecognized field 'let'.",
-            crate::query::fmt::doc(&req.body)
-        )),
-        "aggregate" => CommandError::failed_to_parse("unrecognized field 'let'"),
-        // 4.4 findAndModify names the bare field
-        "findAndModify" | "findandmodify" => {
-            CommandError::from_code(40415, "BSON field 'let' is an unknown field.")
-        }
-        name => CommandError::unknown_field("let", name),
-    })
-}
-
-/// A matcher for `filter` with the command's `let` variables and a collation document
-/// (`None`/simple: binary comparison).
-pub(crate) fn matcher_for(
-    filter: &Document,
-    lets: Option<&Document>,
-    collation: Option<&Bson>,
-) -> CmdResult<Matcher> {
-    let mut m = Matcher::parse_with_let(filter, lets)?;
-    m.set_collation(collation_of(collation)?);
-    Ok(m)
-}
-
-/// Parses a `collation` argument.
-pub(crate) fn collation_of(
-    collation: Option<&Bson>,
-) -> CmdResult<Option<crate::query::compare::Collation>> {
-    match collation {
-        None | Some(Bson::Null) => Ok(None),
-        Some(Bson::Document(d)) => crate::query::compare::Collation::parse(d),
-        Some(other) => Err(super::wrong_type("collation", other, "object")),
-    }
-}
+use bson::{doc, Bson, Document};
 
 /// The retryable-write context: `lsid` + `txnNumber` outside a transaction.
 pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
@@ -141,121 +41,12 @@ pub(crate) fn check_txn_allowed(ctx: &Ctx<'_>) -> CmdResult<()> {
     Ok(())
 }
 
-/// Appends the undocumented replication fields of write replies, `opTime` and `electionId`
-/// (SRV `write_commands.cpp` `serializeReply`).
-pub(crate) fn append_repl_fields(ctx: &Ctx<'_>, reply: &mut Document, ts: Timestamp) {
-    if ctx.shared.is_repl_set() {
-        reply.insert("opTime", super::hello::op_time(ts));
-        reply.insert("electionId", super::hello::election_id());
-    }
-}
-
 /// 166 CommandNotSupportedOnView for writes on a view.
 pub(crate) fn view_write_error(db: &str, coll: &str) -> CommandError {
     CommandError::from_code(
         166,
         format!("Namespace {db}.{coll} is a view, not a collection"),
     )
-}
-
-/// Depth of nesting (the top-level document is level 1).
-fn depth(d: &Document) -> usize {
-    fn val(v: &Bson) -> usize {
-        match v {
-            Bson::Document(d) => depth(d),
-            Bson::Array(a) => 1 + a.iter().map(val).max().unwrap_or(0),
-            _ => 0,
-        }
-    }
-    1 + d.values().map(val).max().unwrap_or(0)
-}
-
-/// Prepares a document for insert as the server does (SRV `ops/insert.cpp`
-/// `fixDocumentForInsert`): `_id` first (generated when missing), top-level
-/// `Timestamp(0, 0)` replaced by a fresh cluster time, `_id` type and depth checks.
-pub(crate) fn fix_document_for_insert(engine: &mut Engine, doc: &Document) -> CmdResult<Document> {
-    if depth(doc) > 180 {
-        return Err(CommandError::from_code(
-            15,
-            "cannot insert document because it exceeds 180 levels of nesting",
-        ));
-    }
-    if engine.version == crate::ServerVersion::V4_4 {
-        if let Some(k) = doc.keys().find(|k| k.starts_with('$')) {
-            // 4.4 SRV ops/insert.cpp fixDocumentForInsert (allowed from 5.0)
-            return Err(CommandError::bad_value(format!(
-                "Document can't have $ prefixed field names: {k}"
-            )));
-        }
-    }
-    let id = match doc.get("_id") {
-        Some(v) => {
-            check_id(engine, v)?;
-            v.clone()
-        }
-        None => Bson::ObjectId(ObjectId::new()),
-    };
-    let mut out = Document::new();
-    out.insert("_id", id);
-    for (k, v) in doc {
-        if k == "_id" {
-            continue;
-        }
-        match v {
-            Bson::Timestamp(Timestamp {
-                time: 0,
-                increment: 0,
-            }) => {
-                out.insert(k.clone(), engine.clock.tick());
-            }
-            other => {
-                out.insert(k.clone(), other.clone());
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// `_id` may not be an array, regex or undefined (reference §8.7).
-pub(crate) fn check_id(engine: &Engine, v: &Bson) -> CmdResult<()> {
-    if let Bson::Document(d) = v {
-        fn dollar(d: &Document) -> Option<&str> {
-            d.iter().find_map(|(k, v)| {
-                if k.starts_with('$') {
-                    Some(k.as_str())
-                } else if let Bson::Document(inner) = v {
-                    dollar(inner)
-                } else {
-                    None
-                }
-            })
-        }
-        if let Some(k) = dollar(d) {
-            // SRV storage_validation.cpp storageValidIdField
-            return Err(CommandError::from_code(
-                52,
-                format!(
-                    "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
-                ),
-            ));
-        }
-    }
-    let ty = match v {
-        Bson::Array(_) => "array",
-        Bson::RegularExpression(_) => "regex",
-        Bson::Undefined => "undefined",
-        _ => return Ok(()),
-    };
-    if engine.version == crate::ServerVersion::V4_4 {
-        Err(CommandError::bad_value(format!(
-            "can't use an {ty} for _id"
-        )))
-    } else {
-        Err(CommandError::from_code(
-            53,
-            format!("The '_id' value cannot be of type {ty}"),
-        ))
-    }
 }
 
 // ---------------------------------------------------------------- insert
@@ -298,8 +89,8 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             let result = match d {
                 Bson::Document(d) => fix_document_for_insert(engine, d).and_then(|d| {
                     let mut ops = engine.catalog.ensure_collection(db, coll)?;
-                    if !super::validation::bypass(&req.body) {
-                        super::validation::check(engine, db, coll, &d, None)?;
+                    if !crate::engine::validation::bypass(&req.body) {
+                        crate::engine::validation::check(engine, db, coll, &d, None)?;
                     }
                     let (_, op) = engine.catalog.insert_doc(db, coll, d)?;
                     ops.push(op);
@@ -342,72 +133,6 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
 }
 
 // ---------------------------------------------------------------- delete
-
-/// Record ids a top-level `_id` equality (`{_id: v}`, `{_id: {$eq: v}}`, `{_id: {$in: [...]}}`)
-/// restricts the query to, looked up in the `_id` index; `None` when the query needs a scan.
-pub(crate) fn id_candidates(
-    c: &crate::engine::catalog::Collection,
-    query: &Document,
-) -> Option<Vec<u64>> {
-    fn plain(v: &Bson) -> bool {
-        match v {
-            Bson::Document(d) => !d.keys().any(|k| k.starts_with('$')),
-            Bson::Array(_) | Bson::RegularExpression(_) => false,
-            _ => true,
-        }
-    }
-    let v = query.get("_id")?;
-    let values: Vec<&Bson> = match v {
-        Bson::Document(d) if d.len() == 1 => match (d.get("$eq"), d.get("$in")) {
-            (Some(x), _) if plain(x) => vec![x],
-            (_, Some(Bson::Array(a))) if a.iter().all(plain) => a.iter().collect(),
-            _ => return None,
-        },
-        x if plain(x) => vec![x],
-        _ => return None,
-    };
-    let mut rids: Vec<u64> = values.into_iter().filter_map(|x| c.rid_by_id(x)).collect();
-    rids.sort_unstable();
-    rids.dedup();
-    Some(rids)
-}
-
-/// Record ids of the documents matching `query` (parsed as `m`, simple collation), in
-/// `$natural` order.
-pub(crate) fn matching_rids(
-    catalog: &Catalog,
-    db: &str,
-    coll: &str,
-    query: &Document,
-    m: &Matcher,
-) -> Vec<u64> {
-    matching_rids_with(catalog, db, coll, query, m, true)
-}
-
-/// [`matching_rids`] for a matcher that may carry a non-simple collation (`simple` false):
-/// then the binary `_id` index cannot answer string equalities and the collection is scanned.
-pub(crate) fn matching_rids_with(
-    catalog: &Catalog,
-    db: &str,
-    coll: &str,
-    query: &Document,
-    m: &Matcher,
-    simple: bool,
-) -> Vec<u64> {
-    let Some(c) = catalog.coll(db, coll) else {
-        return Vec::new();
-    };
-    if let Some(rids) = id_candidates(c, query).filter(|_| simple) {
-        return rids
-            .into_iter()
-            .filter(|r| c.get(*r).is_some_and(|sd| m.matches(&sd.doc)))
-            .collect();
-    }
-    c.iter()
-        .filter(|(_, sd)| m.matches(&sd.doc))
-        .map(|(rid, _)| rid)
-        .collect()
-}
 
 /// `delete` (reference §8.2).
 pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
@@ -550,7 +275,7 @@ pub(crate) async fn count(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     let mut n = match in_place {
         Some(n) => n,
         None => {
-            let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
+            let docs = source_docs(&ctx.shared.engine.lock(), db, coll, &query)?;
             docs.iter().filter(|d| m.matches(d)).count() as i64
         }
     };
@@ -576,7 +301,7 @@ pub(crate) async fn distinct(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
         .unwrap_or_default();
     let collation = collation_of(req.body.get("collation"))?;
     let m = matcher_for(&query, None, req.body.get("collation"))?;
-    let docs = super::cursor::source_docs(ctx, db, coll, &query)?;
+    let docs = source_docs(&ctx.shared.engine.lock(), db, coll, &query)?;
     let mut values: Vec<Bson> = Vec::new();
     for d in docs.iter().filter(|d| m.matches(d)) {
         for it in crate::query::path::collect_values(d, &key, true) {
@@ -734,7 +459,7 @@ pub(crate) fn apply_update(
             }
             let o = update_o(engine, &out);
             if !res.bypass_validation {
-                super::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
+                crate::engine::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
             }
             ops.push(engine.catalog.update_doc(db, coll, rid, out.new_doc, o)?);
             res.n_modified += 1;
@@ -759,7 +484,7 @@ pub(crate) fn apply_update(
         let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         // upserts are logged as inserts (reference §4.1)
         if !res.bypass_validation {
-            super::validation::check(engine, db, coll, &doc, None)?;
+            crate::engine::validation::check(engine, db, coll, &doc, None)?;
         }
         let (_, op) = engine.catalog.insert_doc(db, coll, doc.clone())?;
         ops.push(op);
@@ -828,7 +553,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                 }
             }
             let mut r = UpdateResult {
-                bypass_validation: super::validation::bypass(&req.body),
+                bypass_validation: crate::engine::validation::bypass(&req.body),
                 ..Default::default()
             };
             let mut ops: Vec<Document> = Vec::new();
@@ -1040,7 +765,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         let legacy = engine.version == crate::ServerVersion::V4_4;
         let parsed = Update::parse_versioned(&u, filters.as_deref(), legacy)?;
         let mut r = UpdateResult {
-            bypass_validation: super::validation::bypass(&req.body),
+            bypass_validation: crate::engine::validation::bypass(&req.body),
             ..Default::default()
         };
         let mut ops = Vec::new();

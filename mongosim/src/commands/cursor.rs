@@ -5,18 +5,19 @@
 //! (record id), serving the stored raw BSON; a position truncated away by the capped ring
 //! is 136 CappedPositionLost.
 
-use super::crud::{missing_field, opt_bool, opt_doc, opt_i64};
+use super::args::{cursor_batch_size, missing_field, opt_bool, opt_doc, opt_i64};
+use super::reply::{cursor_reply, encode, open_cursor, raw_reply};
 use super::{Ctx, Request};
-use crate::engine::catalog::{NsKind, ViewDef};
+use crate::engine::catalog::NsKind;
 use crate::engine::clock::ts_key;
 use crate::engine::cursor::{
-    Batch, BatchBuilder, Checkout, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH,
+    Batch, BatchBuilder, Checkout, CursorSource, VecCursor, DEFAULT_FIRST_BATCH,
 };
+use crate::engine::docs::{engine_docs, is_oplog, run_pipeline};
 use crate::engine::{names, Engine};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
-use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
-use std::collections::VecDeque;
+use bson::{doc, Bson, Document, Timestamp};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- query glue
@@ -49,45 +50,7 @@ impl Shape {
     }
 }
 
-fn encode(d: &Document) -> CmdResult<RawDocumentBuf> {
-    RawDocumentBuf::from_document(d).map_err(|e| CommandError::from_code(10334, e.to_string()))
-}
-
 // ---------------------------------------------------------------- cursor sources
-
-/// A materialised result drained batch by batch.
-#[derive(Debug)]
-pub(crate) struct VecCursor {
-    docs: VecDeque<RawDocumentBuf>,
-}
-
-impl VecCursor {
-    /// A cursor over `docs`.
-    pub(crate) fn new(docs: impl IntoIterator<Item = RawDocumentBuf>) -> Self {
-        Self {
-            docs: docs.into_iter().collect(),
-        }
-    }
-}
-
-impl CursorSource for VecCursor {
-    fn next_batch(&mut self, _engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
-        let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
-        while let Some(d) = self.docs.front() {
-            if !b.fits(d.as_bytes().len()) {
-                break;
-            }
-            if let Some(d) = self.docs.pop_front() {
-                b.push(d);
-            }
-        }
-        let done = self.docs.is_empty();
-        Ok(b.finish(done))
-    }
-    fn awaits_data(&self) -> bool {
-        false
-    }
-}
 
 /// 136 CappedPositionLost (SRV `collection_scan.cpp`, reference §3.3).
 fn capped_position_lost(rid: u64) -> CommandError {
@@ -292,229 +255,7 @@ impl CursorSource for CappedScan {
 
 // ---------------------------------------------------------------- replies
 
-/// Builds `{cursor: {firstBatch|nextBatch, <extras>, id, ns}}` (reference §3.1; extras such
-/// as `postBatchResumeToken` precede `id` as in SRV `CursorResponseBuilder::done`) as raw
-/// BSON: the batch's documents are copied, never decoded.
-pub(crate) fn cursor_reply(
-    first: bool,
-    docs: Vec<RawDocumentBuf>,
-    extras: Document,
-    id: i64,
-    ns: &str,
-) -> CmdResult<RawDocumentBuf> {
-    // Written by hand into one buffer: the documents are copied once, no per-element
-    // allocation (reference §3.1 shape).
-    let extras = if extras.is_empty() {
-        None
-    } else {
-        Some(encode(&extras)?)
-    };
-    let docs_len: usize = docs.iter().map(|d| d.as_bytes().len() + 9).sum();
-    let mut buf: Vec<u8> = Vec::with_capacity(docs_len + ns.len() + 96);
-    buf.extend_from_slice(&[0; 4]); // reply length
-    buf.push(0x03);
-    buf.extend_from_slice(b"cursor\0");
-    let cursor_at = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    buf.push(0x04);
-    buf.extend_from_slice(if first {
-        b"firstBatch\0"
-    } else {
-        b"nextBatch\0"
-    });
-    let arr_at = buf.len();
-    buf.extend_from_slice(&[0; 4]);
-    let mut key = itoa_buf();
-    for (i, d) in docs.iter().enumerate() {
-        buf.push(0x03);
-        buf.extend_from_slice(key.format(i));
-        buf.push(0);
-        buf.extend_from_slice(d.as_bytes());
-    }
-    buf.push(0);
-    patch_len(&mut buf, arr_at);
-    if let Some(x) = &extras {
-        let bytes = x.as_bytes();
-        buf.extend_from_slice(&bytes[4..bytes.len() - 1]);
-    }
-    buf.push(0x12);
-    buf.extend_from_slice(b"id\0");
-    buf.extend_from_slice(&id.to_le_bytes());
-    buf.push(0x02);
-    buf.extend_from_slice(b"ns\0");
-    buf.extend_from_slice(&((ns.len() + 1) as i32).to_le_bytes());
-    buf.extend_from_slice(ns.as_bytes());
-    buf.push(0);
-    buf.push(0);
-    patch_len(&mut buf, cursor_at);
-    buf.push(0);
-    patch_len(&mut buf, 0);
-    RawDocumentBuf::from_bytes(buf).map_err(|e| CommandError::from_code(1, e.to_string()))
-}
-
-/// Writes the length of the document starting at `at` (it ends at the buffer's end).
-fn patch_len(buf: &mut [u8], at: usize) {
-    let len = (buf.len() - at) as i32;
-    buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
-}
-
-/// A small decimal formatter for array keys.
-struct KeyBuf([u8; 20]);
-
-fn itoa_buf() -> KeyBuf {
-    KeyBuf([0; 20])
-}
-
-impl KeyBuf {
-    fn format(&mut self, mut n: usize) -> &[u8] {
-        let mut i = self.0.len();
-        loop {
-            i -= 1;
-            self.0[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        &self.0[i..]
-    }
-}
-
-/// Hands a raw reply body to the server layer (which appends `ok`, `$clusterTime`,
-/// `operationTime`).
-pub(crate) fn raw_reply(ctx: &mut Ctx<'_>, raw: RawDocumentBuf) -> CmdResult<Document> {
-    ctx.raw_reply = Some(raw);
-    Ok(Document::new())
-}
-
-/// Runs the first batch of `source` and registers it when it is not exhausted; returns the
-/// reply. `batch_size`: `None` = default first batch (101 docs), `Some(0)` = empty.
-pub(crate) fn open_cursor(
-    ctx: &Ctx<'_>,
-    engine: &mut Engine,
-    ns: String,
-    mut source: Box<dyn CursorSource>,
-    batch_size: Option<usize>,
-    single_batch: bool,
-    no_timeout: bool,
-) -> CmdResult<RawDocumentBuf> {
-    let batch = match batch_size {
-        Some(0) => Batch::default(),
-        Some(n) => source.next_batch(engine, Some(n))?,
-        None => source.next_batch(engine, Some(DEFAULT_FIRST_BATCH))?,
-    };
-    let extras = source.cursor_extras();
-    let keep = !batch.exhausted && !single_batch;
-    let id = if keep {
-        let mut entry = CursorEntry::new(ns.clone(), source);
-        entry.lsid = ctx.lsid.clone();
-        entry.no_timeout = no_timeout;
-        engine.cursors.register(entry)
-    } else {
-        0
-    };
-    cursor_reply(true, batch.docs, extras, id, &ns)
-}
-
-/// The `cursor.batchSize` of an `aggregate`/`listCollections`-style request.
-pub(crate) fn cursor_batch_size(body: &Document, cmd: &str) -> CmdResult<Option<usize>> {
-    match body.get("cursor") {
-        None => Ok(None),
-        Some(Bson::Document(c)) => match opt_i64(c, &format!("{cmd}.cursor"), "batchSize")? {
-            Some(n) if n < 0 => Err(CommandError::from_code(
-                51024,
-                format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
-            )),
-            Some(n) => Ok(Some(n as usize)),
-            None => Ok(None),
-        },
-        Some(other) => Err(super::wrong_type(&format!("{cmd}.cursor"), other, "object")),
-    }
-}
-
 // ---------------------------------------------------------------- document sources
-
-/// All documents of `db.coll` in `$natural` order: a collection, the oplog, or a view
-/// (its pipeline applied). A missing namespace has none.
-pub(crate) fn source_docs(
-    ctx: &Ctx<'_>,
-    db: &str,
-    coll: &str,
-    _filter: &Document,
-) -> CmdResult<Vec<Document>> {
-    let shared = ctx.shared.clone();
-    let engine = shared.engine.lock();
-    engine_docs(&engine, db, coll, 0)
-}
-
-fn engine_docs(engine: &Engine, db: &str, coll: &str, depth: usize) -> CmdResult<Vec<Document>> {
-    if db == "local" && coll == "oplog.rs" {
-        if let Some(o) = &engine.oplog {
-            let mut out = Vec::with_capacity(o.len());
-            for (_, e) in o.iter_from(0) {
-                out.push(
-                    e.raw
-                        .to_document()
-                        .map_err(|err| CommandError::from_code(1, err.to_string()))?,
-                );
-            }
-            return Ok(out);
-        }
-    }
-    match engine.catalog.kind(db, coll) {
-        NsKind::Missing => Ok(Vec::new()),
-        NsKind::Collection(c) => Ok(c.iter().map(|(_, sd)| sd.doc.clone()).collect()),
-        NsKind::View(v) => view_docs(engine, db, &v, depth),
-    }
-}
-
-fn view_docs(engine: &Engine, db: &str, v: &ViewDef, depth: usize) -> CmdResult<Vec<Document>> {
-    if depth > 20 {
-        // SRV view_catalog.cpp: view depth limit
-        return Err(CommandError::from_code(
-            165,
-            "View depth too deep or view cycle detected; maximum depth is 20",
-        ));
-    }
-    let base = engine_docs(engine, db, &v.view_on, depth + 1)?;
-    run_pipeline(engine, db, &v.view_on, base, &v.pipeline, (None, None))
-}
-
-/// Runs `pipeline` over `docs` with QUERY's pipeline engine.
-fn run_pipeline(
-    engine: &Engine,
-    db: &str,
-    coll: &str,
-    docs: Vec<Document>,
-    pipeline: &[Bson],
-    (lets, collation): (Option<&Document>, Option<&Bson>),
-) -> CmdResult<Vec<Document>> {
-    let _ = (db, coll);
-    let mut stages = Vec::with_capacity(pipeline.len());
-    for st in pipeline {
-        match st {
-            Bson::Document(d) => stages.push(d.clone()),
-            _ => {
-                return Err(CommandError::type_mismatch(
-                    "Each element of the 'pipeline' array must be an object",
-                ))
-            }
-        }
-    }
-    let mut p = crate::query::pipeline::Pipeline::parse_with_let(&stages, lets)?;
-    p.set_collation(super::crud::collation_of(collation)?);
-    let vars = crate::query::matcher::eval_lets(lets)?;
-    p.run_with_vars(
-        docs,
-        bson::DateTime::now(),
-        Some(engine.cluster_time()),
-        &vars,
-    )
-}
-
-fn is_oplog(engine: &Engine, db: &str, coll: &str) -> bool {
-    engine.oplog.is_some() && db == "local" && coll == "oplog.rs"
-}
 
 /// `{$sample: {size: n}}` with a valid non-negative integral size (other shapes go to the
 /// pipeline, which reports the server's errors).
@@ -740,7 +481,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             return Err(CommandError::unknown_field(k, "find"));
         }
     }
-    super::crud::reject_let_on_44(ctx, &req)?;
+    super::args::reject_let_on_44(ctx, &req)?;
     let coll = match req.target() {
         Some(Bson::Binary(_)) => {
             return Err(CommandError::invalid_namespace(
@@ -783,7 +524,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
         ));
     }
     let lets = opt_doc(body, "find", "let")?.cloned();
-    let matcher = super::crud::matcher_for(&filter, lets.as_ref(), body.get("collation"))?;
+    let matcher = super::args::matcher_for(&filter, lets.as_ref(), body.get("collation"))?;
     if let Some(hint) = body.get("hint") {
         check_hint(ctx, db, coll, hint)?;
     }
@@ -807,7 +548,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     };
     let mut shape = Shape::parse(shape_sort, projection.as_ref())?;
     if let Some(s) = shape.sort.as_mut() {
-        s.set_collation(super::crud::collation_of(body.get("collation"))?);
+        s.set_collation(super::args::collation_of(body.get("collation"))?);
     }
     let ns = format!("{db}.{coll}");
     let batch_size = batch_size.map(|b| b as usize);
@@ -989,7 +730,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
         // only matching documents are copied; an `_id` equality uses the `_id` index
         NsKind::Collection(c) if !is_oplog(engine, db, coll) => {
             let simple = matches!(body.get("collation"), None | Some(Bson::Null));
-            match super::crud::id_candidates(c, &filter).filter(|_| simple) {
+            match crate::engine::docs::id_candidates(c, &filter).filter(|_| simple) {
                 Some(rids) => rids
                     .into_iter()
                     .filter_map(|r| c.get(r))
@@ -1181,7 +922,7 @@ pub(crate) async fn get_more(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
 pub(crate) async fn kill_cursors(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let db = req.db.as_str();
     let coll = names::coll_arg(db, req.target())?;
-    let ids = super::crud::req_array(&req.body, "killCursors", "cursors")?;
+    let ids = super::args::req_array(&req.body, "killCursors", "cursors")?;
     let ns = format!("{db}.{coll}");
     let mut killed = Vec::new();
     let mut not_found = Vec::new();
@@ -1216,8 +957,8 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     let body = &req.body;
     let db = req.db.as_str();
     names::check_db(db)?;
-    super::crud::reject_let_on_44(ctx, &req)?;
-    let pipeline = super::crud::req_array(body, "aggregate", "pipeline")?.clone();
+    super::args::reject_let_on_44(ctx, &req)?;
+    let pipeline = super::args::req_array(body, "aggregate", "pipeline")?.clone();
     let batch_size = cursor_batch_size(body, "aggregate")?;
     let explain = opt_bool(body, "aggregate", "explain")?.unwrap_or(false);
     if body.get("cursor").is_none() && !explain {

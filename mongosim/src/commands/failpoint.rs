@@ -593,12 +593,12 @@ pub(crate) fn is_resumable_change_stream_code(code: i32) -> bool {
 
 /// SRV `isTransientTransactionError`.
 fn is_transient_transaction_error(code: i32, has_wce: bool, commit_or_abort: bool) -> bool {
-    // WriteConflict, LockTimeout, PreparedTransactionInProgress, snapshot errors
-    // (SnapshotTooOld 239, SnapshotUnavailable 246, StaleChunkHistory 241,
-    // MigrationConflict 245), retargetting errors.
+    // WriteConflict, LockTimeout, PreparedTransactionInProgress, StaleDbVersion 249, the
+    // SnapshotError category of error_codes.yml (SnapshotTooOld 239, SnapshotUnavailable 246,
+    // StaleChunkHistory 250, MigrationConflict 272) and NeedRetargettingError (63, 150, 13388).
     let mut transient = matches!(
         code,
-        112 | 24 | 267 | 239 | 241 | 245 | 246 | 63 | 150 | 13388 | 249
+        112 | 24 | 267 | 249 | 239 | 246 | 250 | 272 | 63 | 150 | 13388
     );
     if commit_or_abort {
         transient |= code == 251 && !has_wce;

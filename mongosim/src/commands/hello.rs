@@ -1,36 +1,14 @@
 //! `hello` / `isMaster` / `ismaster` (reference §2.1–2.6).
 
-use bson::{doc, oid::ObjectId, Bson, DateTime, Document, Timestamp};
+use bson::{doc, Bson, DateTime, Document};
 
+use super::reply::{election_id, op_time, ts_date, SET_VERSION};
 use super::{Ctx, Request};
 use crate::error::{CmdResult, CommandError};
-use crate::wire::{MAX_BSON_OBJECT_SIZE, MAX_MESSAGE_SIZE, MAX_WRITE_BATCH_SIZE};
+use crate::limits::{MAX_BSON_OBJECT_SIZE, MAX_MESSAGE_SIZE, MAX_WRITE_BATCH_SIZE};
 
-/// Replica-set config version reported as `setVersion` (constant: keeps the driver's
-/// stale-primary check happy, reference §2.5).
-pub(crate) const SET_VERSION: i32 = 1;
-/// The election term, constant (oplog `t`, `electionId`).
-pub(crate) const TERM: i64 = 1;
 /// `logicalSessionTimeoutMinutes` (reference §2.2).
 pub(crate) const SESSION_TIMEOUT_MINUTES: i32 = 30;
-
-/// `electionId` of the primary: `7fffffff` + the 8-byte big-endian term (reference §2.2).
-pub(crate) fn election_id() -> ObjectId {
-    let mut bytes = [0u8; 12];
-    bytes[..4].copy_from_slice(&[0x7f, 0xff, 0xff, 0xff]);
-    bytes[4..].copy_from_slice(&TERM.to_be_bytes());
-    ObjectId::from_bytes(bytes)
-}
-
-/// `{ts, t}` as replication reports optimes.
-pub(crate) fn op_time(ts: Timestamp) -> Document {
-    doc! { "ts": ts, "t": TERM }
-}
-
-/// A Timestamp's seconds as a Date (the `…WallTime`/`lastWriteDate` fields; second precision).
-pub(crate) fn ts_date(ts: Timestamp) -> DateTime {
-    DateTime::from_millis(i64::from(ts.time) * 1000)
-}
 
 /// Handles the three spellings. `hello` answers `isWritablePrimary`, the legacy names
 /// `ismaster` (reference §2.2).

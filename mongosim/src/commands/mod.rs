@@ -7,15 +7,17 @@
 
 pub(crate) mod admin;
 pub(crate) mod agg_write;
+pub(crate) mod args;
 pub(crate) mod catalog;
 pub(crate) mod change_stream;
 pub(crate) mod crud;
 pub(crate) mod cursor;
 pub(crate) mod failpoint;
 pub(crate) mod hello;
+pub(crate) mod reply;
 pub(crate) mod sessions;
+pub(crate) mod state;
 pub(crate) mod txn;
-pub(crate) mod validation;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use std::sync::Arc;
 use bson::{Bson, Document, Timestamp};
 
 use crate::error::{CmdResult, CommandError};
-use crate::server::Shared;
+use args::{expect_bool, expect_doc, expect_long, parse_max_time_ms};
+pub(crate) use args::{type_name, wrong_type, GENERIC_ARGS};
+use state::Shared;
 
 /// One command as received: the kind-0 body with every kind-1 document sequence merged in as
 /// an array field (reference §1.2); `$db` stays in the body.
@@ -158,88 +162,6 @@ impl<'a> Ctx<'a> {
             }
         }
         Ok(())
-    }
-}
-
-/// Generic arguments every command accepts besides its own fields (reference §1.6).
-pub(crate) const GENERIC_ARGS: &[&str] = &[
-    "$db",
-    "$readPreference",
-    "$clusterTime",
-    "lsid",
-    "txnNumber",
-    "autocommit",
-    "startTransaction",
-    "readConcern",
-    "writeConcern",
-    "maxTimeMS",
-    "comment",
-    "apiVersion",
-    "apiStrict",
-    "apiDeprecationErrors",
-];
-
-/// BSON type name as the server spells it in messages (one table: `query::fmt`).
-pub(crate) use crate::query::fmt::type_name;
-
-/// The server's IDL type-mismatch error (reference §8.3).
-pub(crate) fn wrong_type(field: &str, value: &Bson, expected: &str) -> CommandError {
-    CommandError::type_mismatch(format!(
-        "BSON field '{field}' is the wrong type '{}', expected type '{expected}'",
-        type_name(value)
-    ))
-}
-
-/// SRV src/mongo/db/query/max_time_ms_parser.cpp `parseMaxTimeMS`: a number in
-/// `0..=i32::MAX`, integral; 0 means no limit.
-pub(crate) fn parse_max_time_ms(field: &str, value: &Bson) -> CmdResult<Option<i64>> {
-    let ms = match value {
-        Bson::Int32(i) => i64::from(*i),
-        Bson::Int64(i) => *i,
-        Bson::Double(d) => {
-            if d.is_nan() || *d < 0.0 || *d > f64::from(i32::MAX) {
-                return Err(CommandError::bad_value(format!("{field} is out of range")));
-            }
-            if d.fract() != 0.0 {
-                return Err(CommandError::bad_value(format!(
-                    "{field} has non-integral value"
-                )));
-            }
-            *d as i64
-        }
-        Bson::Decimal128(_) => {
-            return Err(CommandError::bad_value(format!("{field} is out of range")))
-        }
-        _ => return Err(CommandError::bad_value(format!("{field} must be a number"))),
-    };
-    if !(0..=i64::from(i32::MAX)).contains(&ms) {
-        return Err(CommandError::bad_value(format!("{field} is out of range")));
-    }
-    Ok((ms > 0).then_some(ms))
-}
-
-fn expect_doc<'v>(field: &str, value: &'v Bson) -> CmdResult<&'v Document> {
-    match value {
-        Bson::Document(d) => Ok(d),
-        other => Err(wrong_type(field, other, "object")),
-    }
-}
-
-fn expect_bool(field: &str, value: &Bson) -> CmdResult<bool> {
-    match value {
-        Bson::Boolean(b) => Ok(*b),
-        other => Err(wrong_type(field, other, "bool")),
-    }
-}
-
-/// Integral numbers of any width (a double only when it has no fraction), as the server's
-/// `safeNumberLong`-style parsers accept.
-fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
-    match value {
-        Bson::Int32(i) => Ok(i64::from(*i)),
-        Bson::Int64(i) => Ok(*i),
-        Bson::Double(d) if d.fract() == 0.0 && d.abs() < 9.2e18 => Ok(*d as i64),
-        other => Err(wrong_type(field, other, "long")),
     }
 }
 

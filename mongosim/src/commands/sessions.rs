@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 use bson::{doc, Bson, Document};
 use parking_lot::Mutex;
 
+use super::state::Shared;
 use super::{Ctx, Request};
 use crate::error::{CmdResult, CommandError};
-use crate::server::Shared;
 
 /// SRV `logical_session_cache.idl` `logicalSessionRefreshMillis` default.
 pub(crate) const LOGICAL_SESSION_REFRESH: Duration = Duration::from_secs(300);

@@ -26,11 +26,11 @@ use std::sync::Arc;
 use bson::{Bson, Document, Timestamp};
 use parking_lot::Mutex;
 
+use super::state::Shared;
 use super::{Ctx, Request};
 use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
 use crate::error::{CmdResult, CommandError};
-use crate::server::Shared;
 
 /// Commands that may run inside a transaction (SRV `commands.cpp`
 /// `kAllowedTransactionCommands`, 7.0).

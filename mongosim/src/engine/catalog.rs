@@ -408,7 +408,7 @@ pub(crate) struct Catalog {
     /// Images of updates/deletes on collections with `changeStreamPreAndPostImages`,
     /// waiting for their oplog entry (consumed by `Engine` when it stamps the entry;
     /// `commands/change_stream.rs`).
-    pub(crate) images: crate::commands::change_stream::ImageLog,
+    pub(crate) images: super::images::ImageLog,
 }
 
 fn ns_of(db: &str, coll: &str) -> String {
@@ -1003,8 +1003,8 @@ impl Catalog {
         };
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
         // Pre-/post-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
-        let image = crate::commands::change_stream::images_enabled(&c.options)
-            .then(|| (old.doc.clone(), new_doc.clone()));
+        let image =
+            super::images::images_enabled(&c.options).then(|| (old.doc.clone(), new_doc.clone()));
         c.put(rid, new_doc, raw);
         let uuid = c.uuid;
         if let Some((pre, post)) = image {
@@ -1028,7 +1028,7 @@ impl Catalog {
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
         let uuid = c.uuid;
         // Pre-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
-        if crate::commands::change_stream::images_enabled(&c.options) {
+        if super::images::images_enabled(&c.options) {
             self.images.push(uuid, id.clone(), old.doc, None);
         }
         Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": {"_id": id}})

@@ -5,7 +5,7 @@
 use super::Engine;
 use crate::error::CmdResult;
 use bson::{Document, RawDocumentBuf};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// A batch of documents is cut before it would exceed this many bytes (reference §3.2,
@@ -274,5 +274,39 @@ impl CursorRegistry {
             Slot::Idle(e) => e.no_timeout || now.duration_since(e.last_used) < CURSOR_TIMEOUT,
             Slot::InUse { .. } => true,
         });
+    }
+}
+
+/// A materialised result drained batch by batch.
+#[derive(Debug)]
+pub(crate) struct VecCursor {
+    docs: VecDeque<RawDocumentBuf>,
+}
+
+impl VecCursor {
+    /// A cursor over `docs`.
+    pub(crate) fn new(docs: impl IntoIterator<Item = RawDocumentBuf>) -> Self {
+        Self {
+            docs: docs.into_iter().collect(),
+        }
+    }
+}
+
+impl CursorSource for VecCursor {
+    fn next_batch(&mut self, _engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
+        let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
+        while let Some(d) = self.docs.front() {
+            if !b.fits(d.as_bytes().len()) {
+                break;
+            }
+            if let Some(d) = self.docs.pop_front() {
+                b.push(d);
+            }
+        }
+        let done = self.docs.is_empty();
+        Ok(b.finish(done))
+    }
+    fn awaits_data(&self) -> bool {
+        false
     }
 }

@@ -8,8 +8,11 @@
 pub(crate) mod catalog;
 pub(crate) mod clock;
 pub(crate) mod cursor;
+pub(crate) mod docs;
+pub(crate) mod images;
 pub(crate) mod names;
 pub(crate) mod oplog;
+pub(crate) mod validation;
 
 use crate::{Options, ServerVersion};
 use bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
@@ -161,7 +164,7 @@ fn encode_entry(op: &Document, ts: Timestamp, stamp: &Stamp) -> Result<RawDocume
     Ok(w)
 }
 
-/// All server data behind one lock (`server::Shared::engine`).
+/// All server data behind one lock (`commands::state::Shared::engine`).
 #[derive(Debug)]
 pub(crate) struct Engine {
     /// Imitated release.
@@ -180,7 +183,7 @@ pub(crate) struct Engine {
     pub(crate) cursors: CursorRegistry,
     /// Change-stream pre-/post-images by `(ts, applyOpsIndex, ui)` (SRV
     /// `config.system.preimages`; `commands/change_stream.rs`).
-    pub(crate) pre_images: crate::commands::change_stream::PreImages,
+    pub(crate) pre_images: images::PreImages,
     sessions: HashMap<Vec<u8>, SessionState>,
     last_applied: Timestamp,
     noop_last_known: Option<Timestamp>,

@@ -330,6 +330,19 @@ pub(crate) fn binary_eq(a: &Bson, b: &Bson) -> bool {
     }
 }
 
+/// Parses a `collation` argument.
+pub(crate) fn collation_of(collation: Option<&Bson>) -> crate::error::CmdResult<Option<Collation>> {
+    match collation {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Document(d)) => Collation::parse(d),
+        Some(other) => Err(crate::error::CommandError::wrong_type(
+            "collation",
+            other,
+            "object",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -127,12 +127,18 @@ fn validate_at_depth(bytes: &[u8], base_depth: usize) -> Result<(), CommandError
                 fixed(p, end, 12)?
             }
             0x0F => {
+                // Int32 total, string, scope document: at least 4 + 5 + 5 bytes. The string
+                // must end inside the declared total (SRV bson_validate.cpp checks the
+                // code-with-scope length before the parts), so the scope slice is never
+                // inverted however the lengths lie.
                 let total = i32_at(bytes, pos)?;
-                let cws_end = pos
-                    .checked_add(usize::try_from(total).map_err(|_| invalid("BSON code size"))?)
+                let cws_end = usize::try_from(total)
+                    .ok()
+                    .filter(|&n| n >= 14)
+                    .and_then(|n| pos.checked_add(n))
                     .filter(|&e| e < end)
                     .ok_or_else(|| invalid("BSON code with scope size invalid"))?;
-                let scope_at = string_at(bytes, pos + 4, end)?;
+                let scope_at = string_at(bytes, pos + 4, cws_end + 1)?;
                 // The scope is one more nesting level; recursion is bounded by MAX_DEPTH.
                 validate_at_depth(&bytes[scope_at..cws_end], base_depth + ends.len())?;
                 cws_end
@@ -190,6 +196,31 @@ mod tests {
                 let _ = validate(&v);
             }
         }
+    }
+
+    /// A code-with-scope whose declared total is smaller than the string inside it (found by
+    /// mutating valid messages: it used to slice `scope_at..cws_end` inverted and panic).
+    #[test]
+    fn code_with_scope_lengths_that_lie() {
+        let cws = bson::Bson::JavaScriptCodeWithScope(bson::JavaScriptCodeWithScope {
+            code: "function () { return 1; }".into(),
+            scope: doc! {"k": 1},
+        });
+        let good = bytes(&doc! {"c": cws});
+        // type byte, "c\0", then the Int32 total at offset 7.
+        let at = 4 + 1 + 2;
+        for total in [-1i32, 0, 5, 13, 14, 20, 30, i32::MAX] {
+            let mut v = good.clone();
+            v[at..at + 4].copy_from_slice(&total.to_le_bytes());
+            assert!(validate(&v).is_err(), "total {total}");
+        }
+        // The string length lying instead.
+        for len in [-1i32, 0, 1, 1000, i32::MAX] {
+            let mut v = good.clone();
+            v[at + 4..at + 8].copy_from_slice(&len.to_le_bytes());
+            assert!(validate(&v).is_err(), "string length {len}");
+        }
+        validate(&good).unwrap();
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod op_query;
 use bson::Document;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::commands::Request;
 use crate::error::CommandError;
+use crate::limits::MAX_MESSAGE_SIZE;
 use crate::ServerVersion;
 
 pub(crate) use op_msg::encode_op_msg;
@@ -19,15 +19,6 @@ pub(crate) use op_query::{encode_op_reply, REPLY_QUERY_FAILURE};
 
 /// Header length: messageLength, requestID, responseTo, opCode (all little-endian Int32).
 pub(crate) const HEADER_LEN: usize = 16;
-/// `maxMessageSizeBytes` advertised in hello; a longer message closes the connection
-/// (reference §8.5).
-pub(crate) const MAX_MESSAGE_SIZE: usize = 48_000_000;
-/// `BSONObjMaxUserSize` (reference §8.5).
-pub(crate) const MAX_BSON_OBJECT_SIZE: usize = 16 * 1024 * 1024;
-/// `BSONObjMaxInternalSize`: the largest command body (reference §8.5).
-pub(crate) const MAX_INTERNAL_BSON_SIZE: usize = MAX_BSON_OBJECT_SIZE + 16 * 1024;
-/// `maxWriteBatchSize`.
-pub(crate) const MAX_WRITE_BATCH_SIZE: i32 = 100_000;
 
 /// Opcodes (reference §1.1; legacy values from SRV `src/mongo/rpc/message.h`).
 pub(crate) const OP_REPLY: i32 = 1;
@@ -78,16 +69,28 @@ pub(crate) enum Incoming {
     Msg {
         /// `moreToCome` was set: send no reply.
         more_to_come: bool,
-        request: Result<Request, CommandError>,
+        command: Result<Command, CommandError>,
     },
     /// OP_QUERY on `<db>.$cmd`: answered with an OP_REPLY holding the command reply.
     QueryCommand {
-        request: Result<Request, CommandError>,
+        command: Result<Command, CommandError>,
     },
     /// Legacy op the server refuses with an OP_REPLY `{$err, code, ok: 0}` (QueryFailure).
     QueryFailure { error: Document },
     /// Fire-and-forget legacy write (OP_INSERT/UPDATE/DELETE/KILL_CURSORS): no reply.
     Ignored,
+}
+
+/// One parsed command: the kind-0 body with every kind-1 document sequence merged in as an
+/// array field (reference §1.2). The server turns it into the commands' request.
+#[derive(Debug, Clone)]
+pub(crate) struct Command {
+    /// First key of the body (SPEC-OPMSG: "The command name MUST continue to be the first key").
+    pub(crate) name: String,
+    /// The `$db` argument (it stays in the body too).
+    pub(crate) db: String,
+    /// The whole body.
+    pub(crate) body: Document,
 }
 
 /// Reads one whole message (header included). `Ok(None)`: the peer closed cleanly between
@@ -129,6 +132,16 @@ pub(crate) async fn read_message<R: AsyncRead + Unpin>(
 /// `requestID` of a framed message (0 if it is too short, which `read_message` prevents).
 pub(crate) fn request_id(message: &[u8]) -> i32 {
     read_i32(message, 4).unwrap_or(0)
+}
+
+/// Validates one BSON document occupying exactly `bytes` (`bson_check`).
+pub(crate) fn validate_bson(bytes: &[u8]) -> Result<(), CommandError> {
+    bson_check::validate(bytes)
+}
+
+/// The opcode of a framed message (0 when the header is short).
+pub(crate) fn op_code(message: &[u8]) -> i32 {
+    read_i32(message, 12).unwrap_or(0)
 }
 
 /// Parses a framed message by opcode.

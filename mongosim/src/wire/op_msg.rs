@@ -3,9 +3,9 @@
 use bson::{Bson, Document};
 
 use super::{read_cstring, read_document, read_i32, DocError, Incoming, WireError};
-use super::{HEADER_LEN, MAX_INTERNAL_BSON_SIZE, OP_MSG};
-use crate::commands::Request;
+use super::{Command, HEADER_LEN, OP_MSG};
 use crate::error::CommandError;
+use crate::limits::MAX_INTERNAL_BSON_SIZE;
 
 const CHECKSUM_PRESENT: u32 = 1 << 0;
 const MORE_TO_COME: u32 = 1 << 1;
@@ -46,10 +46,10 @@ pub(super) fn parse(message: &[u8]) -> Result<Incoming, WireError> {
         }
     }
     let more_to_come = flags & MORE_TO_COME != 0;
-    let request = parse_sections(message, HEADER_LEN + 4, end)?;
+    let command = parse_sections(message, HEADER_LEN + 4, end)?;
     Ok(Incoming::Msg {
         more_to_come,
-        request,
+        command,
     })
 }
 
@@ -59,7 +59,7 @@ fn parse_sections(
     message: &[u8],
     mut pos: usize,
     end: usize,
-) -> Result<Result<Request, CommandError>, WireError> {
+) -> Result<Result<Command, CommandError>, WireError> {
     let mut body: Option<Document> = None;
     let mut sequences: Vec<(String, Vec<Bson>)> = Vec::new();
     let mut error: Option<CommandError> = None;
@@ -173,15 +173,15 @@ fn parse_sections(
         }
         body.insert(ident, Bson::Array(docs));
     }
-    Ok(into_request(body))
+    Ok(into_command(body))
 }
 
 /// Checks `$db` (SRV `op_msg.h` `getDatabase`) and takes the command name from the first key.
-pub(super) fn into_request(body: Document) -> Result<Request, CommandError> {
+pub(super) fn into_command(body: Document) -> Result<Command, CommandError> {
     let db = match body.get("$db") {
         Some(Bson::String(db)) => db.clone(),
         Some(other) => {
-            return Err(crate::commands::wrong_type("$db", other, "string"));
+            return Err(CommandError::wrong_type("$db", other, "string"));
         }
         None => {
             return Err(CommandError::from_code(
@@ -191,7 +191,7 @@ pub(super) fn into_request(body: Document) -> Result<Request, CommandError> {
         }
     };
     let name = body.keys().next().cloned().unwrap_or_default();
-    Ok(Request { name, db, body })
+    Ok(Command { name, db, body })
 }
 
 /// Encodes a reply: flagBits 0, one kind-0 section holding the encoded `body`, no checksum.
@@ -256,9 +256,9 @@ mod tests {
         buf
     }
 
-    fn request(m: &[u8]) -> Result<Request, CommandError> {
+    fn request(m: &[u8]) -> Result<Command, CommandError> {
         match parse(m) {
-            Ok(Incoming::Msg { request, .. }) => request,
+            Ok(Incoming::Msg { command, .. }) => command,
             other => panic!("{other:?}"),
         }
     }

@@ -29,7 +29,7 @@ pub(super) fn parse(message: &[u8], version: ServerVersion) -> Result<Incoming, 
         Ok((doc, _)) => doc,
         Err(DocError::Truncated) => return Err(WireError::Malformed("OP_QUERY query")),
         Err(DocError::Invalid(e)) => {
-            return Ok(Incoming::QueryCommand { request: Err(e) });
+            return Ok(Incoming::QueryCommand { command: Err(e) });
         }
     };
     let Some(db) = ns.strip_suffix(".$cmd") else {
@@ -39,7 +39,7 @@ pub(super) fn parse(message: &[u8], version: ServerVersion) -> Result<Incoming, 
         });
     };
     Ok(Incoming::QueryCommand {
-        request: upconvert(db, query, version),
+        command: upconvert(db, query, version),
     })
 }
 
@@ -50,7 +50,7 @@ fn upconvert(
     db: &str,
     query: Document,
     version: ServerVersion,
-) -> Result<crate::commands::Request, CommandError> {
+) -> Result<super::Command, CommandError> {
     let mut body = match query.iter().next() {
         Some((k, Bson::Document(inner))) if k == "$query" || k == "query" => {
             let mut body = inner.clone();
@@ -62,7 +62,7 @@ fn upconvert(
         _ => query,
     };
     body.insert("$db", db);
-    let request = super::op_msg::into_request(body)?;
+    let request = super::op_msg::into_command(body)?;
     if version != ServerVersion::V4_4 {
         const ALLOWED: [&str; 9] = [
             "hello",

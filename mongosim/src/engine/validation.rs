@@ -177,7 +177,11 @@ pub(crate) fn bypass(body: &Document) -> bool {
 pub(crate) fn check_options(options: &Document, cmd: &str) -> CmdResult<()> {
     if let Some(v) = options.get("validator") {
         let Bson::Document(validator) = v else {
-            return Err(super::wrong_type(&format!("{cmd}.validator"), v, "object"));
+            return Err(CommandError::wrong_type(
+                &format!("{cmd}.validator"),
+                v,
+                "object",
+            ));
         };
         let (schema, rest) = split_schema(validator);
         if let Some(s) = schema {
@@ -201,7 +205,7 @@ pub(crate) fn check_options(options: &Document, cmd: &str) -> CmdResult<()> {
                 )))
             }
             Some(other) => {
-                return Err(super::wrong_type(
+                return Err(CommandError::wrong_type(
                     &format!("{cmd}.{field}"),
                     other,
                     "string",
