@@ -890,30 +890,10 @@ use collection::collection_op;
 // ---------------------------------------------------------------------------------------
 // testRunner operations
 
+/// Runs a special `testRunner` operation.
 pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Result<(), String> {
     match name {
-        "failPoint" | "targetedFailPoint" => {
-            let fp = args.get_document("failPoint").map_err(|_| "failPoint missing")?.clone();
-            let client = match args.get_str("client") {
-                Ok(id) => st.ents.client(id)?.client,
-                Err(_) => {
-                    // targetedFailPoint: the session's client (one node: its only server).
-                    let sid = args.get_str("session").map_err(|_| "no client/session")?;
-                    let s = st.ents.session(sid)?;
-                    let cid = s.lock().await.client.clone();
-                    st.ents.client(&cid)?.client
-                }
-            };
-            let fp_name = fp.get_str("configureFailPoint").map_err(|_| "bad failPoint")?.to_string();
-            client
-                .database("admin")
-                .run_command(fp)
-                .selection_criteria(SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary))
-                .await
-                .map_err(|e| format!("configureFailPoint failed: {e}"))?;
-            st.failpoints.push(fp_name);
-            Ok(())
-        }
+        "failPoint" | "targetedFailPoint" => fail_point(st, args).await,
         "assertSessionTransactionState" => {
             let s = st.ents.session(args.get_str("session").map_err(|_| "session missing")?)?;
             let want = args.get_str("state").map_err(|_| "state missing")?;
@@ -929,46 +909,11 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
         }
         "assertSessionUnpinned" => Ok(()),
         "assertCollectionExists" | "assertCollectionNotExists" => {
-            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
-            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
-            let names = st.internal.database(db).list_collection_names().await.map_err(|e| format!("listCollections: {e}"))?;
-            let exists = names.iter().any(|n| n == coll);
-            if exists == (name == "assertCollectionExists") {
-                Ok(())
-            } else {
-                Err(format!("{name}: {db}.{coll} exists = {exists}"))
-            }
+            assert_collection_exists(st, name, args).await
         }
-        "assertIndexExists" | "assertIndexNotExists" => {
-            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
-            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
-            let idx = args.get_str("indexName").map_err(|_| "indexName missing")?;
-            let names = st.internal.database(db).collection::<Document>(coll).list_index_names().await;
-            let exists = match names {
-                Ok(n) => n.iter().any(|n| n == idx),
-                Err(e) if e.to_string().contains("NamespaceNotFound") || e.to_string().contains("ns does not exist") => false,
-                Err(e) => return Err(format!("listIndexes: {e}")),
-            };
-            if exists == (name == "assertIndexExists") {
-                Ok(())
-            } else {
-                Err(format!("{name}: index {idx} on {db}.{coll} exists = {exists}"))
-            }
-        }
+        "assertIndexExists" | "assertIndexNotExists" => assert_index_exists(st, name, args).await,
         "assertSameLsidOnLastTwoCommands" | "assertDifferentLsidOnLastTwoCommands" => {
-            let c = st.ents.client(args.get_str("client").map_err(|_| "client missing")?)?;
-            let cmds = c.started_commands();
-            if cmds.len() < 2 {
-                return Err(format!("{name}: fewer than two commands observed"));
-            }
-            let a = cmds[cmds.len() - 2].get_document("lsid").ok().cloned();
-            let b = cmds[cmds.len() - 1].get_document("lsid").ok().cloned();
-            let same = a.is_some() && a == b;
-            if same == (name == "assertSameLsidOnLastTwoCommands") {
-                Ok(())
-            } else {
-                Err(format!("{name}: {a:?} vs {b:?}"))
-            }
+            assert_lsids_of_last_two(st, name, args)
         }
         "createEntities" => {
             let list = args.get_array("entities").map_err(|_| "entities missing")?;
@@ -984,6 +929,118 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
             Ok(())
         }
         other => Err(format!("unsupported testRunner operation {other} (driver API lacks it)")),
+    }
+}
+
+/// `failPoint` / `targetedFailPoint`: configures a fail point through the client (or the
+/// session's client) and remembers it to disable after the test.
+async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
+    let fp = args
+        .get_document("failPoint")
+        .map_err(|_| "failPoint missing")?
+        .clone();
+    let client = match args.get_str("client") {
+        Ok(id) => st.ents.client(id)?.client,
+        Err(_) => {
+            // targetedFailPoint: the session's client (one node: its only server).
+            let sid = args.get_str("session").map_err(|_| "no client/session")?;
+            let s = st.ents.session(sid)?;
+            let cid = s.lock().await.client.clone();
+            st.ents.client(&cid)?.client
+        }
+    };
+    let fp_name = fp
+        .get_str("configureFailPoint")
+        .map_err(|_| "bad failPoint")?
+        .to_string();
+    client
+        .database("admin")
+        .run_command(fp)
+        .selection_criteria(SelectionCriteria::ReadPreference(
+            mongodb::options::ReadPreference::Primary,
+        ))
+        .await
+        .map_err(|e| format!("configureFailPoint failed: {e}"))?;
+    st.failpoints.push(fp_name);
+    Ok(())
+}
+
+/// `assertCollectionExists` / `assertCollectionNotExists`.
+async fn assert_collection_exists(
+    st: &TestState,
+    name: &str,
+    args: &Document,
+) -> Result<(), String> {
+    let db = args
+        .get_str("databaseName")
+        .map_err(|_| "databaseName missing")?;
+    let coll = args
+        .get_str("collectionName")
+        .map_err(|_| "collectionName missing")?;
+    let names = st
+        .internal
+        .database(db)
+        .list_collection_names()
+        .await
+        .map_err(|e| format!("listCollections: {e}"))?;
+    let exists = names.iter().any(|n| n == coll);
+    if exists == (name == "assertCollectionExists") {
+        Ok(())
+    } else {
+        Err(format!("{name}: {db}.{coll} exists = {exists}"))
+    }
+}
+
+/// `assertIndexExists` / `assertIndexNotExists` (a missing collection has no index).
+async fn assert_index_exists(st: &TestState, name: &str, args: &Document) -> Result<(), String> {
+    let db = args
+        .get_str("databaseName")
+        .map_err(|_| "databaseName missing")?;
+    let coll = args
+        .get_str("collectionName")
+        .map_err(|_| "collectionName missing")?;
+    let idx = args.get_str("indexName").map_err(|_| "indexName missing")?;
+    let names = st
+        .internal
+        .database(db)
+        .collection::<Document>(coll)
+        .list_index_names()
+        .await;
+    let exists = match names {
+        Ok(n) => n.iter().any(|n| n == idx),
+        Err(e)
+            if e.to_string().contains("NamespaceNotFound")
+                || e.to_string().contains("ns does not exist") =>
+        {
+            false
+        }
+        Err(e) => return Err(format!("listIndexes: {e}")),
+    };
+    if exists == (name == "assertIndexExists") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: index {idx} on {db}.{coll} exists = {exists}"
+        ))
+    }
+}
+
+/// `assertSameLsidOnLastTwoCommands` / `assertDifferentLsidOnLastTwoCommands`.
+fn assert_lsids_of_last_two(st: &TestState, name: &str, args: &Document) -> Result<(), String> {
+    let c = st
+        .ents
+        .client(args.get_str("client").map_err(|_| "client missing")?)?;
+    let cmds = c.started_commands();
+    if cmds.len() < 2 {
+        return Err(format!("{name}: fewer than two commands observed"));
+    }
+    let a = cmds[cmds.len() - 2].get_document("lsid").ok().cloned();
+    let b = cmds[cmds.len() - 1].get_document("lsid").ok().cloned();
+    let same = a.is_some() && a == b;
+    if same == (name == "assertSameLsidOnLastTwoCommands") {
+        Ok(())
+    } else {
+        Err(format!("{name}: {a:?} vs {b:?}"))
     }
 }
 
