@@ -169,25 +169,40 @@ async fn merge_modes() {
     ])
     .await
     .unwrap();
-    let merge = |stage: Document| {
-        let client = client.clone();
-        let db = db.clone();
-        async move {
-            run(
-                &client,
-                &db,
-                doc! {"aggregate": 1, "pipeline": [
-                    {"$documents": [{"_id": 1, "a": 10}, {"_id": 3, "a": 30}]},
-                    {"$merge": stage}
-                ], "cursor": {}},
-            )
-            .await
-        }
-    };
+    merge_update_modes(&client, &db, &tgt).await;
+    merge_fail_and_pipeline_modes(&client, &db, &tgt).await;
+    merge_option_errors(&client, &db).await;
+    merge_pipeline_with_let(&client, &db).await;
+}
+
+/// Runs `$documents: [{_id: 1, a: 10}, {_id: 3, a: 30}]` into `{$merge: stage}`.
+async fn merge(
+    client: &mongodb::Client,
+    db: &str,
+    stage: Document,
+) -> mongodb::error::Result<Document> {
+    run(
+        client,
+        db,
+        doc! {"aggregate": 1, "pipeline": [
+            {"$documents": [{"_id": 1, "a": 10}, {"_id": 3, "a": 30}]},
+            {"$merge": stage}
+        ], "cursor": {}},
+    )
+    .await
+}
+
+/// whenMatched merge (the default), replace and keepExisting; whenNotMatched insert and
+/// discard.
+async fn merge_update_modes(
+    client: &mongodb::Client,
+    db: &str,
+    tgt: &mongodb::Collection<Document>,
+) {
     // default: whenMatched merge, whenNotMatched insert
-    merge(doc! {"into": "tgt"}).await.unwrap();
+    merge(client, db, doc! {"into": "tgt"}).await.unwrap();
     assert_eq!(
-        all(&client, &db, "tgt").await,
+        all(client, db, "tgt").await,
         vec![
             doc! {"_id": 1, "a": 10, "keep": true},
             doc! {"_id": 2, "a": 2},
@@ -199,30 +214,46 @@ async fn merge_modes() {
         .await
         .unwrap();
     tgt.delete_one(doc! {"_id": 3}).await.unwrap();
-    merge(doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "discard"})
-        .await
-        .unwrap();
+    merge(
+        client,
+        db,
+        doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "discard"},
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        all(&client, &db, "tgt").await,
+        all(client, db, "tgt").await,
         vec![doc! {"_id": 1, "a": 10}, doc! {"_id": 2, "a": 2}]
     );
     // keepExisting + insert
     tgt.update_one(doc! {"_id": 1}, doc! {"$set": {"a": 5}})
         .await
         .unwrap();
-    merge(doc! {"into": "tgt", "whenMatched": "keepExisting"})
-        .await
-        .unwrap();
+    merge(
+        client,
+        db,
+        doc! {"into": "tgt", "whenMatched": "keepExisting"},
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        all(&client, &db, "tgt").await,
+        all(client, db, "tgt").await,
         vec![
             doc! {"_id": 1, "a": 5},
             doc! {"_id": 2, "a": 2},
             doc! {"_id": 3, "a": 30}
         ]
     );
+}
+
+/// whenMatched / whenNotMatched fail, and a whenMatched pipeline that reads `$$new`.
+async fn merge_fail_and_pipeline_modes(
+    client: &mongodb::Client,
+    db: &str,
+    tgt: &mongodb::Collection<Document>,
+) {
     // fail: DuplicateKey with keyPattern/keyValue
-    let e = merge(doc! {"into": "tgt", "whenMatched": "fail"})
+    let e = merge(client, db, doc! {"into": "tgt", "whenMatched": "fail"})
         .await
         .unwrap_err();
     let (code, _, msg) = command_error(&e);
@@ -233,45 +264,68 @@ async fn merge_modes() {
     );
     // whenNotMatched fail
     tgt.delete_one(doc! {"_id": 3}).await.unwrap();
-    let e = merge(doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "fail"})
-        .await
-        .unwrap_err();
+    let e = merge(
+        client,
+        db,
+        doc! {"into": "tgt", "whenMatched": "replace", "whenNotMatched": "fail"},
+    )
+    .await
+    .unwrap_err();
     assert_eq!(command_error(&e).0, 13113);
     // pipeline whenMatched sees $$new
-    merge(doc! {"into": "tgt", "whenMatched": [{"$set": {"b": "$$new.a"}}], "whenNotMatched": "discard"})
+    merge(client, db, doc! {"into": "tgt", "whenMatched": [{"$set": {"b": "$$new.a"}}], "whenNotMatched": "discard"})
         .await
         .unwrap();
-    let docs = all(&client, &db, "tgt").await;
+    let docs = all(client, db, "tgt").await;
     assert_eq!(docs[0].get_i32("b"), Ok(10), "{docs:?}");
+}
+
+/// Unsupported mode combinations, `on` without a unique index, `$documents` on a
+/// collection, `let` without a pipeline, and a system collection as the target.
+async fn merge_option_errors(client: &mongodb::Client, db: &str) {
     // unsupported combination, missing unique index for `on`
-    let e = merge(doc! {"into": "tgt", "whenMatched": "keepExisting", "whenNotMatched": "fail"})
+    let e = merge(
+        client,
+        db,
+        doc! {"into": "tgt", "whenMatched": "keepExisting", "whenNotMatched": "fail"},
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(command_error(&e).0, 51189);
+    let e = merge(client, db, doc! {"into": "tgt", "on": "a"})
         .await
         .unwrap_err();
-    assert_eq!(command_error(&e).0, 51189);
-    let e = merge(doc! {"into": "tgt", "on": "a"}).await.unwrap_err();
     assert_eq!(command_error(&e).0, 51183);
     let e = run(
-        &client,
-        &db,
+        client,
+        db,
         doc! {"aggregate": "tgt", "pipeline": [{"$documents": [{"a": 1}]}], "cursor": {}},
     )
     .await
     .unwrap_err();
     assert_eq!(command_error(&e).0, 73);
-    let e = merge(doc! {"into": "tgt", "let": {"x": 1}})
+    let e = merge(client, db, doc! {"into": "tgt", "let": {"x": 1}})
         .await
         .unwrap_err();
     assert_eq!(command_error(&e).0, 51199);
-    let e = merge(doc! {"into": "system.x"}).await.unwrap_err();
+    let e = merge(client, db, doc! {"into": "system.x"})
+        .await
+        .unwrap_err();
     assert_eq!(command_error(&e).0, 31319);
+}
+
+/// A whenMatched pipeline with a `let` variable evaluated against the result document.
+async fn merge_pipeline_with_let(client: &mongodb::Client, db: &str) {
     // pipeline whenMatched with a user variable evaluated against the result document
     merge(
+        client,
+        db,
         doc! {"into": "tgt", "let": {"twice": {"$multiply": ["$a", 2]}},
         "whenMatched": [{"$set": {"c": "$$twice"}}], "whenNotMatched": "discard"},
     )
     .await
     .unwrap();
-    let docs = all(&client, &db, "tgt").await;
+    let docs = all(client, db, "tgt").await;
     assert_eq!(docs[0].get_i32("c"), Ok(20), "{docs:?}");
 }
 

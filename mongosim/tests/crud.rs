@@ -300,7 +300,7 @@ async fn find_sort_projection_skip_limit_batches() {
 }
 
 #[tokio::test]
-async fn write_replies_and_errors() {
+async fn write_replies_insert_and_duplicate_keys() {
     let (_s, client, db) = setup().await;
     let d = client.database(&db);
     // unordered insert continues after a duplicate; ok: 1 with writeErrors
@@ -337,9 +337,24 @@ async fn write_replies_and_errors() {
     let (code, _, msg) = command_error(&err);
     assert_eq!(code, 11000);
     assert!(msg.ends_with("dup key: { email: null }"), "{msg}");
+}
 
-    // unique secondary index: keyPattern/keyValue
+#[tokio::test]
+async fn write_replies_unique_index_update_and_delete() {
+    let (_s, client, db) = setup().await;
+    let d = client.database(&db);
     let coll = d.collection::<Document>("uw");
+    unique_secondary_index_errors(&d, &coll).await;
+    update_and_delete_replies(&d, &coll).await;
+}
+
+/// A unique secondary index: duplicate key errors with keyPattern/keyValue, and creating a
+/// unique index over duplicates. Leaves `uw` with documents 10, 20 and 21.
+async fn unique_secondary_index_errors(
+    d: &mongodb::Database,
+    coll: &mongodb::Collection<Document>,
+) {
+    // unique secondary index: keyPattern/keyValue
     coll.create_index(
         IndexModel::builder()
             .keys(doc! {"email": 1})
@@ -386,7 +401,11 @@ async fn write_replies_and_errors() {
         .await
         .unwrap_err();
     assert_eq!(command_error(&err).0, 11000);
+}
 
+/// Update replies (n, nModified, upserted), multi updates, the immutable `_id`, and delete
+/// limits, on `uw` as `unique_secondary_index_errors` leaves it.
+async fn update_and_delete_replies(d: &mongodb::Database, coll: &mongodb::Collection<Document>) {
     // update reply: n, nModified, upserted
     let r = d
         .run_command(doc! {"update": "uw", "updates": [

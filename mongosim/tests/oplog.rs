@@ -80,7 +80,21 @@ async fn crud_entries_for(version: ServerVersion) {
     let db = unique_db("oplog");
     let coll = client.database(&db).collection::<Document>("c");
     let start = last_ts(&client).await;
+    crud_writes(&coll).await;
+    let e = entries_after(&client, &db, start).await;
+    let ops: Vec<&str> = e.iter().map(|x| x.get_str("op").unwrap()).collect();
+    assert_eq!(
+        ops,
+        vec!["c", "i", "i", "i", "i", "u", "u", "d", "i"],
+        "{e:#?}"
+    );
 
+    assert_create_and_inserts(&e, &db, version);
+    assert_update_replace_delete(&e, version);
+}
+
+/// Implicit create, inserts, a modifier update, a replacement, a delete and an upsert.
+async fn crud_writes(coll: &mongodb::Collection<Document>) {
     // implicit create + insert
     coll.insert_one(doc! {"_id": 1, "a": 1, "c": "x"})
         .await
@@ -107,15 +121,11 @@ async fn crud_entries_for(version: ServerVersion) {
         .upsert(true)
         .await
         .unwrap();
+}
 
-    let e = entries_after(&client, &db, start).await;
-    let ops: Vec<&str> = e.iter().map(|x| x.get_str("op").unwrap()).collect();
-    assert_eq!(
-        ops,
-        vec!["c", "i", "i", "i", "i", "u", "u", "d", "i"],
-        "{e:#?}"
-    );
-
+/// The create entry, the first insert (with `o2` only on 6.0+) and the timestamps of a
+/// multi-document insert.
+fn assert_create_and_inserts(e: &[Document], db: &str, version: ServerVersion) {
     // create (reference §4.8)
     let create = &e[0];
     assert_common(create, true);
@@ -162,7 +172,10 @@ async fn crud_entries_for(version: ServerVersion) {
     assert_eq!(ts[0].time, ts[2].time);
     assert_eq!(ts[1].increment, ts[0].increment + 1);
     assert_eq!(ts[2].increment, ts[1].increment + 1);
+}
 
+/// The modifier update (per version), replacement, delete and upsert entries.
+fn assert_update_replace_delete(e: &[Document], version: ServerVersion) {
     // modifier update (§4.4 / §4.5)
     let upd = &e[5];
     assert_common(upd, true);
@@ -226,7 +239,34 @@ async fn ddl_entries_for(version: ServerVersion) {
     let db = unique_db("ddl");
     let d = client.database(&db);
     let start = last_ts(&client).await;
+    ddl_writes(&client, &d, &db).await;
 
+    let e = entries_after(&client, &db, start).await;
+    let summary = ddl_summary(&e);
+    assert_eq!(
+        summary,
+        vec![
+            "c:create",
+            "i:_id",
+            "c:startIndexBuild",
+            "c:commitIndexBuild",
+            "c:dropIndexes",
+            "c:renameCollection",
+            "c:drop",
+            "c:create",
+            "c:createIndexes",
+            "c:drop",
+            "c:dropDatabase",
+        ],
+        "{e:#?}"
+    );
+    let ui = assert_create_and_index_entries(&e);
+    assert_rename_and_drop_entries(&e, &db, ui);
+}
+
+/// Creates a capped collection, builds and drops an index, renames and drops the collection,
+/// creates another one with an index, and drops the database.
+async fn ddl_writes(client: &Client, d: &mongodb::Database, db: &str) {
     d.create_collection("cap")
         .capped(true)
         .size(1000)
@@ -254,32 +294,21 @@ async fn ddl_entries_for(version: ServerVersion) {
         .await
         .unwrap();
     d.drop().await.unwrap();
+}
 
-    let e = entries_after(&client, &db, start).await;
-    let summary: Vec<String> = e
-        .iter()
+/// `op:first key of o` of each entry.
+fn ddl_summary(e: &[Document]) -> Vec<String> {
+    e.iter()
         .map(|x| {
             let o = x.get_document("o").unwrap();
             format!("{}:{}", x.get_str("op").unwrap(), o.keys().next().unwrap())
         })
-        .collect();
-    assert_eq!(
-        summary,
-        vec![
-            "c:create",
-            "i:_id",
-            "c:startIndexBuild",
-            "c:commitIndexBuild",
-            "c:dropIndexes",
-            "c:renameCollection",
-            "c:drop",
-            "c:create",
-            "c:createIndexes",
-            "c:drop",
-            "c:dropDatabase",
-        ],
-        "{e:#?}"
-    );
+        .collect()
+}
+
+/// The capped create, the index build start and the dropIndexes entries; returns the
+/// collection's UUID.
+fn assert_create_and_index_entries(e: &[Document]) -> Option<Bson> {
     let create = &e[0];
     assert_common(create, true);
     assert_eq!(
@@ -305,6 +334,11 @@ async fn ddl_entries_for(version: ServerVersion) {
         drop_ix.get_document("o2").unwrap(),
         &doc! {"v": 2, "key": {"a": 1}, "name": "a_1"}
     );
+    ui
+}
+
+/// The rename (same UUID `ui`), drop, createIndexes and dropDatabase entries.
+fn assert_rename_and_drop_entries(e: &[Document], db: &str, ui: Option<Bson>) {
     let rename = &e[5];
     assert_common(rename, true);
     assert_eq!(rename.get("ui").cloned(), ui, "rename keeps the UUID");

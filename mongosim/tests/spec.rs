@@ -130,6 +130,24 @@ impl Counts {
     }
 }
 
+/// What a run found besides the counts.
+#[derive(Default)]
+struct Findings {
+    /// Applicable tests that failed and are not listed in NOT_PASSING.md.
+    unexpected: Vec<String>,
+    /// Listed tests that pass now.
+    now_passing: Vec<String>,
+}
+
+/// Which files to run and how to judge and report their results.
+struct RunConfig {
+    /// `MONGOSIM_SPEC_FILTER`: only files whose `suite/file` name contains it.
+    filter: Option<String>,
+    /// `MONGOSIM_SPEC_VERBOSE`: print listed failures too.
+    verbose: bool,
+    allow: BTreeMap<(String, String), (String, bool)>,
+}
+
 #[test]
 fn unified_spec_tests() {
     let dir = spec_dir();
@@ -140,112 +158,141 @@ fn unified_spec_tests() {
         );
         return;
     }
-    let filter = std::env::var("MONGOSIM_SPEC_FILTER").ok();
-    let verbose = std::env::var_os("MONGOSIM_SPEC_VERBOSE").is_some();
-    let allow = allow_list();
-
-    let _sim;
-    let uri = match std::env::var("MONGODB_URI") {
-        Ok(u) => u,
-        Err(_) => {
-            let sim = mongosim::MongoSim::start(mongosim::Options::new()).expect("start mongosim");
-            let u = sim.uri();
-            _sim = sim;
-            u
-        }
+    let cfg = RunConfig {
+        filter: std::env::var("MONGOSIM_SPEC_FILTER").ok(),
+        verbose: std::env::var_os("MONGOSIM_SPEC_VERBOSE").is_some(),
+        allow: allow_list(),
     };
+    let (_sim, uri) = server_uri();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut unexpected: Vec<String> = Vec::new();
-    let mut now_passing: Vec<String> = Vec::new();
-    rt.block_on(async {
-        let env = runner::Env::new(&uri)
-            .await
-            .unwrap_or_else(|e| panic!("spec runner setup: {e}"));
-        say!(
-            "spec tests against {uri}: server {:?}, topology {}",
-            env.version,
-            env.topology
-        );
-        runner::kill_all_sessions(&env).await;
-        let mut total = Counts::default();
-        for suite in SUITES {
-            let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.join(suite)) {
-                Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-                Err(_) => continue,
-            };
-            files.retain(|p| p.extension().is_some_and(|e| e == "json"));
-            files.sort();
-            let mut sc = Counts::default();
-            for path in files {
-                let fname = format!(
-                    "{suite}/{}",
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                );
-                if filter.as_deref().is_some_and(|f| !fname.contains(f)) {
-                    continue;
-                }
-                let rep = runner::run_file(&env, &path).await;
-                let mut c = Counts::default();
-                for (desc, v) in &rep.tests {
-                    let key = (fname.clone(), desc.clone());
-                    match v {
-                        Verdict::Passed => {
-                            c.passed += 1;
-                            if allow.contains_key(&key) {
-                                now_passing.push(format!("{fname} `{desc}`"));
-                            }
-                        }
-                        Verdict::Failed(why) => {
-                            c.failed += 1;
-                            if allow.contains_key(&key) {
-                                c.listed += 1;
-                                if allow.get(&key).is_some_and(|e| e.1) {
-                                    c.driver += 1;
-                                }
-                                if verbose {
-                                    say!("  listed failure {fname} `{desc}`: {why}");
-                                }
-                            } else {
-                                say!("  FAILED {fname} `{desc}`: {why}");
-                                unexpected.push(format!("{fname} `{desc}`"));
-                            }
-                        }
-                        Verdict::NotApplicable => c.not_applicable += 1,
-                        Verdict::Skipped(_) => c.skipped += 1,
-                    }
-                }
-                say!(
-                    "{fname}: passed {}, failed {}, not applicable {}, skipped {}",
-                    c.passed,
-                    c.failed,
-                    c.not_applicable,
-                    c.skipped
-                );
-                for (desc, v) in &rep.tests {
-                    if let Verdict::Skipped(r) = v {
-                        say!("  skipped `{desc}`: {r}");
-                    }
-                }
-                sc.add(&c);
-            }
-            say!("== {suite}: {}", sc.line());
-            total.add(&sc);
-        }
-        say!("== total: {}", total.line());
-    });
-    for n in &now_passing {
+    let found = rt.block_on(run_all(&dir, &uri, &cfg));
+    for n in &found.now_passing {
         say!("now passes, remove from NOT_PASSING.md: {n}");
     }
     assert!(
-        unexpected.is_empty(),
+        found.unexpected.is_empty(),
         "{} applicable spec tests failed that are not listed in tests/spec/NOT_PASSING.md:\n{}",
-        unexpected.len(),
-        unexpected.join("\n")
+        found.unexpected.len(),
+        found.unexpected.join("\n")
     );
+}
+
+/// The server under test: `MONGODB_URI`, or a fresh simulator (returned to be kept alive).
+fn server_uri() -> (Option<mongosim::MongoSim>, String) {
+    match std::env::var("MONGODB_URI") {
+        Ok(u) => (None, u),
+        Err(_) => {
+            let sim = mongosim::MongoSim::start(mongosim::Options::new()).expect("start mongosim");
+            let u = sim.uri();
+            (Some(sim), u)
+        }
+    }
+}
+
+/// Runs every suite against the server at `uri`, printing per-suite and total counts.
+async fn run_all(dir: &Path, uri: &str, cfg: &RunConfig) -> Findings {
+    let env = runner::Env::new(uri)
+        .await
+        .unwrap_or_else(|e| panic!("spec runner setup: {e}"));
+    say!(
+        "spec tests against {uri}: server {:?}, topology {}",
+        env.version,
+        env.topology
+    );
+    runner::kill_all_sessions(&env).await;
+    let mut found = Findings::default();
+    let mut total = Counts::default();
+    for suite in SUITES {
+        let Some(sc) = run_suite(&env, dir, suite, cfg, &mut found).await else {
+            continue;
+        };
+        say!("== {suite}: {}", sc.line());
+        total.add(&sc);
+    }
+    say!("== total: {}", total.line());
+    found
+}
+
+/// Runs the files of one suite in name order, printing per-file counts; `None` when the
+/// suite's directory cannot be read.
+async fn run_suite(
+    env: &runner::Env,
+    dir: &Path,
+    suite: &str,
+    cfg: &RunConfig,
+    found: &mut Findings,
+) -> Option<Counts> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir.join(suite)) {
+        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => return None,
+    };
+    files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    files.sort();
+    let mut sc = Counts::default();
+    for path in files {
+        let fname = format!(
+            "{suite}/{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        if cfg.filter.as_deref().is_some_and(|f| !fname.contains(f)) {
+            continue;
+        }
+        let rep = runner::run_file(env, &path).await;
+        let c = tally(&fname, &rep, cfg, found);
+        say!(
+            "{fname}: passed {}, failed {}, not applicable {}, skipped {}",
+            c.passed,
+            c.failed,
+            c.not_applicable,
+            c.skipped
+        );
+        for (desc, v) in &rep.tests {
+            if let Verdict::Skipped(r) = v {
+                say!("  skipped `{desc}`: {r}");
+            }
+        }
+        sc.add(&c);
+    }
+    Some(sc)
+}
+
+/// Counts the verdicts of one file against the allow list, printing unexpected failures
+/// (and listed ones when verbose).
+fn tally(fname: &str, rep: &runner::FileReport, cfg: &RunConfig, found: &mut Findings) -> Counts {
+    let mut c = Counts::default();
+    for (desc, v) in &rep.tests {
+        let key = (fname.to_string(), desc.clone());
+        match v {
+            Verdict::Passed => {
+                c.passed += 1;
+                if cfg.allow.contains_key(&key) {
+                    found.now_passing.push(format!("{fname} `{desc}`"));
+                }
+            }
+            Verdict::Failed(why) => {
+                c.failed += 1;
+                if cfg.allow.contains_key(&key) {
+                    c.listed += 1;
+                    if cfg.allow.get(&key).is_some_and(|e| e.1) {
+                        c.driver += 1;
+                    }
+                    if cfg.verbose {
+                        say!("  listed failure {fname} `{desc}`: {why}");
+                    }
+                } else {
+                    say!("  FAILED {fname} `{desc}`: {why}");
+                    found.unexpected.push(format!("{fname} `{desc}`"));
+                }
+            }
+            Verdict::NotApplicable => c.not_applicable += 1,
+            Verdict::Skipped(_) => c.skipped += 1,
+        }
+    }
+    c
 }
 
 /// The matcher follows "Evaluating Matches" of the unified test format.

@@ -228,6 +228,7 @@ fn type_matches(name: &str, a: &Bson) -> bool {
         || (name == "boolean" && t == "bool")
 }
 
+/// Evaluates a special operator (`$$exists`, `$$type`, ...) against `actual`.
 fn special(
     op: &str,
     arg: &Bson,
@@ -238,38 +239,8 @@ fn special(
 ) -> Result<(), String> {
     let at = if path.is_empty() { "<root>" } else { path };
     match op {
-        "$$exists" => {
-            let want = arg
-                .as_bool()
-                .ok_or_else(|| format!("{at}: $$exists needs a bool"))?;
-            if want == actual.is_some() {
-                Ok(())
-            } else if want {
-                Err(format!("{at}: expected to exist, absent"))
-            } else {
-                Err(format!("{at}: expected to be absent, got {}", show(actual)))
-            }
-        }
-        "$$type" => {
-            let Some(a) = actual else {
-                return Err(format!("{at}: expected $$type {arg}, value absent"));
-            };
-            let ok = match arg {
-                Bson::String(s) => type_matches(s, a),
-                Bson::Array(v) => v
-                    .iter()
-                    .any(|t| t.as_str().is_some_and(|s| type_matches(s, a))),
-                _ => return Err(format!("{at}: malformed $$type {arg}")),
-            };
-            if ok {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{at}: expected type {arg}, got {} ({a})",
-                    type_name(a)
-                ))
-            }
-        }
+        "$$exists" => exists(arg, actual, at),
+        "$$type" => has_type(arg, actual, at),
         "$$unsetOrMatches" => match actual {
             None => Ok(()),
             Some(_) => match_at(arg, actual, root, ents, path),
@@ -283,66 +254,124 @@ fn special(
                 .ok_or_else(|| format!("{at}: no BSON entity `{id}`"))?;
             match_at(&e, actual, root, ents, path)
         }
-        "$$matchesHexBytes" => {
-            let hex = arg
-                .as_str()
-                .ok_or_else(|| format!("{at}: malformed $$matchesHexBytes"))?;
-            let want = decode_hex(hex).ok_or_else(|| format!("{at}: malformed hex {hex}"))?;
-            let got: Option<Vec<u8>> = match actual {
-                Some(Bson::Binary(b)) => Some(b.bytes.clone()),
-                Some(Bson::String(s)) => Some(s.as_bytes().to_vec()),
-                _ => None,
-            };
-            if got.as_deref() == Some(&want[..]) {
-                Ok(())
-            } else {
-                Err(format!("{at}: expected bytes {hex}, got {}", show(actual)))
-            }
-        }
-        "$$sessionLsid" => {
-            let id = arg
-                .as_str()
-                .ok_or_else(|| format!("{at}: malformed $$sessionLsid"))?;
-            let lsid = ents
-                .session_lsid(id)
-                .ok_or_else(|| format!("{at}: no session entity `{id}`"))?;
-            match actual {
-                Some(Bson::Document(d)) if doc_exact_eq(d, &lsid) => Ok(()),
-                other => Err(format!(
-                    "{at}: expected lsid of {id} {lsid}, got {}",
-                    show(other)
-                )),
-            }
-        }
-        "$$lte" => {
-            let (Some(e), Some(a)) = (as_f64(arg), actual.and_then(as_f64)) else {
-                return Err(format!(
-                    "{at}: $$lte {arg} needs numbers, got {}",
-                    show(actual)
-                ));
-            };
-            if a <= e {
-                Ok(())
-            } else {
-                Err(format!("{at}: expected <= {arg}, got {}", show(actual)))
-            }
-        }
-        "$$matchAsDocument" => {
-            let Some(Bson::String(s)) = actual else {
-                return Err(format!(
-                    "{at}: $$matchAsDocument needs a string, got {}",
-                    show(actual)
-                ));
-            };
-            let json: serde_json::Value =
-                serde_json::from_str(s).map_err(|e| format!("{at}: not JSON: {e}"))?;
-            let parsed =
-                Bson::try_from(json).map_err(|e| format!("{at}: not extended JSON: {e}"))?;
-            match_at(arg, Some(&parsed), false, ents, path)
-        }
+        "$$matchesHexBytes" => matches_hex_bytes(arg, actual, at),
+        "$$sessionLsid" => session_lsid(arg, actual, ents, at),
+        "$$lte" => lte(arg, actual, at),
+        "$$matchAsDocument" => match_as_document(arg, actual, ents, path, at),
         "$$matchAsRoot" => match_at(arg, actual, true, ents, path),
         other => Err(format!("{at}: unsupported special operator {other}")),
     }
+}
+
+/// `$$exists`: the key is present (or absent).
+fn exists(arg: &Bson, actual: Option<&Bson>, at: &str) -> Result<(), String> {
+    let want = arg
+        .as_bool()
+        .ok_or_else(|| format!("{at}: $$exists needs a bool"))?;
+    if want == actual.is_some() {
+        Ok(())
+    } else if want {
+        Err(format!("{at}: expected to exist, absent"))
+    } else {
+        Err(format!("{at}: expected to be absent, got {}", show(actual)))
+    }
+}
+
+/// `$$type`: the value has the type (or one of the types) named.
+fn has_type(arg: &Bson, actual: Option<&Bson>, at: &str) -> Result<(), String> {
+    let Some(a) = actual else {
+        return Err(format!("{at}: expected $$type {arg}, value absent"));
+    };
+    let ok = match arg {
+        Bson::String(s) => type_matches(s, a),
+        Bson::Array(v) => v
+            .iter()
+            .any(|t| t.as_str().is_some_and(|s| type_matches(s, a))),
+        _ => return Err(format!("{at}: malformed $$type {arg}")),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{at}: expected type {arg}, got {} ({a})",
+            type_name(a)
+        ))
+    }
+}
+
+/// `$$matchesHexBytes`: binary data (or a string) with these bytes.
+fn matches_hex_bytes(arg: &Bson, actual: Option<&Bson>, at: &str) -> Result<(), String> {
+    let hex = arg
+        .as_str()
+        .ok_or_else(|| format!("{at}: malformed $$matchesHexBytes"))?;
+    let want = decode_hex(hex).ok_or_else(|| format!("{at}: malformed hex {hex}"))?;
+    let got: Option<Vec<u8>> = match actual {
+        Some(Bson::Binary(b)) => Some(b.bytes.clone()),
+        Some(Bson::String(s)) => Some(s.as_bytes().to_vec()),
+        _ => None,
+    };
+    if got.as_deref() == Some(&want[..]) {
+        Ok(())
+    } else {
+        Err(format!("{at}: expected bytes {hex}, got {}", show(actual)))
+    }
+}
+
+/// `$$sessionLsid`: the logical session id of a session entity.
+fn session_lsid(
+    arg: &Bson,
+    actual: Option<&Bson>,
+    ents: &dyn EntityLookup,
+    at: &str,
+) -> Result<(), String> {
+    let id = arg
+        .as_str()
+        .ok_or_else(|| format!("{at}: malformed $$sessionLsid"))?;
+    let lsid = ents
+        .session_lsid(id)
+        .ok_or_else(|| format!("{at}: no session entity `{id}`"))?;
+    match actual {
+        Some(Bson::Document(d)) if doc_exact_eq(d, &lsid) => Ok(()),
+        other => Err(format!(
+            "{at}: expected lsid of {id} {lsid}, got {}",
+            show(other)
+        )),
+    }
+}
+
+/// `$$lte`: a number at most `arg`.
+fn lte(arg: &Bson, actual: Option<&Bson>, at: &str) -> Result<(), String> {
+    let (Some(e), Some(a)) = (as_f64(arg), actual.and_then(as_f64)) else {
+        return Err(format!(
+            "{at}: $$lte {arg} needs numbers, got {}",
+            show(actual)
+        ));
+    };
+    if a <= e {
+        Ok(())
+    } else {
+        Err(format!("{at}: expected <= {arg}, got {}", show(actual)))
+    }
+}
+
+/// `$$matchAsDocument`: a string of extended JSON whose document matches `arg`.
+fn match_as_document(
+    arg: &Bson,
+    actual: Option<&Bson>,
+    ents: &dyn EntityLookup,
+    path: &str,
+    at: &str,
+) -> Result<(), String> {
+    let Some(Bson::String(s)) = actual else {
+        return Err(format!(
+            "{at}: $$matchAsDocument needs a string, got {}",
+            show(actual)
+        ));
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("{at}: not JSON: {e}"))?;
+    let parsed = Bson::try_from(json).map_err(|e| format!("{at}: not extended JSON: {e}"))?;
+    match_at(arg, Some(&parsed), false, ents, path)
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {

@@ -5,15 +5,13 @@ use std::{collections::HashSet, sync::Arc, time::Duration};
 use futures::{StreamExt, TryStreamExt};
 use mongodb::{
     bson::{doc, oid::ObjectId, to_bson, Bson, Document},
+    change_stream::{event::ChangeStreamEvent, ChangeStream},
     error::{Error, ErrorKind, WriteFailure},
     options::{
-        AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions,
-        DeleteOptions, DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions,
-        FindOneAndReplaceOptions, FindOneAndUpdateOptions, FindOneOptions, FindOptions,
-        IndexOptions, InsertManyOptions, InsertOneOptions, ListCollectionsOptions, ReplaceOptions,
-        SelectionCriteria, UpdateModifications, UpdateOptions, WriteConcern,
+        AggregateOptions, ChangeStreamOptions, CreateCollectionOptions, ListCollectionsOptions,
+        SelectionCriteria, UpdateModifications, WriteConcern, WriteModel,
     },
-    ClientSession, Collection, Database, IndexModel,
+    ClientSession, Collection, Database,
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::OwnedMutexGuard;
@@ -223,6 +221,15 @@ fn take_str(args: &mut Document, k: &str) -> Result<String, String> {
     }
 }
 
+/// Fails when arguments remain that the operation does not take.
+fn no_extra_args(args: &Document) -> Result<(), String> {
+    if args.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("unsupported arguments {args}"))
+    }
+}
+
 /// Checks that only `allowed` keys remain and deserializes them into the options type.
 fn opts<T: DeserializeOwned + Default>(args: &Document, allowed: &[&str]) -> Result<T, String> {
     for k in args.keys() {
@@ -371,9 +378,7 @@ pub async fn entity_op(
             session_op(st, &mut g, name, &mut args).await
         }
         Entity::ChangeStream(cs) => {
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(&args)?;
             let mut cs = cs.lock().await;
             match name {
                 "iterateUntilDocumentOrError" => Ok(match cs.next().await {
@@ -395,9 +400,7 @@ pub async fn entity_op(
             }
         }
         Entity::Cursor(cur) => {
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(&args)?;
             let mut cur = cur.lock().await;
             match name {
                 "iterateUntilDocumentOrError" => Ok(match cur.next().await {
@@ -460,9 +463,7 @@ async fn session_op(
             Ok(r.map(|_| Res::None).map_err(OpErr::from))
         }
         "commitTransaction" => {
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(args)?;
             let r = s.commit_transaction().await;
             if g.state != "none" {
                 g.state = "committed";
@@ -470,9 +471,7 @@ async fn session_op(
             Ok(r.map(|_| Res::None).map_err(OpErr::from))
         }
         "abortTransaction" => {
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(args)?;
             let r = s.abort_transaction().await;
             if g.state != "none" {
                 g.state = "aborted";
@@ -483,6 +482,7 @@ async fn session_op(
     }
 }
 
+/// Runs a client entity operation.
 async fn client_op(
     c: &entities::ClientEntity,
     name: &str,
@@ -490,15 +490,10 @@ async fn client_op(
 ) -> Result<OpResult, String> {
     match name {
         "createChangeStream" => {
-            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
-            let o: ChangeStreamOptions = change_stream_opts(args)?;
-            let r = c.client.watch().pipeline(pipeline).with_options(o).await;
-            Ok(r.map(|cs| {
-                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
-                    cs.with_type::<Document>(),
-                ))))
-            })
-            .map_err(OpErr::from))
+            let (pipeline, o) = change_stream_args(args)?;
+            Ok(change_stream_entity(
+                c.client.watch().pipeline(pipeline).with_options(o).await,
+            ))
         }
         "listDatabases" => {
             let filter = args.remove("filter").and_then(|b| b.as_document().cloned());
@@ -506,9 +501,7 @@ async fn client_op(
             if let Some(f) = filter {
                 a = a.filter(f);
             }
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(args)?;
             Ok(match a.await {
                 Ok(v) => Ok(Res::Value(
                     Bson::Array(v.iter().filter_map(|d| to_bson(d).ok()).collect()),
@@ -528,122 +521,154 @@ async fn client_bulk_write(
     c: &entities::ClientEntity,
     args: &mut Document,
 ) -> Result<OpResult, String> {
-    use mongodb::{
-        options::{
-            DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, UpdateManyModel,
-            UpdateOneModel, WriteModel,
-        },
-        Namespace,
-    };
     let models = take_docs(args, "models")?;
     let verbose = matches!(args.remove("verboseResults"), Some(Bson::Boolean(true)));
     let ordered = args.remove("ordered").and_then(|b| b.as_bool());
-    if !args.is_empty() {
-        return Err(format!("unsupported arguments {args}"));
-    }
-    let mut out: Vec<WriteModel> = Vec::new();
-    for m in models {
-        let (kind, body) = m.iter().next().ok_or("empty model")?;
-        let Bson::Document(b) = body else {
-            return Err(format!("bad model {m}"));
-        };
-        let mut b = b.clone();
-        let ns: Namespace = take_str(&mut b, "namespace")?
-            .parse()
-            .map_err(|e| format!("bad namespace: {e}"))?;
-        let model: WriteModel = match kind.as_str() {
-            "insertOne" => InsertOneModel::builder()
-                .namespace(ns)
-                .document(take_doc(&mut b, "document")?)
-                .build()
-                .into(),
-            "updateOne" | "updateMany" => {
-                let f = take_doc(&mut b, "filter")?;
-                let u = update_mods(b.remove("update").ok_or("missing update")?)?;
-                if kind == "updateOne" {
-                    UpdateOneModel::builder()
-                        .namespace(ns)
-                        .filter(f)
-                        .update(u)
-                        .build()
-                        .into()
-                } else {
-                    UpdateManyModel::builder()
-                        .namespace(ns)
-                        .filter(f)
-                        .update(u)
-                        .build()
-                        .into()
-                }
-            }
-            "replaceOne" => ReplaceOneModel::builder()
-                .namespace(ns)
-                .filter(take_doc(&mut b, "filter")?)
-                .replacement(take_doc(&mut b, "replacement")?)
-                .build()
-                .into(),
-            "deleteOne" => DeleteOneModel::builder()
-                .namespace(ns)
-                .filter(take_doc(&mut b, "filter")?)
-                .build()
-                .into(),
-            "deleteMany" => DeleteManyModel::builder()
-                .namespace(ns)
-                .filter(take_doc(&mut b, "filter")?)
-                .build()
-                .into(),
-            other => return Err(format!("unknown write model {other}")),
-        };
-        if !b.is_empty() {
-            return Err(format!("unsupported write model fields {b}"));
-        }
-        out.push(model);
-    }
+    no_extra_args(args)?;
+    let out = models
+        .iter()
+        .map(write_model)
+        .collect::<Result<Vec<_>, String>>()?;
     let mut a = c.client.bulk_write(out);
     if let Some(o) = ordered {
         a = a.ordered(o);
     }
-    fn summary(s: &mongodb::results::SummaryBulkWriteResult) -> Document {
-        doc! {
-            "insertedCount": s.inserted_count,
-            "matchedCount": s.matched_count,
-            "modifiedCount": s.modified_count,
-            "upsertedCount": s.upserted_count,
-            "deletedCount": s.deleted_count,
-        }
-    }
     let r = if verbose {
-        a.verbose_results().await.map(|r| {
-            let mut d = summary(&r.summary);
-            let mut ins = Document::new();
-            for (i, x) in &r.insert_results {
-                ins.insert(i.to_string(), doc! { "insertedId": x.inserted_id.clone() });
-            }
-            let mut upd = Document::new();
-            for (i, x) in &r.update_results {
-                if let Bson::Document(u) = update_result(x.clone()) {
-                    let mut u = u;
-                    u.remove("upsertedCount");
-                    upd.insert(i.to_string(), u);
-                }
-            }
-            let mut del = Document::new();
-            for (i, x) in &r.delete_results {
-                del.insert(
-                    i.to_string(),
-                    doc! { "deletedCount": x.deleted_count as i64 },
-                );
-            }
-            d.insert("insertResults", ins);
-            d.insert("updateResults", upd);
-            d.insert("deleteResults", del);
-            d
-        })
+        a.verbose_results().await.map(|r| verbose_bulk_result(&r))
     } else {
-        a.await.map(|r| summary(&r))
+        a.await.map(|r| bulk_summary(&r))
     };
     Ok(r.map(|d| Res::Value(Bson::Document(d), false))
         .map_err(OpErr::from))
+}
+
+/// One `clientBulkWrite` model as the driver's write model.
+fn write_model(m: &Document) -> Result<WriteModel, String> {
+    use mongodb::{
+        options::{DeleteManyModel, DeleteOneModel, InsertOneModel, ReplaceOneModel, WriteModel},
+        Namespace,
+    };
+    let (kind, body) = m.iter().next().ok_or("empty model")?;
+    let Bson::Document(b) = body else {
+        return Err(format!("bad model {m}"));
+    };
+    let mut b = b.clone();
+    let ns: Namespace = take_str(&mut b, "namespace")?
+        .parse()
+        .map_err(|e| format!("bad namespace: {e}"))?;
+    let model: WriteModel = match kind.as_str() {
+        "insertOne" => InsertOneModel::builder()
+            .namespace(ns)
+            .document(take_doc(&mut b, "document")?)
+            .build()
+            .into(),
+        "updateOne" | "updateMany" => update_model(kind, ns, &mut b)?,
+        "replaceOne" => ReplaceOneModel::builder()
+            .namespace(ns)
+            .filter(take_doc(&mut b, "filter")?)
+            .replacement(take_doc(&mut b, "replacement")?)
+            .build()
+            .into(),
+        "deleteOne" => DeleteOneModel::builder()
+            .namespace(ns)
+            .filter(take_doc(&mut b, "filter")?)
+            .build()
+            .into(),
+        "deleteMany" => DeleteManyModel::builder()
+            .namespace(ns)
+            .filter(take_doc(&mut b, "filter")?)
+            .build()
+            .into(),
+        other => return Err(format!("unknown write model {other}")),
+    };
+    if !b.is_empty() {
+        return Err(format!("unsupported write model fields {b}"));
+    }
+    Ok(model)
+}
+
+/// An `updateOne` / `updateMany` write model from its fields in `b`.
+fn update_model(
+    kind: &str,
+    ns: mongodb::Namespace,
+    b: &mut Document,
+) -> Result<WriteModel, String> {
+    use mongodb::options::{UpdateManyModel, UpdateOneModel};
+    let f = take_doc(b, "filter")?;
+    let u = update_mods(b.remove("update").ok_or("missing update")?)?;
+    Ok(if kind == "updateOne" {
+        UpdateOneModel::builder()
+            .namespace(ns)
+            .filter(f)
+            .update(u)
+            .build()
+            .into()
+    } else {
+        UpdateManyModel::builder()
+            .namespace(ns)
+            .filter(f)
+            .update(u)
+            .build()
+            .into()
+    })
+}
+
+/// The counts of a client bulk write result.
+fn bulk_summary(s: &mongodb::results::SummaryBulkWriteResult) -> Document {
+    doc! {
+        "insertedCount": s.inserted_count,
+        "matchedCount": s.matched_count,
+        "modifiedCount": s.modified_count,
+        "upsertedCount": s.upserted_count,
+        "deletedCount": s.deleted_count,
+    }
+}
+
+/// The counts and the per-model results of a verbose client bulk write result.
+fn verbose_bulk_result(r: &mongodb::results::VerboseBulkWriteResult) -> Document {
+    let mut d = bulk_summary(&r.summary);
+    let mut ins = Document::new();
+    for (i, x) in &r.insert_results {
+        ins.insert(i.to_string(), doc! { "insertedId": x.inserted_id.clone() });
+    }
+    let mut upd = Document::new();
+    for (i, x) in &r.update_results {
+        if let Bson::Document(u) = update_result(x.clone()) {
+            let mut u = u;
+            u.remove("upsertedCount");
+            upd.insert(i.to_string(), u);
+        }
+    }
+    let mut del = Document::new();
+    for (i, x) in &r.delete_results {
+        del.insert(
+            i.to_string(),
+            doc! { "deletedCount": x.deleted_count as i64 },
+        );
+    }
+    d.insert("insertResults", ins);
+    d.insert("updateResults", upd);
+    d.insert("deleteResults", del);
+    d
+}
+
+/// The pipeline and options of `createChangeStream` (client, database or collection).
+fn change_stream_args(args: &mut Document) -> Result<(Vec<Document>, ChangeStreamOptions), String> {
+    let pipeline = take_docs(args, "pipeline").unwrap_or_default();
+    let o = change_stream_opts(args)?;
+    Ok((pipeline, o))
+}
+
+/// A new change stream as an entity (of raw documents), or the driver's error.
+fn change_stream_entity(
+    r: mongodb::error::Result<ChangeStream<ChangeStreamEvent<Document>>>,
+) -> OpResult {
+    r.map(|cs| {
+        Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
+            cs.with_type::<Document>(),
+        ))))
+    })
+    .map_err(OpErr::from)
 }
 
 fn change_stream_opts(args: &Document) -> Result<ChangeStreamOptions, String> {
@@ -695,6 +720,7 @@ async fn database_op(
     Ok(r)
 }
 
+/// Dispatches a database operation by name.
 async fn database_op_inner(
     db: &Database,
     name: &str,
@@ -702,97 +728,21 @@ async fn database_op_inner(
     sess: Option<&mut ClientSession>,
 ) -> Result<OpResult, String> {
     match name {
-        "runCommand" => {
-            let cmd = take_doc(args, "command")?;
-            let _ = args.remove("commandName");
-            let rp = match args.remove("readPreference") {
-                Some(Bson::Document(d)) => Some(entities::parse_read_preference(&d)?),
-                _ => None,
-            };
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
-            let mut a = db.run_command(cmd);
-            if let Some(rp) = rp {
-                a = a.selection_criteria(rp);
-            }
-            Ok(run!(sess, a)
-                .map(|d| Res::Value(Bson::Document(d), true))
-                .map_err(OpErr::from))
-        }
+        "runCommand" => run_command(db, args, sess).await,
         "aggregate" => {
             let pipeline = take_docs(args, "pipeline")?;
-            let o: AggregateOptions = opts(
-                args,
-                &[
-                    "allowDiskUse",
-                    "batchSize",
-                    "bypassDocumentValidation",
-                    "collation",
-                    "comment",
-                    "hint",
-                    "maxTimeMS",
-                    "let",
-                ],
-            )?;
+            let o: AggregateOptions = opts(args, AGGREGATE_OPTIONS)?;
             Ok(aggregate(db.aggregate(pipeline).with_options(o), sess).await)
         }
-        "createCollection" => {
-            let coll = take_str(args, "collection")?;
-            let o: CreateCollectionOptions = opts(
-                args,
-                &[
-                    "viewOn",
-                    "pipeline",
-                    "capped",
-                    "size",
-                    "max",
-                    "validator",
-                    "validationLevel",
-                    "validationAction",
-                    "collation",
-                    "changeStreamPreAndPostImages",
-                    "clusteredIndex",
-                    "expireAfterSeconds",
-                    "timeseries",
-                    "comment",
-                    "indexOptionDefaults",
-                    "storageEngine",
-                ],
-            )?;
-            Ok(run!(sess, db.create_collection(coll).with_options(o))
-                .map(|_| Res::None)
-                .map_err(OpErr::from))
-        }
+        "createCollection" => create_collection(db, args, sess).await,
         "dropCollection" => {
             let coll = take_str(args, "collection")?;
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
+            no_extra_args(args)?;
             Ok(run!(sess, db.collection::<Document>(&coll).drop())
                 .map(|_| Res::None)
                 .map_err(OpErr::from))
         }
-        "listCollections" => {
-            let o: ListCollectionsOptions = opts(args, &["filter", "batchSize", "comment"])?;
-            let r = match sess {
-                Some(s) => match db.list_collections().with_options(o).session(&mut *s).await {
-                    Ok(mut c) => c.stream(s).try_collect::<Vec<_>>().await,
-                    Err(e) => Err(e),
-                },
-                None => match db.list_collections().with_options(o).await {
-                    Ok(c) => c.try_collect::<Vec<_>>().await,
-                    Err(e) => Err(e),
-                },
-            };
-            Ok(r.map(|v| {
-                Res::Value(
-                    Bson::Array(v.iter().filter_map(|c| to_bson(c).ok()).collect()),
-                    true,
-                )
-            })
-            .map_err(OpErr::from))
-        }
+        "listCollections" => list_collections(db, args, sess).await,
         "modifyCollection" => {
             // Emulated: the driver has no collMod helper; the CRUD/collection-management specs
             // define it as the `collMod` command.
@@ -804,20 +754,109 @@ async fn database_op_inner(
                 .map_err(OpErr::from))
         }
         "createChangeStream" => {
-            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
-            let o = change_stream_opts(args)?;
-            let r = db.watch().pipeline(pipeline).with_options(o).await;
-            Ok(r.map(|cs| {
-                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
-                    cs.with_type::<Document>(),
-                ))))
-            })
-            .map_err(OpErr::from))
+            let (pipeline, o) = change_stream_args(args)?;
+            Ok(change_stream_entity(
+                db.watch().pipeline(pipeline).with_options(o).await,
+            ))
         }
         other => Err(format!("unsupported database operation {other}")),
     }
 }
 
+/// `runCommand`: the command's reply.
+async fn run_command(
+    db: &Database,
+    args: &mut Document,
+    sess: Option<&mut ClientSession>,
+) -> Result<OpResult, String> {
+    let cmd = take_doc(args, "command")?;
+    let _ = args.remove("commandName");
+    let rp = match args.remove("readPreference") {
+        Some(Bson::Document(d)) => Some(entities::parse_read_preference(&d)?),
+        _ => None,
+    };
+    no_extra_args(args)?;
+    let mut a = db.run_command(cmd);
+    if let Some(rp) = rp {
+        a = a.selection_criteria(rp);
+    }
+    Ok(run!(sess, a)
+        .map(|d| Res::Value(Bson::Document(d), true))
+        .map_err(OpErr::from))
+}
+
+/// `createCollection`.
+async fn create_collection(
+    db: &Database,
+    args: &mut Document,
+    sess: Option<&mut ClientSession>,
+) -> Result<OpResult, String> {
+    let coll = take_str(args, "collection")?;
+    let o: CreateCollectionOptions = opts(
+        args,
+        &[
+            "viewOn",
+            "pipeline",
+            "capped",
+            "size",
+            "max",
+            "validator",
+            "validationLevel",
+            "validationAction",
+            "collation",
+            "changeStreamPreAndPostImages",
+            "clusteredIndex",
+            "expireAfterSeconds",
+            "timeseries",
+            "comment",
+            "indexOptionDefaults",
+            "storageEngine",
+        ],
+    )?;
+    Ok(run!(sess, db.create_collection(coll).with_options(o))
+        .map(|_| Res::None)
+        .map_err(OpErr::from))
+}
+
+/// `listCollections`: the collection specifications.
+async fn list_collections(
+    db: &Database,
+    args: &mut Document,
+    sess: Option<&mut ClientSession>,
+) -> Result<OpResult, String> {
+    let o: ListCollectionsOptions = opts(args, &["filter", "batchSize", "comment"])?;
+    let r = match sess {
+        Some(s) => match db.list_collections().with_options(o).session(&mut *s).await {
+            Ok(mut c) => c.stream(s).try_collect::<Vec<_>>().await,
+            Err(e) => Err(e),
+        },
+        None => match db.list_collections().with_options(o).await {
+            Ok(c) => c.try_collect::<Vec<_>>().await,
+            Err(e) => Err(e),
+        },
+    };
+    Ok(r.map(|v| {
+        Res::Value(
+            Bson::Array(v.iter().filter_map(|c| to_bson(c).ok()).collect()),
+            true,
+        )
+    })
+    .map_err(OpErr::from))
+}
+
+/// Options `aggregate` accepts (database and collection).
+const AGGREGATE_OPTIONS: &[&str] = &[
+    "allowDiskUse",
+    "batchSize",
+    "bypassDocumentValidation",
+    "collation",
+    "comment",
+    "hint",
+    "maxTimeMS",
+    "let",
+];
+
+/// Runs an aggregation and collects all its documents.
 async fn aggregate(
     a: mongodb::action::Aggregate<'_>,
     sess: Option<&mut ClientSession>,
@@ -843,424 +882,18 @@ async fn aggregate(
     }
 }
 
-const WRITE_COMMON: &[&str] = &["comment", "let", "hint", "collation"];
+#[path = "operations/collection.rs"]
+mod collection;
 
-fn allowed<'a>(extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v: Vec<&str> = WRITE_COMMON.to_vec();
-    v.extend_from_slice(extra);
-    v
-}
-
-async fn collection_op(
-    st: &mut TestState,
-    c: &Collection<Document>,
-    name: &str,
-    args: &mut Document,
-) -> Result<OpResult, String> {
-    let mut g = lock_session(st, args).await?;
-    let in_txn = g
-        .as_ref()
-        .is_some_and(|g| matches!(g.state, "starting" | "in_progress"));
-    let r = match sess_mut(&mut g) {
-        Ok(sess) => collection_op_inner(c, name, args, sess, in_txn).await?,
-        Err(e) => return Ok(Err(e)),
-    };
-    note_sent(&mut g, &r);
-    Ok(r)
-}
-
-async fn collection_op_inner(
-    c: &Collection<Document>,
-    name: &str,
-    args: &mut Document,
-    sess: Option<&mut ClientSession>,
-    in_txn: bool,
-) -> Result<OpResult, String> {
-    let r: OpResult = match name {
-        "insertOne" => {
-            let d = take_doc(args, "document")?;
-            let o: InsertOneOptions = opts(args, &["comment", "bypassDocumentValidation"])?;
-            run!(sess, c.insert_one(d).with_options(o))
-                .map(|r| Res::Value(Bson::Document(doc! { "insertedId": r.inserted_id }), false))
-                .map_err(OpErr::from)
-        }
-        "insertMany" => {
-            let d = take_docs(args, "documents")?;
-            let o: InsertManyOptions =
-                opts(args, &["comment", "bypassDocumentValidation", "ordered"])?;
-            run!(sess, c.insert_many(d).with_options(o))
-                .map(|r| {
-                    Res::Value(
-                        Bson::Document(doc! { "insertedIds": usize_doc(&r.inserted_ids) }),
-                        false,
-                    )
-                })
-                .map_err(OpErr::from)
-        }
-        "updateOne" | "updateMany" => {
-            let f = take_doc(args, "filter")?;
-            let u = update_mods(args.remove("update").ok_or("missing update")?)?;
-            let mut extra = vec!["upsert", "arrayFilters", "bypassDocumentValidation"];
-            if name == "updateOne" {
-                extra.push("sort");
-            }
-            let o: UpdateOptions = opts(args, &allowed(&extra))?;
-            let r = if name == "updateOne" {
-                run!(sess, c.update_one(f, u).with_options(o))
-            } else {
-                run!(sess, c.update_many(f, u).with_options(o))
-            };
-            r.map(|r| Res::Value(update_result(r), false))
-                .map_err(OpErr::from)
-        }
-        "replaceOne" => {
-            let f = take_doc(args, "filter")?;
-            let d = take_doc(args, "replacement")?;
-            let o: ReplaceOptions = opts(
-                args,
-                &allowed(&["upsert", "bypassDocumentValidation", "sort"]),
-            )?;
-            run!(sess, c.replace_one(f, d).with_options(o))
-                .map(|r| Res::Value(update_result(r), false))
-                .map_err(OpErr::from)
-        }
-        "deleteOne" | "deleteMany" => {
-            let f = take_doc(args, "filter")?;
-            let o: DeleteOptions = opts(args, &allowed(&[]))?;
-            let r = if name == "deleteOne" {
-                run!(sess, c.delete_one(f).with_options(o))
-            } else {
-                run!(sess, c.delete_many(f).with_options(o))
-            };
-            r.map(|r| {
-                Res::Value(
-                    Bson::Document(doc! { "deletedCount": r.deleted_count as i64 }),
-                    false,
-                )
-            })
-            .map_err(OpErr::from)
-        }
-        "findOneAndDelete" => {
-            let f = take_doc(args, "filter")?;
-            let max_time = take_max_time(args)?;
-            let mut o: FindOneAndDeleteOptions =
-                opts(args, &allowed(&["projection", "sort", "maxTimeMS"]))?;
-            o.max_time = max_time;
-            run!(sess, c.find_one_and_delete(f).with_options(o))
-                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
-                .map_err(OpErr::from)
-        }
-        "findOneAndReplace" => {
-            let f = take_doc(args, "filter")?;
-            let d = take_doc(args, "replacement")?;
-            let max_time = take_max_time(args)?;
-            let mut o: FindOneAndReplaceOptions = opts(
-                args,
-                &allowed(&[
-                    "projection",
-                    "sort",
-                    "maxTimeMS",
-                    "upsert",
-                    "returnDocument",
-                    "bypassDocumentValidation",
-                ]),
-            )?;
-            o.max_time = max_time;
-            run!(sess, c.find_one_and_replace(f, d).with_options(o))
-                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
-                .map_err(OpErr::from)
-        }
-        "findOneAndUpdate" => {
-            let f = take_doc(args, "filter")?;
-            let u = update_mods(args.remove("update").ok_or("missing update")?)?;
-            let max_time = take_max_time(args)?;
-            let mut o: FindOneAndUpdateOptions = opts(
-                args,
-                &allowed(&[
-                    "projection",
-                    "sort",
-                    "maxTimeMS",
-                    "upsert",
-                    "returnDocument",
-                    "bypassDocumentValidation",
-                    "arrayFilters",
-                ]),
-            )?;
-            o.max_time = max_time;
-            run!(sess, c.find_one_and_update(f, u).with_options(o))
-                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
-                .map_err(OpErr::from)
-        }
-        "find" => {
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let max_time = take_max_time(args)?;
-            let mut o: FindOptions = opts(
-                args,
-                &[
-                    "sort",
-                    "skip",
-                    "limit",
-                    "batchSize",
-                    "projection",
-                    "let",
-                    "comment",
-                    "allowDiskUse",
-                    "collation",
-                    "hint",
-                    "maxTimeMS",
-                    "min",
-                    "max",
-                    "returnKey",
-                    "showRecordId",
-                    "noCursorTimeout",
-                    "allowPartialResults",
-                ],
-            )?;
-            o.max_time = max_time;
-            match sess {
-                Some(s) => match c.find(f).with_options(o).session(&mut *s).await {
-                    Ok(mut cur) => cur
-                        .stream(s)
-                        .try_collect::<Vec<_>>()
-                        .await
-                        .map(docs_value)
-                        .map_err(OpErr::from),
-                    Err(e) => Err(e.into()),
-                },
-                None => match c.find(f).with_options(o).await {
-                    Ok(cur) => cur
-                        .try_collect::<Vec<_>>()
-                        .await
-                        .map(docs_value)
-                        .map_err(OpErr::from),
-                    Err(e) => Err(e.into()),
-                },
-            }
-        }
-        "createFindCursor" => {
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let max_time = take_max_time(args)?;
-            let mut o: FindOptions = opts(
-                args,
-                &[
-                    "sort",
-                    "skip",
-                    "limit",
-                    "batchSize",
-                    "projection",
-                    "let",
-                    "comment",
-                    "allowDiskUse",
-                    "collation",
-                    "hint",
-                ],
-            )?;
-            o.max_time = max_time;
-            if sess.is_some() {
-                return Err(
-                    "createFindCursor with a session is not supported by this runner".into(),
-                );
-            }
-            c.find(f)
-                .with_options(o)
-                .await
-                .map(|cur| Res::Entity(Entity::Cursor(Arc::new(tokio::sync::Mutex::new(cur)))))
-                .map_err(OpErr::from)
-        }
-        "findOne" => {
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let o: FindOneOptions = opts(
-                args,
-                &[
-                    "sort",
-                    "skip",
-                    "projection",
-                    "let",
-                    "comment",
-                    "collation",
-                    "hint",
-                    "maxTimeMS",
-                ],
-            )?;
-            run!(sess, c.find_one(f).with_options(o))
-                .map(|r| Res::Value(r.map_or(Bson::Null, Bson::Document), true))
-                .map_err(OpErr::from)
-        }
-        "aggregate" => {
-            let pipeline = take_docs(args, "pipeline")?;
-            let o: AggregateOptions = opts(
-                args,
-                &[
-                    "allowDiskUse",
-                    "batchSize",
-                    "bypassDocumentValidation",
-                    "collation",
-                    "comment",
-                    "hint",
-                    "maxTimeMS",
-                    "let",
-                ],
-            )?;
-            aggregate(c.aggregate(pipeline).with_options(o), sess).await
-        }
-        "distinct" => {
-            let field = take_str(args, "fieldName")?;
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let o: DistinctOptions = opts(args, &["comment", "collation", "hint", "maxTimeMS"])?;
-            run!(sess, c.distinct(field, f).with_options(o))
-                .map(|v| Res::Value(Bson::Array(v), false))
-                .map_err(OpErr::from)
-        }
-        "countDocuments" => {
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let max_time = take_max_time(args)?;
-            let mut o: CountOptions = opts(
-                args,
-                &["comment", "collation", "hint", "maxTimeMS", "skip", "limit"],
-            )?;
-            o.max_time = max_time;
-            run!(sess, c.count_documents(f).with_options(o))
-                .map(|n| Res::Value(Bson::Int64(n as i64), false))
-                .map_err(OpErr::from)
-        }
-        "estimatedDocumentCount" => {
-            let o: EstimatedDocumentCountOptions = opts(args, &["comment", "maxTimeMS"])?;
-            let _ = sess; // estimatedDocumentCount takes no session in the driver
-            c.estimated_document_count()
-                .with_options(o)
-                .await
-                .map(|n| Res::Value(Bson::Int64(n as i64), false))
-                .map_err(OpErr::from)
-        }
-        "count" => {
-            // Emulated: the deprecated `count` helper of the CRUD spec is not in the Rust
-            // driver; it is defined as the `count` command with these fields.
-            let f = take_doc(args, "filter").unwrap_or_default();
-            let mut cmd = doc! { "count": c.name(), "query": f };
-            for k in ["skip", "limit", "collation", "comment", "hint"] {
-                if let Some(v) = args.remove(k) {
-                    cmd.insert(k, v);
-                }
-            }
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
-            let db = c.client().database(c.namespace().db.as_str());
-            run!(sess, db.run_command(cmd))
-                .map(|r| Res::Value(r.get("n").cloned().unwrap_or(Bson::Null), false))
-                .map_err(OpErr::from)
-        }
-        "bulkWrite" => crate::bulk::bulk_write(c, args, sess, in_txn).await?,
-        "createChangeStream" => {
-            let pipeline = take_docs(args, "pipeline").unwrap_or_default();
-            let o = change_stream_opts(args)?;
-            let r = c.watch().pipeline(pipeline).with_options(o).await;
-            r.map(|cs| {
-                Res::Entity(Entity::ChangeStream(Arc::new(tokio::sync::Mutex::new(
-                    cs.with_type::<Document>(),
-                ))))
-            })
-            .map_err(OpErr::from)
-        }
-        "createIndex" => {
-            let keys = take_doc(args, "keys")?;
-            let o: IndexOptions = opts(
-                args,
-                &[
-                    "name",
-                    "unique",
-                    "sparse",
-                    "expireAfterSeconds",
-                    "partialFilterExpression",
-                    "hidden",
-                    "collation",
-                ],
-            )?;
-            let m = IndexModel::builder().keys(keys).options(o).build();
-            run!(sess, c.create_index(m))
-                .map(|r| Res::Value(Bson::String(r.index_name), false))
-                .map_err(OpErr::from)
-        }
-        "dropIndex" => {
-            let n = take_str(args, "name")?;
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
-            run!(sess, c.drop_index(n))
-                .map(|_| Res::None)
-                .map_err(OpErr::from)
-        }
-        "listIndexes" => {
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
-            let r = match sess {
-                Some(s) => match c.list_indexes().session(&mut *s).await {
-                    Ok(mut cur) => cur.stream(s).try_collect::<Vec<_>>().await,
-                    Err(e) => Err(e),
-                },
-                None => match c.list_indexes().await {
-                    Ok(cur) => cur.try_collect::<Vec<_>>().await,
-                    Err(e) => Err(e),
-                },
-            };
-            r.map(|v| {
-                Res::Value(
-                    Bson::Array(v.iter().filter_map(|m| to_bson(m).ok()).collect()),
-                    true,
-                )
-            })
-            .map_err(OpErr::from)
-        }
-        "rename" => {
-            // Emulated: no rename helper in the driver; the spec defines it as
-            // `renameCollection` run on the admin database.
-            let to = take_str(args, "to")?;
-            let ns = c.namespace();
-            let mut cmd = doc! { "renameCollection": format!("{}.{}", ns.db, ns.coll), "to": format!("{}.{}", ns.db, to) };
-            if let Some(v) = args.remove("dropTarget") {
-                cmd.insert("dropTarget", v);
-            }
-            if !args.is_empty() {
-                return Err(format!("unsupported arguments {args}"));
-            }
-            let admin = c.client().database("admin");
-            run!(sess, admin.run_command(cmd))
-                .map(|_| Res::None)
-                .map_err(OpErr::from)
-        }
-        other => return Err(format!("unsupported collection operation {other}")),
-    };
-    Ok(r)
-}
+use collection::collection_op;
 
 // ---------------------------------------------------------------------------------------
 // testRunner operations
 
+/// Runs a special `testRunner` operation.
 pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Result<(), String> {
     match name {
-        "failPoint" | "targetedFailPoint" => {
-            let fp = args.get_document("failPoint").map_err(|_| "failPoint missing")?.clone();
-            let client = match args.get_str("client") {
-                Ok(id) => st.ents.client(id)?.client,
-                Err(_) => {
-                    // targetedFailPoint: the session's client (one node: its only server).
-                    let sid = args.get_str("session").map_err(|_| "no client/session")?;
-                    let s = st.ents.session(sid)?;
-                    let cid = s.lock().await.client.clone();
-                    st.ents.client(&cid)?.client
-                }
-            };
-            let fp_name = fp.get_str("configureFailPoint").map_err(|_| "bad failPoint")?.to_string();
-            client
-                .database("admin")
-                .run_command(fp)
-                .selection_criteria(SelectionCriteria::ReadPreference(mongodb::options::ReadPreference::Primary))
-                .await
-                .map_err(|e| format!("configureFailPoint failed: {e}"))?;
-            st.failpoints.push(fp_name);
-            Ok(())
-        }
+        "failPoint" | "targetedFailPoint" => fail_point(st, args).await,
         "assertSessionTransactionState" => {
             let s = st.ents.session(args.get_str("session").map_err(|_| "session missing")?)?;
             let want = args.get_str("state").map_err(|_| "state missing")?;
@@ -1276,46 +909,11 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
         }
         "assertSessionUnpinned" => Ok(()),
         "assertCollectionExists" | "assertCollectionNotExists" => {
-            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
-            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
-            let names = st.internal.database(db).list_collection_names().await.map_err(|e| format!("listCollections: {e}"))?;
-            let exists = names.iter().any(|n| n == coll);
-            if exists == (name == "assertCollectionExists") {
-                Ok(())
-            } else {
-                Err(format!("{name}: {db}.{coll} exists = {exists}"))
-            }
+            assert_collection_exists(st, name, args).await
         }
-        "assertIndexExists" | "assertIndexNotExists" => {
-            let db = args.get_str("databaseName").map_err(|_| "databaseName missing")?;
-            let coll = args.get_str("collectionName").map_err(|_| "collectionName missing")?;
-            let idx = args.get_str("indexName").map_err(|_| "indexName missing")?;
-            let names = st.internal.database(db).collection::<Document>(coll).list_index_names().await;
-            let exists = match names {
-                Ok(n) => n.iter().any(|n| n == idx),
-                Err(e) if e.to_string().contains("NamespaceNotFound") || e.to_string().contains("ns does not exist") => false,
-                Err(e) => return Err(format!("listIndexes: {e}")),
-            };
-            if exists == (name == "assertIndexExists") {
-                Ok(())
-            } else {
-                Err(format!("{name}: index {idx} on {db}.{coll} exists = {exists}"))
-            }
-        }
+        "assertIndexExists" | "assertIndexNotExists" => assert_index_exists(st, name, args).await,
         "assertSameLsidOnLastTwoCommands" | "assertDifferentLsidOnLastTwoCommands" => {
-            let c = st.ents.client(args.get_str("client").map_err(|_| "client missing")?)?;
-            let cmds = c.started_commands();
-            if cmds.len() < 2 {
-                return Err(format!("{name}: fewer than two commands observed"));
-            }
-            let a = cmds[cmds.len() - 2].get_document("lsid").ok().cloned();
-            let b = cmds[cmds.len() - 1].get_document("lsid").ok().cloned();
-            let same = a.is_some() && a == b;
-            if same == (name == "assertSameLsidOnLastTwoCommands") {
-                Ok(())
-            } else {
-                Err(format!("{name}: {a:?} vs {b:?}"))
-            }
+            assert_lsids_of_last_two(st, name, args)
         }
         "createEntities" => {
             let list = args.get_array("entities").map_err(|_| "entities missing")?;
@@ -1331,6 +929,118 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
             Ok(())
         }
         other => Err(format!("unsupported testRunner operation {other} (driver API lacks it)")),
+    }
+}
+
+/// `failPoint` / `targetedFailPoint`: configures a fail point through the client (or the
+/// session's client) and remembers it to disable after the test.
+async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
+    let fp = args
+        .get_document("failPoint")
+        .map_err(|_| "failPoint missing")?
+        .clone();
+    let client = match args.get_str("client") {
+        Ok(id) => st.ents.client(id)?.client,
+        Err(_) => {
+            // targetedFailPoint: the session's client (one node: its only server).
+            let sid = args.get_str("session").map_err(|_| "no client/session")?;
+            let s = st.ents.session(sid)?;
+            let cid = s.lock().await.client.clone();
+            st.ents.client(&cid)?.client
+        }
+    };
+    let fp_name = fp
+        .get_str("configureFailPoint")
+        .map_err(|_| "bad failPoint")?
+        .to_string();
+    client
+        .database("admin")
+        .run_command(fp)
+        .selection_criteria(SelectionCriteria::ReadPreference(
+            mongodb::options::ReadPreference::Primary,
+        ))
+        .await
+        .map_err(|e| format!("configureFailPoint failed: {e}"))?;
+    st.failpoints.push(fp_name);
+    Ok(())
+}
+
+/// `assertCollectionExists` / `assertCollectionNotExists`.
+async fn assert_collection_exists(
+    st: &TestState,
+    name: &str,
+    args: &Document,
+) -> Result<(), String> {
+    let db = args
+        .get_str("databaseName")
+        .map_err(|_| "databaseName missing")?;
+    let coll = args
+        .get_str("collectionName")
+        .map_err(|_| "collectionName missing")?;
+    let names = st
+        .internal
+        .database(db)
+        .list_collection_names()
+        .await
+        .map_err(|e| format!("listCollections: {e}"))?;
+    let exists = names.iter().any(|n| n == coll);
+    if exists == (name == "assertCollectionExists") {
+        Ok(())
+    } else {
+        Err(format!("{name}: {db}.{coll} exists = {exists}"))
+    }
+}
+
+/// `assertIndexExists` / `assertIndexNotExists` (a missing collection has no index).
+async fn assert_index_exists(st: &TestState, name: &str, args: &Document) -> Result<(), String> {
+    let db = args
+        .get_str("databaseName")
+        .map_err(|_| "databaseName missing")?;
+    let coll = args
+        .get_str("collectionName")
+        .map_err(|_| "collectionName missing")?;
+    let idx = args.get_str("indexName").map_err(|_| "indexName missing")?;
+    let names = st
+        .internal
+        .database(db)
+        .collection::<Document>(coll)
+        .list_index_names()
+        .await;
+    let exists = match names {
+        Ok(n) => n.iter().any(|n| n == idx),
+        Err(e)
+            if e.to_string().contains("NamespaceNotFound")
+                || e.to_string().contains("ns does not exist") =>
+        {
+            false
+        }
+        Err(e) => return Err(format!("listIndexes: {e}")),
+    };
+    if exists == (name == "assertIndexExists") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}: index {idx} on {db}.{coll} exists = {exists}"
+        ))
+    }
+}
+
+/// `assertSameLsidOnLastTwoCommands` / `assertDifferentLsidOnLastTwoCommands`.
+fn assert_lsids_of_last_two(st: &TestState, name: &str, args: &Document) -> Result<(), String> {
+    let c = st
+        .ents
+        .client(args.get_str("client").map_err(|_| "client missing")?)?;
+    let cmds = c.started_commands();
+    if cmds.len() < 2 {
+        return Err(format!("{name}: fewer than two commands observed"));
+    }
+    let a = cmds[cmds.len() - 2].get_document("lsid").ok().cloned();
+    let b = cmds[cmds.len() - 1].get_document("lsid").ok().cloned();
+    let same = a.is_some() && a == b;
+    if same == (name == "assertSameLsidOnLastTwoCommands") {
+        Ok(())
+    } else {
+        Err(format!("{name}: {a:?} vs {b:?}"))
     }
 }
 

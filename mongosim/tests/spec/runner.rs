@@ -442,108 +442,128 @@ fn code_for_name(name: &str) -> Option<i32> {
     })
 }
 
+/// Checks an operation's error against `expectError`, field by field.
 fn check_error(st: &TestState, ee: &Document, e: &OpErr) -> Result<(), String> {
     let info = ErrInfo::of(e);
-    let ctx = || format!(" (error: {})", info.display);
     for (k, v) in ee {
-        match k.as_str() {
-            "isError" => {}
-            "isClientError" => {
-                if v.as_bool() != Some(info.client) {
-                    return Err(format!(
-                        "isClientError: expected {v}, client = {}{}",
-                        info.client,
-                        ctx()
-                    ));
-                }
-            }
-            "isTimeoutError" => {
-                if v.as_bool() == Some(true) {
-                    return Err("isTimeoutError: timeoutMS is not implemented by the driver".into());
-                }
-            }
-            "errorContains" => {
-                let want = v.as_str().unwrap_or_default().to_lowercase();
-                let found = info.display.to_lowercase().contains(&want)
-                    || info
-                        .codes
-                        .iter()
-                        .any(|c| c.2.to_lowercase().contains(&want));
-                if !found {
-                    return Err(format!("errorContains {want:?} not found{}", ctx()));
-                }
-            }
-            "errorCode" => {
-                let want = matcher::as_f64(v).unwrap_or(-1.0) as i32;
-                if info.client || !info.codes.iter().any(|c| c.0 == want) {
-                    return Err(format!(
-                        "errorCode: expected {want}, got {:?}{}",
-                        info.codes,
-                        ctx()
-                    ));
-                }
-            }
-            "errorCodeName" => {
-                let want = v.as_str().unwrap_or_default();
-                let ok = info.codes.iter().any(|c| match &c.1 {
-                    Some(n) => n.eq_ignore_ascii_case(want),
-                    None => code_for_name(want) == Some(c.0),
-                });
-                if !ok {
-                    return Err(format!(
-                        "errorCodeName: expected {want}, got {:?}{}",
-                        info.codes,
-                        ctx()
-                    ));
-                }
-            }
-            "errorLabelsContain" => {
-                for l in v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| l.as_str())
-                {
-                    let has = info.labels.contains(l)
-                        || matches!(e, OpErr::Driver(d) if d.contains_label(l));
-                    if !has {
-                        return Err(format!(
-                            "missing error label {l}; labels {:?}{}",
-                            info.labels,
-                            ctx()
-                        ));
-                    }
-                }
-            }
-            "errorLabelsOmit" => {
-                for l in v
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|l| l.as_str())
-                {
-                    let has = info.labels.contains(l)
-                        || matches!(e, OpErr::Driver(d) if d.contains_label(l));
-                    if has {
-                        return Err(format!("unexpected error label {l}{}", ctx()));
-                    }
-                }
-            }
-            "errorResponse" => {
-                let actual = info.response.clone().map(Bson::Document);
-                matches(v, actual.as_ref(), true, &st.ents)
-                    .map_err(|m| format!("errorResponse: {m}{}", ctx()))?;
-            }
-            "expectResult" => {
-                matches(v, info.partial.as_ref(), true, &st.ents)
-                    .map_err(|m| format!("expectError.expectResult: {m}{}", ctx()))?;
-            }
-            "writeErrors" | "writeConcernErrors" => {
+        check_error_field(st, k, v, e, &info)?;
+    }
+    Ok(())
+}
+
+/// The error, for the end of a failure message.
+fn ctx(info: &ErrInfo) -> String {
+    format!(" (error: {})", info.display)
+}
+
+/// Checks one field of `expectError`.
+fn check_error_field(
+    st: &TestState,
+    k: &str,
+    v: &Bson,
+    e: &OpErr,
+    info: &ErrInfo,
+) -> Result<(), String> {
+    match k {
+        "isError" => Ok(()),
+        "isClientError" => {
+            if v.as_bool() != Some(info.client) {
                 return Err(format!(
-                    "{k}: only used with clientBulkWrite, which needs MongoDB 8.0"
+                    "isClientError: expected {v}, client = {}{}",
+                    info.client,
+                    ctx(info)
                 ));
             }
-            other => return Err(format!("unsupported expectError field {other}")),
+            Ok(())
+        }
+        "isTimeoutError" => {
+            if v.as_bool() == Some(true) {
+                return Err("isTimeoutError: timeoutMS is not implemented by the driver".into());
+            }
+            Ok(())
+        }
+        "errorContains" => check_error_contains(v, info),
+        "errorCode" => check_error_code(v, info),
+        "errorCodeName" => check_error_code_name(v, info),
+        "errorLabelsContain" | "errorLabelsOmit" => check_error_labels(k, v, e, info),
+        "errorResponse" => {
+            let actual = info.response.clone().map(Bson::Document);
+            matches(v, actual.as_ref(), true, &st.ents)
+                .map_err(|m| format!("errorResponse: {m}{}", ctx(info)))
+        }
+        "expectResult" => matches(v, info.partial.as_ref(), true, &st.ents)
+            .map_err(|m| format!("expectError.expectResult: {m}{}", ctx(info))),
+        "writeErrors" | "writeConcernErrors" => Err(format!(
+            "{k}: only used with clientBulkWrite, which needs MongoDB 8.0"
+        )),
+        other => Err(format!("unsupported expectError field {other}")),
+    }
+}
+
+/// `errorContains`: the message of the error (or of an aggregated error) contains the text,
+/// ignoring case.
+fn check_error_contains(v: &Bson, info: &ErrInfo) -> Result<(), String> {
+    let want = v.as_str().unwrap_or_default().to_lowercase();
+    let found = info.display.to_lowercase().contains(&want)
+        || info
+            .codes
+            .iter()
+            .any(|c| c.2.to_lowercase().contains(&want));
+    if !found {
+        return Err(format!("errorContains {want:?} not found{}", ctx(info)));
+    }
+    Ok(())
+}
+
+/// `errorCode`: a server error with that code.
+fn check_error_code(v: &Bson, info: &ErrInfo) -> Result<(), String> {
+    let want = matcher::as_f64(v).unwrap_or(-1.0) as i32;
+    if info.client || !info.codes.iter().any(|c| c.0 == want) {
+        return Err(format!(
+            "errorCode: expected {want}, got {:?}{}",
+            info.codes,
+            ctx(info)
+        ));
+    }
+    Ok(())
+}
+
+/// `errorCodeName`: an error with that code name (or the code of that name when the error
+/// has no name).
+fn check_error_code_name(v: &Bson, info: &ErrInfo) -> Result<(), String> {
+    let want = v.as_str().unwrap_or_default();
+    let ok = info.codes.iter().any(|c| match &c.1 {
+        Some(n) => n.eq_ignore_ascii_case(want),
+        None => code_for_name(want) == Some(c.0),
+    });
+    if !ok {
+        return Err(format!(
+            "errorCodeName: expected {want}, got {:?}{}",
+            info.codes,
+            ctx(info)
+        ));
+    }
+    Ok(())
+}
+
+/// `errorLabelsContain` / `errorLabelsOmit`: each listed label is present (absent).
+fn check_error_labels(k: &str, v: &Bson, e: &OpErr, info: &ErrInfo) -> Result<(), String> {
+    for l in v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l.as_str())
+    {
+        let has = info.labels.contains(l) || matches!(e, OpErr::Driver(d) if d.contains_label(l));
+        if k == "errorLabelsContain" && !has {
+            return Err(format!(
+                "missing error label {l}; labels {:?}{}",
+                info.labels,
+                ctx(info)
+            ));
+        }
+        if k == "errorLabelsOmit" && has {
+            return Err(format!("unexpected error label {l}{}", ctx(info)));
         }
     }
     Ok(())
