@@ -2,7 +2,8 @@
 //! against mongosim with the official Rust driver (issue 7).
 //!
 //! The test files are read from `../shared/spec-tests/` next to the workspace (or from
-//! `MONGOSIM_SPEC_TESTS`); when absent the test says so and passes. The server is a fresh
+//! `MONGOSIM_SPEC_TESTS`); `spec/fetch-spec-tests.sh` downloads them. When absent the test
+//! prints that the conformance suite was SKIPPED and how to get the files, and passes. The server is a fresh
 //! `mongosim::MongoSim`, or `MONGODB_URI` when set. `MONGOSIM_SPEC_FILTER=<substring>` limits the
 //! run to matching file paths (`crud/find`), `MONGOSIM_SPEC_VERBOSE=1` prints every failure.
 //!
@@ -153,7 +154,10 @@ fn unified_spec_tests() {
     let dir = spec_dir();
     if !dir.is_dir() {
         say!(
-            "spec tests: {} not found; skipping (set MONGOSIM_SPEC_TESTS)",
+            "\nSKIPPED: the mongosim conformance suite (MongoDB's unified spec tests) did not run: \
+             {} not found.\nGet the files with `bash mongosim/tests/spec/fetch-spec-tests.sh` \
+             (downloads mongodb/specifications at the pinned commit into ../shared/spec-tests), \
+             or point MONGOSIM_SPEC_TESTS at a copy.\n",
             dir.display()
         );
         return;
