@@ -267,110 +267,22 @@ impl Update {
         }
     }
 
+    /// Parses a document: a replacement, or modifiers filed in update-tree order.
     fn parse_doc(d: &Document, array_filters: &[Document], legacy_44: bool) -> CmdResult<Update> {
         let is_mod = d.keys().next().is_some_and(|k| k.starts_with('$'));
         if !is_mod {
-            if !array_filters.is_empty() {
-                return Err(failed(
-                    "arrayFilters may not be specified for replacement-style updates",
-                ));
-            }
-            for k in d.keys() {
-                if k.starts_with('$') {
-                    // SRV storage_validation.cpp (5.0+): 52 DollarPrefixedFieldName
-                    return Err(CommandError::from_code(
-                        52,
-                        format!("The dollar ($) prefixed field '{k}' in '{k}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith."),
-                    ));
-                }
-            }
-            return Ok(Update {
-                kind: Kind::Replacement(d.clone()),
-                filters: Vec::new(),
-            });
+            return parse_replacement(d, array_filters);
         }
         let filters = parse_array_filters(array_filters)?;
         let mut used_ids: Vec<String> = Vec::new();
         let mut tree = ConflictTree::default();
         let mut leaves: Vec<(Vec<String>, Mod)> = Vec::new();
         for (op, arg) in d {
-            let known = matches!(
-                op.as_str(),
-                "$set"
-                    | "$setOnInsert"
-                    | "$unset"
-                    | "$inc"
-                    | "$mul"
-                    | "$min"
-                    | "$max"
-                    | "$currentDate"
-                    | "$push"
-                    | "$addToSet"
-                    | "$pop"
-                    | "$pull"
-                    | "$pullAll"
-                    | "$rename"
-                    | "$bit"
-            );
-            if !known {
-                // SRV update_driver.cpp validateMod: 9 FailedToParse
-                return Err(failed(format!("Unknown modifier: {op}. Expected a valid update modifier or pipeline-style update specified as an array")));
-            }
-            let Bson::Document(fields) = arg else {
-                return Err(failed(format!(
-                    "Modifiers operate on fields but we found type {} instead. For example: {{$mod: {{<field>: ...}}}} not {{{op}: {}}}",
-                    fmt::type_name(arg),
-                    fmt::value(arg)
-                )));
-            };
-            // An empty modifier document is accepted as a no-op since 5.0; 4.4 rejected it
-            // (SRV 4.4 update_driver.cpp).
-            if fields.is_empty() && legacy_44 {
-                return Err(failed(format!(
-                    "'{op}' is empty. You must specify a field like so: {{{op}: {{<field>: ...}}}}"
-                )));
-            }
-            for (path, v) in fields {
+            for (path, v) in modifier_fields(op, arg, legacy_44)? {
                 let parts = validate_path(path)?;
-                for p in &parts {
-                    if let Some(id) = p.strip_prefix("$[").and_then(|r| r.strip_suffix(']')) {
-                        if !id.is_empty() {
-                            if !filters.iter().any(|(n, _)| n == id) {
-                                // SRV update_array_node.cpp / parsed_update: 2 BadValue
-                                return Err(bad(format!(
-                                    "No array filter found for identifier '{id}' in path '{path}'"
-                                )));
-                            }
-                            if !used_ids.iter().any(|u| u == id) {
-                                used_ids.push(id.to_string());
-                            }
-                        }
-                    }
-                }
+                note_filter_ids(&parts, path, &filters, &mut used_ids)?;
                 let m = parse_mod(op, path, v)?;
-                if let Mod::Rename(to) = m {
-                    // SRV update_object_node.cpp parseAndMerge: a ConflictPlaceholderNode at the
-                    // source, the RenameNode at the destination (so the rename runs in the
-                    // destination's tree position). Checks from rename_node.cpp init().
-                    let shown = format!("{path}: \"{}\"", to.join("."));
-                    if to == parts {
-                        return Err(bad(format!(
-                            "The source and target field for $rename must differ: {shown}"
-                        )));
-                    }
-                    if to.starts_with(&parts) || parts.starts_with(&to) {
-                        return Err(bad(format!(
-                            "The source and target field for $rename must not be on the same path: {shown}"
-                        )));
-                    }
-                    tree.insert(&parts)?;
-                    tree.insert(&to)?;
-                    leaves.push((parts.clone(), Mod::Placeholder));
-                    leaves.push((to, Mod::Rename(parts)));
-                    continue;
-                }
-                tree.insert(&parts)?;
-                leaves.push((parts, m));
+                add_leaf(path, parts, m, &mut tree, &mut leaves)?;
             }
         }
         for (id, _) in &filters {
@@ -393,6 +305,128 @@ impl Update {
             filters,
         })
     }
+}
+
+/// A replacement document (no `$`-prefixed field, no `arrayFilters`).
+fn parse_replacement(d: &Document, array_filters: &[Document]) -> CmdResult<Update> {
+    if !array_filters.is_empty() {
+        return Err(failed(
+            "arrayFilters may not be specified for replacement-style updates",
+        ));
+    }
+    for k in d.keys() {
+        if k.starts_with('$') {
+            // SRV storage_validation.cpp (5.0+): 52 DollarPrefixedFieldName
+            return Err(CommandError::from_code(
+                52,
+                format!("The dollar ($) prefixed field '{k}' in '{k}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith."),
+            ));
+        }
+    }
+    Ok(Update {
+        kind: Kind::Replacement(d.clone()),
+        filters: Vec::new(),
+    })
+}
+
+/// The `{path: arg}` document of modifier `op` (a known modifier; empty only since 5.0).
+fn modifier_fields<'a>(op: &str, arg: &'a Bson, legacy_44: bool) -> CmdResult<&'a Document> {
+    let known = matches!(
+        op,
+        "$set"
+            | "$setOnInsert"
+            | "$unset"
+            | "$inc"
+            | "$mul"
+            | "$min"
+            | "$max"
+            | "$currentDate"
+            | "$push"
+            | "$addToSet"
+            | "$pop"
+            | "$pull"
+            | "$pullAll"
+            | "$rename"
+            | "$bit"
+    );
+    if !known {
+        // SRV update_driver.cpp validateMod: 9 FailedToParse
+        return Err(failed(format!("Unknown modifier: {op}. Expected a valid update modifier or pipeline-style update specified as an array")));
+    }
+    let Bson::Document(fields) = arg else {
+        return Err(failed(format!(
+            "Modifiers operate on fields but we found type {} instead. For example: {{$mod: {{<field>: ...}}}} not {{{op}: {}}}",
+            fmt::type_name(arg),
+            fmt::value(arg)
+        )));
+    };
+    // An empty modifier document is accepted as a no-op since 5.0; 4.4 rejected it
+    // (SRV 4.4 update_driver.cpp).
+    if fields.is_empty() && legacy_44 {
+        return Err(failed(format!(
+            "'{op}' is empty. You must specify a field like so: {{{op}: {{<field>: ...}}}}"
+        )));
+    }
+    Ok(fields)
+}
+
+/// Checks that every `$[id]` of `path` has an array filter and records it as used.
+fn note_filter_ids(
+    parts: &[String],
+    path: &str,
+    filters: &[(String, Matcher)],
+    used_ids: &mut Vec<String>,
+) -> CmdResult<()> {
+    for p in parts {
+        if let Some(id) = p.strip_prefix("$[").and_then(|r| r.strip_suffix(']')) {
+            if !id.is_empty() {
+                if !filters.iter().any(|(n, _)| n == id) {
+                    // SRV update_array_node.cpp / parsed_update: 2 BadValue
+                    return Err(bad(format!(
+                        "No array filter found for identifier '{id}' in path '{path}'"
+                    )));
+                }
+                if !used_ids.iter().any(|u| u == id) {
+                    used_ids.push(id.to_string());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Files modifier `m` of `path` (`parts`) in the update tree, checking for conflicts.
+fn add_leaf(
+    path: &str,
+    parts: Vec<String>,
+    m: Mod,
+    tree: &mut ConflictTree,
+    leaves: &mut Vec<(Vec<String>, Mod)>,
+) -> CmdResult<()> {
+    if let Mod::Rename(to) = m {
+        // SRV update_object_node.cpp parseAndMerge: a ConflictPlaceholderNode at the
+        // source, the RenameNode at the destination (so the rename runs in the
+        // destination's tree position). Checks from rename_node.cpp init().
+        let shown = format!("{path}: \"{}\"", to.join("."));
+        if to == parts {
+            return Err(bad(format!(
+                "The source and target field for $rename must differ: {shown}"
+            )));
+        }
+        if to.starts_with(&parts) || parts.starts_with(&to) {
+            return Err(bad(format!(
+                "The source and target field for $rename must not be on the same path: {shown}"
+            )));
+        }
+        tree.insert(&parts)?;
+        tree.insert(&to)?;
+        leaves.push((parts.clone(), Mod::Placeholder));
+        leaves.push((to, Mod::Rename(parts)));
+        return Ok(());
+    }
+    tree.insert(&parts)?;
+    leaves.push((parts, m));
+    Ok(())
 }
 
 /// SRV `pathsupport::cmpPathsAndArrayIndexes` (5.0+): numeric field names compare by length
@@ -484,6 +518,7 @@ fn num_arg(op: &str, path: &str, v: &Bson) -> CmdResult<Bson> {
     Ok(v.clone())
 }
 
+/// Parses modifier `op`'s argument `v` for `path`: the table from modifier to its parser.
 fn parse_mod(op: &str, path: &str, v: &Bson) -> CmdResult<Mod> {
     Ok(match op {
         "$set" => Mod::Set(v.clone()),
@@ -493,80 +528,11 @@ fn parse_mod(op: &str, path: &str, v: &Bson) -> CmdResult<Mod> {
         "$mul" => Mod::Mul(num_arg(op, path, v)?),
         "$min" => Mod::Min(v.clone()),
         "$max" => Mod::Max(v.clone()),
-        "$currentDate" => {
-            let ts = match v {
-                Bson::Boolean(_) => false,
-                Bson::Document(d) if d.len() == 1 => match d.get("$type") {
-                    Some(Bson::String(t)) if t == "date" => false,
-                    Some(Bson::String(t)) if t == "timestamp" => true,
-                    _ => {
-                        return Err(bad(
-                            "The '$type' string field is required to be 'date' or 'timestamp': {$currentDate: {field : {$type: 'date'}}}",
-                        ))
-                    }
-                },
-                _ => {
-                    // SRV current_date_node.cpp
-                    return Err(bad(format!(
-                        "{} is not valid type for $currentDate. Please use a boolean ('true') or a $type expression ({{$type: 'timestamp/date'}}).",
-                        fmt::type_name(v)
-                    )));
-                }
-            };
-            Mod::CurrentDate(ts)
-        }
+        "$currentDate" => parse_current_date(v)?,
         "$push" => Mod::Push(parse_push(v)?),
-        "$addToSet" => {
-            let vals = match v {
-                Bson::Document(d) if d.keys().next().map(String::as_str) == Some("$each") => {
-                    match d.get("$each") {
-                        Some(Bson::Array(a)) => a.clone(),
-                        Some(other) => {
-                            return Err(bad(format!(
-                        "The argument to $each in $addToSet must be an array but it was of type {}",
-                        fmt::type_name(other)
-                    )))
-                        }
-                        None => Vec::new(),
-                    }
-                }
-                other => vec![other.clone()],
-            };
-            Mod::AddToSet(vals)
-        }
-        "$pop" => {
-            let n = as_f64(v).ok_or_else(|| {
-                failed(format!("Expected a number in: {path}: {}", fmt::value(v)))
-            })?;
-            if n != 1.0 && n != -1.0 {
-                // SRV pop_node.cpp: 9 FailedToParse
-                return Err(failed(format!(
-                    "$pop expects 1 or -1, found: {}",
-                    fmt::value(v)
-                )));
-            }
-            Mod::Pop(n < 0.0)
-        }
-        "$pull" => Mod::Pull(Box::new(match v {
-            Bson::Document(d) => {
-                let first = d.keys().next().map(String::as_str).unwrap_or("");
-                if first.starts_with('$')
-                    && !matches!(first, "$and" | "$or" | "$nor" | "$expr" | "$where")
-                {
-                    let mut wrapped = Document::new();
-                    wrapped.insert("v", Bson::Document(d.clone()));
-                    PullCond::Value(Matcher::parse(&wrapped)?)
-                } else {
-                    PullCond::Query(Matcher::parse(d)?)
-                }
-            }
-            Bson::RegularExpression(_) => {
-                let mut wrapped = Document::new();
-                wrapped.insert("v", v.clone());
-                PullCond::Value(Matcher::parse(&wrapped)?)
-            }
-            other => PullCond::Equal(other.clone()),
-        })),
+        "$addToSet" => parse_add_to_set(v)?,
+        "$pop" => parse_pop(path, v)?,
+        "$pull" => Mod::Pull(Box::new(parse_pull(v)?)),
         "$pullAll" => match v {
             Bson::Array(a) => Mod::PullAll(a.clone()),
             other => {
@@ -577,70 +543,155 @@ fn parse_mod(op: &str, path: &str, v: &Bson) -> CmdResult<Mod> {
                 )));
             }
         },
-        "$rename" => match v {
-            Bson::String(to) => {
-                if to.is_empty() {
-                    return Err(bad(format!(
-                        "The 'to' field for $rename cannot be empty: {path}: \"\""
-                    )));
-                }
-                let parts = validate_path(to)?;
-                if path.split('.').any(|p| p.starts_with('$')) {
-                    return Err(bad(format!(
-                        "The source field for $rename may not be dynamic: {path}"
-                    )));
-                }
-                if parts.iter().any(|p| p.starts_with('$')) {
-                    return Err(bad(format!(
-                        "The destination field for $rename may not be dynamic: {to}"
-                    )));
-                }
-                // Carries the destination here; `parse_doc` re-files it under the destination
-                // path with the source as payload.
-                Mod::Rename(parts)
-            }
-            other => {
-                // SRV rename_node.cpp
-                return Err(bad(format!(
-                    "The 'to' field for $rename must be a string: {path}: {}",
-                    fmt::value(other)
-                )));
-            }
-        },
-        "$bit" => {
-            // SRV bit_node.cpp BitNode::init
-            let Bson::Document(ops) = v else {
-                return Err(bad(format!(
-                    "The $bit modifier is not compatible with a {}. You must pass in an embedded document: {{$bit: {{field: {{and/or/xor: #}}}}",
-                    fmt::type_name(v)
-                )));
-            };
-            let mut list = Vec::new();
-            for (k, operand) in ops {
-                if !matches!(k.as_str(), "and" | "or" | "xor") {
-                    return Err(bad(format!(
-                        "The $bit modifier only supports 'and', 'or', and 'xor', not '{k}' which is an unknown operator: {{{k}: {}}}",
-                        fmt::value(operand)
-                    )));
-                }
-                if !matches!(operand, Bson::Int32(_) | Bson::Int64(_)) {
-                    return Err(bad(format!(
-                        "The $bit modifier field must be an Integer(32/64 bit); a '{}' is not supported here: {{{k}: {}}}",
-                        fmt::type_name(operand),
-                        fmt::value(operand)
-                    )));
-                }
-                list.push((k.clone(), operand.clone()));
-            }
-            if list.is_empty() {
-                return Err(bad(
-                    "You must pass in at least one bitwise operation. The format is: {$bit: {field: {and/or/xor: #}}",
-                ));
-            }
-            Mod::Bit(list)
-        }
+        "$rename" => parse_rename(path, v)?,
+        "$bit" => parse_bit(v)?,
         _ => return Err(failed(format!("Unknown modifier: {op}"))),
     })
+}
+
+/// `$currentDate`: `true` or `{$type: "date" | "timestamp"}`.
+fn parse_current_date(v: &Bson) -> CmdResult<Mod> {
+    let ts = match v {
+        Bson::Boolean(_) => false,
+        Bson::Document(d) if d.len() == 1 => match d.get("$type") {
+            Some(Bson::String(t)) if t == "date" => false,
+            Some(Bson::String(t)) if t == "timestamp" => true,
+            _ => {
+                return Err(bad(
+                    "The '$type' string field is required to be 'date' or 'timestamp': {$currentDate: {field : {$type: 'date'}}}",
+                ))
+            }
+        },
+        _ => {
+            // SRV current_date_node.cpp
+            return Err(bad(format!(
+                "{} is not valid type for $currentDate. Please use a boolean ('true') or a $type expression ({{$type: 'timestamp/date'}}).",
+                fmt::type_name(v)
+            )));
+        }
+    };
+    Ok(Mod::CurrentDate(ts))
+}
+
+/// `$addToSet`: one value or `{$each: [values]}`.
+fn parse_add_to_set(v: &Bson) -> CmdResult<Mod> {
+    let vals = match v {
+        Bson::Document(d) if d.keys().next().map(String::as_str) == Some("$each") => {
+            match d.get("$each") {
+                Some(Bson::Array(a)) => a.clone(),
+                Some(other) => {
+                    return Err(bad(format!(
+                        "The argument to $each in $addToSet must be an array but it was of type {}",
+                        fmt::type_name(other)
+                    )))
+                }
+                None => Vec::new(),
+            }
+        }
+        other => vec![other.clone()],
+    };
+    Ok(Mod::AddToSet(vals))
+}
+
+/// `$pop`: 1 (last element) or -1 (first).
+fn parse_pop(path: &str, v: &Bson) -> CmdResult<Mod> {
+    let n = as_f64(v)
+        .ok_or_else(|| failed(format!("Expected a number in: {path}: {}", fmt::value(v))))?;
+    if n != 1.0 && n != -1.0 {
+        // SRV pop_node.cpp: 9 FailedToParse
+        return Err(failed(format!(
+            "$pop expects 1 or -1, found: {}",
+            fmt::value(v)
+        )));
+    }
+    Ok(Mod::Pop(n < 0.0))
+}
+
+/// `$pull`: a value, a regex, operators on the elements, or a query on embedded documents.
+fn parse_pull(v: &Bson) -> CmdResult<PullCond> {
+    Ok(match v {
+        Bson::Document(d) => {
+            let first = d.keys().next().map(String::as_str).unwrap_or("");
+            if first.starts_with('$')
+                && !matches!(first, "$and" | "$or" | "$nor" | "$expr" | "$where")
+            {
+                let mut wrapped = Document::new();
+                wrapped.insert("v", Bson::Document(d.clone()));
+                PullCond::Value(Matcher::parse(&wrapped)?)
+            } else {
+                PullCond::Query(Matcher::parse(d)?)
+            }
+        }
+        Bson::RegularExpression(_) => {
+            let mut wrapped = Document::new();
+            wrapped.insert("v", v.clone());
+            PullCond::Value(Matcher::parse(&wrapped)?)
+        }
+        other => PullCond::Equal(other.clone()),
+    })
+}
+
+/// `$rename: {path: "to"}`: a non-empty, non-dynamic destination.
+fn parse_rename(path: &str, v: &Bson) -> CmdResult<Mod> {
+    let Bson::String(to) = v else {
+        // SRV rename_node.cpp
+        return Err(bad(format!(
+            "The 'to' field for $rename must be a string: {path}: {}",
+            fmt::value(v)
+        )));
+    };
+    if to.is_empty() {
+        return Err(bad(format!(
+            "The 'to' field for $rename cannot be empty: {path}: \"\""
+        )));
+    }
+    let parts = validate_path(to)?;
+    if path.split('.').any(|p| p.starts_with('$')) {
+        return Err(bad(format!(
+            "The source field for $rename may not be dynamic: {path}"
+        )));
+    }
+    if parts.iter().any(|p| p.starts_with('$')) {
+        return Err(bad(format!(
+            "The destination field for $rename may not be dynamic: {to}"
+        )));
+    }
+    // Carries the destination here; `parse_doc` re-files it under the destination
+    // path with the source as payload.
+    Ok(Mod::Rename(parts))
+}
+
+/// `$bit: {and|or|xor: <int>, ...}` (SRV bit_node.cpp BitNode::init).
+fn parse_bit(v: &Bson) -> CmdResult<Mod> {
+    let Bson::Document(ops) = v else {
+        return Err(bad(format!(
+            "The $bit modifier is not compatible with a {}. You must pass in an embedded document: {{$bit: {{field: {{and/or/xor: #}}}}",
+            fmt::type_name(v)
+        )));
+    };
+    let mut list = Vec::new();
+    for (k, operand) in ops {
+        if !matches!(k.as_str(), "and" | "or" | "xor") {
+            return Err(bad(format!(
+                "The $bit modifier only supports 'and', 'or', and 'xor', not '{k}' which is an unknown operator: {{{k}: {}}}",
+                fmt::value(operand)
+            )));
+        }
+        if !matches!(operand, Bson::Int32(_) | Bson::Int64(_)) {
+            return Err(bad(format!(
+                "The $bit modifier field must be an Integer(32/64 bit); a '{}' is not supported here: {{{k}: {}}}",
+                fmt::type_name(operand),
+                fmt::value(operand)
+            )));
+        }
+        list.push((k.clone(), operand.clone()));
+    }
+    if list.is_empty() {
+        return Err(bad(
+            "You must pass in at least one bitwise operation. The format is: {$bit: {field: {and/or/xor: #}}",
+        ));
+    }
+    Ok(Mod::Bit(list))
 }
 
 /// SafeNum bit operations: Int32 op Int32 stays Int32, anything with Int64 is Int64.
@@ -1530,153 +1581,146 @@ impl Applier<'_, '_> {
         }
     }
 
+    /// Applies the modifier to the existing element `cur` (at `taken`) and logs the change.
     fn apply_existing_leaf(
         &mut self,
         cur: &mut Bson,
         taken: &[(String, bool)],
     ) -> CmdResult<Outcome> {
-        let dotted = || {
-            taken
-                .iter()
-                .map(|(p, _)| p.as_str())
-                .collect::<Vec<_>>()
-                .join(".")
-        };
-        let outcome = match self.m {
+        let outcome = self.modify_existing(cur, taken)?;
+        self.log_outcome(&outcome, cur, taken);
+        Ok(outcome)
+    }
+
+    /// What the modifier does to the existing element `cur`: the table from modifier to
+    /// its function.
+    fn modify_existing(&self, cur: &mut Bson, taken: &[(String, bool)]) -> CmdResult<Outcome> {
+        Ok(match self.m {
             Mod::Placeholder => Outcome::Noop,
             Mod::Unset => Outcome::Remove,
             Mod::Rename(_) => Outcome::Noop,
             Mod::Set(v) | Mod::SetOnInsert(v) => set_if_different(cur, v.clone()),
             Mod::CurrentDate(ts) => set_if_different(cur, self.current_date(*ts)),
-            Mod::Bit(ops) => {
-                if !matches!(cur, Bson::Int32(_) | Bson::Int64(_)) {
-                    // SRV bit_node.cpp updateExistingElement
-                    return Err(bad(format!(
-                        "Cannot apply $bit to a value of non-integral type.{} has the field {} of non-integer type {}",
-                        self.id_string(),
-                        taken.last().map(|(p, _)| p.as_str()).unwrap_or(""),
-                        fmt::type_name(cur)
-                    )));
-                }
-                let r = apply_bits(cur, ops);
-                set_if_different(cur, r)
-            }
-            Mod::Inc(v) | Mod::Mul(v) => {
-                if as_f64(cur).is_none() {
-                    let op = if matches!(self.m, Mod::Inc(_)) {
-                        "$inc"
-                    } else {
-                        "$mul"
-                    };
-                    // SRV arithmetic_node.cpp: 14 TypeMismatch
-                    return Err(CommandError::type_mismatch(format!(
-                        "Cannot apply {op} to a value of non-numeric type. {{{}}} has the field '{}' of non-numeric type {}",
-                        self.id_string(),
-                        taken.last().map(|(p, _)| p.as_str()).unwrap_or(""),
-                        fmt::type_name(cur)
-                    )));
-                }
-                let r = if matches!(self.m, Mod::Inc(_)) {
-                    super::expr::add_nums(cur, v)
-                } else {
-                    super::expr::mul_nums(cur, v)
-                };
-                match r {
-                    Some(r) => set_if_different(cur, r),
-                    None => Outcome::Noop,
-                }
-            }
-            Mod::Min(v) | Mod::Max(v) => {
-                let o = cmp_bson(v, cur);
-                let want = if matches!(self.m, Mod::Min(_)) {
-                    Ordering::Less
-                } else {
-                    Ordering::Greater
-                };
-                if o == want {
-                    set_if_different(cur, v.clone())
-                } else {
-                    Outcome::Noop
-                }
-            }
-            Mod::Push(p) => {
-                let Bson::Array(arr) = cur else {
-                    // SRV push_node.cpp performPush
-                    return Err(bad(format!(
-                        "The field '{}' must be an array but is of type {} in document {{{}}}",
-                        dotted(),
-                        fmt::type_name(cur),
-                        self.id_string()
-                    )));
-                };
-                let before = arr.len();
-                match push_into(arr, p) {
-                    PushResult::Noop => Outcome::Noop,
-                    PushResult::Normal => Outcome::Updated,
-                    PushResult::Append => Outcome::Appended(arr.len() - before),
-                }
-            }
-            Mod::AddToSet(vals) => {
-                let Bson::Array(arr) = cur else {
-                    // SRV addtoset_node.cpp
-                    return Err(bad(format!(
-                        "Cannot apply $addToSet to non-array field. Field named '{}' has non-array type {}",
-                        taken.last().map(|(p, _)| p.as_str()).unwrap_or(""),
-                        fmt::type_name(cur)
-                    )));
-                };
-                let mut added = false;
-                for v in vals {
-                    if !arr.iter().any(|x| bson_eq(x, v)) {
-                        arr.push(v.clone());
-                        added = true;
-                    }
-                }
-                if added {
-                    Outcome::Updated
-                } else {
-                    Outcome::Noop
-                }
-            }
-            Mod::Pop(first) => {
-                let Bson::Array(arr) = cur else {
-                    // SRV pop_node.cpp: 14 TypeMismatch
-                    return Err(CommandError::type_mismatch(format!(
-                        "Path '{}' contains an element of non-array type '{}'",
-                        dotted(),
-                        fmt::type_name(cur)
-                    )));
-                };
-                if arr.is_empty() {
-                    Outcome::Noop
-                } else {
-                    if *first {
-                        arr.remove(0);
-                    } else {
-                        arr.pop();
-                    }
-                    Outcome::Updated
-                }
-            }
-            Mod::Pull(_) | Mod::PullAll(_) => {
-                let Bson::Array(arr) = cur else {
-                    // SRV array_culling_node.cpp
-                    return Err(bad("Cannot apply $pull to a non-array value"));
-                };
-                let before = arr.len();
-                match self.m {
-                    Mod::Pull(c) => arr.retain(|e| !pull_matches(c, e)),
-                    Mod::PullAll(vals) => arr.retain(|e| !vals.iter().any(|v| bson_eq(e, v))),
-                    _ => {}
-                }
-                if arr.len() == before {
-                    Outcome::Noop
-                } else {
-                    Outcome::Updated
-                }
-            }
+            Mod::Bit(ops) => self.bit_existing(cur, ops, taken)?,
+            Mod::Inc(v) | Mod::Mul(v) => self.arith_existing(cur, v, taken)?,
+            Mod::Min(v) | Mod::Max(v) => self.min_max_existing(cur, v),
+            Mod::Push(p) => self.push_existing(cur, p, taken)?,
+            Mod::AddToSet(vals) => add_to_set_existing(cur, vals, taken)?,
+            Mod::Pop(first) => pop_existing(cur, *first, taken)?,
+            Mod::Pull(_) | Mod::PullAll(_) => self.pull_existing(cur)?,
+        })
+    }
+
+    /// `$bit` on an existing integer.
+    fn bit_existing(
+        &self,
+        cur: &mut Bson,
+        ops: &[(String, Bson)],
+        taken: &[(String, bool)],
+    ) -> CmdResult<Outcome> {
+        if !matches!(cur, Bson::Int32(_) | Bson::Int64(_)) {
+            // SRV bit_node.cpp updateExistingElement
+            return Err(bad(format!(
+                "Cannot apply $bit to a value of non-integral type.{} has the field {} of non-integer type {}",
+                self.id_string(),
+                leaf_name(taken),
+                fmt::type_name(cur)
+            )));
+        }
+        let r = apply_bits(cur, ops);
+        Ok(set_if_different(cur, r))
+    }
+
+    /// `$inc` / `$mul` by `v` on an existing number.
+    fn arith_existing(
+        &self,
+        cur: &mut Bson,
+        v: &Bson,
+        taken: &[(String, bool)],
+    ) -> CmdResult<Outcome> {
+        let inc = matches!(self.m, Mod::Inc(_));
+        if as_f64(cur).is_none() {
+            let op = if inc { "$inc" } else { "$mul" };
+            // SRV arithmetic_node.cpp: 14 TypeMismatch
+            return Err(CommandError::type_mismatch(format!(
+                "Cannot apply {op} to a value of non-numeric type. {{{}}} has the field '{}' of non-numeric type {}",
+                self.id_string(),
+                leaf_name(taken),
+                fmt::type_name(cur)
+            )));
+        }
+        let r = if inc {
+            super::expr::add_nums(cur, v)
+        } else {
+            super::expr::mul_nums(cur, v)
         };
-        match &outcome {
+        Ok(match r {
+            Some(r) => set_if_different(cur, r),
+            None => Outcome::Noop,
+        })
+    }
+
+    /// `$min` / `$max`: `v` replaces `cur` when it is lower / higher.
+    fn min_max_existing(&self, cur: &mut Bson, v: &Bson) -> Outcome {
+        let o = cmp_bson(v, cur);
+        let want = if matches!(self.m, Mod::Min(_)) {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        };
+        if o == want {
+            set_if_different(cur, v.clone())
+        } else {
+            Outcome::Noop
+        }
+    }
+
+    /// `$push` into an existing array.
+    fn push_existing(
+        &self,
+        cur: &mut Bson,
+        p: &Push,
+        taken: &[(String, bool)],
+    ) -> CmdResult<Outcome> {
+        let Bson::Array(arr) = cur else {
+            // SRV push_node.cpp performPush
+            return Err(bad(format!(
+                "The field '{}' must be an array but is of type {} in document {{{}}}",
+                dotted(taken),
+                fmt::type_name(cur),
+                self.id_string()
+            )));
+        };
+        let before = arr.len();
+        Ok(match push_into(arr, p) {
+            PushResult::Noop => Outcome::Noop,
+            PushResult::Normal => Outcome::Updated,
+            PushResult::Append => Outcome::Appended(arr.len() - before),
+        })
+    }
+
+    /// `$pull` / `$pullAll` from an existing array.
+    fn pull_existing(&self, cur: &mut Bson) -> CmdResult<Outcome> {
+        let Bson::Array(arr) = cur else {
+            // SRV array_culling_node.cpp
+            return Err(bad("Cannot apply $pull to a non-array value"));
+        };
+        let before = arr.len();
+        match self.m {
+            Mod::Pull(c) => arr.retain(|e| !pull_matches(c, e)),
+            Mod::PullAll(vals) => arr.retain(|e| !vals.iter().any(|v| bson_eq(e, v))),
+            _ => {}
+        }
+        Ok(if arr.len() == before {
+            Outcome::Noop
+        } else {
+            Outcome::Updated
+        })
+    }
+
+    /// Logs an updated element, or each element appended to the array `cur`.
+    fn log_outcome(&mut self, outcome: &Outcome, cur: &Bson, taken: &[(String, bool)]) {
+        match outcome {
             Outcome::Updated => self.log.push(LogEntry {
                 path: taken.to_vec(),
                 kind: LogKind::Update(cur.clone()),
@@ -1697,8 +1741,70 @@ impl Applier<'_, '_> {
             }
             _ => {}
         }
-        Ok(outcome)
     }
+}
+
+/// The dotted path of `taken`.
+fn dotted(taken: &[(String, bool)]) -> String {
+    taken
+        .iter()
+        .map(|(p, _)| p.as_str())
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// The last component of `taken` (the field being modified).
+fn leaf_name(taken: &[(String, bool)]) -> &str {
+    taken.last().map(|(p, _)| p.as_str()).unwrap_or("")
+}
+
+/// `$addToSet` into an existing array: the values it does not contain yet.
+fn add_to_set_existing(
+    cur: &mut Bson,
+    vals: &[Bson],
+    taken: &[(String, bool)],
+) -> CmdResult<Outcome> {
+    let Bson::Array(arr) = cur else {
+        // SRV addtoset_node.cpp
+        return Err(bad(format!(
+            "Cannot apply $addToSet to non-array field. Field named '{}' has non-array type {}",
+            leaf_name(taken),
+            fmt::type_name(cur)
+        )));
+    };
+    let mut added = false;
+    for v in vals {
+        if !arr.iter().any(|x| bson_eq(x, v)) {
+            arr.push(v.clone());
+            added = true;
+        }
+    }
+    Ok(if added {
+        Outcome::Updated
+    } else {
+        Outcome::Noop
+    })
+}
+
+/// `$pop` of the first (`first`) or last element of an existing array.
+fn pop_existing(cur: &mut Bson, first: bool, taken: &[(String, bool)]) -> CmdResult<Outcome> {
+    let Bson::Array(arr) = cur else {
+        // SRV pop_node.cpp: 14 TypeMismatch
+        return Err(CommandError::type_mismatch(format!(
+            "Path '{}' contains an element of non-array type '{}'",
+            dotted(taken),
+            fmt::type_name(cur)
+        )));
+    };
+    if arr.is_empty() {
+        return Ok(Outcome::Noop);
+    }
+    if first {
+        arr.remove(0);
+    } else {
+        arr.pop();
+    }
+    Ok(Outcome::Updated)
 }
 
 fn set_if_different(cur: &mut Bson, v: Bson) -> Outcome {
@@ -2176,1201 +2282,8 @@ fn collect_equalities(q: &Document, out: &mut Vec<(String, Bson)>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use bson::{bson, doc};
-
-    fn now() -> DateTime {
-        DateTime::from_millis(1_700_000_000_000)
-    }
-
-    fn upd(d: Document, u: Bson) -> UpdateOutcome {
-        Update::parse(&u, None)
-            .unwrap()
-            .apply(&d, &UpdateCtx::new(now()))
-            .unwrap()
-    }
-
-    fn upd_err(d: Document, u: Bson) -> CommandError {
-        match Update::parse(&u, None) {
-            Err(e) => e,
-            Ok(p) => p.apply(&d, &UpdateCtx::new(now())).unwrap_err(),
-        }
-    }
-
-    fn diff(o: &UpdateOutcome) -> Document {
-        assert_eq!(o.v2_diff.get_i32("$v").unwrap(), 2);
-        o.v2_diff.get_document("diff").unwrap().clone()
-    }
-
-    #[test]
-    fn reference_example_delete_update_insert() {
-        // reference §4.5: {$set: {a: 2}} where a existed; {$unset: {c: ""}}; {$set: {newf: 1}}
-        let o = upd(
-            doc! {"_id": 1, "a": 1, "c": 3},
-            bson!({"$set": {"a": 2, "newf": 1}, "$unset": {"c": ""}}),
-        );
-        assert!(o.modified);
-        assert!(!o.is_replacement);
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 2, "newf": 1});
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"d": {"c": false}, "u": {"a": 2}, "i": {"newf": 1}}}
-        );
-        // reference §4.4
-        assert_eq!(
-            o.v1,
-            doc! {"$v": 1, "$set": {"a": 2, "newf": 1}, "$unset": {"c": true}}
-        );
-    }
-
-    /// SRV jstests/replsets/oplog_format.js, verbatim expectations.
-    #[test]
-    fn server_oplog_format_js() {
-        let cases: Vec<(Document, Bson, Document, Document)> = vec![
-            (
-                doc! {"_id": 1, "a": 2},
-                bson!({"$inc": {"a": 1}, "$set": {"b": 2}}),
-                doc! {"_id": 1, "a": 3, "b": 2},
-                doc! {"$v": 2, "diff": {"u": {"a": 3}, "i": {"b": 2}}},
-            ),
-            (
-                doc! {"_id": 1, "c": 0},
-                bson!({"$inc": {"a": 1}, "$set": {"b": 2}}),
-                doc! {"_id": 1, "c": 0, "a": 1, "b": 2},
-                doc! {"$v": 2, "diff": {"i": {"a": 1, "b": 2}}},
-            ),
-            (
-                doc! {"_id": 1, "a": {"b": [1, 2], "c": [1, 2]}},
-                bson!({"$pull": {"a.b": 2, "a.c": 2}}),
-                doc! {"_id": 1, "a": {"b": [1], "c": [1]}},
-                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [1], "c": [1]}}}},
-            ),
-            (
-                doc! {"_id": 1, "a": 1, "b": 1},
-                bson!({"$set": {"a": 2, "b": 2}}),
-                doc! {"_id": 1, "a": 2, "b": 2},
-                doc! {"$v": 2, "diff": {"u": {"a": 2, "b": 2}}},
-            ),
-            (
-                doc! {"_id": 1, "a": 2},
-                bson!({"$set": {"a": 2, "b": 2}}),
-                doc! {"_id": 1, "a": 2, "b": 2},
-                doc! {"$v": 2, "diff": {"i": {"b": 2}}},
-            ),
-            (
-                doc! {"_id": 1, "a": 1},
-                bson!({"$set": {"a": 2, "b": 2}}),
-                doc! {"_id": 1, "a": 2, "b": 2},
-                doc! {"$v": 2, "diff": {"u": {"a": 2}, "i": {"b": 2}}},
-            ),
-            (
-                doc! {"_id": 1, "a": [2]},
-                bson!({"$inc": {"a.0": 1}}),
-                doc! {"_id": 1, "a": [3]},
-                doc! {"$v": 2, "diff": {"sa": {"a": true, "u0": 3}}},
-            ),
-            (
-                doc! {"_id": 1, "a": "foo"},
-                bson!({"$push": {"c": 18}}),
-                doc! {"_id": 1, "a": "foo", "c": [18]},
-                doc! {"$v": 2, "diff": {"i": {"c": [18]}}},
-            ),
-            (
-                doc! {"_id": 1, "a": {"b": [18]}},
-                bson!({"$push": {"a.b": {"$each": [1, 2], "$slice": -2}}}),
-                doc! {"_id": 1, "a": {"b": [1, 2]}},
-                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [1, 2]}}}},
-            ),
-            (
-                doc! {"_id": 1, "a": {"b": [{"c": 2}, {"c": 1}]}},
-                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$sort": {"c": 1}, "$slice": -100}}}),
-                doc! {"_id": 1, "a": {"b": [{"c": -1}, {"c": 1}, {"c": 2}]}},
-                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": -1}, {"c": 1}, {"c": 2}]}}}},
-            ),
-            (
-                doc! {"_id": 1, "a": [{"b": 2}, {"b": 1}]},
-                bson!({"$push": {"a": {"$each": [{"b": -1}], "$slice": -2, "$sort": {"b": 1}}}}),
-                doc! {"_id": 1, "a": [{"b": 1}, {"b": 2}]},
-                doc! {"$v": 2, "diff": {"u": {"a": [{"b": 1}, {"b": 2}]}}},
-            ),
-            (
-                doc! {"_id": 1, "a": {"b": [{"c": 2}, {"c": 1}]}},
-                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$slice": -2, "$sort": {"c": 1}}}}),
-                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": 2}]}},
-                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": 1}, {"c": 2}]}}}},
-            ),
-            (
-                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": 2}]}},
-                bson!({"$push": {"a.b": {"$each": [{"c": -1}], "$slice": -2, "$sort": {"c": -1}}}}),
-                doc! {"_id": 1, "a": {"b": [{"c": 1}, {"c": -1}]}},
-                doc! {"$v": 2, "diff": {"sa": {"u": {"b": [{"c": 1}, {"c": -1}]}}}},
-            ),
-        ];
-        for (before, spec, after, o) in cases {
-            let out = upd(before.clone(), spec.clone());
-            assert!(out.modified, "{spec}");
-            assert_eq!(out.new_doc, after, "{spec}");
-            assert_eq!(out.v2_diff, o, "{spec}");
-        }
-        // "bad $setOnInsert": no-op without upsert, no oplog entry
-        assert!(
-            !upd(
-                doc! {"_id": 1, "a": [3]},
-                bson!({"$setOnInsert": {"a": -1}})
-            )
-            .modified
-        );
-    }
-
-    /// SRV jstests/replsets/v2_delta_oplog_entries.js: delta vs replacement for pipeline updates.
-    #[test]
-    fn server_v2_delta_oplog_entries_js() {
-        let giant = "_".repeat(100);
-        let medium = "zzzzzzzzzzzzzzzzzzzzzzzzzz";
-        #[derive(PartialEq, Debug)]
-        enum Kind {
-            Delta,
-            Replacement,
-            NoOp,
-        }
-        let cases: Vec<(Document, Bson, Document, Kind)> = vec![
-            (
-                doc! {"_id": 0, "x": 3, "y": 3, "padding": &giant},
-                bson!([{"$unset": ["x", "y"]}]),
-                doc! {"_id": 0, "padding": &giant},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 1, "x": "notSoLargeString", "y": 0},
-                bson!([{"$set": {"a": "foo", "y": 999}}]),
-                doc! {"_id": 1, "x": "notSoLargeString", "y": 999, "a": "foo"},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 2, "x": "notSoLargeString", "subObj": {"a": 1, "b": 2}},
-                bson!([{"$set": {"subObj.a": "foo", "y": 1}}]),
-                doc! {"_id": 2, "x": "notSoLargeString", "subObj": {"a": "foo", "b": 2}, "y": 1},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 3, "x": "notSoLargeString", "subObj": {"a": 1i64, "b": 2}},
-                bson!([{"$set": {"subObj.a": 1, "y": 1}}]),
-                doc! {"_id": 3, "x": "notSoLargeString", "subObj": {"a": 1, "b": 2}, "y": 1},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 4, "x": "notSoLargeString", "subObj": {"a": 1i64, "b": 2}},
-                bson!([{"$set": {"subObj.a": {"$const": {"newObj": {"subField": 1}}}, "y": 1}}]),
-                doc! {"_id": 4, "x": "notSoLargeString", "subObj": {"a": {"newObj": {"subField": 1}}, "b": 2}, "y": 1},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 5, "subObj": {"a": 1, "b": 2}},
-                bson!([{"$set": {"subObj.c": "foo"}}]),
-                doc! {"_id": 5, "subObj": {"a": 1, "b": 2, "c": "foo"}},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 6, "subObj": {"a": 1, "b": 2}, "toRemove": "foo", "padding": &giant},
-                bson!([{"$project": {"subObj": 1, "padding": 1}}, {"$set": {"subObj.c": "foo"}}]),
-                doc! {"_id": 6, "subObj": {"a": 1, "b": 2, "c": "foo"}, "padding": &giant},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 7, "toRemove": "foo", "subObj": {"a": 1, "b": 2}},
-                bson!([{"$project": {"subObj": 1}}]),
-                doc! {"_id": 7, "subObj": {"a": 1, "b": 2}},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 8, "x": "foo", "subObj": {"a": 1, "toRemove": 2}, "padding": &giant},
-                bson!([{"$project": {"subObj": {"a": 1}, "padding": 1}}]),
-                doc! {"_id": 8, "subObj": {"a": 1}, "padding": &giant},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}},
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}}}}]),
-                doc! {"_id": 9, "x": "foo", "subObj": {"a": 1, "b": 2}},
-                Kind::NoOp,
-            ),
-            (
-                doc! {"_id": 10, "x": "foo", "subObj": {"a": 1, "b": 2}, "padding": &giant},
-                bson!([{"$replaceRoot": {"newRoot": {"x": "bar", "subObj": {"a": 1, "b": 2}, "padding": &giant}}}]),
-                doc! {"_id": 10, "x": "bar", "subObj": {"a": 1, "b": 2}, "padding": &giant},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 11, "x": "foo", "subObj": {"a": 1, "b": 2}},
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 11, "newField": medium}}}]),
-                doc! {"_id": 11, "newField": medium},
-                Kind::Replacement,
-            ),
-            (
-                doc! {"_id": 12, "padding": &giant, "a": 1, "b": {"c": 2, "d": {"e": 3, "f": 6}}, "z": 3},
-                bson!([{"$unset": ["b.d.f"]}, {"$set": {"b.a": 5, "b.b": 3, "b.c": 2, "b.d.d": 2, "b.d.e": 10, "z": 7}}]),
-                doc! {"_id": 12, "padding": &giant, "a": 1, "b": {"c": 2, "d": {"e": 10, "d": 2}, "a": 5, "b": 3}, "z": 7},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 13, "padding": &giant, "arrField": [{"x": 1}, {"x": 2}]},
-                bson!([{"$set": {"arrField.x": 5}}]),
-                doc! {"_id": 13, "padding": &giant, "arrField": [{"x": 5}, {"x": 5}]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 14, "x": "foo", "y": "bar", "z": "baz"},
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 14, "z": "baz", "y": "bar", "x": "foo"}}}]),
-                doc! {"_id": 14, "z": "baz", "y": "bar", "x": "foo"},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 15, "padding": &giant, "x": "foo", "y": "bar"},
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 15, "padding": &giant, "y": "bar", "x": "foo"}}}]),
-                doc! {"_id": 15, "padding": &giant, "y": "bar", "x": "foo"},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 16, "padding": &giant, "a": 1, "b": 1, "c": 1, "d": 1},
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 16, "padding": &giant, "a": 1, "c": 1, "b": 1, "d": 1}}}]),
-                doc! {"_id": 16, "padding": &giant, "a": 1, "c": 1, "b": 1, "d": 1},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 17, "padding": &giant, "a": [1, 2, 3, 4, 5]},
-                bson!([{"$set": {"a": [1, 2, 999, 4, 5]}}]),
-                doc! {"_id": 17, "padding": &giant, "a": [1, 2, 999, 4, 5]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 18, "padding": &giant, "a": [1, 2, 3, {"b": 1}, 5]},
-                bson!([{"$set": {"a": [1, 2, 3, {"b": 2}, 5]}}]),
-                doc! {"_id": 18, "padding": &giant, "a": [1, 2, 3, {"b": 2}, 5]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 19, "padding": &giant, "a": [1, 2, 3, {"b": [{"c": 1}]}, 5]},
-                bson!([{"$set": {"a": [1, 2, 3, {"b": [{"c": 999}]}, 5]}}]),
-                doc! {"_id": 19, "padding": &giant, "a": [1, 2, 3, {"b": [{"c": 999}]}, 5]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 20, "padding": &giant, "a": [1, 2, 3]},
-                bson!([{"$set": {"a": [1, 2, 3, 4, 5]}}]),
-                doc! {"_id": 20, "padding": &giant, "a": [1, 2, 3, 4, 5]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 21, "padding": &giant, "a": [1, 2, 3]},
-                bson!([{"$set": {"a": [1, 2]}}]),
-                doc! {"_id": 21, "padding": &giant, "a": [1, 2]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 22, "padding": &giant, "a": [1, {"b": 10}, 3]},
-                bson!([{"$set": {"a": [1, {"b": 9}]}}]),
-                doc! {"_id": 22, "padding": &giant, "a": [1, {"b": 9}]},
-                Kind::Delta,
-            ),
-            (
-                doc! {"_id": 23, "padding": &giant, "a": [1, 2, 999, 3, 4]},
-                bson!([{"$set": {"a": [1, 2, 3, 4]}}]),
-                doc! {"_id": 23, "padding": &giant, "a": [1, 2, 3, 4]},
-                Kind::Delta,
-            ),
-        ];
-        // The mongo shell sends JS numbers as doubles: mirror that, it changes the sizes.
-        fn shell(b: Bson) -> Bson {
-            match b {
-                Bson::Int32(i) => Bson::Double(f64::from(i)),
-                Bson::Document(d) => {
-                    Bson::Document(d.into_iter().map(|(k, v)| (k, shell(v))).collect())
-                }
-                Bson::Array(a) => Bson::Array(a.into_iter().map(shell).collect()),
-                other => other,
-            }
-        }
-        fn shell_doc(d: Document) -> Document {
-            match shell(Bson::Document(d)) {
-                Bson::Document(d) => d,
-                _ => Document::new(),
-            }
-        }
-        for (pre, spec, post, kind) in cases {
-            let (pre, spec, post) = (shell_doc(pre), shell(spec), shell_doc(post));
-            let o = upd(pre.clone(), spec.clone());
-            assert_eq!(o.new_doc, post, "{spec}");
-            let got = if !o.modified {
-                Kind::NoOp
-            } else if o.is_replacement {
-                Kind::Replacement
-            } else {
-                Kind::Delta
-            };
-            assert_eq!(got, kind, "{spec}: {}", o.v2_diff);
-            if kind == Kind::Delta {
-                let keys: Vec<&String> = o.v2_diff.keys().collect();
-                assert_eq!(keys, vec!["$v", "diff"]);
-            }
-        }
-        // "Verify that diffing the deepest objects allowed by the JS client can produce delta
-        // op-log entries": 147 levels of {padding, subObj}
-        fn deep(depth: usize, max: usize, value: Bson, pad: &str) -> Document {
-            let sub = if depth >= max {
-                value
-            } else {
-                Bson::Document(deep(depth + 1, max, value, pad))
-            };
-            doc! {"padding": pad, "subObj": sub}
-        }
-        let mut pre = doc! {"_id": 99.0};
-        pre.extend(deep(1, 147, Bson::Double(1.0), &giant));
-        let mut post = doc! {"_id": 99.0};
-        post.extend(deep(1, 147, Bson::Double(2.0), &giant));
-        let path = format!("{}subObj", "subObj.".repeat(146));
-        let mut set = Document::new();
-        set.insert(path, 2.0);
-        let o = upd(pre, bson!([{"$set": set}]));
-        assert_eq!(o.new_doc, post);
-        assert!(o.modified && !o.is_replacement);
-
-        // the exact diffs of two of them
-        let o = upd(
-            shell_doc(doc! {"_id": 14, "x": "foo", "y": "bar", "z": "baz"}),
-            shell(
-                bson!([{"$replaceRoot": {"newRoot": {"_id": 14, "z": "baz", "y": "bar", "x": "foo"}}}]),
-            ),
-        );
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"i": {"y": "bar", "x": "foo"}}}
-        );
-        let o = upd(
-            shell_doc(doc! {"_id": 23, "padding": &giant, "a": [1, 2, 999, 3, 4]}),
-            shell(bson!([{"$set": {"a": [1, 2, 3, 4]}}])),
-        );
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"sa": {"a": true, "l": 4, "u2": 3.0, "u3": 4.0}}}
-        );
-    }
-
-    #[test]
-    fn reference_example_subdocument() {
-        let o = upd(
-            doc! {"_id": 1, "sub": {"a": 1, "b": "y"}},
-            bson!({"$set": {"sub.b": "x"}}),
-        );
-        assert_eq!(diff(&o), doc! {"ssub": {"u": {"b": "x"}}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"sub.b": "x"}});
-    }
-
-    #[test]
-    fn reference_example_array_element() {
-        let o = upd(
-            doc! {"_id": 1, "arr": [0, 1, 2]},
-            bson!({"$set": {"arr.1": 5}}),
-        );
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 5}});
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 5, 2]});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.1": 5}});
-    }
-
-    #[test]
-    fn reference_example_array_shrunk_by_pipeline() {
-        // reference §4.5: array shrunk to 2 elements -> {sarr: {a: true, l: 2}}
-        let big = "x".repeat(64);
-        let o = upd(
-            doc! {"_id": 1, "arr": [big.clone(), big.clone(), big.clone()]},
-            bson!([{"$set": {"arr": {"$slice": ["$arr", 2]}}}]),
-        );
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"sarr": {"a": true, "l": 2}}}
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [big.clone(), big]});
-    }
-
-    #[test]
-    fn pipeline_truncation_is_an_array_resize() {
-        let big = "x".repeat(64);
-        let o = upd(
-            doc! {"_id": 1, "arr": [big.clone(), big.clone(), big.clone()]},
-            bson!([{"$set": {"arr": {"$literal": [big.clone(), big.clone()]}}}]),
-        );
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "l": 2}});
-        assert_eq!(o.v1, o.new_doc); // 4.4 logs pipeline updates as replacements
-    }
-
-    #[test]
-    fn pipeline_small_doc_becomes_replacement() {
-        // the delta would not be smaller than the post-image -> replacement
-        let o = upd(
-            doc! {"_id": 1, "a": 1},
-            bson!([{"$set": {"a": 2, "b": {"c": 1}}}]),
-        );
-        assert!(o.is_replacement);
-        assert_eq!(o.v2_diff, doc! {"_id": 1, "a": 2, "b": {"c": 1}});
-        let big = "y".repeat(200);
-        let o = upd(
-            doc! {"_id": 1, "a": 1, "big": big.clone()},
-            bson!([{"$set": {"a": 2}}, {"$unset": "zz"}]),
-        );
-        assert!(!o.is_replacement);
-        assert_eq!(o.v2_diff, doc! {"$v": 2, "diff": {"u": {"a": 2}}});
-        let o = upd(
-            doc! {"_id": 1, "a": 1, "b": 2, "big": big.clone()},
-            bson!([{"$unset": "a"}, {"$set": {"n": 1}}]),
-        );
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"d": {"a": false}, "i": {"n": 1}}}
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "b": 2, "big": big, "n": 1});
-    }
-
-    #[test]
-    fn pipeline_update_system_variables() {
-        let big = "p".repeat(100);
-        let mut ctx = UpdateCtx::new(now());
-        ctx.now_ts = Timestamp {
-            time: 7,
-            increment: 3,
-        };
-        let u = Update::parse(
-            &bson!([{"$set": {"at": "$$NOW", "ct": "$$CLUSTER_TIME"}}]),
-            None,
-        )
-        .unwrap();
-        let o = u.apply(&doc! {"_id": 1, "big": big.clone()}, &ctx).unwrap();
-        assert_eq!(
-            o.new_doc,
-            doc! {"_id": 1, "big": big, "at": now(), "ct": Timestamp { time: 7, increment: 3 }}
-        );
-        assert_eq!(
-            o.v2_diff,
-            doc! {"$v": 2, "diff": {"i": {"at": now(), "ct": Timestamp { time: 7, increment: 3 }}}}
-        );
-    }
-
-    #[test]
-    fn pipeline_update_with_let() {
-        let lets = doc! {"v": "x"};
-        let mut ctx = UpdateCtx::new(now());
-        ctx.lets = Some(&lets);
-        let u = Update::parse(&bson!([{"$set": {"a": "$$v"}}]), None).unwrap();
-        let o = u.apply(&doc! {"_id": 1}, &ctx).unwrap();
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": "x"});
-    }
-
-    #[test]
-    fn new_paths_under_existing_and_missing_parents() {
-        let o = upd(
-            doc! {"_id": 1, "a": {"z": 0}},
-            bson!({"$set": {"a.b.c": 1}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": {"z": 0, "b": {"c": 1}}});
-        assert_eq!(diff(&o), doc! {"sa": {"i": {"b": {"c": 1}}}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"a.b.c": 1}});
-        let o = upd(doc! {"_id": 1}, bson!({"$set": {"x.b": 2, "x.a": 1}}));
-        assert_eq!(o.new_doc, doc! {"_id": 1, "x": {"a": 1, "b": 2}});
-        assert_eq!(diff(&o), doc! {"i": {"x": {"a": 1, "b": 2}}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"x.a": 1, "x.b": 2}});
-    }
-
-    #[test]
-    fn fields_are_created_in_lexicographic_order() {
-        let o = upd(
-            doc! {"_id": 1},
-            bson!({"$set": {"b": 1, "a": 1}, "$inc": {"B": 1}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "B": 1, "a": 1, "b": 1});
-        assert_eq!(diff(&o), doc! {"i": {"B": 1, "a": 1, "b": 1}});
-    }
-
-    #[test]
-    fn numeric_field_names_apply_in_numeric_order() {
-        let o = upd(
-            doc! {"_id": 1, "o": {}},
-            bson!({"$set": {"o.10": 1, "o.9": 1, "o.b": 1, "o.a": 1}}),
-        );
-        assert_eq!(
-            o.new_doc,
-            doc! {"_id": 1, "o": {"9": 1, "10": 1, "a": 1, "b": 1}}
-        );
-        let u =
-            Update::parse_versioned(&bson!({"$set": {"o.10": 1, "o.9": 1}}), None, true).unwrap();
-        let o = u
-            .apply(&doc! {"_id": 1, "o": {}}, &UpdateCtx::new(now()))
-            .unwrap();
-        assert_eq!(o.new_doc, doc! {"_id": 1, "o": {"10": 1, "9": 1}});
-        let e = Update::parse_versioned(&bson!({"$set": {}}), None, true).unwrap_err();
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (
-                9,
-                "'$set' is empty. You must specify a field like so: {$set: {<field>: ...}}"
-            )
-        );
-    }
-
-    #[test]
-    fn padding_is_bounded() {
-        let e = upd_err(doc! {"_id": 1, "a": []}, bson!({"$set": {"a.2000000": 1}}));
-        assert_eq!((e.code, e.code_name.as_str()), (34, "CannotBackfillArray"));
-    }
-
-    #[test]
-    fn array_creation_beyond_length_pads_with_null() {
-        let o = upd(doc! {"_id": 1, "arr": [1]}, bson!({"$set": {"arr.3": 9}}));
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, null, null, 9]});
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u3": 9}});
-        let o = upd(doc! {"_id": 1, "arr": []}, bson!({"$set": {"arr.0.c": 1}}));
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"c": 1}]});
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u0": {"c": 1}}});
-    }
-
-    #[test]
-    fn nested_array_element_subdiff() {
-        let o = upd(
-            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2, "y": 0}]},
-            bson!({"$set": {"arr.1.x": 5}, "$unset": {"arr.1.y": 1}}),
-        );
-        assert_eq!(
-            diff(&o),
-            doc! {"sarr": {"a": true, "s1": {"d": {"y": false}, "u": {"x": 5}}}}
-        );
-        assert_eq!(
-            o.v1,
-            doc! {"$v": 1, "$set": {"arr.1.x": 5}, "$unset": {"arr.1.y": true}}
-        );
-    }
-
-    #[test]
-    fn unset_array_element_sets_null() {
-        let o = upd(
-            doc! {"_id": 1, "arr": [1, 2]},
-            bson!({"$unset": {"arr.1": ""}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, null]});
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": null}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$unset": {"arr.1": true}});
-        let o = upd(doc! {"_id": 1}, bson!({"$unset": {"nope": "", "a.b": 1}}));
-        assert!(!o.modified);
-    }
-
-    #[test]
-    fn noops_are_not_modifications() {
-        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a": 1}}));
-        assert!(!o.modified);
-        assert_eq!(o.v2_diff, doc! {"$v": 2, "diff": {}});
-        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$inc": {"a": 0}}));
-        assert!(!o.modified);
-        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a": 1.0}}));
-        assert!(o.modified, "a type change is a modification");
-        assert_eq!(diff(&o), doc! {"u": {"a": 1.0}});
-        let o = upd(doc! {"_id": 1}, bson!({"$set": {}}));
-        assert!(!o.modified);
-    }
-
-    #[test]
-    fn arithmetic() {
-        let o = upd(
-            doc! {"_id": 1, "a": i32::MAX, "b": 2, "c": 1.5},
-            bson!({"$inc": {"a": 1, "b": 2.5, "n": 5}, "$mul": {"c": 2, "m": 3i64}}),
-        );
-        assert_eq!(
-            o.new_doc,
-            doc! {"_id": 1, "a": i64::from(i32::MAX) + 1, "b": 4.5, "c": 3.0, "m": 0i64, "n": 5}
-        );
-        assert_eq!(
-            diff(&o),
-            doc! {"u": {"a": i64::from(i32::MAX) + 1, "b": 4.5, "c": 3.0}, "i": {"m": 0i64, "n": 5}}
-        );
-        let e = upd_err(doc! {"_id": 1, "a": "s"}, bson!({"$inc": {"a": 1}}));
-        assert_eq!(e.code, 14);
-        assert_eq!(
-            e.errmsg,
-            "Cannot apply $inc to a value of non-numeric type. {_id: 1} has the field 'a' of non-numeric type string"
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"$inc": {"a": "x"}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (14, "Cannot increment with non-numeric argument: {a: \"x\"}")
-        );
-    }
-
-    #[test]
-    fn bit() {
-        let o = upd(
-            doc! {"_id": 1, "a": 13, "b": 1i64},
-            bson!({"$bit": {"a": {"and": 10}, "b": {"or": 4}, "c": {"xor": 5i64}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 8, "b": 5i64, "c": 5i64});
-        assert_eq!(diff(&o), doc! {"u": {"a": 8, "b": 5i64}, "i": {"c": 5i64}});
-        assert!(!upd(doc! {"_id": 1, "a": 1}, bson!({"$bit": {"a": {"or": 1}}})).modified);
-        let e = upd_err(doc! {"_id": 1, "a": 1.5}, bson!({"$bit": {"a": {"or": 1}}}));
-        assert_eq!(
-            e.errmsg,
-            "Cannot apply $bit to a value of non-integral type._id: 1 has the field a of non-integer type double"
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"$bit": {"a": {"nand": 1}}}));
-        assert_eq!(
-            e.errmsg,
-            "The $bit modifier only supports 'and', 'or', and 'xor', not 'nand' which is an unknown operator: {nand: 1}"
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"$bit": {"a": 5}}));
-        assert_eq!(e.code, 2);
-    }
-
-    #[test]
-    fn min_max_current_date() {
-        let o = upd(
-            doc! {"_id": 1, "lo": 5, "hi": 5},
-            bson!({"$min": {"lo": 3, "hi": 9}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "lo": 3, "hi": 5});
-        let o = upd(
-            doc! {"_id": 1, "lo": 5},
-            bson!({"$max": {"lo": 9, "new": 1}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "lo": 9, "new": 1});
-        let o = upd(
-            doc! {"_id": 1},
-            bson!({"$currentDate": {"d": true, "t": {"$type": "timestamp"}}}),
-        );
-        assert_eq!(o.new_doc.get_datetime("d").unwrap(), &now());
-        assert!(matches!(o.new_doc.get("t"), Some(Bson::Timestamp(_))));
-        assert_eq!(
-            upd_err(doc! {"_id": 1}, bson!({"$currentDate": {"d": 1}})).code,
-            2
-        );
-    }
-
-    #[test]
-    fn push_variants() {
-        // append to a non-empty array: per-element array diff
-        let o = upd(doc! {"_id": 1, "arr": [1, 2]}, bson!({"$push": {"arr": 3}}));
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, 2, 3]});
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u2": 3}});
-        assert_eq!(o.v1, doc! {"$v": 1, "$set": {"arr.2": 3}});
-        // $each append of several
-        let o = upd(
-            doc! {"_id": 1, "arr": [1]},
-            bson!({"$push": {"arr": {"$each": [2, 3]}}}),
-        );
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 2, "u2": 3}});
-        // empty array: whole array
-        let o = upd(doc! {"_id": 1, "arr": []}, bson!({"$push": {"arr": 3}}));
-        assert_eq!(diff(&o), doc! {"u": {"arr": [3]}});
-        // missing: created
-        let o = upd(doc! {"_id": 1}, bson!({"$push": {"arr": 3}}));
-        assert_eq!(diff(&o), doc! {"i": {"arr": [3]}});
-        // $position, $sort, $slice: whole array
-        let o = upd(
-            doc! {"_id": 1, "arr": [1, 2]},
-            bson!({"$push": {"arr": {"$each": [0], "$position": 0}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 1, 2]});
-        assert_eq!(diff(&o), doc! {"u": {"arr": [0, 1, 2]}});
-        let o = upd(
-            doc! {"_id": 1, "arr": [5, 1]},
-            bson!({"$push": {"arr": {"$each": [3, 9], "$sort": -1, "$slice": 3}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [9, 5, 3]});
-        let o = upd(
-            doc! {"_id": 1, "arr": [{"k": 2}, {"k": 1}]},
-            bson!({"$push": {"arr": {"$each": [{"k": 0}], "$sort": {"k": 1}, "$slice": -2}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"k": 1}, {"k": 2}]});
-        let o = upd(
-            doc! {"_id": 1, "arr": [1, 2]},
-            bson!({"$push": {"arr": {"$each": [0], "$position": i64::MIN, "$slice": i64::MIN}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [0, 1, 2]});
-        let e = upd_err(doc! {"_id": 1, "arr": 1}, bson!({"$push": {"arr": 3}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (
-                2,
-                "The field 'arr' must be an array but is of type int in document {_id: 1}"
-            )
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"$push": {"arr": {"$each": 1}}}));
-        assert_eq!(e.code, 2);
-    }
-
-    #[test]
-    fn add_to_set_pull_pop() {
-        let o = upd(
-            doc! {"_id": 1, "s": [1, 2]},
-            bson!({"$addToSet": {"s": {"$each": [2, 3, 3]}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [1, 2, 3]});
-        assert_eq!(diff(&o), doc! {"u": {"s": [1, 2, 3]}});
-        assert!(!upd(doc! {"_id": 1, "s": [1]}, bson!({"$addToSet": {"s": 1.0}})).modified);
-        let o = upd(
-            doc! {"_id": 1, "s": [1, 5, 7]},
-            bson!({"$pull": {"s": {"$gte": 5}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [1]});
-        let o = upd(
-            doc! {"_id": 1, "s": [{"a": 1, "b": 1}, {"a": 2}]},
-            bson!({"$pull": {"s": {"a": 1}}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [{"a": 2}]});
-        let o = upd(
-            doc! {"_id": 1, "s": [1, 2, 1, 3]},
-            bson!({"$pullAll": {"s": [1, 3]}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [2]});
-        let o = upd(doc! {"_id": 1, "s": [1, 2, 3]}, bson!({"$pop": {"s": -1}}));
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": [2, 3]});
-        assert_eq!(diff(&o), doc! {"u": {"s": [2, 3]}});
-        assert!(!upd(doc! {"_id": 1, "s": []}, bson!({"$pop": {"s": 1}})).modified);
-        assert!(!upd(doc! {"_id": 1, "s": {}}, bson!({"$pop": {"s.x.y": 1}})).modified);
-        let e = upd_err(doc! {"_id": 1, "s": 5}, bson!({"$pull": {"s.x": 1}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (
-                28,
-                "Cannot use the part (x) of (s.x) to traverse the element ({s: 5})"
-            )
-        );
-        assert!(!upd(doc! {"_id": 1, "s": 5}, bson!({"$unset": {"s.x": 1}})).modified);
-        assert_eq!(
-            upd_err(doc! {"_id": 1}, bson!({"$pop": {"s": 2}})).errmsg,
-            "$pop expects 1 or -1, found: 2"
-        );
-        assert_eq!(
-            upd_err(doc! {"_id": 1, "s": 1}, bson!({"$pop": {"s": 1}})).code,
-            14
-        );
-    }
-
-    #[test]
-    fn rename() {
-        let o = upd(
-            doc! {"_id": 1, "a": 1, "z": 0},
-            bson!({"$rename": {"a": "b"}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "z": 0, "b": 1});
-        assert_eq!(diff(&o), doc! {"d": {"a": false}, "i": {"b": 1}});
-        assert_eq!(
-            o.v1,
-            doc! {"$v": 1, "$set": {"b": 1}, "$unset": {"a": true}}
-        );
-        assert!(!upd(doc! {"_id": 1}, bson!({"$rename": {"a": "b"}})).modified);
-        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": "a"}}));
-        assert_eq!(e.code, 2);
-        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": 1}}));
-        assert_eq!(
-            e.errmsg,
-            "The 'to' field for $rename must be a string: a: 1"
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"$rename": {"a": "a.b"}}));
-        assert_eq!(
-            e.errmsg,
-            "The source and target field for $rename must not be on the same path: a: \"a.b\""
-        );
-        let e = upd_err(
-            doc! {"_id": 1, "a": [{"b": 1}]},
-            bson!({"$rename": {"a.0.b": "c"}}),
-        );
-        assert_eq!(
-            e.errmsg,
-            "The source field cannot be an array element, 'a.0.b' in doc with _id: 1 has an array field called 'a'"
-        );
-        let e = upd_err(
-            doc! {"_id": 1, "x": 1, "a": []},
-            bson!({"$rename": {"x": "a.0"}}),
-        );
-        assert_eq!(
-            e.errmsg,
-            "The destination field cannot be an array element, 'a.0' in doc with _id: 1 has an array field called 'a'"
-        );
-        let e = upd_err(doc! {"_id": 1, "a": 5}, bson!({"$rename": {"a.b": "c"}}));
-        assert_eq!(e.code, 28);
-        // the rename runs at the destination's position in the update tree
-        let o = upd(
-            doc! {"_id": 1, "z": 1, "m": 2},
-            bson!({"$rename": {"z": "a"}, "$set": {"b": 1}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "m": 2, "a": 1, "b": 1});
-        assert_eq!(
-            o.v1,
-            doc! {"$v": 1, "$set": {"a": 1, "b": 1}, "$unset": {"z": true}}
-        );
-        let o = upd(
-            doc! {"_id": 1, "s": {"x": 1}},
-            bson!({"$rename": {"s.x": "t.y"}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "s": {}, "t": {"y": 1}});
-        assert_eq!(
-            diff(&o),
-            doc! {"i": {"t": {"y": 1}}, "ss": {"d": {"x": false}}}
-        );
-    }
-
-    #[test]
-    fn positional_and_array_filters() {
-        let q = doc! {"arr": 2};
-        let u = Update::parse(&bson!({"$set": {"arr.$": 9}}), None).unwrap();
-        let mut ctx = UpdateCtx::new(now());
-        ctx.query = Some(&q);
-        let o = u.apply(&doc! {"_id": 1, "arr": [1, 2, 3]}, &ctx).unwrap();
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [1, 9, 3]});
-        assert_eq!(diff(&o), doc! {"sarr": {"a": true, "u1": 9}});
-        let e = u.apply(&doc! {"_id": 1, "arr": [1, 3]}, &ctx).unwrap_err();
-        assert_eq!(e.code, 2);
-
-        let o = upd(
-            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2}]},
-            bson!({"$inc": {"arr.$[].x": 10}}),
-        );
-        assert_eq!(o.new_doc, doc! {"_id": 1, "arr": [{"x": 11}, {"x": 12}]});
-        assert_eq!(
-            diff(&o),
-            doc! {"sarr": {"a": true, "s0": {"u": {"x": 11}}, "s1": {"u": {"x": 12}}}}
-        );
-
-        let filters = [doc! {"e.x": {"$gt": 1}}];
-        let u = Update::parse(&bson!({"$set": {"arr.$[e].y": true}}), Some(&filters)).unwrap();
-        let o = u
-            .apply(
-                &doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2}]},
-                &UpdateCtx::new(now()),
-            )
-            .unwrap();
-        assert_eq!(
-            o.new_doc,
-            doc! {"_id": 1, "arr": [{"x": 1}, {"x": 2, "y": true}]}
-        );
-        assert_eq!(
-            diff(&o),
-            doc! {"sarr": {"a": true, "s1": {"i": {"y": true}}}}
-        );
-        let e = Update::parse(&bson!({"$set": {"a": 1}}), Some(&filters)).unwrap_err();
-        assert_eq!(e.code, 9);
-        let e = Update::parse(&bson!({"$set": {"arr.$[q]": 1}}), None).unwrap_err();
-        assert_eq!(e.code, 2);
-    }
-
-    #[test]
-    fn no_modifier_panics_on_odd_input() {
-        let mods = [
-            "$set",
-            "$setOnInsert",
-            "$unset",
-            "$inc",
-            "$mul",
-            "$min",
-            "$max",
-            "$currentDate",
-            "$push",
-            "$addToSet",
-            "$pop",
-            "$pull",
-            "$pullAll",
-            "$rename",
-        ];
-        let odd = [
-            bson!(1),
-            bson!(-1),
-            bson!("b"),
-            bson!("a.0"),
-            bson!(null),
-            bson!([]),
-            bson!({}),
-            bson!({"$each": [1, 2], "$slice": -1, "$sort": 1, "$position": -5}),
-            bson!({"$each": 1}),
-            bson!({"$type": "timestamp"}),
-            bson!({"$gt": 1}),
-        ];
-        let docs = [
-            doc! {"_id": 1},
-            doc! {"_id": 1, "a": [1, {"b": 2}, [3]], "b": {"c": 1}},
-            doc! {"_id": 1, "a": 5, "b": "s"},
-        ];
-        for m in mods {
-            for v in &odd {
-                for path in ["a", "a.b", "a.0", "a.5.c", "b.c", "a.$[]", "_id"] {
-                    let mut inner = Document::new();
-                    inner.insert(path, v.clone());
-                    let mut spec = Document::new();
-                    spec.insert(m, inner);
-                    if let Ok(u) = Update::parse(&Bson::Document(spec), None) {
-                        for d in &docs {
-                            let _ = u.apply(d, &UpdateCtx::new(now()));
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn parse_errors_match_server() {
-        let e = upd_err(doc! {}, bson!({"$foo": {"a": 1}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (9, "Unknown modifier: $foo. Expected a valid update modifier or pipeline-style update specified as an array")
-        );
-        let e = upd_err(doc! {}, bson!({"$set": {"a": 1}, "$inc": {"a": 1}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (40, "Updating the path 'a' would create a conflict at 'a'")
-        );
-        let e = upd_err(doc! {}, bson!({"$set": {"a": 1}, "$inc": {"a.b": 1}}));
-        assert_eq!(
-            e.errmsg,
-            "Updating the path 'a.b' would create a conflict at 'a'"
-        );
-        let e = upd_err(doc! {}, bson!({"$set": {"a.b": 1}, "$unset": {"a": 1}}));
-        assert_eq!(
-            e.errmsg,
-            "Updating the path 'a' would create a conflict at 'a'"
-        );
-        let e = upd_err(doc! {}, bson!({"$set": 1}));
-        assert_eq!(e.code, 9);
-        let e = upd_err(doc! {}, bson!({"a": 1, "$set": {"b": 1}}));
-        assert_eq!(e.code, 52);
-        let e = upd_err(doc! {}, bson!([{"$match": {}}]));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (72, "$match is not allowed to be used within an update")
-        );
-    }
-
-    #[test]
-    fn id_is_immutable() {
-        let e = upd_err(doc! {"_id": 1}, bson!({"$set": {"_id": 2}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (
-                66,
-                "Performing an update on the path '_id' would modify the immutable field '_id'"
-            )
-        );
-        assert_eq!(
-            upd_err(doc! {"_id": 1}, bson!({"$unset": {"_id": 1}})).code,
-            66
-        );
-        assert!(!upd(doc! {"_id": 1}, bson!({"$set": {"_id": 1}})).modified);
-        let e = upd_err(doc! {"_id": {"x": 1}}, bson!({"$set": {"_id.x": 2}}));
-        assert_eq!(
-            e.errmsg,
-            "Performing an update on the path '_id.x' would modify the immutable field '_id'"
-        );
-        let e = upd_err(doc! {"_id": 1}, bson!({"_id": 2, "a": 1}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (66, "After applying the update, the (immutable) field '_id' was found to have been altered to _id: 2")
-        );
-    }
-
-    #[test]
-    fn path_not_viable() {
-        let e = upd_err(doc! {"_id": 1, "a": 1}, bson!({"$set": {"a.b": 1}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (28, "Cannot create field 'b' in element {a: 1}")
-        );
-        let e = upd_err(doc! {"_id": 1, "a": [1]}, bson!({"$set": {"a.b": 1}}));
-        assert_eq!(
-            (e.code, e.errmsg.as_str()),
-            (28, "Cannot create field 'b' in element {a: [ 1 ]}")
-        );
-    }
-
-    #[test]
-    fn replacement() {
-        let o = upd(doc! {"_id": 1, "a": 1}, bson!({"x": "new"}));
-        assert!(o.is_replacement);
-        assert_eq!(o.new_doc, doc! {"_id": 1, "x": "new"});
-        assert_eq!(o.v2_diff, doc! {"_id": 1, "x": "new"});
-        assert_eq!(o.v1, doc! {"_id": 1, "x": "new"});
-        assert!(!upd(doc! {"_id": 1, "a": 1}, bson!({"a": 1})).modified);
-    }
-
-    #[test]
-    fn set_on_insert_only_on_upsert_insert() {
-        let u = Update::parse(&bson!({"$setOnInsert": {"c": 1}, "$set": {"a": 1}}), None).unwrap();
-        let o = u.apply(&doc! {"_id": 1}, &UpdateCtx::new(now())).unwrap();
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 1});
-        let mut ctx = UpdateCtx::new(now());
-        ctx.is_upsert_insert = true;
-        let o = u.apply(&doc! {"_id": 1}, &ctx).unwrap();
-        assert_eq!(o.new_doc, doc! {"_id": 1, "a": 1, "c": 1});
-    }
-
-    #[test]
-    fn upsert_seed_from_query() {
-        let q = doc! {"a": 1, "b.c": {"$eq": 2}, "d": {"$gt": 1}, "$and": [{"e": "x"}], "_id": 7};
-        assert_eq!(
-            upsert_seed(&q).unwrap(),
-            doc! {"_id": 7, "a": 1, "b": {"c": 2}, "e": "x"}
-        );
-        assert_eq!(upsert_seed_for(&q, true).unwrap(), doc! {"_id": 7});
-        assert_eq!(
-            upsert_seed(&doc! {"_id": {"$in": [3]}, "$or": [{"x": 1}], "y": {"$in": [1, 2]}})
-                .unwrap(),
-            doc! {"_id": 3, "x": 1}
-        );
-        let e = upsert_seed(&doc! {"a": 1, "$and": [{"a": 2}]}).unwrap_err();
-        assert_eq!(e.code, 54);
-    }
-
-    #[test]
-    fn diffs_round_trip_through_update_description() {
-        let o = upd(
-            doc! {"_id": 1, "a": 1, "c": 3, "arr": [1, 2], "sub": {"x": 1}},
-            bson!({"$set": {"a": 2, "sub.y": 1}, "$unset": {"c": 1}, "$push": {"arr": 3}}),
-        );
-        let ud = super::super::update_description::from_v2_diff(&diff(&o), false).unwrap();
-        assert_eq!(
-            ud,
-            doc! {"updatedFields": {"a": 2, "arr.2": 3, "sub.y": 1}, "removedFields": ["c"], "truncatedArrays": []}
-        );
-    }
-}
+mod tests;
 
 /// SRV src/mongo/db/update/v2_log_builder_test.cpp, ported against the log -> diff builder.
 #[cfg(test)]
-mod v2_log_builder_tests {
-    use super::*;
-    use bson::{bson, doc};
-
-    fn path(p: &str, numeric_are_indexes: bool) -> Vec<(String, bool)> {
-        p.split('.')
-            .map(|c| {
-                (
-                    c.to_string(),
-                    numeric_are_indexes && array_index(c).is_some(),
-                )
-            })
-            .collect()
-    }
-    fn upd(p: &str, v: Bson, idx: bool) -> LogEntry {
-        LogEntry {
-            path: path(p, idx),
-            kind: LogKind::Update(v),
-        }
-    }
-    fn cre(p: &str, first_new: usize, v: Bson, idx: bool) -> LogEntry {
-        LogEntry {
-            path: path(p, idx),
-            kind: LogKind::Create(v, first_new),
-        }
-    }
-    fn del(p: &str, idx: bool) -> LogEntry {
-        LogEntry {
-            path: path(p, idx),
-            kind: LogKind::Delete,
-        }
-    }
-
-    #[test]
-    fn create_field_bson_elt() {
-        let log = vec![
-            cre("a.b.d", 0, bson!(["v", "a", "l"]), false),
-            cre("a.c.e", 0, bson!({}), false),
-            cre("a.b.c", 0, bson!(2), false),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"i": {"a": {"b": {"d": ["v", "a", "l"], "c": 2}, "c": {"e": {}}}}}}
-        );
-    }
-
-    #[test]
-    fn create_field_merge_in_order() {
-        let obj = bson!({"arr": [{"a": [0]}]});
-        let log = vec![
-            cre("root.d", 1, bson!(1), false),
-            cre("root.b.a", 1, bson!(1), false),
-            cre("root.c.b", 1, obj.clone(), false),
-            cre("root.c.e", 1, bson!(1), false),
-            cre("root.a", 1, obj.clone(), false),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sroot": {"i": {"d": 1, "b": {"a": 1}, "c": {"b": obj.clone(), "e": 1}, "a": obj}}}}
-        );
-    }
-
-    #[test]
-    fn deletes_order_and_all_modification_types() {
-        let log = vec![
-            del("a.c", false),
-            del("a.b", false),
-            del("x.z", false),
-            del("x.y", false),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sa": {"d": {"c": false, "b": false}}, "sx": {"d": {"z": false, "y": false}}}}
-        );
-        let log = vec![
-            upd("a.b.c", bson!(1), false),
-            cre("a.b.d.e", 3, bson!(2), false),
-            del("a.b.e", false),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sa": {"sb": {"d": {"e": false}, "u": {"c": 1}, "sd": {"i": {"e": 2}}}}}}
-        );
-    }
-
-    #[test]
-    fn sub_diffs_are_ordered_correctly() {
-        let log = vec![
-            upd("a.b.c", bson!(1), false),
-            cre("a.c.d", 2, bson!(1), false),
-            upd("x.y.z", bson!(2), false),
-            upd("x.z.a", bson!(2), false),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sa": {"sb": {"u": {"c": 1}}, "sc": {"i": {"d": 1}}}, "sx": {"sy": {"u": {"z": 2}}, "sz": {"u": {"a": 2}}}}}
-        );
-    }
-
-    #[test]
-    fn array_modifications() {
-        let obj = bson!({"arr": [{"a": [0]}]});
-        let log = vec![
-            upd("a.0.c.update", bson!(1), true),
-            cre("a.10.insert.a", 2, bson!(2), true),
-            upd("a.3", bson!(1), true),
-            cre("a.0.c.insert.a", 3, bson!(2), true),
-            cre("a.0.c.insert.f", 3, bson!(2), true),
-            cre("a.1", 1, obj.clone(), true),
-            del("a.0.c.del", true),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sa": {
-                "a": true,
-                "s0": {"sc": {"d": {"del": false}, "u": {"update": 1}, "i": {"insert": {"a": 2, "f": 2}}}},
-                "u1": obj,
-                "u3": 1,
-                "s10": {"i": {"insert": {"a": 2}}},
-            }}}
-        );
-    }
-
-    #[test]
-    fn implicit_array_element_creation() {
-        let log = vec![
-            cre("a.10.b.a", 1, bson!(1), true),
-            cre("a.2.b.a", 1, bson!(1), true),
-            upd("a.0.b.a", bson!(1), true),
-        ];
-        assert_eq!(
-            v2_from_log(&log),
-            doc! {"$v": 2, "diff": {"sa": {"a": true, "s0": {"sb": {"u": {"a": 1}}}, "u2": {"b": {"a": 1}}, "u10": {"b": {"a": 1}}}}}
-        );
-    }
-}
+mod v2_log_builder_tests;
