@@ -1,4 +1,6 @@
+use super::log::{v2_from_log, LogEntry, LogKind};
 use super::*;
+use crate::query::path::array_index;
 use bson::{bson, doc};
 
 fn path(p: &str, numeric_are_indexes: bool) -> Vec<(String, bool)> {
