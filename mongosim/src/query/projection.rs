@@ -74,142 +74,164 @@ fn insert_path(
     }
 }
 
+/// Whether a projection being parsed includes (`Some(true)`) or excludes; `None` until a
+/// field decides.
+struct Mode(Option<bool>);
+
+impl Mode {
+    /// Records that `field` includes (`incl`) or excludes; mixing both is an error.
+    fn set(&mut self, incl: bool, field: &str) -> CmdResult<()> {
+        match self.0 {
+            Some(m) if m != incl => {
+                // SRV projection_parser.cpp: 31253 / 31254
+                if m {
+                    Err(CommandError::from_code(
+                        31254,
+                        format!("Cannot do exclusion on field {field} in inclusion projection"),
+                    ))
+                } else {
+                    Err(CommandError::from_code(
+                        31253,
+                        format!("Cannot do inclusion on field {field} in exclusion projection"),
+                    ))
+                }
+            }
+            _ => {
+                self.0 = Some(incl);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The components of projection key `k` and whether it ends with the positional `.$`.
+fn projection_path(k: &str) -> CmdResult<(Vec<&str>, bool)> {
+    if k.starts_with('$') {
+        // SRV projection_parser.cpp: FieldPath validation
+        return Err(CommandError::from_code(
+            16410,
+            "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
+        ));
+    }
+    let (path, positional) = match k.strip_suffix(".$") {
+        Some(p) => (p, true),
+        None => (k, false),
+    };
+    let parts: Vec<&str> = path.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(CommandError::from_code(
+            15998,
+            "FieldPath field names may not be empty strings.",
+        ));
+    }
+    Ok((parts, positional))
+}
+
+/// The node for a (non-positional) projection field `k: v`.
+fn parse_value(k: &str, v: &Bson, mode: &mut Mode, include_id: &mut bool) -> CmdResult<PNode> {
+    Ok(match v {
+        Bson::Document(d) if d.keys().next().is_some_and(|f| f.starts_with('$')) => {
+            parse_operator(k, d, v, mode)?
+        }
+        Bson::Document(d) => {
+            if d.is_empty() {
+                return Err(CommandError::from_code(
+                    51270,
+                    format!("An empty sub-projection is not a valid value. Found empty object at path {k}"),
+                ));
+            }
+            let sub = Projection::parse(d)?;
+            if k != "_id" {
+                mode.set(sub.inclusion, k)?;
+            }
+            PNode::Sub(sub.root)
+        }
+        b if is_true(b).is_some() => {
+            let incl = is_true(b).unwrap_or(false);
+            if k == "_id" {
+                *include_id = incl;
+            } else {
+                mode.set(incl, k)?;
+            }
+            if incl {
+                PNode::Include
+            } else {
+                PNode::Exclude
+            }
+        }
+        other => {
+            mode.set(true, k)?;
+            PNode::Expr(Expr::parse(other)?)
+        }
+    })
+}
+
+/// `k: {$slice: ..}`, `k: {$elemMatch: ..}` or an expression `k: {$op: ..}` (`v` is `d`).
+fn parse_operator(k: &str, d: &Document, v: &Bson, mode: &mut Mode) -> CmdResult<PNode> {
+    let op = d.keys().next().map(String::as_str).unwrap_or("");
+    Ok(match op {
+        "$slice" => parse_slice(d.get("$slice").unwrap_or(&Bson::Null))?,
+        "$elemMatch" => match d.get("$elemMatch") {
+            Some(Bson::Document(q)) => {
+                mode.set(true, k).ok();
+                PNode::ElemMatch(Matcher::parse(q)?)
+            }
+            _ => {
+                return Err(CommandError::bad_value(
+                    "elemMatch: Invalid argument, object required.",
+                ))
+            }
+        },
+        _ => {
+            mode.set(true, k)?;
+            PNode::Expr(Expr::parse(v)?)
+        }
+    })
+}
+
+/// `$slice: n` or `$slice: [skip, limit]` (limit positive).
+fn parse_slice(arg: &Bson) -> CmdResult<PNode> {
+    match arg {
+        Bson::Array(a) if a.len() == 2 => {
+            let (Some(s), Some(l)) = (as_f64(&a[0]), as_f64(&a[1])) else {
+                return Err(CommandError::from_code(
+                    28724,
+                    "First argument to $slice must be an array",
+                ));
+            };
+            if l <= 0.0 {
+                return Err(CommandError::from_code(
+                    28724,
+                    format!("Invalid $slice syntax. The limit must be positive: {}", l),
+                ));
+            }
+            Ok(PNode::Slice(s as i64, Some(l as i64)))
+        }
+        n if as_f64(n).is_some() => Ok(PNode::Slice(as_f64(n).unwrap_or(0.0) as i64, None)),
+        _ => Err(CommandError::from_code(
+            28667,
+            "Invalid $slice syntax. Must be a number or an array of two numbers",
+        )),
+    }
+}
+
 impl Projection {
     /// Parses a projection document.
     pub(crate) fn parse(spec: &Document) -> CmdResult<Projection> {
         let mut root = Vec::new();
-        let mut mode: Option<bool> = None; // Some(true) inclusion
+        let mut mode = Mode(None);
         let mut include_id = true;
-        let mut set_mode = |incl: bool, field: &str| -> CmdResult<()> {
-            match mode {
-                Some(m) if m != incl => {
-                    // SRV projection_parser.cpp: 31253 / 31254
-                    if m {
-                        Err(CommandError::from_code(
-                            31254,
-                            format!("Cannot do exclusion on field {field} in inclusion projection"),
-                        ))
-                    } else {
-                        Err(CommandError::from_code(
-                            31253,
-                            format!("Cannot do inclusion on field {field} in exclusion projection"),
-                        ))
-                    }
-                }
-                _ => {
-                    mode = Some(incl);
-                    Ok(())
-                }
-            }
-        };
         for (k, v) in spec {
-            if k.starts_with('$') {
-                // SRV projection_parser.cpp: FieldPath validation
-                return Err(CommandError::from_code(
-                    16410,
-                    "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
-                ));
-            }
-            let (path, positional) = match k.strip_suffix(".$") {
-                Some(p) => (p, true),
-                None => (k.as_str(), false),
-            };
-            let parts: Vec<&str> = path.split('.').collect();
-            if parts.iter().any(|p| p.is_empty()) {
-                return Err(CommandError::from_code(
-                    15998,
-                    "FieldPath field names may not be empty strings.",
-                ));
-            }
+            let (parts, positional) = projection_path(k)?;
             let node = if positional {
-                set_mode(true, k)?;
+                mode.set(true, k)?;
                 PNode::Positional
             } else {
-                match v {
-                    Bson::Document(d) if d.keys().next().is_some_and(|f| f.starts_with('$')) => {
-                        let op = d.keys().next().map(String::as_str).unwrap_or("");
-                        match op {
-                            "$slice" => {
-                                let arg = d.get("$slice").unwrap_or(&Bson::Null);
-                                match arg {
-                                    Bson::Array(a) if a.len() == 2 => {
-                                        let (Some(s), Some(l)) = (as_f64(&a[0]), as_f64(&a[1])) else {
-                                            return Err(CommandError::from_code(28724, "First argument to $slice must be an array"));
-                                        };
-                                        if l <= 0.0 {
-                                            return Err(CommandError::from_code(
-                                                28724,
-                                                format!("Invalid $slice syntax. The limit must be positive: {}", l),
-                                            ));
-                                        }
-                                        PNode::Slice(s as i64, Some(l as i64))
-                                    }
-                                    n if as_f64(n).is_some() => PNode::Slice(as_f64(n).unwrap_or(0.0) as i64, None),
-                                    _ => {
-                                        return Err(CommandError::from_code(
-                                            28667,
-                                            "Invalid $slice syntax. Must be a number or an array of two numbers",
-                                        ))
-                                    }
-                                }
-                            }
-                            "$elemMatch" => match d.get("$elemMatch") {
-                                Some(Bson::Document(q)) => {
-                                    set_mode(true, k).ok();
-                                    PNode::ElemMatch(Matcher::parse(q)?)
-                                }
-                                _ => {
-                                    return Err(CommandError::bad_value(
-                                        "elemMatch: Invalid argument, object required.",
-                                    ))
-                                }
-                            },
-                            _ => {
-                                set_mode(true, k)?;
-                                PNode::Expr(Expr::parse(v)?)
-                            }
-                        }
-                    }
-                    Bson::Document(d) => {
-                        if d.is_empty() {
-                            return Err(CommandError::from_code(
-                                51270,
-                                format!("An empty sub-projection is not a valid value. Found empty object at path {k}"),
-                            ));
-                        }
-                        let sub = Projection::parse(d)?;
-                        if k != "_id" {
-                            set_mode(sub.inclusion, k)?;
-                        }
-                        PNode::Sub(sub.root)
-                    }
-                    b if is_true(b).is_some() => {
-                        let incl = is_true(b).unwrap_or(false);
-                        if k == "_id" {
-                            include_id = incl;
-                            if incl {
-                                PNode::Include
-                            } else {
-                                PNode::Exclude
-                            }
-                        } else {
-                            set_mode(incl, k)?;
-                            if incl {
-                                PNode::Include
-                            } else {
-                                PNode::Exclude
-                            }
-                        }
-                    }
-                    other => {
-                        set_mode(true, k)?;
-                        PNode::Expr(Expr::parse(other)?)
-                    }
-                }
+                parse_value(k, v, &mut mode, &mut include_id)?
             };
             insert_path(&mut root, &parts, node, k)?;
         }
-        let inclusion = match mode {
+        let inclusion = match mode.0 {
             Some(m) => m,
             // only _id (or only $slice/$elemMatch): `{_id: 1}` includes, otherwise exclusion
             None => spec.get("_id").and_then(is_true) == Some(true) && spec.len() == 1,
