@@ -60,120 +60,141 @@ fn parse_sections(
     mut pos: usize,
     end: usize,
 ) -> Result<Result<Command, CommandError>, WireError> {
-    let mut body: Option<Document> = None;
-    let mut sequences: Vec<(String, Vec<Bson>)> = Vec::new();
-    let mut error: Option<CommandError> = None;
+    let mut sections = Sections::default();
     while pos < end {
         let kind = message[pos];
-        pos += 1;
-        match kind {
-            0 => {
-                let len = read_i32(message, pos).ok_or(WireError::Malformed("truncated body"))?;
-                let fits = usize::try_from(len)
-                    .ok()
-                    .and_then(|l| pos.checked_add(l))
-                    .is_some_and(|e| e <= end);
-                if !fits {
-                    return Err(WireError::Malformed("body runs past the message"));
-                }
-                if len as usize > MAX_INTERNAL_BSON_SIZE {
-                    // SRV bsonobj.cpp `BSONObj::_assertInvalid`.
-                    return Ok(Err(CommandError::from_code(
-                        10334,
-                        format!(
-                            "BSONObj size: {len} (0x{len:X}) is invalid. Size must be between 0 \
-                             and {MAX_INTERNAL_BSON_SIZE}(16MB)"
-                        ),
-                    )));
-                }
-                match read_document(message, pos, end) {
-                    Ok((doc, next)) => {
-                        pos = next;
-                        if body.is_some() {
-                            error.get_or_insert_with(|| {
-                                CommandError::from_code(40430, "Multiple body sections in message")
-                            });
-                        } else {
-                            body = Some(doc);
-                        }
-                    }
-                    Err(DocError::Truncated) => {
-                        return Err(WireError::Malformed("body runs past the message"))
-                    }
-                    Err(DocError::Invalid(e)) => return Ok(Err(e)),
-                }
-            }
-            1 => {
-                let size =
-                    read_i32(message, pos).ok_or(WireError::Malformed("truncated sequence"))?;
-                let seq_end = usize::try_from(size)
-                    .ok()
-                    .filter(|&s| s >= 5)
-                    .and_then(|s| pos.checked_add(s))
-                    .filter(|&e| e <= end)
-                    .ok_or(WireError::Malformed("document sequence size"))?;
-                let (ident, mut doc_pos) = read_cstring(&message[..seq_end], pos + 4)
-                    .ok_or(WireError::Malformed("document sequence identifier"))?;
-                let ident = ident.to_string();
-                let mut docs = Vec::new();
-                while doc_pos < seq_end {
-                    match read_document(message, doc_pos, seq_end) {
-                        Ok((doc, next)) => {
-                            docs.push(Bson::Document(doc));
-                            doc_pos = next;
-                        }
-                        Err(DocError::Truncated) => {
-                            return Err(WireError::Malformed("document runs past its sequence"))
-                        }
-                        Err(DocError::Invalid(e)) => return Ok(Err(e)),
-                    }
-                }
-                pos = seq_end;
-                if sequences.len() >= 2 {
-                    return Err(WireError::Fatal(CommandError::from_code(
-                        233,
-                        "Too many document sequences in OP_MSG",
-                    )));
-                }
-                if sequences.iter().any(|(name, _)| *name == ident) {
-                    error.get_or_insert_with(|| {
-                        CommandError::from_code(
-                            40431,
-                            format!("Duplicate document sequence: {ident}"),
-                        )
-                    });
-                }
-                sequences.push((ident, docs));
-            }
+        let next = match kind {
+            0 => sections.body(message, pos + 1, end)?,
+            1 => sections.sequence(message, pos + 1, end)?,
             other => {
                 // Cannot continue: the length of an unknown section is unknown.
-                return Ok(Err(CommandError::from_code(
+                Err(CommandError::from_code(
                     40432,
                     format!("Unknown section kind {other}"),
-                )));
+                ))
             }
+        };
+        match next {
+            Ok(next) => pos = next,
+            Err(e) => return Ok(Err(e)),
         }
     }
-    if let Some(e) = error {
-        return Ok(Err(e));
-    }
-    let Some(mut body) = body else {
-        return Ok(Err(CommandError::from_code(
-            40587,
-            "OP_MSG messages must have a body",
-        )));
-    };
-    // Each sequence is logically an array field named by its identifier (SPEC-OPMSG).
-    for (ident, docs) in sequences {
-        if body.contains_key(&ident) {
+    Ok(sections.into_command())
+}
+
+/// The sections of one OP_MSG read so far. A section parser returns the offset after the
+/// section (`Ok(Ok)`), an error to answer (`Ok(Err)`), or a framing error that closes the
+/// connection (`Err`).
+#[derive(Default)]
+struct Sections {
+    body: Option<Document>,
+    sequences: Vec<(String, Vec<Bson>)>,
+    /// The first answerable error, reported once every section is framed.
+    error: Option<CommandError>,
+}
+
+type SectionResult = Result<Result<usize, CommandError>, WireError>;
+
+impl Sections {
+    /// A kind-0 section (the body) at `pos`.
+    fn body(&mut self, message: &[u8], pos: usize, end: usize) -> SectionResult {
+        let len = read_i32(message, pos).ok_or(WireError::Malformed("truncated body"))?;
+        let fits = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .is_some_and(|e| e <= end);
+        if !fits {
+            return Err(WireError::Malformed("body runs past the message"));
+        }
+        if len as usize > MAX_INTERNAL_BSON_SIZE {
+            // SRV bsonobj.cpp `BSONObj::_assertInvalid`.
             return Ok(Err(CommandError::from_code(
-                40433,
-                format!("Duplicate field between body and document sequence {ident}"),
+                10334,
+                format!(
+                    "BSONObj size: {len} (0x{len:X}) is invalid. Size must be between 0 \
+                     and {MAX_INTERNAL_BSON_SIZE}(16MB)"
+                ),
             )));
         }
-        body.insert(ident, Bson::Array(docs));
+        match read_document(message, pos, end) {
+            Ok((doc, next)) => {
+                if self.body.is_some() {
+                    self.error.get_or_insert_with(|| {
+                        CommandError::from_code(40430, "Multiple body sections in message")
+                    });
+                } else {
+                    self.body = Some(doc);
+                }
+                Ok(Ok(next))
+            }
+            Err(DocError::Truncated) => Err(WireError::Malformed("body runs past the message")),
+            Err(DocError::Invalid(e)) => Ok(Err(e)),
+        }
     }
-    Ok(into_command(body))
+
+    /// A kind-1 section (a document sequence) at `pos`.
+    fn sequence(&mut self, message: &[u8], pos: usize, end: usize) -> SectionResult {
+        let size = read_i32(message, pos).ok_or(WireError::Malformed("truncated sequence"))?;
+        let seq_end = usize::try_from(size)
+            .ok()
+            .filter(|&s| s >= 5)
+            .and_then(|s| pos.checked_add(s))
+            .filter(|&e| e <= end)
+            .ok_or(WireError::Malformed("document sequence size"))?;
+        let (ident, mut doc_pos) = read_cstring(&message[..seq_end], pos + 4)
+            .ok_or(WireError::Malformed("document sequence identifier"))?;
+        let ident = ident.to_string();
+        let mut docs = Vec::new();
+        while doc_pos < seq_end {
+            match read_document(message, doc_pos, seq_end) {
+                Ok((doc, next)) => {
+                    docs.push(Bson::Document(doc));
+                    doc_pos = next;
+                }
+                Err(DocError::Truncated) => {
+                    return Err(WireError::Malformed("document runs past its sequence"))
+                }
+                Err(DocError::Invalid(e)) => return Ok(Err(e)),
+            }
+        }
+        if self.sequences.len() >= 2 {
+            return Err(WireError::Fatal(CommandError::from_code(
+                233,
+                "Too many document sequences in OP_MSG",
+            )));
+        }
+        if self.sequences.iter().any(|(name, _)| *name == ident) {
+            self.error.get_or_insert_with(|| {
+                CommandError::from_code(40431, format!("Duplicate document sequence: {ident}"))
+            });
+        }
+        self.sequences.push((ident, docs));
+        Ok(Ok(seq_end))
+    }
+
+    /// The command: the body with each sequence merged in as an array field named by its
+    /// identifier (SPEC-OPMSG).
+    fn into_command(self) -> Result<Command, CommandError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let Some(mut body) = self.body else {
+            return Err(CommandError::from_code(
+                40587,
+                "OP_MSG messages must have a body",
+            ));
+        };
+        for (ident, docs) in self.sequences {
+            if body.contains_key(&ident) {
+                return Err(CommandError::from_code(
+                    40433,
+                    format!("Duplicate field between body and document sequence {ident}"),
+                ));
+            }
+            body.insert(ident, Bson::Array(docs));
+        }
+        into_command(body)
+    }
 }
 
 /// Checks `$db` (SRV `op_msg.h` `getDatabase`) and takes the command name from the first key.
