@@ -295,23 +295,8 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     let level = watched_level(&req, &spec)?;
     let user_pipeline = Pipeline::parse(user_stages(&docs, &mut spec, version)?)?;
 
-    if let Some(tok) = &spec.resume_after {
-        let data = tok.decode()?;
-        if data.from_invalidate {
-            return Err(CommandError::from_code(
-                260,
-                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
-            ));
-        }
-    }
-
-    let default_version = match (version, req.body.get("$_generateV2ResumeTokens")) {
-        (ServerVersion::V4_4, _) => 1,
-        // Split events need v2 tokens (fragmentNum).
-        _ if spec.split_large => 2,
-        (_, Some(Bson::Boolean(false))) => 1,
-        _ => 2,
-    };
+    check_resume_after(&spec)?;
+    let default_version = new_token_version(&req, &spec, version);
     let failpoints = shared.failpoints.clone();
     let ns = level.cursor_ns();
 
@@ -351,6 +336,31 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         (batch, extras, id)
     };
     Ok(first_batch_reply(batch, extras, cursor_id, ns))
+}
+
+/// `resumeAfter` may not name an invalidate event (`startAfter` may).
+fn check_resume_after(spec: &Spec) -> CmdResult<()> {
+    if let Some(tok) = &spec.resume_after {
+        let data = tok.decode()?;
+        if data.from_invalidate {
+            return Err(CommandError::from_code(
+                260,
+                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The resume-token version of new events: 2 on 7.0 unless `$_generateV2ResumeTokens: false`.
+fn new_token_version(req: &Request, spec: &Spec, version: ServerVersion) -> i32 {
+    match (version, req.body.get("$_generateV2ResumeTokens")) {
+        (ServerVersion::V4_4, _) => 1,
+        // Split events need v2 tokens (fragmentNum).
+        _ if spec.split_large => 2,
+        (_, Some(Bson::Boolean(false))) => 1,
+        _ => 2,
+    }
 }
 
 /// The pipeline's stages, each a one-field document, `$changeStream` first only.
