@@ -209,6 +209,7 @@ fn check_target(stage: &str, db: &str, coll: &str) -> CmdResult<()> {
     Ok(())
 }
 
+/// The final `$out` or `$merge` stage `st` of a pipeline run on `src_db`, parsed and checked.
 fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
     if let Some(v) = st.get("$out") {
         let (db, coll) = parse_target(v, src_db, "$out")?;
@@ -226,112 +227,7 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
     };
     match &v {
         Bson::String(s) => spec.coll = s.clone(),
-        Bson::Document(d) => {
-            let mut into = None;
-            for (k, val) in d {
-                match k.as_str() {
-                    "into" => into = Some(parse_target(val, src_db, "$merge.into")?),
-                    "on" => {
-                        spec.on = match val {
-                            Bson::String(s) => vec![s.clone()],
-                            Bson::Array(a) => {
-                                let mut fields = Vec::new();
-                                for f in a {
-                                    match f {
-                                        Bson::String(s) => fields.push(s.clone()),
-                                        // SRV document_source_merge_spec.cpp: 51134
-                                        _ => return Err(CommandError::from_code(
-                                            51134,
-                                            format!(
-                                                "Array elements of the 'on' field must be strings, but found {}",
-                                                type_name(f)
-                                            ),
-                                        )),
-                                    }
-                                }
-                                if fields.is_empty() {
-                                    // SRV document_source_merge_spec.cpp: 51187
-                                    return Err(CommandError::from_code(
-                                        51187,
-                                        "If explicitly specifying $merge 'on', must include at least one field",
-                                    ));
-                                }
-                                fields
-                            }
-                            other => {
-                                return Err(CommandError::from_code(
-                                    51186,
-                                    format!(
-                                        "$merge 'on' field  must be either a string or an array of strings, but found {}",
-                                        type_name(other)
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    "let" => match val {
-                        Bson::Document(l) => spec.lets = Some(l.clone()),
-                        other => return Err(super::wrong_type("$merge.let", other, "object")),
-                    },
-                    "whenMatched" => {
-                        spec.when_matched = match val {
-                            Bson::String(s) => match s.as_str() {
-                                "replace" => WhenMatched::Replace,
-                                "keepExisting" => WhenMatched::KeepExisting,
-                                "merge" => WhenMatched::Merge,
-                                "fail" => WhenMatched::Fail,
-                                other => {
-                                    return Err(CommandError::bad_value(format!(
-                                        "Enumeration value '{other}' for field '$merge.whenMatched' is not a valid value."
-                                    )))
-                                }
-                            },
-                            Bson::Array(p) => WhenMatched::Pipeline(p.clone()),
-                            other => {
-                                return Err(CommandError::from_code(
-                                    51191,
-                                    format!(
-                                        "$merge 'whenMatched' field  must be either a string or an array, but found {}",
-                                        type_name(other)
-                                    ),
-                                ))
-                            }
-                        }
-                    }
-                    "whenNotMatched" => {
-                        spec.when_not_matched = match val {
-                            Bson::String(s) => match s.as_str() {
-                                "insert" => WhenNotMatched::Insert,
-                                "discard" => WhenNotMatched::Discard,
-                                "fail" => WhenNotMatched::Fail,
-                                other => {
-                                    return Err(CommandError::bad_value(format!(
-                                        "Enumeration value '{other}' for field '$merge.whenNotMatched' is not a valid value."
-                                    )))
-                                }
-                            },
-                            other => {
-                                return Err(super::wrong_type(
-                                    "$merge.whenNotMatched",
-                                    other,
-                                    "string",
-                                ))
-                            }
-                        }
-                    }
-                    "targetCollectionVersion" => {}
-                    other => return Err(CommandError::unknown_field(other, "$merge")),
-                }
-            }
-            let Some((db, coll)) = into else {
-                return Err(CommandError::from_code(
-                    40414,
-                    "BSON field '$merge.into' is missing but a required field",
-                ));
-            };
-            spec.db = db;
-            spec.coll = coll;
-        }
+        Bson::Document(d) => parse_merge_fields(d, src_db, &mut spec)?,
         other => {
             // SRV document_source_merge.cpp: 51182
             return Err(CommandError::from_code(
@@ -344,8 +240,120 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
         }
     }
     check_target("$merge", &spec.db, &spec.coll)?;
-    // SRV document_source_merge.cpp DocumentSourceMerge::create: supported mode
-    // combinations (51189), `let` only with a pipeline (51199), `new` reserved (51273)
+    check_merge_modes(&spec)?;
+    Ok(WriteStage::Merge(Box::new(spec)))
+}
+
+/// The fields of a `$merge` document, in their order, into `spec`; `into` is required.
+fn parse_merge_fields(d: &Document, src_db: &str, spec: &mut MergeSpec) -> CmdResult<()> {
+    let mut into = None;
+    for (k, val) in d {
+        match k.as_str() {
+            "into" => into = Some(parse_target(val, src_db, "$merge.into")?),
+            "on" => spec.on = parse_merge_on(val)?,
+            "let" => match val {
+                Bson::Document(l) => spec.lets = Some(l.clone()),
+                other => return Err(super::wrong_type("$merge.let", other, "object")),
+            },
+            "whenMatched" => spec.when_matched = parse_when_matched(val)?,
+            "whenNotMatched" => spec.when_not_matched = parse_when_not_matched(val)?,
+            "targetCollectionVersion" => {}
+            other => return Err(CommandError::unknown_field(other, "$merge")),
+        }
+    }
+    let Some((db, coll)) = into else {
+        return Err(CommandError::from_code(
+            40414,
+            "BSON field '$merge.into' is missing but a required field",
+        ));
+    };
+    spec.db = db;
+    spec.coll = coll;
+    Ok(())
+}
+
+/// `$merge.on`: a field name or a non-empty array of them (SRV document_source_merge_spec.cpp).
+fn parse_merge_on(val: &Bson) -> CmdResult<Vec<String>> {
+    let a = match val {
+        Bson::String(s) => return Ok(vec![s.clone()]),
+        Bson::Array(a) => a,
+        other => {
+            return Err(CommandError::from_code(
+                51186,
+                format!(
+                "$merge 'on' field  must be either a string or an array of strings, but found {}",
+                type_name(other)
+            ),
+            ))
+        }
+    };
+    let mut fields = Vec::new();
+    for f in a {
+        match f {
+            Bson::String(s) => fields.push(s.clone()),
+            // SRV document_source_merge_spec.cpp: 51134
+            _ => {
+                return Err(CommandError::from_code(
+                    51134,
+                    format!(
+                        "Array elements of the 'on' field must be strings, but found {}",
+                        type_name(f)
+                    ),
+                ))
+            }
+        }
+    }
+    if fields.is_empty() {
+        // SRV document_source_merge_spec.cpp: 51187
+        return Err(CommandError::from_code(
+            51187,
+            "If explicitly specifying $merge 'on', must include at least one field",
+        ));
+    }
+    Ok(fields)
+}
+
+/// `$merge.whenMatched`: a mode name or a pipeline.
+fn parse_when_matched(val: &Bson) -> CmdResult<WhenMatched> {
+    match val {
+        Bson::String(s) => match s.as_str() {
+            "replace" => Ok(WhenMatched::Replace),
+            "keepExisting" => Ok(WhenMatched::KeepExisting),
+            "merge" => Ok(WhenMatched::Merge),
+            "fail" => Ok(WhenMatched::Fail),
+            other => Err(CommandError::bad_value(format!(
+                "Enumeration value '{other}' for field '$merge.whenMatched' is not a valid value."
+            ))),
+        },
+        Bson::Array(p) => Ok(WhenMatched::Pipeline(p.clone())),
+        other => Err(CommandError::from_code(
+            51191,
+            format!(
+                "$merge 'whenMatched' field  must be either a string or an array, but found {}",
+                type_name(other)
+            ),
+        )),
+    }
+}
+
+/// `$merge.whenNotMatched`: a mode name.
+fn parse_when_not_matched(val: &Bson) -> CmdResult<WhenNotMatched> {
+    match val {
+        Bson::String(s) => match s.as_str() {
+            "insert" => Ok(WhenNotMatched::Insert),
+            "discard" => Ok(WhenNotMatched::Discard),
+            "fail" => Ok(WhenNotMatched::Fail),
+            other => Err(CommandError::bad_value(format!(
+                "Enumeration value '{other}' for field '$merge.whenNotMatched' is not a valid value."
+            ))),
+        },
+        other => Err(super::wrong_type("$merge.whenNotMatched", other, "string")),
+    }
+}
+
+/// SRV document_source_merge.cpp DocumentSourceMerge::create: supported mode combinations
+/// (51189), `let` only with a pipeline (51199), `new` reserved (51273).
+fn check_merge_modes(spec: &MergeSpec) -> CmdResult<()> {
     let supported = match (&spec.when_matched, spec.when_not_matched) {
         (WhenMatched::KeepExisting, WhenNotMatched::Insert) => true,
         (WhenMatched::KeepExisting, _) => false,
@@ -391,7 +399,7 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
         }
         (_, None) => {}
     }
-    Ok(WriteStage::Merge(Box::new(spec)))
+    Ok(())
 }
 
 /// Runs `pipeline` (whose last stage is `$out` or `$merge`) over `input` and writes the
@@ -628,6 +636,7 @@ fn update_o(engine: &Engine, out: &UpdateOutcome) -> Document {
     }
 }
 
+/// `$merge` of the pipeline results `docs` into its target (SRV document_source_merge.cpp).
 fn write_merge(
     engine: &mut Engine,
     spec: &MergeSpec,
@@ -643,7 +652,12 @@ fn write_merge(
         ));
     }
     check_on_fields(engine, spec)?;
-    let now = bson::DateTime::now();
+    let mut writer = MergeWriter {
+        spec,
+        bypass,
+        ops,
+        now: bson::DateTime::now(),
+    };
     for mut d in docs {
         if !d.contains_key("_id") {
             // SRV document_source_merge.cpp: a missing _id is generated before the write
@@ -651,121 +665,108 @@ fn write_merge(
             with_id.extend(d);
             d = with_id;
         }
-        let mut query = Document::new();
-        for f in &spec.on {
-            match crate::query::path::get_path(&d, f) {
-                None | Some(Bson::Null) | Some(Bson::Undefined) | Some(Bson::Array(_)) => {
-                    // SRV document_source_merge.cpp extractMergeOnFieldsFromDoc
-                    return Err(CommandError::from_code(
-                        51132,
-                        "$merge write error: 'on' field cannot be missing, null, undefined or an array",
-                    ));
-                }
-                Some(v) => {
-                    query.insert(f.clone(), v.clone());
-                }
-            }
-        }
+        let query = merge_on_query(&d, &spec.on)?;
         if spec.when_matched == WhenMatched::Fail {
             // insert-only mode: a plain insert, whose duplicate key error is the stage's error
-            let d = crate::engine::docs::fix_document_for_insert(engine, &d)?;
-            if !bypass {
-                crate::engine::validation::check(engine, db, coll, &d, None)?;
-            }
-            ops.extend(engine.catalog.ensure_collection(db, coll)?);
-            let (_, op) = engine
-                .catalog
-                .insert_doc(db, coll, d)
-                .map_err(|e| dup_key_context(e, spec, true))?;
-            ops.push(op);
+            writer.insert(engine, &d, true)?;
             continue;
         }
-        let update = match &spec.when_matched {
-            WhenMatched::Replace => Update::parse(&Bson::Document(d.clone()), None)?,
-            WhenMatched::Merge => Update::parse(&Bson::Document(doc! {"$set": d.clone()}), None)?,
-            WhenMatched::KeepExisting => {
-                Update::parse(&Bson::Document(doc! {"$setOnInsert": d.clone()}), None)?
+        writer.merge(engine, &d, &query)?;
+    }
+    Ok(())
+}
+
+/// The `on` fields of result document `d`: the query selecting its match in the target.
+fn merge_on_query(d: &Document, on: &[String]) -> CmdResult<Document> {
+    let mut query = Document::new();
+    for f in on {
+        match crate::query::path::get_path(d, f) {
+            None | Some(Bson::Null) | Some(Bson::Undefined) | Some(Bson::Array(_)) => {
+                // SRV document_source_merge.cpp extractMergeOnFieldsFromDoc
+                return Err(CommandError::from_code(
+                    51132,
+                    "$merge write error: 'on' field cannot be missing, null, undefined or an array",
+                ));
             }
-            WhenMatched::Pipeline(p) => Update::parse(&Bson::Array(p.clone()), None)?,
-            WhenMatched::Fail => continue,
-        };
-        // `let` (default `{new: "$$ROOT"}`) is evaluated against the result document
-        // (SRV document_source_merge.cpp resolveLetVariablesIfNeeded); the values reach the
-        // update as literals
-        let mut lets = Document::new();
-        if let WhenMatched::Pipeline(_) = spec.when_matched {
-            let given = spec.lets.clone().unwrap_or_default();
-            if !given.contains_key("new") {
-                lets.insert("new", doc! {"$literal": d.clone()});
-            }
-            for (k, v) in &given {
-                let e = crate::query::expr::Expr::parse(v)?;
-                let val = e
-                    .eval(&crate::query::expr::Vars::new(&d))?
-                    .unwrap_or(Bson::Null);
-                lets.insert(k.clone(), doc! {"$literal": val});
+            Some(v) => {
+                query.insert(f.clone(), v.clone());
             }
         }
-        let m = Matcher::parse(&query)?;
-        let rid = crate::engine::docs::matching_rids(&engine.catalog, db, coll, &query, &m)
-            .into_iter()
-            .next();
-        let mut uctx = UpdateCtx::new(now);
+    }
+    Ok(query)
+}
+
+/// The update `whenMatched` applies for result document `d` (`None` for `fail`).
+fn merge_update(when_matched: &WhenMatched, d: &Document) -> CmdResult<Option<Update>> {
+    let spec = match when_matched {
+        WhenMatched::Replace => Bson::Document(d.clone()),
+        WhenMatched::Merge => Bson::Document(doc! {"$set": d.clone()}),
+        WhenMatched::KeepExisting => Bson::Document(doc! {"$setOnInsert": d.clone()}),
+        WhenMatched::Pipeline(p) => Bson::Array(p.clone()),
+        WhenMatched::Fail => return Ok(None),
+    };
+    Update::parse(&spec, None).map(Some)
+}
+
+/// `let` (default `{new: "$$ROOT"}`) is evaluated against the result document `d` (SRV
+/// document_source_merge.cpp resolveLetVariablesIfNeeded); the values reach the update as
+/// literals. Only a pipeline `whenMatched` has variables.
+fn merge_lets(spec: &MergeSpec, d: &Document) -> CmdResult<Document> {
+    let mut lets = Document::new();
+    if let WhenMatched::Pipeline(_) = spec.when_matched {
+        let given = spec.lets.clone().unwrap_or_default();
+        if !given.contains_key("new") {
+            lets.insert("new", doc! {"$literal": d.clone()});
+        }
+        for (k, v) in &given {
+            let e = crate::query::expr::Expr::parse(v)?;
+            let val = e
+                .eval(&crate::query::expr::Vars::new(d))?
+                .unwrap_or(Bson::Null);
+            lets.insert(k.clone(), doc! {"$literal": val});
+        }
+    }
+    Ok(lets)
+}
+
+/// Writes the results of one `$merge` into its target, collecting the oplog ops.
+struct MergeWriter<'a> {
+    spec: &'a MergeSpec,
+    /// `bypassDocumentValidation`.
+    bypass: bool,
+    ops: &'a mut Vec<Document>,
+    /// `$$NOW` of the updates.
+    now: bson::DateTime,
+}
+
+impl MergeWriter<'_> {
+    /// Merges result document `d`, whose match in the target `query` selects, as
+    /// `whenMatched` / `whenNotMatched` say.
+    fn merge(&mut self, engine: &mut Engine, d: &Document, query: &Document) -> CmdResult<()> {
+        let spec = self.spec;
+        let Some(update) = merge_update(&spec.when_matched, d)? else {
+            return Ok(());
+        };
+        let lets = merge_lets(spec, d)?;
+        let m = Matcher::parse(query)?;
+        let rid =
+            crate::engine::docs::matching_rids(&engine.catalog, &spec.db, &spec.coll, query, &m)
+                .into_iter()
+                .next();
+        let mut uctx = UpdateCtx::new(self.now);
         uctx.now_ts = engine.cluster_time();
-        uctx.query = Some(&query);
+        uctx.query = Some(query);
         uctx.lets = Some(&lets);
         match rid {
-            Some(rid) => {
-                let Some(old) = engine
-                    .catalog
-                    .coll(db, coll)
-                    .and_then(|c| c.get(rid))
-                    .map(|s| s.doc.clone())
-                else {
-                    continue;
-                };
-                let out = update.apply(&old, &uctx)?;
-                if out.modified {
-                    if !crate::query::compare::binary_eq(
-                        old.get("_id").unwrap_or(&Bson::Null),
-                        out.new_doc.get("_id").unwrap_or(&Bson::Null),
-                    ) {
-                        // SRV update_stage.cpp 66 ImmutableField, with the context
-                        // document_source_merge.cpp spill() adds
-                        let id = out.new_doc.get("_id").unwrap_or(&Bson::Null);
-                        return Err(CommandError::from_code(
-                            66,
-                            format!(
-                                "$merge failed to update the matching document, did you attempt to modify the _id or the shard key? :: caused by :: After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
-                                crate::query::fmt::value(id)
-                            ),
-                        ));
-                    }
-                    if !bypass {
-                        crate::engine::validation::check(
-                            engine,
-                            db,
-                            coll,
-                            &out.new_doc,
-                            Some(&old),
-                        )?;
-                    }
-                    let o = update_o(engine, &out);
-                    let op = engine
-                        .catalog
-                        .update_doc(db, coll, rid, out.new_doc, o)
-                        .map_err(|e| dup_key_context(e, spec, false))?;
-                    ops.push(op);
-                }
-            }
+            Some(rid) => self.update_matched(engine, rid, &update, &uctx),
             None => match spec.when_not_matched {
-                WhenNotMatched::Discard => {}
+                WhenNotMatched::Discard => Ok(()),
                 WhenNotMatched::Fail => {
                     // SRV document_source_merge.cpp: 13113 MergeStageNoMatchingDocument
-                    return Err(CommandError::from_code(
+                    Err(CommandError::from_code(
                         13113,
                         "$merge could not find a matching document in the target collection for at least one document in the source collection",
-                    ));
+                    ))
                 }
                 WhenNotMatched::Insert => {
                     // upsert: a pipeline whenMatched inserts the document itself
@@ -774,23 +775,77 @@ fn write_merge(
                         WhenMatched::Pipeline(_) => d.clone(),
                         _ => {
                             uctx.is_upsert_insert = true;
-                            let seed = crate::query::update::upsert_seed(&query)?;
+                            let seed = crate::query::update::upsert_seed(query)?;
                             update.apply(&seed, &uctx)?.new_doc
                         }
                     };
-                    let new_doc = crate::engine::docs::fix_document_for_insert(engine, &new_doc)?;
-                    if !bypass {
-                        crate::engine::validation::check(engine, db, coll, &new_doc, None)?;
-                    }
-                    ops.extend(engine.catalog.ensure_collection(db, coll)?);
-                    let (_, op) = engine
-                        .catalog
-                        .insert_doc(db, coll, new_doc)
-                        .map_err(|e| dup_key_context(e, spec, false))?;
-                    ops.push(op);
+                    self.insert(engine, &new_doc, false)
                 }
             },
         }
     }
-    Ok(())
+
+    /// Applies `update` to the target's document `rid`; `_id` may not change.
+    fn update_matched(
+        &mut self,
+        engine: &mut Engine,
+        rid: u64,
+        update: &Update,
+        uctx: &UpdateCtx<'_>,
+    ) -> CmdResult<()> {
+        let (db, coll) = (self.spec.db.as_str(), self.spec.coll.as_str());
+        let Some(old) = engine
+            .catalog
+            .coll(db, coll)
+            .and_then(|c| c.get(rid))
+            .map(|s| s.doc.clone())
+        else {
+            return Ok(());
+        };
+        let out = update.apply(&old, uctx)?;
+        if !out.modified {
+            return Ok(());
+        }
+        if !crate::query::compare::binary_eq(
+            old.get("_id").unwrap_or(&Bson::Null),
+            out.new_doc.get("_id").unwrap_or(&Bson::Null),
+        ) {
+            // SRV update_stage.cpp 66 ImmutableField, with the context
+            // document_source_merge.cpp spill() adds
+            let id = out.new_doc.get("_id").unwrap_or(&Bson::Null);
+            return Err(CommandError::from_code(
+                66,
+                format!(
+                    "$merge failed to update the matching document, did you attempt to modify the _id or the shard key? :: caused by :: After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
+                    crate::query::fmt::value(id)
+                ),
+            ));
+        }
+        if !self.bypass {
+            crate::engine::validation::check(engine, db, coll, &out.new_doc, Some(&old))?;
+        }
+        let o = update_o(engine, &out);
+        let op = engine
+            .catalog
+            .update_doc(db, coll, rid, out.new_doc, o)
+            .map_err(|e| dup_key_context(e, self.spec, false))?;
+        self.ops.push(op);
+        Ok(())
+    }
+
+    /// Inserts `d` into the target (created if needed); `insert_only`: `whenMatched: fail`.
+    fn insert(&mut self, engine: &mut Engine, d: &Document, insert_only: bool) -> CmdResult<()> {
+        let (db, coll) = (self.spec.db.as_str(), self.spec.coll.as_str());
+        let d = crate::engine::docs::fix_document_for_insert(engine, d)?;
+        if !self.bypass {
+            crate::engine::validation::check(engine, db, coll, &d, None)?;
+        }
+        self.ops.extend(engine.catalog.ensure_collection(db, coll)?);
+        let (_, op) = engine
+            .catalog
+            .insert_doc(db, coll, d)
+            .map_err(|e| dup_key_context(e, self.spec, insert_only))?;
+        self.ops.push(op);
+        Ok(())
+    }
 }

@@ -54,55 +54,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     if db == "local" && coll == "oplog.rs" && ctx.shared.is_repl_set() {
         return Err(ns_exists_error(ctx.shared.opts.version, "local.oplog.rs"));
     }
-    let mut options = Document::new();
-    let generic = [
-        "create",
-        "$db",
-        "lsid",
-        "txnNumber",
-        "autocommit",
-        "startTransaction",
-        "$clusterTime",
-        "$readPreference",
-        "writeConcern",
-        "readConcern",
-        "comment",
-        "maxTimeMS",
-        "apiVersion",
-        "apiStrict",
-        "apiDeprecationErrors",
-    ];
-    for (k, v) in &req.body {
-        if generic.contains(&k.as_str()) {
-            continue;
-        }
-        match k.as_str() {
-            "capped"
-            | "autoIndexId"
-            | "size"
-            | "max"
-            | "viewOn"
-            | "pipeline"
-            | "collation"
-            | "validator"
-            | "validationLevel"
-            | "validationAction"
-            | "storageEngine"
-            | "indexOptionDefaults"
-            | "changeStreamPreAndPostImages"
-            | "timeseries"
-            | "expireAfterSeconds"
-            | "clusteredIndex"
-            | "recordPreImages"
-            | "flags"
-            | "temp"
-            | "idIndex"
-            | "encryptedFields" => {
-                options.insert(k.clone(), v.clone());
-            }
-            other => return Err(CommandError::unknown_field(other, "create")),
-        }
-    }
+    let options = create_options(&req.body)?;
     // SIMFIX (validation.rs): validator / validationLevel / validationAction checked at create
     crate::engine::validation::check_options(&options, "create")?;
     let view_on = match options.get("viewOn") {
@@ -117,25 +69,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     };
     let capped = opt_bool(&options, "create", "capped")?.unwrap_or(false);
     if capped {
-        match options.get("size") {
-            None => {
-                // SRV collection_options.cpp
-                return Err(CommandError::from_code(
-                    72,
-                    "the 'size' field is required when 'capped' is true",
-                ));
-            }
-            Some(v) => {
-                let n = crate::query::compare::as_f64(v)
-                    .ok_or_else(|| super::wrong_type("create.size", v, "long"))?;
-                if n < 0.0 {
-                    return Err(CommandError::bad_value("size has to be >= 0"));
-                }
-                if n > 1024f64.powi(5) {
-                    return Err(CommandError::bad_value("size cannot exceed 1 PB"));
-                }
-            }
-        }
+        check_capped_size(&options)?;
     }
     let shared = ctx.shared.clone();
     let mut guard = shared.engine.lock();
@@ -151,20 +85,8 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                 "Cannot specify both 'viewOn' and 'capped'",
             ));
         }
-        names::check_coll(db, &view_on)?;
         let pipeline = pipeline.unwrap_or_default();
-        for st in &pipeline {
-            if !matches!(st, Bson::Document(_)) {
-                return Err(CommandError::from_code(
-                    14,
-                    "Each element of the 'pipeline' array must be an object",
-                ));
-            }
-        }
-        let collation = options.get_document("collation").ok().cloned();
-        engine
-            .catalog
-            .create_view(db, coll, &view_on, pipeline, collation)?
+        create_view(engine, (db, coll), &view_on, pipeline, &options)?
     } else {
         if pipeline.is_some() {
             return Err(CommandError::bad_value(
@@ -175,6 +97,109 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     };
     log_ddl(ctx, engine, ops);
     Ok(Document::new())
+}
+
+/// Generic command arguments `create` ignores.
+const CREATE_GENERIC_ARGS: &[&str] = &[
+    "create",
+    "$db",
+    "lsid",
+    "txnNumber",
+    "autocommit",
+    "startTransaction",
+    "$clusterTime",
+    "$readPreference",
+    "writeConcern",
+    "readConcern",
+    "comment",
+    "maxTimeMS",
+    "apiVersion",
+    "apiStrict",
+    "apiDeprecationErrors",
+];
+
+/// The collection / view options `create` accepts.
+const CREATE_OPTIONS: &[&str] = &[
+    "capped",
+    "autoIndexId",
+    "size",
+    "max",
+    "viewOn",
+    "pipeline",
+    "collation",
+    "validator",
+    "validationLevel",
+    "validationAction",
+    "storageEngine",
+    "indexOptionDefaults",
+    "changeStreamPreAndPostImages",
+    "timeseries",
+    "expireAfterSeconds",
+    "clusteredIndex",
+    "recordPreImages",
+    "flags",
+    "temp",
+    "idIndex",
+    "encryptedFields",
+];
+
+/// The options of a `create` command: every field but the generic arguments; an unknown
+/// one fails.
+fn create_options(body: &Document) -> CmdResult<Document> {
+    let mut options = Document::new();
+    for (k, v) in body {
+        if CREATE_GENERIC_ARGS.contains(&k.as_str()) {
+            continue;
+        }
+        if !CREATE_OPTIONS.contains(&k.as_str()) {
+            return Err(CommandError::unknown_field(k, "create"));
+        }
+        options.insert(k.clone(), v.clone());
+    }
+    Ok(options)
+}
+
+/// The `size` a capped collection requires: a number from 0 to 1 PB.
+fn check_capped_size(options: &Document) -> CmdResult<()> {
+    let Some(v) = options.get("size") else {
+        // SRV collection_options.cpp
+        return Err(CommandError::from_code(
+            72,
+            "the 'size' field is required when 'capped' is true",
+        ));
+    };
+    let n = crate::query::compare::as_f64(v)
+        .ok_or_else(|| super::wrong_type("create.size", v, "long"))?;
+    if n < 0.0 {
+        return Err(CommandError::bad_value("size has to be >= 0"));
+    }
+    if n > 1024f64.powi(5) {
+        return Err(CommandError::bad_value("size cannot exceed 1 PB"));
+    }
+    Ok(())
+}
+
+/// Creates view `db.coll` on `view_on` with `pipeline` (stages must be documents).
+fn create_view(
+    engine: &mut Engine,
+    (db, coll): (&str, &str),
+    view_on: &str,
+    pipeline: Vec<Bson>,
+    options: &Document,
+) -> CmdResult<Vec<Document>> {
+    names::check_coll(db, view_on)?;
+    for st in &pipeline {
+        if !matches!(st, Bson::Document(_)) {
+            return Err(CommandError::from_code(
+                14,
+                "Each element of the 'pipeline' array must be an object",
+            ));
+        }
+    }
+    let collation = options.get_document("collation").ok().cloned();
+    engine
+        .catalog
+        .create_view(db, coll, view_on, pipeline, collation)
 }
 
 /// `drop`.
@@ -345,63 +370,10 @@ pub(crate) async fn create_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
             "Must specify at least one index to create",
         ));
     }
-    let mut specs = Vec::new();
-    for ix in indexes {
-        let Bson::Document(spec) = ix else {
-            return Err(super::wrong_type("createIndexes.indexes", ix, "object"));
-        };
-        let key = match spec.get("key") {
-            Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
-            Some(Bson::Document(_)) => {
-                return Err(CommandError::from_code(67, "Index keys cannot be empty."))
-            }
-            Some(other) => return Err(super::wrong_type("createIndexes.indexes.key", other, "object")),
-            None => {
-                return Err(CommandError::failed_to_parse(format!(
-                    "Error in specification {} :: caused by :: The 'key' field is a required property of an index specification",
-                    crate::query::fmt::doc(spec)
-                )))
-            }
-        };
-        for (_, v) in &key {
-            let ok = match v {
-                Bson::String(s) => matches!(
-                    s.as_str(),
-                    "text" | "2d" | "2dsphere" | "hashed" | "geoHaystack" | "wildcard"
-                ),
-                other => {
-                    crate::query::compare::as_f64(other).is_some_and(|f| f != 0.0 && f.is_finite())
-                }
-            };
-            if !ok {
-                return Err(CommandError::from_code(
-                    67,
-                    format!(
-                        "Error in specification {} :: caused by :: Values in the index key pattern can contain only non-zero numbers or the field names of index types",
-                        crate::query::fmt::doc(spec)
-                    ),
-                ));
-            }
-        }
-        let name = match spec.get("name") {
-            Some(Bson::String(n)) => n.clone(),
-            Some(other) => {
-                return Err(super::wrong_type(
-                    "createIndexes.indexes.name",
-                    other,
-                    "string",
-                ))
-            }
-            None => index_name(&key),
-        };
-        let mut full = doc! {"key": key, "name": name};
-        for (k, v) in spec {
-            if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
-                full.insert(k.clone(), v.clone());
-            }
-        }
-        specs.push(full);
-    }
+    let specs = indexes
+        .iter()
+        .map(index_spec)
+        .collect::<CmdResult<Vec<_>>>()?;
     let shared = ctx.shared.clone();
     let mut guard = shared.engine.lock();
     let engine = &mut *guard;
@@ -417,11 +389,14 @@ pub(crate) async fn create_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         names::check_write_ns(db, coll, engine.repl)?;
         ops.extend(engine.catalog.ensure_collection(db, coll)?);
     }
-    let before = engine
-        .catalog
-        .coll(db, coll)
-        .map(|c| c.indexes.len())
-        .unwrap_or(0);
+    let index_count = |engine: &Engine| {
+        engine
+            .catalog
+            .coll(db, coll)
+            .map(|c| c.indexes.len())
+            .unwrap_or(0)
+    };
+    let before = index_count(engine);
     let res = engine.catalog.create_indexes(db, coll, specs);
     let new_ops = match res {
         Ok(o) => o,
@@ -431,11 +406,7 @@ pub(crate) async fn create_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         }
     };
     ops.extend(new_ops);
-    let after = engine
-        .catalog
-        .coll(db, coll)
-        .map(|c| c.indexes.len())
-        .unwrap_or(0);
+    let after = index_count(engine);
     log_ddl(ctx, engine, ops);
     let mut reply = doc! {
         "numIndexesBefore": before as i32,
@@ -446,6 +417,71 @@ pub(crate) async fn create_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         reply.insert("note", "all indexes already exist");
     }
     Ok(reply)
+}
+
+/// One element of `createIndexes.indexes`, checked: `{key, name, …options}` (the name
+/// derived from the key when missing; `v` and `ns` dropped).
+fn index_spec(ix: &Bson) -> CmdResult<Document> {
+    let Bson::Document(spec) = ix else {
+        return Err(super::wrong_type("createIndexes.indexes", ix, "object"));
+    };
+    let key = match spec.get("key") {
+        Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
+        Some(Bson::Document(_)) => {
+            return Err(CommandError::from_code(67, "Index keys cannot be empty."))
+        }
+        Some(other) => return Err(super::wrong_type("createIndexes.indexes.key", other, "object")),
+        None => {
+            return Err(CommandError::failed_to_parse(format!(
+                "Error in specification {} :: caused by :: The 'key' field is a required property of an index specification",
+                crate::query::fmt::doc(spec)
+            )))
+        }
+    };
+    check_key_pattern(&key, spec)?;
+    let name = match spec.get("name") {
+        Some(Bson::String(n)) => n.clone(),
+        Some(other) => {
+            return Err(super::wrong_type(
+                "createIndexes.indexes.name",
+                other,
+                "string",
+            ))
+        }
+        None => index_name(&key),
+    };
+    let mut full = doc! {"key": key, "name": name};
+    for (k, v) in spec {
+        if !matches!(k.as_str(), "key" | "name" | "v" | "ns") {
+            full.insert(k.clone(), v.clone());
+        }
+    }
+    Ok(full)
+}
+
+/// The values of an index key pattern: non-zero numbers or index type names (67).
+fn check_key_pattern(key: &Document, spec: &Document) -> CmdResult<()> {
+    for (_, v) in key {
+        let ok = match v {
+            Bson::String(s) => matches!(
+                s.as_str(),
+                "text" | "2d" | "2dsphere" | "hashed" | "geoHaystack" | "wildcard"
+            ),
+            other => {
+                crate::query::compare::as_f64(other).is_some_and(|f| f != 0.0 && f.is_finite())
+            }
+        };
+        if !ok {
+            return Err(CommandError::from_code(
+                67,
+                format!(
+                    "Error in specification {} :: caused by :: Values in the index key pattern can contain only non-zero numbers or the field names of index types",
+                    crate::query::fmt::doc(spec)
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `dropIndexes`: by name, list of names, key pattern, or `"*"`.

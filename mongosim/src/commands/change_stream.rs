@@ -30,7 +30,7 @@ use super::failpoint::FailPoints;
 use super::{wrong_type, Ctx, Request};
 use crate::engine::clock::{ts_from_key, ts_key};
 use crate::engine::cursor::{Batch, BatchBuilder, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH};
-use crate::engine::images::ImageKey;
+use crate::engine::images::{ImageKey, StoredImage};
 use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
 use crate::error::{CmdResult, CommandError};
@@ -121,6 +121,17 @@ enum Level {
     Collection { db: String, coll: String },
     Database { db: String },
     Cluster,
+}
+
+impl Level {
+    /// The `ns` of the stream's cursor.
+    fn cursor_ns(&self) -> String {
+        match self {
+            Level::Collection { db, coll } => format!("{db}.{coll}"),
+            Level::Database { db } => format!("{db}.$cmd.aggregate"),
+            Level::Cluster => "admin.$cmd.aggregate".to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -263,6 +274,98 @@ fn bad_enum(value: &str, field: &str) -> CommandError {
 pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let shared = ctx.shared.clone();
     let version = shared.opts.version;
+    let docs = stage_documents(&req)?;
+    let batch_size = first_batch_size(&req)?;
+    let stage0 = docs[0].get("$changeStream").cloned().unwrap_or(Bson::Null);
+    let mut spec = parse_spec(&stage0, version)?;
+    if ctx.autocommit.is_some() {
+        // SRV document_source_change_stream.cpp
+        return Err(CommandError::from_code(
+            263,
+            "$changeStream cannot run within a multi-document transaction",
+        ));
+    }
+
+    // SRV document_source_change_stream.cpp assertIsLegalSpecification
+    if !shared.is_repl_set() {
+        return Err(CommandError::from_code(
+            40573,
+            "The $changeStream stage is only supported on replica sets",
+        ));
+    }
+    let level = watched_level(&req, &spec)?;
+    let user_pipeline = Pipeline::parse(user_stages(&docs, &mut spec, version)?)?;
+
+    check_resume_after(&spec)?;
+    let default_version = new_token_version(&req, &spec, version);
+    let failpoints = shared.failpoints.clone();
+    let ns = level.cursor_ns();
+
+    let (batch, extras, cursor_id) = {
+        let mut engine = shared.engine.lock();
+        if let Level::Collection { db, coll } = &level {
+            if engine.catalog.view(db, coll).is_some() {
+                return Err(CommandError::from_code(
+                    166,
+                    format!("Namespace {db}.{coll} is a view, not a collection"),
+                ));
+            }
+        }
+        let mut cursor = ChangeStreamCursor::new(
+            &engine,
+            level,
+            spec,
+            user_pipeline,
+            version,
+            default_version,
+            failpoints,
+        )?;
+        let batch = if batch_size == 0 {
+            Batch::default()
+        } else {
+            cursor.produce(&mut engine, Some(batch_size))?
+        };
+        cursor.first_batch_served = true;
+        let extras = cursor.cursor_extras();
+        let id = if batch.exhausted {
+            0
+        } else {
+            let mut entry = CursorEntry::new(ns.clone(), Box::new(cursor));
+            entry.lsid = ctx.lsid.clone();
+            engine.cursors.register(entry)
+        };
+        (batch, extras, id)
+    };
+    Ok(first_batch_reply(batch, extras, cursor_id, ns))
+}
+
+/// `resumeAfter` may not name an invalidate event (`startAfter` may).
+fn check_resume_after(spec: &Spec) -> CmdResult<()> {
+    if let Some(tok) = &spec.resume_after {
+        let data = tok.decode()?;
+        if data.from_invalidate {
+            return Err(CommandError::from_code(
+                260,
+                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The resume-token version of new events: 2 on 7.0 unless `$_generateV2ResumeTokens: false`.
+fn new_token_version(req: &Request, spec: &Spec, version: ServerVersion) -> i32 {
+    match (version, req.body.get("$_generateV2ResumeTokens")) {
+        (ServerVersion::V4_4, _) => 1,
+        // Split events need v2 tokens (fragmentNum).
+        _ if spec.split_large => 2,
+        (_, Some(Bson::Boolean(false))) => 1,
+        _ => 2,
+    }
+}
+
+/// The pipeline's stages, each a one-field document, `$changeStream` first only.
+fn stage_documents(req: &Request) -> CmdResult<Vec<Document>> {
     let Some(Bson::Array(stages)) = req.body.get("pipeline") else {
         return Err(CommandError::type_mismatch(
             "BSON field 'aggregate.pipeline' is the wrong type, expected type 'array'",
@@ -287,8 +390,13 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             "$changeStream is only valid as the first stage in a pipeline.",
         ));
     }
+    Ok(docs)
+}
+
+/// `cursor.batchSize` of the first batch (the `cursor` option is required).
+fn first_batch_size(req: &Request) -> CmdResult<usize> {
     let cursor_opts = match req.body.get("cursor") {
-        Some(Bson::Document(c)) => c.clone(),
+        Some(Bson::Document(c)) => c,
         Some(other) => return Err(wrong_type("aggregate.cursor", other, "object")),
         None => {
             // SRV aggregation_request_helper.cpp
@@ -297,95 +405,93 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             ));
         }
     };
-    let batch_size = match cursor_opts.get("batchSize") {
-        None => DEFAULT_FIRST_BATCH,
-        Some(Bson::Int32(n)) if *n >= 0 => *n as usize,
-        Some(Bson::Int64(n)) if *n >= 0 => *n as usize,
-        Some(Bson::Double(n)) if *n >= 0.0 && n.fract() == 0.0 => *n as usize,
-        Some(_) => {
-            return Err(CommandError::bad_value(
-                "BSON field 'batchSize' value must be >= 0, actual value '-1'",
-            ))
-        }
-    };
-    let stage0 = docs[0].get("$changeStream").cloned().unwrap_or(Bson::Null);
-    let mut spec = parse_spec(&stage0, version)?;
-    if ctx.autocommit.is_some() {
-        // SRV document_source_change_stream.cpp
-        return Err(CommandError::from_code(
-            263,
-            "$changeStream cannot run within a multi-document transaction",
-        ));
+    match cursor_opts.get("batchSize") {
+        None => Ok(DEFAULT_FIRST_BATCH),
+        Some(Bson::Int32(n)) if *n >= 0 => Ok(*n as usize),
+        Some(Bson::Int64(n)) if *n >= 0 => Ok(*n as usize),
+        Some(Bson::Double(n)) if *n >= 0.0 && n.fract() == 0.0 => Ok(*n as usize),
+        Some(_) => Err(CommandError::bad_value(
+            "BSON field 'batchSize' value must be >= 0, actual value '-1'",
+        )),
     }
+}
 
-    // SRV document_source_change_stream.cpp assertIsLegalSpecification
-    if !shared.is_repl_set() {
-        return Err(CommandError::from_code(
-            40573,
-            "The $changeStream stage is only supported on replica sets",
-        ));
-    }
-    let db = req.db.clone();
-    let level = match req.target() {
-        Some(Bson::String(coll)) => {
-            if spec.all_changes_for_cluster {
-                return Err(CommandError::from_code(
-                    72,
-                    "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
-                ));
-            }
-            if db == "admin" || db == "config" || db == "local" {
-                return Err(CommandError::invalid_namespace(format!(
-                    "$changeStream may not be opened on the internal {db} database"
-                )));
-            }
-            if coll.starts_with("system.") {
-                return Err(CommandError::invalid_namespace(format!(
-                    "$changeStream may not be opened on the internal {db}.{coll} collection"
-                )));
-            }
-            Level::Collection {
-                db: db.clone(),
-                coll: coll.clone(),
-            }
-        }
+/// What the stream watches: `aggregate: <coll>`, or `aggregate: 1` on a database (on
+/// `admin` with `allChangesForCluster`, the cluster).
+fn watched_level(req: &Request, spec: &Spec) -> CmdResult<Level> {
+    match req.target() {
+        Some(Bson::String(coll)) => collection_level(&req.db, coll, spec),
         Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
-            if db == "admin" {
-                if !spec.all_changes_for_cluster {
-                    return Err(CommandError::invalid_namespace(
-                        "$changeStream may not be opened on the internal admin database",
-                    ));
-                }
-                Level::Cluster
-            } else {
-                if spec.all_changes_for_cluster {
-                    return Err(CommandError::from_code(
-                        72,
-                        "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
-                    ));
-                }
-                if db == "config" || db == "local" {
-                    return Err(CommandError::invalid_namespace(format!(
-                        "$changeStream may not be opened on the internal {db} database"
-                    )));
-                }
-                Level::Database { db: db.clone() }
-            }
+            database_level(&req.db, spec)
         }
-        Some(other) => {
-            return Err(CommandError::invalid_namespace(format!(
-                "collection name has invalid type {}",
-                crate::query::fmt::type_name(other)
-            )))
-        }
-        None => {
-            return Err(CommandError::invalid_namespace(
-                "Invalid namespace specified",
-            ))
-        }
-    };
+        Some(other) => Err(CommandError::invalid_namespace(format!(
+            "collection name has invalid type {}",
+            crate::query::fmt::type_name(other)
+        ))),
+        None => Err(CommandError::invalid_namespace(
+            "Invalid namespace specified",
+        )),
+    }
+}
 
-    // The user's stages (reference §5.1): allowed ones only.
+/// A stream on collection `db.coll` (not an internal one).
+fn collection_level(db: &str, coll: &str, spec: &Spec) -> CmdResult<Level> {
+    if spec.all_changes_for_cluster {
+        return Err(cluster_stream_misplaced());
+    }
+    if db == "admin" || db == "config" || db == "local" {
+        return Err(internal_database(db));
+    }
+    if coll.starts_with("system.") {
+        return Err(CommandError::invalid_namespace(format!(
+            "$changeStream may not be opened on the internal {db}.{coll} collection"
+        )));
+    }
+    Ok(Level::Collection {
+        db: db.to_string(),
+        coll: coll.to_string(),
+    })
+}
+
+/// A stream on database `db`, or on the cluster when `db` is `admin`.
+fn database_level(db: &str, spec: &Spec) -> CmdResult<Level> {
+    if db == "admin" {
+        if !spec.all_changes_for_cluster {
+            return Err(internal_database(db));
+        }
+        return Ok(Level::Cluster);
+    }
+    if spec.all_changes_for_cluster {
+        return Err(cluster_stream_misplaced());
+    }
+    if db == "config" || db == "local" {
+        return Err(internal_database(db));
+    }
+    Ok(Level::Database { db: db.to_string() })
+}
+
+/// 72: `allChangesForCluster` outside `aggregate: 1` on `admin`.
+fn cluster_stream_misplaced() -> CommandError {
+    CommandError::from_code(
+        72,
+        "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
+    )
+}
+
+/// InvalidNamespace: a stream on the internal database `db`.
+fn internal_database(db: &str) -> CommandError {
+    CommandError::invalid_namespace(format!(
+        "$changeStream may not be opened on the internal {db} database"
+    ))
+}
+
+/// The user's stages after `$changeStream` (reference §5.1), allowed ones only; a last
+/// `$changeStreamSplitLargeEvent` (7.0) is not among them but sets `spec.split_large`.
+fn user_stages<'a>(
+    docs: &'a [Document],
+    spec: &mut Spec,
+    version: ServerVersion,
+) -> CmdResult<&'a [Document]> {
     let mut user_stages: &[Document] = &docs[1..];
     for (i, d) in docs.iter().enumerate().skip(1) {
         let name = d.keys().next().map(String::as_str).unwrap_or("");
@@ -423,67 +529,11 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             format!("Unrecognized pipeline stage name: '{name}'"),
         ));
     }
-    let user_pipeline = Pipeline::parse(user_stages)?;
+    Ok(user_stages)
+}
 
-    if let Some(tok) = &spec.resume_after {
-        let data = tok.decode()?;
-        if data.from_invalidate {
-            return Err(CommandError::from_code(
-                260,
-                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
-            ));
-        }
-    }
-
-    let default_version = match (version, req.body.get("$_generateV2ResumeTokens")) {
-        (ServerVersion::V4_4, _) => 1,
-        // Split events need v2 tokens (fragmentNum).
-        _ if spec.split_large => 2,
-        (_, Some(Bson::Boolean(false))) => 1,
-        _ => 2,
-    };
-    let failpoints = shared.failpoints.clone();
-    let ns = match &level {
-        Level::Collection { db, coll } => format!("{db}.{coll}"),
-        Level::Database { db } => format!("{db}.$cmd.aggregate"),
-        Level::Cluster => "admin.$cmd.aggregate".to_string(),
-    };
-
-    let (batch, extras, cursor_id) = {
-        let mut engine = shared.engine.lock();
-        if let Level::Collection { db, coll } = &level {
-            if engine.catalog.view(db, coll).is_some() {
-                return Err(CommandError::from_code(
-                    166,
-                    format!("Namespace {db}.{coll} is a view, not a collection"),
-                ));
-            }
-        }
-        let mut cursor = ChangeStreamCursor::new(
-            &engine,
-            level,
-            spec,
-            user_pipeline,
-            version,
-            default_version,
-            failpoints,
-        )?;
-        let batch = if batch_size == 0 {
-            Batch::default()
-        } else {
-            cursor.produce(&mut engine, Some(batch_size))?
-        };
-        cursor.first_batch_served = true;
-        let extras = cursor.cursor_extras();
-        let id = if batch.exhausted {
-            0
-        } else {
-            let mut entry = CursorEntry::new(ns.clone(), Box::new(cursor));
-            entry.lsid = ctx.lsid.clone();
-            engine.cursors.register(entry)
-        };
-        (batch, extras, id)
-    };
+/// The reply to the `aggregate`: `{cursor: {firstBatch, postBatchResumeToken, id, ns}}`.
+fn first_batch_reply(batch: Batch, extras: Document, cursor_id: i64, ns: String) -> Document {
     let first_batch: Vec<Bson> = batch
         .docs
         .into_iter()
@@ -495,7 +545,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     }
     cursor.insert("id", cursor_id);
     cursor.insert("ns", ns);
-    Ok(doc! {"cursor": cursor})
+    doc! {"cursor": cursor}
 }
 
 /// Where the resume point is, and whether it has been found yet.
@@ -762,126 +812,139 @@ impl ChangeStreamCursor {
             image,
         } = c;
         let stored = image.and_then(|k| engine.pre_images.get(&k));
-        if let Some(rp) = &mut self.resume {
-            if !rp.found {
-                match compare_to_resume(&token, &rp.token) {
-                    ResumeCmp::Before => return Ok(None),
-                    ResumeCmp::Found => {
-                        rp.found = true;
-                        match rp.token.fragment_num {
-                            // A fragment of this event: split it again (below) and skip
-                            // the fragments up to the resume point.
-                            Some(k) if self.spec.split_large => {
-                                self.resume_split = Some(k.max(0) as usize);
-                            }
-                            Some(_) => {
-                                return Err(CommandError::from_code(
-                                    280,
-                                    "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
-                                ))
-                            }
-                            None => return Ok(None),
-                        }
-                    }
-                    ResumeCmp::After => {
-                        // SRV ensure_resume_token_present: 280
-                        return Err(CommandError::from_code(
-                            280,
-                            format!(
-                                "cannot resume stream; the resume token was not found. {}",
-                                token_display(&rp.token)
-                            ),
-                        ));
-                    }
-                }
-            } else if token_le(&token, &rp.token) {
-                // Events at or before a high-water-mark / found resume point.
-                return Ok(None);
-            }
+        if !self.past_resume_point(&token)? {
+            return Ok(None);
         }
         // Post-image (updateLookup) for updates; reference §5.2.
         let op_type = event.get_str("operationType").unwrap_or("").to_string();
         if op_type == "update" {
-            match self.spec.full_document {
-                FullDocument::Default => {}
-                FullDocument::UpdateLookup => {
-                    let current = lookup.as_ref().and_then(|(db, coll, id)| {
-                        let c = engine.catalog.coll(db, coll)?;
-                        let rid = c.rid_by_id(id)?;
-                        c.get(rid).map(|d| d.doc.clone())
-                    });
-                    event.insert(
-                        "fullDocument",
-                        current.map(Bson::Document).unwrap_or(Bson::Null),
-                    );
-                }
-                FullDocument::WhenAvailable | FullDocument::Required
-                    if stored.is_some_and(|s| s.post.is_some()) =>
-                {
-                    let post = stored.and_then(|s| s.post.clone());
-                    event.insert(
-                        "fullDocument",
-                        post.map(Bson::Document).unwrap_or(Bson::Null),
-                    );
-                }
-                FullDocument::WhenAvailable => {
-                    event.insert("fullDocument", Bson::Null);
-                }
-                FullDocument::Required => {
-                    // SRV document_source_change_stream_add_post_image.cpp
-                    return Err(CommandError::from_code(
-                        47,
-                        format!(
-                            "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {}",
-                            crate::query::fmt::doc(&event)
-                        ),
-                    ));
-                }
-            }
+            self.add_post_image(engine, &mut event, lookup.as_ref(), stored)?;
         }
         if matches!(op_type.as_str(), "update" | "replace" | "delete") {
-            match self.spec.before_change {
-                BeforeChange::Off => {}
-                BeforeChange::WhenAvailable | BeforeChange::Required if stored.is_some() => {
-                    let pre = stored.map(|s| s.pre.clone()).unwrap_or_default();
-                    event.insert("fullDocumentBeforeChange", pre);
-                }
-                BeforeChange::WhenAvailable => {
-                    event.insert("fullDocumentBeforeChange", Bson::Null);
-                }
-                BeforeChange::Required => {
-                    // SRV document_source_change_stream_add_pre_image.cpp
-                    return Err(CommandError::from_code(
-                        47,
-                        format!(
-                            "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {}",
-                            crate::query::fmt::doc(&event)
-                        ),
-                    ));
-                }
-            }
+            self.add_pre_image(&mut event, stored)?;
         }
         let id = event.get("_id").cloned();
         let Some(event) = self.user_pipeline.run_one(event)? else {
             // Filtered by the user's stages.
             return Ok(None);
         };
-        if event.get("_id") != id.as_ref() {
-            // SRV change_stream_proxy / document_source_change_stream_handle_topology_change
-            let found = match event.get("_id") {
-                Some(v) => crate::query::fmt::doc(&doc! {"_id": v.clone()}),
-                None => "{}".to_string(),
-            };
-            return Err(CommandError::from_code(
-                280,
-                format!(
-                    "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed. Expected: {} but found: {found}",
-                    crate::query::fmt::doc(&doc! {"_id": id.unwrap_or(Bson::Null)})
-                ),
-            ));
-        }
+        check_id_unchanged(&event, id)?;
         let raw = encode_event(&event, self.spec.split_large)?;
         Ok(Some((raw, token, invalidate)))
+    }
+
+    /// The resume-token checks: whether the event comes after the resume point (events up
+    /// to it are not returned); 280 when the stream passes a resume token it never saw.
+    fn past_resume_point(&mut self, token: &ResumeTokenData) -> CmdResult<bool> {
+        let Some(rp) = &mut self.resume else {
+            return Ok(true);
+        };
+        if rp.found {
+            // Events at or before a high-water-mark / found resume point.
+            return Ok(!token_le(token, &rp.token));
+        }
+        match compare_to_resume(token, &rp.token) {
+            ResumeCmp::Before => Ok(false),
+            ResumeCmp::Found => {
+                rp.found = true;
+                match rp.token.fragment_num {
+                    // A fragment of this event: split it again (split_if_large) and skip
+                    // the fragments up to the resume point.
+                    Some(k) if self.spec.split_large => {
+                        self.resume_split = Some(k.max(0) as usize);
+                        Ok(true)
+                    }
+                    Some(_) => Err(CommandError::from_code(
+                        280,
+                        "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
+                    )),
+                    None => Ok(false),
+                }
+            }
+            ResumeCmp::After => {
+                // SRV ensure_resume_token_present: 280
+                Err(CommandError::from_code(
+                    280,
+                    format!(
+                        "cannot resume stream; the resume token was not found. {}",
+                        token_display(&rp.token)
+                    ),
+                ))
+            }
+        }
+    }
+
+    /// `fullDocument` of an update event as the stream's `fullDocument` option asks.
+    fn add_post_image(
+        &self,
+        engine: &Engine,
+        event: &mut Document,
+        lookup: Option<&(String, String, Bson)>,
+        stored: Option<&StoredImage>,
+    ) -> CmdResult<()> {
+        match self.spec.full_document {
+            FullDocument::Default => {}
+            FullDocument::UpdateLookup => {
+                let current = lookup.and_then(|(db, coll, id)| {
+                    let c = engine.catalog.coll(db, coll)?;
+                    let rid = c.rid_by_id(id)?;
+                    c.get(rid).map(|d| d.doc.clone())
+                });
+                event.insert(
+                    "fullDocument",
+                    current.map(Bson::Document).unwrap_or(Bson::Null),
+                );
+            }
+            FullDocument::WhenAvailable | FullDocument::Required
+                if stored.is_some_and(|s| s.post.is_some()) =>
+            {
+                let post = stored.and_then(|s| s.post.clone());
+                event.insert(
+                    "fullDocument",
+                    post.map(Bson::Document).unwrap_or(Bson::Null),
+                );
+            }
+            FullDocument::WhenAvailable => {
+                event.insert("fullDocument", Bson::Null);
+            }
+            FullDocument::Required => {
+                // SRV document_source_change_stream_add_post_image.cpp
+                return Err(CommandError::from_code(
+                    47,
+                    format!(
+                        "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {}",
+                        crate::query::fmt::doc(event)
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `fullDocumentBeforeChange` of an update, replace or delete event as the stream's
+    /// `fullDocumentBeforeChange` option asks.
+    fn add_pre_image(&self, event: &mut Document, stored: Option<&StoredImage>) -> CmdResult<()> {
+        match self.spec.before_change {
+            BeforeChange::Off => {}
+            BeforeChange::WhenAvailable | BeforeChange::Required if stored.is_some() => {
+                let pre = stored.map(|s| s.pre.clone()).unwrap_or_default();
+                event.insert("fullDocumentBeforeChange", pre);
+            }
+            BeforeChange::WhenAvailable => {
+                event.insert("fullDocumentBeforeChange", Bson::Null);
+            }
+            BeforeChange::Required => {
+                // SRV document_source_change_stream_add_pre_image.cpp
+                return Err(CommandError::from_code(
+                    47,
+                    format!(
+                        "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {}",
+                        crate::query::fmt::doc(event)
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Turns one oplog entry into candidate events (unwinding `applyOps`).
@@ -961,212 +1024,196 @@ impl ChangeStreamCursor {
         wall: Option<Bson>,
         txn: Option<TxnCtx<'_>>,
     ) -> CmdResult<()> {
-        let op = e.get_str("op").unwrap_or("");
         let ns = e.get_str("ns").unwrap_or("");
         let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
-        let uuid = match e.get("ui") {
-            Some(Bson::Binary(b)) if b.bytes.len() == 16 => {
-                let mut u = [0u8; 16];
-                u.copy_from_slice(&b.bytes);
-                Some(u)
-            }
-            _ => None,
-        };
         let no_o = Document::new();
         let o = e.get_document("o").unwrap_or(&no_o);
-        let modern = self.version != ServerVersion::V4_4;
         if coll == "system.views" && !matches!(self.level, Level::Collection { .. }) {
             return self.view_event(e, o, ts, wall, txn);
         }
-
-        let operation_type: &str;
-        let mut full_document: Option<Bson> = None;
-        let mut document_key: Option<Document> = None;
-        let mut update_description: Option<Document> = None;
-        let mut operation_description: Option<Document> = None;
-        let mut state_before_change: Option<Document> = None;
-        let mut ns_doc = doc! {"db": db, "coll": coll};
-        let mut to: Option<Document> = None;
-        let mut invalidates = false;
-
-        match op {
-            "i" => {
-                if !self.watches(db, coll) {
-                    return Ok(());
-                }
-                operation_type = "insert";
-                full_document = Some(Bson::Document(o.clone()));
-                document_key = Some(match e.get_document("o2") {
-                    Ok(k) => k.clone(),
-                    // Entries without o2 (4.4 format): `{_id}`.
-                    Err(_) => doc! {"_id": o.get("_id").cloned().unwrap_or(Bson::Null)},
-                });
-            }
-            "d" => {
-                if !self.watches(db, coll) {
-                    return Ok(());
-                }
-                operation_type = "delete";
-                document_key = Some(o.clone());
-            }
-            "u" => {
-                if !self.watches(db, coll) {
-                    return Ok(());
-                }
-                document_key = e.get_document("o2").ok().cloned();
-                match o.get("$v") {
-                    Some(v) if num(v) == Some(2) => {
-                        operation_type = "update";
-                        let diff = o.get_document("diff").cloned().unwrap_or_default();
-                        update_description = Some(if self.spec.show_raw_update_description {
-                            o.clone()
-                        } else if modern {
-                            update_description::from_v2_diff(&diff, self.spec.show_expanded)?
-                        } else {
-                            // 4.4-era transform: no truncatedArrays for delta entries either.
-                            let mut d = update_description::from_v2_diff(&diff, false)?;
-                            d.remove("truncatedArrays");
-                            d
-                        });
-                    }
-                    Some(v) if modern => {
-                        // SRV change_stream_event_transform.cpp
-                        return Err(CommandError::from_code(
-                            6741200,
-                            format!(
-                                "Unsupported or missing oplog version, $v: {}",
-                                crate::query::fmt::value(v)
-                            ),
-                        ));
-                    }
-                    _ if o.contains_key("_id")
-                        && !o.contains_key("$set")
-                        && !o.contains_key("$unset") =>
-                    {
-                        operation_type = "replace";
-                        full_document = Some(Bson::Document(o.clone()));
-                    }
-                    _ => {
-                        operation_type = "update";
-                        update_description = Some(update_description::from_v1(o));
-                    }
-                }
-            }
-            "c" => {
-                if let Some(Bson::String(c)) = o.get("drop") {
-                    if !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "drop";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    invalidates = matches!(self.level, Level::Collection { .. });
-                } else if let Some(Bson::String(from)) = o.get("renameCollection") {
-                    let target = o.get_str("to").unwrap_or("").to_string();
-                    let (fdb, fcoll) = from.split_once('.').unwrap_or((from.as_str(), ""));
-                    let (tdb, tcoll) = target.split_once('.').unwrap_or((target.as_str(), ""));
-                    if !self.watches(fdb, fcoll) && !self.watches(tdb, tcoll) {
-                        return Ok(());
-                    }
-                    operation_type = "rename";
-                    ns_doc = doc! {"db": fdb, "coll": fcoll};
-                    let to_doc = doc! {"db": tdb, "coll": tcoll};
-                    let mut desc = Document::new();
-                    for (k, v) in o {
-                        match k.as_str() {
-                            "renameCollection" | "stayTemp" => {}
-                            "to" => {
-                                desc.insert("to", to_doc.clone());
-                            }
-                            _ => {
-                                desc.insert(k.clone(), v.clone());
-                            }
-                        }
-                    }
-                    operation_description = Some(desc);
-                    to = Some(to_doc);
-                    invalidates = matches!(self.level, Level::Collection { .. });
-                } else if o.contains_key("dropDatabase") {
-                    if !self.watches_db(db) {
-                        return Ok(());
-                    }
-                    operation_type = "dropDatabase";
-                    ns_doc = doc! {"db": db};
-                    invalidates = !matches!(self.level, Level::Cluster);
-                } else if let Some(Bson::String(c)) = o.get("create") {
-                    if !self.spec.show_expanded || !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "create";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    let mut d = o.clone();
-                    d.remove("create");
-                    operation_description = Some(d);
-                } else if let Some(Bson::String(c)) = o.get("createIndexes") {
-                    if !self.spec.show_expanded || !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "createIndexes";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    let mut spec = o.clone();
-                    spec.remove("createIndexes");
-                    operation_description = Some(doc! {"indexes": [spec]});
-                } else if let Some(Bson::String(c)) = o.get("commitIndexBuild") {
-                    if !self.spec.show_expanded || !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "createIndexes";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    operation_description =
-                        Some(doc! {"indexes": o.get("indexes").cloned().unwrap_or(Bson::Null)});
-                } else if let Some(Bson::String(c)) = o.get("dropIndexes") {
-                    if !self.spec.show_expanded || !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "dropIndexes";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    let mut spec = e.get_document("o2").cloned().unwrap_or_default();
-                    spec.remove("dropIndexes");
-                    operation_description = Some(doc! {"indexes": [spec]});
-                } else if let Some(Bson::String(c)) = o.get("collMod") {
-                    if !self.spec.show_expanded || !self.watches(db, c) {
-                        return Ok(());
-                    }
-                    operation_type = "modify";
-                    ns_doc = doc! {"db": db, "coll": c.clone()};
-                    let mut d = o.clone();
-                    d.remove("collMod");
-                    operation_description = Some(d);
-                    let o2 = e.get_document("o2").cloned().unwrap_or_default();
-                    let mut before = Document::new();
-                    if let Some(v) = o2.get("collectionOptions_old") {
-                        before.insert("collectionOptions", v.clone());
-                    }
-                    if let Some(v) = o2.get("indexOptions_old") {
-                        before.insert("indexOptions", v.clone());
-                    }
-                    state_before_change = Some(before);
-                } else {
-                    // startIndexBuild, abortIndexBuild, nested applyOps, …: no event.
-                    return Ok(());
-                }
-            }
-            // No-ops (periodic, sharding markers on a replica set) produce no events.
-            _ => return Ok(()),
-        }
-        if !self.spec.show_expanded && !CLASSIC_TYPES.contains(&operation_type) {
+        let Some(parts) = self.event_parts(e, o, db, coll)? else {
+            return Ok(());
+        };
+        if !self.spec.show_expanded && !CLASSIC_TYPES.contains(&parts.operation_type) {
             return Ok(());
         }
+        let uuid = op_uuid(e);
+        let image = image_key(parts.operation_type, uuid, ts, txn);
+        let txn_op_index = txn.map(|t| t.txn_op_index).unwrap_or(0);
+        let token = self.event_token(&parts, ts, uuid, txn_op_index);
+        let lookup = parts.update_lookup();
+        let invalidate_token = parts.invalidates.then(|| {
+            let mut t = token.clone();
+            t.from_invalidate = true;
+            t
+        });
+        let event = self.event_document(e, parts, &token, ts, wall.as_ref(), txn);
+        self.pending.push_back(Candidate {
+            token,
+            event,
+            lookup,
+            invalidate: false,
+            image,
+        });
+        if let Some(t) = invalidate_token {
+            self.push_invalidate(t, ts, wall.as_ref());
+        }
+        Ok(())
+    }
 
-        let txn_op_index = txn.as_ref().map(|t| t.txn_op_index).unwrap_or(0);
-        let image_key = match (operation_type, uuid) {
-            ("update" | "replace" | "delete", Some(u)) => Some(ImageKey {
-                ts: ts_key(txn.as_ref().map(|t| t.apply_ts).unwrap_or(ts)),
-                apply_ops_index: txn.as_ref().map(|t| t.apply_index).unwrap_or(0),
-                uuid: u,
+    /// The kind-specific fields of the event of one oplog operation, by op family; `None`
+    /// when the operation produces no event on this stream.
+    fn event_parts(
+        &self,
+        e: &Document,
+        o: &Document,
+        db: &str,
+        coll: &str,
+    ) -> CmdResult<Option<EventParts>> {
+        let ns = doc! {"db": db, "coll": coll};
+        Ok(match e.get_str("op").unwrap_or("") {
+            "i" | "d" | "u" if !self.watches(db, coll) => None,
+            "i" => Some(insert_parts(e, o, ns)),
+            "d" => Some(EventParts {
+                document_key: Some(o.clone()),
+                ..EventParts::new("delete", ns)
             }),
+            "u" => Some(self.update_parts(e, o, ns)?),
+            "c" => self.command_parts(e, o, db),
+            // No-ops (periodic, sharding markers on a replica set) produce no events.
             _ => None,
+        })
+    }
+
+    /// An update entry: a `$v: 2` delta, a 4.4-era `$v: 1` update or a replacement.
+    fn update_parts(&self, e: &Document, o: &Document, ns: Document) -> CmdResult<EventParts> {
+        let modern = self.version != ServerVersion::V4_4;
+        let mut parts = match o.get("$v") {
+            Some(v) if num(v) == Some(2) => EventParts {
+                update_description: Some(self.delta_update_description(o)?),
+                ..EventParts::new("update", ns)
+            },
+            Some(v) if modern => {
+                // SRV change_stream_event_transform.cpp
+                return Err(CommandError::from_code(
+                    6741200,
+                    format!(
+                        "Unsupported or missing oplog version, $v: {}",
+                        crate::query::fmt::value(v)
+                    ),
+                ));
+            }
+            _ if o.contains_key("_id") && !o.contains_key("$set") && !o.contains_key("$unset") => {
+                EventParts {
+                    full_document: Some(Bson::Document(o.clone())),
+                    ..EventParts::new("replace", ns)
+                }
+            }
+            _ => EventParts {
+                update_description: Some(update_description::from_v1(o)),
+                ..EventParts::new("update", ns)
+            },
         };
-        // SRV makeResumeToken: keep the resumed token's version until past the resume point.
+        parts.document_key = e.get_document("o2").ok().cloned();
+        Ok(parts)
+    }
+
+    /// The `updateDescription` (or `rawUpdateDescription`) of a `$v: 2` delta entry `o`.
+    fn delta_update_description(&self, o: &Document) -> CmdResult<Document> {
+        let diff = o.get_document("diff").cloned().unwrap_or_default();
+        Ok(if self.spec.show_raw_update_description {
+            o.clone()
+        } else if self.version != ServerVersion::V4_4 {
+            update_description::from_v2_diff(&diff, self.spec.show_expanded)?
+        } else {
+            // 4.4-era transform: no truncatedArrays for delta entries either.
+            let mut d = update_description::from_v2_diff(&diff, false)?;
+            d.remove("truncatedArrays");
+            d
+        })
+    }
+
+    /// A command entry (`op: "c"`): the first command field recognised decides the event.
+    fn command_parts(&self, e: &Document, o: &Document, db: &str) -> Option<EventParts> {
+        if let Some(Bson::String(c)) = o.get("drop") {
+            if !self.watches(db, c) {
+                return None;
+            }
+            return Some(EventParts {
+                invalidates: matches!(self.level, Level::Collection { .. }),
+                ..EventParts::new("drop", doc! {"db": db, "coll": c.clone()})
+            });
+        }
+        if let Some(Bson::String(from)) = o.get("renameCollection") {
+            return self.rename_parts(o, from);
+        }
+        if o.contains_key("dropDatabase") {
+            if !self.watches_db(db) {
+                return None;
+            }
+            return Some(EventParts {
+                invalidates: !matches!(self.level, Level::Cluster),
+                ..EventParts::new("dropDatabase", doc! {"db": db})
+            });
+        }
+        self.ddl_parts(e, o, db)
+    }
+
+    /// `renameCollection` of `from`: seen by streams watching its source or its target.
+    fn rename_parts(&self, o: &Document, from: &str) -> Option<EventParts> {
+        let target = o.get_str("to").unwrap_or("");
+        let (fdb, fcoll) = from.split_once('.').unwrap_or((from, ""));
+        let (tdb, tcoll) = target.split_once('.').unwrap_or((target, ""));
+        if !self.watches(fdb, fcoll) && !self.watches(tdb, tcoll) {
+            return None;
+        }
+        let to_doc = doc! {"db": tdb, "coll": tcoll};
+        let mut desc = Document::new();
+        for (k, v) in o {
+            match k.as_str() {
+                "renameCollection" | "stayTemp" => {}
+                "to" => {
+                    desc.insert("to", to_doc.clone());
+                }
+                _ => {
+                    desc.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        Some(EventParts {
+            operation_description: Some(desc),
+            to: Some(to_doc),
+            invalidates: matches!(self.level, Level::Collection { .. }),
+            ..EventParts::new("rename", doc! {"db": fdb, "coll": fcoll})
+        })
+    }
+
+    /// The DDL events only `showExpandedEvents` streams report ([`DDL_EVENTS`]).
+    fn ddl_parts(&self, e: &Document, o: &Document, db: &str) -> Option<EventParts> {
+        for (field, operation_type, describe) in DDL_EVENTS {
+            let Some(Bson::String(c)) = o.get(*field) else {
+                continue;
+            };
+            if !self.spec.show_expanded || !self.watches(db, c) {
+                return None;
+            }
+            let mut parts = EventParts::new(operation_type, doc! {"db": db, "coll": c.clone()});
+            describe(e, o, &mut parts);
+            return Some(parts);
+        }
+        // startIndexBuild, abortIndexBuild, nested applyOps, …: no event.
+        None
+    }
+
+    /// The event's resume token; SRV makeResumeToken keeps the resumed token's version
+    /// until the stream is past the resume point.
+    fn event_token(
+        &self,
+        parts: &EventParts,
+        ts: Timestamp,
+        uuid: Option<[u8; 16]>,
+        txn_op_index: i32,
+    ) -> ResumeTokenData {
         let version = match &self.resume {
             Some(rp)
                 if !(ts_key(ts) > ts_key(rp.token.cluster_time)
@@ -1176,66 +1223,62 @@ impl ChangeStreamCursor {
             }
             _ => self.token_version,
         };
-        let token = ResumeTokenData::event(
+        ResumeTokenData::event(
             ts,
             version,
             txn_op_index,
             uuid,
-            operation_type,
-            document_key.as_ref(),
-            operation_description.as_ref(),
-        );
+            parts.operation_type,
+            parts.document_key.as_ref(),
+            parts.operation_description.as_ref(),
+        )
+    }
 
+    /// The change event document, its fields in the order a server emits them.
+    fn event_document(
+        &self,
+        e: &Document,
+        parts: EventParts,
+        token: &ResumeTokenData,
+        ts: Timestamp,
+        wall: Option<&Bson>,
+        txn: Option<TxnCtx<'_>>,
+    ) -> Document {
+        let expanded = self.version != ServerVersion::V4_4 && self.spec.show_expanded;
         let mut ev = Document::new();
-        if let Some(t) = &txn {
-            let t = t.fields;
-            if let Some(n) = &t.txn_number {
+        if let Some(t) = txn {
+            if let Some(n) = &t.fields.txn_number {
                 ev.insert("txnNumber", n.clone());
             }
-            if let Some(l) = &t.lsid {
+            if let Some(l) = &t.fields.lsid {
                 ev.insert("lsid", l.clone());
             }
         }
         ev.insert("_id", token.to_document());
-        ev.insert("operationType", operation_type);
+        ev.insert("operationType", parts.operation_type);
         ev.insert("clusterTime", ts);
-        if modern && self.spec.show_expanded && operation_type != "dropDatabase" {
+        if expanded && parts.operation_type != "dropDatabase" {
             if let Some(ui) = e.get("ui") {
                 ev.insert("collectionUUID", ui.clone());
             }
         }
-        if modern {
-            if let Some(w) = &wall {
-                ev.insert("wallTime", w.clone());
-            }
-        }
-        if let Some(fd) = full_document {
+        self.add_wall_time(&mut ev, wall);
+        if let Some(fd) = parts.full_document {
             ev.insert("fullDocument", fd);
         }
-        let lookup = (operation_type == "update").then(|| {
-            let id = document_key
-                .as_ref()
-                .and_then(|k| k.get("_id").cloned())
-                .unwrap_or(Bson::Null);
-            (
-                ns_doc.get_str("db").unwrap_or("").to_string(),
-                ns_doc.get_str("coll").unwrap_or("").to_string(),
-                id,
-            )
-        });
-        ev.insert("ns", ns_doc);
-        if let Some(t) = &to {
-            ev.insert("to", t.clone());
+        ev.insert("ns", parts.ns);
+        if let Some(t) = parts.to {
+            ev.insert("to", t);
         }
-        if let Some(k) = document_key {
+        if let Some(k) = parts.document_key {
             ev.insert("documentKey", k);
         }
-        if modern && self.spec.show_expanded {
-            if let Some(d) = &operation_description {
-                ev.insert("operationDescription", d.clone());
+        if expanded {
+            if let Some(d) = parts.operation_description {
+                ev.insert("operationDescription", d);
             }
         }
-        if let Some(u) = update_description {
+        if let Some(u) = parts.update_description {
             let name = if self.spec.show_raw_update_description {
                 "rawUpdateDescription"
             } else {
@@ -1243,52 +1286,188 @@ impl ChangeStreamCursor {
             };
             ev.insert(name, u);
         }
-        if let Some(s) = state_before_change {
+        if let Some(s) = parts.state_before_change {
             ev.insert("stateBeforeChange", s);
         }
-        if lookup.is_some() {
-            self.pending.push_back(Candidate {
-                token,
-                event: ev,
-                lookup,
-                invalidate: false,
-                image: image_key,
-            });
-            return Ok(());
+        ev
+    }
+
+    /// Adds the entry's `wallTime` (not reported by 4.4).
+    fn add_wall_time(&self, ev: &mut Document, wall: Option<&Bson>) {
+        if self.version != ServerVersion::V4_4 {
+            if let Some(w) = wall {
+                ev.insert("wallTime", w.clone());
+            }
         }
-        let invalidate_token = invalidates.then(|| {
-            let mut t = token.clone();
-            t.from_invalidate = true;
-            t
-        });
+    }
+
+    /// Queues the `invalidate` that follows an invalidating event
+    /// (SRV document_source_change_stream_check_invalidate.cpp).
+    fn push_invalidate(&mut self, token: ResumeTokenData, ts: Timestamp, wall: Option<&Bson>) {
+        let mut inv = doc! {
+            "_id": token.to_document(),
+            "operationType": "invalidate",
+            "clusterTime": ts,
+        };
+        self.add_wall_time(&mut inv, wall);
         self.pending.push_back(Candidate {
             token,
-            event: ev,
+            event: inv,
             lookup: None,
-            invalidate: false,
-            image: image_key,
+            invalidate: true,
+            image: None,
         });
-        if let Some(t) = invalidate_token {
-            // SRV document_source_change_stream_check_invalidate.cpp
-            let mut inv = doc! {
-                "_id": t.to_document(),
-                "operationType": "invalidate",
-                "clusterTime": ts,
-            };
-            if modern {
-                if let Some(w) = &wall {
-                    inv.insert("wallTime", w.clone());
-                }
-            }
-            self.pending.push_back(Candidate {
-                token: t,
-                event: inv,
-                lookup: None,
-                invalidate: true,
-                image: None,
-            });
+    }
+}
+
+/// The fields of a change event that depend on its kind, filled per op family.
+#[derive(Debug)]
+struct EventParts {
+    operation_type: &'static str,
+    full_document: Option<Bson>,
+    document_key: Option<Document>,
+    update_description: Option<Document>,
+    operation_description: Option<Document>,
+    state_before_change: Option<Document>,
+    ns: Document,
+    to: Option<Document>,
+    /// A collection or database stream closes after this event.
+    invalidates: bool,
+}
+
+impl EventParts {
+    /// An event of `operation_type` on `ns` with no other fields.
+    fn new(operation_type: &'static str, ns: Document) -> Self {
+        Self {
+            operation_type,
+            full_document: None,
+            document_key: None,
+            update_description: None,
+            operation_description: None,
+            state_before_change: None,
+            ns,
+            to: None,
+            invalidates: false,
         }
-        Ok(())
+    }
+
+    /// `(db, coll, _id)` that `fullDocument: updateLookup` reads, for update events.
+    fn update_lookup(&self) -> Option<(String, String, Bson)> {
+        (self.operation_type == "update").then(|| {
+            let id = self
+                .document_key
+                .as_ref()
+                .and_then(|k| k.get("_id").cloned())
+                .unwrap_or(Bson::Null);
+            (
+                self.ns.get_str("db").unwrap_or("").to_string(),
+                self.ns.get_str("coll").unwrap_or("").to_string(),
+                id,
+            )
+        })
+    }
+}
+
+/// An insert: the document, and its key (`o2`; `{_id}` in 4.4-format entries without one).
+fn insert_parts(e: &Document, o: &Document, ns: Document) -> EventParts {
+    let document_key = match e.get_document("o2") {
+        Ok(k) => k.clone(),
+        Err(_) => doc! {"_id": o.get("_id").cloned().unwrap_or(Bson::Null)},
+    };
+    EventParts {
+        full_document: Some(Bson::Document(o.clone())),
+        document_key: Some(document_key),
+        ..EventParts::new("insert", ns)
+    }
+}
+
+/// Fills in the description of a DDL event from its oplog entry `e` (command object `o`).
+type DescribeDdl = fn(e: &Document, o: &Document, parts: &mut EventParts);
+
+/// Expanded DDL events: command field, event type and description, recognised in this order.
+const DDL_EVENTS: &[(&str, &str, DescribeDdl)] = &[
+    ("create", "create", describe_create),
+    ("createIndexes", "createIndexes", describe_create_indexes),
+    (
+        "commitIndexBuild",
+        "createIndexes",
+        describe_commit_index_build,
+    ),
+    ("dropIndexes", "dropIndexes", describe_drop_indexes),
+    ("collMod", "modify", describe_coll_mod),
+];
+
+/// `d` without its field `key`.
+fn without(mut d: Document, key: &str) -> Document {
+    d.remove(key);
+    d
+}
+
+/// `create`: the collection options.
+fn describe_create(_: &Document, o: &Document, parts: &mut EventParts) {
+    parts.operation_description = Some(without(o.clone(), "create"));
+}
+
+/// `createIndexes`: the spec of the index.
+fn describe_create_indexes(_: &Document, o: &Document, parts: &mut EventParts) {
+    parts.operation_description = Some(doc! {"indexes": [without(o.clone(), "createIndexes")]});
+}
+
+/// `commitIndexBuild`: the specs of the built indexes.
+fn describe_commit_index_build(_: &Document, o: &Document, parts: &mut EventParts) {
+    parts.operation_description =
+        Some(doc! {"indexes": o.get("indexes").cloned().unwrap_or(Bson::Null)});
+}
+
+/// `dropIndexes`: the spec of the dropped index (kept in `o2`).
+fn describe_drop_indexes(e: &Document, _: &Document, parts: &mut EventParts) {
+    let spec = e.get_document("o2").cloned().unwrap_or_default();
+    parts.operation_description = Some(doc! {"indexes": [without(spec, "dropIndexes")]});
+}
+
+/// `collMod`: the changed options, and their old values as `stateBeforeChange`.
+fn describe_coll_mod(e: &Document, o: &Document, parts: &mut EventParts) {
+    parts.operation_description = Some(without(o.clone(), "collMod"));
+    let mut before = Document::new();
+    if let Ok(o2) = e.get_document("o2") {
+        for (old, name) in [
+            ("collectionOptions_old", "collectionOptions"),
+            ("indexOptions_old", "indexOptions"),
+        ] {
+            if let Some(v) = o2.get(old) {
+                before.insert(name, v.clone());
+            }
+        }
+    }
+    parts.state_before_change = Some(before);
+}
+
+/// The collection UUID (`ui`) of an oplog operation.
+fn op_uuid(e: &Document) -> Option<[u8; 16]> {
+    match e.get("ui") {
+        Some(Bson::Binary(b)) if b.bytes.len() == 16 => {
+            let mut u = [0u8; 16];
+            u.copy_from_slice(&b.bytes);
+            Some(u)
+        }
+        _ => None,
+    }
+}
+
+/// The key of the images stored for an update, replace or delete on collection `uuid`.
+fn image_key(
+    operation_type: &str,
+    uuid: Option<[u8; 16]>,
+    ts: Timestamp,
+    txn: Option<TxnCtx<'_>>,
+) -> Option<ImageKey> {
+    match (operation_type, uuid) {
+        ("update" | "replace" | "delete", Some(u)) => Some(ImageKey {
+            ts: ts_key(txn.map(|t| t.apply_ts).unwrap_or(ts)),
+            apply_ops_index: txn.map(|t| t.apply_index).unwrap_or(0),
+            uuid: u,
+        }),
+        _ => None,
     }
 }
 
@@ -1322,14 +1501,7 @@ impl ChangeStreamCursor {
             "d" => ("drop", None),
             _ => return Ok(()),
         };
-        let uuid = match e.get("ui") {
-            Some(Bson::Binary(b)) if b.bytes.len() == 16 => {
-                let mut u = [0u8; 16];
-                u.copy_from_slice(&b.bytes);
-                Some(u)
-            }
-            _ => None,
-        };
+        let uuid = op_uuid(e);
         let txn_op_index = txn.as_ref().map(|t| t.txn_op_index).unwrap_or(0);
         let token = ResumeTokenData::event(
             ts,
@@ -1443,6 +1615,25 @@ fn num(v: &Bson) -> Option<i64> {
         Bson::Double(d) => Some(*d as i64),
         _ => None,
     }
+}
+
+/// 280 when the user's stages changed the event's `_id` (its resume token), which was `id`
+/// (SRV change_stream_proxy / document_source_change_stream_handle_topology_change).
+fn check_id_unchanged(event: &Document, id: Option<Bson>) -> CmdResult<()> {
+    if event.get("_id") == id.as_ref() {
+        return Ok(());
+    }
+    let found = match event.get("_id") {
+        Some(v) => crate::query::fmt::doc(&doc! {"_id": v.clone()}),
+        None => "{}".to_string(),
+    };
+    Err(CommandError::from_code(
+        280,
+        format!(
+            "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed. Expected: {} but found: {found}",
+            crate::query::fmt::doc(&doc! {"_id": id.unwrap_or(Bson::Null)})
+        ),
+    ))
 }
 
 fn encode_event(event: &Document, splittable: bool) -> CmdResult<RawDocumentBuf> {

@@ -17,7 +17,7 @@ use crate::engine::names;
 use crate::engine::{Engine, PendingOp, RetryCtx};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
-use bson::{doc, Bson, Document};
+use bson::{doc, Bson, Document, Timestamp};
 
 /// The retryable-write context: `lsid` + `txnNumber` outside a transaction.
 pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
@@ -121,15 +121,7 @@ pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             last_ts = Some(engine.last_applied());
         }
     }
-    let mut reply = doc! {"n": n};
-    if !write_errors.is_empty() {
-        reply.insert("writeErrors", write_errors);
-    }
-    if let Some(ts) = last_ts {
-        ctx.operation_time = Some(ts);
-        append_repl_fields(ctx, &mut reply, ts);
-    }
-    Ok(reply)
+    Ok(write_reply(ctx, doc! {"n": n}, write_errors, last_ts))
 }
 
 // ---------------------------------------------------------------- delete
@@ -146,7 +138,8 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     let ordered = opt_bool(&req.body, "delete", "ordered")?.unwrap_or(true);
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
     let retry = retry_ctx(ctx);
-    let batched = ctx.shared.opts.batched_deletes;
+    // a multi-document delete is one batched applyOps entry, retryable writes excepted
+    let may_batch = ctx.shared.opts.batched_deletes && retry.is_none();
     let mut n = 0i32;
     let mut write_errors = Vec::new();
     let mut last_ts = None;
@@ -165,47 +158,8 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                     continue;
                 }
             }
-            let res = (|| -> CmdResult<(i32, Vec<PendingOp>, bool)> {
-                let Bson::Document(spec) = spec else {
-                    return Err(super::wrong_type("delete.deletes.0", spec, "object"));
-                };
-                let q = match spec.get("q") {
-                    Some(Bson::Document(q)) => q,
-                    Some(other) => {
-                        return Err(super::wrong_type("delete.deletes.q", other, "object"))
-                    }
-                    None => return Err(missing_field("delete.deletes", "q")),
-                };
-                let limit = match spec.get("limit") {
-                    Some(v) => match crate::query::compare::as_f64(v) {
-                        Some(l) => l,
-                        None => return Err(super::wrong_type("delete.deletes.limit", v, "long")),
-                    },
-                    None => return Err(missing_field("delete.deletes", "limit")),
-                };
-                if limit != 0.0 && limit != 1.0 {
-                    // SRV write_ops.cpp
-                    return Err(CommandError::failed_to_parse(format!(
-                        "The limit field in delete objects must be 0 or 1. Got {limit}"
-                    )));
-                }
-                let m = matcher_for(q, lets.as_ref(), spec.get("collation"))?;
-                let simple = matches!(spec.get("collation"), None | Some(Bson::Null));
-                let mut rids = matching_rids_with(&engine.catalog, db, coll, q, &m, simple);
-                if limit == 1.0 {
-                    rids.truncate(1);
-                }
-                let mut ops = Vec::new();
-                for rid in &rids {
-                    ops.push(PendingOp::stmt(
-                        engine.catalog.delete_doc(db, coll, *rid)?,
-                        Some(stmt),
-                    ));
-                }
-                let as_batch = batched && limit == 0.0 && retry.is_none() && ops.len() > 1;
-                Ok((rids.len() as i32, ops, as_batch))
-            })();
-            match res {
+            let target = (db, coll, lets.as_ref());
+            match delete_statement(engine, target, spec, stmt, may_batch) {
                 Ok((k, ops, as_batch)) => {
                     n += k;
                     let ts = if as_batch {
@@ -229,7 +183,64 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             last_ts = Some(engine.last_applied());
         }
     }
-    let mut reply = doc! {"n": n};
+    Ok(write_reply(ctx, doc! {"n": n}, write_errors, last_ts))
+}
+
+/// One statement of `deletes` (number `stmt`) on `(db, coll, let)`: the number of
+/// documents deleted, their oplog ops, and whether they are logged as one batch.
+fn delete_statement(
+    engine: &mut Engine,
+    (db, coll, lets): (&str, &str, Option<&Document>),
+    spec: &Bson,
+    stmt: i32,
+    may_batch: bool,
+) -> CmdResult<(i32, Vec<PendingOp>, bool)> {
+    let Bson::Document(spec) = spec else {
+        return Err(super::wrong_type("delete.deletes.0", spec, "object"));
+    };
+    let q = match spec.get("q") {
+        Some(Bson::Document(q)) => q,
+        Some(other) => return Err(super::wrong_type("delete.deletes.q", other, "object")),
+        None => return Err(missing_field("delete.deletes", "q")),
+    };
+    let limit = match spec.get("limit") {
+        Some(v) => match crate::query::compare::as_f64(v) {
+            Some(l) => l,
+            None => return Err(super::wrong_type("delete.deletes.limit", v, "long")),
+        },
+        None => return Err(missing_field("delete.deletes", "limit")),
+    };
+    if limit != 0.0 && limit != 1.0 {
+        // SRV write_ops.cpp
+        return Err(CommandError::failed_to_parse(format!(
+            "The limit field in delete objects must be 0 or 1. Got {limit}"
+        )));
+    }
+    let m = matcher_for(q, lets, spec.get("collation"))?;
+    let simple = matches!(spec.get("collation"), None | Some(Bson::Null));
+    let mut rids = matching_rids_with(&engine.catalog, db, coll, q, &m, simple);
+    if limit == 1.0 {
+        rids.truncate(1);
+    }
+    let mut ops = Vec::new();
+    for rid in &rids {
+        ops.push(PendingOp::stmt(
+            engine.catalog.delete_doc(db, coll, *rid)?,
+            Some(stmt),
+        ));
+    }
+    let as_batch = may_batch && limit == 0.0 && ops.len() > 1;
+    Ok((rids.len() as i32, ops, as_batch))
+}
+
+/// The reply of `insert`, `update` and `delete`: `reply` (`n`, …) with the `writeErrors`
+/// and the replication fields; `last_ts` becomes the operation time.
+fn write_reply(
+    ctx: &mut Ctx<'_>,
+    mut reply: Document,
+    write_errors: Vec<Document>,
+    last_ts: Option<Timestamp>,
+) -> Document {
     if !write_errors.is_empty() {
         reply.insert("writeErrors", write_errors);
     }
@@ -237,7 +248,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
         ctx.operation_time = Some(ts);
         append_repl_fields(ctx, &mut reply, ts);
     }
-    Ok(reply)
+    reply
 }
 
 // ---------------------------------------------------------------- count / distinct
@@ -504,30 +515,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     reject_let_on_44(ctx, &req)?;
     let updates = req_array(&req.body, "update", "updates")?;
     let lets = opt_doc(&req.body, "update", "let")?.cloned();
-    // the statements are parsed (IDL) before anything runs: a bad field fails the command
-    for spec in updates {
-        if let Bson::Document(spec) = spec {
-            for k in spec.keys() {
-                // UpdateOpEntry IDL fields of 7.0 (`sort` is 8.0+)
-                let known = matches!(
-                    k.as_str(),
-                    "q" | "u"
-                        | "c"
-                        | "multi"
-                        | "upsert"
-                        | "arrayFilters"
-                        | "collation"
-                        | "hint"
-                        | "upsertSupplied"
-                        | "sampleId"
-                        | "$_allowShardKeyUpdatesWithoutFullShardKeyInQuery"
-                );
-                if !known {
-                    return Err(CommandError::unknown_field(k, "update.updates"));
-                }
-            }
-        }
-    }
+    check_update_fields(updates)?;
     let ordered = opt_bool(&req.body, "update", "ordered")?.unwrap_or(true);
     names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
     let retry = retry_ctx(ctx);
@@ -557,83 +545,10 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
                 ..Default::default()
             };
             let mut ops: Vec<Document> = Vec::new();
-            let res = (|| -> CmdResult<()> {
-                let Bson::Document(spec) = spec else {
-                    return Err(super::wrong_type("update.updates.0", spec, "object"));
-                };
-                let q = match spec.get("q") {
-                    Some(Bson::Document(q)) => q.clone(),
-                    Some(other) => {
-                        return Err(super::wrong_type("update.updates.q", other, "object"))
-                    }
-                    None => return Err(missing_field("update.updates", "q")),
-                };
-                let u = spec
-                    .get("u")
-                    .ok_or_else(|| missing_field("update.updates", "u"))?;
-                let multi = opt_bool(spec, "update.updates", "multi")?.unwrap_or(false);
-                let upsert = opt_bool(spec, "update.updates", "upsert")?.unwrap_or(false);
-                let filters: Option<Vec<Document>> = match spec.get("arrayFilters") {
-                    None => None,
-                    Some(Bson::Array(a)) => Some(
-                        a.iter()
-                            .map(|f| match f {
-                                Bson::Document(d) => Ok(d.clone()),
-                                other => Err(super::wrong_type(
-                                    "update.updates.arrayFilters",
-                                    other,
-                                    "object",
-                                )),
-                            })
-                            .collect::<CmdResult<_>>()?,
-                    ),
-                    Some(other) => {
-                        return Err(super::wrong_type(
-                            "update.updates.arrayFilters",
-                            other,
-                            "array",
-                        ))
-                    }
-                };
-                let legacy = engine.version == crate::ServerVersion::V4_4;
-                let parsed = Update::parse_versioned(u, filters.as_deref(), legacy)?;
-                let m = matcher_for(&q, lets.as_ref(), spec.get("collation"))?;
-                if multi
-                    && matches!(u, Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')))
-                {
-                    // SRV write_ops_parsers.cpp
-                    return Err(CommandError::failed_to_parse(
-                        "multi update is not supported for replacement-style update",
-                    ));
-                }
-                apply_update(
-                    engine,
-                    db,
-                    coll,
-                    &q,
-                    &parsed,
-                    multi,
-                    upsert,
-                    None,
-                    (
-                        &m,
-                        lets.as_ref(),
-                        matches!(spec.get("collation"), None | Some(Bson::Null)),
-                    ),
-                    &mut r,
-                    &mut ops,
-                )
-            })();
+            let res = update_statement(engine, (db, coll, lets.as_ref()), spec, &mut r, &mut ops);
             // writes made before an error (earlier documents of a multi-update, an implicit
             // create) are logged either way
-            let pending: Vec<PendingOp> = ops
-                .into_iter()
-                .map(|op| {
-                    let session = op.get_str("op").is_ok_and(|o| o != "c");
-                    PendingOp::stmt(op, session.then_some(stmt))
-                })
-                .collect();
-            if let Some(ts) = engine.log(pending, retry.as_ref()) {
+            if let Some(ts) = log_statement(engine, ops, stmt, retry.as_ref()) {
                 last_ts = Some(ts);
             }
             match res {
@@ -662,14 +577,127 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     if !upserted.is_empty() {
         reply.insert("upserted", upserted);
     }
-    if !write_errors.is_empty() {
-        reply.insert("writeErrors", write_errors);
+    Ok(write_reply(ctx, reply, write_errors, last_ts))
+}
+
+/// The statements are parsed (IDL) before anything runs: an unknown field in one of them
+/// fails the command.
+fn check_update_fields(updates: &[Bson]) -> CmdResult<()> {
+    for spec in updates {
+        if let Bson::Document(spec) = spec {
+            for k in spec.keys() {
+                // UpdateOpEntry IDL fields of 7.0 (`sort` is 8.0+)
+                let known = matches!(
+                    k.as_str(),
+                    "q" | "u"
+                        | "c"
+                        | "multi"
+                        | "upsert"
+                        | "arrayFilters"
+                        | "collation"
+                        | "hint"
+                        | "upsertSupplied"
+                        | "sampleId"
+                        | "$_allowShardKeyUpdatesWithoutFullShardKeyInQuery"
+                );
+                if !known {
+                    return Err(CommandError::unknown_field(k, "update.updates"));
+                }
+            }
+        }
     }
-    if let Some(ts) = last_ts {
-        ctx.operation_time = Some(ts);
-        append_repl_fields(ctx, &mut reply, ts);
+    Ok(())
+}
+
+/// One statement of `updates` on `(db, coll, let)`: fills in `r` and `ops` (see
+/// [`apply_update`]).
+fn update_statement(
+    engine: &mut Engine,
+    (db, coll, lets): (&str, &str, Option<&Document>),
+    spec: &Bson,
+    r: &mut UpdateResult,
+    ops: &mut Vec<Document>,
+) -> CmdResult<()> {
+    let Bson::Document(spec) = spec else {
+        return Err(super::wrong_type("update.updates.0", spec, "object"));
+    };
+    let q = match spec.get("q") {
+        Some(Bson::Document(q)) => q.clone(),
+        Some(other) => return Err(super::wrong_type("update.updates.q", other, "object")),
+        None => return Err(missing_field("update.updates", "q")),
+    };
+    let u = spec
+        .get("u")
+        .ok_or_else(|| missing_field("update.updates", "u"))?;
+    let multi = opt_bool(spec, "update.updates", "multi")?.unwrap_or(false);
+    let upsert = opt_bool(spec, "update.updates", "upsert")?.unwrap_or(false);
+    let filters = array_filters(spec)?;
+    let legacy = engine.version == crate::ServerVersion::V4_4;
+    let parsed = Update::parse_versioned(u, filters.as_deref(), legacy)?;
+    let m = matcher_for(&q, lets, spec.get("collation"))?;
+    if multi
+        && matches!(u, Bson::Document(d) if d.keys().next().is_some_and(|k| !k.starts_with('$')))
+    {
+        // SRV write_ops_parsers.cpp
+        return Err(CommandError::failed_to_parse(
+            "multi update is not supported for replacement-style update",
+        ));
     }
-    Ok(reply)
+    let simple = matches!(spec.get("collation"), None | Some(Bson::Null));
+    apply_update(
+        engine,
+        db,
+        coll,
+        &q,
+        &parsed,
+        multi,
+        upsert,
+        None,
+        (&m, lets, simple),
+        r,
+        ops,
+    )
+}
+
+/// `arrayFilters` of an update statement: documents only.
+fn array_filters(spec: &Document) -> CmdResult<Option<Vec<Document>>> {
+    match spec.get("arrayFilters") {
+        None => Ok(None),
+        Some(Bson::Array(a)) => a
+            .iter()
+            .map(|f| match f {
+                Bson::Document(d) => Ok(d.clone()),
+                other => Err(super::wrong_type(
+                    "update.updates.arrayFilters",
+                    other,
+                    "object",
+                )),
+            })
+            .collect::<CmdResult<_>>()
+            .map(Some),
+        Some(other) => Err(super::wrong_type(
+            "update.updates.arrayFilters",
+            other,
+            "array",
+        )),
+    }
+}
+
+/// Logs the ops of update statement `stmt`, its CRUD ops tagged with the statement.
+fn log_statement(
+    engine: &mut Engine,
+    ops: Vec<Document>,
+    stmt: i32,
+    retry: Option<&RetryCtx>,
+) -> Option<Timestamp> {
+    let pending: Vec<PendingOp> = ops
+        .into_iter()
+        .map(|op| {
+            let session = op.get_str("op").is_ok_and(|o| o != "c");
+            PendingOp::stmt(op, session.then_some(stmt))
+        })
+        .collect();
+    engine.log(pending, retry)
 }
 
 // ---------------------------------------------------------------- findAndModify
@@ -681,18 +709,111 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
     let coll = names::coll_arg(db, req.target())?;
     check_txn_allowed(ctx)?;
     reject_let_on_44(ctx, &req)?;
-    let cmd = req.name.as_str();
-    let body = &req.body;
+    let fam = parse_find_and_modify(req.name.as_str(), &req.body)?;
+    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
+    let retry = retry_ctx(ctx);
+    let shared = ctx.shared.clone();
+    let mut guard = shared.engine.lock();
+    let engine = &mut *guard;
+    if let NsKind::View(_) = engine.catalog.kind(db, coll) {
+        return Err(view_write_error(db, coll));
+    }
+    let done = if fam.remove {
+        fam_remove(engine, db, coll, &fam)?
+    } else {
+        let bypass = crate::engine::validation::bypass(&req.body);
+        fam_update(engine, db, coll, &fam, bypass)?
+    };
+    let returns_pre_image = fam.remove || !fam.new;
+    let image = if returns_pre_image {
+        done.pre_image
+    } else {
+        done.value.clone()
+    };
+    let pending = pending_with_image(engine, done.ops, image, returns_pre_image, retry.is_some());
+    let ts = engine
+        .log(pending, retry.as_ref())
+        .unwrap_or_else(|| engine.last_applied());
+    drop(guard);
+    ctx.operation_time = Some(ts);
+    let value = match (done.value, &fam.projection) {
+        (Some(v), Some(p)) => Bson::Document(p.apply(&v)?),
+        (Some(v), None) => Bson::Document(v),
+        (None, _) => Bson::Null,
+    };
+    Ok(doc! {"lastErrorObject": done.last_error, "value": value})
+}
+
+/// A parsed `findAndModify`.
+struct FindAndModify {
+    query: Document,
+    remove: bool,
+    new: bool,
+    upsert: bool,
+    update: Option<Bson>,
+    filters: Option<Vec<Document>>,
+    projection: Option<crate::query::projection::Projection>,
+    sort: Option<crate::query::sort::SortSpec>,
+    lets: Option<Document>,
+    matcher: Matcher,
+    /// `collation` is absent or null.
+    simple_collation: bool,
+}
+
+/// Parses the arguments of `findAndModify` (command name `cmd`), in the server's order.
+fn parse_find_and_modify(cmd: &str, body: &Document) -> CmdResult<FindAndModify> {
     let query = opt_doc(body, cmd, "query")?.cloned().unwrap_or_default();
     let sort = opt_doc(body, cmd, "sort")?.cloned();
     let fields = opt_doc(body, cmd, "fields")?.cloned();
     let remove = opt_bool(body, cmd, "remove")?.unwrap_or(false);
     let new = opt_bool(body, cmd, "new")?.unwrap_or(false);
     let upsert = opt_bool(body, cmd, "upsert")?.unwrap_or(false);
-    let update_spec = body.get("update").cloned();
-    // SRV find_and_modify.cpp validate()
+    let update = body.get("update").cloned();
+    check_remove_or_update(remove, update.is_some(), upsert, new)?;
+    let filters: Option<Vec<Document>> = match body.get("arrayFilters") {
+        Some(Bson::Array(a)) => Some(a.iter().filter_map(|f| f.as_document().cloned()).collect()),
+        _ => None,
+    };
+    let projection = match &fields {
+        Some(f) if !f.is_empty() => Some(crate::query::projection::Projection::parse(f)?),
+        _ => None,
+    };
+    let collation = collation_of(body.get("collation"))?;
+    let sort = match &sort {
+        Some(s) if !s.is_empty() => {
+            let mut spec = crate::query::sort::SortSpec::parse(s)?;
+            spec.set_collation(collation.clone());
+            Some(spec)
+        }
+        _ => None,
+    };
+    let lets = opt_doc(body, cmd, "let")?.cloned();
+    let matcher = matcher_for(&query, lets.as_ref(), body.get("collation"))?;
+    Ok(FindAndModify {
+        query,
+        remove,
+        new,
+        upsert,
+        update,
+        filters,
+        projection,
+        sort,
+        lets,
+        matcher,
+        simple_collation: matches!(body.get("collation"), None | Some(Bson::Null)),
+    })
+}
+
+/// SRV find_and_modify.cpp validate(): either an update or `remove: true`, the latter
+/// without `upsert` or `new`.
+fn check_remove_or_update(
+    remove: bool,
+    has_update: bool,
+    upsert: bool,
+    new: bool,
+) -> CmdResult<()> {
     if remove {
-        if update_spec.is_some() {
+        if has_update {
             return Err(CommandError::failed_to_parse(
                 "Cannot specify both an update and remove=true",
             ));
@@ -707,121 +828,138 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
                 "Cannot specify both new=true and remove=true; 'remove' always returns the deleted document",
             ));
         }
-    } else if update_spec.is_none() {
+    } else if !has_update {
         return Err(CommandError::failed_to_parse(
             "Either an update or remove=true must be specified",
         ));
     }
-    let filters: Option<Vec<Document>> = match body.get("arrayFilters") {
-        Some(Bson::Array(a)) => Some(a.iter().filter_map(|f| f.as_document().cloned()).collect()),
-        _ => None,
-    };
-    let projection = match &fields {
-        Some(f) if !f.is_empty() => Some(crate::query::projection::Projection::parse(f)?),
-        _ => None,
-    };
-    let collation = collation_of(body.get("collation"))?;
-    let sort_spec = match &sort {
-        Some(s) if !s.is_empty() => {
-            let mut spec = crate::query::sort::SortSpec::parse(s)?;
-            spec.set_collation(collation.clone());
-            Some(spec)
-        }
-        _ => None,
-    };
-    let lets = opt_doc(body, cmd, "let")?.cloned();
-    let m = matcher_for(&query, lets.as_ref(), body.get("collation"))?;
-    names::check_write_ns(db, coll, ctx.shared.is_repl_set())?;
-    let retry = retry_ctx(ctx);
-    let shared = ctx.shared.clone();
-    let mut guard = shared.engine.lock();
-    let engine = &mut *guard;
-    if let NsKind::View(_) = engine.catalog.kind(db, coll) {
-        return Err(view_write_error(db, coll));
+    Ok(())
+}
+
+/// What a `findAndModify` did, before it is logged.
+struct FamDone {
+    last_error: Document,
+    /// The document returned as `value` (before projection).
+    value: Option<Document>,
+    /// The document before the write.
+    pre_image: Option<Document>,
+    ops: Vec<Document>,
+}
+
+/// `remove: true`: deletes the first matching document in `sort` order.
+fn fam_remove(
+    engine: &mut Engine,
+    db: &str,
+    coll: &str,
+    fam: &FindAndModify,
+) -> CmdResult<FamDone> {
+    let mut rids = matching_rids_with(
+        &engine.catalog,
+        db,
+        coll,
+        &fam.query,
+        &fam.matcher,
+        fam.simple_collation,
+    );
+    if let (Some(s), Some(c)) = (&fam.sort, engine.catalog.coll(db, coll)) {
+        rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
+            (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
+            _ => std::cmp::Ordering::Equal,
+        });
     }
-    let (last_error, value, pre_image_for_log, ops) = if remove {
-        let simple = matches!(body.get("collation"), None | Some(Bson::Null));
-        let mut rids = matching_rids_with(&engine.catalog, db, coll, &query, &m, simple);
-        if let (Some(s), Some(c)) = (&sort_spec, engine.catalog.coll(db, coll)) {
-            rids.sort_by(|a, b| match (c.get(*a), c.get(*b)) {
-                (Some(x), Some(y)) => s.compare(&x.doc, &y.doc),
-                _ => std::cmp::Ordering::Equal,
-            });
-        }
-        match rids.first() {
-            Some(rid) => {
-                let old = engine
-                    .catalog
-                    .coll(db, coll)
-                    .and_then(|c| c.get(*rid))
-                    .map(|s| s.doc.clone());
-                let op = engine.catalog.delete_doc(db, coll, *rid)?;
-                (doc! {"n": 1}, old.clone(), old, vec![op])
-            }
-            None => (doc! {"n": 0}, None, None, Vec::new()),
-        }
-    } else {
-        let u = update_spec.unwrap_or(Bson::Null);
-        let legacy = engine.version == crate::ServerVersion::V4_4;
-        let parsed = Update::parse_versioned(&u, filters.as_deref(), legacy)?;
-        let mut r = UpdateResult {
-            bypass_validation: crate::engine::validation::bypass(&req.body),
-            ..Default::default()
-        };
-        let mut ops = Vec::new();
-        let res = apply_update(
-            engine,
-            db,
-            coll,
-            &query,
-            &parsed,
-            false,
-            upsert,
-            sort_spec.as_ref(),
-            (
-                &m,
-                lets.as_ref(),
-                matches!(body.get("collation"), None | Some(Bson::Null)),
-            ),
-            &mut r,
-            &mut ops,
-        );
-        if let Err(e) = res {
-            // an implicit create made before the failure is still logged
-            engine.log(ops.into_iter().map(Into::into).collect(), None);
-            return Err(e);
-        }
-        let mut le = doc! {"n": r.n, "updatedExisting": r.n > 0 && r.upserted.is_none()};
-        if let Some(id) = &r.upserted {
-            le.insert("upserted", id.clone());
-        }
-        let pre = r.pre_image.clone();
-        let value = if new {
-            r.post_image
-        } else if r.upserted.is_some() {
-            None
-        } else {
-            r.pre_image
-        };
-        (le, value, pre, ops)
+    let Some(rid) = rids.first() else {
+        return Ok(FamDone {
+            last_error: doc! {"n": 0},
+            value: None,
+            pre_image: None,
+            ops: Vec::new(),
+        });
     };
-    let image_kind = if remove || !new {
-        "preImage"
-    } else {
-        "postImage"
+    let old = engine
+        .catalog
+        .coll(db, coll)
+        .and_then(|c| c.get(*rid))
+        .map(|s| s.doc.clone());
+    let op = engine.catalog.delete_doc(db, coll, *rid)?;
+    Ok(FamDone {
+        last_error: doc! {"n": 1},
+        value: old.clone(),
+        pre_image: old,
+        ops: vec![op],
+    })
+}
+
+/// An update (or upsert) of the first matching document in `sort` order.
+fn fam_update(
+    engine: &mut Engine,
+    db: &str,
+    coll: &str,
+    fam: &FindAndModify,
+    bypass_validation: bool,
+) -> CmdResult<FamDone> {
+    let u = fam.update.clone().unwrap_or(Bson::Null);
+    let legacy = engine.version == crate::ServerVersion::V4_4;
+    let parsed = Update::parse_versioned(&u, fam.filters.as_deref(), legacy)?;
+    let mut r = UpdateResult {
+        bypass_validation,
+        ..Default::default()
     };
-    let image = if remove || !new {
-        pre_image_for_log
+    let mut ops = Vec::new();
+    let res = apply_update(
+        engine,
+        db,
+        coll,
+        &fam.query,
+        &parsed,
+        false,
+        fam.upsert,
+        fam.sort.as_ref(),
+        (&fam.matcher, fam.lets.as_ref(), fam.simple_collation),
+        &mut r,
+        &mut ops,
+    );
+    if let Err(e) = res {
+        // an implicit create made before the failure is still logged
+        engine.log(ops.into_iter().map(Into::into).collect(), None);
+        return Err(e);
+    }
+    let mut le = doc! {"n": r.n, "updatedExisting": r.n > 0 && r.upserted.is_none()};
+    if let Some(id) = &r.upserted {
+        le.insert("upserted", id.clone());
+    }
+    let pre_image = r.pre_image.clone();
+    let value = if fam.new {
+        r.post_image
+    } else if r.upserted.is_some() {
+        None
     } else {
-        value.clone()
+        r.pre_image
     };
+    Ok(FamDone {
+        last_error: le,
+        value,
+        pre_image,
+        ops,
+    })
+}
+
+/// The ops of a `findAndModify` to log; a retryable write keeps the returned pre- or
+/// post-`image` for a retry: 4.4 as a no-op entry the write links to (reference §4.1),
+/// 6.0+ in config.image_collection (`needsRetryImage`).
+fn pending_with_image(
+    engine: &Engine,
+    ops: Vec<Document>,
+    image: Option<Document>,
+    pre_image: bool,
+    retryable: bool,
+) -> Vec<PendingOp> {
+    let image_kind = if pre_image { "preImage" } else { "postImage" };
     let mut pending: Vec<PendingOp> = Vec::new();
     for mut op in ops {
         let crud = op.get_str("op").is_ok_and(|o| o != "c");
         let is_insert = op.get_str("op") == Ok("i");
-        if crud && !is_insert && retry.is_some() {
+        if crud && !is_insert && retryable {
             match engine.version {
-                // 4.4: the image is a no-op entry the write links to (reference §4.1)
                 crate::ServerVersion::V4_4 => {
                     if let Some(img) = &image {
                         let mut noop =
@@ -832,7 +970,7 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
                         noop.insert("o", img.clone());
                         pending.push(PendingOp::stmt(noop, Some(0)));
                         let mut p = PendingOp::stmt(op, Some(0));
-                        p.image_link = Some(if image_kind == "preImage" {
+                        p.image_link = Some(if pre_image {
                             "preImageOpTime"
                         } else {
                             "postImageOpTime"
@@ -841,7 +979,6 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
                         continue;
                     }
                 }
-                // 6.0+: the image is kept in config.image_collection
                 _ => {
                     op.insert("needsRetryImage", image_kind);
                 }
@@ -849,15 +986,5 @@ pub(crate) async fn find_and_modify(ctx: &mut Ctx<'_>, req: Request) -> CmdResul
         }
         pending.push(PendingOp::stmt(op, crud.then_some(0)));
     }
-    let ts = engine
-        .log(pending, retry.as_ref())
-        .unwrap_or_else(|| engine.last_applied());
-    drop(guard);
-    ctx.operation_time = Some(ts);
-    let value = match (value, &projection) {
-        (Some(v), Some(p)) => Bson::Document(p.apply(&v)?),
-        (Some(v), None) => Bson::Document(v),
-        (None, _) => Bson::Null,
-    };
-    Ok(doc! {"lastErrorObject": last_error, "value": value})
+    pending
 }

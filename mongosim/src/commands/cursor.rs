@@ -11,13 +11,13 @@ use super::{Ctx, Request};
 use crate::engine::catalog::NsKind;
 use crate::engine::clock::ts_key;
 use crate::engine::cursor::{
-    Batch, BatchBuilder, Checkout, CursorSource, VecCursor, DEFAULT_FIRST_BATCH,
+    Batch, BatchBuilder, Checkout, CursorEntry, CursorSource, VecCursor, DEFAULT_FIRST_BATCH,
 };
 use crate::engine::docs::{engine_docs, is_oplog, run_pipeline};
 use crate::engine::{names, Engine};
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use std::time::Duration;
 
 // ---------------------------------------------------------------- query glue
@@ -473,6 +473,54 @@ fn non_negative(v: Option<i64>, field: &str) -> CmdResult<Option<u64>> {
 
 /// `find` (reference §3.1–3.3).
 pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let find = parse_find(ctx, &req)?;
+    let shared = ctx.shared.clone();
+    let mut guard = shared.engine.lock();
+    let engine = &mut *guard;
+    ctx.operation_time = Some(engine.last_applied());
+    let reply = match find_path(engine, &find)? {
+        FindPath::Empty => empty_first_batch(&find.ns)?,
+        FindPath::Oplog => oplog_find(ctx, engine, find)?,
+        FindPath::Capped(uuid) => capped_find(ctx, engine, find, uuid)?,
+        FindPath::IdOrder(c, dir) => {
+            let docs = id_order_docs(c, &find, dir)?;
+            vec_find(ctx, engine, find, docs)?
+        }
+        FindPath::Materialise => {
+            let docs = materialised_docs(engine, &find)?;
+            vec_find(ctx, engine, find, docs)?
+        }
+    };
+    raw_reply(ctx, reply)
+}
+
+/// A `find`, parsed and checked before the engine is locked.
+struct Find<'a> {
+    db: &'a str,
+    coll: &'a str,
+    ns: String,
+    filter: Document,
+    matcher: Matcher,
+    shape: Shape,
+    skip: u64,
+    limit: Option<u64>,
+    /// Size of the first batch: `batchSize`, bounded by `limit`.
+    first_size: Option<usize>,
+    single_batch: bool,
+    tailable: bool,
+    await_data: bool,
+    no_timeout: bool,
+    /// Direction of a `{$natural: ±1}` sort (also `{ts: ±1}` on the oplog).
+    natural: Option<f64>,
+    /// Direction of a `{_id: ±1}` sort without `collation`.
+    id_sort: Option<f64>,
+    /// `collation` is absent or null.
+    simple_collation: bool,
+}
+
+/// Parses and checks a `find`, in the server's order (the first failed check decides the
+/// error reported).
+fn parse_find<'a>(ctx: &Ctx<'_>, req: &'a Request) -> CmdResult<Find<'a>> {
     let body = &req.body;
     let db = req.db.as_str();
     names::check_db(db)?;
@@ -481,7 +529,7 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             return Err(CommandError::unknown_field(k, "find"));
         }
     }
-    super::args::reject_let_on_44(ctx, &req)?;
+    super::args::reject_let_on_44(ctx, req)?;
     let coll = match req.target() {
         Some(Bson::Binary(_)) => {
             return Err(CommandError::invalid_namespace(
@@ -502,11 +550,52 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     let tailable = opt_bool(body, "find", "tailable")?.unwrap_or(false);
     let await_data = opt_bool(body, "find", "awaitData")?.unwrap_or(false);
     let no_timeout = opt_bool(body, "find", "noCursorTimeout")?.unwrap_or(false);
-    // SRV query_request_helper.cpp validateFindCommandRequest
+    check_tailable_options(sort.as_ref(), tailable, single_batch, await_data)?;
+    let lets = opt_doc(body, "find", "let")?.cloned();
+    let matcher = super::args::matcher_for(&filter, lets.as_ref(), body.get("collation"))?;
+    if let Some(hint) = body.get("hint") {
+        check_hint(ctx, db, coll, hint)?;
+    }
+    let natural = natural_order(sort.as_ref(), db, coll);
+    let shape_sort = if natural.is_some() {
+        None
+    } else {
+        sort.as_ref()
+    };
+    let mut shape = Shape::parse(shape_sort, projection.as_ref())?;
+    if let Some(s) = shape.sort.as_mut() {
+        s.set_collation(super::args::collation_of(body.get("collation"))?);
+    }
+    Ok(Find {
+        db,
+        coll,
+        ns: format!("{db}.{coll}"),
+        first_size: first_batch_size(batch_size.map(|b| b as usize), limit),
+        id_sort: id_sort_order(sort.as_ref(), body),
+        simple_collation: matches!(body.get("collation"), None | Some(Bson::Null)),
+        filter,
+        matcher,
+        shape,
+        skip,
+        limit,
+        single_batch,
+        tailable,
+        await_data,
+        no_timeout,
+        natural,
+    })
+}
+
+/// SRV query_request_helper.cpp validateFindCommandRequest: the options `tailable` and
+/// `awaitData` allow.
+fn check_tailable_options(
+    sort: Option<&Document>,
+    tailable: bool,
+    single_batch: bool,
+    await_data: bool,
+) -> CmdResult<()> {
     if tailable {
-        let natural_fwd = sort
-            .as_ref()
-            .is_none_or(|s| s.is_empty() || *s == doc! {"$natural": 1});
+        let natural_fwd = sort.is_none_or(|s| s.is_empty() || *s == doc! {"$natural": 1});
         if !natural_fwd {
             return Err(CommandError::bad_value(
                 "cannot use tailable option with a sort other than {$natural: 1}",
@@ -523,214 +612,224 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             "Cannot set 'awaitData' without also setting 'tailable'",
         ));
     }
-    let lets = opt_doc(body, "find", "let")?.cloned();
-    let matcher = super::args::matcher_for(&filter, lets.as_ref(), body.get("collation"))?;
-    if let Some(hint) = body.get("hint") {
-        check_hint(ctx, db, coll, hint)?;
-    }
-    let natural = sort.as_ref().and_then(|s| {
-        if s.len() != 1 {
-            return None;
-        }
-        match s.get("$natural") {
-            Some(v) => crate::query::compare::as_f64(v),
-            // `ts` order is `$natural` order on the oplog of a primary (reference §4)
-            None if db == "local" && coll == "oplog.rs" => {
-                s.get("ts").and_then(crate::query::compare::as_f64)
-            }
-            None => None,
-        }
-    });
-    let shape_sort = if natural.is_some() {
-        None
-    } else {
-        sort.as_ref()
-    };
-    let mut shape = Shape::parse(shape_sort, projection.as_ref())?;
-    if let Some(s) = shape.sort.as_mut() {
-        s.set_collation(super::args::collation_of(body.get("collation"))?);
-    }
-    let ns = format!("{db}.{coll}");
-    let batch_size = batch_size.map(|b| b as usize);
-    // a limit smaller than the batch size bounds the first batch (SRV find_cmd.cpp)
-    let first_size = match (batch_size, limit) {
-        (Some(b), Some(l)) => Some(b.min(l as usize)),
-        (None, Some(l)) => Some((l as usize).min(DEFAULT_FIRST_BATCH)),
-        (b, None) => b,
-    };
+    Ok(())
+}
 
-    let shared = ctx.shared.clone();
-    let mut guard = shared.engine.lock();
-    let engine = &mut *guard;
-    ctx.operation_time = Some(engine.last_applied());
-
-    if is_oplog(engine, db, coll) && (natural.is_some() || shape.sort.is_none()) {
-        let oplog = engine
-            .oplog
-            .as_ref()
-            .map(|o| (o.first_seq(), o.end_seq(), o.is_empty()));
-        let Some((first_seq, end_seq, empty)) = oplog else {
-            return raw_reply(
-                ctx,
-                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
-            );
-        };
-        let reverse = natural.is_some_and(|n| n < 0.0);
-        let (bound, only_ts) = ts_lower_bound(&filter);
-        let start = match (reverse, bound) {
-            (true, _) => end_seq.saturating_sub(1),
-            (false, Some((t, inclusive))) => engine
-                .oplog
-                .as_ref()
-                .map(|o| o.seek(t, inclusive))
-                .unwrap_or(first_seq),
-            (false, None) => first_seq,
-        };
-        let filter = if (only_ts && !reverse) || filter.is_empty() {
-            OplogFilter::All
-        } else {
-            OplogFilter::Matcher(matcher)
-        };
-        if tailable && empty {
-            return raw_reply(
-                ctx,
-                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
-            );
-        }
-        let scan = OplogScan {
-            filter,
-            shape,
-            next_seq: start,
-            // a seek on `ts` positions the scan on the entry before `start`, as the server's
-            // oplog start-point optimisation does: if that entry is truncated away before the
-            // next getMore, the position is lost (136)
-            last_seq: (!reverse && start > first_seq).then(|| start - 1),
-            reverse,
-            tailable,
-            await_data,
-            remaining: limit,
-            skip,
-        };
-        return raw_reply(
-            ctx,
-            open_cursor(
-                ctx,
-                engine,
-                ns,
-                Box::new(scan),
-                first_size,
-                single_batch,
-                no_timeout,
-            )?,
-        );
+/// The direction of a `{$natural: ±1}` sort; on the oplog of a primary `ts` order is
+/// `$natural` order (reference §4).
+fn natural_order(sort: Option<&Document>, db: &str, coll: &str) -> Option<f64> {
+    let s = sort?;
+    if s.len() != 1 {
+        return None;
     }
-
-    match engine.catalog.kind(db, coll) {
-        NsKind::Missing if tailable && !is_oplog(engine, db, coll) => {
-            // nothing to tail: the server does not keep a cursor on an empty collection
-            return raw_reply(
-                ctx,
-                cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
-            );
+    match s.get("$natural") {
+        Some(v) => crate::query::compare::as_f64(v),
+        None if db == "local" && coll == "oplog.rs" => {
+            s.get("ts").and_then(crate::query::compare::as_f64)
         }
-        NsKind::View(_) if tailable => {
-            return Err(CommandError::from_code(
-                166,
-                format!("Namespace {ns} is a view. Tailable cursors are not supported on views"),
-            ));
-        }
-        NsKind::Collection(c) if tailable => {
-            if !c.is_capped() {
-                return Err(CommandError::bad_value(format!(
-                    "error processing query: ns={ns} planner returned error :: caused by :: tailable cursor requested on non capped collection"
-                )));
-            }
-            if c.count() == 0 {
-                // SRV find_cmd.cpp shouldSaveCursor: no tailable cursor on an empty collection
-                return raw_reply(
-                    ctx,
-                    cursor_reply(true, Vec::new(), Document::new(), 0, &ns)?,
-                );
-            }
-            let scan = CappedScan {
-                db: db.to_string(),
-                coll: coll.to_string(),
-                uuid: c.uuid,
-                matcher,
-                shape,
-                next_rid: 0,
-                last_rid: None,
-                await_data,
-                remaining: limit,
-                skip,
-            };
-            return raw_reply(
-                ctx,
-                open_cursor(
-                    ctx,
-                    engine,
-                    ns,
-                    Box::new(scan),
-                    first_size,
-                    false,
-                    no_timeout,
-                )?,
-            );
-        }
-        _ => {}
+        None => None,
     }
+}
 
-    // `{_id: ±1}` on a collection (simple collation): walk the `_id` index in order, within
-    // the filter's `_id` bounds, and stop once skip + limit documents matched
-    let id_sort = sort.as_ref().and_then(|s| {
+/// The direction of a `{_id: ±1}` sort of a command without `collation`.
+fn id_sort_order(sort: Option<&Document>, body: &Document) -> Option<f64> {
+    sort.and_then(|s| {
         if s.len() == 1 && body.get("collation").is_none() {
             s.get("_id").and_then(crate::query::compare::as_f64)
         } else {
             None
         }
-    });
-    if let (Some(dir), NsKind::Collection(c)) = (id_sort, engine.catalog.kind(db, coll)) {
-        if !is_oplog(engine, db, coll) {
-            let want = limit.map(|l| l + skip);
-            let mut docs = Vec::new();
-            for rid in c.rids_by_id_range(id_bounds(&filter), dir < 0.0) {
-                if want.is_some_and(|w| docs.len() as u64 >= w) {
-                    break;
-                }
-                if let Some(sd) = c.get(rid) {
-                    if matcher.matches(&sd.doc) {
-                        docs.push(sd);
-                    }
-                }
+    })
+}
+
+/// A limit smaller than the batch size bounds the first batch (SRV find_cmd.cpp).
+fn first_batch_size(batch_size: Option<usize>, limit: Option<u64>) -> Option<usize> {
+    match (batch_size, limit) {
+        (Some(b), Some(l)) => Some(b.min(l as usize)),
+        (None, Some(l)) => Some((l as usize).min(DEFAULT_FIRST_BATCH)),
+        (b, None) => b,
+    }
+}
+
+/// How a `find` reads its namespace.
+enum FindPath<'e> {
+    /// No cursor: an empty, exhausted first batch.
+    Empty,
+    /// `local.oplog.rs` in `$natural` order: a lazy [`OplogScan`].
+    Oplog,
+    /// A tailable [`CappedScan`] of the capped collection with this UUID.
+    Capped(bson::Uuid),
+    /// `{_id: ±1}` on a collection: the `_id` index walked in this direction.
+    IdOrder(&'e crate::engine::catalog::Collection, f64),
+    /// Filter, sort, skip, limit and project a copy of the matching documents.
+    Materialise,
+}
+
+/// Chooses the [`FindPath`]; tailable finds fail on views and on collections that are not
+/// capped.
+fn find_path<'e>(engine: &'e Engine, find: &Find<'_>) -> CmdResult<FindPath<'e>> {
+    let (db, coll, ns) = (find.db, find.coll, &find.ns);
+    let oplog = is_oplog(engine, db, coll);
+    if oplog && (find.natural.is_some() || find.shape.sort.is_none()) {
+        return Ok(FindPath::Oplog);
+    }
+    let kind = engine.catalog.kind(db, coll);
+    match kind {
+        // nothing to tail: the server does not keep a cursor on an empty collection
+        NsKind::Missing if find.tailable && !oplog => return Ok(FindPath::Empty),
+        NsKind::View(_) if find.tailable => {
+            return Err(CommandError::from_code(
+                166,
+                format!("Namespace {ns} is a view. Tailable cursors are not supported on views"),
+            ));
+        }
+        NsKind::Collection(c) if find.tailable => {
+            if !c.is_capped() {
+                return Err(CommandError::bad_value(format!(
+                    "error processing query: ns={ns} planner returned error :: caused by :: tailable cursor requested on non capped collection"
+                )));
             }
-            let mut out = Vec::new();
-            for sd in docs.into_iter().skip(skip as usize) {
-                out.push(match &shape.projection {
-                    None => sd.raw.clone(),
-                    Some(_) => encode(&shape.project(&sd.doc)?)?,
-                });
+            // SRV find_cmd.cpp shouldSaveCursor: no tailable cursor on an empty collection
+            if c.count() == 0 {
+                return Ok(FindPath::Empty);
             }
-            return raw_reply(
-                ctx,
-                open_cursor(
-                    ctx,
-                    engine,
-                    ns,
-                    Box::new(VecCursor::new(out)),
-                    first_size,
-                    single_batch,
-                    no_timeout,
-                )?,
-            );
+            return Ok(FindPath::Capped(c.uuid));
+        }
+        _ => {}
+    }
+    Ok(match (find.id_sort, kind) {
+        (Some(dir), NsKind::Collection(c)) if !oplog => FindPath::IdOrder(c, dir),
+        _ => FindPath::Materialise,
+    })
+}
+
+/// The reply of a find that keeps no cursor and returns nothing.
+fn empty_first_batch(ns: &str) -> CmdResult<RawDocumentBuf> {
+    cursor_reply(true, Vec::new(), Document::new(), 0, ns)
+}
+
+/// `find` on `local.oplog.rs` in `$natural` order: a lazy scan, started at the filter's
+/// lower bound on `ts` when there is one.
+fn oplog_find(ctx: &Ctx<'_>, engine: &mut Engine, find: Find<'_>) -> CmdResult<RawDocumentBuf> {
+    let oplog = engine
+        .oplog
+        .as_ref()
+        .map(|o| (o.first_seq(), o.end_seq(), o.is_empty()));
+    let Some((first_seq, end_seq, empty)) = oplog else {
+        return empty_first_batch(&find.ns);
+    };
+    let reverse = find.natural.is_some_and(|n| n < 0.0);
+    let (bound, only_ts) = ts_lower_bound(&find.filter);
+    let start = match (reverse, bound) {
+        (true, _) => end_seq.saturating_sub(1),
+        (false, Some((t, inclusive))) => engine
+            .oplog
+            .as_ref()
+            .map(|o| o.seek(t, inclusive))
+            .unwrap_or(first_seq),
+        (false, None) => first_seq,
+    };
+    let filter = if (only_ts && !reverse) || find.filter.is_empty() {
+        OplogFilter::All
+    } else {
+        OplogFilter::Matcher(find.matcher)
+    };
+    if find.tailable && empty {
+        return empty_first_batch(&find.ns);
+    }
+    let scan = OplogScan {
+        filter,
+        shape: find.shape,
+        next_seq: start,
+        // a seek on `ts` positions the scan on the entry before `start`, as the server's
+        // oplog start-point optimisation does: if that entry is truncated away before the
+        // next getMore, the position is lost (136)
+        last_seq: (!reverse && start > first_seq).then(|| start - 1),
+        reverse,
+        tailable: find.tailable,
+        await_data: find.await_data,
+        remaining: find.limit,
+        skip: find.skip,
+    };
+    open_cursor(
+        ctx,
+        engine,
+        find.ns,
+        Box::new(scan),
+        find.first_size,
+        find.single_batch,
+        find.no_timeout,
+    )
+}
+
+/// A tailable `find` on the capped collection `uuid`.
+fn capped_find(
+    ctx: &Ctx<'_>,
+    engine: &mut Engine,
+    find: Find<'_>,
+    uuid: bson::Uuid,
+) -> CmdResult<RawDocumentBuf> {
+    let scan = CappedScan {
+        db: find.db.to_string(),
+        coll: find.coll.to_string(),
+        uuid,
+        matcher: find.matcher,
+        shape: find.shape,
+        next_rid: 0,
+        last_rid: None,
+        await_data: find.await_data,
+        remaining: find.limit,
+        skip: find.skip,
+    };
+    open_cursor(
+        ctx,
+        engine,
+        find.ns,
+        Box::new(scan),
+        find.first_size,
+        false,
+        find.no_timeout,
+    )
+}
+
+/// `{_id: ±1}` on a collection (simple collation): walks the `_id` index in order, within
+/// the filter's `_id` bounds, and stops once skip + limit documents matched.
+fn id_order_docs(
+    c: &crate::engine::catalog::Collection,
+    find: &Find<'_>,
+    dir: f64,
+) -> CmdResult<Vec<RawDocumentBuf>> {
+    let want = find.limit.map(|l| l + find.skip);
+    let mut docs = Vec::new();
+    for rid in c.rids_by_id_range(id_bounds(&find.filter), dir < 0.0) {
+        if want.is_some_and(|w| docs.len() as u64 >= w) {
+            break;
+        }
+        if let Some(sd) = c.get(rid) {
+            if find.matcher.matches(&sd.doc) {
+                docs.push(sd);
+            }
         }
     }
+    let mut out = Vec::new();
+    for sd in docs.into_iter().skip(find.skip as usize) {
+        out.push(match &find.shape.projection {
+            None => sd.raw.clone(),
+            Some(_) => encode(&find.shape.project(&sd.doc)?)?,
+        });
+    }
+    Ok(out)
+}
 
-    // materialised path: filter, sort, skip, limit, project
+/// The materialised result: filter, sort, skip, limit, project.
+fn materialised_docs(engine: &Engine, find: &Find<'_>) -> CmdResult<Vec<RawDocumentBuf>> {
+    let (db, coll, matcher) = (find.db, find.coll, &find.matcher);
     let mut docs: Vec<Document> = match engine.catalog.kind(db, coll) {
         // only matching documents are copied; an `_id` equality uses the `_id` index
         NsKind::Collection(c) if !is_oplog(engine, db, coll) => {
-            let simple = matches!(body.get("collation"), None | Some(Bson::Null));
-            match crate::engine::docs::id_candidates(c, &filter).filter(|_| simple) {
+            match crate::engine::docs::id_candidates(c, &find.filter)
+                .filter(|_| find.simple_collation)
+            {
                 Some(rids) => rids
                     .into_iter()
                     .filter_map(|r| c.get(r))
@@ -749,30 +848,37 @@ pub(crate) async fn find(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
             .filter(|d| matcher.matches(d))
             .collect(),
     };
-    if natural.is_some_and(|n| n < 0.0) {
+    if find.natural.is_some_and(|n| n < 0.0) {
         docs.reverse();
     }
-    if let Some(s) = &shape.sort {
+    if let Some(s) = &find.shape.sort {
         docs.sort_by(|a, b| s.compare(a, b));
     }
     let mut out = Vec::new();
-    for d in docs.into_iter().skip(skip as usize) {
-        if limit.is_some_and(|l| out.len() as u64 >= l) {
+    for d in docs.into_iter().skip(find.skip as usize) {
+        if find.limit.is_some_and(|l| out.len() as u64 >= l) {
             break;
         }
-        out.push(encode(&shape.project(&d)?)?);
+        out.push(encode(&find.shape.project(&d)?)?);
     }
-    raw_reply(
+    Ok(out)
+}
+
+/// Opens the cursor of a find whose result is materialised in `docs`.
+fn vec_find(
+    ctx: &Ctx<'_>,
+    engine: &mut Engine,
+    find: Find<'_>,
+    docs: Vec<RawDocumentBuf>,
+) -> CmdResult<RawDocumentBuf> {
+    open_cursor(
         ctx,
-        open_cursor(
-            ctx,
-            engine,
-            ns,
-            Box::new(VecCursor::new(out)),
-            first_size,
-            single_batch,
-            no_timeout,
-        )?,
+        engine,
+        find.ns,
+        Box::new(VecCursor::new(docs)),
+        find.first_size,
+        find.single_batch,
+        find.no_timeout,
     )
 }
 
@@ -809,69 +915,9 @@ fn check_hint(ctx: &Ctx<'_>, db: &str, coll: &str, hint: &Bson) -> CmdResult<()>
 /// `getMore` (reference §3.1, §3.3): awaitData cursors wait event-driven up to `maxTimeMS`
 /// (default 1 s) and return an empty batch with the same id.
 pub(crate) async fn get_more(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
-    let body = &req.body;
-    let db = req.db.as_str();
-    let id = match req.target() {
-        Some(Bson::Int64(i)) => *i,
-        Some(Bson::Int32(i)) => *i as i64,
-        Some(other) => return Err(super::wrong_type("getMore.getMore", other, "long")),
-        None => return Err(missing_field("getMore", "getMore")),
-    };
-    let coll = match body.get("collection") {
-        Some(Bson::String(s)) => s.clone(),
-        Some(other) => return Err(super::wrong_type("getMore.collection", other, "string")),
-        None => return Err(missing_field("getMore", "collection")),
-    };
-    let batch_size = match opt_i64(body, "getMore", "batchSize")? {
-        Some(n) if n < 0 => {
-            return Err(CommandError::from_code(
-                51024,
-                format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
-            ))
-        }
-        Some(0) | None => None,
-        Some(n) => Some(n as usize),
-    };
-    let ns = format!("{db}.{coll}");
-    let mut entry = {
-        let shared = ctx.shared.clone();
-        let mut engine = shared.engine.lock();
-        match engine.cursors.ns(id) {
-            None => {
-                return Err(CommandError::from_code(
-                    43,
-                    format!("cursor id {id} not found"),
-                ))
-            }
-            Some(cns) if cns != ns => {
-                // SRV getmore_cmd.cpp
-                return Err(CommandError::from_code(
-                    13,
-                    format!(
-                        "Requested getMore on namespace '{ns}', but cursor belongs to a different namespace {cns}"
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
-        match engine.cursors.check_out(id) {
-            Checkout::Ok(e) => e,
-            Checkout::NotFound => {
-                return Err(CommandError::from_code(
-                    43,
-                    format!("cursor id {id} not found"),
-                ))
-            }
-            Checkout::InUse => {
-                // SRV cursor_manager.cpp (error_codes.yml: 143 CursorInUse)
-                return Err(CommandError::new(
-                    143,
-                    "CursorInUse",
-                    format!("cursor id {id} is already in use"),
-                ));
-            }
-        }
-    };
+    let (id, coll, batch_size) = parse_get_more(&req)?;
+    let ns = format!("{}.{coll}", req.db);
+    let mut entry = check_out_cursor(ctx, id, &ns)?;
     let awaits = entry.source.awaits_data();
     if ctx.max_time_ms.is_some() && !awaits {
         ctx.shared.engine.lock().cursors.check_in(id, entry);
@@ -915,6 +961,71 @@ pub(crate) async fn get_more(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
         };
         // event-driven wait for new oplog entries, bounded by maxTimeMS
         let _ = tokio::time::timeout_at(deadline, rx.changed()).await;
+    }
+}
+
+/// `getMore`'s cursor id, `collection` and `batchSize` (`None`: no limit).
+fn parse_get_more(req: &Request) -> CmdResult<(i64, String, Option<usize>)> {
+    let body = &req.body;
+    let id = match req.target() {
+        Some(Bson::Int64(i)) => *i,
+        Some(Bson::Int32(i)) => *i as i64,
+        Some(other) => return Err(super::wrong_type("getMore.getMore", other, "long")),
+        None => return Err(missing_field("getMore", "getMore")),
+    };
+    let coll = match body.get("collection") {
+        Some(Bson::String(s)) => s.clone(),
+        Some(other) => return Err(super::wrong_type("getMore.collection", other, "string")),
+        None => return Err(missing_field("getMore", "collection")),
+    };
+    let batch_size = match opt_i64(body, "getMore", "batchSize")? {
+        Some(n) if n < 0 => {
+            return Err(CommandError::from_code(
+                51024,
+                format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
+            ))
+        }
+        Some(0) | None => None,
+        Some(n) => Some(n as usize),
+    };
+    Ok((id, coll, batch_size))
+}
+
+/// Checks out cursor `id` of namespace `ns` for one `getMore`.
+fn check_out_cursor(ctx: &Ctx<'_>, id: i64, ns: &str) -> CmdResult<CursorEntry> {
+    let mut engine = ctx.shared.engine.lock();
+    match engine.cursors.ns(id) {
+        None => {
+            return Err(CommandError::from_code(
+                43,
+                format!("cursor id {id} not found"),
+            ))
+        }
+        Some(cns) if cns != ns => {
+            // SRV getmore_cmd.cpp
+            return Err(CommandError::from_code(
+                13,
+                format!(
+                    "Requested getMore on namespace '{ns}', but cursor belongs to a different namespace {cns}"
+                ),
+            ));
+        }
+        Some(_) => {}
+    }
+    match engine.cursors.check_out(id) {
+        Checkout::Ok(e) => Ok(e),
+        Checkout::NotFound => Err(CommandError::from_code(
+            43,
+            format!("cursor id {id} not found"),
+        )),
+        Checkout::InUse => {
+            // SRV cursor_manager.cpp (error_codes.yml: 143 CursorInUse)
+            Err(CommandError::new(
+                143,
+                "CursorInUse",
+                format!("cursor id {id} is already in use"),
+            ))
+        }
     }
 }
 
@@ -967,73 +1078,14 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             "The 'cursor' option is required, except for aggregate with the explain argument",
         ));
     }
-    let (coll, ns) = match req.target() {
-        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
-            (None, format!("{db}.$cmd.aggregate"))
-        }
-        v => {
-            let c = names::coll_arg(db, v)?;
-            (Some(c.to_string()), format!("{db}.{c}"))
-        }
-    };
+    let (coll, ns) = aggregate_namespace(&req)?;
     let shared = ctx.shared.clone();
     let mut guard = shared.engine.lock();
     let engine = &mut *guard;
     ctx.operation_time = Some(engine.last_applied());
-    let (input, rest): (Vec<Document>, &[Bson]) = match (coll.as_deref(), pipeline.first()) {
-        (Some(c), Some(Bson::Document(st))) if st.contains_key("$collStats") => {
-            let spec = st.get_document("$collStats").cloned().unwrap_or_default();
-            let host = ctx.conn.local.to_string();
-            let d = super::catalog::coll_stats_stage(engine, db, c, &spec, &host)?;
-            (vec![d], &pipeline[1..])
-        }
-        // SRV document_source_list_local_sessions.cpp
-        (Some(_), Some(Bson::Document(st))) if st.contains_key("$listLocalSessions") => {
-            return Err(CommandError::invalid_namespace(
-                "$listLocalSessions must be run against the database with {aggregate: 1}, not a collection",
-            ));
-        }
-        // a first `$sample` on a collection picks its documents without copying the rest
-        // (SRV: a random cursor for small samples, a random sort otherwise; both uniform here)
-        (Some(c), Some(Bson::Document(st)))
-            if st.len() == 1
-                && matches!(engine.catalog.kind(db, c), NsKind::Collection(_))
-                && !is_oplog(engine, db, c)
-                && sample_size(st).is_some() =>
-        {
-            let size = sample_size(st).unwrap_or(0);
-            let mut picked = Vec::new();
-            if let NsKind::Collection(coll) = engine.catalog.kind(db, c) {
-                let rids: Vec<u64> = coll.iter().map(|(r, _)| r).collect();
-                let n = size.min(rids.len());
-                let mut rng = rand::rng();
-                for i in rand::seq::index::sample(&mut rng, rids.len(), n) {
-                    if let Some(sd) = coll.get(rids[i]) {
-                        picked.push(sd.doc.clone());
-                    }
-                }
-            }
-            (picked, &pipeline[1..])
-        }
-        // SIMFIX (agg_write.rs): `$documents` needs `aggregate: 1`
-        (Some(_), Some(Bson::Document(st))) if st.contains_key("$documents") => {
-            return Err(super::agg_write::documents_on_collection());
-        }
-        (Some(c), _) => (engine_docs(engine, db, c, 0)?, &pipeline[..]),
-        // SIMFIX: the sessions in the local logical session cache (sessions.rs).
-        (None, Some(Bson::Document(st))) if st.contains_key("$listLocalSessions") => {
-            let spec = st.get("$listLocalSessions").cloned().unwrap_or(Bson::Null);
-            (
-                super::sessions::list_local_sessions(&shared, &spec)?,
-                &pipeline[1..],
-            )
-        }
-        // SIMFIX (agg_write.rs): `$documents` source of `aggregate: 1`
-        (None, Some(Bson::Document(st))) if st.contains_key("$documents") => (
-            super::agg_write::documents_stage(engine.version, st)?,
-            &pipeline[1..],
-        ),
-        (None, _) => (Vec::new(), &pipeline[..]),
+    let (input, rest) = match coll.as_deref() {
+        Some(c) => collection_input(ctx, engine, db, c, &pipeline)?,
+        None => database_input(ctx, engine, &pipeline)?,
     };
     // SIMFIX (agg_write.rs): `$out` / `$merge` write the results and reply with an empty batch
     if super::agg_write::has_write_stage(rest)? {
@@ -1065,4 +1117,96 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             false,
         )?,
     )
+}
+
+/// The collection of an `aggregate` (`None` for `aggregate: 1`) and the cursor's namespace.
+fn aggregate_namespace(req: &Request) -> CmdResult<(Option<String>, String)> {
+    let db = req.db.as_str();
+    Ok(match req.target() {
+        Some(Bson::Int32(1)) | Some(Bson::Int64(1)) | Some(Bson::Double(_)) => {
+            (None, format!("{db}.$cmd.aggregate"))
+        }
+        v => {
+            let c = names::coll_arg(db, v)?;
+            (Some(c.to_string()), format!("{db}.{c}"))
+        }
+    })
+}
+
+/// The input of a pipeline on collection `c` and the stages left to run: the collection's
+/// documents, or what a first `$collStats` or `$sample` produces.
+fn collection_input<'p>(
+    ctx: &Ctx<'_>,
+    engine: &Engine,
+    db: &str,
+    c: &str,
+    pipeline: &'p [Bson],
+) -> CmdResult<(Vec<Document>, &'p [Bson])> {
+    let Some(Bson::Document(st)) = pipeline.first() else {
+        return Ok((engine_docs(engine, db, c, 0)?, pipeline));
+    };
+    if st.contains_key("$collStats") {
+        let spec = st.get_document("$collStats").cloned().unwrap_or_default();
+        let host = ctx.conn.local.to_string();
+        let d = super::catalog::coll_stats_stage(engine, db, c, &spec, &host)?;
+        return Ok((vec![d], &pipeline[1..]));
+    }
+    if st.contains_key("$listLocalSessions") {
+        // SRV document_source_list_local_sessions.cpp
+        return Err(CommandError::invalid_namespace(
+            "$listLocalSessions must be run against the database with {aggregate: 1}, not a collection",
+        ));
+    }
+    if st.len() == 1 && !is_oplog(engine, db, c) {
+        if let (NsKind::Collection(coll), Some(size)) =
+            (engine.catalog.kind(db, c), sample_size(st))
+        {
+            return Ok((sample_docs(coll, size), &pipeline[1..]));
+        }
+    }
+    if st.contains_key("$documents") {
+        // SIMFIX (agg_write.rs): `$documents` needs `aggregate: 1`
+        return Err(super::agg_write::documents_on_collection());
+    }
+    Ok((engine_docs(engine, db, c, 0)?, pipeline))
+}
+
+/// A first `$sample` on a collection picks its documents without copying the rest
+/// (SRV: a random cursor for small samples, a random sort otherwise; both uniform here).
+fn sample_docs(coll: &crate::engine::catalog::Collection, size: usize) -> Vec<Document> {
+    let mut picked = Vec::new();
+    let rids: Vec<u64> = coll.iter().map(|(r, _)| r).collect();
+    let n = size.min(rids.len());
+    let mut rng = rand::rng();
+    for i in rand::seq::index::sample(&mut rng, rids.len(), n) {
+        if let Some(sd) = coll.get(rids[i]) {
+            picked.push(sd.doc.clone());
+        }
+    }
+    picked
+}
+
+/// The input of an `aggregate: 1` pipeline and the stages left to run: what a first
+/// `$listLocalSessions` or `$documents` produces, or nothing.
+fn database_input<'p>(
+    ctx: &Ctx<'_>,
+    engine: &Engine,
+    pipeline: &'p [Bson],
+) -> CmdResult<(Vec<Document>, &'p [Bson])> {
+    match pipeline.first() {
+        // SIMFIX: the sessions in the local logical session cache (sessions.rs).
+        Some(Bson::Document(st)) if st.contains_key("$listLocalSessions") => {
+            let spec = st.get("$listLocalSessions").cloned().unwrap_or(Bson::Null);
+            Ok((
+                super::sessions::list_local_sessions(&ctx.shared, &spec)?,
+                &pipeline[1..],
+            ))
+        }
+        // SIMFIX (agg_write.rs): `$documents` source of `aggregate: 1`
+        Some(Bson::Document(st)) if st.contains_key("$documents") => Ok((
+            super::agg_write::documents_stage(engine.version, st)?,
+            &pipeline[1..],
+        )),
+        _ => Ok((Vec::new(), pipeline)),
+    }
 }

@@ -15,68 +15,8 @@ pub(crate) const SESSION_TIMEOUT_MINUTES: i32 = 30;
 pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let legacy = req.name != "hello";
     let body = &req.body;
-
-    // Client metadata may only come with the first hello of a connection (SRV
-    // replication_info.cpp, ClientMetadata::setFromMetadata).
-    if let Some(client) = body.get("client") {
-        let Bson::Document(client) = client else {
-            return Err(super::wrong_type("client", client, "object"));
-        };
-        if ctx.conn.client_metadata.is_some() {
-            return Err(CommandError::new(
-                186,
-                "ClientMetadataCannotBeMutated",
-                "The client metadata document may only be sent in the first hello",
-            ));
-        }
-        ctx.conn.app_name = client
-            .get_document("application")
-            .ok()
-            .and_then(|a| a.get_str("name").ok())
-            .map(str::to_string);
-        ctx.conn.client_metadata = Some(client.clone());
-    }
-
-    // Awaitable hello arguments must come as a pair (SRV replication_info.cpp). This server
-    // never advertises a topologyVersion, so a well-behaved client never sends them; a
-    // request that does is answered at once (its processId cannot be ours).
-    match (body.get("topologyVersion"), body.get("maxAwaitTimeMS")) {
-        (Some(_), None) => {
-            return Err(CommandError::from_code(
-                31368,
-                "A request with a 'topologyVersion' must include 'maxAwaitTimeMS'",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(CommandError::from_code(
-                31368,
-                "A request with 'maxAwaitTimeMS' must include a 'topologyVersion'",
-            ))
-        }
-        (Some(tv), Some(wait)) => {
-            let wait = match wait {
-                Bson::Int32(i) => i64::from(*i),
-                Bson::Int64(i) => *i,
-                Bson::Double(d) => *d as i64,
-                other => return Err(super::wrong_type("maxAwaitTimeMS", other, "long")),
-            };
-            if wait < 0 {
-                return Err(CommandError::from_code(
-                    31373,
-                    "maxAwaitTimeMS must be a non-negative integer",
-                ));
-            }
-            if let Bson::Document(tv) = tv {
-                if tv.get_i64("counter").is_ok_and(|c| c < 0) {
-                    return Err(CommandError::from_code(
-                        31372,
-                        "topologyVersion must have a non-negative counter",
-                    ));
-                }
-            }
-        }
-        (None, None) => {}
-    }
+    record_client_metadata(ctx, body)?;
+    check_awaitable_args(body)?;
 
     let mut reply = Document::new();
     // SRV replication_info.cpp `CmdHello::run`: echoed whenever the request carries a bool.
@@ -95,27 +35,7 @@ pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     };
     let shared = ctx.shared.clone();
     if let Some(set_name) = &shared.opts.repl_set {
-        // hosts/me/primary: the address the client connected to, so SDAM keeps its seed
-        // (reference §2.5).
-        let me = ctx.conn.local.to_string();
-        let last = shared.engine.lock().last_applied();
-        reply.insert("hosts", vec![Bson::String(me.clone())]);
-        reply.insert("setName", set_name.clone());
-        reply.insert("setVersion", SET_VERSION);
-        reply.insert(primary_flag, true);
-        reply.insert("secondary", false);
-        reply.insert("primary", me.clone());
-        reply.insert("me", me);
-        reply.insert("electionId", election_id());
-        reply.insert(
-            "lastWrite",
-            doc! {
-                "opTime": op_time(last),
-                "lastWriteDate": ts_date(last),
-                "majorityOpTime": op_time(last),
-                "majorityWriteDate": ts_date(last),
-            },
-        );
+        insert_repl_set_fields(ctx, &mut reply, set_name, primary_flag);
     } else {
         reply.insert(primary_flag, true);
     }
@@ -133,4 +53,96 @@ pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     reply.insert("readOnly", false);
     // No `compression`: nothing is negotiated, so clients never send OP_COMPRESSED (§1.5).
     Ok(reply)
+}
+
+/// Client metadata may only come with the first hello of a connection (SRV
+/// replication_info.cpp, ClientMetadata::setFromMetadata); it names the application.
+fn record_client_metadata(ctx: &mut Ctx<'_>, body: &Document) -> CmdResult<()> {
+    let Some(client) = body.get("client") else {
+        return Ok(());
+    };
+    let Bson::Document(client) = client else {
+        return Err(super::wrong_type("client", client, "object"));
+    };
+    if ctx.conn.client_metadata.is_some() {
+        return Err(CommandError::new(
+            186,
+            "ClientMetadataCannotBeMutated",
+            "The client metadata document may only be sent in the first hello",
+        ));
+    }
+    ctx.conn.app_name = client
+        .get_document("application")
+        .ok()
+        .and_then(|a| a.get_str("name").ok())
+        .map(str::to_string);
+    ctx.conn.client_metadata = Some(client.clone());
+    Ok(())
+}
+
+/// Awaitable hello arguments must come as a pair (SRV replication_info.cpp). This server
+/// never advertises a topologyVersion, so a well-behaved client never sends them; a
+/// request that does is answered at once (its processId cannot be ours).
+fn check_awaitable_args(body: &Document) -> CmdResult<()> {
+    let (tv, wait) = match (body.get("topologyVersion"), body.get("maxAwaitTimeMS")) {
+        (Some(_), None) => {
+            return Err(CommandError::from_code(
+                31368,
+                "A request with a 'topologyVersion' must include 'maxAwaitTimeMS'",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(CommandError::from_code(
+                31368,
+                "A request with 'maxAwaitTimeMS' must include a 'topologyVersion'",
+            ))
+        }
+        (Some(tv), Some(wait)) => (tv, wait),
+        (None, None) => return Ok(()),
+    };
+    let wait = match wait {
+        Bson::Int32(i) => i64::from(*i),
+        Bson::Int64(i) => *i,
+        Bson::Double(d) => *d as i64,
+        other => return Err(super::wrong_type("maxAwaitTimeMS", other, "long")),
+    };
+    if wait < 0 {
+        return Err(CommandError::from_code(
+            31373,
+            "maxAwaitTimeMS must be a non-negative integer",
+        ));
+    }
+    if let Bson::Document(tv) = tv {
+        if tv.get_i64("counter").is_ok_and(|c| c < 0) {
+            return Err(CommandError::from_code(
+                31372,
+                "topologyVersion must have a non-negative counter",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The replica-set fields of a primary of set `set_name`: hosts/me/primary are the address
+/// the client connected to, so SDAM keeps its seed (reference §2.5).
+fn insert_repl_set_fields(ctx: &Ctx<'_>, reply: &mut Document, set_name: &str, primary_flag: &str) {
+    let me = ctx.conn.local.to_string();
+    let last = ctx.shared.engine.lock().last_applied();
+    reply.insert("hosts", vec![Bson::String(me.clone())]);
+    reply.insert("setName", set_name);
+    reply.insert("setVersion", SET_VERSION);
+    reply.insert(primary_flag, true);
+    reply.insert("secondary", false);
+    reply.insert("primary", me.clone());
+    reply.insert("me", me);
+    reply.insert("electionId", election_id());
+    reply.insert(
+        "lastWrite",
+        doc! {
+            "opTime": op_time(last),
+            "lastWriteDate": ts_date(last),
+            "majorityOpTime": op_time(last),
+            "majorityWriteDate": ts_date(last),
+        },
+    );
 }

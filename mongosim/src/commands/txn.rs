@@ -135,7 +135,22 @@ pub(crate) struct Statement {
 /// transaction, starts or continues the transaction and returns the `Shared` whose engine
 /// the statement must run against. Called by the dispatcher before every command.
 pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<Statement>> {
-    // SRV initialize_operation_session_info.cpp
+    let Some((lsid, txn_number)) = transaction_args(ctx, req)? else {
+        return Ok(None);
+    };
+    check_allowed_in_txn(ctx, req)?;
+    let key = session_key(lsid);
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    if ctx.start_transaction {
+        return start_transaction(ctx, req, &mut sessions, key, lsid, txn_number).map(Some);
+    }
+    continue_transaction(ctx, req, &mut sessions, key, lsid, txn_number)
+}
+
+/// The session arguments of a statement of a transaction, `(lsid, txnNumber)`; `None` for a
+/// command outside transactions (SRV initialize_operation_session_info.cpp).
+fn transaction_args<'c>(ctx: &'c Ctx<'_>, req: &Request) -> CmdResult<Option<(&'c Document, i64)>> {
     if ctx.txn_number.is_some() && ctx.lsid.is_none() {
         return Err(CommandError::from_code(
             72,
@@ -170,6 +185,12 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
             "'autocommit' field requires a transaction number to also be specified",
         ));
     };
+    Ok(Some((lsid, txn_number)))
+}
+
+/// Whether the command may run in a transaction: on a replica set, an allowed command, not
+/// on an internal database, no write concern on a statement.
+fn check_allowed_in_txn(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
     if !ctx.shared.is_repl_set() {
         return Err(CommandError::from_code(
             20,
@@ -198,79 +219,102 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
             "Cannot set write concern after starting a transaction.",
         ));
     }
+    Ok(())
+}
 
-    let key = session_key(lsid);
-    let txns = ctx.shared.txns.clone();
-    let mut sessions = txns.sessions.lock();
-    if ctx.start_transaction {
-        if let Some(s) = sessions.get(&key) {
-            if s.txn_number > txn_number {
-                // SRV transaction_participant.cpp
-                return Err(CommandError::from_code(
-                    225,
-                    format!(
-                        "Cannot start transaction {txn_number} on session {}because a newer transaction {} has already started.",
-                        lsid_display(lsid),
-                        s.txn_number
-                    ),
-                ));
-            }
-            if s.txn_number == txn_number {
-                return Err(CommandError::from_code(
-                    117,
-                    "Only servers in a sharded cluster can start a new transaction at the active transaction number",
-                ));
-            }
+/// `startTransaction`: a newer transaction number than the session's, a readConcern level a
+/// transaction allows; the transaction gets a private engine with a snapshot of `req.db`.
+fn start_transaction(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    sessions: &mut HashMap<Vec<u8>, Session>,
+    key: Vec<u8>,
+    lsid: &Document,
+    txn_number: i64,
+) -> CmdResult<Statement> {
+    if let Some(s) = sessions.get(&key) {
+        if s.txn_number > txn_number {
+            // SRV transaction_participant.cpp
+            return Err(CommandError::from_code(
+                225,
+                format!(
+                    "Cannot start transaction {txn_number} on session {}because a newer transaction {} has already started.",
+                    lsid_display(lsid),
+                    s.txn_number
+                ),
+            ));
         }
-        if let Some(level) = ctx
-            .read_concern
-            .as_ref()
-            .and_then(|rc| rc.get_str("level").ok())
-        {
-            if !matches!(level, "local" | "majority" | "snapshot") {
-                // SRV service_entry_point_common.cpp
-                return Err(CommandError::from_code(
-                    72,
-                    format!("The readConcern level must be either 'local' (default), 'majority' or 'snapshot' in order to run in a transaction, but found '{level}'"),
-                ));
-            }
+        if s.txn_number == txn_number {
+            return Err(CommandError::from_code(
+                117,
+                "Only servers in a sharded cluster can start a new transaction at the active transaction number",
+            ));
         }
-        let shared = {
-            let live = ctx.shared.engine.lock();
-            let mut private = Engine::new(&ctx.shared.opts);
-            private.catalog = crate::engine::catalog::Catalog::new(ctx.shared.opts.version);
-            snapshot_db(&mut private, &live, &req.db);
-            private.clock = live.clock.clone();
-            private.oplog = Some(Oplog::new(u64::MAX));
-            Arc::new(ctx.shared.with_engine(private))
-        };
-        let first_seq = 1;
-        sessions.insert(
-            key.clone(),
-            Session {
-                txn_number,
-                state: State::InProgress {
-                    shared: shared.clone(),
-                    first_seq,
-                    writes: HashSet::new(),
-                    scanned_seq: first_seq,
-                    snapshotted: HashSet::from([req.db.clone()]),
-                },
-            },
-        );
-        return Ok(Some(Statement {
-            key,
-            txn_number,
-            shared,
-        }));
     }
+    if let Some(level) = ctx
+        .read_concern
+        .as_ref()
+        .and_then(|rc| rc.get_str("level").ok())
+    {
+        if !matches!(level, "local" | "majority" | "snapshot") {
+            // SRV service_entry_point_common.cpp
+            return Err(CommandError::from_code(
+                72,
+                format!("The readConcern level must be either 'local' (default), 'majority' or 'snapshot' in order to run in a transaction, but found '{level}'"),
+            ));
+        }
+    }
+    let shared = private_shared(ctx, &req.db);
+    let first_seq = 1;
+    sessions.insert(
+        key.clone(),
+        Session {
+            txn_number,
+            state: State::InProgress {
+                shared: shared.clone(),
+                first_seq,
+                writes: HashSet::new(),
+                scanned_seq: first_seq,
+                snapshotted: HashSet::from([req.db.clone()]),
+            },
+        },
+    );
+    Ok(Statement {
+        key,
+        txn_number,
+        shared,
+    })
+}
+
+/// A `Shared` around a new transaction's private engine: a snapshot of database `db`, the
+/// live clock and an empty oplog.
+fn private_shared(ctx: &Ctx<'_>, db: &str) -> Arc<Shared> {
+    let live = ctx.shared.engine.lock();
+    let mut private = Engine::new(&ctx.shared.opts);
+    private.catalog = crate::engine::catalog::Catalog::new(ctx.shared.opts.version);
+    snapshot_db(&mut private, &live, db);
+    private.clock = live.clock.clone();
+    private.oplog = Some(Oplog::new(u64::MAX));
+    Arc::new(ctx.shared.with_engine(private))
+}
+
+/// A later statement of transaction `txn_number`: it must be the session's transaction and
+/// still in progress; its database is snapshotted when first named.
+fn continue_transaction(
+    ctx: &Ctx<'_>,
+    req: &Request,
+    sessions: &mut HashMap<Vec<u8>, Session>,
+    key: Vec<u8>,
+    lsid: &Document,
+    txn_number: i64,
+) -> CmdResult<Option<Statement>> {
     if ctx.read_concern.is_some() {
         return Err(CommandError::from_code(
             72,
             "Only the first command in a transaction may specify a readConcern",
         ));
     }
-    let Some(s) = sessions.get(&key) else {
+    let Some(s) = sessions.get_mut(&key) else {
         return Err(no_such_transaction(format!(
             "Given transaction number {txn_number} does not match any in-progress transactions."
         )));
@@ -291,13 +335,10 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
             s.txn_number
         )));
     }
-    if txn_cmd {
+    if matches!(req.name.as_str(), "commitTransaction" | "abortTransaction") {
         // commitTransaction / abortTransaction check the state themselves.
         return Ok(None);
     }
-    let Some(s) = sessions.get_mut(&key) else {
-        return Err(no_such_transaction("no transaction in progress"));
-    };
     match &mut s.state {
         State::InProgress {
             shared,

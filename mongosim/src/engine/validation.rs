@@ -327,209 +327,296 @@ fn num(v: &Bson) -> Option<f64> {
 /// Validates `v` against schema `s`; returns the unsatisfied rules (empty = valid), in the
 /// shape of SRV doc_validation_error.cpp (`operatorName`, `specifiedAs`, `reason`, ...).
 fn schema_failures(s: &Document, v: &Bson) -> Vec<Bson> {
-    let mut out = Vec::new();
-    let rule = |kw: &str, spec: &Bson, reason: &str| -> Bson {
-        let mut d = doc! {"operatorName": kw, "specifiedAs": {kw: spec.clone()}, "reason": reason};
-        d.insert("consideredValue", v.clone());
-        Bson::Document(d)
+    s.iter()
+        .filter_map(|(kw, spec)| {
+            let (_, check) = KEYWORD_CHECKS.iter().find(|(k, _)| k == kw)?;
+            check(kw, spec, s, v)
+        })
+        .collect()
+}
+
+/// Checks `v` against keyword `kw: spec` of schema `s`: the failure, if any.
+type KeywordCheck = fn(kw: &str, spec: &Bson, s: &Document, v: &Bson) -> Option<Bson>;
+
+/// The `$jsonSchema` keywords checked, each with its check (other keywords pass).
+const KEYWORD_CHECKS: &[(&str, KeywordCheck)] = &[
+    ("bsonType", check_type),
+    ("type", check_type),
+    ("minimum", check_bound),
+    ("maximum", check_bound),
+    ("minLength", check_length),
+    ("maxLength", check_length),
+    ("pattern", check_pattern),
+    ("enum", check_enum),
+    ("minItems", check_item_count),
+    ("maxItems", check_item_count),
+    ("items", check_items),
+    ("required", check_required),
+    ("properties", check_properties),
+    ("additionalProperties", check_additional_properties),
+    ("minProperties", check_property_count),
+    ("maxProperties", check_property_count),
+    ("uniqueItems", check_unique_items),
+    ("allOf", check_combination),
+    ("anyOf", check_combination),
+    ("oneOf", check_combination),
+    ("not", check_not),
+];
+
+/// The failure of a simple keyword: `{operatorName, specifiedAs, reason, consideredValue}`.
+fn rule_doc(kw: &str, spec: &Bson, v: &Bson, reason: &str) -> Document {
+    let mut d = doc! {"operatorName": kw, "specifiedAs": {kw: spec.clone()}, "reason": reason};
+    d.insert("consideredValue", v.clone());
+    d
+}
+
+/// [`rule_doc`] as a reported failure.
+fn rule(kw: &str, spec: &Bson, v: &Bson, reason: &str) -> Option<Bson> {
+    Some(Bson::Document(rule_doc(kw, spec, v, reason)))
+}
+
+/// Whether the count `n` satisfies the `min…` or `max…` keyword `kw` with limit `lim`.
+fn count_ok(kw: &str, n: f64, lim: f64) -> bool {
+    if kw.starts_with("min") {
+        n >= lim
+    } else {
+        n <= lim
+    }
+}
+
+/// `bsonType` / `type`.
+fn check_type(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    if type_ok(spec, v) {
+        return None;
+    }
+    let mut d = rule_doc(kw, spec, v, "type did not match");
+    d.insert("consideredType", crate::query::fmt::type_name(v));
+    Some(Bson::Document(d))
+}
+
+/// `minimum` / `maximum`, with `exclusiveMinimum` / `exclusiveMaximum`.
+fn check_bound(kw: &str, spec: &Bson, s: &Document, v: &Bson) -> Option<Bson> {
+    let (x, lim) = (num(v)?, num(spec)?);
+    let exclusive = s
+        .get(if kw == "minimum" {
+            "exclusiveMinimum"
+        } else {
+            "exclusiveMaximum"
+        })
+        .and_then(Bson::as_bool)
+        .unwrap_or(false);
+    let ok = match (kw, exclusive) {
+        ("minimum", false) => x >= lim,
+        ("minimum", true) => x > lim,
+        (_, false) => x <= lim,
+        (_, true) => x < lim,
     };
-    for (kw, spec) in s {
-        match kw.as_str() {
-            "bsonType" | "type" if !type_ok(spec, v) => {
-                let mut d = doc! {"operatorName": kw.as_str(), "specifiedAs": {kw.as_str(): spec.clone()}, "reason": "type did not match", "consideredValue": v.clone()};
-                d.insert("consideredType", crate::query::fmt::type_name(v));
-                out.push(Bson::Document(d));
+    if ok {
+        return None;
+    }
+    rule(kw, spec, v, "comparison failed")
+}
+
+/// `minLength` / `maxLength` of a string, in characters.
+fn check_length(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::String(st), Some(lim)) = (v, num(spec)) else {
+        return None;
+    };
+    if count_ok(kw, st.chars().count() as f64, lim) {
+        return None;
+    }
+    rule(kw, spec, v, "specified string length was not satisfied")
+}
+
+/// `pattern` of a string (an invalid pattern passes).
+fn check_pattern(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::String(st), Bson::String(p)) = (v, spec) else {
+        return None;
+    };
+    if regex::Regex::new(p).is_ok_and(|re| !re.is_match(st)) {
+        return rule(kw, spec, v, "regular expression did not match");
+    }
+    None
+}
+
+/// `enum`: the value is one of the items.
+fn check_enum(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let Bson::Array(items) = spec else {
+        return None;
+    };
+    if items.iter().any(|i| crate::query::compare::binary_eq(i, v)) {
+        return None;
+    }
+    rule(kw, spec, v, "value was not found in enum")
+}
+
+/// `minItems` / `maxItems` of an array.
+fn check_item_count(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Array(a), Some(lim)) = (v, num(spec)) else {
+        return None;
+    };
+    if count_ok(kw, a.len() as f64, lim) {
+        return None;
+    }
+    rule(kw, spec, v, "array did not match specified length")
+}
+
+/// `items`: every item of an array matches the sub-schema (the first failing one is
+/// reported).
+fn check_items(_: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Array(a), Bson::Document(item)) = (v, spec) else {
+        return None;
+    };
+    let (i, f) = a
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (i, schema_failures(item, e)))
+        .find(|(_, f)| !f.is_empty())?;
+    Some(Bson::Document(
+        doc! {"operatorName": "items", "reason": "At least one item did not match the sub-schema", "itemIndex": i as i32, "details": f},
+    ))
+}
+
+/// `required`: the listed fields are present.
+fn check_required(_: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Document(d), Bson::Array(req)) = (v, spec) else {
+        return None;
+    };
+    let missing: Vec<Bson> = req
+        .iter()
+        .filter(|f| f.as_str().is_some_and(|f| !d.contains_key(f)))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    Some(Bson::Document(
+        doc! {"operatorName": "required", "specifiedAs": {"required": spec.clone()}, "missingProperties": missing},
+    ))
+}
+
+/// `properties`: each present property matches its sub-schema.
+fn check_properties(_: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Document(d), Bson::Document(props)) = (v, spec) else {
+        return None;
+    };
+    let mut bad = Vec::new();
+    for (name, p) in props {
+        if let (Some(val), Bson::Document(p)) = (d.get(name), p) {
+            let f = schema_failures(p, val);
+            if !f.is_empty() {
+                bad.push(Bson::Document(
+                    doc! {"propertyName": name.as_str(), "details": f},
+                ));
             }
-            "minimum" | "maximum" => {
-                if let (Some(x), Some(lim)) = (num(v), num(spec)) {
-                    let exclusive = s
-                        .get(if kw == "minimum" {
-                            "exclusiveMinimum"
-                        } else {
-                            "exclusiveMaximum"
-                        })
-                        .and_then(Bson::as_bool)
-                        .unwrap_or(false);
-                    let ok = match (kw.as_str(), exclusive) {
-                        ("minimum", false) => x >= lim,
-                        ("minimum", true) => x > lim,
-                        (_, false) => x <= lim,
-                        (_, true) => x < lim,
-                    };
-                    if !ok {
-                        out.push(rule(kw, spec, "comparison failed"));
-                    }
-                }
-            }
-            "minLength" | "maxLength" => {
-                if let (Bson::String(st), Some(lim)) = (v, num(spec)) {
-                    let n = st.chars().count() as f64;
-                    let ok = if kw == "minLength" {
-                        n >= lim
-                    } else {
-                        n <= lim
-                    };
-                    if !ok {
-                        out.push(rule(kw, spec, "specified string length was not satisfied"));
-                    }
-                }
-            }
-            "pattern" => {
-                if let (Bson::String(st), Bson::String(p)) = (v, spec) {
-                    if regex::Regex::new(p).is_ok_and(|re| !re.is_match(st)) {
-                        out.push(rule(kw, spec, "regular expression did not match"));
-                    }
-                }
-            }
-            "enum" => {
-                if let Bson::Array(items) = spec {
-                    if !items.iter().any(|i| crate::query::compare::binary_eq(i, v)) {
-                        out.push(rule(kw, spec, "value was not found in enum"));
-                    }
-                }
-            }
-            "minItems" | "maxItems" => {
-                if let (Bson::Array(a), Some(lim)) = (v, num(spec)) {
-                    let n = a.len() as f64;
-                    let ok = if kw == "minItems" { n >= lim } else { n <= lim };
-                    if !ok {
-                        out.push(rule(kw, spec, "array did not match specified length"));
-                    }
-                }
-            }
-            "items" => {
-                if let (Bson::Array(a), Bson::Document(item)) = (v, spec) {
-                    let bad: Vec<Bson> = a
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(i, e)| {
-                            let f = schema_failures(item, e);
-                            (!f.is_empty())
-                                .then(|| Bson::Document(doc! {"itemIndex": i as i32, "details": f}))
-                        })
-                        .collect();
-                    if let Some(first) = bad.into_iter().next() {
-                        out.push(Bson::Document(doc! {"operatorName": "items", "reason": "At least one item did not match the sub-schema", "itemIndex": first.as_document().and_then(|d| d.get("itemIndex")).cloned().unwrap_or(Bson::Int32(0)), "details": first.as_document().and_then(|d| d.get("details")).cloned().unwrap_or(Bson::Array(Vec::new()))}));
-                    }
-                }
-            }
-            "required" => {
-                if let (Bson::Document(d), Bson::Array(req)) = (v, spec) {
-                    let missing: Vec<Bson> = req
-                        .iter()
-                        .filter(|f| f.as_str().is_some_and(|f| !d.contains_key(f)))
-                        .cloned()
-                        .collect();
-                    if !missing.is_empty() {
-                        out.push(Bson::Document(doc! {"operatorName": "required", "specifiedAs": {"required": spec.clone()}, "missingProperties": missing}));
-                    }
-                }
-            }
-            "properties" => {
-                if let (Bson::Document(d), Bson::Document(props)) = (v, spec) {
-                    let mut bad = Vec::new();
-                    for (name, p) in props {
-                        if let (Some(val), Bson::Document(p)) = (d.get(name), p) {
-                            let f = schema_failures(p, val);
-                            if !f.is_empty() {
-                                bad.push(Bson::Document(
-                                    doc! {"propertyName": name.as_str(), "details": f},
-                                ));
-                            }
-                        }
-                    }
-                    if !bad.is_empty() {
-                        out.push(Bson::Document(
-                            doc! {"operatorName": "properties", "propertiesNotSatisfied": bad},
-                        ));
-                    }
-                }
-            }
-            "additionalProperties" => {
-                if let Bson::Document(d) = v {
-                    let known: Vec<&str> = s
-                        .get_document("properties")
-                        .map(|p| p.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    let extra: Vec<(&String, &Bson)> = d
-                        .iter()
-                        .filter(|(k, _)| !known.contains(&k.as_str()))
-                        .collect();
-                    match spec {
-                        Bson::Boolean(false) if !extra.is_empty() => {
-                            let names: Vec<Bson> = extra
-                                .iter()
-                                .map(|(k, _)| Bson::String((*k).clone()))
-                                .collect();
-                            out.push(Bson::Document(doc! {"operatorName": "additionalProperties", "specifiedAs": {"additionalProperties": false}, "additionalProperties": names}));
-                        }
-                        Bson::Document(sub) => {
-                            for (k, val) in extra {
-                                let f = schema_failures(sub, val);
-                                if !f.is_empty() {
-                                    out.push(Bson::Document(doc! {"operatorName": "additionalProperties", "reason": "at least one additional property did not match the subschema", "failingProperty": k.as_str(), "details": f}));
-                                    break;
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            "minProperties" | "maxProperties" => {
-                if let (Bson::Document(d), Some(lim)) = (v, num(spec)) {
-                    let n = d.len() as f64;
-                    let ok = if kw == "minProperties" {
-                        n >= lim
-                    } else {
-                        n <= lim
-                    };
-                    if !ok {
-                        out.push(Bson::Document(doc! {"operatorName": kw.as_str(), "specifiedAs": {kw.as_str(): spec.clone()}, "reason": "specified number of properties was not satisfied", "numberOfProperties": d.len() as i32}));
-                    }
-                }
-            }
-            "uniqueItems" => {
-                if let (Bson::Array(a), Bson::Boolean(true)) = (v, spec) {
-                    let dup = a.iter().enumerate().any(|(i, x)| {
-                        a[..i]
-                            .iter()
-                            .any(|y| crate::query::compare::binary_eq(x, y))
-                    });
-                    if dup {
-                        out.push(rule(kw, spec, "found a duplicate item"));
-                    }
-                }
-            }
-            "allOf" | "anyOf" | "oneOf" => {
-                if let Bson::Array(subs) = spec {
-                    let results: Vec<Vec<Bson>> = subs
-                        .iter()
-                        .filter_map(|x| x.as_document())
-                        .map(|x| schema_failures(x, v))
-                        .collect();
-                    let passing = results.iter().filter(|r| r.is_empty()).count();
-                    let ok = match kw.as_str() {
-                        "allOf" => passing == results.len(),
-                        "anyOf" => passing >= 1,
-                        _ => passing == 1,
-                    };
-                    if !ok {
-                        out.push(Bson::Document(doc! {"operatorName": kw.as_str(), "schemasNotSatisfied": results.into_iter().filter(|r| !r.is_empty()).map(|r| Bson::Document(doc! {"details": r})).collect::<Vec<_>>()}));
-                    }
-                }
-            }
-            "not" => {
-                if let Bson::Document(sub) = spec {
-                    if schema_failures(sub, v).is_empty() {
-                        out.push(Bson::Document(
-                            doc! {"operatorName": "not", "reason": "child expression matched"},
-                        ));
-                    }
-                }
-            }
-            _ => {}
         }
     }
-    out
+    if bad.is_empty() {
+        return None;
+    }
+    Some(Bson::Document(
+        doc! {"operatorName": "properties", "propertiesNotSatisfied": bad},
+    ))
+}
+
+/// `additionalProperties`: `false` (none allowed) or a sub-schema the properties not listed
+/// in `properties` must match.
+fn check_additional_properties(_: &str, spec: &Bson, s: &Document, v: &Bson) -> Option<Bson> {
+    let Bson::Document(d) = v else {
+        return None;
+    };
+    let known: Vec<&str> = s
+        .get_document("properties")
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    let extra: Vec<(&String, &Bson)> = d
+        .iter()
+        .filter(|(k, _)| !known.contains(&k.as_str()))
+        .collect();
+    match spec {
+        Bson::Boolean(false) if !extra.is_empty() => {
+            let names: Vec<Bson> = extra
+                .iter()
+                .map(|(k, _)| Bson::String((*k).clone()))
+                .collect();
+            Some(Bson::Document(
+                doc! {"operatorName": "additionalProperties", "specifiedAs": {"additionalProperties": false}, "additionalProperties": names},
+            ))
+        }
+        Bson::Document(sub) => extra.into_iter().find_map(|(k, val)| {
+            let f = schema_failures(sub, val);
+            (!f.is_empty()).then(|| {
+                Bson::Document(
+                    doc! {"operatorName": "additionalProperties", "reason": "at least one additional property did not match the subschema", "failingProperty": k.as_str(), "details": f},
+                )
+            })
+        }),
+        _ => None,
+    }
+}
+
+/// `minProperties` / `maxProperties` of a document.
+fn check_property_count(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Document(d), Some(lim)) = (v, num(spec)) else {
+        return None;
+    };
+    if count_ok(kw, d.len() as f64, lim) {
+        return None;
+    }
+    Some(Bson::Document(
+        doc! {"operatorName": kw, "specifiedAs": {kw: spec.clone()}, "reason": "specified number of properties was not satisfied", "numberOfProperties": d.len() as i32},
+    ))
+}
+
+/// `uniqueItems: true`: no two items of an array are equal.
+fn check_unique_items(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let (Bson::Array(a), Bson::Boolean(true)) = (v, spec) else {
+        return None;
+    };
+    let dup = a.iter().enumerate().any(|(i, x)| {
+        a[..i]
+            .iter()
+            .any(|y| crate::query::compare::binary_eq(x, y))
+    });
+    if dup {
+        return rule(kw, spec, v, "found a duplicate item");
+    }
+    None
+}
+
+/// `allOf` / `anyOf` / `oneOf`: how many of the sub-schemas must match.
+fn check_combination(kw: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let Bson::Array(subs) = spec else {
+        return None;
+    };
+    let results: Vec<Vec<Bson>> = subs
+        .iter()
+        .filter_map(|x| x.as_document())
+        .map(|x| schema_failures(x, v))
+        .collect();
+    let passing = results.iter().filter(|r| r.is_empty()).count();
+    let ok = match kw {
+        "allOf" => passing == results.len(),
+        "anyOf" => passing >= 1,
+        _ => passing == 1,
+    };
+    if ok {
+        return None;
+    }
+    Some(Bson::Document(
+        doc! {"operatorName": kw, "schemasNotSatisfied": results.into_iter().filter(|r| !r.is_empty()).map(|r| Bson::Document(doc! {"details": r})).collect::<Vec<_>>()},
+    ))
+}
+
+/// `not`: the sub-schema does not match.
+fn check_not(_: &str, spec: &Bson, _: &Document, v: &Bson) -> Option<Bson> {
+    let Bson::Document(sub) = spec else {
+        return None;
+    };
+    if schema_failures(sub, v).is_empty() {
+        return Some(Bson::Document(
+            doc! {"operatorName": "not", "reason": "child expression matched"},
+        ));
+    }
+    None
 }
