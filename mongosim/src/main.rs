@@ -11,7 +11,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use mongosim::{MongoSim, Options, ServerVersion};
 
 /// A simulated MongoDB replica set on 127.0.0.1.
@@ -110,8 +110,17 @@ impl StopSignals {
 }
 
 fn main() -> ExitCode {
-    // Usage errors exit with status 2 (clap's), `--help` and `--version` with 0.
-    let opts = Args::parse().options();
+    // `--help` and `--version` exit with 0; usage errors print the error and the usage line
+    // and exit with 2.
+    let opts = match Args::try_parse() {
+        Ok(args) => args.options(),
+        Err(e) if e.exit_code() == 0 => e.exit(),
+        Err(e) => {
+            let _ = e.print();
+            eprintln!("\n{}", Args::command().render_usage());
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

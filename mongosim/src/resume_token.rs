@@ -14,6 +14,7 @@
 
 use bson::{spec::BinarySubtype, Binary, Bson, Document, Timestamp};
 
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// `tokenType` of an event token.
@@ -237,7 +238,7 @@ impl ResumeToken {
             Some(Bson::String(s)) => s.clone(),
             _ => {
                 return Err(CommandError::from_code(
-                    40647,
+                    ErrorCode::ResumeTokenDataWrongType,
                     format!(
                         "Bad resume token: _data of missing or of wrong type. Expected string, got {doc}"
                     ),
@@ -249,7 +250,7 @@ impl ResumeToken {
             Some(Bson::Binary(b)) if b.subtype == BinarySubtype::Generic => Some(b.bytes.clone()),
             Some(_) => {
                 return Err(CommandError::from_code(
-                    40648,
+                    ErrorCode::ResumeTokenTypeBitsInvalid,
                     format!("Bad resume token: _typeBits of wrong type {doc}"),
                 ))
             }
@@ -295,13 +296,16 @@ type TokenValues = std::vec::IntoIter<Bson>;
 /// fromInvalidate (v1+).
 fn decode_header(it: &mut TokenValues) -> CmdResult<ResumeTokenData> {
     let Some(first) = it.next() else {
-        return Err(CommandError::from_code(40649, "invalid empty resume token"));
+        return Err(CommandError::from_code(
+            ErrorCode::ResumeTokenEmptyOrBadClusterTime,
+            "invalid empty resume token",
+        ));
     };
     let cluster_time = match first {
         Bson::Timestamp(ts) => ts,
         other => {
             return Err(CommandError::from_code(
-                40649,
+                ErrorCode::ResumeTokenEmptyOrBadClusterTime,
                 format!("invalid resume token: clusterTime is not a timestamp: {other}"),
             ))
         }
@@ -325,14 +329,14 @@ fn decode_header(it: &mut TokenValues) -> CmdResult<ResumeTokenData> {
         data.from_invalidate = match it.next() {
             None => {
                 return Err(CommandError::from_code(
-                    50872,
+                    ErrorCode::ResumeTokenMissingFromInvalidate,
                     "Resume Token does not contain fromInvalidate",
                 ))
             }
             Some(Bson::Boolean(b)) => b,
             Some(_) => {
                 return Err(CommandError::from_code(
-                    50870,
+                    ErrorCode::ResumeTokenFromInvalidateWrongType,
                     "Resume Token fromInvalidate is not a boolean.",
                 ))
             }
@@ -346,21 +350,21 @@ fn decode_version(v: Option<Bson>) -> CmdResult<i32> {
     let version = match v {
         None => {
             return Err(CommandError::from_code(
-                50796,
+                ErrorCode::ResumeTokenMissingVersion,
                 "Resume Token does not contain version",
             ))
         }
         Some(Bson::Int32(v)) => v,
         Some(_) => {
             return Err(CommandError::from_code(
-                50854,
+                ErrorCode::ResumeTokenVersionWrongType,
                 "Invalid resume token: wrong type for version",
             ))
         }
     };
     if !(0..=2).contains(&version) {
         return Err(CommandError::from_code(
-            50795,
+            ErrorCode::ResumeTokenUnsupportedVersion,
             "Invalid Resume Token: only supports version 0, 1 and 2",
         ));
     }
@@ -371,16 +375,16 @@ fn decode_version(v: Option<Bson>) -> CmdResult<i32> {
 fn decode_token_type(v: Option<Bson>) -> CmdResult<i32> {
     match v {
         None => Err(CommandError::from_code(
-            51055,
+            ErrorCode::ResumeTokenMissingTokenType,
             "Resume Token does not contain tokenType",
         )),
         Some(Bson::Int32(t)) if t == EVENT_TOKEN || t == HIGH_WATER_MARK_TOKEN => Ok(t),
         Some(Bson::Int32(t)) => Err(CommandError::from_code(
-            51057,
+            ErrorCode::ResumeTokenUnknownTokenType,
             format!("Token type {t} not recognized"),
         )),
         Some(_) => Err(CommandError::from_code(
-            51056,
+            ErrorCode::ResumeTokenTokenTypeWrongType,
             "Resume Token tokenType is not an int.",
         )),
     }
@@ -390,16 +394,16 @@ fn decode_token_type(v: Option<Bson>) -> CmdResult<i32> {
 fn decode_txn_op_index(v: Option<Bson>) -> CmdResult<i32> {
     match v {
         None => Err(CommandError::from_code(
-            50793,
+            ErrorCode::ResumeTokenMissingTxnOpIndex,
             "Resume Token does not contain txnOpIndex",
         )),
         Some(Bson::Int32(i)) if i >= 0 => Ok(i),
         Some(Bson::Int32(_)) => Err(CommandError::from_code(
-            50794,
+            ErrorCode::ResumeTokenNegativeTxnOpIndex,
             "Invalid Resume Token: txnOpIndex should be non-negative",
         )),
         Some(_) => Err(CommandError::from_code(
-            50855,
+            ErrorCode::ResumeTokenTxnOpIndexWrongType,
             "Resume Token txnOpIndex is not an integer",
         )),
     }
@@ -410,7 +414,10 @@ fn decode_txn_op_index(v: Option<Bson>) -> CmdResult<i32> {
 fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()> {
     let Some(uuid) = it.next() else {
         if data.version >= 2 {
-            return Err(CommandError::from_code(6189500, "Expected UUID or null"));
+            return Err(CommandError::from_code(
+                ErrorCode::ResumeTokenBadUuid,
+                "Expected UUID or null",
+            ));
         }
         return Ok(());
     };
@@ -418,7 +425,7 @@ fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()
     let Some(id) = it.next() else {
         if data.token_type == EVENT_TOKEN && data.version >= 2 {
             return Err(CommandError::from_code(
-                6189501,
+                ErrorCode::ResumeTokenMissingEventIdentifier,
                 "Expected an eventIdentifier for an event resume token",
             ));
         }
@@ -426,7 +433,7 @@ fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()
     };
     if data.token_type == HIGH_WATER_MARK_TOKEN {
         return Err(CommandError::from_code(
-            6189504,
+            ErrorCode::ResumeTokenBadHighWaterMark,
             "Invalid high water mark token",
         ));
     }
@@ -434,7 +441,7 @@ fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()
         Bson::Document(d) => data.event_identifier = Some(d),
         _ => {
             return Err(CommandError::from_code(
-                6189503,
+                ErrorCode::ResumeTokenEventIdentifierNotObject,
                 "Resume Token eventIdentifier is not an object",
             ))
         }
@@ -445,7 +452,7 @@ fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()
                 Bson::Int32(n) if n >= 0 => data.fragment_num = Some(n),
                 _ => {
                     return Err(CommandError::from_code(
-                        7182501,
+                        ErrorCode::ResumeTokenBadFragmentNum,
                         "Resume token 'fragmentNum' must be a non-negative integer.",
                     ))
                 }
@@ -454,7 +461,7 @@ fn decode_body(it: &mut TokenValues, data: &mut ResumeTokenData) -> CmdResult<()
     }
     if it.next().is_some() {
         return Err(CommandError::from_code(
-            40646,
+            ErrorCode::ResumeTokenOversized,
             "invalid oversized resume token",
         ));
     }
@@ -537,7 +544,7 @@ impl TypeBitsReader {
                 let len = usize::from(b & 0x7F);
                 if raw.len() < 1 + len {
                     return Err(CommandError::from_code(
-                        40648,
+                        ErrorCode::ResumeTokenTypeBitsInvalid,
                         "Bad resume token: _typeBits is truncated",
                     ));
                 }
@@ -833,7 +840,7 @@ struct Decoder<'a> {
 /// SRV `BSONDepth::kDefaultMaxAllowableDepth`.
 const MAX_DEPTH: u32 = 200;
 
-fn format_error(code: i32, msg: &str) -> CommandError {
+fn format_error(code: ErrorCode, msg: &str) -> CommandError {
     CommandError::from_code(code, format!("KeyString format error: {msg}"))
 }
 
@@ -843,16 +850,22 @@ impl Decoder<'_> {
     }
 
     fn byte(&mut self) -> CmdResult<u8> {
-        let b = self
-            .peek()
-            .ok_or_else(|| format_error(50818, "Reached end of the KeyString buffer"))?;
+        let b = self.peek().ok_or_else(|| {
+            format_error(
+                ErrorCode::KeyStringBufferExhausted,
+                "Reached end of the KeyString buffer",
+            )
+        })?;
         self.pos += 1;
         Ok(b)
     }
 
     fn take(&mut self, n: usize) -> CmdResult<&[u8]> {
         if self.buf.len() < self.pos + n {
-            return Err(format_error(50818, "Reached end of the KeyString buffer"));
+            return Err(format_error(
+                ErrorCode::KeyStringBufferExhausted,
+                "Reached end of the KeyString buffer",
+            ));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -869,10 +882,12 @@ impl Decoder<'_> {
 
     fn cstring(&mut self) -> CmdResult<Vec<u8>> {
         let rest = &self.buf[self.pos..];
-        let end = rest
-            .iter()
-            .position(|b| *b == 0)
-            .ok_or_else(|| format_error(50816, "Failed to find null terminator in string."))?;
+        let end = rest.iter().position(|b| *b == 0).ok_or_else(|| {
+            format_error(
+                ErrorCode::KeyStringMissingNullTerminator,
+                "Failed to find null terminator in string.",
+            )
+        })?;
         let s = rest[..end].to_vec();
         self.pos += end + 1;
         Ok(s)
@@ -886,8 +901,9 @@ impl Decoder<'_> {
             out.push(0);
             out.extend(self.cstring()?);
         }
-        String::from_utf8(out)
-            .map_err(|_| CommandError::from_code(22, "Invalid UTF-8 in resume token"))
+        String::from_utf8(out).map_err(|_| {
+            CommandError::from_code(ErrorCode::InvalidBSON, "Invalid UTF-8 in resume token")
+        })
     }
 
     fn object(&mut self, depth: u32) -> CmdResult<Document> {
@@ -897,8 +913,9 @@ impl Decoder<'_> {
             if ctype == 0 {
                 return Ok(doc);
             }
-            let name = String::from_utf8(self.cstring()?)
-                .map_err(|_| CommandError::from_code(22, "Invalid UTF-8 in resume token"))?;
+            let name = String::from_utf8(self.cstring()?).map_err(|_| {
+                CommandError::from_code(ErrorCode::InvalidBSON, "Invalid UTF-8 in resume token")
+            })?;
             let vtype = self.byte()?;
             let v = self.value(vtype, depth + 1)?;
             doc.insert(name, v);
@@ -909,7 +926,7 @@ impl Decoder<'_> {
     fn value(&mut self, ctype: u8, depth: u32) -> CmdResult<Bson> {
         if depth > MAX_DEPTH {
             return Err(format_error(
-                15,
+                ErrorCode::Overflow,
                 "KeyString encoding exceeded maximum allowable BSON nesting depth",
             ));
         }
@@ -957,18 +974,24 @@ impl Decoder<'_> {
                     let s = self.take(4)?;
                     let mut a = [0u8; 4];
                     a.copy_from_slice(s);
-                    len = usize::try_from(i32::from_be_bytes(a))
-                        .map_err(|_| format_error(50818, "Invalid BinData length"))?;
+                    len = usize::try_from(i32::from_be_bytes(a)).map_err(|_| {
+                        format_error(
+                            ErrorCode::KeyStringBufferExhausted,
+                            "Invalid BinData length",
+                        )
+                    })?;
                 }
                 let subtype = BinarySubtype::from(self.byte()?);
                 let bytes = self.take(len)?.to_vec();
                 Bson::Binary(Binary { subtype, bytes })
             }
             K_REGEX => {
-                let pattern = String::from_utf8(self.cstring()?)
-                    .map_err(|_| CommandError::from_code(22, "Invalid UTF-8 in resume token"))?;
-                let options = String::from_utf8(self.cstring()?)
-                    .map_err(|_| CommandError::from_code(22, "Invalid UTF-8 in resume token"))?;
+                let pattern = String::from_utf8(self.cstring()?).map_err(|_| {
+                    CommandError::from_code(ErrorCode::InvalidBSON, "Invalid UTF-8 in resume token")
+                })?;
+                let options = String::from_utf8(self.cstring()?).map_err(|_| {
+                    CommandError::from_code(ErrorCode::InvalidBSON, "Invalid UTF-8 in resume token")
+                })?;
                 Bson::RegularExpression(bson::Regex { pattern, options })
             }
             K_OBJECT => Bson::Document(self.object(depth)?),
@@ -984,7 +1007,12 @@ impl Decoder<'_> {
                 Bson::Array(arr)
             }
             K_NUMERIC_NAN..=K_NUMERIC_POS_LARGE => self.number(ctype)?,
-            other => return Err(format_error(50811, &format!("Unknown type: {other}"))),
+            other => {
+                return Err(format_error(
+                    ErrorCode::KeyStringUnknownType,
+                    &format!("Unknown type: {other}"),
+                ))
+            }
         })
     }
 
@@ -992,7 +1020,7 @@ impl Decoder<'_> {
         let tb = self.bits.numeric();
         if tb == TB_DECIMAL {
             return Err(format_error(
-                50810,
+                ErrorCode::KeyStringUnsupportedDecimal,
                 "Decimal128 values in resume tokens are not supported by mongosim",
             ));
         }
@@ -1015,7 +1043,12 @@ impl Decoder<'_> {
                         let e = enc.wrapping_sub(1u64 << 62);
                         f64::from_bits(e >> 1) * 2f64.powi(-256)
                     }
-                    _ => return Err(format_error(50810, "Unsupported tiny decimal encoding")),
+                    _ => {
+                        return Err(format_error(
+                            ErrorCode::KeyStringUnsupportedDecimal,
+                            "Unsupported tiny decimal encoding",
+                        ))
+                    }
                 };
                 Ok(Bson::Double(if negative { -magnitude } else { magnitude }))
             }
@@ -1025,7 +1058,10 @@ impl Decoder<'_> {
                 let magnitude = if enc == u64::MAX {
                     f64::INFINITY
                 } else if enc >> 63 == 1 {
-                    return Err(format_error(50810, "Unsupported huge decimal encoding"));
+                    return Err(format_error(
+                        ErrorCode::KeyStringUnsupportedDecimal,
+                        "Unsupported huge decimal encoding",
+                    ));
                 } else {
                     // The encoder dropped the sign and cleared the exponent's top bit, which
                     // is always set for magnitudes >= 2^63.
@@ -1045,7 +1081,10 @@ impl Decoder<'_> {
                     usize::from(ctype - K_NUMERIC_POS_1BYTE) + 1
                 };
                 if n > 8 {
-                    return Err(format_error(50811, &format!("Unknown type: {ctype}")));
+                    return Err(format_error(
+                        ErrorCode::KeyStringUnknownType,
+                        &format!("Unknown type: {ctype}"),
+                    ));
                 }
                 let mut v: u64 = 0;
                 for b in self.take(n)?.to_vec() {

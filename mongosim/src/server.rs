@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use crate::commands::state::{Shared, Stats};
 use crate::commands::{self, Conn, Ctx, Request};
 use crate::engine::Engine;
+use crate::error::ErrorCode;
 use crate::wire::{self, Incoming, WireError};
 use crate::Options;
 
@@ -390,7 +391,7 @@ fn with_ok(mut body: Document) -> Document {
 }
 
 fn internal_error() -> crate::CommandError {
-    crate::CommandError::from_code(1, "failed to encode reply")
+    crate::CommandError::from_code(ErrorCode::InternalError, "failed to encode reply")
 }
 
 /// A decorated error reply, encoded.

@@ -481,5 +481,5 @@ fn binary_usage_errors_exit_with_2() {
     assert!(out.stdout.is_empty());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--server-version"), "{err}");
-    assert!(err.contains("usage:"), "{err}");
+    assert!(err.contains("Usage: mongosim"), "{err}");
 }

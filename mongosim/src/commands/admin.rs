@@ -6,6 +6,7 @@ use bson::{doc, Bson, DateTime, Document};
 
 use super::reply::{election_id, op_time, ts_date, SET_VERSION, TERM};
 use super::{Ctx, Request};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::limits::MAX_BSON_OBJECT_SIZE;
 use crate::ServerVersion;
@@ -17,7 +18,7 @@ fn require_admin(req: &Request) -> CmdResult<()> {
         Ok(())
     } else {
         Err(CommandError::from_code(
-            13,
+            ErrorCode::Unauthorized,
             format!("{} may only be run against the admin database.", req.name),
         ))
     }
@@ -100,7 +101,10 @@ pub(crate) async fn get_parameter(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<
     }
     if reply.is_empty() {
         // SRV src/mongo/db/commands/parameters.cpp
-        return Err(CommandError::from_code(72, "no option found to get"));
+        return Err(CommandError::from_code(
+            ErrorCode::InvalidOptions,
+            "no option found to get",
+        ));
     }
     Ok(reply)
 }
@@ -136,9 +140,8 @@ pub(crate) async fn repl_set_get_status(ctx: &mut Ctx<'_>, req: Request) -> CmdR
     require_admin(&req)?;
     let shared = ctx.shared.clone();
     let Some(set) = &shared.opts.repl_set else {
-        return Err(CommandError::new(
-            76,
-            "NoReplicationEnabled",
+        return Err(CommandError::from_code(
+            ErrorCode::NoReplicationEnabled,
             "not running with --replSet",
         ));
     };

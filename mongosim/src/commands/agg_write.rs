@@ -18,6 +18,7 @@ use super::reply::cursor_reply;
 use super::Ctx;
 use crate::engine::catalog::NsKind;
 use crate::engine::{Engine, PendingOp};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
 use crate::query::update::{Update, UpdateCtx, UpdateOutcome};
@@ -68,7 +69,7 @@ pub(crate) fn has_write_stage(pipeline: &[Bson]) -> CmdResult<bool> {
         for name in ["$out", "$merge"] {
             if d.contains_key(name) && i + 1 != n {
                 return Err(CommandError::from_code(
-                    40601,
+                    ErrorCode::StageMustBeLast,
                     format!("{name} can only be the final stage in the pipeline"),
                 ));
             }
@@ -88,7 +89,7 @@ pub(crate) fn documents_stage(
     if version == crate::ServerVersion::V4_4 {
         // `$documents` arrived in 5.1 (SRV document_source_documents.cpp, REGISTER_DOCUMENT_SOURCE)
         return Err(CommandError::from_code(
-            40324,
+            ErrorCode::UnrecognizedPipelineStage,
             "Unrecognized pipeline stage name: '$documents'",
         ));
     }
@@ -110,7 +111,7 @@ pub(crate) fn documents_stage(
             Ok(out)
         }
         Some(other) => Err(CommandError::from_code(
-            5858203,
+            ErrorCode::DocumentsNotArray,
             format!(
                 "error during $documents evaluation: an array is expected, found {}",
                 type_name(other)
@@ -137,7 +138,7 @@ fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, Strin
                 }
                 None => {
                     return Err(CommandError::from_code(
-                        40414,
+                        ErrorCode::IdlFailedToParse,
                         format!("BSON field '{stage}.coll' is missing but a required field"),
                     ))
                 }
@@ -150,7 +151,7 @@ fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, Strin
                 None if stage == "$merge.into" => src_db.to_string(),
                 None => {
                     return Err(CommandError::from_code(
-                        40414,
+                        ErrorCode::IdlFailedToParse,
                         format!("BSON field '{stage}.db' is missing but a required field"),
                     ))
                 }
@@ -164,7 +165,7 @@ fn parse_target(v: &Bson, src_db: &str, stage: &str) -> CmdResult<(String, Strin
         }
         // SRV document_source_out.cpp (7.0): 16990
         other => Err(CommandError::from_code(
-            16990,
+            ErrorCode::OutSpecWrongType,
             format!(
                 "{} only supports a string or object argument, but found {}",
                 stage.trim_end_matches(".into"),
@@ -189,21 +190,27 @@ fn check_target(stage: &str, db: &str, coll: &str) -> CmdResult<()> {
     if coll.starts_with("system.") {
         return Err(if merge {
             CommandError::from_code(
-                31319,
+                ErrorCode::MergeToSpecialCollection,
                 format!("Cannot {stage} to special collection: {coll}"),
             )
         } else {
             CommandError::from_code(
-                17385,
+                ErrorCode::OutToSpecialCollection,
                 format!("Can't {stage} to special collection: {coll}"),
             )
         });
     }
     if matches!(db, "admin" | "local" | "config") {
         return Err(if merge {
-            CommandError::from_code(31320, format!("Cannot {stage} to internal database: {db}"))
+            CommandError::from_code(
+                ErrorCode::MergeToInternalDatabase,
+                format!("Cannot {stage} to internal database: {db}"),
+            )
         } else {
-            CommandError::from_code(31321, format!("Can't {stage} to internal database: {db}"))
+            CommandError::from_code(
+                ErrorCode::OutToInternalDatabase,
+                format!("Can't {stage} to internal database: {db}"),
+            )
         });
     }
     Ok(())
@@ -231,7 +238,7 @@ fn parse_write_stage(st: &Document, src_db: &str) -> CmdResult<WriteStage> {
         other => {
             // SRV document_source_merge.cpp: 51182
             return Err(CommandError::from_code(
-                51182,
+                ErrorCode::MergeSpecWrongType,
                 format!(
                     "$merge only supports a string or object argument, not {}",
                     type_name(other)
@@ -263,7 +270,7 @@ fn parse_merge_fields(d: &Document, src_db: &str, spec: &mut MergeSpec) -> CmdRe
     }
     let Some((db, coll)) = into else {
         return Err(CommandError::from_code(
-            40414,
+            ErrorCode::IdlFailedToParse,
             "BSON field '$merge.into' is missing but a required field",
         ));
     };
@@ -279,7 +286,7 @@ fn parse_merge_on(val: &Bson) -> CmdResult<Vec<String>> {
         Bson::Array(a) => a,
         other => {
             return Err(CommandError::from_code(
-                51186,
+                ErrorCode::MergeOnWrongType,
                 format!(
                 "$merge 'on' field  must be either a string or an array of strings, but found {}",
                 type_name(other)
@@ -294,7 +301,7 @@ fn parse_merge_on(val: &Bson) -> CmdResult<Vec<String>> {
             // SRV document_source_merge_spec.cpp: 51134
             _ => {
                 return Err(CommandError::from_code(
-                    51134,
+                    ErrorCode::MergeOnElementNotString,
                     format!(
                         "Array elements of the 'on' field must be strings, but found {}",
                         type_name(f)
@@ -306,7 +313,7 @@ fn parse_merge_on(val: &Bson) -> CmdResult<Vec<String>> {
     if fields.is_empty() {
         // SRV document_source_merge_spec.cpp: 51187
         return Err(CommandError::from_code(
-            51187,
+            ErrorCode::MergeOnEmpty,
             "If explicitly specifying $merge 'on', must include at least one field",
         ));
     }
@@ -327,7 +334,7 @@ fn parse_when_matched(val: &Bson) -> CmdResult<WhenMatched> {
         },
         Bson::Array(p) => Ok(WhenMatched::Pipeline(p.clone())),
         other => Err(CommandError::from_code(
-            51191,
+            ErrorCode::MergeWhenMatchedWrongType,
             format!(
                 "$merge 'whenMatched' field  must be either a string or an array, but found {}",
                 type_name(other)
@@ -375,7 +382,7 @@ fn check_merge_modes(spec: &MergeSpec) -> CmdResult<()> {
             WhenNotMatched::Fail => "fail",
         };
         return Err(CommandError::from_code(
-            51189,
+            ErrorCode::MergeModeCombinationUnsupported,
             format!(
                 "Combination of $merge modes 'whenMatched: {wm}' and 'whenNotMatched: {wnm}' is not supported"
             ),
@@ -385,7 +392,7 @@ fn check_merge_modes(spec: &MergeSpec) -> CmdResult<()> {
         (WhenMatched::Pipeline(_), Some(l)) => {
             if matches!(l.get("new"), Some(v) if v.as_str() != Some("$$ROOT")) {
                 return Err(CommandError::from_code(
-                    51273,
+                    ErrorCode::MergeLetRedefinesNew,
                     "'let' may not define a value for the reserved 'new' variable other than '$$ROOT'",
                 ));
             }
@@ -393,7 +400,7 @@ fn check_merge_modes(spec: &MergeSpec) -> CmdResult<()> {
         (WhenMatched::Pipeline(_), None) => {}
         (_, Some(_)) => {
             return Err(CommandError::from_code(
-                51199,
+                ErrorCode::MergeLetWithoutPipeline,
                 format!("Cannot use 'let' variables with 'whenMatched: {wm}' mode"),
             ));
         }
@@ -416,7 +423,7 @@ pub(crate) fn run(
 ) -> CmdResult<RawDocumentBuf> {
     let Some((Bson::Document(last), head)) = pipeline.split_last() else {
         return Err(CommandError::from_code(
-            1,
+            ErrorCode::InternalError,
             "pipeline without a writing stage",
         ));
     };
@@ -428,7 +435,7 @@ pub(crate) fn run(
     if ctx.autocommit == Some(false) {
         // SRV document_source_out.cpp / document_source_merge.cpp
         return Err(CommandError::from_code(
-            263,
+            ErrorCode::OperationNotSupportedInTransaction,
             format!("{stage_name} cannot be used in a transaction"),
         ));
     }
@@ -436,7 +443,7 @@ pub(crate) fn run(
         if rc.get_str("level").ok() == Some("linearizable") {
             // SRV pipeline.cpp / lite_parsed_document_source: writing stages forbid linearizable
             return Err(CommandError::from_code(
-                72,
+                ErrorCode::InvalidOptions,
                 format!("{stage_name} cannot be used with a 'linearizable' read concern level"),
             ));
         }
@@ -502,14 +509,14 @@ fn write_out(
         NsKind::View(_) => {
             // SRV document_source_out.cpp: the target cannot be a view
             return Err(CommandError::from_code(
-                166,
+                ErrorCode::CommandNotSupportedOnView,
                 format!("Namespace {db}.{coll} is a view, not a collection"),
             ));
         }
         NsKind::Collection(c) => {
             if c.is_capped() {
                 return Err(CommandError::from_code(
-                    17152,
+                    ErrorCode::OutToCappedCollection,
                     format!("namespace '{db}.{coll}' is capped so it can't be used for $out"),
                 ));
             }
@@ -597,7 +604,7 @@ fn check_on_fields(engine: &Engine, spec: &MergeSpec) -> CmdResult<()> {
         Ok(())
     } else {
         Err(CommandError::from_code(
-            51183,
+            ErrorCode::MergeOnNoUniqueIndex,
             "Cannot find index to verify that join fields will be unique",
         ))
     }
@@ -647,7 +654,7 @@ fn write_merge(
     let (db, coll) = (spec.db.as_str(), spec.coll.as_str());
     if let NsKind::View(_) = engine.catalog.kind(db, coll) {
         return Err(CommandError::from_code(
-            166,
+            ErrorCode::CommandNotSupportedOnView,
             format!("Namespace {db}.{coll} is a view, not a collection"),
         ));
     }
@@ -684,7 +691,7 @@ fn merge_on_query(d: &Document, on: &[String]) -> CmdResult<Document> {
             None | Some(Bson::Null) | Some(Bson::Undefined) | Some(Bson::Array(_)) => {
                 // SRV document_source_merge.cpp extractMergeOnFieldsFromDoc
                 return Err(CommandError::from_code(
-                    51132,
+                    ErrorCode::MergeOnFieldMissing,
                     "$merge write error: 'on' field cannot be missing, null, undefined or an array",
                 ));
             }
@@ -764,7 +771,7 @@ impl MergeWriter<'_> {
                 WhenNotMatched::Fail => {
                     // SRV document_source_merge.cpp: 13113 MergeStageNoMatchingDocument
                     Err(CommandError::from_code(
-                        13113,
+                        ErrorCode::MergeStageNoMatchingDocument,
                         "$merge could not find a matching document in the target collection for at least one document in the source collection",
                     ))
                 }
@@ -814,7 +821,7 @@ impl MergeWriter<'_> {
             // document_source_merge.cpp spill() adds
             let id = out.new_doc.get("_id").unwrap_or(&Bson::Null);
             return Err(CommandError::from_code(
-                66,
+                ErrorCode::ImmutableField,
                 format!(
                     "$merge failed to update the matching document, did you attempt to modify the _id or the shard key? :: caused by :: After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
                     crate::query::fmt::value(id)

@@ -4,6 +4,7 @@
 use bson::{Bson, Document};
 
 use super::{Ctx, Request};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 pub(crate) use crate::query::compare::collation_of;
 use crate::query::matcher::Matcher;
@@ -90,7 +91,7 @@ pub(crate) fn expect_long(field: &str, value: &Bson) -> CmdResult<i64> {
 /// The server's IDL error for a missing required field (reference §8.3).
 pub(crate) fn missing_field(cmd: &str, field: &str) -> CommandError {
     CommandError::from_code(
-        40414,
+        ErrorCode::IdlFailedToParse,
         format!("BSON field '{cmd}.{field}' is missing but a required field"),
     )
 }
@@ -157,9 +158,10 @@ pub(crate) fn reject_let_on_44(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
         )),
         "aggregate" => CommandError::failed_to_parse("unrecognized field 'let'"),
         // 4.4 findAndModify names the bare field
-        "findAndModify" | "findandmodify" => {
-            CommandError::from_code(40415, "BSON field 'let' is an unknown field.")
-        }
+        "findAndModify" | "findandmodify" => CommandError::from_code(
+            ErrorCode::IdlUnknownField,
+            "BSON field 'let' is an unknown field.",
+        ),
         name => CommandError::unknown_field("let", name),
     })
 }
@@ -182,7 +184,7 @@ pub(crate) fn cursor_batch_size(body: &Document, cmd: &str) -> CmdResult<Option<
         None => Ok(None),
         Some(Bson::Document(c)) => match opt_i64(c, &format!("{cmd}.cursor"), "batchSize")? {
             Some(n) if n < 0 => Err(CommandError::from_code(
-                51024,
+                ErrorCode::IdlValueBelowMinimum,
                 format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
             )),
             Some(n) => Ok(Some(n as usize)),

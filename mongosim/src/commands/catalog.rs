@@ -8,13 +8,15 @@ use super::{Ctx, Request};
 use crate::engine::catalog::{id_index_spec, Collection, NsKind};
 use crate::engine::cursor::VecCursor;
 use crate::engine::{names, Engine};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
 use crate::ServerVersion;
 use bson::{doc, Bson, DateTime, Document, RawDocumentBuf};
 
 fn encode(d: &Document) -> CmdResult<RawDocumentBuf> {
-    RawDocumentBuf::from_document(d).map_err(|e| CommandError::from_code(1, e.to_string()))
+    RawDocumentBuf::from_document(d)
+        .map_err(|e| CommandError::from_code(ErrorCode::InternalError, e.to_string()))
 }
 
 /// Logs DDL ops and records the optime as the reply's `operationTime`.
@@ -28,7 +30,7 @@ fn require_admin(req: &Request) -> CmdResult<()> {
         Ok(())
     } else {
         Err(CommandError::from_code(
-            13,
+            ErrorCode::Unauthorized,
             format!("{} may only be run against the admin database.", req.name),
         ))
     }
@@ -36,10 +38,14 @@ fn require_admin(req: &Request) -> CmdResult<()> {
 
 fn ns_exists_error(version: ServerVersion, ns: &str) -> CommandError {
     match version {
-        ServerVersion::V4_4 => {
-            CommandError::from_code(48, format!("Collection already exists. NS: {ns}"))
-        }
-        _ => CommandError::from_code(48, format!("Collection {ns} already exists.")),
+        ServerVersion::V4_4 => CommandError::from_code(
+            ErrorCode::NamespaceExists,
+            format!("Collection already exists. NS: {ns}"),
+        ),
+        _ => CommandError::from_code(
+            ErrorCode::NamespaceExists,
+            format!("Collection {ns} already exists."),
+        ),
     }
 }
 
@@ -81,7 +87,7 @@ pub(crate) async fn create(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
     let ops = if let Some(view_on) = view_on {
         if capped {
             return Err(CommandError::from_code(
-                72,
+                ErrorCode::InvalidOptions,
                 "Cannot specify both 'viewOn' and 'capped'",
             ));
         }
@@ -164,7 +170,7 @@ fn check_capped_size(options: &Document) -> CmdResult<()> {
     let Some(v) = options.get("size") else {
         // SRV collection_options.cpp
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "the 'size' field is required when 'capped' is true",
         ));
     };
@@ -191,7 +197,7 @@ fn create_view(
     for st in &pipeline {
         if !matches!(st, Bson::Document(_)) {
             return Err(CommandError::from_code(
-                14,
+                ErrorCode::TypeMismatch,
                 "Each element of the 'pipeline' array must be an object",
             ));
         }
@@ -211,7 +217,7 @@ pub(crate) async fn drop(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document>
     if db == "local" && coll == "oplog.rs" && ctx.shared.is_repl_set() {
         // SRV drop_collection.cpp
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             "can't drop live oplog while replicating",
         ));
     }
@@ -247,13 +253,13 @@ pub(crate) async fn drop_database(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<
     names::check_db(db)?;
     if db == "local" && ctx.shared.is_repl_set() {
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             "Cannot drop 'local' database while replication is active",
         ));
     }
     if db == "admin" || db == "config" {
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             format!("Dropping the '{db}' database is prohibited."),
         ));
     }
@@ -305,7 +311,7 @@ pub(crate) async fn rename_collection(ctx: &mut Ctx<'_>, req: Request) -> CmdRes
     if from == to {
         // SRV rename_collection.cpp
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             "Can't rename a collection to itself",
         ));
     }
@@ -324,14 +330,17 @@ pub(crate) async fn rename_collection(ctx: &mut Ctx<'_>, req: Request) -> CmdRes
         }
         NsKind::View(_) => {
             return Err(CommandError::from_code(
-                166,
+                ErrorCode::CommandNotSupportedOnView,
                 format!("cannot rename view: {fns}"),
             ))
         }
         NsKind::Collection(_) => {}
     }
     if !matches!(engine.catalog.kind(to.0, to.1), NsKind::Missing) && !drop_target {
-        return Err(CommandError::from_code(48, "target namespace exists"));
+        return Err(CommandError::from_code(
+            ErrorCode::NamespaceExists,
+            "target namespace exists",
+        ));
     }
     let ops = engine.catalog.rename(from, to, drop_target)?;
     engine.cursors.kill_where(|c| c == fns || c == tns);
@@ -379,7 +388,7 @@ pub(crate) async fn create_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult
     let engine = &mut *guard;
     if let NsKind::View(_) = engine.catalog.kind(db, coll) {
         return Err(CommandError::from_code(
-            166,
+            ErrorCode::CommandNotSupportedOnView,
             format!("Namespace {db}.{coll} is a view, not a collection"),
         ));
     }
@@ -428,7 +437,7 @@ fn index_spec(ix: &Bson) -> CmdResult<Document> {
     let key = match spec.get("key") {
         Some(Bson::Document(k)) if !k.is_empty() => k.clone(),
         Some(Bson::Document(_)) => {
-            return Err(CommandError::from_code(67, "Index keys cannot be empty."))
+            return Err(CommandError::from_code(ErrorCode::CannotCreateIndex, "Index keys cannot be empty."))
         }
         Some(other) => return Err(super::wrong_type("createIndexes.indexes.key", other, "object")),
         None => {
@@ -473,7 +482,7 @@ fn check_key_pattern(key: &Document, spec: &Document) -> CmdResult<()> {
         };
         if !ok {
             return Err(CommandError::from_code(
-                67,
+                ErrorCode::CannotCreateIndex,
                 format!(
                     "Error in specification {} :: caused by :: Values in the index key pattern can contain only non-zero numbers or the field names of index types",
                     crate::query::fmt::doc(spec)
@@ -520,7 +529,7 @@ pub(crate) async fn drop_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<D
             Some(i) => vec![i.name().to_string()],
             None => {
                 return Err(CommandError::from_code(
-                    27,
+                    ErrorCode::IndexNotFound,
                     format!("can't find index with key: {}", crate::query::fmt::doc(key)),
                 ))
             }
@@ -529,11 +538,14 @@ pub(crate) async fn drop_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<D
     };
     for n in &names_to_drop {
         if n == "_id_" {
-            return Err(CommandError::from_code(72, "cannot drop _id index"));
+            return Err(CommandError::from_code(
+                ErrorCode::InvalidOptions,
+                "cannot drop _id index",
+            ));
         }
         if c.index(n).is_none() {
             return Err(CommandError::from_code(
-                27,
+                ErrorCode::IndexNotFound,
                 format!("index not found with name [{n}]"),
             ));
         }
@@ -557,7 +569,7 @@ pub(crate) async fn list_indexes(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<D
         NsKind::Collection(c) => c.indexes.iter().map(|i| i.spec.clone()).collect(),
         NsKind::View(_) => {
             return Err(CommandError::from_code(
-                166,
+                ErrorCode::CommandNotSupportedOnView,
                 format!("Namespace {db}.{coll} is a view, not a collection"),
             ))
         }
@@ -788,7 +800,7 @@ pub(crate) async fn coll_mod(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
     let engine = &mut *guard;
     if let NsKind::View(_) = engine.catalog.kind(db, coll) {
         return Err(CommandError::from_code(
-            166,
+            ErrorCode::CommandNotSupportedOnView,
             format!("Namespace {db}.{coll} is a view, not a collection"),
         ));
     }
@@ -865,7 +877,7 @@ pub(crate) async fn coll_stats(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Doc
     }
     if let NsKind::View(_) = engine.catalog.kind(db, coll) {
         return Err(CommandError::from_code(
-            166,
+            ErrorCode::CommandNotSupportedOnView,
             format!("Namespace {ns} is a view, not a collection"),
         ));
     }
@@ -934,7 +946,7 @@ pub(crate) fn coll_stats_stage(
             }
             other => {
                 return Err(CommandError::from_code(
-                    40415,
+                    ErrorCode::IdlUnknownField,
                     format!("BSON field '$collStats.{other}' is an unknown field."),
                 ))
             }

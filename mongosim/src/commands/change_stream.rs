@@ -33,6 +33,7 @@ use crate::engine::cursor::{Batch, BatchBuilder, CursorEntry, CursorSource, DEFA
 use crate::engine::images::{ImageKey, StoredImage};
 use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::pipeline::Pipeline;
 use crate::query::update_description;
@@ -168,7 +169,7 @@ fn parse_spec(stage: &Bson, version: ServerVersion) -> CmdResult<Spec> {
     let Bson::Document(d) = stage else {
         // SRV document_source_change_stream.cpp
         return Err(CommandError::from_code(
-            50808,
+            ErrorCode::ChangeStreamSpecNotObject,
             "$changeStream stage expects a document as argument",
         ));
     };
@@ -243,13 +244,13 @@ fn parse_spec(stage: &Bson, version: ServerVersion) -> CmdResult<Spec> {
     }
     if spec.resume_after.is_some() && spec.start_after.is_some() {
         return Err(CommandError::from_code(
-            50865,
+            ErrorCode::ChangeStreamResumeAfterAndStartAfter,
             "Do not specify both 'resumeAfter' and 'startAfter' in a $changeStream stage",
         ));
     }
     if spec.start_at.is_some() && (spec.resume_after.is_some() || spec.start_after.is_some()) {
         return Err(CommandError::from_code(
-            40674,
+            ErrorCode::ChangeStreamMultipleResumeOptions,
             "Only one type of resume option is allowed, but multiple were found.",
         ));
     }
@@ -281,7 +282,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     if ctx.autocommit.is_some() {
         // SRV document_source_change_stream.cpp
         return Err(CommandError::from_code(
-            263,
+            ErrorCode::OperationNotSupportedInTransaction,
             "$changeStream cannot run within a multi-document transaction",
         ));
     }
@@ -289,7 +290,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     // SRV document_source_change_stream.cpp assertIsLegalSpecification
     if !shared.is_repl_set() {
         return Err(CommandError::from_code(
-            40573,
+            ErrorCode::ChangeStreamNotReplicaSet,
             "The $changeStream stage is only supported on replica sets",
         ));
     }
@@ -306,7 +307,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         if let Level::Collection { db, coll } = &level {
             if engine.catalog.view(db, coll).is_some() {
                 return Err(CommandError::from_code(
-                    166,
+                    ErrorCode::CommandNotSupportedOnView,
                     format!("Namespace {db}.{coll} is a view, not a collection"),
                 ));
             }
@@ -345,7 +346,7 @@ fn check_resume_after(spec: &Spec) -> CmdResult<()> {
         let data = tok.decode()?;
         if data.from_invalidate {
             return Err(CommandError::from_code(
-                260,
+                ErrorCode::InvalidResumeToken,
                 "Attempting to resume a change stream using 'resumeAfter' is not allowed from an invalidate notification.",
             ));
         }
@@ -378,7 +379,7 @@ fn stage_documents(req: &Request) -> CmdResult<Vec<Document>> {
             // SRV document_source.cpp
             _ => {
                 return Err(CommandError::from_code(
-                    40323,
+                    ErrorCode::StageSpecNotSingleField,
                     "A pipeline stage specification object must contain exactly one field.",
                 ))
             }
@@ -386,7 +387,7 @@ fn stage_documents(req: &Request) -> CmdResult<Vec<Document>> {
     }
     if docs.iter().skip(1).any(|d| d.contains_key("$changeStream")) {
         return Err(CommandError::from_code(
-            40602,
+            ErrorCode::ChangeStreamNotFirstStage,
             "$changeStream is only valid as the first stage in a pipeline.",
         ));
     }
@@ -473,7 +474,7 @@ fn database_level(db: &str, spec: &Spec) -> CmdResult<Level> {
 /// 72: `allChangesForCluster` outside `aggregate: 1` on `admin`.
 fn cluster_stream_misplaced() -> CommandError {
     CommandError::from_code(
-        72,
+        ErrorCode::InvalidOptions,
         "A $changeStream with 'allChangesForCluster:true' may only be opened on the 'admin' database, and with no collection name",
     )
 }
@@ -502,13 +503,13 @@ fn user_stages<'a>(
             // SRV document_source_change_stream_split_large_event.cpp
             if !matches!(d.get(SPLIT_STAGE), Some(Bson::Document(s)) if s.is_empty()) {
                 return Err(CommandError::from_code(
-                    7182800,
+                    ErrorCode::SplitLargeEventSpecNotEmpty,
                     "$changeStreamSplitLargeEvent spec should be an empty object",
                 ));
             }
             if i + 1 != docs.len() {
                 return Err(CommandError::from_code(
-                    7182802,
+                    ErrorCode::SplitLargeEventNotLast,
                     "$changeStreamSplitLargeEvent must be the last stage in the pipeline",
                 ));
             }
@@ -519,13 +520,13 @@ fn user_stages<'a>(
         if OTHER_KNOWN_STAGES.contains(&name) {
             // SRV document_source_change_stream.cpp (stage constraints)
             return Err(CommandError::from_code(
-                20,
+                ErrorCode::IllegalOperation,
                 format!("{name} is not permitted in a $changeStream pipeline"),
             ));
         }
         // SRV document_source.cpp parse: 40324
         return Err(CommandError::from_code(
-            40324,
+            ErrorCode::UnrecognizedPipelineStage,
             format!("Unrecognized pipeline stage name: '{name}'"),
         ));
     }
@@ -647,7 +648,7 @@ impl ChangeStreamCursor {
         };
         let Some(oplog) = engine.oplog.as_ref() else {
             return Err(CommandError::from_code(
-                40573,
+                ErrorCode::ChangeStreamNotReplicaSet,
                 "The $changeStream stage is only supported on replica sets",
             ));
         };
@@ -752,10 +753,12 @@ impl ChangeStreamCursor {
             if !self.may_produce_events(&entry.raw) {
                 continue;
             }
-            let doc = entry
-                .raw
-                .to_document()
-                .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
+            let doc = entry.raw.to_document().map_err(|e| {
+                CommandError::from_code(
+                    ErrorCode::InternalError,
+                    format!("corrupt oplog entry: {e}"),
+                )
+            })?;
             self.events_from_entry(&doc, oplog)?;
         }
     }
@@ -783,7 +786,7 @@ impl ChangeStreamCursor {
         match self.last_scanned {
             // SRV collection_scan.cpp
             Some(last) => CommandError::from_code(
-                136,
+                ErrorCode::CappedPositionLost,
                 format!(
                     "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({})",
                     ts_key(last)
@@ -855,7 +858,7 @@ impl ChangeStreamCursor {
                         Ok(true)
                     }
                     Some(_) => Err(CommandError::from_code(
-                        280,
+                        ErrorCode::ChangeStreamFatalError,
                         "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
                     )),
                     None => Ok(false),
@@ -864,7 +867,7 @@ impl ChangeStreamCursor {
             ResumeCmp::After => {
                 // SRV ensure_resume_token_present: 280
                 Err(CommandError::from_code(
-                    280,
+                    ErrorCode::ChangeStreamFatalError,
                     format!(
                         "cannot resume stream; the resume token was not found. {}",
                         token_display(&rp.token)
@@ -910,7 +913,7 @@ impl ChangeStreamCursor {
             FullDocument::Required => {
                 // SRV document_source_change_stream_add_post_image.cpp
                 return Err(CommandError::from_code(
-                    47,
+                    ErrorCode::NoMatchingDocument,
                     format!(
                         "Change stream was configured to require a post-image for all update events, but the post-image was not found for event: {}",
                         crate::query::fmt::doc(event)
@@ -936,7 +939,7 @@ impl ChangeStreamCursor {
             BeforeChange::Required => {
                 // SRV document_source_change_stream_add_pre_image.cpp
                 return Err(CommandError::from_code(
-                    47,
+                    ErrorCode::NoMatchingDocument,
                     format!(
                         "Change stream was configured to require a pre-image for all update, delete and replace events, but the pre-image was not found for event: {}",
                         crate::query::fmt::doc(event)
@@ -1096,7 +1099,7 @@ impl ChangeStreamCursor {
             Some(v) if modern => {
                 // SRV change_stream_event_transform.cpp
                 return Err(CommandError::from_code(
-                    6741200,
+                    ErrorCode::UnsupportedOplogVersion,
                     format!(
                         "Unsupported or missing oplog version, $v: {}",
                         crate::query::fmt::value(v)
@@ -1583,17 +1586,19 @@ fn transaction_chain(
             // The start of the transaction rolled off the oplog (SRV
             // change_stream_unwind_transaction: IncompleteTransactionHistory -> 286).
             return Err(CommandError::from_code(
-                286,
+                ErrorCode::ChangeStreamHistoryLost,
                 format!(
                     "Oplog no longer has history necessary for $changeStream to observe operations from a committed transaction. :: caused by :: oplog no longer contains the complete write history of this transaction, log with opTime {{ ts: Timestamp({}, {}), t: 1 }} cannot be found",
                     p.time, p.increment
                 ),
             ));
         };
-        let doc = e
-            .raw
-            .to_document()
-            .map_err(|e| CommandError::from_code(1, format!("corrupt oplog entry: {e}")))?;
+        let doc = e.raw.to_document().map_err(|e| {
+            CommandError::from_code(
+                ErrorCode::InternalError,
+                format!("corrupt oplog entry: {e}"),
+            )
+        })?;
         chain.push((p, ops(&doc)));
         prev = prev_ts(&doc);
     }
@@ -1628,7 +1633,7 @@ fn check_id_unchanged(event: &Document, id: Option<Bson>) -> CmdResult<()> {
         None => "{}".to_string(),
     };
     Err(CommandError::from_code(
-        280,
+        ErrorCode::ChangeStreamFatalError,
         format!(
             "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed. Expected: {} but found: {found}",
             crate::query::fmt::doc(&doc! {"_id": id.unwrap_or(Bson::Null)})
@@ -1637,13 +1642,17 @@ fn check_id_unchanged(event: &Document, id: Option<Bson>) -> CmdResult<()> {
 }
 
 fn encode_event(event: &Document, splittable: bool) -> CmdResult<RawDocumentBuf> {
-    let raw = RawDocumentBuf::from_document(event)
-        .map_err(|e| CommandError::from_code(1, format!("cannot encode change event: {e}")))?;
+    let raw = RawDocumentBuf::from_document(event).map_err(|e| {
+        CommandError::from_code(
+            ErrorCode::InternalError,
+            format!("cannot encode change event: {e}"),
+        )
+    })?;
     let n = raw.as_bytes().len();
     if n > MAX_EVENT_BYTES && !splittable {
         // SRV bsonobj.cpp _assertInvalid (reference §8.5)
         return Err(CommandError::from_code(
-            10334,
+            ErrorCode::BSONObjectTooLarge,
             format!(
                 "BSONObj size: {n} (0x{n:X}) is invalid. Size must be between 0 and 16793600(16MB) First element: _id: {}",
                 crate::query::fmt::value(event.get("_id").unwrap_or(&Bson::Null))
@@ -1667,23 +1676,26 @@ impl ChangeStreamCursor {
         if raw.as_bytes().len() <= MAX_CHANGE_EVENT_SIZE {
             if resume_from.is_some() {
                 return Err(CommandError::from_code(
-                    280,
+                    ErrorCode::ChangeStreamFatalError,
                     "Attempted to resume from a split event fragment, but the event in the resumed stream was not large enough to be split",
                 ));
             }
             self.ready.push_back((raw, token, invalidate));
             return Ok(());
         }
-        let event = raw
-            .to_document()
-            .map_err(|e| CommandError::from_code(1, format!("cannot decode change event: {e}")))?;
+        let event = raw.to_document().map_err(|e| {
+            CommandError::from_code(
+                ErrorCode::InternalError,
+                format!("cannot decode change event: {e}"),
+            )
+        })?;
         // Fragment k was returned before the resume: skip it too (the resume-token check
         // after the split stage swallows it on a real server).
         let skip = resume_from.map(|k| k + 1).unwrap_or(0);
         let fragments = split_event(&event, &token, skip)?;
         if skip > 0 && fragments.is_empty() {
             return Err(CommandError::from_code(
-                280,
+                ErrorCode::ChangeStreamFatalError,
                 "Attempted to resume from a split event, but the resumed stream produced a different split. Ensure that the pipeline used to resume is the same as the original",
             ));
         }
@@ -1725,7 +1737,7 @@ fn split_event(
         .collect();
     if fields.is_empty() {
         return Err(CommandError::from_code(
-            7182502,
+            ErrorCode::SplitEventNothingToSplit,
             "Cannot split an empty event or an event containing solely '_id' field",
         ));
     }
@@ -1750,7 +1762,7 @@ fn split_event(
         }
         if size > max {
             return Err(CommandError::from_code(
-                7182500,
+                ErrorCode::SplitEventFragmentTooLarge,
                 format!(
                     "Splitting change event failed: fragment size {size} is greater than maximum allowed fragment size {max}"
                 ),
@@ -1765,8 +1777,12 @@ fn split_event(
             continue;
         }
         frag.insert("splitEvent", doc! {"fragment": i as i32 + 1, "of": total});
-        let raw = RawDocumentBuf::from_document(&frag)
-            .map_err(|e| CommandError::from_code(1, format!("cannot encode fragment: {e}")))?;
+        let raw = RawDocumentBuf::from_document(&frag).map_err(|e| {
+            CommandError::from_code(
+                ErrorCode::InternalError,
+                format!("cannot encode fragment: {e}"),
+            )
+        })?;
         out.push((raw, t));
     }
     Ok(out)
@@ -1775,7 +1791,7 @@ fn split_event(
 /// 286 ChangeStreamHistoryLost (reference §5.10).
 fn history_lost() -> CommandError {
     CommandError::from_code(
-        286,
+        ErrorCode::ChangeStreamHistoryLost,
         "Resume of change stream was not possible, as the resume point may no longer be in the oplog.",
     )
 }

@@ -15,6 +15,7 @@ use crate::engine::catalog::NsKind;
 use crate::engine::docs::{fix_document_for_insert, matching_rids_with, source_docs};
 use crate::engine::names;
 use crate::engine::{Engine, PendingOp, RetryCtx};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
 use bson::{doc, Bson, Document, Timestamp};
@@ -34,7 +35,7 @@ pub(crate) fn retry_ctx(ctx: &Ctx<'_>) -> Option<RetryCtx> {
 pub(crate) fn check_txn_allowed(ctx: &Ctx<'_>) -> CmdResult<()> {
     if ctx.txn_number.is_some() && !ctx.shared.is_repl_set() {
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             "Transaction numbers are only allowed on a replica set member or mongos",
         ));
     }
@@ -44,7 +45,7 @@ pub(crate) fn check_txn_allowed(ctx: &Ctx<'_>) -> CmdResult<()> {
 /// 166 CommandNotSupportedOnView for writes on a view.
 pub(crate) fn view_write_error(db: &str, coll: &str) -> CommandError {
     CommandError::from_code(
-        166,
+        ErrorCode::CommandNotSupportedOnView,
         format!("Namespace {db}.{coll} is a view, not a collection"),
     )
 }
@@ -356,7 +357,7 @@ fn check_storage_dollars(d: &Document, prefix: &str) -> CmdResult<()> {
         };
         if k.starts_with('$') {
             return Err(CommandError::from_code(
-                52,
+                ErrorCode::DollarPrefixedFieldName,
                 format!(
                     "The dollar ($) prefixed field '{k}' in '{path}' is not valid for storage."
                 ),
@@ -388,7 +389,7 @@ fn check_id_unchanged(old: &Document, new: &Document) -> CmdResult<()> {
     };
     if !same {
         return Err(CommandError::from_code(
-            66,
+            ErrorCode::ImmutableField,
             format!(
                 "After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
                 b.map(crate::query::fmt::value).unwrap_or_else(|| "null".into())

@@ -15,6 +15,7 @@ use crate::engine::cursor::{
 };
 use crate::engine::docs::{engine_docs, is_oplog, run_pipeline};
 use crate::engine::{names, Engine};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
@@ -55,7 +56,7 @@ impl Shape {
 /// 136 CappedPositionLost (SRV `collection_scan.cpp`, reference §3.3).
 fn capped_position_lost(rid: u64) -> CommandError {
     CommandError::from_code(
-        136,
+        ErrorCode::CappedPositionLost,
         format!(
             "CollectionScan died due to position in capped collection being deleted. Last seen record id: RecordId({rid})"
         ),
@@ -147,10 +148,9 @@ impl OplogScan {
         let pass = match &self.filter {
             OplogFilter::All => None,
             OplogFilter::Matcher(m) => {
-                let d = e
-                    .raw
-                    .to_document()
-                    .map_err(|err| CommandError::from_code(1, err.to_string()))?;
+                let d = e.raw.to_document().map_err(|err| {
+                    CommandError::from_code(ErrorCode::InternalError, err.to_string())
+                })?;
                 if !m.matches(&d) {
                     return Ok(true);
                 }
@@ -165,10 +165,9 @@ impl OplogScan {
             (None, _) => e.raw.clone(),
             (Some(_), Some(d)) => encode(&self.shape.project(&d)?)?,
             (Some(_), None) => {
-                let d = e
-                    .raw
-                    .to_document()
-                    .map_err(|err| CommandError::from_code(1, err.to_string()))?;
+                let d = e.raw.to_document().map_err(|err| {
+                    CommandError::from_code(ErrorCode::InternalError, err.to_string())
+                })?;
                 encode(&self.shape.project(&d)?)?
             }
         };
@@ -211,10 +210,16 @@ impl CursorSource for CappedScan {
     fn next_batch(&mut self, engine: &mut Engine, batch_size: Option<usize>) -> CmdResult<Batch> {
         let mut b = BatchBuilder::new(batch_size.unwrap_or(0));
         let Some(c) = engine.catalog.coll(&self.db, &self.coll) else {
-            return Err(CommandError::from_code(175, "collection dropped"));
+            return Err(CommandError::from_code(
+                ErrorCode::QueryPlanKilled,
+                "collection dropped",
+            ));
         };
         if c.uuid != self.uuid {
-            return Err(CommandError::from_code(175, "collection dropped"));
+            return Err(CommandError::from_code(
+                ErrorCode::QueryPlanKilled,
+                "collection dropped",
+            ));
         }
         if let Some(last) = self.last_rid {
             if !c.has_rid(last) && c.first_rid().is_none_or(|f| f > last) {
@@ -463,7 +468,7 @@ const FIND_FIELDS: &[&str] = &[
 fn non_negative(v: Option<i64>, field: &str) -> CmdResult<Option<u64>> {
     match v {
         Some(n) if n < 0 => Err(CommandError::from_code(
-            51024,
+            ErrorCode::IdlValueBelowMinimum,
             format!("BSON field '{field}' value must be >= 0, actual value '{n}'"),
         )),
         Some(n) => Ok(Some(n as u64)),
@@ -679,7 +684,7 @@ fn find_path<'e>(engine: &'e Engine, find: &Find<'_>) -> CmdResult<FindPath<'e>>
         NsKind::Missing if find.tailable && !oplog => return Ok(FindPath::Empty),
         NsKind::View(_) if find.tailable => {
             return Err(CommandError::from_code(
-                166,
+                ErrorCode::CommandNotSupportedOnView,
                 format!("Namespace {ns} is a view. Tailable cursors are not supported on views"),
             ));
         }
@@ -896,7 +901,7 @@ fn check_hint(ctx: &Ctx<'_>, db: &str, coll: &str, hint: &Bson) -> CmdResult<()>
         Bson::Document(d) => c.indexes.iter().any(|i| &i.key_pattern() == d),
         _ => {
             return Err(CommandError::from_code(
-                9,
+                ErrorCode::FailedToParse,
                 "hint must be either a string or nested object",
             ))
         }
@@ -981,7 +986,7 @@ fn parse_get_more(req: &Request) -> CmdResult<(i64, String, Option<usize>)> {
     let batch_size = match opt_i64(body, "getMore", "batchSize")? {
         Some(n) if n < 0 => {
             return Err(CommandError::from_code(
-                51024,
+                ErrorCode::IdlValueBelowMinimum,
                 format!("BSON field 'batchSize' value must be >= 0, actual value '{n}'"),
             ))
         }
@@ -997,14 +1002,14 @@ fn check_out_cursor(ctx: &Ctx<'_>, id: i64, ns: &str) -> CmdResult<CursorEntry> 
     match engine.cursors.ns(id) {
         None => {
             return Err(CommandError::from_code(
-                43,
+                ErrorCode::CursorNotFound,
                 format!("cursor id {id} not found"),
             ))
         }
         Some(cns) if cns != ns => {
             // SRV getmore_cmd.cpp
             return Err(CommandError::from_code(
-                13,
+                ErrorCode::Unauthorized,
                 format!(
                     "Requested getMore on namespace '{ns}', but cursor belongs to a different namespace {cns}"
                 ),
@@ -1015,14 +1020,13 @@ fn check_out_cursor(ctx: &Ctx<'_>, id: i64, ns: &str) -> CmdResult<CursorEntry> 
     match engine.cursors.check_out(id) {
         Checkout::Ok(e) => Ok(e),
         Checkout::NotFound => Err(CommandError::from_code(
-            43,
+            ErrorCode::CursorNotFound,
             format!("cursor id {id} not found"),
         )),
         Checkout::InUse => {
             // SRV cursor_manager.cpp (error_codes.yml: 143 CursorInUse)
-            Err(CommandError::new(
-                143,
-                "CursorInUse",
+            Err(CommandError::from_code(
+                ErrorCode::CursorInUse,
                 format!("cursor id {id} is already in use"),
             ))
         }

@@ -22,6 +22,7 @@ use bson::{doc, Bson, Document};
 use parking_lot::Mutex;
 
 use super::{Ctx, Request};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// The fail points this simulator knows (SRV registers each with `MONGO_FAIL_POINT_DEFINE`).
@@ -185,7 +186,7 @@ impl FailPoints {
             return Ok(());
         };
         let code = int_field(&data, "errorCode").unwrap_or(1) as i32;
-        let mut err = CommandError::from_code(
+        let mut err = CommandError::from_number(
             code,
             "Failing command via 'failGetMoreAfterCursorCheckout' failpoint",
         );
@@ -269,7 +270,7 @@ pub(crate) async fn configure(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     if req.db != "admin" {
         // SRV commands.cpp: adminOnly commands on another database.
         return Err(CommandError::from_code(
-            13,
+            ErrorCode::Unauthorized,
             "configureFailPoint may only be run against the admin database.",
         ));
     }
@@ -281,7 +282,10 @@ pub(crate) async fn configure(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
     let (mode, data) = parse_mode(&req.body)?;
     let mut points = ctx.shared.failpoints.points.lock();
     let Some(fp) = points.iter_mut().find(|p| p.name == name) else {
-        return Err(CommandError::from_code(266, format!("{name} not found")));
+        return Err(CommandError::from_code(
+            ErrorCode::FailPointSetFailed,
+            format!("{name} not found"),
+        ));
     };
     let count = fp.times_entered;
     fp.mode = mode;
@@ -305,7 +309,7 @@ fn parse_mode(cmd: &Document) -> CmdResult<(Mode, Document)> {
     let mode = match cmd.get("mode") {
         None => {
             return Err(CommandError::from_code(
-                20,
+                ErrorCode::IllegalOperation,
                 "When setting a failpoint, you must supply a 'mode'",
             ))
         }
@@ -409,7 +413,7 @@ pub(crate) async fn before_command(
         let ms = int_field(&data, "blockTimeMS").unwrap_or(-1);
         if ms < 0 {
             return Err(CommandError::from_code(
-                72,
+                ErrorCode::InvalidOptions,
                 "must specify 'blockTimeMS' when 'blockConnection' is true",
             ));
         }
@@ -418,13 +422,13 @@ pub(crate) async fn before_command(
     if bool_field(&data, "closeConnection") {
         ctx.close_connection = true;
         return Err(CommandError::from_code(
-            50985,
+            ErrorCode::FailCommandCloseConnection,
             "Failing command due to 'failCommand' failpoint",
         ));
     }
     if let Some(code) = int_field(&data, "errorCode") {
         let mut err =
-            CommandError::from_code(code as i32, "Failing command via 'failCommand' failpoint");
+            CommandError::from_number(code as i32, "Failing command via 'failCommand' failpoint");
         if let Some(Bson::Document(extra)) = data.get("errorExtraInfo") {
             for (k, v) in extra {
                 err.extra.insert(k.clone(), v.clone());

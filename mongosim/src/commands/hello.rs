@@ -4,6 +4,7 @@ use bson::{doc, Bson, DateTime, Document};
 
 use super::reply::{election_id, op_time, ts_date, SET_VERSION};
 use super::{Ctx, Request};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::limits::{MAX_BSON_OBJECT_SIZE, MAX_MESSAGE_SIZE, MAX_WRITE_BATCH_SIZE};
 
@@ -65,9 +66,8 @@ fn record_client_metadata(ctx: &mut Ctx<'_>, body: &Document) -> CmdResult<()> {
         return Err(super::wrong_type("client", client, "object"));
     };
     if ctx.conn.client_metadata.is_some() {
-        return Err(CommandError::new(
-            186,
-            "ClientMetadataCannotBeMutated",
+        return Err(CommandError::from_code(
+            ErrorCode::ClientMetadataCannotBeMutated,
             "The client metadata document may only be sent in the first hello",
         ));
     }
@@ -87,13 +87,13 @@ fn check_awaitable_args(body: &Document) -> CmdResult<()> {
     let (tv, wait) = match (body.get("topologyVersion"), body.get("maxAwaitTimeMS")) {
         (Some(_), None) => {
             return Err(CommandError::from_code(
-                31368,
+                ErrorCode::TopologyVersionMaxAwaitMismatch,
                 "A request with a 'topologyVersion' must include 'maxAwaitTimeMS'",
             ))
         }
         (None, Some(_)) => {
             return Err(CommandError::from_code(
-                31368,
+                ErrorCode::TopologyVersionMaxAwaitMismatch,
                 "A request with 'maxAwaitTimeMS' must include a 'topologyVersion'",
             ))
         }
@@ -108,14 +108,14 @@ fn check_awaitable_args(body: &Document) -> CmdResult<()> {
     };
     if wait < 0 {
         return Err(CommandError::from_code(
-            31373,
+            ErrorCode::MaxAwaitTimeMsNegative,
             "maxAwaitTimeMS must be a non-negative integer",
         ));
     }
     if let Bson::Document(tv) = tv {
         if tv.get_i64("counter").is_ok_and(|c| c < 0) {
             return Err(CommandError::from_code(
-                31372,
+                ErrorCode::TopologyVersionNegativeCounter,
                 "topologyVersion must have a non-negative counter",
             ));
         }

@@ -7,6 +7,7 @@ use bson::{doc, oid::ObjectId, DateTime, Document, RawDocumentBuf, Timestamp};
 use super::Ctx;
 use crate::engine::cursor::{Batch, CursorEntry, CursorSource, DEFAULT_FIRST_BATCH};
 use crate::engine::Engine;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// Replica-set config version reported as `setVersion` (constant: keeps the driver's
@@ -42,7 +43,8 @@ pub(crate) fn append_repl_fields(ctx: &Ctx<'_>, reply: &mut Document, ts: Timest
 }
 
 pub(crate) fn encode(d: &Document) -> CmdResult<RawDocumentBuf> {
-    RawDocumentBuf::from_document(d).map_err(|e| CommandError::from_code(10334, e.to_string()))
+    RawDocumentBuf::from_document(d)
+        .map_err(|e| CommandError::from_code(ErrorCode::BSONObjectTooLarge, e.to_string()))
 }
 
 /// Builds `{cursor: {firstBatch|nextBatch, <extras>, id, ns}}` (reference §3.1; extras such
@@ -102,7 +104,8 @@ pub(crate) fn cursor_reply(
     patch_len(&mut buf, cursor_at);
     buf.push(0);
     patch_len(&mut buf, 0);
-    RawDocumentBuf::from_bytes(buf).map_err(|e| CommandError::from_code(1, e.to_string()))
+    RawDocumentBuf::from_bytes(buf)
+        .map_err(|e| CommandError::from_code(ErrorCode::InternalError, e.to_string()))
 }
 
 /// Writes the length of the document starting at `at` (it ends at the buffer's end).

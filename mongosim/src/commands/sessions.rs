@@ -30,6 +30,7 @@ use parking_lot::Mutex;
 
 use super::state::Shared;
 use super::{Ctx, Request};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// SRV `logical_session_cache.idl` `logicalSessionRefreshMillis` default.
@@ -90,9 +91,7 @@ impl SessionCache {
             return Ok(());
         }
         if inner.active.len() >= MAX_SESSIONS {
-            return Err(CommandError::new(
-                261,
-                "TooManyLogicalSessions",
+            return Err(CommandError::from_code(ErrorCode::TooManyLogicalSessions,
                 format!(
                     "Unable to add session ID {} into the cache because the number of active sessions is too high",
                     crate::engine::oplog_lsid(lsid)
@@ -183,7 +182,7 @@ fn docs_arg<'r>(req: &'r Request, ctx: &str) -> CmdResult<Vec<&'r Document>> {
             .collect(),
         Some(other) => Err(super::wrong_type(&field, other, "array")),
         None => Err(CommandError::from_code(
-            40414,
+            ErrorCode::IdlFailedToParse,
             format!("BSON field '{field}' is missing but a required field"),
         )),
     }
@@ -206,7 +205,7 @@ fn session_from_client(ctx: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)>
             if b.subtype == bson::spec::BinarySubtype::Uuid && b.bytes.len() == 16 => {}
         Some(other) => {
             return Err(CommandError::from_code(
-                40423,
+                ErrorCode::IdlNotUuid,
                 format!(
                     "BSON field '{ctx}.id' is the wrong type '{}', expected type 'uuid'",
                     super::type_name(other)
@@ -215,7 +214,7 @@ fn session_from_client(ctx: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)>
         }
         None => {
             return Err(CommandError::from_code(
-                40414,
+                ErrorCode::IdlFailedToParse,
                 format!("BSON field '{ctx}.id' is missing but a required field"),
             ))
         }
@@ -224,7 +223,7 @@ fn session_from_client(ctx: &str, lsid: &Document) -> CmdResult<(Vec<u8>, bool)>
     // only parent sessions can be named.
     if lsid.contains_key("txnUUID") {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             format!("Cannot specify a child session id {lsid}"),
         ));
     }
@@ -322,7 +321,7 @@ pub(crate) async fn kill_all_sessions(ctx: &mut Ctx<'_>, req: Request) -> CmdRes
         .collect::<CmdResult<Vec<_>>>()?;
     if let Some((user, db)) = users.first() {
         return Err(CommandError::from_code(
-            11,
+            ErrorCode::UserNotFound,
             format!("Could not find user \"{user}\" for db \"{db}\""),
         ));
     }
@@ -341,7 +340,7 @@ fn user_and_db(ctx: &str, d: &Document) -> CmdResult<(String, String)> {
         Some(Bson::String(s)) => Ok(s.clone()),
         Some(other) => Err(super::wrong_type(&format!("{ctx}.{name}"), other, "string")),
         None => Err(CommandError::from_code(
-            40414,
+            ErrorCode::IdlFailedToParse,
             format!("BSON field '{ctx}.{name}' is missing but a required field"),
         )),
     };
@@ -368,7 +367,7 @@ pub(crate) async fn kill_all_sessions_by_pattern(
                     // A full LogicalSessionId: `id` and `uid` are both required.
                     if !l.contains_key("uid") {
                         return Err(CommandError::from_code(
-                            40414,
+                            ErrorCode::IdlFailedToParse,
                             format!("BSON field '{cx}.lsid.uid' is missing but a required field"),
                         ));
                     }
@@ -486,9 +485,8 @@ pub(crate) fn list_local_sessions(shared: &Shared, spec: &Bson) -> CmdResult<Vec
     }
     let users = users.unwrap_or_default();
     if all_users && !users.is_empty() {
-        return Err(CommandError::new(
-            12,
-            "UnsupportedFormat",
+        return Err(CommandError::from_code(
+            ErrorCode::UnsupportedFormat,
             format!(
                 "{STAGE} may not specify {{allUsers:true}} and {{users:[...]}} at the same time"
             ),

@@ -30,6 +30,7 @@ use super::state::Shared;
 use super::{Ctx, Request};
 use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// Commands that may run inside a transaction (SRV `commands.cpp`
@@ -121,7 +122,7 @@ fn to16(b: &[u8]) -> [u8; 16] {
 }
 
 fn no_such_transaction(msg: impl Into<String>) -> CommandError {
-    CommandError::from_code(251, msg)
+    CommandError::from_code(ErrorCode::NoSuchTransaction, msg)
 }
 
 /// Where a command runs: `None` = the live engine (not in a transaction).
@@ -153,21 +154,21 @@ pub(crate) fn before_command(ctx: &Ctx<'_>, req: &Request) -> CmdResult<Option<S
 fn transaction_args<'c>(ctx: &'c Ctx<'_>, req: &Request) -> CmdResult<Option<(&'c Document, i64)>> {
     if ctx.txn_number.is_some() && ctx.lsid.is_none() {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "Transaction number requires a session ID to also be specified",
         ));
     }
     if ctx.autocommit.is_none() {
         if ctx.start_transaction {
             return Err(CommandError::from_code(
-                72,
+                ErrorCode::InvalidOptions,
                 "'startTransaction' field requires 'autocommit' field to also be specified",
             ));
         }
         if matches!(req.name.as_str(), "commitTransaction" | "abortTransaction") {
             // SRV: these commands only exist inside transactions.
             return Err(CommandError::from_code(
-                50768,
+                ErrorCode::NotARetryableWriteCommand,
                 format!("{} must be run within a transaction", req.name),
             ));
         }
@@ -175,13 +176,13 @@ fn transaction_args<'c>(ctx: &'c Ctx<'_>, req: &Request) -> CmdResult<Option<(&'
     }
     if ctx.autocommit == Some(true) {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "Specifying autocommit=true is not allowed.",
         ));
     }
     let (Some(lsid), Some(txn_number)) = (ctx.lsid.as_ref(), ctx.txn_number) else {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "'autocommit' field requires a transaction number to also be specified",
         ));
     };
@@ -193,20 +194,20 @@ fn transaction_args<'c>(ctx: &'c Ctx<'_>, req: &Request) -> CmdResult<Option<(&'
 fn check_allowed_in_txn(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
     if !ctx.shared.is_repl_set() {
         return Err(CommandError::from_code(
-            20,
+            ErrorCode::IllegalOperation,
             "Transaction numbers are only allowed on a replica set member or mongos",
         ));
     }
     if !ALLOWED_IN_TXN.contains(&req.name.as_str()) {
         return Err(CommandError::from_code(
-            263,
+            ErrorCode::OperationNotSupportedInTransaction,
             format!("Cannot run '{}' in a multi-document transaction.", req.name),
         ));
     }
     let txn_cmd = matches!(req.name.as_str(), "commitTransaction" | "abortTransaction");
     if !txn_cmd && matches!(req.db.as_str(), "admin" | "config" | "local") {
         return Err(CommandError::from_code(
-            263,
+            ErrorCode::OperationNotSupportedInTransaction,
             format!(
                 "Cannot run command against the '{}' database in a transaction.",
                 req.db
@@ -215,7 +216,7 @@ fn check_allowed_in_txn(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
     }
     if !txn_cmd && ctx.write_concern.is_some() {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "Cannot set write concern after starting a transaction.",
         ));
     }
@@ -236,7 +237,7 @@ fn start_transaction(
         if s.txn_number > txn_number {
             // SRV transaction_participant.cpp
             return Err(CommandError::from_code(
-                225,
+                ErrorCode::TransactionTooOld,
                 format!(
                     "Cannot start transaction {txn_number} on session {}because a newer transaction {} has already started.",
                     lsid_display(lsid),
@@ -246,7 +247,7 @@ fn start_transaction(
         }
         if s.txn_number == txn_number {
             return Err(CommandError::from_code(
-                117,
+                ErrorCode::ConflictingOperationInProgress,
                 "Only servers in a sharded cluster can start a new transaction at the active transaction number",
             ));
         }
@@ -259,7 +260,7 @@ fn start_transaction(
         if !matches!(level, "local" | "majority" | "snapshot") {
             // SRV service_entry_point_common.cpp
             return Err(CommandError::from_code(
-                72,
+                ErrorCode::InvalidOptions,
                 format!("The readConcern level must be either 'local' (default), 'majority' or 'snapshot' in order to run in a transaction, but found '{level}'"),
             ));
         }
@@ -310,7 +311,7 @@ fn continue_transaction(
 ) -> CmdResult<Option<Statement>> {
     if ctx.read_concern.is_some() {
         return Err(CommandError::from_code(
-            72,
+            ErrorCode::InvalidOptions,
             "Only the first command in a transaction may specify a readConcern",
         ));
     }
@@ -322,7 +323,7 @@ fn continue_transaction(
     if s.txn_number != txn_number {
         if s.txn_number > txn_number {
             return Err(CommandError::from_code(
-                225,
+                ErrorCode::TransactionTooOld,
                 format!(
                     "Cannot continue transaction {txn_number} on session {}because a newer transaction {} has already started.",
                     lsid_display(lsid),
@@ -356,7 +357,7 @@ fn continue_transaction(
             }))
         }
         State::Committed { .. } => Err(CommandError::from_code(
-            256,
+            ErrorCode::TransactionCommitted,
             format!("Transaction {txn_number} has been committed."),
         )),
         State::Aborted => Err(no_such_transaction(format!(
@@ -420,7 +421,7 @@ impl Statement {
                 s.state = State::Aborted;
                 // SRV write_conflict_exception.cpp
                 return Err(CommandError::from_code(
-                    112,
+                    ErrorCode::WriteConflict,
                     "WriteConflict error: this operation conflicted with another operation. Please retry your operation or multi-document transaction.",
                 ));
             }
@@ -467,7 +468,7 @@ fn id_repr(id: &Bson) -> String {
 pub(crate) async fn commit(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     if req.db != "admin" {
         return Err(CommandError::from_code(
-            13,
+            ErrorCode::Unauthorized,
             "commitTransaction may only be run against the admin database.",
         ));
     }
@@ -672,7 +673,7 @@ fn apply_final_state(
 pub(crate) async fn abort(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     if req.db != "admin" {
         return Err(CommandError::from_code(
-            13,
+            ErrorCode::Unauthorized,
             "abortTransaction may only be run against the admin database.",
         ));
     }
@@ -702,7 +703,7 @@ pub(crate) async fn abort(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
             "Transaction {txn_number} has been aborted."
         ))),
         State::Committed { .. } => Err(CommandError::from_code(
-            256,
+            ErrorCode::TransactionCommitted,
             format!("Transaction {txn_number} has been committed."),
         )),
     }

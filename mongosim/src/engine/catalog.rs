@@ -7,6 +7,7 @@
 //! (SRV `durable_view_catalog.cpp`).
 
 use super::names;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::cmp_bson;
 use crate::ServerVersion;
@@ -532,7 +533,7 @@ impl Catalog {
     ) -> CmdResult<Vec<Document>> {
         if !matches!(self.kind(db, coll), NsKind::Missing) {
             return Err(CommandError::from_code(
-                48,
+                ErrorCode::NamespaceExists,
                 format!("Collection {} already exists.", ns_of(db, coll)),
             ));
         }
@@ -540,7 +541,7 @@ impl Catalog {
             if let Some(other) = self.dbs.keys().find(|d| d.eq_ignore_ascii_case(db)) {
                 // SRV database_holder_impl.cpp (reference §8.4)
                 return Err(CommandError::from_code(
-                    13297,
+                    ErrorCode::DatabaseDifferCase,
                     format!(
                         "db already exists with different case already have: [{other}] trying to create [{db}]"
                     ),
@@ -616,7 +617,7 @@ impl Catalog {
     ) -> CmdResult<Vec<Document>> {
         if !matches!(self.kind(db, name), NsKind::Missing) {
             return Err(CommandError::from_code(
-                48,
+                ErrorCode::NamespaceExists,
                 format!("Namespace {} already exists", ns_of(db, name)),
             ));
         }
@@ -695,11 +696,14 @@ impl Catalog {
         let src_uuid = src.uuid;
         let target_exists = !matches!(self.kind(tdb, tcoll), NsKind::Missing);
         if target_exists && !drop_target {
-            return Err(CommandError::from_code(48, "target namespace exists"));
+            return Err(CommandError::from_code(
+                ErrorCode::NamespaceExists,
+                "target namespace exists",
+            ));
         }
         if let NsKind::View(_) = self.kind(tdb, tcoll) {
             return Err(CommandError::from_code(
-                166,
+                ErrorCode::CommandNotSupportedOnView,
                 format!(
                     "Namespace {} is a view, not a collection",
                     ns_of(tdb, tcoll)
@@ -780,7 +784,7 @@ impl Catalog {
                     continue;
                 }
                 return Err(CommandError::from_code(
-                    86,
+                    ErrorCode::IndexKeySpecsConflict,
                     format!(
                         "An existing index has the same name as the requested index. When index names are not specified, they are auto generated and can cause conflicts. Please refer to our documentation. Requested index: {spec}, existing index: {}",
                         existing.spec
@@ -789,7 +793,7 @@ impl Catalog {
             }
             if let Some(existing) = c.indexes.iter().find(|i| i.key_pattern() == key) {
                 return Err(CommandError::from_code(
-                    85,
+                    ErrorCode::IndexOptionsConflict,
                     format!(
                         "Index already exists with a different name: {}",
                         existing.name()
@@ -978,7 +982,7 @@ impl Catalog {
         if raw.as_bytes().len() > MAX_USER_DOC {
             // SRV update_stage.cpp: "Resulting document after update is larger than 16777216"
             return Err(CommandError::from_code(
-                17419,
+                ErrorCode::UpdatedDocumentTooLarge,
                 format!("Resulting document after update is larger than {MAX_USER_DOC}"),
             ));
         }
@@ -988,7 +992,7 @@ impl Catalog {
             if let Some(old) = c.docs.get(&rid) {
                 if raw.as_bytes().len() != old.raw.as_bytes().len() {
                     return Err(CommandError::from_code(
-                        10003,
+                        ErrorCode::CannotGrowDocumentInCappedNamespace,
                         "Cannot change the size of a document in a capped collection",
                     ));
                 }
@@ -997,7 +1001,7 @@ impl Catalog {
         c.check_unique(&ns, &new_doc, Some(rid))?;
         let Some(old) = c.take(rid) else {
             return Err(CommandError::from_code(
-                28,
+                ErrorCode::PathNotViable,
                 "document to update no longer exists",
             ));
         };
@@ -1021,7 +1025,7 @@ impl Catalog {
         };
         let Some(old) = c.take(rid) else {
             return Err(CommandError::from_code(
-                28,
+                ErrorCode::PathNotViable,
                 "document to delete no longer exists",
             ));
         };

@@ -6,6 +6,7 @@ use bson::{oid::ObjectId, Bson, Document, Timestamp};
 
 use super::catalog::{Catalog, Collection, NsKind, ViewDef};
 use super::Engine;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::collation_of;
 use crate::query::matcher::Matcher;
@@ -28,7 +29,7 @@ fn depth(d: &Document) -> usize {
 pub(crate) fn fix_document_for_insert(engine: &mut Engine, doc: &Document) -> CmdResult<Document> {
     if depth(doc) > 180 {
         return Err(CommandError::from_code(
-            15,
+            ErrorCode::Overflow,
             "cannot insert document because it exceeds 180 levels of nesting",
         ));
     }
@@ -85,7 +86,7 @@ pub(crate) fn check_id(engine: &Engine, v: &Bson) -> CmdResult<()> {
         if let Some(k) = dollar(d) {
             // SRV storage_validation.cpp storageValidIdField
             return Err(CommandError::from_code(
-                52,
+                ErrorCode::DollarPrefixedFieldName,
                 format!(
                     "_id fields may not contain '$'-prefixed fields: {k} is not valid for storage."
                 ),
@@ -104,7 +105,7 @@ pub(crate) fn check_id(engine: &Engine, v: &Bson) -> CmdResult<()> {
         )))
     } else {
         Err(CommandError::from_code(
-            53,
+            ErrorCode::InvalidIdField,
             format!("The '_id' value cannot be of type {ty}"),
         ))
     }
@@ -194,11 +195,9 @@ pub(crate) fn engine_docs(
         if let Some(o) = &engine.oplog {
             let mut out = Vec::with_capacity(o.len());
             for (_, e) in o.iter_from(0) {
-                out.push(
-                    e.raw
-                        .to_document()
-                        .map_err(|err| CommandError::from_code(1, err.to_string()))?,
-                );
+                out.push(e.raw.to_document().map_err(|err| {
+                    CommandError::from_code(ErrorCode::InternalError, err.to_string())
+                })?);
             }
             return Ok(out);
         }
@@ -214,7 +213,7 @@ fn view_docs(engine: &Engine, db: &str, v: &ViewDef, depth: usize) -> CmdResult<
     if depth > 20 {
         // SRV view_catalog.cpp: view depth limit
         return Err(CommandError::from_code(
-            165,
+            ErrorCode::ViewDepthLimitExceeded,
             "View depth too deep or view cycle detected; maximum depth is 20",
         ));
     }

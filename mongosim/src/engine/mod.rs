@@ -14,6 +14,7 @@ pub(crate) mod names;
 pub(crate) mod oplog;
 pub(crate) mod validation;
 
+use crate::error::ErrorCode;
 use crate::{Options, ServerVersion};
 use bson::{doc, spec::BinarySubtype, Binary, Bson, DateTime, Document, RawDocumentBuf, Timestamp};
 use catalog::Catalog;
@@ -444,7 +445,7 @@ impl Engine {
         if st.txn_number > retry.txn_number {
             // SRV transaction_participant.cpp
             return Err(crate::CommandError::from_code(
-                225,
+                ErrorCode::TransactionTooOld,
                 format!(
                     "Retryable write with txnNumber {} is prohibited on session {} because a newer retryable write with txnNumber {} has already started on this session.",
                     retry.txn_number,

@@ -7,6 +7,7 @@
 use bson::{doc, Bson, Document};
 
 use crate::engine::Engine;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::matcher::Matcher;
 
@@ -56,7 +57,10 @@ pub(crate) fn check(
             }
         }
     }
-    let err = CommandError::from_code(121, "Document failed validation");
+    let err = CommandError::from_code(
+        ErrorCode::DocumentValidationFailure,
+        "Document failed validation",
+    );
     if engine.version == crate::ServerVersion::V4_4 {
         return Err(err);
     }

@@ -9,6 +9,7 @@
 
 use std::cmp::Ordering;
 
+use crate::error::ErrorCode;
 use bson::{Bson, Document};
 
 /// Canonical type rank used to order values of different BSON types
@@ -144,7 +145,7 @@ impl Collation {
             None => {
                 // SRV IDL: 40414
                 return Err(CommandError::from_code(
-                    40414,
+                    ErrorCode::IdlFailedToParse,
                     "BSON field 'Collation.locale' is missing but a required field",
                 ));
             }

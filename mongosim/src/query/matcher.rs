@@ -16,6 +16,7 @@ use super::compare::{as_f64, canonical_type, cmp_coll, Collation};
 use super::expr::{truthy, Expr, Vars};
 use super::fmt;
 use super::path::array_index;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// A parsed filter.
@@ -79,7 +80,7 @@ impl Re {
                 _ => {
                     // SRV expression_leaf.cpp RegexMatchExpression: 51108
                     return Err(CommandError::from_code(
-                        51108,
+                        ErrorCode::RegexInvalidFlag,
                         format!("invalid flag in regex options: {c}"),
                     ));
                 }
@@ -92,7 +93,10 @@ impl Re {
         };
         let re = regex::Regex::new(&full).map_err(|e| {
             // SRV: 51091 "Regular expression is invalid: ..."
-            CommandError::from_code(51091, format!("Regular expression is invalid: {e}"))
+            CommandError::from_code(
+                ErrorCode::RegexInvalid,
+                format!("Regular expression is invalid: {e}"),
+            )
         })?;
         let mut opts: Vec<char> = options.chars().collect();
         opts.sort_unstable();
@@ -296,7 +300,7 @@ pub(crate) fn eval_lets(lets: Option<&Document>) -> CmdResult<Vec<(String, Bson)
         if !k.starts_with(|c: char| c.is_ascii_lowercase() || !c.is_ascii()) {
             // SRV variable_validation.cpp: 16870
             return Err(CommandError::from_code(
-                16870,
+                ErrorCode::InvalidUserVariableName,
                 format!("'{k}' starts with an invalid character for a user variable name"),
             ));
         }
@@ -358,7 +362,7 @@ fn parse_doc(filter: &Document, top: bool) -> CmdResult<Node> {
                 "text" => {
                     // SRV: a $text query needs a text index, which mongosim never has.
                     return Err(CommandError::from_code(
-                        27,
+                        ErrorCode::IndexNotFound,
                         "text index required for $text query",
                     ));
                 }
@@ -366,7 +370,7 @@ fn parse_doc(filter: &Document, top: bool) -> CmdResult<Node> {
                     // mongosim has no JavaScript engine: answer like a mongod started with
                     // --noscripting (SRV expression_where.cpp).
                     return Err(CommandError::from_code(
-                        2,
+                        ErrorCode::BadValue,
                         "no globalScriptEngine in $where parsing",
                     ));
                 }

@@ -8,6 +8,7 @@
 
 use bson::{Bson, Document};
 
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// Splits a dotted path into its components.
@@ -125,9 +126,8 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> CmdRes
             Some(i) => {
                 if i > a.len() + 1_500_000 {
                     // SRV path_support.cpp kMaxPaddingAllowed: 34 CannotBackfillArray
-                    return Err(CommandError::new(
-                        34,
-                        "CannotBackfillArray",
+                    return Err(CommandError::from_code(
+                        ErrorCode::CannotBackfillArray,
                         "can't backfill more than 1500000 elements",
                     ));
                 }
@@ -152,7 +152,7 @@ fn set_in_value(v: &mut Bson, name: &str, parts: &[&str], value: Bson) -> CmdRes
 
 fn not_viable(part: &str, name: &str, v: &Bson) -> CommandError {
     CommandError::from_code(
-        28,
+        ErrorCode::PathNotViable,
         format!(
             "Cannot create field '{part}' in element {{{name}: {}}}",
             super::fmt::value(v)

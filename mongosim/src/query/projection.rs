@@ -10,6 +10,7 @@ use bson::{Bson, Document};
 use super::compare::as_f64;
 use super::expr::{Expr, Vars};
 use super::matcher::Matcher;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ fn insert_path(
         if tree.iter().any(|(k, _)| k == head) {
             // SRV projection_parser.cpp: 31250 path collision
             return Err(CommandError::from_code(
-                31250,
+                ErrorCode::ProjectionPathCollision,
                 format!("Path collision at {full}"),
             ));
         }
@@ -59,7 +60,7 @@ fn insert_path(
     match tree.iter_mut().find(|(k, _)| k == head) {
         Some((_, PNode::Sub(sub))) => insert_path(sub, &parts[1..], node, full),
         Some(_) => Err(CommandError::from_code(
-            31249,
+            ErrorCode::ProjectionPathCollisionRemaining,
             format!(
                 "Path collision at {full} remaining portion {}",
                 parts[1..].join(".")
@@ -86,12 +87,12 @@ impl Mode {
                 // SRV projection_parser.cpp: 31253 / 31254
                 if m {
                     Err(CommandError::from_code(
-                        31254,
+                        ErrorCode::ExclusionInInclusionProjection,
                         format!("Cannot do exclusion on field {field} in inclusion projection"),
                     ))
                 } else {
                     Err(CommandError::from_code(
-                        31253,
+                        ErrorCode::InclusionInExclusionProjection,
                         format!("Cannot do inclusion on field {field} in exclusion projection"),
                     ))
                 }
@@ -109,7 +110,7 @@ fn projection_path(k: &str) -> CmdResult<(Vec<&str>, bool)> {
     if k.starts_with('$') {
         // SRV projection_parser.cpp: FieldPath validation
         return Err(CommandError::from_code(
-            16410,
+            ErrorCode::FieldPathDollarPrefix,
             "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
         ));
     }
@@ -120,7 +121,7 @@ fn projection_path(k: &str) -> CmdResult<(Vec<&str>, bool)> {
     let parts: Vec<&str> = path.split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(CommandError::from_code(
-            15998,
+            ErrorCode::FieldPathEmptyComponent,
             "FieldPath field names may not be empty strings.",
         ));
     }
@@ -136,7 +137,7 @@ fn parse_value(k: &str, v: &Bson, mode: &mut Mode, include_id: &mut bool) -> Cmd
         Bson::Document(d) => {
             if d.is_empty() {
                 return Err(CommandError::from_code(
-                    51270,
+                    ErrorCode::EmptySubProjection,
                     format!("An empty sub-projection is not a valid value. Found empty object at path {k}"),
                 ));
             }
@@ -195,13 +196,13 @@ fn parse_slice(arg: &Bson) -> CmdResult<PNode> {
         Bson::Array(a) if a.len() == 2 => {
             let (Some(s), Some(l)) = (as_f64(&a[0]), as_f64(&a[1])) else {
                 return Err(CommandError::from_code(
-                    28724,
+                    ErrorCode::SliceInvalidArgument,
                     "First argument to $slice must be an array",
                 ));
             };
             if l <= 0.0 {
                 return Err(CommandError::from_code(
-                    28724,
+                    ErrorCode::SliceInvalidArgument,
                     format!("Invalid $slice syntax. The limit must be positive: {}", l),
                 ));
             }
@@ -209,7 +210,7 @@ fn parse_slice(arg: &Bson) -> CmdResult<PNode> {
         }
         n if as_f64(n).is_some() => Ok(PNode::Slice(as_f64(n).unwrap_or(0.0) as i64, None)),
         _ => Err(CommandError::from_code(
-            28667,
+            ErrorCode::SliceWrongArgCount,
             "Invalid $slice syntax. Must be a number or an array of two numbers",
         )),
     }
@@ -483,7 +484,7 @@ fn positional(
         Some(i) => Ok(a.get(i).map(|e| Bson::Array(vec![e.clone()]))),
         // SRV projection_executor_utils.cpp: 51246
         None => Err(CommandError::from_code(
-            51246,
+            ErrorCode::PositionalProjectionNoMatch,
             "Executor error during find command :: caused by :: positional operator '.$' couldn't find a matching element in the array",
         )),
     }

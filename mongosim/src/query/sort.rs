@@ -12,6 +12,7 @@ use bson::{Bson, Document};
 use super::compare::{as_f64, cmp_coll, Collation};
 use super::fmt;
 use super::path::collect_values;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// A parsed sort specification.
@@ -41,14 +42,14 @@ impl SortSpec {
             let Some(n) = as_f64(v) else {
                 // SRV sort_pattern.cpp: 15974
                 return Err(CommandError::from_code(
-                    15974,
+                    ErrorCode::SortKeyNotNumeric,
                     format!("Illegal key in $sort specification: {k}: {}", fmt::value(v)),
                 ));
             };
             if n != 1.0 && n != -1.0 {
                 // SRV sort_pattern.cpp: 15975
                 return Err(CommandError::from_code(
-                    15975,
+                    ErrorCode::SortOrderNotOneOrMinusOne,
                     "$sort key ordering must be 1 (for ascending) or -1 (for descending)",
                 ));
             }
@@ -58,7 +59,7 @@ impl SortSpec {
             }
             if k.is_empty() || k.split('.').any(str::is_empty) {
                 return Err(CommandError::from_code(
-                    40352,
+                    ErrorCode::FieldPathEmpty,
                     "FieldPath cannot be constructed with empty string",
                 ));
             }

@@ -12,6 +12,7 @@
 use bson::{Bson, Document};
 
 use super::path::array_index;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 #[derive(Clone)]
@@ -184,7 +185,7 @@ impl Builder {
 fn malformed(field: &str) -> CommandError {
     // SRV document_diff_serialization.cpp DocumentDiffReader: 4770503
     CommandError::from_code(
-        4770503,
+        ErrorCode::DocumentDiffUnexpectedField,
         format!("Unexpected field '{field}' in document diff"),
     )
 }

@@ -3,13 +3,14 @@
 //! recursion, so hostile input can neither overflow the stack nor be misread.
 
 use crate::error::CommandError;
+use crate::error::ErrorCode;
 
 /// `BSONDepth::kDefaultMaxAllowableDepth` (reference §8.6).
 pub(crate) const MAX_DEPTH: usize = 200;
 
 fn invalid(msg: &str) -> CommandError {
     // 22 InvalidBSON, as `validateBSON` reports for malformed objects.
-    CommandError::from_code(22, msg.to_string())
+    CommandError::from_code(ErrorCode::InvalidBSON, msg.to_string())
 }
 
 fn i32_at(b: &[u8], at: usize) -> Result<i32, CommandError> {
@@ -58,7 +59,7 @@ fn validate_at_depth(bytes: &[u8], base_depth: usize) -> Result<(), CommandError
     while let Some(&end) = ends.last() {
         if base_depth + ends.len() - 1 > MAX_DEPTH {
             return Err(CommandError::from_code(
-                15,
+                ErrorCode::Overflow,
                 "BSONObj exceeds maximum nested object depth",
             ));
         }

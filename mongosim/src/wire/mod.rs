@@ -10,7 +10,7 @@ mod op_query;
 use bson::Document;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::error::CommandError;
+use crate::error::{CommandError, ErrorCode};
 use crate::limits::MAX_MESSAGE_SIZE;
 use crate::ServerVersion;
 
@@ -192,7 +192,10 @@ pub(crate) fn read_document(
     let raw = &bytes[at..doc_end];
     bson_check::validate(raw).map_err(DocError::Invalid)?;
     let doc = Document::from_reader(raw).map_err(|e| {
-        DocError::Invalid(CommandError::from_code(22, format!("invalid BSON: {e}")))
+        DocError::Invalid(CommandError::from_code(
+            ErrorCode::InvalidBSON,
+            format!("invalid BSON: {e}"),
+        ))
     })?;
     Ok((doc, doc_end))
 }

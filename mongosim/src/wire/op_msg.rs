@@ -5,6 +5,7 @@ use bson::{Bson, Document};
 use super::{read_cstring, read_document, read_i32, DocError, Incoming, WireError};
 use super::{Command, HEADER_LEN, OP_MSG};
 use crate::error::CommandError;
+use crate::error::ErrorCode;
 use crate::limits::MAX_INTERNAL_BSON_SIZE;
 
 const CHECKSUM_PRESENT: u32 = 1 << 0;
@@ -20,7 +21,7 @@ pub(super) fn parse(message: &[u8]) -> Result<Incoming, WireError> {
     if unknown != 0 {
         let bit = unknown.trailing_zeros();
         return Err(WireError::Fatal(CommandError::from_code(
-            223,
+            ErrorCode::IllegalOpMsgFlag,
             format!("Message contains illegal flags value: Flag {bit}"),
         )));
     }
@@ -40,7 +41,7 @@ pub(super) fn parse(message: &[u8]) -> Result<Incoming, WireError> {
         ]);
         if crc32c::crc32c(&message[..end]) != expected {
             return Err(WireError::Fatal(CommandError::from_code(
-                288,
+                ErrorCode::ChecksumMismatch,
                 "OP_MSG checksum does not match contents",
             )));
         }
@@ -69,7 +70,7 @@ fn parse_sections(
             other => {
                 // Cannot continue: the length of an unknown section is unknown.
                 Err(CommandError::from_code(
-                    40432,
+                    ErrorCode::OpMsgUnknownSectionKind,
                     format!("Unknown section kind {other}"),
                 ))
             }
@@ -109,7 +110,7 @@ impl Sections {
         if len as usize > MAX_INTERNAL_BSON_SIZE {
             // SRV bsonobj.cpp `BSONObj::_assertInvalid`.
             return Ok(Err(CommandError::from_code(
-                10334,
+                ErrorCode::BSONObjectTooLarge,
                 format!(
                     "BSONObj size: {len} (0x{len:X}) is invalid. Size must be between 0 \
                      and {MAX_INTERNAL_BSON_SIZE}(16MB)"
@@ -120,7 +121,10 @@ impl Sections {
             Ok((doc, next)) => {
                 if self.body.is_some() {
                     self.error.get_or_insert_with(|| {
-                        CommandError::from_code(40430, "Multiple body sections in message")
+                        CommandError::from_code(
+                            ErrorCode::OpMsgMultipleBodies,
+                            "Multiple body sections in message",
+                        )
                     });
                 } else {
                     self.body = Some(doc);
@@ -159,13 +163,16 @@ impl Sections {
         }
         if self.sequences.len() >= 2 {
             return Err(WireError::Fatal(CommandError::from_code(
-                233,
+                ErrorCode::TooManyDocumentSequences,
                 "Too many document sequences in OP_MSG",
             )));
         }
         if self.sequences.iter().any(|(name, _)| *name == ident) {
             self.error.get_or_insert_with(|| {
-                CommandError::from_code(40431, format!("Duplicate document sequence: {ident}"))
+                CommandError::from_code(
+                    ErrorCode::OpMsgDuplicateDocumentSequence,
+                    format!("Duplicate document sequence: {ident}"),
+                )
             });
         }
         self.sequences.push((ident, docs));
@@ -180,14 +187,14 @@ impl Sections {
         }
         let Some(mut body) = self.body else {
             return Err(CommandError::from_code(
-                40587,
+                ErrorCode::OpMsgMissingBody,
                 "OP_MSG messages must have a body",
             ));
         };
         for (ident, docs) in self.sequences {
             if body.contains_key(&ident) {
                 return Err(CommandError::from_code(
-                    40433,
+                    ErrorCode::OpMsgDuplicateSequenceField,
                     format!("Duplicate field between body and document sequence {ident}"),
                 ));
             }
@@ -206,7 +213,7 @@ pub(super) fn into_command(body: Document) -> Result<Command, CommandError> {
         }
         None => {
             return Err(CommandError::from_code(
-                40571,
+                ErrorCode::OpMsgMissingDb,
                 "OP_MSG requests require a $db argument",
             ))
         }

@@ -5,6 +5,7 @@ use bson::{doc, Bson, Document};
 use super::{read_cstring, read_document, DocError, Incoming, WireError};
 use super::{HEADER_LEN, OP_REPLY};
 use crate::error::CommandError;
+use crate::error::ErrorCode;
 use crate::ServerVersion;
 
 /// OP_REPLY responseFlags: QueryFailure.
@@ -77,7 +78,7 @@ fn upconvert(
         ];
         if !ALLOWED.contains(&request.name.as_str()) {
             return Err(CommandError::from_code(
-                352,
+                ErrorCode::UnsupportedOpQueryCommand,
                 format!(
                     "Unsupported OP_QUERY command: {}. The client driver may require an upgrade. \
                      For more details see https://dochub.mongodb.org/core/legacy-opcode-removal",
@@ -97,7 +98,7 @@ pub(crate) fn unsupported_legacy_op(what: &str) -> Document {
             "{what}. The client driver may require an upgrade. For more details see \
              https://dochub.mongodb.org/core/legacy-opcode-removal"
         ),
-        "code": 5739101,
+        "code": ErrorCode::LegacyOpcodeRemoved.code(),
         "ok": 0.0,
     }
 }

@@ -4,6 +4,7 @@
 use bson::{Bson, DateTime};
 
 use super::{accumulate, add_nums, as_i64, is_nullish, is_num, mul_nums, tname, OpCall};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::as_f64;
 use crate::query::fmt::type_name;
@@ -19,7 +20,7 @@ pub(super) fn add(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
                 if date.is_some() {
                     // SRV ExpressionAdd: 16612
                     return Err(CommandError::from_code(
-                        16612,
+                        ErrorCode::AddMultipleDates,
                         "only one date allowed in an $add expression",
                     ));
                 }
@@ -29,7 +30,7 @@ pub(super) fn add(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Some(other) => {
                 // SRV ExpressionAdd: 16554
                 return Err(CommandError::from_code(
-                    16554,
+                    ErrorCode::AddNonNumeric,
                     format!(
                         "$add only supports numeric or date types, not {}",
                         type_name(&other)
@@ -66,7 +67,7 @@ pub(super) fn subtract(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         _ => {
             // SRV ExpressionSubtract: 16556
             return Err(CommandError::from_code(
-                16556,
+                ErrorCode::SubtractBadTypes,
                 format!("can't $subtract {} from {}", tname(&b), tname(&a)),
             ));
         }
@@ -82,7 +83,7 @@ pub(super) fn multiply(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Some(x) if is_num(&x) => acc = mul_nums(&acc, &x).unwrap_or(Bson::Null),
             Some(other) => {
                 return Err(CommandError::from_code(
-                    16555,
+                    ErrorCode::MultiplyNonNumeric,
                     format!(
                         "$multiply only supports numeric types, not {}",
                         type_name(&other)
@@ -102,7 +103,11 @@ pub(super) fn divide_or_mod(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         return Ok(Some(Bson::Null));
     }
     let (Some(x), Some(y)) = (a.as_ref().and_then(as_f64), b.as_ref().and_then(as_f64)) else {
-        let code = if name == "$divide" { 16609 } else { 16611 };
+        let code = if name == "$divide" {
+            ErrorCode::DivideNonNumeric
+        } else {
+            ErrorCode::ModNonNumeric
+        };
         return Err(CommandError::from_code(
             code,
             format!(
@@ -114,9 +119,9 @@ pub(super) fn divide_or_mod(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
     };
     if y == 0.0 {
         return Err(if name == "$divide" {
-            CommandError::from_code(2, "can't $divide by zero")
+            CommandError::from_code(ErrorCode::BadValue, "can't $divide by zero")
         } else {
-            CommandError::from_code(16610, "can't $mod by zero")
+            CommandError::from_code(ErrorCode::ModByZero, "can't $mod by zero")
         });
     }
     if name == "$divide" {
@@ -149,7 +154,7 @@ pub(super) fn abs(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         Some(Bson::Double(f)) => Bson::Double(f.abs()),
         other => {
             return Err(CommandError::from_code(
-                28765,
+                ErrorCode::AbsNonNumeric,
                 format!("$abs only supports numeric types, not {}", tname(&other)),
             ))
         }

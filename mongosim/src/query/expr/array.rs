@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use bson::Bson;
 
 use super::{cmp_values, is_nullish, tname, OpCall};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::{as_f64, cmp_bson};
 use crate::query::fmt::type_name;
@@ -21,7 +22,7 @@ pub(super) fn in_array(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         other => {
             // SRV ExpressionIn: 40081
             return Err(CommandError::from_code(
-                40081,
+                ErrorCode::InSecondArgNotArray,
                 format!(
                     "$in requires an array as a second argument, found: {}",
                     tname(&other)
@@ -38,7 +39,7 @@ pub(super) fn size(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         other => {
             // SRV ExpressionSize: 17124
             return Err(CommandError::from_code(
-                17124,
+                ErrorCode::SizeArgNotArray,
                 format!(
                     "The argument to $size must be an array. Type of argument is: {}",
                     tname(&other)
@@ -66,7 +67,7 @@ pub(super) fn array_elem_at(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Ok(Some(arr[real as usize].clone()))
         }
         (a, _) => Err(CommandError::from_code(
-            28689,
+            ErrorCode::ArrayElemAtNotArray,
             format!(
                 "$arrayElemAt's first argument must be an array, but is {}",
                 tname(&a)
@@ -89,7 +90,7 @@ pub(super) fn first_or_last(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Ok(e.cloned())
         }
         Some(other) => Err(CommandError::from_code(
-            28689,
+            ErrorCode::ArrayElemAtNotArray,
             format!(
                 "{name}'s argument must be an array, but is {}",
                 type_name(&other)
@@ -107,7 +108,7 @@ pub(super) fn concat_arrays(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Some(Bson::Array(a)) => out.extend(a),
             Some(other) => {
                 return Err(CommandError::from_code(
-                    28664,
+                    ErrorCode::ConcatArraysNonArray,
                     format!(
                         "$concatArrays only supports arrays, not {}",
                         type_name(&other)
@@ -134,7 +135,7 @@ pub(super) fn set_union(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             }
             Some(other) => {
                 return Err(CommandError::from_code(
-                    17043,
+                    ErrorCode::SetUnionNonArray,
                     format!(
                         "All operands of $setUnion must be arrays. One argument is of type: {}",
                         type_name(&other)
@@ -152,7 +153,7 @@ pub(super) fn slice(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
     if c.args.len() != 2 && c.args.len() != 3 {
         // SRV ExpressionSlice: 28667
         return Err(CommandError::from_code(
-            28667,
+            ErrorCode::SliceWrongArgCount,
             format!("Expression $slice takes at least 2 arguments, and at most 3, but {} were passed in.", c.args.len()),
         ));
     }
@@ -162,7 +163,7 @@ pub(super) fn slice(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
     }
     let Some(Bson::Array(arr)) = &vals[0] else {
         return Err(CommandError::from_code(
-            28724,
+            ErrorCode::SliceInvalidArgument,
             format!(
                 "First argument to $slice must be an array, but is of type: {}",
                 tname(&vals[0])
@@ -190,7 +191,7 @@ fn slice_bounds(n: i64, vals: &[Option<Bson>]) -> CmdResult<(i64, i64)> {
     let c = num(&vals[2]).unwrap_or(0);
     if c <= 0 {
         return Err(CommandError::from_code(
-            28729,
+            ErrorCode::SliceThirdArgNotPositive,
             format!("Third argument to $slice must be positive: {c}"),
         ));
     }
@@ -212,7 +213,7 @@ pub(super) fn reverse_array(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         }
         other => {
             return Err(CommandError::from_code(
-                34435,
+                ErrorCode::ReverseArrayNotArray,
                 format!(
                     "The argument to $reverseArray must be an array, but was of type: {}",
                     tname(&other)

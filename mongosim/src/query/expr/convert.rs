@@ -4,6 +4,7 @@
 use bson::Bson;
 
 use super::{is_nullish, tname, truthy, OpCall};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::as_f64;
 use crate::query::fmt::type_name;
@@ -52,7 +53,7 @@ pub(super) fn to_scalar(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         (_, _, Bson::String(s)) => parse_number(name, s)?,
         (_, _, other) => {
             return Err(CommandError::from_code(
-                241,
+                ErrorCode::ConversionFailure,
                 format!(
                     "Unsupported conversion from {} to {} in $convert with no onError value",
                     type_name(other),
@@ -71,7 +72,7 @@ pub(super) fn to_scalar(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
 fn parse_number(name: &str, s: &str) -> CmdResult<Bson> {
     let bad = || {
         CommandError::from_code(
-            241,
+            ErrorCode::ConversionFailure,
             format!("Failed to parse number '{s}' in $convert with no onError value: Did not consume whole string."),
         )
     };
@@ -98,7 +99,7 @@ pub(super) fn to_string(v: &Bson) -> CmdResult<Bson> {
         Bson::Symbol(s) => s.clone(),
         other => {
             return Err(CommandError::from_code(
-                241,
+                ErrorCode::ConversionFailure,
                 format!(
                     "Unsupported conversion from {} to string in $convert with no onError value",
                     type_name(other)

@@ -10,6 +10,7 @@ use bson::{Bson, DateTime, Document};
 
 use super::compare::{as_f64, canonical_type, cmp_bson};
 use super::fmt::type_name;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// A parsed expression.
@@ -157,9 +158,9 @@ impl Expr {
             Some(Bson::Array(a)) => a,
             Some(other) => {
                 let (code, op) = if matches!(self, Expr::Map(..)) {
-                    (16883, "$map")
+                    (ErrorCode::MapInputNotArray, "$map")
                 } else {
-                    (28651, "$filter")
+                    (ErrorCode::FilterInputNotArray, "$filter")
                 };
                 return Err(CommandError::from_code(
                     code,
@@ -212,7 +213,7 @@ fn eval_var(name: &str, parts: &[String], vars: &Vars<'_>) -> CmdResult<Option<B
             None => {
                 // SRV variables.cpp: 10071 on a standalone
                 return Err(CommandError::from_code(
-                    10071,
+                    ErrorCode::ClusterTimeUnavailable,
                     "$$CLUSTER_TIME is unavailable in this context",
                 ));
             }
@@ -222,7 +223,7 @@ fn eval_var(name: &str, parts: &[String], vars: &Vars<'_>) -> CmdResult<Option<B
             None => {
                 // SRV variables.cpp: 17276
                 return Err(CommandError::from_code(
-                    17276,
+                    ErrorCode::UndefinedVariable,
                     format!("Use of undefined variable: {name}"),
                 ));
             }
@@ -447,7 +448,7 @@ fn eval_op(name: &str, args: &[Expr], vars: &Vars<'_>) -> CmdResult<Option<Bson>
         "$objectToArray" => object::object_to_array,
         _ => {
             return Err(CommandError::from_code(
-                168,
+                ErrorCode::InvalidPipelineOperator,
                 format!("Unrecognized expression '{name}'"),
             ))
         }

@@ -4,6 +4,7 @@
 use bson::{Bson, Document};
 
 use super::{is_nullish, tname, Expr, OpCall};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::fmt::type_name;
 
@@ -21,7 +22,7 @@ pub(super) fn merge_objects(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Some(other) => {
                 // SRV ExpressionMergeObjects: 40400
                 return Err(CommandError::from_code(
-                    40400,
+                    ErrorCode::MergeObjectsNonObject,
                     format!(
                         "$mergeObjects requires object inputs, but input {} is of type {}",
                         crate::query::fmt::value(&other),
@@ -49,7 +50,7 @@ pub(super) fn get_field(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         Some(Bson::Document(d)) => Ok(d.get(&field).cloned()),
         None | Some(Bson::Null) | Some(Bson::Undefined) => Ok(None),
         Some(other) => Err(CommandError::from_code(
-            3041705,
+            ErrorCode::GetFieldInputNotObject,
             format!(
                 "$getField requires 'input' to evaluate to type Object, but got {}",
                 type_name(&other)
@@ -79,7 +80,7 @@ pub(super) fn set_or_unset_field(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> 
         }
         Some(other) => {
             return Err(CommandError::from_code(
-                4161101,
+                ErrorCode::SetFieldInputNotObject,
                 format!(
                     "{name} requires 'input' to evaluate to type Object, but got {}",
                     type_name(&other)
@@ -100,7 +101,7 @@ pub(super) fn object_to_array(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         ),
         other => {
             return Err(CommandError::from_code(
-                40390,
+                ErrorCode::ObjectToArrayNotObject,
                 format!(
                     "$objectToArray requires a document input, found: {}",
                     tname(&other)

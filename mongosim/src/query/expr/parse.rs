@@ -3,6 +3,7 @@
 use bson::{Bson, Document};
 
 use super::{Expr, KNOWN_OPS};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// Parses a `$a.b` field path or a `$$NAME.a.b` variable reference (`$$CURRENT` is `$`).
@@ -12,7 +13,7 @@ fn parse_field_path(s: &str) -> CmdResult<Expr> {
         let name = parts.next().unwrap_or_default();
         if name.is_empty() {
             return Err(CommandError::from_code(
-                16869,
+                ErrorCode::EmptyVariableName,
                 "empty variable name".to_string(),
             ));
         }
@@ -26,14 +27,14 @@ fn parse_field_path(s: &str) -> CmdResult<Expr> {
     if rest.is_empty() {
         // SRV field_path.cpp: "FieldPath cannot be constructed with empty string"
         return Err(CommandError::from_code(
-            40352,
+            ErrorCode::FieldPathEmpty,
             "FieldPath cannot be constructed with empty string",
         ));
     }
     let parts: Vec<String> = rest.split('.').map(str::to_string).collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(CommandError::from_code(
-            15998,
+            ErrorCode::FieldPathEmptyComponent,
             "FieldPath field names may not be empty strings.",
         ));
     }
@@ -62,7 +63,7 @@ impl Expr {
             if d.len() != 1 {
                 // SRV expression.cpp parseExpression: 15983
                 return Err(CommandError::from_code(
-                    15983,
+                    ErrorCode::ExpressionObjectNotSingleField,
                     format!(
                         "An object representing an expression must have exactly one field: {}",
                         crate::query::fmt::doc(d)
@@ -81,7 +82,7 @@ impl Expr {
             if k.starts_with('$') {
                 // SRV field_path.cpp uassertValidFieldName
                 return Err(CommandError::from_code(
-                    16410,
+                    ErrorCode::FieldPathDollarPrefix,
                     "FieldPath field names may not start with '$'. Consider using $getField or $setField.",
                 ));
             }
@@ -107,9 +108,9 @@ impl Expr {
     fn parse_scoped(name: &str, arg: &Bson) -> CmdResult<Expr> {
         let Bson::Document(d) = arg else {
             let code = match name {
-                "$let" => 16874,
-                "$map" => 16878,
-                _ => 28646,
+                "$let" => ErrorCode::LetArgNotObject,
+                "$map" => ErrorCode::MapArgNotObject,
+                _ => ErrorCode::FilterArgNotObject,
             };
             return Err(CommandError::from_code(
                 code,
@@ -124,9 +125,9 @@ impl Expr {
         for k in d.keys() {
             if !allowed.contains(&k.as_str()) {
                 let code = match name {
-                    "$let" => 16875,
-                    "$map" => 16879,
-                    _ => 28647,
+                    "$let" => ErrorCode::LetUnknownParameter,
+                    "$map" => ErrorCode::MapUnknownParameter,
+                    _ => ErrorCode::FilterUnknownParameter,
                 };
                 return Err(CommandError::from_code(
                     code,
@@ -134,7 +135,7 @@ impl Expr {
                 ));
             }
         }
-        let req = |k: &str, code: i32| -> CmdResult<Expr> {
+        let req = |k: &str, code: ErrorCode| -> CmdResult<Expr> {
             match d.get(k) {
                 Some(v) => Expr::parse(v),
                 None => Err(CommandError::from_code(
@@ -143,7 +144,7 @@ impl Expr {
                 )),
             }
         };
-        let var_name = |code: i32| -> CmdResult<String> {
+        let var_name = |code: ErrorCode| -> CmdResult<String> {
             match d.get("as") {
                 None => Ok("this".to_string()),
                 Some(Bson::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -157,7 +158,7 @@ impl Expr {
             "$let" => {
                 let Some(Bson::Document(vars)) = d.get("vars") else {
                     return Err(CommandError::from_code(
-                        16876,
+                        ErrorCode::LetMissingVars,
                         "Missing 'vars' parameter to $let",
                     ));
                 };
@@ -165,17 +166,17 @@ impl Expr {
                 for (k, v) in vars {
                     bound.push((k.clone(), Expr::parse(v)?));
                 }
-                Expr::Let(bound, Box::new(req("in", 16877)?))
+                Expr::Let(bound, Box::new(req("in", ErrorCode::LetMissingIn)?))
             }
             "$map" => Expr::Map(
-                Box::new(req("input", 16880)?),
-                var_name(16866)?,
-                Box::new(req("in", 16882)?),
+                Box::new(req("input", ErrorCode::MapMissingInput)?),
+                var_name(ErrorCode::MapInvalidAsVariable)?,
+                Box::new(req("in", ErrorCode::MapMissingIn)?),
             ),
             _ => Expr::Filter(
-                Box::new(req("input", 28648)?),
-                var_name(28649)?,
-                Box::new(req("cond", 28650)?),
+                Box::new(req("input", ErrorCode::FilterMissingInput)?),
+                var_name(ErrorCode::FilterInvalidAsVariable)?,
+                Box::new(req("cond", ErrorCode::FilterMissingCond)?),
                 match d.get("limit") {
                     Some(v) => Some(Box::new(Expr::parse(v)?)),
                     None => None,
@@ -191,7 +192,7 @@ fn parse_rand(arg: &Bson) -> CmdResult<Expr> {
     match arg {
         Bson::Document(d) if d.is_empty() => Ok(Expr::Op("$rand".to_string(), Vec::new())),
         _ => Err(CommandError::from_code(
-            3040500,
+            ErrorCode::RandTakesNoArgs,
             "$rand does not currently accept arguments",
         )),
     }
@@ -219,17 +220,21 @@ fn cond_named_args(d: &Document) -> CmdResult<(&Bson, &Bson, &Bson)> {
     for k in d.keys() {
         if !matches!(k.as_str(), "if" | "then" | "else") {
             return Err(CommandError::from_code(
-                17083,
+                ErrorCode::CondUnknownParameter,
                 format!("Unrecognized parameter to $cond: {k}"),
             ));
         }
     }
-    let get = |k: &str, code: i32| {
+    let get = |k: &str, code: ErrorCode| {
         d.get(k).ok_or_else(|| {
             CommandError::from_code(code, format!("Missing '{k}' parameter to $cond"))
         })
     };
-    Ok((get("if", 17080)?, get("then", 17081)?, get("else", 17082)?))
+    Ok((
+        get("if", ErrorCode::CondMissingIf)?,
+        get("then", ErrorCode::CondMissingThen)?,
+        get("else", ErrorCode::CondMissingElse)?,
+    ))
 }
 
 /// `$getField`, `$setField`, `$unsetField`: parsed to `[field, input]` (+ `value` for
@@ -241,7 +246,7 @@ fn parse_field_op(name: &str, arg: &Bson) -> CmdResult<Expr> {
     if name == "$setField" {
         let Some(v) = value else {
             return Err(CommandError::from_code(
-                4161105,
+                ErrorCode::SetFieldMissingValue,
                 "$setField requires 'value' to be specified",
             ));
         };
@@ -256,7 +261,10 @@ fn field_op_args(name: &str, arg: &Bson) -> CmdResult<(Bson, Bson, Option<Bson>)
     Ok(match arg {
         Bson::Document(d) if !d.keys().next().is_some_and(|k| k.starts_with('$')) => (
             d.get("field").cloned().ok_or_else(|| {
-                CommandError::from_code(3041702, format!("{name} requires 'field' to be specified"))
+                CommandError::from_code(
+                    ErrorCode::GetFieldMissingField,
+                    format!("{name} requires 'field' to be specified"),
+                )
             })?,
             d.get("input")
                 .cloned()
@@ -266,7 +274,7 @@ fn field_op_args(name: &str, arg: &Bson) -> CmdResult<(Bson, Bson, Option<Bson>)
         other if name == "$getField" => (other.clone(), Bson::String("$$CURRENT".into()), None),
         _ => {
             return Err(CommandError::from_code(
-                4161100,
+                ErrorCode::SetFieldArgNotObject,
                 format!("{name} only supports an object as its argument"),
             ))
         }
@@ -282,7 +290,7 @@ fn constant_field_name(name: &str, field: Bson) -> CmdResult<Bson> {
         }
         Bson::String(s) if s.starts_with('$') => {
             return Err(CommandError::from_code(
-                5654602,
+                ErrorCode::GetFieldFieldNotConstant,
                 format!("{name} requires 'field' to evaluate to a constant, but got a non-constant argument"),
             ));
         }
@@ -290,7 +298,7 @@ fn constant_field_name(name: &str, field: Bson) -> CmdResult<Bson> {
     };
     let Bson::String(_) = field else {
         return Err(CommandError::from_code(
-            3041704,
+            ErrorCode::GetFieldFieldNotString,
             format!("{name} requires 'field' to evaluate to type String"),
         ));
     };
@@ -303,7 +311,7 @@ fn parse_positional(name: &str, arg: &Bson) -> CmdResult<Expr> {
     if !KNOWN_OPS.contains(&name) {
         // SRV expression.cpp Expression::parseExpression: 168 InvalidPipelineOperator
         return Err(CommandError::from_code(
-            168,
+            ErrorCode::InvalidPipelineOperator,
             format!("Unrecognized expression '{name}'"),
         ));
     }
@@ -318,7 +326,7 @@ fn parse_positional(name: &str, arg: &Bson) -> CmdResult<Expr> {
     }
     if name == "$ifNull" && args.len() < 2 {
         return Err(CommandError::from_code(
-            1257300,
+            ErrorCode::IfNullTooFewArgs,
             "$ifNull needs at least two arguments, had: ".to_string() + &args.len().to_string(),
         ));
     }
@@ -341,7 +349,7 @@ fn fixed_arity(name: &str) -> Option<usize> {
 fn arity(name: &str, n: usize, got: usize) -> CommandError {
     // SRV expression.h ExpressionFixedArity::validateArguments: 16020
     CommandError::from_code(
-        16020,
+        ErrorCode::ExpressionWrongArgCount,
         format!("Expression {name} takes exactly {n} arguments. {got} were passed in."),
     )
 }

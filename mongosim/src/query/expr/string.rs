@@ -4,6 +4,7 @@ use bson::Bson;
 
 use super::convert::to_string;
 use super::{tname, OpCall};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::fmt::type_name;
 
@@ -17,7 +18,7 @@ pub(super) fn concat(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
             Some(other) => {
                 // SRV ExpressionConcat: 16702
                 return Err(CommandError::from_code(
-                    16702,
+                    ErrorCode::ConcatNonString,
                     format!("$concat only supports strings, not {}", type_name(&other)),
                 ));
             }
@@ -52,7 +53,7 @@ pub(super) fn str_len_bytes(c: &OpCall<'_, '_>) -> CmdResult<Option<Bson>> {
         Some(Bson::String(s)) => Bson::Int32(s.len() as i32),
         other => {
             return Err(CommandError::from_code(
-                34473,
+                ErrorCode::StrLenBytesNotString,
                 format!(
                     "$strLenBytes requires a string argument, found: {}",
                     tname(&other)

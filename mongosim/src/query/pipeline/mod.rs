@@ -12,6 +12,7 @@ use super::expr::{Expr, Vars};
 use super::matcher::Matcher;
 use super::projection::Projection;
 use super::sort::SortSpec;
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 mod output;
@@ -95,7 +96,7 @@ pub(crate) fn merge_documents(existing: &Document, incoming: &Document) -> Docum
 }
 
 /// A [`CommandError`] with `code` and `msg`.
-fn err(code: i32, msg: impl Into<String>) -> CommandError {
+fn err(code: ErrorCode, msg: impl Into<String>) -> CommandError {
     CommandError::from_code(code, msg)
 }
 
@@ -131,7 +132,7 @@ impl Pipeline {
             if s.len() != 1 {
                 // SRV document_source.cpp: 40323
                 return Err(err(
-                    40323,
+                    ErrorCode::StageSpecNotSingleField,
                     "A pipeline stage specification object must contain exactly one field.",
                 ));
             }
@@ -142,7 +143,7 @@ impl Pipeline {
                 if i + 1 != stages.len() {
                     // SRV pipeline.cpp validateCommon: 40601
                     return Err(err(
-                        40601,
+                        ErrorCode::StageMustBeLast,
                         format!("{name} can only be the final stage in the pipeline"),
                     ));
                 }
@@ -238,7 +239,7 @@ impl Pipeline {
                 OutputStage::Merge { .. } => "$merge",
             };
             return Err(err(
-                40324,
+                ErrorCode::UnrecognizedPipelineStage,
                 format!("Unrecognized pipeline stage name: '{name}'"),
             ));
         }

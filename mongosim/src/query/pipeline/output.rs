@@ -4,6 +4,7 @@
 use bson::{Bson, Document};
 
 use super::{err, MergeWhenMatched, OutputStage};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::fmt;
 
@@ -35,7 +36,7 @@ fn parse_target(stage: &str, d: &Document) -> CmdResult<(Option<String>, String)
             fmt::type_name(other)
         ))),
         None => Err(CommandError::from_code(
-            40414,
+            ErrorCode::IdlFailedToParse,
             format!("BSON field '{stage}.{key}' is missing but a required field"),
         )),
     }
@@ -53,7 +54,7 @@ fn parse_out(arg: &Bson) -> CmdResult<OutputStage> {
             Ok(OutputStage::Out { db, coll })
         }
         other => Err(err(
-            16990,
+            ErrorCode::OutSpecWrongType,
             format!(
                 "$out only supports a string or object argument, not {}",
                 fmt::type_name(other)
@@ -72,7 +73,7 @@ fn parse_merge(arg: &Bson) -> CmdResult<OutputStage> {
         }
         other => {
             return Err(err(
-                51182,
+                ErrorCode::MergeSpecWrongType,
                 format!(
                     "$merge only supports a string or object argument, but found {}",
                     fmt::type_name(other)
@@ -95,14 +96,14 @@ fn merge_into(d: &Document) -> CmdResult<(Option<String>, String)> {
         Some(Bson::String(s)) => Ok((None, s.clone())),
         Some(Bson::Document(t)) => parse_target("$merge.into", t),
         Some(other) => Err(err(
-            51178,
+            ErrorCode::MergeIntoWrongType,
             format!(
                 "$merge 'into' field  must be either a string or an object, but found {}",
                 fmt::type_name(other)
             ),
         )),
         None => Err(CommandError::from_code(
-            40414,
+            ErrorCode::IdlFailedToParse,
             "BSON field '$merge.into' is missing but a required field",
         )),
     }
@@ -117,11 +118,14 @@ fn merge_on(spec: &Document) -> CmdResult<Vec<String>> {
             .iter()
             .map(|x| match x {
                 Bson::String(s) => Ok(s.clone()),
-                _ => Err(err(51134, "$merge 'on' array elements must be strings")),
+                _ => Err(err(
+                    ErrorCode::MergeOnElementNotString,
+                    "$merge 'on' array elements must be strings",
+                )),
             })
             .collect::<CmdResult<_>>(),
         Some(_) => Err(err(
-            51186,
+            ErrorCode::MergeOnWrongType,
             "$merge 'on' field  must be either a string or an array of strings",
         )),
     }

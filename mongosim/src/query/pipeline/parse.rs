@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use bson::{Bson, Document};
 
 use super::{err, non_neg_int, Pipeline, Stage, ACCUMULATORS};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::{canonical_type, cmp_bson};
 use crate::query::expr::Expr;
@@ -37,7 +38,7 @@ pub(super) fn parse_stage(name: &str, arg: &Bson) -> CmdResult<Stage> {
         _ => {
             // SRV document_source.cpp DocumentSource::parse: 40324
             Err(err(
-                40324,
+                ErrorCode::UnrecognizedPipelineStage,
                 format!("Unrecognized pipeline stage name: '{name}'"),
             ))
         }
@@ -49,7 +50,7 @@ fn parse_match(arg: &Bson) -> CmdResult<Stage> {
     match arg {
         Bson::Document(d) => Ok(Stage::Match(Matcher::parse(d)?)),
         _ => Err(err(
-            15959,
+            ErrorCode::MatchSpecNotObject,
             "the match filter must be an expression in an object",
         )),
     }
@@ -61,11 +62,17 @@ fn parse_sort(arg: &Bson) -> CmdResult<Stage> {
         Bson::Document(d) => {
             let s = SortSpec::parse(d)?;
             if s.is_empty() && s.natural().is_none() {
-                return Err(err(15976, "$sort stage must have at least one sort key"));
+                return Err(err(
+                    ErrorCode::SortSpecEmpty,
+                    "$sort stage must have at least one sort key",
+                ));
             }
             Ok(Stage::Sort(s))
         }
-        _ => Err(err(15973, "the $sort key specification must be an object")),
+        _ => Err(err(
+            ErrorCode::SortSpecNotObject,
+            "the $sort key specification must be an object",
+        )),
     }
 }
 
@@ -74,13 +81,13 @@ fn parse_skip(arg: &Bson) -> CmdResult<Stage> {
     match non_neg_int(arg) {
         Some(n) if n >= 0 => Ok(Stage::Skip(n as u64)),
         Some(n) => Err(err(
-            15956,
+            ErrorCode::SkipNegative,
             format!(
                 "invalid argument to $skip stage: Expected a non-negative number in: $skip: {n}"
             ),
         )),
         None => Err(err(
-            15972,
+            ErrorCode::SkipNotNumber,
             format!(
                 "invalid argument to $skip stage: Expected a number in: $skip: {}",
                 fmt::value(arg)
@@ -93,9 +100,12 @@ fn parse_skip(arg: &Bson) -> CmdResult<Stage> {
 fn parse_limit(arg: &Bson) -> CmdResult<Stage> {
     match non_neg_int(arg) {
         Some(n) if n > 0 => Ok(Stage::Limit(n as u64)),
-        Some(_) => Err(err(15958, "the limit must be positive")),
+        Some(_) => Err(err(
+            ErrorCode::LimitNotPositive,
+            "the limit must be positive",
+        )),
         None => Err(err(
-            15957,
+            ErrorCode::LimitNotNumber,
             format!(
                 "invalid argument to $limit stage: Expected a number in: $limit: {}",
                 fmt::value(arg)
@@ -109,16 +119,17 @@ fn parse_project(arg: &Bson) -> CmdResult<Stage> {
     match arg {
         Bson::Document(d) => {
             if d.is_empty() {
-                return Err(err(51272, "Invalid $project :: caused by :: projection specification must have at least one field"));
+                return Err(err(ErrorCode::ProjectSpecEmpty, "Invalid $project :: caused by :: projection specification must have at least one field"));
             }
-            Ok(Stage::Project(Projection::parse(d).map_err(|e| {
-                CommandError::from_code(
-                    e.code,
-                    format!("Invalid $project :: caused by :: {}", e.errmsg),
-                )
+            Ok(Stage::Project(Projection::parse(d).map_err(|mut e| {
+                e.errmsg = format!("Invalid $project :: caused by :: {}", e.errmsg);
+                e
             })?))
         }
-        _ => Err(err(15969, "$project specification must be an object")),
+        _ => Err(err(
+            ErrorCode::ProjectSpecNotObject,
+            "$project specification must be an object",
+        )),
     }
 }
 
@@ -130,11 +141,11 @@ fn parse_unset(arg: &Bson) -> CmdResult<Stage> {
             .iter()
             .map(|x| match x {
                 Bson::String(s) => Ok(s.clone()),
-                _ => Err(err(31120, "$unset specification must be a string or an array containing only string values")),
+                _ => Err(err(ErrorCode::UnsetSpecNonString, "$unset specification must be a string or an array containing only string values")),
             })
             .collect::<CmdResult<_>>()?,
-        Bson::Array(_) => return Err(err(31119, "$unset specification must be a string or an array with at least one field")),
-        _ => return Err(err(31002, "$unset specification must be a string or an array")),
+        Bson::Array(_) => return Err(err(ErrorCode::UnsetSpecEmpty, "$unset specification must be a string or an array with at least one field")),
+        _ => return Err(err(ErrorCode::UnsetSpecWrongType, "$unset specification must be a string or an array")),
     };
     let mut spec = Document::new();
     for f in fields {
@@ -149,7 +160,7 @@ fn parse_add_fields(name: &str, arg: &Bson) -> CmdResult<Stage> {
         Bson::Document(d) if d.is_empty() => {
             // SRV document_source_add_fields.cpp: 40177
             Err(err(
-                40177,
+                ErrorCode::AddFieldsSpecEmpty,
                 format!(
                     "Invalid {name} :: caused by :: specification must have at least one field"
                 ),
@@ -161,7 +172,7 @@ fn parse_add_fields(name: &str, arg: &Bson) -> CmdResult<Stage> {
             Ok(Stage::AddFields(fields))
         }
         _ => Err(err(
-            40272,
+            ErrorCode::AddFieldsSpecNotObject,
             format!(
                 "{name} specification stage must be an object, got {}",
                 fmt::type_name(arg)
@@ -196,12 +207,12 @@ fn parse_replace_root(arg: &Bson) -> CmdResult<Stage> {
         Bson::Document(d) => match d.get("newRoot") {
             Some(v) if d.len() == 1 => Ok(Stage::ReplaceRoot(Expr::parse(v)?)),
             _ => Err(err(
-                40231,
+                ErrorCode::ReplaceRootMissingNewRoot,
                 "no newRoot specified for the $replaceRoot stage",
             )),
         },
         _ => Err(err(
-            40229,
+            ErrorCode::ReplaceRootSpecNotObject,
             format!(
                 "expected an object as specification for $replaceRoot stage, got {}",
                 fmt::type_name(arg)
@@ -215,15 +226,27 @@ fn parse_count(arg: &Bson) -> CmdResult<Stage> {
     match arg {
         Bson::String(s) if !s.is_empty() => {
             if s.starts_with('$') {
-                return Err(err(40158, "the count field cannot be a $-prefixed path"));
+                return Err(err(
+                    ErrorCode::CountFieldDollarPrefix,
+                    "the count field cannot be a $-prefixed path",
+                ));
             }
             if s.contains('.') {
-                return Err(err(40160, "the count field cannot contain '.'"));
+                return Err(err(
+                    ErrorCode::CountFieldContainsDot,
+                    "the count field cannot contain '.'",
+                ));
             }
             Ok(Stage::Count(s.clone()))
         }
-        Bson::String(_) => Err(err(40157, "the count field must be a non-empty string")),
-        _ => Err(err(40156, "the count field must be a non-empty string")),
+        Bson::String(_) => Err(err(
+            ErrorCode::CountFieldEmpty,
+            "the count field must be a non-empty string",
+        )),
+        _ => Err(err(
+            ErrorCode::CountFieldNotString,
+            "the count field must be a non-empty string",
+        )),
     }
 }
 
@@ -231,12 +254,15 @@ fn parse_count(arg: &Bson) -> CmdResult<Stage> {
 fn parse_group(arg: &Bson) -> CmdResult<Stage> {
     let Bson::Document(d) = arg else {
         return Err(err(
-            15947,
+            ErrorCode::GroupOrFacetSpecNotObject,
             "a group's fields must be specified in an object",
         ));
     };
     let Some(id) = d.get("_id") else {
-        return Err(err(15955, "a group specification must include an _id"));
+        return Err(err(
+            ErrorCode::GroupMissingId,
+            "a group specification must include an _id",
+        ));
     };
     let id = Expr::parse(id)?;
     let mut accs = Vec::new();
@@ -246,7 +272,7 @@ fn parse_group(arg: &Bson) -> CmdResult<Stage> {
         }
         if k.contains('.') {
             return Err(err(
-                40235,
+                ErrorCode::GroupFieldNameContainsDot,
                 format!("The field name '{k}' cannot contain '.'"),
             ));
         }
@@ -259,18 +285,21 @@ fn parse_group(arg: &Bson) -> CmdResult<Stage> {
 fn parse_accumulator(k: &str, v: &Bson) -> CmdResult<(String, String, Expr)> {
     let Bson::Document(ad) = v else {
         return Err(err(
-            40234,
+            ErrorCode::GroupFieldNotAccumulator,
             format!("The field '{k}' must be an accumulator object"),
         ));
     };
     let Some((op, e)) = ad.iter().next().filter(|_| ad.len() == 1) else {
         return Err(err(
-            40238,
+            ErrorCode::GroupFieldMultipleAccumulators,
             format!("The field '{k}' must specify one accumulator"),
         ));
     };
     if !ACCUMULATORS.contains(&op.as_str()) {
-        return Err(err(15952, format!("unknown group operator '{op}'")));
+        return Err(err(
+            ErrorCode::UnknownGroupOperator,
+            format!("unknown group operator '{op}'"),
+        ));
     }
     let expr = if op == "$count" {
         Expr::Literal(Bson::Int32(1))
@@ -290,13 +319,16 @@ fn parse_output_accs(stage: &str, d: &Document) -> CmdResult<Vec<(String, String
         )]),
         Some(Bson::Document(o)) => o.iter().map(|(k, v)| parse_accumulator(k, v)).collect(),
         Some(other) => Err(err(
-            40196,
+            ErrorCode::BucketOutputNotObject,
             format!(
                 "The $bucket 'output' field must be an object, but found type: {}",
                 fmt::type_name(other)
             ),
         ))
-        .map_err(|e| CommandError::from_code(e.code, e.errmsg.replace("$bucket", stage))),
+        .map_err(|mut e| {
+            e.errmsg = e.errmsg.replace("$bucket", stage);
+            e
+        }),
     }
 }
 
@@ -307,7 +339,7 @@ fn parse_unwind(arg: &Bson) -> CmdResult<Stage> {
         Bson::Document(d) => unwind_options(d)?,
         other => {
             return Err(err(
-                15981,
+                ErrorCode::UnwindSpecWrongType,
                 format!(
                 "expected either a string or an object as specification for $unwind stage, got {}",
                 fmt::type_name(other)
@@ -317,7 +349,7 @@ fn parse_unwind(arg: &Bson) -> CmdResult<Stage> {
     };
     let Some(p) = path.strip_prefix('$') else {
         return Err(err(
-            28818,
+            ErrorCode::UnwindPathNoDollar,
             format!("path option to $unwind stage should be prefixed with a '$': {path}"),
         ));
     };
@@ -333,7 +365,7 @@ fn unwind_options(d: &Document) -> CmdResult<(String, Option<String>, bool)> {
         ) {
             // SRV document_source_unwind.cpp: 28811
             return Err(err(
-                28811,
+                ErrorCode::UnwindUnknownOption,
                 format!("unrecognized option to $unwind stage: {k}"),
             ));
         }
@@ -342,27 +374,32 @@ fn unwind_options(d: &Document) -> CmdResult<(String, Option<String>, bool)> {
         Some(Bson::String(s)) => s.clone(),
         Some(other) => {
             return Err(err(
-                28808,
+                ErrorCode::UnwindPathNotString,
                 format!(
                     "expected a string as the path for $unwind stage, got {}",
                     fmt::type_name(other)
                 ),
             ))
         }
-        None => return Err(err(28812, "no path specified to $unwind stage")),
+        None => {
+            return Err(err(
+                ErrorCode::UnwindMissingPath,
+                "no path specified to $unwind stage",
+            ))
+        }
     };
     let idx = match d.get("includeArrayIndex") {
         None => None,
         Some(Bson::String(s)) if !s.is_empty() && !s.starts_with('$') => Some(s.clone()),
         Some(other) => {
-            return Err(err(28810, format!("expected a non-empty string for the includeArrayIndex option to $unwind stage, got {}", fmt::type_name(other))))
+            return Err(err(ErrorCode::UnwindIncludeArrayIndexInvalid, format!("expected a non-empty string for the includeArrayIndex option to $unwind stage, got {}", fmt::type_name(other))))
         }
     };
     let preserve = match d.get("preserveNullAndEmptyArrays") {
         None => false,
         Some(Bson::Boolean(b)) => *b,
         Some(other) => {
-            return Err(err(28809, format!("expected a boolean for the preserveNullAndEmptyArrays option to $unwind stage, got {}", fmt::type_name(other))))
+            return Err(err(ErrorCode::UnwindPreserveNotBool, format!("expected a boolean for the preserveNullAndEmptyArrays option to $unwind stage, got {}", fmt::type_name(other))))
         }
     };
     Ok((path, idx, preserve))
@@ -378,7 +415,7 @@ fn parse_sort_by_count(arg: &Bson) -> CmdResult<Stage> {
     };
     if !ok {
         return Err(err(
-            40148,
+            ErrorCode::SortByCountBadSpec,
             "the sortByCount field must be defined as a $-prefixed path or an expression",
         ));
     }
@@ -419,7 +456,7 @@ fn parse_group_by(
 fn parse_bucket(arg: &Bson) -> CmdResult<Stage> {
     let Bson::Document(d) = arg else {
         return Err(err(
-            40201,
+            ErrorCode::BucketSpecNotObject,
             format!(
                 "Argument to $bucket stage must be an object, but found type: {}",
                 fmt::type_name(arg)
@@ -428,19 +465,22 @@ fn parse_bucket(arg: &Bson) -> CmdResult<Stage> {
     };
     for k in d.keys() {
         if !matches!(k.as_str(), "groupBy" | "boundaries" | "default" | "output") {
-            return Err(err(40197, format!("Unrecognized option to $bucket: {k}.")));
+            return Err(err(
+                ErrorCode::BucketUnknownOption,
+                format!("Unrecognized option to $bucket: {k}."),
+            ));
         }
     }
     let missing = || {
         err(
-            40198,
+            ErrorCode::BucketMissingGroupByOrBoundaries,
             "$bucket requires 'groupBy' and 'boundaries' to be specified.",
         )
     };
     let group_by = parse_group_by(
         d,
         |other| {
-            err(40202, format!("The $bucket 'groupBy' field must be defined as a $-prefixed path or an expression, but found: {}.", fmt::value(other)))
+            err(ErrorCode::BucketGroupByInvalid, format!("The $bucket 'groupBy' field must be defined as a $-prefixed path or an expression, but found: {}.", fmt::value(other)))
         },
         missing,
     )?;
@@ -448,7 +488,7 @@ fn parse_bucket(arg: &Bson) -> CmdResult<Stage> {
         Some(Bson::Array(a)) => a.clone(),
         Some(other) => {
             return Err(err(
-                40200,
+                ErrorCode::BucketBoundariesNotArray,
                 format!(
                     "The $bucket 'boundaries' field must be an array, but found type: {}.",
                     fmt::type_name(other)
@@ -473,14 +513,14 @@ fn parse_bucket(arg: &Bson) -> CmdResult<Stage> {
 /// `$bucket` boundaries: at least two, all of one type, strictly ascending.
 fn check_boundaries(boundaries: &[Bson]) -> CmdResult<()> {
     if boundaries.len() < 2 {
-        return Err(err(40192, format!("The $bucket 'boundaries' field must have at least 2 values, but found {} value(s).", boundaries.len())));
+        return Err(err(ErrorCode::BucketTooFewBoundaries, format!("The $bucket 'boundaries' field must have at least 2 values, but found {} value(s).", boundaries.len())));
     }
     for w in boundaries.windows(2) {
         if canonical_type(&w[0]) != canonical_type(&w[1]) {
-            return Err(err(40193, format!("All values in the the 'boundaries' option to $bucket must have the same type. Found conflicting types {} and {}.", fmt::type_name(&w[0]), fmt::type_name(&w[1]))));
+            return Err(err(ErrorCode::BucketBoundaryTypesDiffer, format!("All values in the the 'boundaries' option to $bucket must have the same type. Found conflicting types {} and {}.", fmt::type_name(&w[0]), fmt::type_name(&w[1]))));
         }
         if cmp_bson(&w[0], &w[1]) != Ordering::Less {
-            return Err(err(40194, format!("The 'boundaries' option to $bucket must be sorted, but elements {} and {} are not in ascending order ({} is not less than {}).", 0, 1, fmt::value(&w[0]), fmt::value(&w[1]))));
+            return Err(err(ErrorCode::BucketBoundariesNotSorted, format!("The 'boundaries' option to $bucket must be sorted, but elements {} and {} are not in ascending order ({} is not less than {}).", 0, 1, fmt::value(&w[0]), fmt::value(&w[1]))));
         }
     }
     Ok(())
@@ -494,7 +534,7 @@ fn check_bucket_default(def: &Bson, boundaries: &[Bson]) -> CmdResult<()> {
         && cmp_bson(def, lo) != Ordering::Less
         && cmp_bson(def, hi) == Ordering::Less;
     if inside {
-        return Err(err(40199, "The $bucket 'default' field must be less than the lowest boundary or greater than or equal to the highest boundary."));
+        return Err(err(ErrorCode::BucketDefaultInsideRange, "The $bucket 'default' field must be less than the lowest boundary or greater than or equal to the highest boundary."));
     }
     Ok(())
 }
@@ -503,7 +543,7 @@ fn check_bucket_default(def: &Bson, boundaries: &[Bson]) -> CmdResult<()> {
 fn parse_bucket_auto(arg: &Bson) -> CmdResult<Stage> {
     let Bson::Document(d) = arg else {
         return Err(err(
-            40240,
+            ErrorCode::BucketAutoSpecNotObject,
             format!(
                 "The argument to $bucketAuto must be an object, but found type: {}.",
                 fmt::type_name(arg)
@@ -513,7 +553,7 @@ fn parse_bucket_auto(arg: &Bson) -> CmdResult<Stage> {
     for k in d.keys() {
         if !matches!(k.as_str(), "groupBy" | "buckets" | "output" | "granularity") {
             return Err(err(
-                40245,
+                ErrorCode::BucketAutoUnknownOption,
                 format!("Unrecognized option to $bucketAuto: {k}."),
             ));
         }
@@ -521,20 +561,20 @@ fn parse_bucket_auto(arg: &Bson) -> CmdResult<Stage> {
     if d.contains_key("granularity") {
         // preferred-number granularities are not modelled
         return Err(err(
-            40257,
+            ErrorCode::BucketAutoGranularityUnsupported,
             "mongosim does not support $bucketAuto granularity",
         ));
     }
     let missing = || {
         err(
-            40246,
+            ErrorCode::BucketAutoMissingGroupByOrBuckets,
             "$bucketAuto requires 'groupBy' and 'buckets' to be specified",
         )
     };
     let group_by = parse_group_by(
         d,
         |other| {
-            err(40239, format!("The $bucketAuto 'groupBy' field must be defined as a $-prefixed path or an expression object, but found: {}.", fmt::value(other)))
+            err(ErrorCode::BucketAutoGroupByInvalid, format!("The $bucketAuto 'groupBy' field must be defined as a $-prefixed path or an expression object, but found: {}.", fmt::value(other)))
         },
         missing,
     )?;
@@ -543,7 +583,7 @@ fn parse_bucket_auto(arg: &Bson) -> CmdResult<Stage> {
             Some(n) if n > 0 && n <= i64::from(i32::MAX) => n as usize,
             _ => {
                 return Err(err(
-                    40243,
+                    ErrorCode::BucketAutoBucketsNotPositive,
                     format!(
                         "The $bucketAuto 'buckets' field must be greater than 0, but found: {}",
                         fmt::value(v)
@@ -564,13 +604,13 @@ fn parse_bucket_auto(arg: &Bson) -> CmdResult<Stage> {
 fn parse_facet(arg: &Bson) -> CmdResult<Stage> {
     let Bson::Document(d) = arg else {
         return Err(err(
-            15947,
+            ErrorCode::GroupOrFacetSpecNotObject,
             "the $facet specification must be a non-empty object",
         ));
     };
     if d.is_empty() {
         return Err(err(
-            40169,
+            ErrorCode::FacetSpecEmpty,
             "the $facet specification must be a non-empty object",
         ));
     }
@@ -585,7 +625,7 @@ fn parse_facet(arg: &Bson) -> CmdResult<Stage> {
 fn parse_facet_pipeline(k: &str, v: &Bson) -> CmdResult<Pipeline> {
     let Bson::Array(stages) = v else {
         return Err(err(
-            40170,
+            ErrorCode::FacetArgNotArray,
             format!(
                 "arguments to $facet must be arrays, {k} is type {}",
                 fmt::type_name(v)
@@ -598,7 +638,7 @@ fn parse_facet_pipeline(k: &str, v: &Bson) -> CmdResult<Pipeline> {
             Bson::Document(sd) => docs.push(sd.clone()),
             _ => {
                 return Err(err(
-                    40171,
+                    ErrorCode::FacetStageNotObject,
                     format!(
                         "subpipeline of $facet stage must contain only objects, {k} contains {}",
                         fmt::type_name(s)
@@ -614,7 +654,7 @@ fn parse_facet_pipeline(k: &str, v: &Bson) -> CmdResult<Pipeline> {
             "$facet" | "$out" | "$merge" | "$collStats" | "$indexStats" | "$changeStream"
         ) {
             return Err(err(
-                40600,
+                ErrorCode::StageNotAllowedInFacet,
                 format!("{n} is not allowed to be used within a $facet stage"),
             ));
         }
@@ -630,6 +670,9 @@ fn parse_sample(arg: &Bson) -> CmdResult<Stage> {
     };
     match size {
         Some(n) if n >= 0 => Ok(Stage::Sample(n as usize)),
-        _ => Err(err(28745, "$sample stage must specify a size")),
+        _ => Err(err(
+            ErrorCode::SampleMissingSize,
+            "$sample stage must specify a size",
+        )),
     }
 }

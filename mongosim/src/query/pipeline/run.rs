@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 
 use super::{err, Env, Stage};
 use crate::error::CmdResult;
+use crate::error::ErrorCode;
 use crate::query::compare::{canonical_type, cmp_bson};
 use crate::query::expr::{accumulate, Expr};
 use crate::query::fmt;
@@ -144,7 +145,7 @@ fn run_replace_root(e: &Expr, docs: Vec<Document>, env: &Env<'_>) -> CmdResult<V
                 // SRV document_source_replace_root.cpp: 40228
                 let v = other.unwrap_or(Bson::Null);
                 return Err(err(
-                    40228,
+                    ErrorCode::ReplacementNotObject,
                     format!(
                         "'replacement document' must evaluate to an object, but resulting value was: {}. Type of resulting value: '{}'. Input document: {}",
                         fmt::value(&v),
@@ -253,7 +254,7 @@ fn bucket_key(v: &Bson, boundaries: &[Bson], default: Option<&Bson>) -> CmdResul
         (None, Some(def)) => Ok(def.clone()),
         (None, None) => {
             // SRV: $bucket is a $group over a $switch
-            Err(err(40066, "$switch could not find a matching branch for an input, and no default was specified."))
+            Err(err(ErrorCode::SwitchNoMatchingBranch, "$switch could not find a matching branch for an input, and no default was specified."))
         }
     }
 }

@@ -7,6 +7,7 @@ use bson::{Bson, Document};
 
 use super::log::{LogEntry, LogKind};
 use super::{bad, Mod, PullCond, Push, PushSort, UpdateCtx};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::{as_f64, binary_eq, bson_eq, cmp_bson};
 use crate::query::fmt;
@@ -130,7 +131,7 @@ impl Applier<'_, '_> {
                 if self.creates() {
                     // SRV path_support.cpp / modifier_node.cpp: 28 PathNotViable
                     return Err(CommandError::from_code(
-                        28,
+                        ErrorCode::PathNotViable,
                         format!(
                             "Cannot create field '{}' in element {{{}: {}}}",
                             self.path[i + 1],
@@ -151,7 +152,7 @@ impl Applier<'_, '_> {
             return Ok(());
         }
         Err(CommandError::from_code(
-            28,
+            ErrorCode::PathNotViable,
             format!(
                 "Cannot use the part ({}) of ({}) to traverse the element ({{{name}: {}}})",
                 self.path[next],
@@ -172,7 +173,7 @@ impl Applier<'_, '_> {
         let Some(idx) = array_index(&part) else {
             if self.creates() {
                 return Err(CommandError::from_code(
-                    28,
+                    ErrorCode::PathNotViable,
                     format!(
                         "Cannot create field '{part}' in element {{{}: {}}}",
                         self.path[i - 1],
@@ -206,9 +207,8 @@ impl Applier<'_, '_> {
                 };
                 if idx - arr.len() > MAX_PADDING {
                     // SRV path_support.cpp: 34 CannotBackfillArray
-                    return Err(CommandError::new(
-                        34,
-                        "CannotBackfillArray",
+                    return Err(CommandError::from_code(
+                        ErrorCode::CannotBackfillArray,
                         format!("can't backfill more than {MAX_PADDING} elements"),
                     ));
                 }

@@ -7,6 +7,7 @@ use super::applier::Applier;
 use super::diff::{compute_oplog_diff, DELTA_PADDING};
 use super::log::{v1_from_log, v2_from_log, LogEntry, LogKind};
 use super::{bad, Kind, Mod, Update, UpdateCtx, UpdateOutcome};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::binary_eq;
 use crate::query::fmt;
@@ -81,7 +82,7 @@ impl Update {
             {
                 let dotted: Vec<&str> = e.path.iter().map(|(p, _)| p.as_str()).collect();
                 return Err(CommandError::from_code(
-                    66,
+                    ErrorCode::ImmutableField,
                     format!(
                         "Performing an update on the path '{}' would modify the immutable field '_id'",
                         dotted.join(".")
@@ -216,7 +217,7 @@ fn apply_rename(
             Some(other) => {
                 // SRV path_support.cpp findLongestPrefix: 28 PathNotViable
                 return Err(CommandError::from_code(
-                    28,
+                    ErrorCode::PathNotViable,
                     format!(
                         "Cannot use the part ({p}) of ({from_dotted}) to traverse the element ({{{}: {}}})",
                         from[i - 1],
@@ -275,7 +276,7 @@ fn check_id_unchanged(old: &Document, new: &Document) -> CmdResult<()> {
     if !same {
         // SRV update/update_util / object_replace_executor: 66 ImmutableField
         return Err(CommandError::from_code(
-            66,
+            ErrorCode::ImmutableField,
             "Performing an update on the path '_id' would modify the immutable field '_id'",
         ));
     }
@@ -312,7 +313,7 @@ fn apply_replacement(
         (Some(old), Some(new)) => {
             if !binary_eq(old, new) && !ctx.is_upsert_insert {
                 return Err(CommandError::from_code(
-                    66,
+                    ErrorCode::ImmutableField,
                     format!(
                         "After applying the update, the (immutable) field '_id' was found to have been altered to _id: {}",
                         fmt::value(new)
@@ -358,7 +359,7 @@ fn apply_pipeline(
     match (doc.get("_id"), new_doc.get("_id")) {
         (Some(old), Some(new)) if !binary_eq(old, new) && !ctx.is_upsert_insert => {
             return Err(CommandError::from_code(
-                66,
+                ErrorCode::ImmutableField,
                 "Performing an update on the path '_id' would modify the immutable field '_id'",
             ));
         }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 
 use super::{bad, failed, Kind, Mod, PullCond, Push, PushSort, Update};
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 use crate::query::compare::as_f64;
 use crate::query::fmt;
@@ -45,7 +46,7 @@ fn conflict(parts: &[String], upto: usize) -> CommandError {
         parts[..upto.min(parts.len())].join(".")
     };
     CommandError::from_code(
-        40,
+        ErrorCode::ConflictingUpdateOperators,
         format!(
             "Updating the path '{}' would create a conflict at '{}'",
             parts.join("."),
@@ -58,7 +59,7 @@ fn validate_path(path: &str) -> CmdResult<Vec<String>> {
     if path.is_empty() {
         // SRV update_object_node.cpp / field_checker: 56 EmptyFieldName
         return Err(CommandError::from_code(
-            56,
+            ErrorCode::EmptyFieldName,
             "An empty update path is not valid.",
         ));
     }
@@ -66,7 +67,7 @@ fn validate_path(path: &str) -> CmdResult<Vec<String>> {
     for p in &parts {
         if p.is_empty() {
             return Err(CommandError::from_code(
-                56,
+                ErrorCode::EmptyFieldName,
                 format!(
                     "The update path '{path}' contains an empty field name, which is not allowed."
                 ),
@@ -123,7 +124,7 @@ impl Update {
                     ) {
                         // SRV pipeline_executor.cpp (update pipelines): 72 InvalidOptions
                         return Err(CommandError::from_code(
-                            72,
+                            ErrorCode::InvalidOptions,
                             format!("{name} is not allowed to be used within an update"),
                         ));
                     }
@@ -192,7 +193,7 @@ fn parse_replacement(d: &Document, array_filters: &[Document]) -> CmdResult<Upda
         if k.starts_with('$') {
             // SRV storage_validation.cpp (5.0+): 52 DollarPrefixedFieldName
             return Err(CommandError::from_code(
-                52,
+                ErrorCode::DollarPrefixedFieldName,
                 format!("The dollar ($) prefixed field '{k}' in '{k}' is not allowed in the context of an update's replacement document. Consider using an aggregation pipeline with $replaceWith."),
             ));
         }

@@ -2,6 +2,7 @@
 
 use bson::{doc, Bson, Document};
 
+use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
 
 /// The document an upsert starts from: the equality predicates of its query
@@ -23,7 +24,7 @@ pub(crate) fn upsert_seed_for(query: &Document, replacement: bool) -> CmdResult<
         if crate::query::path::get_path(&out, &path).is_some() {
             // SRV path_support.cpp: 54 NotSingleValueField
             return Err(CommandError::from_code(
-                54,
+                ErrorCode::NotSingleValueField,
                 format!("cannot infer query fields to set, path '{path}' is matched twice"),
             ));
         }
