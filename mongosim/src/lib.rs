@@ -16,7 +16,7 @@
 //! clock, cursors, pre/post images, document validation) and `query/` (matcher, expressions,
 //! updates, projection, pipeline). `engine/` and `query/` import nothing from `commands`,
 //! `server` or `wire`; `wire/` nothing from `commands` or `server`; `commands/` nothing from
-//! `server`. Beneath everything: `error` (the one error type and the table of error codes),
+//! `server`. Beneath everything: `error` (the one error type and the table of error codes, from the `mql` crate),
 //! `limits` (size limits), `options` and `resume_token` (the KeyString codec).
 
 #![warn(missing_debug_implementations, rust_2018_idioms)]
@@ -25,13 +25,13 @@
 #![allow(clippy::result_large_err)]
 
 pub mod error;
-mod error_codes;
 mod limits;
 mod options;
 
 pub(crate) mod commands;
 pub(crate) mod engine;
-pub(crate) mod query;
+/// The query engine lives in its own crate (`mql/`); `crate::query::…` paths reach it.
+pub(crate) use mql as query;
 pub(crate) mod resume_token;
 pub(crate) mod server;
 pub(crate) mod wire;

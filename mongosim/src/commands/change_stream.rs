@@ -35,6 +35,7 @@ use crate::engine::oplog::Oplog;
 use crate::engine::Engine;
 use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
+use crate::query::change_event::{self, ALLOWED_STAGES};
 use crate::query::pipeline::Pipeline;
 use crate::query::update_description;
 use crate::resume_token::{ResumeToken, ResumeTokenData};
@@ -43,50 +44,6 @@ use crate::ServerVersion;
 /// Largest event without `$changeStreamSplitLargeEvent` (SRV `BSONObjMaxInternalSize`, the
 /// limit the 10334 message names, reference §8.5): bigger ones fail with 10334.
 const MAX_EVENT_BYTES: usize = 16_793_600;
-
-/// Stages allowed after `$changeStream` (SPEC-CS, SRV-DOC-CS; reference §5.1).
-const ALLOWED_STAGES: &[&str] = &[
-    "$match",
-    "$project",
-    "$addFields",
-    "$set",
-    "$unset",
-    "$replaceRoot",
-    "$replaceWith",
-    "$redact",
-];
-
-/// Aggregation stages a server knows but does not permit after `$changeStream`.
-const OTHER_KNOWN_STAGES: &[&str] = &[
-    "$bucket",
-    "$bucketAuto",
-    "$collStats",
-    "$count",
-    "$densify",
-    "$facet",
-    "$fill",
-    "$geoNear",
-    "$graphLookup",
-    "$group",
-    "$indexStats",
-    "$limit",
-    "$listSessions",
-    "$lookup",
-    "$merge",
-    "$out",
-    "$planCacheStats",
-    "$sample",
-    "$search",
-    "$setWindowFields",
-    "$skip",
-    "$sort",
-    "$sortByCount",
-    "$unionWith",
-    "$unwind",
-    "$documents",
-    "$currentOp",
-    "$listLocalSessions",
-];
 
 /// The stage that splits events over 16 MB into fragments (7.0; reference §5.10).
 const SPLIT_STAGE: &str = "$changeStreamSplitLargeEvent";
@@ -517,18 +474,9 @@ fn user_stages<'a>(
             user_stages = &docs[1..i];
             continue;
         }
-        if OTHER_KNOWN_STAGES.contains(&name) {
-            // SRV document_source_change_stream.cpp (stage constraints)
-            return Err(CommandError::from_code(
-                ErrorCode::IllegalOperation,
-                format!("{name} is not permitted in a $changeStream pipeline"),
-            ));
-        }
-        // SRV document_source.cpp parse: 40324
-        return Err(CommandError::from_code(
-            ErrorCode::UnrecognizedPipelineStage,
-            format!("Unrecognized pipeline stage name: '{name}'"),
-        ));
+        // SRV document_source_change_stream.cpp (stage constraints), document_source.cpp
+        // parse (40324): the rule the client-side pipeline applies too.
+        change_event::check_stage(name)?;
     }
     Ok(user_stages)
 }
@@ -831,7 +779,7 @@ impl ChangeStreamCursor {
             // Filtered by the user's stages.
             return Ok(None);
         };
-        check_id_unchanged(&event, id)?;
+        change_event::check_id_unchanged(&event, id.as_ref())?;
         let raw = encode_event(&event, self.spec.split_large)?;
         Ok(Some((raw, token, invalidate)))
     }
@@ -1620,25 +1568,6 @@ fn num(v: &Bson) -> Option<i64> {
         Bson::Double(d) => Some(*d as i64),
         _ => None,
     }
-}
-
-/// 280 when the user's stages changed the event's `_id` (its resume token), which was `id`
-/// (SRV change_stream_proxy / document_source_change_stream_handle_topology_change).
-fn check_id_unchanged(event: &Document, id: Option<Bson>) -> CmdResult<()> {
-    if event.get("_id") == id.as_ref() {
-        return Ok(());
-    }
-    let found = match event.get("_id") {
-        Some(v) => crate::query::fmt::doc(&doc! {"_id": v.clone()}),
-        None => "{}".to_string(),
-    };
-    Err(CommandError::from_code(
-        ErrorCode::ChangeStreamFatalError,
-        format!(
-            "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline. Modifying the _id field of an event makes it impossible to resume the stream from that point. Only transformations that retain the unmodified _id field are allowed. Expected: {} but found: {found}",
-            crate::query::fmt::doc(&doc! {"_id": id.unwrap_or(Bson::Null)})
-        ),
-    ))
 }
 
 fn encode_event(event: &Document, splittable: bool) -> CmdResult<RawDocumentBuf> {
