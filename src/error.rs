@@ -21,6 +21,21 @@
 //! | [`Error::Config`], [`Error::InvalidNamespace`] | ends (returned before anything is read) |
 //! | [`Error::Decode`], [`Error::Fetch`] (adapters) | the adapter's stream continues |
 //! | [`Error::Stopped`] | never yielded by streams; returned by handle calls after `stop()` |
+//!
+//! # Display and sources
+//!
+//! An error that wraps another ([`Error::Driver`], [`Error::Decode`], [`Error::Fetch`])
+//! says what failed and leaves the cause to [`source`](std::error::Error::source), so a
+//! chain printer (anyhow's `{:#}`, `tracing`'s error chains) prints each cause once:
+//!
+//! ```
+//! use std::error::Error as _;
+//!
+//! let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+//! let e = mongotail::Error::from(mongodb::error::Error::from(io));
+//! assert_eq!(e.to_string(), "MongoDB driver error");
+//! assert!(e.source().is_some_and(|cause| cause.to_string().contains("reset by peer")));
+//! ```
 
 use bson::Bson;
 
@@ -33,8 +48,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error from the MongoDB driver (network, server command error, …).
-    #[error("MongoDB driver error: {0}")]
+    /// An error from the MongoDB driver (network, server command error, …); the driver's
+    /// error is the [`source`](std::error::Error::source).
+    #[error("MongoDB driver error")]
     Driver(#[source] mongodb::error::Error),
 
     /// The position to resume from is no longer available on the server: oplog entry
@@ -58,8 +74,9 @@ pub enum Error {
     #[error("invalid namespace {0}")]
     InvalidNamespace(String),
 
-    /// A document did not decode into the requested type.
-    #[error("cannot decode document {id:?} in {namespace}: {source}")]
+    /// A document did not decode into the requested type (the serde error is the
+    /// [`source`](std::error::Error::source)).
+    #[error("cannot decode document {id:?} in {namespace}")]
     Decode {
         /// Where the document lives.
         namespace: Namespace,
@@ -70,8 +87,9 @@ pub enum Error {
         source: bson::de::Error,
     },
 
-    /// Fetching full documents failed.
-    #[error("fetching documents of {namespace} failed: {source}")]
+    /// Fetching full documents failed (the driver error is the
+    /// [`source`](std::error::Error::source)).
+    #[error("fetching documents of {namespace} failed")]
     Fetch {
         /// The namespace being fetched.
         namespace: Namespace,
@@ -225,6 +243,21 @@ impl Error {
     }
 }
 
+/// Displays an error followed by each of its sources, `: `-separated (for logs).
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
+    }
+}
+
 impl From<mongodb::error::Error> for Error {
     fn from(e: mongodb::error::Error) -> Self {
         Error::Driver(e)
@@ -255,5 +288,31 @@ mod tests {
         assert_eq!(lost.kind(), ErrorKind::PositionLost);
         assert!(!Error::Stopped.is_resumable());
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn display_leaves_the_cause_to_source() {
+        let driver = Error::from(io_error());
+        let fetch = Error::Fetch {
+            namespace: Namespace::parse("a.b").unwrap(),
+            source: io_error(),
+        };
+        let decode = Error::Decode {
+            namespace: Namespace::parse("a.b").unwrap(),
+            id: None,
+            source: <bson::de::Error as serde::de::Error>::custom("bad total"),
+        };
+        for (e, cause) in [
+            (&driver, "reset"),
+            (&fetch, "reset"),
+            (&decode, "bad total"),
+        ] {
+            let source = std::error::Error::source(e).expect("a source");
+            assert!(source.to_string().contains(cause), "{source}");
+            assert!(!e.to_string().contains(cause), "{e} repeats its cause");
+            let chain = DisplayChain(e).to_string();
+            assert_eq!(chain.matches(cause).count(), 1, "{chain}");
+        }
+        assert_eq!(fetch.to_string(), "fetching documents of a.b failed");
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bson::Timestamp;
-use futures::stream::{BoxStream, SelectAll, Stream, StreamExt};
+use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
 use mongodb::Client;
 use tokio::sync::watch;
 
@@ -167,6 +167,19 @@ impl Stream for OpStream {
             }
             other => other,
         }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.shared.lock().sources {
+            Some(sources) => (0, sources.size_hint().1),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl FusedStream for OpStream {
+    fn is_terminated(&self) -> bool {
+        self.shared.lock().sources.is_none()
     }
 }
 
@@ -413,6 +426,8 @@ mod tests {
         assert!(assert_ready!(s.poll_next()).is_some());
         assert!(assert_ready!(s.poll_next()).is_none());
         assert!(handle.is_stopped());
+        assert!(s.is_terminated());
+        assert_eq!(s.size_hint(), (0, Some(0)));
     }
 
     #[test]

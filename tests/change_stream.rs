@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer};
-use futures::StreamExt;
+use futures::stream::{FusedStream, StreamExt};
 use mongosim::ServerVersion;
 use mongotail::{
     ChangeStreamOptions, ChangeStreamSource, Error, Namespace, OpKind, Position, RetryPolicy,
@@ -398,6 +398,7 @@ async fn standalone_is_not_a_replica_set() {
         other => panic!("expected NotReplicaSet, got {other:?}"),
     }
     assert!(s.next().await.is_none());
+    assert!(s.is_terminated() && s.next().await.is_none());
 }
 
 #[tokio::test]

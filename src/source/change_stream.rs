@@ -47,14 +47,14 @@ use std::time::Duration;
 
 use bson::raw::{RawBsonRef, RawDocument};
 use bson::{Bson, DateTime, Document, RawDocumentBuf, Timestamp};
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::{BoxStream, Fuse, FusedStream, Stream, StreamExt};
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::change_stream::ChangeStream;
 pub use mongodb::options::{FullDocumentBeforeChangeType, FullDocumentType};
 use mongodb::Client;
 use tokio::sync::Notify;
 
-use crate::error::{Error, Result, POSITION_LOST_CODES};
+use crate::error::{DisplayChain, Error, Result, POSITION_LOST_CODES};
 use crate::op::{
     Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
 };
@@ -233,7 +233,7 @@ impl ChangeStreamControl {
 /// One change stream as a `Stream<Item = Result<Op>>`. Dropping it closes its cursor.
 #[must_use = "streams do nothing unless polled"]
 pub struct ChangeStreamSource {
-    inner: BoxStream<'static, Result<Op>>,
+    inner: Fuse<BoxStream<'static, Result<Op>>>,
     control: ChangeStreamControl,
 }
 
@@ -275,7 +275,8 @@ impl ChangeStreamSource {
             let item = w.next_item().await?;
             Some((item, w))
         })
-        .boxed();
+        .boxed()
+        .fuse();
         ChangeStreamSource {
             inner,
             control: ChangeStreamControl { shared },
@@ -298,6 +299,16 @@ impl Stream for ChangeStreamSource {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl FusedStream for ChangeStreamSource {
+    fn is_terminated(&self) -> bool {
+        self.inner.is_terminated()
     }
 }
 
@@ -470,16 +481,15 @@ impl Watcher {
     }
 
     fn recover(&mut self, e: Error) -> Recovery {
-        let code = e.code();
-        if let Some(code) = code {
+        if let (Error::Driver(driver), Some(code)) = (&e, e.code()) {
             if code == 40573 {
-                return Recovery::Fail(Error::NotReplicaSet(e.to_string()));
+                return Recovery::Fail(Error::NotReplicaSet(driver.to_string()));
             }
             if POSITION_LOST_CODES.contains(&code) && code != 136 {
                 return Recovery::Fail(Error::PositionLost {
                     position: self.position(),
                     code,
-                    message: e.to_string(),
+                    message: driver.to_string(),
                 });
             }
         }
@@ -487,7 +497,7 @@ impl Watcher {
         // driver, transient errors of the initial aggregate are retried too.
         if e.is_resumable() && self.failures < self.options.retry.max_retries {
             self.failures += 1;
-            tracing::warn!(error = %e, attempt = self.failures, "change stream: retrying after transient error");
+            tracing::warn!(error = %DisplayChain(&e), attempt = self.failures, "change stream: retrying after transient error");
             return Recovery::Retry;
         }
         Recovery::Fail(e)

@@ -36,10 +36,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bson::{doc, Bson, Document};
-use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use futures::stream::{self, BoxStream, Fuse, FusedStream, Stream, StreamExt, TryStreamExt};
 use mongodb::{Client, Collection};
 
-use crate::error::{Error, Result};
+use crate::error::{DisplayChain, Error, Result};
 use crate::op::{Namespace, Op, OpKind, Position, Source};
 use crate::source::RetryPolicy;
 
@@ -174,7 +174,7 @@ impl DirectOptions {
 /// batch each (about 1 MiB by default) while the consumer is not polling.
 #[must_use = "streams do nothing unless polled"]
 pub struct DirectReads {
-    inner: BoxStream<'static, Result<Op>>,
+    inner: Fuse<BoxStream<'static, Result<Op>>>,
 }
 
 impl fmt::Debug for DirectReads {
@@ -193,7 +193,8 @@ impl DirectReads {
         let inner = stream::iter(namespaces)
             .map(move |ns| read_namespace(client.clone(), options.clone(), ns))
             .flatten_unordered(concurrency)
-            .boxed();
+            .boxed()
+            .fuse();
         DirectReads { inner }
     }
 }
@@ -203,6 +204,16 @@ impl Stream for DirectReads {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl FusedStream for DirectReads {
+    fn is_terminated(&self) -> bool {
+        self.inner.is_terminated()
     }
 }
 
@@ -532,7 +543,7 @@ impl RangeRead {
         let resumable = self.pipeline.is_none() || self.last_id.is_none();
         if resumable && e.is_resumable() && self.failures < self.retry.max_retries {
             self.failures += 1;
-            tracing::warn!(ns = %self.ns, error = %e, attempt = self.failures, "direct read: retrying");
+            tracing::warn!(ns = %self.ns, error = %DisplayChain(&e), attempt = self.failures, "direct read: retrying");
             return Ok(tokio::time::sleep(self.retry.backoff(self.failures)));
         }
         self.done = true;

@@ -46,12 +46,12 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::{BoxStream, Fuse, FusedStream, Stream, StreamExt};
 use mongodb::options::{CursorType, FindOneOptions, FindOptions};
 use mongodb::{Client, Collection, Cursor};
 use tokio::sync::Notify;
 
-use crate::error::{Error, Result};
+use crate::error::{DisplayChain, Error, Result};
 use crate::op::{
     Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
 };
@@ -247,7 +247,7 @@ impl OplogControl {
 /// [`Error::PositionLost`]. Dropping the stream closes its server cursor.
 #[must_use = "streams do nothing unless polled"]
 pub struct OplogStream {
-    inner: BoxStream<'static, Result<Op>>,
+    inner: Fuse<BoxStream<'static, Result<Op>>>,
     control: OplogControl,
 }
 
@@ -289,7 +289,8 @@ impl OplogStream {
             let item = tail.next_item().await?;
             Some((item, tail))
         })
-        .boxed();
+        .boxed()
+        .fuse();
         OplogStream {
             inner,
             control: OplogControl { shared },
@@ -312,6 +313,16 @@ impl Stream for OplogStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         self.inner.poll_next_unpin(cx)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}
+
+impl FusedStream for OplogStream {
+    fn is_terminated(&self) -> bool {
+        self.inner.is_terminated()
     }
 }
 
@@ -476,16 +487,16 @@ impl Tail {
 
     fn recover(&mut self, e: Error) -> Recovery {
         let code = e.code();
-        if let (Error::Driver(_), Some(136)) = (&e, code) {
+        if let (Error::Driver(driver), Some(136)) = (&e, code) {
             return Recovery::Fail(Error::PositionLost {
                 position: self.position(),
                 code: 136,
-                message: e.to_string(),
+                message: driver.to_string(),
             });
         }
         if e.is_resumable() && self.failures < self.options.retry.max_retries {
             self.failures += 1;
-            tracing::warn!(error = %e, attempt = self.failures, "oplog tail: retrying after transient error");
+            tracing::warn!(error = %DisplayChain(&e), attempt = self.failures, "oplog tail: retrying after transient error");
             return Recovery::Retry;
         }
         Recovery::Fail(e)
