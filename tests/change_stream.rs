@@ -550,3 +550,39 @@ async fn transient_errors_opening_the_stream_are_retried() {
     assert_eq!(int_ids(&take_ops(&mut s, 1).await), vec![1]);
     server.fail_off().await;
 }
+
+#[tokio::test]
+async fn capped_position_lost_on_get_more_ends_the_stream() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_lost136");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .max_await_time(Duration::from_millis(100)),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let first = take_ops(&mut s, 1).await.remove(0);
+    // What a running change stream gets when it falls off the oplog.
+    server
+        .fail_command(
+            doc! {"times": 1}.into(),
+            doc! {"failCommands": ["getMore"], "errorCode": 136},
+        )
+        .await;
+    c.insert_one(doc! {"_id": 2}).await.unwrap();
+    match tokio::time::timeout(common::WAIT, s.next()).await.unwrap() {
+        Some(Err(Error::PositionLost { code, position, .. })) => {
+            assert_eq!(code, 136);
+            assert_eq!(position, first.position);
+        }
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    assert!(
+        s.next().await.is_none(),
+        "the stream must end, never jump ahead"
+    );
+    server.fail_off().await;
+}

@@ -7,8 +7,9 @@
 //! itself is not emitted.
 //!
 //! Errors: the driver resumes once on resumable errors; beyond that this source retries
-//! with backoff from the last token ([`ChangeStreamOptions::retry`]). History lost (286),
-//! token not found (280) and invalid token (260) end the stream with
+//! with backoff from the last token ([`ChangeStreamOptions::retry`]). Capped position lost
+//! (136: the stream fell off the oplog), history lost (286), token not found (280) and
+//! invalid token (260) end the stream with
 //! [`Error::PositionLost`]; a deployment that is not a replica set (40573) ends it with
 //! [`Error::NotReplicaSet`].
 //!
@@ -485,7 +486,7 @@ impl Watcher {
             if code == 40573 {
                 return Recovery::Fail(Error::NotReplicaSet(driver.to_string()));
             }
-            if POSITION_LOST_CODES.contains(&code) && code != 136 {
+            if POSITION_LOST_CODES.contains(&code) {
                 return Recovery::Fail(Error::PositionLost {
                     position: self.position(),
                     code,
