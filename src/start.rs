@@ -14,6 +14,7 @@ use std::task::{Context, Poll, Waker};
 
 use bson::Timestamp;
 use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
+use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 use tokio::sync::watch;
 
@@ -274,7 +275,7 @@ impl Handle {
     /// The cached resume token of each change stream, in the order of
     /// [`TailOptions::change_streams`] (`None` until that stream has opened). Refreshed on
     /// empty batches, so an idle stream's token keeps moving forward.
-    pub fn resume_tokens(&self) -> Vec<Option<bson::Document>> {
+    pub fn resume_tokens(&self) -> Vec<Option<ResumeToken>> {
         self.change_streams.iter().map(|c| c.position()).collect()
     }
 

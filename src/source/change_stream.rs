@@ -79,10 +79,10 @@ pub struct ChangeStreamOptions {
     /// Start at this cluster time (inclusive). Default `None`: now.
     pub start_at_operation_time: Option<Timestamp>,
     /// Resume after this token (e.g. a saved [`Position::ResumeToken`]). Default `None`.
-    pub resume_after: Option<Document>,
+    pub resume_after: Option<ResumeToken>,
     /// Start after this token; unlike `resume_after` it may be an invalidate token.
     /// Default `None`.
-    pub start_after: Option<Document>,
+    pub start_after: Option<ResumeToken>,
     /// Cursor batch size. Default `None`: the server's default.
     pub batch_size: Option<u32>,
     /// How long the server waits for events before answering an empty batch. Default 1 s.
@@ -153,13 +153,13 @@ impl ChangeStreamOptions {
     }
 
     /// Sets [`ChangeStreamOptions::resume_after`].
-    pub fn resume_after(mut self, token: Document) -> Self {
+    pub fn resume_after(mut self, token: ResumeToken) -> Self {
         self.resume_after = Some(token);
         self
     }
 
     /// Sets [`ChangeStreamOptions::start_after`].
-    pub fn start_after(mut self, token: Document) -> Self {
+    pub fn start_after(mut self, token: ResumeToken) -> Self {
         self.start_after = Some(token);
         self
     }
@@ -192,9 +192,9 @@ impl ChangeStreamOptions {
 #[derive(Debug, Default)]
 struct Shared {
     /// Where the stream resumes from: the token of the last event delivered (or a
-    /// post-batch token), kept raw so that recording it per event copies bytes into the
-    /// same buffer, and whether it must be used with `startAfter` (an invalidate token).
-    token: Mutex<Option<(RawDocumentBuf, bool)>>,
+    /// post-batch token), and whether it must be used with `startAfter` (an invalidate
+    /// token).
+    token: Mutex<Option<(ResumeToken, bool)>>,
     seek: Mutex<Option<Timestamp>>,
     /// Set with `seek` so the stream checks it per event without taking the lock.
     seek_pending: AtomicBool,
@@ -216,10 +216,9 @@ impl ChangeStreamControl {
     /// (post-batch resume token); before the first event, the token the stream was told
     /// to start from, or, when started from a time or from now, `None` until the stream
     /// opened.
-    pub fn position(&self) -> Option<Document> {
+    pub fn position(&self) -> Option<ResumeToken> {
         let token = lock(&self.shared.token);
-        let (raw, _) = token.as_ref()?;
-        super::raw::document(raw).ok()
+        token.as_ref().map(|(token, _)| token.clone())
     }
 
     /// Makes the stream continue with the changes after `ts` (gtm's `Since`): the stream
@@ -255,12 +254,7 @@ impl ChangeStreamSource {
             (None, Some(t)) => Some((t, false)),
             (None, None) => None,
         };
-        // A token that is not valid BSON (it cannot be: it is a `Document`) fails in `open`.
-        *lock(&shared.token) = resume.and_then(|(t, start_after)| {
-            RawDocumentBuf::from_document(t)
-                .ok()
-                .map(|raw| (raw, start_after))
-        });
+        *lock(&shared.token) = resume.map(|(t, start_after)| (t.clone(), start_after));
         let watcher = Watcher {
             client: client.clone(),
             start_at: options.start_at_operation_time,
@@ -285,7 +279,7 @@ impl ChangeStreamSource {
     }
 
     /// See [`ChangeStreamControl::position`].
-    pub fn position(&self) -> Option<Document> {
+    pub fn position(&self) -> Option<ResumeToken> {
         self.control.position()
     }
 
@@ -329,17 +323,6 @@ struct Watcher {
 enum Recovery {
     Retry,
     Fail(Error),
-}
-
-fn token_doc(token: &ResumeToken) -> Option<Document> {
-    match bson::to_bson(token) {
-        Ok(Bson::Document(d)) => Some(d),
-        _ => None,
-    }
-}
-
-fn to_token(doc: &Document) -> Option<ResumeToken> {
-    bson::from_bson(Bson::Document(doc.clone())).ok()
 }
 
 impl Watcher {
@@ -398,8 +381,8 @@ impl Watcher {
                         Ok(Decoded::Op(op)) => {
                             // The event's `_id` is the position to resume after; the
                             // post-batch token is read only when a batch runs out.
-                            if let Ok(token) = event.get_document("_id") {
-                                self.set_token(token, false);
+                            if let Position::ResumeToken(token) = &op.position {
+                                self.set_token(token.clone(), false);
                             }
                             return Some(Ok(*op));
                         }
@@ -408,10 +391,7 @@ impl Watcher {
                                 "change stream invalidated; continuing with startAfter"
                             );
                             self.stream = None;
-                            match RawDocumentBuf::from_document(&token) {
-                                Ok(raw) => self.set_token(&raw, true),
-                                Err(e) => return Some(Err(malformed(e.to_string()))),
-                            }
+                            self.set_token(token, true);
                         }
                         Err(e) => return Some(Err(e)),
                     }
@@ -446,38 +426,30 @@ impl Watcher {
         let Some(token) = self.stream.as_ref().and_then(|s| s.resume_token()) else {
             return;
         };
-        let Some(raw) = token_doc(&token).and_then(|d| RawDocumentBuf::from_document(&d).ok())
-        else {
-            return;
-        };
-        let start_after = matches!(&*lock(&self.shared.token), Some((t, true)) if *t == raw);
-        self.set_token(&raw, start_after);
+        let start_after = matches!(&*lock(&self.shared.token), Some((t, true)) if *t == token);
+        self.set_token(token, start_after);
     }
 
-    /// Records `token` as the position to resume from (seen by the control too), copying
-    /// it into the buffer of the previous token.
-    fn set_token(&self, token: &RawDocument, start_after: bool) {
-        let mut slot = lock(&self.shared.token);
-        let mut bytes = slot.take().map(|(t, _)| t.into_bytes()).unwrap_or_default();
-        bytes.clear();
-        bytes.extend_from_slice(token.as_bytes());
-        *slot = RawDocumentBuf::from_bytes(bytes)
-            .ok()
-            .map(|t| (t, start_after));
+    /// Records `token` as the position to resume from (seen by the control too).
+    fn set_token(&self, token: ResumeToken, start_after: bool) {
+        *lock(&self.shared.token) = Some((token, start_after));
     }
 
-    /// The token to resume from, as a document, and whether it is a `startAfter` token.
-    fn resume_token(&self) -> Option<(Document, bool)> {
-        let token = lock(&self.shared.token);
-        let (raw, start_after) = token.as_ref()?;
-        Some((super::raw::document(raw).ok()?, *start_after))
+    /// The token to resume from and whether it is a `startAfter` token.
+    fn resume_token(&self) -> Option<(ResumeToken, bool)> {
+        lock(&self.shared.token).clone()
     }
 
+    /// The position to report as lost: the token, else the start time, else (started from
+    /// now, nothing read yet) the zero timestamp.
     fn position(&self) -> Position {
         match (self.resume_token(), self.start_at) {
             (Some((t, _)), _) => Position::ResumeToken(t),
             (None, Some(ts)) => Position::Oplog(ts),
-            (None, None) => Position::ResumeToken(Document::new()),
+            (None, None) => Position::Oplog(Timestamp {
+                time: 0,
+                increment: 0,
+            }),
         }
     }
 
@@ -544,9 +516,6 @@ impl Watcher {
         }
         match self.resume_token() {
             Some((token, start_after)) => {
-                let token = to_token(&token).ok_or_else(|| {
-                    Error::Config(format!("resume token {token} is not a document"))
-                })?;
                 watch = if start_after {
                     watch.start_after(token)
                 } else {
@@ -566,7 +535,7 @@ impl Watcher {
 /// What one change event turns into.
 pub(crate) enum Decoded {
     Op(Box<Op>),
-    Invalidate(Document),
+    Invalidate(ResumeToken),
 }
 
 /// Numbers the events of one transaction when the token does not carry `txnOpIndex`.
@@ -606,7 +575,7 @@ fn keystring_uint(bytes: &[u8]) -> Option<(u64, usize)> {
 
 /// `txnOpIndex` from a resume token's `_data` (reference §5.8): clusterTime, version,
 /// [tokenType (v1+)], txnOpIndex.
-pub(crate) fn txn_op_index(token: &Document) -> Option<u32> {
+pub(crate) fn txn_op_index(token: &RawDocument) -> Option<u32> {
     let hex = token.get_str("_data").ok()?;
     if hex.len() % 2 != 0 {
         return None;
@@ -727,10 +696,12 @@ fn raw_ns(d: Option<&RawDocument>) -> Option<Namespace> {
 /// Turns one change event (reference §5.4), read raw, into an op.
 pub(crate) fn decode_event(ev: &RawDocument, txn: &mut TxnCounter) -> Result<Decoded> {
     let f = EventFields::read(ev)?;
-    let token = match f.id.and_then(RawBsonRef::as_document) {
-        Some(t) => raw_doc(t, "_id")?,
-        None => return Err(malformed("missing `_id` (resume token)")),
+    let Some(raw_token) = f.id.and_then(RawBsonRef::as_document) else {
+        return Err(malformed("missing `_id` (resume token)"));
     };
+    // One copy of the token's bytes.
+    let token: ResumeToken =
+        bson::from_slice(raw_token.as_bytes()).map_err(|e| malformed(format!("_id: {e}")))?;
     let op_type = f
         .operation_type
         .ok_or_else(|| malformed("missing `operationType`"))?;
@@ -789,7 +760,7 @@ pub(crate) fn decode_event(ev: &RawDocument, txn: &mut TxnCounter) -> Result<Dec
             _ => None,
         };
         let txn_number = f.txn_number.and_then(RawBsonRef::as_i64);
-        let index = match txn_op_index(&token) {
+        let index = match txn_op_index(raw_token) {
             Some(i) => i,
             None => {
                 let key = (op.timestamp, txn_number.unwrap_or(-1));
@@ -820,6 +791,29 @@ mod tests {
         RawDocumentBuf::from_document(&ev).unwrap()
     }
 
+    fn token(t: Document) -> ResumeToken {
+        bson::from_document(t).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_read_from_the_raw_id() {
+        let id = doc! {"_data": INSERT_TOKEN};
+        let Decoded::Op(op) = decode_event(
+            &raw(
+                doc! {"_id": id.clone(), "operationType": "delete", "ns": {"db": "t", "coll": "c"}},
+            ),
+            &mut TxnCounter::default(),
+        )
+        .unwrap() else {
+            panic!("not an op")
+        };
+        let Position::ResumeToken(t) = op.position else {
+            panic!("no token")
+        };
+        assert_eq!(bson::to_document(&t).unwrap(), id);
+        assert_eq!(t, token(id));
+    }
+
     fn decode(ev: Document) -> Op {
         match decode_event(&raw(ev), &mut TxnCounter::default()).unwrap() {
             Decoded::Op(op) => *op,
@@ -830,17 +824,17 @@ mod tests {
     #[test]
     fn txn_op_index_from_tokens() {
         // reference §5.8 worked example: txnOpIndex 0
-        assert_eq!(txn_op_index(&doc! {"_data": INSERT_TOKEN}), Some(0));
+        assert_eq!(txn_op_index(&raw(doc! {"_data": INSERT_TOKEN})), Some(0));
         // same token with txnOpIndex 3: `2B 06`
         let t3 = INSERT_TOKEN.replacen("2C0100296E", "2C01002B066E", 1);
-        assert_eq!(txn_op_index(&doc! {"_data": t3}), Some(3));
+        assert_eq!(txn_op_index(&raw(doc! {"_data": t3})), Some(3));
         // v2 HWM token
         assert_eq!(
-            txn_op_index(&doc! {"_data": "82612E8513000000012B0429296E1404"}),
+            txn_op_index(&raw(doc! {"_data": "82612E8513000000012B0429296E1404"})),
             Some(0)
         );
-        assert_eq!(txn_op_index(&doc! {"_data": "zz"}), None);
-        assert_eq!(txn_op_index(&doc! {}), None);
+        assert_eq!(txn_op_index(&raw(doc! {"_data": "zz"})), None);
+        assert_eq!(txn_op_index(&raw(doc! {})), None);
     }
 
     #[test]
@@ -861,7 +855,7 @@ mod tests {
         assert_eq!(insert.wall_time, Some(bson::DateTime::from_millis(9)));
         assert_eq!(
             insert.position,
-            Position::ResumeToken(doc! {"_data": INSERT_TOKEN})
+            Position::ResumeToken(token(doc! {"_data": INSERT_TOKEN}))
         );
         assert!(insert.txn.is_none());
 
@@ -932,7 +926,7 @@ mod tests {
             &mut TxnCounter::default(),
         )
         .unwrap();
-        assert!(matches!(inv, Decoded::Invalidate(t) if t == doc! {"_data": "83"}));
+        assert!(matches!(inv, Decoded::Invalidate(t) if t == token(doc! {"_data": "83"})));
         assert!(decode_event(
             &raw(doc! {"operationType": "insert"}),
             &mut TxnCounter::default()
@@ -946,7 +940,7 @@ mod tests {
         let client = Client::with_uri_str("mongodb://127.0.0.1:9/?directConnection=true")
             .await
             .unwrap();
-        let token = doc! {"_data": INSERT_TOKEN};
+        let token = token(doc! {"_data": INSERT_TOKEN});
         let after = ChangeStreamSource::new(
             &client,
             ChangeStreamOptions::new().resume_after(token.clone()),
