@@ -23,6 +23,7 @@ use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
+use crate::source::start_at::StartAt;
 
 /// What [`start`] reads: the oplog (on by default), any number of change streams, and
 /// direct reads.
@@ -36,6 +37,10 @@ pub struct TailOptions {
     pub change_streams: Vec<ChangeStreamOptions>,
     /// Direct reads. Default `None`.
     pub direct: Option<DirectOptions>,
+    /// Where every live source starts unless it sets its own
+    /// ([`OplogOptions::start`], [`ChangeStreamOptions::start`], a change stream's resume
+    /// token); exclusive for all of them (see [`StartAt`]). Default [`StartAt::Latest`].
+    pub start: StartAt,
 }
 
 impl Default for TailOptions {
@@ -44,6 +49,7 @@ impl Default for TailOptions {
             oplog: Some(OplogOptions::default()),
             change_streams: Vec::new(),
             direct: None,
+            start: StartAt::Latest,
         }
     }
 }
@@ -84,6 +90,13 @@ impl TailOptions {
     pub fn watch_deployment(self) -> Self {
         self.disable_oplog()
             .change_stream(ChangeStreamOptions::new())
+    }
+
+    /// Sets [`TailOptions::start`]: where the oplog and the change streams start unless
+    /// they set their own (gtm's `After`, which applies to both).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
     }
 
     /// Sets the direct-read options.
@@ -341,13 +354,15 @@ impl Stream for DoneOnEnd {
 pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
     let mut sources: SelectAll<BoxStream<'static, Result<Op>>> = SelectAll::new();
     let mut oplog = None;
-    if let Some(o) = options.oplog {
+    if let Some(mut o) = options.oplog {
+        o.start.get_or_insert_with(|| options.start.clone());
         let s = OplogStream::new(client, o);
         oplog = Some(s.control());
         sources.push(s.boxed());
     }
     let mut change_streams = Vec::new();
-    for cs in options.change_streams {
+    for mut cs in options.change_streams {
+        cs.start.get_or_insert_with(|| options.start.clone());
         let s = ChangeStreamSource::new(client, cs);
         change_streams.push(s.control());
         sources.push(s.boxed());

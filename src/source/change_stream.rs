@@ -21,17 +21,16 @@
 //! use bson::doc;
 //! use futures::TryStreamExt;
 //! use mongotail::source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
-//! use mongotail::{Namespace, Position};
+//! use mongotail::{Namespace, Position, StartAt};
 //!
 //! let client = mongodb::Client::with_uri_str(&uri).await?;
 //! let orders = client.database("shop").collection::<bson::Document>("orders");
-//! let mut session = client.start_session().await?;
-//! orders.insert_one(doc! {"_id": 1}).session(&mut session).await?;
-//! let since = session.operation_time().expect("replica sets report operation times");
+//! let before = mongotail::cluster_time(&client).await?;
+//! orders.insert_one(doc! {"_id": 1}).await?;
 //!
 //! let options = ChangeStreamOptions::new()
 //!     .namespace(Namespace::parse("shop.orders")?)
-//!     .start_at_operation_time(since);
+//!     .start(StartAt::After(before));
 //! let mut ops = ChangeStreamSource::new(&client, options);
 //! let op = ops.try_next().await?.expect("the insert");
 //! assert!(op.is_insert() && op.data == Some(doc! {"_id": 1}));
@@ -59,6 +58,7 @@ use crate::error::{DisplayChain, Error, Result, POSITION_LOST_CODES};
 use crate::op::{
     Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
 };
+use crate::source::start_at::{first_op_timestamp, just_after, just_before, StartAt};
 use crate::source::RetryPolicy;
 
 /// Options of one change stream. Build with [`ChangeStreamOptions::new`] and the builder
@@ -76,12 +76,15 @@ pub struct ChangeStreamOptions {
     pub full_document: Option<FullDocumentType>,
     /// `fullDocumentBeforeChange` mode. Default `None` (`"off"`).
     pub full_document_before_change: Option<FullDocumentBeforeChangeType>,
-    /// Start at this cluster time (inclusive). Default `None`: now.
-    pub start_at_operation_time: Option<Timestamp>,
-    /// Resume after this token (e.g. a saved [`Position::ResumeToken`]). Default `None`.
+    /// Where to start when no token is set (exclusive, see [`StartAt`]). Default `None`:
+    /// the [`TailOptions::start`](crate::TailOptions::start) of [`start`](crate::start),
+    /// or [`StartAt::Latest`] (now) for a stream built alone.
+    pub start: Option<StartAt>,
+    /// Resume after this token (e.g. a saved [`Position::ResumeToken`]); wins over
+    /// `start`. Default `None`.
     pub resume_after: Option<ResumeToken>,
-    /// Start after this token; unlike `resume_after` it may be an invalidate token.
-    /// Default `None`.
+    /// Start after this token; unlike `resume_after` it may be an invalidate token. Wins
+    /// over `resume_after` and `start`. Default `None`.
     pub start_after: Option<ResumeToken>,
     /// Cursor batch size. Default `None`: the server's default.
     pub batch_size: Option<u32>,
@@ -102,7 +105,7 @@ impl Default for ChangeStreamOptions {
             pipeline: Vec::new(),
             full_document: Some(FullDocumentType::UpdateLookup),
             full_document_before_change: None,
-            start_at_operation_time: None,
+            start: None,
             resume_after: None,
             start_after: None,
             batch_size: None,
@@ -146,10 +149,17 @@ impl ChangeStreamOptions {
         self
     }
 
-    /// Sets [`ChangeStreamOptions::start_at_operation_time`].
-    pub fn start_at_operation_time(mut self, ts: Timestamp) -> Self {
-        self.start_at_operation_time = Some(ts);
+    /// Sets [`ChangeStreamOptions::start`].
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = Some(start);
         self
+    }
+
+    /// Starts at the cluster time `ts`, **inclusive** like the server's
+    /// `startAtOperationTime`: shorthand for `start(StartAt::After(ts - 1))`, where `ts - 1`
+    /// is the timestamp just before `ts`.
+    pub fn start_at_operation_time(self, ts: Timestamp) -> Self {
+        self.start(StartAt::After(just_before(ts)))
     }
 
     /// Sets [`ChangeStreamOptions::resume_after`].
@@ -257,7 +267,8 @@ impl ChangeStreamSource {
         *lock(&shared.token) = resume.map(|(t, start_after)| (t.clone(), start_after));
         let watcher = Watcher {
             client: client.clone(),
-            start_at: options.start_at_operation_time,
+            start_at: None,
+            started: false,
             options,
             stream: None,
             failures: 0,
@@ -310,7 +321,9 @@ impl FusedStream for ChangeStreamSource {
 struct Watcher {
     client: Client,
     options: ChangeStreamOptions,
+    /// The `startAtOperationTime` when there is no token, once `started`.
     start_at: Option<Timestamp>,
+    started: bool,
     /// Events are read raw and only the fields an [`Op`] carries are decoded
     /// ([`decode_event`]).
     stream: Option<ChangeStream<RawDocumentBuf>>,
@@ -339,10 +352,8 @@ impl Watcher {
             if let Some(ts) = seek {
                 self.stream = None;
                 *lock(&self.shared.token) = None;
-                self.start_at = Some(Timestamp {
-                    time: ts.time,
-                    increment: ts.increment.saturating_add(1),
-                });
+                self.start_at = Some(just_after(ts));
+                self.started = true;
                 continue;
             }
             if self.stream.is_none() {
@@ -481,6 +492,10 @@ impl Watcher {
     }
 
     async fn open(&mut self) -> Result<ChangeStream<RawDocumentBuf>> {
+        if !self.started && self.resume_token().is_none() {
+            self.start_at = resolve_start(self.client.clone(), self.options.start.clone()).await?;
+            self.started = true;
+        }
         let o = &self.options;
         let db;
         let coll;
@@ -530,6 +545,20 @@ impl Watcher {
         }
         Ok(watch.await?.with_type::<RawDocumentBuf>())
     }
+}
+
+/// Resolves [`ChangeStreamOptions::start`] into a start time (`None`: now).
+async fn resolve_start(client: Client, start: Option<StartAt>) -> Result<Option<Timestamp>> {
+    Ok(match start.unwrap_or_default() {
+        StartAt::Latest => None,
+        StartAt::Earliest => Some(
+            first_op_timestamp(&client)
+                .await?
+                .ok_or_else(|| Error::NotReplicaSet("local.oplog.rs is empty or missing".into()))?,
+        ),
+        StartAt::After(ts) => Some(just_after(ts)),
+        StartAt::Func(f) => Some(just_after(f(client).await?)),
+    })
 }
 
 /// What one change event turns into.

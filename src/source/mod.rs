@@ -12,6 +12,7 @@ pub mod change_stream;
 pub mod direct;
 pub mod oplog;
 mod raw;
+pub mod start_at;
 
 /// How a live source retries transient errors: exponential backoff with jitter, from the
 /// last delivered position.

@@ -17,8 +17,8 @@
 //! # let uri = sim.uri();
 //! use bson::doc;
 //! use futures::TryStreamExt;
-//! use mongotail::source::oplog::{OplogOptions, OplogStream, StartAt};
-//! use mongotail::{Namespace, OpKind};
+//! use mongotail::source::oplog::{OplogOptions, OplogStream};
+//! use mongotail::{Namespace, OpKind, StartAt};
 //!
 //! let client = mongodb::Client::with_uri_str(&uri).await?;
 //! let orders = client.database("shop").collection::<bson::Document>("orders");
@@ -45,9 +45,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bson::{doc, Bson, Document, RawDocumentBuf, Timestamp};
-use futures::future::BoxFuture;
 use futures::stream::{BoxStream, Fuse, FusedStream, Stream, StreamExt};
-use mongodb::options::{CursorType, FindOneOptions, FindOptions};
+use mongodb::options::{CursorType, FindOptions};
 use mongodb::{Client, Collection, Cursor};
 use tokio::sync::Notify;
 
@@ -55,37 +54,8 @@ use crate::error::{DisplayChain, Error, Result};
 use crate::op::{
     Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription,
 };
+use crate::source::start_at::{oplog_edge, StartAt};
 use crate::source::{ns_selected, op_selected, RetryPolicy};
-
-/// A caller-supplied async function returning the timestamp to start after (gtm's `After`).
-pub type StartFn = Arc<dyn Fn(Client) -> BoxFuture<'static, Result<Timestamp>> + Send + Sync>;
-
-/// Where the oplog source starts.
-#[derive(Clone, Default)]
-#[non_exhaustive]
-pub enum StartAt {
-    /// After the newest entry present when the stream is first polled (default).
-    #[default]
-    Latest,
-    /// At the oldest entry still in the oplog.
-    Earliest,
-    /// After the given timestamp, e.g. a saved [`Position::Oplog`]. If the oplog no longer
-    /// reaches back to it the stream yields [`Error::PositionLost`].
-    After(Timestamp),
-    /// After the timestamp returned by a function called when the stream starts.
-    Func(StartFn),
-}
-
-impl fmt::Debug for StartAt {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartAt::Latest => f.write_str("Latest"),
-            StartAt::Earliest => f.write_str("Earliest"),
-            StartAt::After(ts) => f.debug_tuple("After").field(ts).finish(),
-            StartAt::Func(_) => f.write_str("Func(..)"),
-        }
-    }
-}
 
 /// Options of the oplog source. Build with [`OplogOptions::new`] and the builder methods.
 #[derive(Debug, Clone)]
@@ -95,8 +65,10 @@ pub struct OplogOptions {
     pub database: String,
     /// Collection of the oplog. Default `"oplog.rs"`.
     pub collection: String,
-    /// Where to start. Default [`StartAt::Latest`].
-    pub start: StartAt,
+    /// Where to start (exclusive, see [`StartAt`]). Default `None`: the
+    /// [`TailOptions::start`](crate::TailOptions::start) of [`start`](crate::start), or
+    /// [`StartAt::Latest`] for a stream built alone.
+    pub start: Option<StartAt>,
     /// Only ops in these namespaces (a database namespace selects all its collections);
     /// the filter is pushed into the server query. Default empty: everything.
     pub namespaces: Vec<Namespace>,
@@ -122,7 +94,7 @@ impl Default for OplogOptions {
         OplogOptions {
             database: "local".to_owned(),
             collection: "oplog.rs".to_owned(),
-            start: StartAt::Latest,
+            start: None,
             namespaces: Vec::new(),
             update_data_as_delta: false,
             max_await_time: Duration::from_secs(1),
@@ -152,7 +124,7 @@ impl OplogOptions {
 
     /// Sets [`OplogOptions::start`].
     pub fn start(mut self, start: StartAt) -> Self {
-        self.start = start;
+        self.start = Some(start);
         self
     }
 
@@ -518,17 +490,15 @@ impl Tail {
 
     async fn open(&mut self) -> Result<Cursor<RawDocumentBuf>> {
         if !self.started {
-            let start = match &self.options.start {
-                StartAt::Latest => {
-                    Some(first_entry_ts(&self.coll, -1).await?.ok_or_else(|| {
-                        Error::NotReplicaSet(format!(
-                            "{}.{} is empty or missing",
-                            self.options.database, self.options.collection
-                        ))
-                    })?)
-                }
+            let start = match self.options.start.clone().unwrap_or_default() {
+                StartAt::Latest => Some(oplog_edge(&self.coll, -1).await?.ok_or_else(|| {
+                    Error::NotReplicaSet(format!(
+                        "{}.{} is empty or missing",
+                        self.options.database, self.options.collection
+                    ))
+                })?),
                 StartAt::Earliest => None,
-                StartAt::After(ts) => Some(*ts),
+                StartAt::After(ts) => Some(ts),
                 StartAt::Func(f) => Some(f(self.client.clone()).await?),
             };
             self.started = true;
@@ -552,7 +522,7 @@ impl Tail {
         if let Some(last) = self.last {
             // Capped collections lose their oldest entries first: if the oldest entry is
             // newer than `last`, something after `last` may be gone (reference §3.3).
-            if let Some(oldest) = first_entry_ts(&self.coll, 1).await? {
+            if let Some(oldest) = oplog_edge(&self.coll, 1).await? {
                 if oldest > last {
                     return Err(Error::PositionLost {
                         position: Position::Oplog(last),
@@ -566,16 +536,6 @@ impl Tail {
         }
         Ok(cursor)
     }
-}
-
-/// The `ts` of the newest (`natural = -1`) or oldest (`1`) oplog entry.
-async fn first_entry_ts(coll: &Collection<Document>, natural: i32) -> Result<Option<Timestamp>> {
-    let opts = FindOneOptions::builder()
-        .sort(doc! {"$natural": natural})
-        .projection(doc! {"ts": 1})
-        .build();
-    let entry = coll.find_one(doc! {}).with_options(opts).await?;
-    Ok(entry.and_then(|e| e.get_timestamp("ts").ok()))
 }
 
 /// The query for `ts > after` restricted to `namespaces` (reference §3.3): CRUD entries of
