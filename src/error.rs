@@ -177,7 +177,10 @@ const RESUMABLE_CODES: &[i32] = &[
 ];
 
 /// Codes that mean the position is gone (reference §3.3, §5.10).
-pub(crate) const POSITION_LOST_CODES: &[i32] = &[136, 286, 280, 260];
+const POSITION_LOST_CODES: &[i32] = &[136, 286, 280, 260];
+
+/// The deployment is not a replica set: it has no oplog and no change streams.
+const NOT_A_REPLICA_SET: i32 = 40573;
 
 /// The code of a driver error, when the server sent one.
 pub(crate) fn driver_code(e: &mongodb::error::Error) -> Option<i32> {
@@ -223,6 +226,24 @@ impl Error {
             Error::Driver(e) | Error::Fetch { source: e, .. } => driver_code(e),
             Error::PositionLost { code, .. } => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The typed error a live source's driver error stands for: [`Error::PositionLost`]
+    /// at `position` for a code that means the position is gone (136, 286, 280, 260),
+    /// [`Error::NotReplicaSet`] for 40573; anything else unchanged.
+    pub(crate) fn for_position(self, position: impl FnOnce() -> Position) -> Error {
+        let Error::Driver(driver) = &self else {
+            return self;
+        };
+        match driver_code(driver) {
+            Some(NOT_A_REPLICA_SET) => Error::NotReplicaSet(driver.to_string()),
+            Some(code) if POSITION_LOST_CODES.contains(&code) => Error::PositionLost {
+                position: position(),
+                code,
+                message: driver.to_string(),
+            },
+            _ => self,
         }
     }
 
