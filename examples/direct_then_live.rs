@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     items.insert_many(docs).await?;
     println!("collection {ns} has {DOCS} documents");
 
-    let since = common::latest_oplog_ts(&client)
+    let since = mongotail::last_op_timestamp(&client)
         .await?
         .ok_or("the oplog is empty: is this a replica set?")?;
     let options = TailOptions::new()

@@ -48,7 +48,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let end_ns = Namespace::new(DB, "end")?;
 
     // Both readers start just after the newest oplog entry, so they see all of this.
-    let since = common::latest_oplog_ts(&client)
+    let since = mongotail::last_op_timestamp(&client)
         .await?
         .ok_or("the oplog is empty: is this a replica set?")?;
 
@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let stream = ChangeStreamOptions::new()
         .namespace(orders_ns)
         .pipeline(pipeline)
-        .start_at_operation_time(common::just_after(since));
+        .start(StartAt::After(since));
     let (events, _handle) = start(
         &client,
         TailOptions::new().change_stream(stream).disable_oplog(),

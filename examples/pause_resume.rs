@@ -46,7 +46,7 @@ async fn main() -> Result<(), BoxError> {
     db.create_collection("events").await?;
     let events = db.collection::<Document>("events");
 
-    let since = common::latest_oplog_ts(&client)
+    let since = mongotail::last_op_timestamp(&client)
         .await?
         .ok_or("the oplog is empty: is this a replica set?")?;
     let oplog = OplogOptions::new()

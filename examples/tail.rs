@@ -149,7 +149,7 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
+            tracing::error!("{}", common::error_chain(&*e));
             ExitCode::FAILURE
         }
     }
@@ -169,7 +169,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
     // sees the whole workload however fast the workload runs.
     let start_after = if demo && args.source != SourceArg::Direct {
         Some(
-            common::latest_oplog_ts(&client)
+            mongotail::last_op_timestamp(&client)
                 .await?
                 .ok_or("the oplog is empty: is this a replica set?")?,
         )
@@ -219,7 +219,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
         match next {
             None => {
                 return match last_error {
-                    Some(e) => Err(format!("stream ended after an error: {e}").into()),
+                    Some(e) => Err(format!(
+                        "stream ended after an error: {}",
+                        common::error_chain(&e)
+                    )
+                    .into()),
                     None if demo && args.source != SourceArg::Direct => {
                         Err("stream ended before the demo workload was printed".into())
                     }
@@ -230,7 +234,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
                 };
             }
             Some(Err(e)) => {
-                tracing::warn!(error = %e, kind = ?e.kind(), "error from the stream");
+                tracing::warn!(error = %common::error_chain(&e), kind = ?e.kind(), "error from the stream");
                 last_error = Some(e);
             }
             Some(Ok(op)) => {
@@ -268,18 +272,20 @@ fn open_stream(
     if demo && !namespaces.is_empty() {
         namespaces.push(end_ns.clone()); // the marker must get through the server filter
     }
+    // One start point for whichever live source runs (exclusive: changes after `ts`).
+    let live = match start_after {
+        Some(ts) => TailOptions::new().start(StartAt::After(ts)),
+        None => TailOptions::new(),
+    };
     match args.source {
         SourceArg::Oplog => {
-            let mut oplog = OplogOptions::new().namespaces(namespaces);
-            if let Some(ts) = start_after {
-                oplog = oplog.start(StartAt::After(ts));
-            }
-            let (ops, _handle) = start(client, TailOptions::new().oplog(oplog));
+            let oplog = OplogOptions::new().namespaces(namespaces);
+            let (ops, _handle) = start(client, live.oplog(oplog));
             ops.batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
                 .boxed()
         }
         SourceArg::ChangeStream => {
-            let mut options = TailOptions::new().disable_oplog();
+            let mut options = live.disable_oplog();
             let scopes: Vec<Option<Namespace>> = if namespaces.is_empty() {
                 vec![None] // the whole deployment
             } else {
@@ -289,9 +295,6 @@ fn open_stream(
                 let mut cs = ChangeStreamOptions::new();
                 if let Some(ns) = scope {
                     cs = cs.namespace(ns);
-                }
-                if let Some(ts) = start_after {
-                    cs = cs.start_at_operation_time(common::just_after(ts));
                 }
                 options = options.change_stream(cs);
             }

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use futures::{future, StreamExt, TryStreamExt};
-use mongotail::{start, ChangeStreamOptions, Error, Namespace, Op, OpStreamExt, TailOptions};
+use mongotail::{
+    start, ChangeStreamOptions, Error, Namespace, Op, OpStreamExt, StartAt, TailOptions,
+};
 use serde::Deserialize;
 
 const DB: &str = "mongotail_example_typed";
@@ -58,12 +60,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders = db.collection::<Document>("orders");
     let orders_ns = Namespace::new(DB, "orders")?;
 
-    let since = common::latest_oplog_ts(&client)
+    let since = mongotail::last_op_timestamp(&client)
         .await?
         .ok_or("the oplog is empty: is this a replica set?")?;
     let stream = ChangeStreamOptions::new()
         .namespace(orders_ns)
-        .start_at_operation_time(common::just_after(since));
+        .start(StartAt::After(since));
     let (ops, _handle) = start(
         &client,
         TailOptions::new().change_stream(stream).disable_oplog(),

@@ -66,7 +66,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let items = db.collection::<Document>("items");
 
     let ring = HashRing::from_toml_str(r#"workers = ["Tom", "Dick", "Harry"]"#)?;
-    let since = common::latest_oplog_ts(&client)
+    let since = mongotail::last_op_timestamp(&client)
         .await?
         .ok_or("the oplog is empty: is this a replica set?")?;
     let workers: Vec<_> = ["Tom", "Dick", "Harry"]

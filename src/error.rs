@@ -21,6 +21,21 @@
 //! | [`Error::Config`], [`Error::InvalidNamespace`] | ends (returned before anything is read) |
 //! | [`Error::Decode`], [`Error::Fetch`] (adapters) | the adapter's stream continues |
 //! | [`Error::Stopped`] | never yielded by streams; returned by handle calls after `stop()` |
+//!
+//! # Display and sources
+//!
+//! An error that wraps another ([`Error::Driver`], [`Error::Decode`], [`Error::Fetch`])
+//! says what failed and leaves the cause to [`source`](std::error::Error::source), so a
+//! chain printer (anyhow's `{:#}`, `tracing`'s error chains) prints each cause once:
+//!
+//! ```
+//! use std::error::Error as _;
+//!
+//! let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+//! let e = mongotail::Error::from(mongodb::error::Error::from(io));
+//! assert_eq!(e.to_string(), "MongoDB driver error");
+//! assert!(e.source().is_some_and(|cause| cause.to_string().contains("reset by peer")));
+//! ```
 
 use bson::Bson;
 
@@ -33,8 +48,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An error from the MongoDB driver (network, server command error, …).
-    #[error("MongoDB driver error: {0}")]
+    /// An error from the MongoDB driver (network, server command error, …); the driver's
+    /// error is the [`source`](std::error::Error::source).
+    #[error("MongoDB driver error")]
     Driver(#[source] mongodb::error::Error),
 
     /// The position to resume from is no longer available on the server: oplog entry
@@ -58,8 +74,9 @@ pub enum Error {
     #[error("invalid namespace {0}")]
     InvalidNamespace(String),
 
-    /// A document did not decode into the requested type.
-    #[error("cannot decode document {id:?} in {namespace}: {source}")]
+    /// A document did not decode into the requested type (the serde error is the
+    /// [`source`](std::error::Error::source)).
+    #[error("cannot decode document {id:?} in {namespace}")]
     Decode {
         /// Where the document lives.
         namespace: Namespace,
@@ -70,8 +87,9 @@ pub enum Error {
         source: bson::de::Error,
     },
 
-    /// Fetching full documents failed.
-    #[error("fetching documents of {namespace} failed: {source}")]
+    /// Fetching full documents failed (the driver error is the
+    /// [`source`](std::error::Error::source)).
+    #[error("fetching documents of {namespace} failed")]
     Fetch {
         /// The namespace being fetched.
         namespace: Namespace,
@@ -159,7 +177,10 @@ const RESUMABLE_CODES: &[i32] = &[
 ];
 
 /// Codes that mean the position is gone (reference §3.3, §5.10).
-pub(crate) const POSITION_LOST_CODES: &[i32] = &[136, 286, 280, 260];
+const POSITION_LOST_CODES: &[i32] = &[136, 286, 280, 260];
+
+/// The deployment is not a replica set: it has no oplog and no change streams.
+const NOT_A_REPLICA_SET: i32 = 40573;
 
 /// The code of a driver error, when the server sent one.
 pub(crate) fn driver_code(e: &mongodb::error::Error) -> Option<i32> {
@@ -208,6 +229,24 @@ impl Error {
         }
     }
 
+    /// The typed error a live source's driver error stands for: [`Error::PositionLost`]
+    /// at `position` for a code that means the position is gone (136, 286, 280, 260),
+    /// [`Error::NotReplicaSet`] for 40573; anything else unchanged.
+    pub(crate) fn for_position(self, position: impl FnOnce() -> Position) -> Error {
+        let Error::Driver(driver) = &self else {
+            return self;
+        };
+        match driver_code(driver) {
+            Some(NOT_A_REPLICA_SET) => Error::NotReplicaSet(driver.to_string()),
+            Some(code) if POSITION_LOST_CODES.contains(&code) => Error::PositionLost {
+                position: position(),
+                code,
+                message: driver.to_string(),
+            },
+            _ => self,
+        }
+    }
+
     /// The category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -222,6 +261,21 @@ impl Error {
             Error::Config(_) => ErrorKind::Config,
             Error::Stopped => ErrorKind::Stopped,
         }
+    }
+}
+
+/// Displays an error followed by each of its sources, `: `-separated (for logs).
+pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(cause) = next {
+            write!(f, ": {cause}")?;
+            next = cause.source();
+        }
+        Ok(())
     }
 }
 
@@ -255,5 +309,31 @@ mod tests {
         assert_eq!(lost.kind(), ErrorKind::PositionLost);
         assert!(!Error::Stopped.is_resumable());
         assert!(std::error::Error::source(&e).is_some());
+    }
+
+    #[test]
+    fn display_leaves_the_cause_to_source() {
+        let driver = Error::from(io_error());
+        let fetch = Error::Fetch {
+            namespace: Namespace::parse("a.b").unwrap(),
+            source: io_error(),
+        };
+        let decode = Error::Decode {
+            namespace: Namespace::parse("a.b").unwrap(),
+            id: None,
+            source: <bson::de::Error as serde::de::Error>::custom("bad total"),
+        };
+        for (e, cause) in [
+            (&driver, "reset"),
+            (&fetch, "reset"),
+            (&decode, "bad total"),
+        ] {
+            let source = std::error::Error::source(e).expect("a source");
+            assert!(source.to_string().contains(cause), "{source}");
+            assert!(!e.to_string().contains(cause), "{e} repeats its cause");
+            let chain = DisplayChain(e).to_string();
+            assert_eq!(chain.matches(cause).count(), 1, "{chain}");
+        }
+        assert_eq!(fetch.to_string(), "fetching documents of a.b failed");
     }
 }

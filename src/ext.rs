@@ -26,6 +26,9 @@ use crate::error::Result;
 use crate::op::{Namespace, Op, OpKind};
 use crate::ring::RingWorker;
 
+#[macro_use]
+mod delegate;
+
 mod batch_fetch;
 mod consistent_shard;
 mod decode;

@@ -70,6 +70,7 @@ pub use op::{Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, U
 pub use ring::{HashRing, RingWorker};
 pub use source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
 pub use source::direct::{DirectOptions, DirectReads};
-pub use source::oplog::{OplogOptions, OplogStream, StartAt};
+pub use source::oplog::{OplogOptions, OplogStream};
+pub use source::start_at::{cluster_time, first_op_timestamp, last_op_timestamp, StartAt, StartFn};
 pub use source::RetryPolicy;
 pub use start::{start, Handle, OpStream, TailOptions};

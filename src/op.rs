@@ -9,6 +9,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use bson::{Bson, Document, Timestamp};
+use mongodb::change_stream::event::ResumeToken;
 
 use crate::error::{Error, Result};
 
@@ -203,7 +204,21 @@ pub enum Source {
 }
 
 /// Where a source stood right after an [`Op`]: save it to resume exactly after that op.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// Positions serialize with serde (any format: BSON, JSON, …), so a checkpoint can be
+/// stored anywhere and read back:
+///
+/// ```
+/// use bson::Timestamp;
+/// use mongotail::Position;
+///
+/// let saved = Position::Oplog(Timestamp { time: 1_700_000_000, increment: 3 });
+/// let json = serde_json::to_string(&saved).unwrap();
+/// assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), saved);
+/// let stored = bson::to_document(&saved).unwrap();
+/// assert_eq!(bson::from_document::<Position>(stored).unwrap(), saved);
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Position {
     /// The oplog `ts` of the entry (for an op inside a transaction: of the entry that
@@ -212,10 +227,10 @@ pub enum Position {
     /// [`OplogOptions::start_after`](crate::OplogOptions::start_after) or
     /// [`Handle::since`](crate::Handle::since).
     Oplog(Timestamp),
-    /// A change-stream resume token (`_id` of the event). Resume with
-    /// [`ChangeStreamOptions::resume_after`](crate::ChangeStreamOptions::resume_after) or
-    /// [`start_after`](crate::ChangeStreamOptions::start_after).
-    ResumeToken(Document),
+    /// A change-stream resume token (`_id` of the event), as the driver types it. Resume
+    /// with [`ChangeStreamOptions::resume_after`](crate::ChangeStreamOptions::resume_after)
+    /// or [`start_after`](crate::ChangeStreamOptions::start_after).
+    ResumeToken(ResumeToken),
     /// Direct reads have no resumable position.
     Direct,
 }
@@ -644,6 +659,33 @@ mod tests {
         let long_coll = format!("db.{}", "c".repeat(253));
         assert!(Namespace::parse(&long_coll).is_err());
         assert!(Namespace::parse(&format!("db.{}", "c".repeat(252))).is_ok());
+    }
+
+    #[test]
+    fn positions_round_trip_through_serde() {
+        let token: ResumeToken = bson::from_document(doc! {"_data": "8263A5"}).unwrap();
+        let ts = Timestamp {
+            time: 1_700_000_000,
+            increment: 7,
+        };
+        for p in [
+            Position::Oplog(ts),
+            Position::ResumeToken(token),
+            Position::Direct,
+        ] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Position>(&json).unwrap(),
+                p,
+                "{json}"
+            );
+            let bson = bson::to_bson(&p).unwrap();
+            assert_eq!(
+                bson::from_bson::<Position>(bson.clone()).unwrap(),
+                p,
+                "{bson}"
+            );
+        }
     }
 
     #[test]

@@ -29,7 +29,8 @@
 //! From a list ([`HashRing::new`]), a TOML string or file ([`HashRing::from_toml_str`],
 //! [`HashRing::from_toml_file`]) or a BSON document ([`HashRing::from_document`], so the
 //! configuration can live in MongoDB), all of the shape
-//! `workers = ["Tom", "Dick", "Harry"]` with an optional `replicas = 160`.
+//! `workers = ["Tom", "Dick", "Harry"]` with an optional `replicas = 160` (TOML keys match
+//! ignoring case, as in gtm: `Workers = [...]` works too).
 //! An empty list, an empty or duplicate name, `replicas = 0` and a malformed file are
 //! [`Error::Config`] errors; so is asking for a worker that is not in the ring
 //! ([`HashRing::worker`]).
@@ -109,6 +110,27 @@ struct RingConfig {
     workers: Vec<String>,
     #[serde(default)]
     replicas: Option<u32>,
+}
+
+/// Renames each top-level key that matches a [`RingConfig`] field only when case is ignored
+/// (gtm's `Workers`) to the field's name, as Go's TOML decoder matches keys to struct fields:
+/// an exact match first, then one ignoring case.
+fn match_keys_ignoring_case(table: &mut toml::Table) {
+    for field in ["workers", "replicas"] {
+        if table.contains_key(field) {
+            continue;
+        }
+        let Some(key) = table
+            .keys()
+            .find(|k| k.eq_ignore_ascii_case(field))
+            .cloned()
+        else {
+            continue;
+        };
+        if let Some(value) = table.remove(&key) {
+            table.insert(field.to_owned(), value);
+        }
+    }
 }
 
 struct Inner {
@@ -233,11 +255,16 @@ impl HashRing {
     /// A ring from TOML: `workers = ["Tom", "Dick", "Harry"]`, optionally
     /// `replicas = 160`. Other keys are ignored, so the ring can live in a larger file.
     ///
+    /// Keys match ignoring case, as gtm's TOML decoder matches them (an exact match wins),
+    /// so gtm's ring files (`Workers = [ "Tom", "Dick", "Harry" ]`) load unchanged.
+    ///
     /// ```
     /// use mongotail::HashRing;
     ///
     /// let ring = HashRing::from_toml_str("workers = [\"a\", \"b\"]\nreplicas = 50")?;
     /// assert_eq!(ring.workers(), ["a", "b"]);
+    /// let gtm = HashRing::from_toml_str(r#"Workers = [ "Tom", "Dick", "Harry" ]"#)?;
+    /// assert_eq!(gtm.workers(), ["Tom", "Dick", "Harry"]);
     /// assert!(HashRing::from_toml_str("workers = [").is_err());
     /// assert!(HashRing::from_toml_str("workers = []").is_err());
     /// # Ok::<(), mongotail::Error>(())
@@ -247,8 +274,10 @@ impl HashRing {
     /// [`Error::Config`] for malformed TOML, a missing or mistyped `workers` key, or any
     /// error of [`HashRing::with_replicas`].
     pub fn from_toml_str(toml: &str) -> Result<HashRing> {
-        let config: RingConfig = toml::from_str(toml)
-            .map_err(|e| Error::Config(format!("hash ring: invalid TOML: {e}")))?;
+        let invalid = |e: toml::de::Error| Error::Config(format!("hash ring: invalid TOML: {e}"));
+        let mut table: toml::Table = toml::from_str(toml).map_err(invalid)?;
+        match_keys_ignoring_case(&mut table);
+        let config: RingConfig = toml::Value::Table(table).try_into().map_err(invalid)?;
         HashRing::from_config(config)
     }
 
@@ -482,6 +511,14 @@ mod tests {
             HashRing::from_toml_str("worker = [\"a\"]"),
             Err(Error::Config(_))
         ));
+        // Keys match ignoring case (gtm's README uses `Workers`); an exact match wins.
+        let ring = HashRing::from_toml_str("WORKERS = [\"a\"]\nReplicas = 7").unwrap();
+        assert_eq!(
+            (ring.workers(), ring.replicas()),
+            (&["a".to_owned()][..], 7)
+        );
+        let ring = HashRing::from_toml_str("Workers = [\"x\"]\nworkers = [\"a\"]").unwrap();
+        assert_eq!(ring.workers(), ["a"]);
         assert!(matches!(
             HashRing::from_toml_str("workers = [1]"),
             Err(Error::Config(_))

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bson::Timestamp;
-use futures::stream::{BoxStream, SelectAll, Stream, StreamExt};
+use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
+use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 use tokio::sync::watch;
 
@@ -22,6 +23,7 @@ use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
+use crate::source::start_at::StartAt;
 
 /// What [`start`] reads: the oplog (on by default), any number of change streams, and
 /// direct reads.
@@ -35,6 +37,10 @@ pub struct TailOptions {
     pub change_streams: Vec<ChangeStreamOptions>,
     /// Direct reads. Default `None`.
     pub direct: Option<DirectOptions>,
+    /// Where every live source starts unless it sets its own
+    /// ([`OplogOptions::start`], [`ChangeStreamOptions::start`], a change stream's resume
+    /// token); exclusive for all of them (see [`StartAt`]). Default [`StartAt::Latest`].
+    pub start: StartAt,
 }
 
 impl Default for TailOptions {
@@ -43,6 +49,7 @@ impl Default for TailOptions {
             oplog: Some(OplogOptions::default()),
             change_streams: Vec::new(),
             direct: None,
+            start: StartAt::Latest,
         }
     }
 }
@@ -83,6 +90,13 @@ impl TailOptions {
     pub fn watch_deployment(self) -> Self {
         self.disable_oplog()
             .change_stream(ChangeStreamOptions::new())
+    }
+
+    /// Sets [`TailOptions::start`]: where the oplog and the change streams start unless
+    /// they set their own (gtm's `After`, which applies to both).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
     }
 
     /// Sets the direct-read options.
@@ -167,6 +181,19 @@ impl Stream for OpStream {
             }
             other => other,
         }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.shared.lock().sources {
+            Some(sources) => (0, sources.size_hint().1),
+            None => (0, Some(0)),
+        }
+    }
+}
+
+impl FusedStream for OpStream {
+    fn is_terminated(&self) -> bool {
+        self.shared.lock().sources.is_none()
     }
 }
 
@@ -261,7 +288,7 @@ impl Handle {
     /// The cached resume token of each change stream, in the order of
     /// [`TailOptions::change_streams`] (`None` until that stream has opened). Refreshed on
     /// empty batches, so an idle stream's token keeps moving forward.
-    pub fn resume_tokens(&self) -> Vec<Option<bson::Document>> {
+    pub fn resume_tokens(&self) -> Vec<Option<ResumeToken>> {
         self.change_streams.iter().map(|c| c.position()).collect()
     }
 
@@ -327,13 +354,15 @@ impl Stream for DoneOnEnd {
 pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
     let mut sources: SelectAll<BoxStream<'static, Result<Op>>> = SelectAll::new();
     let mut oplog = None;
-    if let Some(o) = options.oplog {
+    if let Some(mut o) = options.oplog {
+        o.start.get_or_insert_with(|| options.start.clone());
         let s = OplogStream::new(client, o);
         oplog = Some(s.control());
         sources.push(s.boxed());
     }
     let mut change_streams = Vec::new();
-    for cs in options.change_streams {
+    for mut cs in options.change_streams {
+        cs.start.get_or_insert_with(|| options.start.clone());
         let s = ChangeStreamSource::new(client, cs);
         change_streams.push(s.control());
         sources.push(s.boxed());
@@ -413,6 +442,8 @@ mod tests {
         assert!(assert_ready!(s.poll_next()).is_some());
         assert!(assert_ready!(s.poll_next()).is_none());
         assert!(handle.is_stopped());
+        assert!(s.is_terminated());
+        assert_eq!(s.size_hint(), (0, Some(0)));
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer};
-use futures::StreamExt;
+use futures::stream::{FusedStream, StreamExt};
+use mongodb::change_stream::event::ResumeToken;
 use mongosim::ServerVersion;
 use mongotail::{
     ChangeStreamOptions, ChangeStreamSource, Error, Namespace, OpKind, Position, RetryPolicy,
@@ -15,6 +16,12 @@ use mongotail::{
 
 fn ns(s: &str) -> Namespace {
     Namespace::parse(s).unwrap()
+}
+
+/// The `_data` string of a resume token (hex KeyString: later tokens sort higher).
+fn token_data(token: &ResumeToken) -> Option<String> {
+    let doc = bson::to_document(token).ok()?;
+    doc.get_str("_data").ok().map(str::to_owned)
 }
 
 /// Polls `s` until its initial aggregate has run (the position is known), so writes made
@@ -92,7 +99,7 @@ async fn collection_scope(version: ServerVersion) {
     assert_eq!(got[3].document_key, Some(doc! {"_id": 1}));
     for op in &got {
         assert!(op.is_source_change_stream());
-        assert!(matches!(op.position, Position::ResumeToken(ref t) if t.contains_key("_data")));
+        assert!(matches!(op.position, Position::ResumeToken(ref t) if token_data(t).is_some()));
         assert_eq!(op.namespace, ns(&format!("{db_name}.c")));
     }
     assert_quiet(&mut s, Duration::from_millis(300)).await;
@@ -102,7 +109,7 @@ async fn collection_scope(version: ServerVersion) {
     };
     let cached = s.position().expect("position");
     assert!(
-        cached.get_str("_data").unwrap() >= last.get_str("_data").unwrap(),
+        token_data(&cached) >= token_data(last),
         "position went backwards"
     );
 }
@@ -398,6 +405,7 @@ async fn standalone_is_not_a_replica_set() {
         other => panic!("expected NotReplicaSet, got {other:?}"),
     }
     assert!(s.next().await.is_none());
+    assert!(s.is_terminated() && s.next().await.is_none());
 }
 
 #[tokio::test]
@@ -453,7 +461,7 @@ async fn history_lost_on_get_more_ends_the_stream() {
     match tokio::time::timeout(common::WAIT, s.next()).await.unwrap() {
         Some(Err(Error::PositionLost { code, position, .. })) => {
             assert_eq!(code, 286);
-            assert!(matches!(position, Position::ResumeToken(t) if t.contains_key("_data")));
+            assert!(matches!(position, Position::ResumeToken(t) if token_data(&t).is_some()));
         }
         other => panic!("expected PositionLost, got {other:?}"),
     }
@@ -547,5 +555,41 @@ async fn transient_errors_opening_the_stream_are_retried() {
     );
     c.insert_one(doc! {"_id": 1}).await.unwrap();
     assert_eq!(int_ids(&take_ops(&mut s, 1).await), vec![1]);
+    server.fail_off().await;
+}
+
+#[tokio::test]
+async fn capped_position_lost_on_get_more_ends_the_stream() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("cs_lost136");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .max_await_time(Duration::from_millis(100)),
+    );
+    opened(&mut s).await;
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let first = take_ops(&mut s, 1).await.remove(0);
+    // What a running change stream gets when it falls off the oplog.
+    server
+        .fail_command(
+            doc! {"times": 1}.into(),
+            doc! {"failCommands": ["getMore"], "errorCode": 136},
+        )
+        .await;
+    c.insert_one(doc! {"_id": 2}).await.unwrap();
+    match tokio::time::timeout(common::WAIT, s.next()).await.unwrap() {
+        Some(Err(Error::PositionLost { code, position, .. })) => {
+            assert_eq!(code, 136);
+            assert_eq!(position, first.position);
+        }
+        other => panic!("expected PositionLost, got {other:?}"),
+    }
+    assert!(
+        s.next().await.is_none(),
+        "the stream must end, never jump ahead"
+    );
     server.fail_off().await;
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bson::{doc, Bson, Document};
 use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer};
-use futures::StreamExt;
+use futures::stream::{FusedStream, StreamExt};
 use mongodb::options::IndexOptions;
 use mongodb::IndexModel;
 use mongosim::ServerVersion;
@@ -523,6 +523,7 @@ async fn non_transient_error_ends_the_stream() {
         other => panic!("expected the driver error, got {other:?}"),
     }
     assert!(ops.next().await.is_none());
+    assert!(ops.is_terminated() && ops.next().await.is_none());
 }
 
 #[tokio::test]

@@ -13,7 +13,8 @@ use futures::StreamExt;
 use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongotail::{
-    start, ChangeStreamOptions, DirectOptions, Error, Namespace, OplogOptions, TailOptions,
+    cluster_time, first_op_timestamp, last_op_timestamp, start, ChangeStreamOptions, DirectOptions,
+    Error, Namespace, OplogOptions, Source, StartAt, TailOptions,
 };
 
 fn ns(s: &str) -> Namespace {
@@ -268,5 +269,74 @@ async fn since_seeks_change_streams_too() {
     assert_eq!(int_ids(&got), vec![1, 2, 3]);
     handle.since(got[0].timestamp).unwrap();
     assert_eq!(int_ids(&take_ops(&mut ops, 2).await), vec![2, 3]);
+    assert_quiet(&mut ops, Duration::from_millis(300)).await;
+}
+
+/// The `_id`s `got` delivered from `source`, sorted.
+fn ids_from(got: &[mongotail::Op], source: Source) -> Vec<i32> {
+    let from: Vec<_> = got.iter().filter(|o| o.source == source).cloned().collect();
+    let mut ids = int_ids(&from);
+    ids.sort_unstable();
+    ids
+}
+
+#[tokio::test]
+async fn one_exclusive_start_point_for_every_live_source() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_shared");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let at_zero = last_op_timestamp(&server.client).await.unwrap().unwrap();
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let at_one = last_op_timestamp(&server.client).await.unwrap().unwrap();
+    for i in 2..=3 {
+        c.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    let target = ns(&format!("{db_name}.c"));
+    let (mut ops, _handle) = start(
+        &server.client,
+        TailOptions::new()
+            .start(StartAt::After(at_one))
+            // sets its own start: after insert 0
+            .oplog(
+                OplogOptions::new()
+                    .namespace(target.clone())
+                    .start(StartAt::After(at_zero)),
+            )
+            // inherits the shared start: after insert 1
+            .change_stream(ChangeStreamOptions::new().namespace(target.clone()))
+            // the function form: after insert 1 too
+            .change_stream(
+                ChangeStreamOptions::new()
+                    .namespace(target)
+                    .start(StartAt::func(move |_client| async move { Ok(at_one) })),
+            ),
+    );
+    let got = take_ops(&mut ops, 3 + 2 + 2).await;
+    assert_quiet(&mut ops, Duration::from_millis(300)).await;
+    // Exclusive for both sources: the op at the start point itself is not delivered.
+    assert_eq!(ids_from(&got, Source::Oplog), vec![1, 2, 3]);
+    assert_eq!(ids_from(&got, Source::ChangeStream), vec![2, 2, 3, 3]);
+}
+
+#[tokio::test]
+async fn change_streams_start_at_the_earliest_entry_and_the_time_helpers_agree() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_earliest");
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_many((1..=3).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let first = first_op_timestamp(&server.client).await.unwrap().unwrap();
+    let last = last_op_timestamp(&server.client).await.unwrap().unwrap();
+    let now = cluster_time(&server.client).await.unwrap();
+    assert!(first <= last && last <= now, "{first} {last} {now}");
+    let (mut ops, _handle) = start(
+        &server.client,
+        TailOptions::new()
+            .start(StartAt::Earliest)
+            .watch(ns(&format!("{db_name}.c"))),
+    );
+    assert_eq!(int_ids(&take_ops(&mut ops, 3).await), vec![1, 2, 3]);
     assert_quiet(&mut ops, Duration::from_millis(300)).await;
 }

@@ -53,30 +53,14 @@ pub fn init_tracing() {
         .init();
 }
 
-/// The `ts` of the newest oplog entry: start the oplog source after it (or a change stream
-/// just after it) to see every change made from now on, even before the stream is first
-/// polled.
-pub async fn latest_oplog_ts(client: &Client) -> mongodb::error::Result<Option<bson::Timestamp>> {
-    let entry = client
-        .database("local")
-        .collection::<bson::Document>("oplog.rs")
-        .find_one(bson::doc! {})
-        .sort(bson::doc! {"$natural": -1})
-        .projection(bson::doc! {"ts": 1})
-        .await?;
-    Ok(entry.and_then(|e| e.get_timestamp("ts").ok()))
-}
-
-/// The cluster time just after `ts` (for an inclusive `startAtOperationTime`).
-pub fn just_after(ts: bson::Timestamp) -> bson::Timestamp {
-    match ts.increment.checked_add(1) {
-        Some(increment) => bson::Timestamp {
-            time: ts.time,
-            increment,
-        },
-        None => bson::Timestamp {
-            time: ts.time + 1,
-            increment: 0,
-        },
+/// `error` followed by each of its causes, `: `-separated (mongotail's errors leave the
+/// cause to `source()`).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        text.push_str(&format!(": {cause}"));
+        next = cause.source();
     }
+    text
 }

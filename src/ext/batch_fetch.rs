@@ -268,6 +268,8 @@ impl<S: Stream, F> BatchFetch<S, F> {
         self
     }
 
+    delegate_access_inner!(stream, S, (.));
+
     /// Most ops held at once: `max_batch * (workers + 1)`. Input is not polled while
     /// this many are held.
     fn capacity(&self) -> usize {

@@ -23,6 +23,8 @@ impl<S> ConsistentShard<S> {
         ConsistentShard { stream, worker }
     }
 
+    delegate_access_inner!(stream, S, ());
+
     /// The worker whose ops this stream keeps.
     pub fn worker(&self) -> &RingWorker {
         &self.worker

@@ -42,6 +42,8 @@ impl<S, T> Decode<S, T> {
             _target: PhantomData,
         }
     }
+
+    delegate_access_inner!(stream, S, ());
 }
 
 impl<S: fmt::Debug, T> fmt::Debug for Decode<S, T> {
@@ -93,6 +95,8 @@ impl<S, F> DecodeWith<S, F> {
     pub(crate) fn new(stream: S, decoder: F) -> Self {
         DecodeWith { stream, decoder }
     }
+
+    delegate_access_inner!(stream, S, ());
 }
 
 impl<S: fmt::Debug, F> fmt::Debug for DecodeWith<S, F> {

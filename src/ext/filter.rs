@@ -57,6 +57,8 @@ impl<S, F> Filter<S, F> {
     pub(crate) fn new(stream: S, predicate: F) -> Self {
         Filter { stream, predicate }
     }
+
+    delegate_access_inner!(stream, S, ());
 }
 
 impl<S: fmt::Debug, F> fmt::Debug for Filter<S, F> {

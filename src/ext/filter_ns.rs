@@ -21,6 +21,8 @@ impl<S, F> FilterNs<S, F> {
     pub(crate) fn new(stream: S, predicate: F) -> Self {
         FilterNs { stream, predicate }
     }
+
+    delegate_access_inner!(stream, S, ());
 }
 
 impl<S: fmt::Debug, F> fmt::Debug for FilterNs<S, F> {

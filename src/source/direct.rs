@@ -30,18 +30,21 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
-use bson::{doc, Bson, Document};
-use futures::stream::{self, BoxStream, Stream, StreamExt, TryStreamExt};
+use bson::{doc, Bson, Document, Timestamp};
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, Fuse, StreamExt, TryStreamExt};
+use futures::FutureExt;
 use mongodb::{Client, Collection};
 
+use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Verdict};
+use super::retry::{retry_transient, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op, OpKind, Position, Source};
-use crate::source::RetryPolicy;
 
 /// Options of the direct-read source. Build with [`DirectOptions::new`] and the builder
 /// methods.
@@ -174,7 +177,7 @@ impl DirectOptions {
 /// batch each (about 1 MiB by default) while the consumer is not polling.
 #[must_use = "streams do nothing unless polled"]
 pub struct DirectReads {
-    inner: BoxStream<'static, Result<Op>>,
+    inner: Fuse<BoxStream<'static, Result<Op>>>,
 }
 
 impl fmt::Debug for DirectReads {
@@ -189,22 +192,17 @@ impl DirectReads {
         let concurrency = options.concurrency.max(1);
         let client = client.clone();
         let namespaces = options.namespaces.clone();
-        let options = std::sync::Arc::new(options);
+        let options = Arc::new(options);
         let inner = stream::iter(namespaces)
             .map(move |ns| read_namespace(client.clone(), options.clone(), ns))
             .flatten_unordered(concurrency)
-            .boxed();
+            .boxed()
+            .fuse();
         DirectReads { inner }
     }
 }
 
-impl Stream for DirectReads {
-    type Item = Result<Op>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
-    }
-}
+delegate_stream!(DirectReads, inner);
 
 /// The `$type` alias of the type bracket an `_id` sorts in, for the types ranges support.
 fn type_bracket(v: &Bson) -> Option<&'static str> {
@@ -470,7 +468,8 @@ pub(crate) fn resume_filter(range: &Document, last: &Bson) -> Document {
     and_filter(range.clone(), after)
 }
 
-/// One range being read; re-opened after the last `_id` read on transient errors.
+/// One `_id` range being read: how it opens (after the last `_id` read, in `_id` order)
+/// and decodes; the [`Engine`] does the rest.
 struct RangeRead {
     coll: Collection<Document>,
     ns: Namespace,
@@ -479,94 +478,79 @@ struct RangeRead {
     batch_size: u32,
     allow_disk_use: bool,
     no_cursor_timeout: bool,
-    retry: RetryPolicy,
-    cursor: Option<mongodb::Cursor<Document>>,
-    last_id: Option<Bson>,
-    failures: u32,
-    done: bool,
 }
 
-impl RangeRead {
-    async fn next_item(&mut self) -> Option<Result<Op>> {
-        loop {
-            if self.done {
-                return None;
-            }
-            if self.cursor.is_none() {
-                match self.open().await {
-                    Ok(c) => self.cursor = Some(c),
-                    Err(e) => match self.recover(e) {
-                        Ok(wait) => {
-                            wait.await;
-                            continue;
-                        }
-                        Err(e) => return Some(Err(e)),
-                    },
-                }
-            }
-            let cursor = self.cursor.as_mut()?;
-            match cursor.next().await {
-                Some(Ok(d)) => {
-                    self.failures = 0;
-                    self.last_id = d.get("_id").cloned();
-                    return Some(Ok(to_op(&self.ns, d)));
-                }
-                Some(Err(e)) => {
-                    self.cursor = None;
-                    match self.recover(Error::from(e)) {
-                        Ok(wait) => wait.await,
-                        Err(e) => return Some(Err(e)),
-                    }
-                }
-                None => {
-                    self.done = true;
-                    return None;
-                }
-            }
-        }
-    }
+impl Resumable for RangeRead {
+    /// The `_id` of the last document read.
+    type Pos = Bson;
+    type Cursor = mongodb::Cursor<Document>;
+    type Doc = Document;
 
-    /// A backoff to wait before retrying, or the error that ends this range.
-    fn recover(&mut self, e: Error) -> std::result::Result<tokio::time::Sleep, Error> {
-        // A pipeline may rewrite `_id`: resuming after the last one read would not be exact.
-        let resumable = self.pipeline.is_none() || self.last_id.is_none();
-        if resumable && e.is_resumable() && self.failures < self.retry.max_retries {
-            self.failures += 1;
-            tracing::warn!(ns = %self.ns, error = %e, attempt = self.failures, "direct read: retrying");
-            return Ok(tokio::time::sleep(self.retry.backoff(self.failures)));
-        }
-        self.done = true;
-        Err(e)
-    }
+    const NAME: &'static str = "direct read";
 
-    async fn open(&mut self) -> Result<mongodb::Cursor<Document>> {
-        let filter = match &self.last_id {
+    fn open(&mut self, from: Option<Bson>) -> BoxFuture<'static, Result<Opened<Self>>> {
+        let filter = match &from {
             Some(last) => resume_filter(&self.filter, last),
             None => self.filter.clone(),
         };
-        let cursor = match &self.pipeline {
-            Some(stages) => {
-                let mut p = Vec::with_capacity(stages.len() + 1);
-                if !filter.is_empty() {
-                    p.push(doc! {"$match": filter});
-                }
-                p.extend(stages.iter().cloned());
-                self.coll
-                    .aggregate(p)
-                    .allow_disk_use(self.allow_disk_use)
-                    .batch_size(self.batch_size)
-                    .await?
-            }
-            None => {
-                self.coll
+        let coll = self.coll.clone();
+        let (batch_size, no_cursor_timeout) = (self.batch_size, self.no_cursor_timeout);
+        let Some(stages) = &self.pipeline else {
+            return async move {
+                let find = coll
                     .find(filter)
                     .sort(doc! {"_id": 1})
-                    .batch_size(self.batch_size)
-                    .no_cursor_timeout(self.no_cursor_timeout)
-                    .await?
+                    .batch_size(batch_size)
+                    .no_cursor_timeout(no_cursor_timeout);
+                Ok((find.await?, None))
             }
+            .boxed();
         };
-        Ok(cursor)
+        let mut pipeline = Vec::with_capacity(stages.len() + 1);
+        if !filter.is_empty() {
+            pipeline.push(doc! {"$match": filter});
+        }
+        pipeline.extend(stages.iter().cloned());
+        let allow_disk_use = self.allow_disk_use;
+        async move {
+            let aggregate = coll
+                .aggregate(pipeline)
+                .allow_disk_use(allow_disk_use)
+                .batch_size(batch_size);
+            Ok((aggregate.await?, None))
+        }
+        .boxed()
+    }
+
+    fn poll_read(
+        &mut self,
+        cursor: &mut mongodb::Cursor<Document>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Read<Document, Bson>>> {
+        Poll::Ready(match ready!(cursor.poll_next_unpin(cx)) {
+            Some(Ok(doc)) => Ok(Read::Doc(doc)),
+            Some(Err(e)) => Err(e.into()),
+            None => Ok(Read::End),
+        })
+    }
+
+    fn decode(&mut self, doc: Document, out: &mut VecDeque<Op>) -> Decoded<Bson> {
+        let id = doc.get("_id").cloned();
+        out.push_back(to_op(&self.ns, doc));
+        Decoded::deliver(id)
+    }
+
+    fn classify(&self, e: Error, at: Option<&Bson>) -> Verdict {
+        // A pipeline may rewrite `_id`: resuming after the last one read would not be exact.
+        if self.pipeline.is_some() && at.is_some() {
+            return Verdict::End(e);
+        }
+        Verdict::by_resumable(e)
+    }
+
+    /// Direct reads have no time order: seeks do not apply (and no control is exposed).
+    fn seek(&mut self, _ts: Timestamp) -> Option<Bson> {
+        None
     }
 }
 
@@ -584,35 +568,20 @@ fn read_range(
         batch_size: plan.batch_size,
         allow_disk_use: options.allow_disk_use,
         no_cursor_timeout: options.no_cursor_timeout,
-        retry: options.retry.clone(),
-        cursor: None,
-        last_id: None,
-        failures: 0,
-        done: false,
     };
-    stream::unfold(range, |mut r| async move {
-        let item = r.next_item().await?;
-        Some((item, r))
-    })
-    .boxed()
+    Engine::new(range, options.retry.clone(), Arc::new(Control::new(None))).boxed()
 }
 
 fn read_namespace(
     client: Client,
-    options: std::sync::Arc<DirectOptions>,
+    options: Arc<DirectOptions>,
     ns: Namespace,
 ) -> BoxStream<'static, Result<Op>> {
     stream::once(async move {
-        let mut failures = 0;
-        let planned = loop {
-            match plan(&client, &options, &ns).await {
-                Err(e) if e.is_resumable() && failures < options.retry.max_retries => {
-                    failures += 1;
-                    tokio::time::sleep(options.retry.backoff(failures)).await;
-                }
-                other => break other,
-            }
-        };
+        let planned = retry_transient(&options.retry, "direct read plan", || {
+            plan(&client, &options, &ns)
+        })
+        .await;
         match planned {
             Ok(Some(plan)) => {
                 let ranges: Vec<_> = plan
