@@ -19,7 +19,7 @@
 //! | [`Error::Malformed`] | continues with the next entry |
 //! | [`Error::TransactionTooLarge`] | ends (the transaction cannot be delivered whole) |
 //! | [`Error::Config`], [`Error::InvalidNamespace`] | ends (returned before anything is read) |
-//! | [`Error::Decode`], [`Error::Fetch`] (adapters) | the adapter's stream continues |
+//! | [`Error::Decode`], [`Error::Fetch`], [`Error::Pipeline`] (adapters) | the adapter's stream continues |
 //! | [`Error::Stopped`] | never yielded by streams; returned by handle calls after `stop()` |
 //!
 //! # Display and sources
@@ -119,6 +119,20 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// An aggregation pipeline run by [`pipeline`](crate::OpStreamExt::pipeline) is invalid
+    /// or failed on an op: the code and codeName a server gives for the same pipeline (40324
+    /// unknown stage, 20 a stage change streams do not permit, 280 the event `_id` modified,
+    /// …).
+    #[error("pipeline error {code_name} ({code}): {message}")]
+    Pipeline {
+        /// The server's error code for the same failure.
+        code: i32,
+        /// Its symbolic name.
+        code_name: String,
+        /// The server's message.
+        message: String,
+    },
+
     /// The stream was stopped through its handle.
     #[error("stopped")]
     Stopped,
@@ -146,6 +160,8 @@ pub enum ErrorKind {
     TransactionTooLarge,
     /// [`Error::Config`].
     Config,
+    /// [`Error::Pipeline`].
+    Pipeline,
     /// [`Error::Stopped`].
     Stopped,
 }
@@ -224,7 +240,7 @@ impl Error {
     pub fn code(&self) -> Option<i32> {
         match self {
             Error::Driver(e) | Error::Fetch { source: e, .. } => driver_code(e),
-            Error::PositionLost { code, .. } => Some(*code),
+            Error::PositionLost { code, .. } | Error::Pipeline { code, .. } => Some(*code),
             _ => None,
         }
     }
@@ -259,6 +275,7 @@ impl Error {
             Error::Malformed { .. } => ErrorKind::Malformed,
             Error::TransactionTooLarge { .. } => ErrorKind::TransactionTooLarge,
             Error::Config(_) => ErrorKind::Config,
+            Error::Pipeline { .. } => ErrorKind::Pipeline,
             Error::Stopped => ErrorKind::Stopped,
         }
     }

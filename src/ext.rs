@@ -35,6 +35,8 @@ mod decode;
 mod filter;
 mod filter_ns;
 mod ordered;
+#[cfg(feature = "pipeline")]
+mod pipeline;
 
 pub use batch_fetch::{
     BatchFetch, ClientFetcher, Fetcher, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW,
@@ -45,6 +47,8 @@ pub use decode::{Decode, DecodeWith};
 pub use filter::{chain_filters, Filter, OpFilter};
 pub use filter_ns::FilterNs;
 pub use ordered::Ordering;
+#[cfg(feature = "pipeline")]
+pub use pipeline::{Pipeline, PipelineByNs};
 
 /// Adapters for every `Stream<Item = Result<Op>>` (gtm's filters, fetching, ordering,
 /// sharding and unmarshalling).
@@ -362,6 +366,108 @@ pub trait OpStreamExt: Stream<Item = Result<Op>> {
         Self: Sized,
     {
         DecodeWith::new(self, f)
+    }
+
+    /// Applies an aggregation pipeline to every op, as MongoDB applies a change stream's
+    /// pipeline to every change event (gtm's `Pipe`), wherever the ops come from: the oplog,
+    /// change streams, direct reads or a merged stream.
+    ///
+    /// Each op is viewed as the change event a server would emit for it: `_id` (its
+    /// position), `operationType`, `clusterTime`, `wallTime`, `ns: {db, coll}`, `to`,
+    /// `documentKey`, `fullDocument`, `updateDescription`, `txnNumber`, `lsid`. The stages a
+    /// change stream permits are supported: `$match`, `$project`, `$addFields`/`$set`,
+    /// `$unset`, `$replaceRoot`/`$replaceWith` and `$redact`, with the query and expression
+    /// operators of the [`mql`] crate.
+    ///
+    /// 1. An op the stages drop (`$match`, `$redact`) is not yielded.
+    /// 2. Otherwise the op is yielded with what the stages left of its `fullDocument`
+    ///    (`data`), `updateDescription` (`update`) and `documentKey`; its kind, namespace,
+    ///    times, source and position are kept, and other fields the stages add are not
+    ///    carried.
+    /// 3. An op whose evaluation fails (an expression error, or stages that change or remove
+    ///    the event `_id`, which the server refuses with 280 `ChangeStreamFatalError`) is an
+    ///    [`Error::Pipeline`](crate::Error::Pipeline) item and the stream goes on.
+    /// 4. `Err` items pass through.
+    ///
+    /// Where to evaluate: a pipeline set on a change stream
+    /// ([`ChangeStreamOptions::pipeline`](crate::ChangeStreamOptions::pipeline)) or a direct
+    /// read ([`DirectOptions::pipeline`](crate::DirectOptions::pipeline)) runs on the server,
+    /// which sends less; this adapter runs in the client, on any stream. The same text gives
+    /// the same ops either way.
+    ///
+    /// # Errors
+    /// An invalid pipeline is an [`Error::Pipeline`](crate::Error::Pipeline) here, before any
+    /// op is read, with the server's code (40324 unknown stage, 20 a stage change streams do
+    /// not permit, …).
+    ///
+    /// ```
+    /// use bson::doc;
+    /// use futures::{stream, TryStreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let users = Namespace::parse("shop.users")?;
+    /// let ops = vec![
+    ///     Ok(Op::new(OpKind::Insert, users.clone(), Some(1.into()))
+    ///         .with_data(doc! {"_id": 1, "name": "ada", "password": "x"})),
+    ///     Ok(Op::new(OpKind::Delete, users, Some(2.into()))),
+    /// ];
+    /// let out: Vec<Op> = stream::iter(ops)
+    ///     .pipeline(&[
+    ///         doc! {"$match": {"operationType": "insert"}},
+    ///         doc! {"$project": {"fullDocument.password": 0}},
+    ///     ])?
+    ///     .try_collect()
+    ///     .await?;
+    /// assert_eq!(out.len(), 1);
+    /// assert_eq!(out[0].data, Some(doc! {"_id": 1, "name": "ada"}));
+    ///
+    /// let bad = stream::iter(Vec::<mongotail::Result<Op>>::new()).pipeline(&[doc! {"$group": {"_id": 1}}]);
+    /// assert_eq!(bad.unwrap_err().code(), Some(20));
+    /// # Ok::<(), mongotail::Error>(())
+    /// # }).unwrap();
+    /// ```
+    #[cfg(feature = "pipeline")]
+    fn pipeline(self, stages: &[Document]) -> Result<Pipeline<Self>>
+    where
+        Self: Sized,
+    {
+        Ok(Pipeline::new(self, pipeline::parse(stages)?))
+    }
+
+    /// [`pipeline`](OpStreamExt::pipeline) with a pipeline per namespace, as gtm's pipeline
+    /// builder: `stages_for(ns)` is asked once per namespace (on its first op) and returns
+    /// the stages for its ops, or `None` to let them through unchanged.
+    ///
+    /// 1. As [`pipeline`](OpStreamExt::pipeline), per namespace.
+    /// 2. When a namespace's stages are invalid, each of its ops is an
+    ///    [`Error::Pipeline`](crate::Error::Pipeline) item naming the namespace, and the
+    ///    stream goes on.
+    /// 3. Memory: one parsed pipeline per namespace seen.
+    ///
+    /// ```
+    /// use bson::doc;
+    /// use futures::{stream, StreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt};
+    ///
+    /// # futures::executor::block_on(async {
+    /// let op = |ns: &str| Ok(Op::new(OpKind::Insert, Namespace::parse(ns).unwrap(), Some(1.into()))
+    ///     .with_data(doc! {"_id": 1, "card": "4111"}));
+    /// let mut out = stream::iter(vec![op("shop.payments"), op("shop.users")])
+    ///     .pipeline_by_ns(|ns: &Namespace| {
+    ///         (ns.coll() == "payments").then(|| vec![doc! {"$unset": "fullDocument.card"}])
+    ///     });
+    /// assert_eq!(out.next().await.unwrap().unwrap().data, Some(doc! {"_id": 1}));
+    /// assert_eq!(out.next().await.unwrap().unwrap().data, Some(doc! {"_id": 1, "card": "4111"}));
+    /// # });
+    /// ```
+    #[cfg(feature = "pipeline")]
+    fn pipeline_by_ns<F>(self, stages_for: F) -> PipelineByNs<Self, F>
+    where
+        F: FnMut(&Namespace) -> Option<Vec<Document>>,
+        Self: Sized,
+    {
+        PipelineByNs::new(self, stages_for)
     }
 }
 
