@@ -9,8 +9,8 @@
 //! | `consistent` package | [`consistent_shard`](OpStreamExt::consistent_shard) with a [`HashRing`](crate::HashRing) |
 //! | `Unmarshal` | [`decode`](OpStreamExt::decode), [`decode_with`](OpStreamExt::decode_with) |
 //!
-//! Ordering is a setting of [`BatchFetch`], the only adapter that runs work concurrently;
-//! every other adapter keeps input order.
+//! Ordering is a setting of the two adapters that run work concurrently, [`BatchFetch`] and
+//! [`ThenConcurrent`]; every other adapter keeps input order.
 //!
 //! Every adapter passes `Err` items through unchanged and in place, unless it says
 //! otherwise. None of them spawns a task: the work they do (fetches) runs inside their
@@ -37,6 +37,7 @@ mod filter_ns;
 mod ordered;
 #[cfg(feature = "pipeline")]
 mod pipeline;
+mod then_concurrent;
 
 pub use batch_fetch::{
     BatchFetch, ClientFetcher, Fetcher, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW,
@@ -49,6 +50,7 @@ pub use filter_ns::FilterNs;
 pub use ordered::Ordering;
 #[cfg(feature = "pipeline")]
 pub use pipeline::{Pipeline, PipelineByNs};
+pub use then_concurrent::ThenConcurrent;
 
 /// Adapters for every `Stream<Item = Result<Op>>` (gtm's filters, fetching, ordering,
 /// sharding and unmarshalling).
@@ -468,6 +470,59 @@ pub trait OpStreamExt: Stream<Item = Result<Op>> {
         Self: Sized,
     {
         PipelineByNs::new(self, stages_for)
+    }
+
+    /// Runs the async function `f` on up to `limit` ops at once (index into a search engine,
+    /// call a web hook…) and yields its outputs in the order
+    /// [`ThenConcurrent::ordered`] asks for (default [`Ordering::Oplog`]: input order) — what
+    /// [`batch_fetch`](OpStreamExt::batch_fetch) does for fetching, for any work. The
+    /// concurrent counterpart of `StreamExt::then`.
+    ///
+    /// 1. Every op is given to `f` exactly once, in input order; at most `limit` ops are
+    ///    held at any time (running, or done and waiting for their turn), so memory is
+    ///    bounded by `limit` outputs.
+    /// 2. Each output is yielded as `Ok(output)` once the ordering lets it out (see
+    ///    [`Ordering`]): per document, per namespace, in input order, or as soon as ready.
+    /// 3. An `Err` item from the input is a barrier: it is yielded after the outputs of every
+    ///    op received before it and before those of every op received after it.
+    /// 4. Nothing is spawned: the futures run inside `poll_next`; dropping the stream
+    ///    cancels them.
+    ///
+    /// # Panics
+    /// When `limit` is 0.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use futures::{stream, StreamExt};
+    /// use mongotail::{Namespace, Op, OpKind, OpStreamExt, Ordering};
+    ///
+    /// #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// async fn main() {
+    ///     let ns = Namespace::parse("shop.orders").unwrap();
+    ///     // Document 1 is slow; per-document order lets the others overtake it.
+    ///     let ops = [1, 2, 1, 3].map(|id| Ok(Op::new(OpKind::Update, ns.clone(), Some(id.into()))));
+    ///     let done: Vec<i32> = stream::iter(ops)
+    ///         .then_concurrent(4, |op| async move {
+    ///             let id = op.id.and_then(|id| id.as_i32()).unwrap();
+    ///             tokio::time::sleep(Duration::from_millis(if id == 1 { 50 } else { 1 })).await;
+    ///             id
+    ///         })
+    ///         .ordered(Ordering::Document)
+    ///         .map(|out| out.unwrap())
+    ///         .collect()
+    ///         .await;
+    ///     assert_eq!(done, vec![2, 3, 1, 1]);
+    /// }
+    /// ```
+    #[track_caller]
+    fn then_concurrent<F, Fut>(self, limit: usize, f: F) -> ThenConcurrent<Self, F, Fut>
+    where
+        F: FnMut(Op) -> Fut,
+        Fut: std::future::Future,
+        Self: Sized,
+    {
+        assert!(limit > 0, "then_concurrent: limit must be at least 1");
+        ThenConcurrent::new(self, limit, f)
     }
 }
 

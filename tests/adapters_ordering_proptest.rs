@@ -9,90 +9,17 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Bson, Document};
 use futures::future::BoxFuture;
 use futures::{stream, FutureExt, StreamExt};
-use mongotail::{Error, Namespace, Op, OpKind, OpStreamExt, Ordering, Result};
+use mongotail::{Error, Namespace, Op, OpStreamExt, Ordering, Result};
 use proptest::prelude::*;
+
+mod common;
+use common::ordering::{item, must_precede, ordering, to_input, Item};
 
 /// The id that never exists when fetched.
 const MISSING_ID: i32 = 3;
-
-#[derive(Debug, Clone)]
-enum Item {
-    Update { ns: u8, id: i32 },
-    Insert { ns: u8, id: i32 },
-    Command { ns: u8 },
-    Error,
-}
-
-impl Item {
-    fn ns(&self) -> Option<u8> {
-        match self {
-            Item::Update { ns, .. } | Item::Insert { ns, .. } | Item::Command { ns } => Some(*ns),
-            Item::Error => None,
-        }
-    }
-
-    fn id(&self) -> Option<i32> {
-        match self {
-            Item::Update { id, .. } | Item::Insert { id, .. } => Some(*id),
-            _ => None,
-        }
-    }
-}
-
-fn item() -> impl Strategy<Value = Item> {
-    prop_oneof![
-        6 => (0u8..2, 0i32..5).prop_map(|(ns, id)| Item::Update { ns, id }),
-        3 => (0u8..2, 0i32..5).prop_map(|(ns, id)| Item::Insert { ns, id }),
-        1 => (0u8..2).prop_map(|ns| Item::Command { ns }),
-        1 => Just(Item::Error),
-    ]
-}
-
-fn ordering() -> impl Strategy<Value = Ordering> {
-    prop_oneof![
-        Just(Ordering::Oplog),
-        Just(Ordering::Namespace),
-        Just(Ordering::Document),
-        Just(Ordering::Any),
-    ]
-}
-
-fn namespace(ns: u8) -> Namespace {
-    Namespace::new("db", format!("c{ns}")).unwrap()
-}
-
-fn to_input(i: usize, item: &Item) -> Result<Op> {
-    let tag = Timestamp {
-        time: 1,
-        increment: i as u32,
-    };
-    let op = match item {
-        Item::Update { ns, id } => Op::new(OpKind::Update, namespace(*ns), Some(Bson::Int32(*id))),
-        Item::Insert { ns, id } => Op::new(OpKind::Insert, namespace(*ns), Some(Bson::Int32(*id)))
-            .with_data(doc! {"_id": *id}),
-        Item::Command { ns } => Op::new(OpKind::DropCollection, namespace(*ns), None),
-        Item::Error => return Err(Error::Config(format!("input {i}"))),
-    };
-    Ok(op.with_timestamp(tag))
-}
-
-/// Must input `a` (earlier) come out before input `b` under `ordering`?
-fn must_precede(ordering: Ordering, a: &Item, b: &Item) -> bool {
-    if matches!(a, Item::Error) || matches!(b, Item::Error) {
-        return true;
-    }
-    match ordering {
-        Ordering::Oplog => true,
-        Ordering::Namespace => a.id().is_none() || b.id().is_none() || a.ns() == b.ns(),
-        Ordering::Document => {
-            a.id().is_none() || b.id().is_none() || (a.ns() == b.ns() && a.id() == b.id())
-        }
-        _ => false,
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Case {

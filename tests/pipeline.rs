@@ -21,7 +21,9 @@ use rand::{Rng, SeedableRng};
 fn pipelines() -> Vec<Vec<Document>> {
     let or_end = |cond: Document| doc! {"$match": {"$or": [{"ns.coll": "z"}, cond]}};
     vec![
-        vec![or_end(doc! {"operationType": {"$in": ["insert", "delete"]}})],
+        vec![or_end(
+            doc! {"operationType": {"$in": ["insert", "delete"]}},
+        )],
         vec![or_end(doc! {"fullDocument.n": {"$gte": 5}})],
         vec![
             or_end(doc! {"ns.coll": "b"}),
@@ -59,7 +61,10 @@ async fn workload(client: &Client, db: &str, rng: &mut StdRng) {
         let c = db.collection::<Document>(coll);
         let n = rng.random_range(0..10);
         let secret = rng.random_range(0..2);
-        match (rng.random_range(0..5), live.iter().position(|(c, _)| *c == coll)) {
+        match (
+            rng.random_range(0..5),
+            live.iter().position(|(c, _)| *c == coll),
+        ) {
             (0 | 1, _) | (_, None) => {
                 next_id += 1;
                 c.insert_one(doc! {"_id": next_id, "n": n, "secret": secret, "arr": [1, 2, 3]})
@@ -177,8 +182,16 @@ async fn one_pipeline_gives_the_same_ops_from_every_source() {
         let from_oplog = until_end(oplog).await;
         let what = format!("case {case} (seed {seed}): {stages:?}");
         assert!(from_oplog.len() > 1, "{what}: only the end marker");
-        assert_eq!(until_end(server_side).await, from_oplog, "{what}: server side");
-        assert_eq!(until_end(client_side).await, from_oplog, "{what}: client side");
+        assert_eq!(
+            until_end(server_side).await,
+            from_oplog,
+            "{what}: server side"
+        );
+        assert_eq!(
+            until_end(client_side).await,
+            from_oplog,
+            "{what}: client side"
+        );
         assert_eq!(until_end(merged).await, from_oplog, "{what}: merged");
         handle.stop();
     }
@@ -224,7 +237,11 @@ async fn per_namespace_pipelines_apply_to_their_namespace_only() {
         .collect();
     assert_eq!(ids, vec![Some(Bson::Int32(2)), Some(Bson::Int32(3))]);
     match &items[2] {
-        Err(mongotail::Error::Pipeline { code: 40324, message, .. }) => {
+        Err(mongotail::Error::Pipeline {
+            code: 40324,
+            message,
+            ..
+        }) => {
             assert!(message.contains(&format!("{db}.b")), "{message}")
         }
         other => panic!("{other:?}"),

@@ -9,7 +9,8 @@ use crate::op::Op;
 use crate::ring::id_key_bytes;
 
 /// The ordering guarantee a stream keeps while work runs concurrently (gtm's
-/// `OrderingGuarantee`), set with [`BatchFetch::ordered`](crate::ext::BatchFetch::ordered).
+/// `OrderingGuarantee`), set with [`BatchFetch::ordered`](crate::ext::BatchFetch::ordered) or
+/// [`ThenConcurrent::ordered`](crate::ext::ThenConcurrent::ordered).
 ///
 /// Input order is the order the ops came out of the wrapped stream. Whatever the
 /// ordering:

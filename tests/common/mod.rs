@@ -3,6 +3,8 @@
 //! ops with a timeout, fail points.
 #![allow(dead_code)]
 
+pub mod ordering;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
