@@ -40,6 +40,7 @@ use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, Fuse, StreamExt, TryStreamExt};
 use futures::FutureExt;
 use mongodb::{Client, Collection};
+use tokio::sync::Semaphore;
 
 use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Verdict};
 use super::retry::{retry_transient, RetryPolicy};
@@ -60,6 +61,12 @@ pub struct DirectOptions {
     pub split_min_docs: u64,
     /// Most namespaces read at the same time. Default 4.
     pub concurrency: usize,
+    /// Most reads in flight at once across every namespace: a range being read, or a
+    /// namespace being planned (`count`, `$sample`) each count as one. A read in flight
+    /// holds a pooled connection while the consumer is not polling, so keep this below the
+    /// client's `maxPoolSize` (default 10): then a stalled consumer never takes every
+    /// connection of a client it shares with other work. Default 8.
+    pub max_in_flight: usize,
     /// Aggregation stages applied per namespace after the range `$match`. Default none.
     pub pipelines: BTreeMap<Namespace, Vec<Document>>,
     /// `allowDiskUse` for pipelines and `$sample`. Default `false`.
@@ -87,6 +94,7 @@ impl Default for DirectOptions {
             split_max: 9,
             split_min_docs: 1_000,
             concurrency: 4,
+            max_in_flight: 8,
             pipelines: BTreeMap::new(),
             allow_disk_use: false,
             no_cursor_timeout: false,
@@ -124,6 +132,12 @@ impl DirectOptions {
     /// Sets [`DirectOptions::split_min_docs`].
     pub fn split_min_docs(mut self, n: u64) -> Self {
         self.split_min_docs = n;
+        self
+    }
+
+    /// Sets [`DirectOptions::max_in_flight`] (at least 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
         self
     }
 
@@ -192,9 +206,10 @@ impl DirectReads {
         let concurrency = options.concurrency.max(1);
         let client = client.clone();
         let namespaces = options.namespaces.clone();
+        let in_flight = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
         let options = Arc::new(options);
         let inner = stream::iter(namespaces)
-            .map(move |ns| read_namespace(client.clone(), options.clone(), ns))
+            .map(move |ns| read_namespace(client.clone(), options.clone(), in_flight.clone(), ns))
             .flatten_unordered(concurrency)
             .boxed()
             .fuse();
@@ -572,22 +587,46 @@ fn read_range(
     Engine::new(range, options.retry.clone(), Arc::new(Control::new(None))).boxed()
 }
 
+/// `range`, started once a permit of `in_flight` is free and holding it until it ends.
+fn with_permit(
+    in_flight: Arc<Semaphore>,
+    range: BoxStream<'static, Result<Op>>,
+) -> BoxStream<'static, Result<Op>> {
+    stream::once(async move {
+        // The semaphore is never closed; the permit lives as long as the range.
+        let permit = in_flight.acquire_owned().await.ok();
+        range.map(move |item| {
+            let _held = &permit;
+            item
+        })
+    })
+    .flatten()
+    .boxed()
+}
+
 fn read_namespace(
     client: Client,
     options: Arc<DirectOptions>,
+    in_flight: Arc<Semaphore>,
     ns: Namespace,
 ) -> BoxStream<'static, Result<Op>> {
     stream::once(async move {
-        let planned = retry_transient(&options.retry, "direct read plan", || {
-            plan(&client, &options, &ns)
-        })
-        .await;
+        let planned = {
+            let _permit = in_flight.clone().acquire_owned().await;
+            retry_transient(&options.retry, "direct read plan", || {
+                plan(&client, &options, &ns)
+            })
+            .await
+        };
         match planned {
             Ok(Some(plan)) => {
                 let ranges: Vec<_> = plan
                     .filters
                     .iter()
-                    .map(|f| read_range(&plan, &options, ns.clone(), f.clone()))
+                    .map(|f| {
+                        let range = read_range(&plan, &options, ns.clone(), f.clone());
+                        with_permit(in_flight.clone(), range)
+                    })
                     .collect();
                 stream::select_all(ranges).boxed()
             }
