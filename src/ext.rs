@@ -430,6 +430,7 @@ pub trait OpStreamExt: Stream<Item = Result<Op>> {
     /// # }).unwrap();
     /// ```
     #[cfg(feature = "pipeline")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
     fn pipeline(self, stages: &[Document]) -> Result<Pipeline<Self>>
     where
         Self: Sized,
@@ -464,6 +465,7 @@ pub trait OpStreamExt: Stream<Item = Result<Op>> {
     /// # });
     /// ```
     #[cfg(feature = "pipeline")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "pipeline")))]
     fn pipeline_by_ns<F>(self, stages_for: F) -> PipelineByNs<Self, F>
     where
         F: FnMut(&Namespace) -> Option<Vec<Document>>,

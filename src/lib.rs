@@ -56,6 +56,7 @@
 // `Error` carries the namespace, id and position it is about by value (~200 bytes); errors
 // are rare, so boxing them would only make matching on them clumsier.
 #![allow(clippy::result_large_err)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
 pub mod ext;

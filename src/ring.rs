@@ -36,6 +36,7 @@
 //! ([`HashRing::worker`]).
 
 use std::fmt;
+#[cfg(feature = "toml")]
 use std::path::Path;
 use std::sync::Arc;
 
@@ -115,6 +116,7 @@ struct RingConfig {
 /// Renames each top-level key that matches a [`RingConfig`] field only when case is ignored
 /// (gtm's `Workers`) to the field's name, as Go's TOML decoder matches keys to struct fields:
 /// an exact match first, then one ignoring case.
+#[cfg(feature = "toml")]
 fn match_keys_ignoring_case(table: &mut toml::Table) {
     for field in ["workers", "replicas"] {
         if table.contains_key(field) {
@@ -273,6 +275,8 @@ impl HashRing {
     /// # Errors
     /// [`Error::Config`] for malformed TOML, a missing or mistyped `workers` key, or any
     /// error of [`HashRing::with_replicas`].
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_str(toml: &str) -> Result<HashRing> {
         let invalid = |e: toml::de::Error| Error::Config(format!("hash ring: invalid TOML: {e}"));
         let mut table: toml::Table = toml::from_str(toml).map_err(invalid)?;
@@ -298,6 +302,8 @@ impl HashRing {
     /// # Errors
     /// [`Error::Config`] naming the file when it cannot be read or is not a valid ring
     /// configuration.
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_file(path: impl AsRef<Path>) -> Result<HashRing> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| {
@@ -491,6 +497,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "toml")]
     fn config_errors() {
         assert!(matches!(
             HashRing::new(Vec::<String>::new()),
@@ -536,6 +543,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "toml")]
     fn toml_file_and_extra_keys() {
         let dir = std::env::temp_dir().join(format!("mongotail-ring-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -149,7 +149,7 @@ async fn three_workers_see_every_op_exactly_once() {
     }
     assert!(reference.iter().any(|op| op.id.is_none()), "the command op");
 
-    let ring = HashRing::from_toml_str(r#"workers = ["Tom", "Dick", "Harry"]"#).unwrap();
+    let ring = HashRing::new(["Tom", "Dick", "Harry"]).unwrap();
     let mut union: HashMap<(Timestamp, String, String), usize> = HashMap::new();
     for name in ["Tom", "Dick", "Harry"] {
         let expected = reference.iter().filter(|op| ring.owner(op) == name).count();
