@@ -133,6 +133,17 @@ pub enum Error {
         message: String,
     },
 
+    /// A checkpoint that cannot be loaded, saved or read: the store failed, or what it holds
+    /// is not a checkpoint of this format ([`checkpoint`](crate::checkpoint)). Never a silent
+    /// restart from scratch.
+    #[error("checkpoint {name:?}: {message}")]
+    Checkpoint {
+        /// The checkpoint's name (or the store's location).
+        name: String,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The stream was stopped through its handle.
     #[error("stopped")]
     Stopped,
@@ -162,6 +173,8 @@ pub enum ErrorKind {
     Config,
     /// [`Error::Pipeline`].
     Pipeline,
+    /// [`Error::Checkpoint`].
+    Checkpoint,
     /// [`Error::Stopped`].
     Stopped,
 }
@@ -276,6 +289,7 @@ impl Error {
             Error::TransactionTooLarge { .. } => ErrorKind::TransactionTooLarge,
             Error::Config(_) => ErrorKind::Config,
             Error::Pipeline { .. } => ErrorKind::Pipeline,
+            Error::Checkpoint { .. } => ErrorKind::Checkpoint,
             Error::Stopped => ErrorKind::Stopped,
         }
     }

@@ -58,6 +58,7 @@
 #![allow(clippy::result_large_err)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod checkpoint;
 pub mod error;
 pub mod ext;
 pub mod op;
