@@ -25,6 +25,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod error;
+mod hasher;
 mod error_codes;
 mod limits;
 mod options;
@@ -38,7 +39,7 @@ pub(crate) mod wire;
 
 pub use commands::state::Stats;
 pub use error::CommandError;
-pub use options::{Options, ServerVersion};
+pub use options::{ClusterRole, Options, ServerVersion};
 pub use server::MongoSim;
 
 /// Runs the wire layer on one raw message as the server would (framing, OP_MSG / OP_QUERY
