@@ -84,9 +84,9 @@ fn safe_number_long_for_hash(v: &Bson) -> Option<i64> {
     let clamp = |d: f64| -> i64 {
         if d.is_nan() {
             0
-        } else if d >= 9.223_372_036_854_775_807e18 {
+        } else if d >= 9.223_372_036_854_776e18 {
             i64::MAX
-        } else if d < -9.223_372_036_854_775_808e18 {
+        } else if d < -9.223_372_036_854_776e18 {
             i64::MIN
         } else {
             d.trunc() as i64

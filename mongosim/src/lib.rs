@@ -24,9 +24,10 @@
 // reply's code, codeName, errmsg, labels and extra fields by value and is the cold path.
 #![allow(clippy::result_large_err)]
 
+mod cluster;
 pub mod error;
-mod hasher;
 mod error_codes;
+mod hasher;
 mod limits;
 mod options;
 
@@ -34,9 +35,11 @@ pub(crate) mod commands;
 pub(crate) mod engine;
 pub(crate) mod query;
 pub(crate) mod resume_token;
+pub(crate) mod router;
 pub(crate) mod server;
 pub(crate) mod wire;
 
+pub use cluster::{Cluster, ClusterOptions};
 pub use commands::state::Stats;
 pub use error::CommandError;
 pub use options::{ClusterRole, Options, ServerVersion};

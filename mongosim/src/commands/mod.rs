@@ -16,6 +16,7 @@ pub(crate) mod failpoint;
 pub(crate) mod hello;
 pub(crate) mod reply;
 pub(crate) mod sessions;
+pub(crate) mod shardsvr;
 pub(crate) mod state;
 pub(crate) mod txn;
 
@@ -169,7 +170,7 @@ impl<'a> Ctx<'a> {
 /// service_entry_point_common.cpp: 73 "Invalid database name: '<db>'" unless
 /// `NamespaceString::validDBName(db, DollarInDbNameBehavior::Allow)`): non-empty, at most 63
 /// bytes, no `/`, backslash, `.`, `"`, space or NUL; `$` is allowed here (`$external`).
-fn check_request_db(db: &str) -> CmdResult<()> {
+pub(crate) fn check_request_db(db: &str) -> CmdResult<()> {
     let valid = !db.is_empty()
         && db.len() <= 63
         && !db
@@ -300,6 +301,8 @@ fn is_command(name: &str, shared: &Shared) -> bool {
     COMMANDS.contains(&name)
         || (matches!(name, "configureFailPoint" | "refreshLogicalSessionCacheNow")
             && shared.opts.enable_test_commands)
+        || (shardsvr::COMMANDS.contains(&name)
+            && shared.opts.cluster_role == crate::ClusterRole::ShardServer)
 }
 
 /// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family)
@@ -311,6 +314,8 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         "aggregate" if change_stream::is_change_stream(&req) => {
             change_stream::aggregate(ctx, req).await
         }
+        // the router's internal commands to a shard (shardsvr.rs; shard servers only)
+        n if shardsvr::COMMANDS.contains(&n) => shardsvr::run(ctx, req).await,
         // transactions (txn.rs)
         "abortTransaction" => txn::abort(ctx, req).await,
         "commitTransaction" => txn::commit(ctx, req).await,

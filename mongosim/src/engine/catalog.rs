@@ -170,10 +170,28 @@ pub(crate) struct Collection {
     pub(crate) capped: Option<Capped>,
     /// Indexes; `_id_` first (absent only on collections created with `autoIndexId: false`).
     pub(crate) indexes: Vec<Index>,
+    /// On a shard: the key pattern of a sharded collection, so its oplog entries carry the
+    /// shard-key fields in their document keys (set by the router, `commands/shardsvr.rs`).
+    pub(crate) shard_key: Option<Document>,
     docs: BTreeMap<u64, StoredDoc>,
     ids: BTreeMap<Key, u64>,
     next_rid: u64,
     data_size: u64,
+}
+
+/// The document key of `doc` under shard key `pattern`: each key field present in `doc` (by
+/// its dotted path), then `_id` unless the key holds it.
+pub(crate) fn document_key(pattern: &Document, doc: &Document) -> Document {
+    let mut out = Document::new();
+    for field in pattern.keys() {
+        if let Some(v) = crate::query::path::get_path(doc, field) {
+            out.insert(field.clone(), v.clone());
+        }
+    }
+    if !out.contains_key("_id") {
+        out.insert("_id", doc.get("_id").cloned().unwrap_or(Bson::Null));
+    }
+    out
 }
 
 /// The `_id` index spec (reference §7.1).
@@ -188,6 +206,7 @@ impl Collection {
             options,
             capped,
             indexes: Vec::new(),
+            shard_key: None,
             docs: BTreeMap::new(),
             ids: BTreeMap::new(),
             next_rid: 1,
@@ -201,6 +220,17 @@ impl Collection {
             entries: BTreeMap::new(),
         });
         c
+    }
+
+    /// The document key logged for `doc`: `{_id}`, or on a shard the shard-key fields then
+    /// `_id` (SRV `op_observer_util.cpp` `getDocumentKey` / `DocumentKey::getShardKeyAndId`:
+    /// `extractElementsBasedOnTemplate` leaves missing fields out; reference
+    /// sharded-clusters.md §4.1).
+    pub(crate) fn document_key(&self, doc: &Document) -> Document {
+        match &self.shard_key {
+            Some(pattern) => document_key(pattern, doc),
+            None => doc! {"_id": doc.get("_id").cloned().unwrap_or(Bson::Null)},
+        }
     }
 
     /// Number of documents.
@@ -468,7 +498,7 @@ impl Catalog {
         self.dbs.get(db)?.colls.get(coll)
     }
 
-    fn coll_mut(&mut self, db: &str, coll: &str) -> Option<&mut Collection> {
+    pub(crate) fn coll_mut(&mut self, db: &str, coll: &str) -> Option<&mut Collection> {
         self.dbs.get_mut(db)?.colls.get_mut(coll)
     }
 
@@ -594,6 +624,27 @@ impl Catalog {
             .colls
             .insert(coll.to_string(), c);
         Ok(vec![op])
+    }
+
+    /// [`Catalog::create_collection`] with a given UUID: a sharded collection has one UUID on
+    /// every shard.
+    pub(crate) fn create_collection_with_uuid(
+        &mut self,
+        db: &str,
+        coll: &str,
+        options: &Document,
+        uuid: Uuid,
+    ) -> CmdResult<Vec<Document>> {
+        let mut ops = self.create_collection(db, coll, options)?;
+        if let Some(c) = self.coll_mut(db, coll) {
+            c.uuid = uuid;
+        }
+        for op in &mut ops {
+            if op.contains_key("ui") {
+                op.insert("ui", uuid);
+            }
+        }
+        Ok(ops)
     }
 
     /// Creates the collection if it does not exist (implicit creation on first write,
@@ -951,11 +1002,10 @@ impl Catalog {
         c.check_unique(&ns, &doc, None)?;
         let rid = c.next_rid;
         c.next_rid += 1;
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let mut op = doc! {"op": "i", "ns": ns, "ui": c.uuid, "o": doc.clone()};
         if version != ServerVersion::V4_4 {
             // 6.0+: o2 = document key (reference §4.3)
-            op.insert("o2", doc! {"_id": id});
+            op.insert("o2", c.document_key(&doc));
         }
         c.put(rid, doc, raw);
         c.trim_capped();
@@ -1009,12 +1059,13 @@ impl Catalog {
         // Pre-/post-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
         let image =
             super::images::images_enabled(&c.options).then(|| (old.doc.clone(), new_doc.clone()));
+        let key = c.document_key(&new_doc);
         c.put(rid, new_doc, raw);
         let uuid = c.uuid;
         if let Some((pre, post)) = image {
-            self.images.push(uuid, id.clone(), pre, Some(post));
+            self.images.push(uuid, id, pre, Some(post));
         }
-        Ok(doc! {"op": "u", "ns": ns, "ui": uuid, "o": o, "o2": {"_id": id}})
+        Ok(doc! {"op": "u", "ns": ns, "ui": uuid, "o": o, "o2": key})
     }
 
     /// Deletes record `rid`; returns the delete op (`o: {_id}`, reference §4.7).
@@ -1031,11 +1082,12 @@ impl Catalog {
         };
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
         let uuid = c.uuid;
+        let key = c.document_key(&old.doc);
         // Pre-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
         if super::images::images_enabled(&c.options) {
-            self.images.push(uuid, id.clone(), old.doc, None);
+            self.images.push(uuid, id, old.doc, None);
         }
-        Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": {"_id": id}})
+        Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": key})
     }
 }
 

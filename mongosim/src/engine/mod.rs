@@ -235,6 +235,27 @@ impl Engine {
         e
     }
 
+    /// A config server's first write: `config.version` (SRV `config_server_catalog_cache_loader`
+    /// / `ShardingCatalogManager::initializeConfigDatabaseIfNeeded`; shapes from reference
+    /// sharded-clusters.md §2.5: 7.0 `{_id: 1, clusterId}`, 4.4 with `minCompatibleVersion: 5,
+    /// currentVersion: 6`).
+    pub(crate) fn init_config_server(&mut self) {
+        let mut version = doc! {"_id": 1};
+        if self.version == ServerVersion::V4_4 {
+            version.insert("minCompatibleVersion", 5);
+            version.insert("currentVersion", 6);
+        }
+        version.insert("clusterId", bson::oid::ObjectId::new());
+        let mut ops: Vec<PendingOp> = match self.catalog.ensure_collection("config", "version") {
+            Ok(ops) => ops.into_iter().map(Into::into).collect(),
+            Err(_) => return,
+        };
+        if let Ok((_, op)) = self.catalog.insert_doc("config", "version", version) {
+            ops.push(op.into());
+        }
+        self.log(ops, None);
+    }
+
     /// The logical clock's current value (`$clusterTime.clusterTime`, reference §2.7).
     pub(crate) fn cluster_time(&self) -> Timestamp {
         self.clock.now()
