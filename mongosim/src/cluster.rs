@@ -38,6 +38,10 @@ pub struct ClusterOptions {
     pub oplog_size_bytes: u64,
     /// Test commands (`configureFailPoint`) on every node (default true).
     pub enable_test_commands: bool,
+    /// How long a chunk migration's donor keeps the moved documents before its range
+    /// deleter removes them, unless `moveChunk` asks `_waitForDelete` (default 900 s, the
+    /// server's `orphanCleanupDelaySecs`).
+    pub orphan_cleanup_delay: Duration,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +54,7 @@ impl Default for ClusterOptions {
             noop_interval: Duration::from_secs(10),
             oplog_size_bytes: 192 * 1024 * 1024,
             enable_test_commands: true,
+            orphan_cleanup_delay: Duration::from_secs(900),
         }
     }
 }
@@ -87,6 +92,11 @@ impl ClusterOptions {
     /// Sets the oplog size of every replica set.
     pub fn oplog_size_bytes(mut self, bytes: u64) -> Self {
         self.oplog_size_bytes = bytes;
+        self
+    }
+    /// Sets how long donors keep migrated orphans.
+    pub fn orphan_cleanup_delay(mut self, delay: Duration) -> Self {
+        self.orphan_cleanup_delay = delay;
         self
     }
     /// Turns test commands on or off on every node.
@@ -136,7 +146,11 @@ impl Cluster {
                 .port(port)
                 .version(opts.version)
                 .enable_test_commands(opts.enable_test_commands);
-            routers.push(MongoSim::start_router(ropts, &config_addr)?);
+            routers.push(MongoSim::start_router(
+                ropts,
+                &config_addr,
+                opts.orphan_cleanup_delay,
+            )?);
         }
         let mut cluster = Cluster {
             opts,

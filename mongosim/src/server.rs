@@ -55,10 +55,14 @@ impl MongoSim {
     }
 
     /// Starts a router (mongos) whose metadata lives on the config server at `config_addr`.
-    pub(crate) fn start_router(opts: Options, config_addr: &str) -> io::Result<MongoSim> {
+    pub(crate) fn start_router(
+        opts: Options,
+        config_addr: &str,
+        orphan_cleanup_delay: std::time::Duration,
+    ) -> io::Result<MongoSim> {
         let mut opts = opts.standalone();
         opts.cluster_role = ClusterRole::Router;
-        let router = Arc::new(Router::new(config_addr, opts.version));
+        let router = Arc::new(Router::new(config_addr, opts.version, orphan_cleanup_delay));
         Self::start_node(opts, Some(router))
     }
 

@@ -214,7 +214,20 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
     if let Err(e) = check_request_db(&req.db) {
         return failpoint::after_command(ctx, &facts, &activation, Err(e));
     }
-    let result = match txn::before_command(ctx, &req) {
+    if req.body.contains_key("shardVersion")
+        && ctx.shared.opts.cluster_role == crate::ClusterRole::ShardServer
+    {
+        // A router's versioned command: orphans are filtered (engine::versioned).
+        let result = crate::engine::with_versioned(run_statement(ctx, req)).await;
+        return failpoint::after_command(ctx, &facts, &activation, result);
+    }
+    let result = run_statement(ctx, req).await;
+    failpoint::after_command(ctx, &facts, &activation, result)
+}
+
+/// Runs a command, inside its transaction when it is a statement of one.
+async fn run_statement(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    match txn::before_command(ctx, &req) {
         Err(e) => Err(e),
         Ok(None) => run(ctx, req).await,
         Ok(Some(stmt)) => {
@@ -232,8 +245,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
             ctx.operation_time = None;
             stmt.after(&ctx.shared, r)
         }
-    };
-    failpoint::after_command(ctx, &facts, &activation, result)
+    }
 }
 
 /// Commands whose session arguments the server ignores (SRV kill_sessions_command.cpp,

@@ -19,6 +19,13 @@
 //!   the range deleter (deleted), every entry `fromMigrate: true` (SRV
 //!   `migration_destination_manager.cpp` clone inserts, `range_deletion_util.cpp`
 //!   `deleteNextBatch`; reference sharded-clusters.md §4.2).
+//! - `_mongosimRangeOwnership: <coll>, min, max, owned, cleanupAfterMs?`: the shard stops
+//!   (`owned: false`) or starts (`owned: true`) owning a shard-key range. Documents of a
+//!   range it holds without owning it are orphans, hidden from the router's versioned
+//!   commands; with `cleanupAfterMs` the shard's range deleter removes them after that delay
+//!   (0: before replying, as `_waitForDelete`), each delete `fromMigrate: true` (SRV
+//!   `range_deleter_service.cpp`, `range_deletion_util.cpp`; the delay is
+//!   `orphanCleanupDelaySecs`, 900 s by default).
 //! - `_mongosimNoop`: a sharding no-op entry (`op: "n"` with `ns`, `ui`, `o`, `o2`), e.g.
 //!   `migrateChunkToNewShard` on a donor and `shardCollection` on the primary shard (SRV
 //!   `migration_util.cpp` `notifyChangeStreamsOnRecipientFirstChunk`,
@@ -34,6 +41,7 @@ use crate::error::{CmdResult, CommandError, ErrorCode};
 pub(crate) const COMMANDS: &[&str] = &[
     "_mongosimMigrate",
     "_mongosimNoop",
+    "_mongosimRangeOwnership",
     "_shardsvrCreateCollectionParticipant",
     "_shardsvrDropCollectionParticipant",
     "_shardsvrDropDatabaseParticipant",
@@ -44,6 +52,7 @@ pub(crate) async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> 
     match req.name.as_str() {
         "_mongosimMigrate" => migrate(ctx, req).await,
         "_mongosimNoop" => noop(ctx, req).await,
+        "_mongosimRangeOwnership" => range_ownership(ctx, req).await,
         "_shardsvrCreateCollectionParticipant" => create_collection_participant(ctx, req).await,
         "_shardsvrDropCollectionParticipant" | "_shardsvrDropDatabaseParticipant" => {
             drop_participant(ctx, req).await
@@ -229,6 +238,87 @@ pub(crate) async fn drop_participant(ctx: &mut Ctx<'_>, req: Request) -> CmdResu
         reply.insert("ns", ns);
     }
     Ok(reply)
+}
+
+/// `_mongosimRangeOwnership`.
+pub(crate) async fn range_ownership(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let coll = coll_name(&req)?;
+    let db = req.db.clone();
+    let min = req.body.get_document("min").cloned().unwrap_or_default();
+    let max = req.body.get_document("max").cloned().unwrap_or_default();
+    let owned = req.body.get_bool("owned").unwrap_or(true);
+    {
+        let mut engine = ctx.shared.engine.lock();
+        let Some(c) = engine.catalog.coll_mut(&db, &coll) else {
+            return Ok(Document::new());
+        };
+        c.orphans.retain(|(a, b)| !(a == &min && b == &max));
+        if !owned {
+            c.orphans.push((min.clone(), max.clone()));
+        }
+    }
+    let cleanup = match req.body.get("cleanupAfterMs") {
+        Some(Bson::Int64(ms)) => Some(*ms),
+        Some(Bson::Int32(ms)) => Some(i64::from(*ms)),
+        _ => None,
+    };
+    match cleanup {
+        Some(ms) if ms <= 0 => {
+            let deleted = delete_range(&ctx.shared, &db, &coll, &min, &max)?;
+            Ok(doc! {"deleted": deleted})
+        }
+        Some(ms) => {
+            let shared = ctx.shared.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(std::time::Duration::from_millis(ms as u64)).await;
+                if let Err(e) = delete_range(&shared, &db, &coll, &min, &max) {
+                    tracing::warn!("mongosim: range deletion on {db}.{coll} failed: {e:?}");
+                }
+            });
+            Ok(Document::new())
+        }
+        None => Ok(Document::new()),
+    }
+}
+
+/// The range deleter: removes the documents of `[min, max)` (still an orphan range) with
+/// `fromMigrate: true` entries, then forgets the range. Returns how many it deleted.
+fn delete_range(
+    shared: &super::state::Shared,
+    db: &str,
+    coll: &str,
+    min: &Document,
+    max: &Document,
+) -> CmdResult<i32> {
+    let mut engine = shared.engine.lock();
+    let Some(c) = engine.catalog.coll(db, coll) else {
+        return Ok(0);
+    };
+    let still_orphaned = c.orphans.iter().any(|(a, b)| a == min && b == max);
+    let Some(pattern) = c.shard_key.clone().filter(|_| still_orphaned) else {
+        return Ok(0);
+    };
+    let range = [(min.clone(), max.clone())];
+    let rids: Vec<u64> = c
+        .iter()
+        .filter(|(_, d)| {
+            crate::engine::catalog::in_ranges(
+                &range,
+                &crate::engine::catalog::shard_key_value(&pattern, &d.doc),
+            )
+        })
+        .map(|(rid, _)| rid)
+        .collect();
+    let mut ops = Vec::with_capacity(rids.len());
+    for rid in rids {
+        ops.push(from_migrate(engine.catalog.delete_doc(db, coll, rid)?));
+    }
+    let n = ops.len() as i32;
+    engine.log(ops, None);
+    if let Some(c) = engine.catalog.coll_mut(db, coll) {
+        c.orphans.retain(|(a, b)| !(a == min && b == max));
+    }
+    Ok(n)
 }
 
 fn array_of(body: &Document, field: &str) -> Vec<Bson> {

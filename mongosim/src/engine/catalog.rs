@@ -173,6 +173,10 @@ pub(crate) struct Collection {
     /// On a shard: the key pattern of a sharded collection, so its oplog entries carry the
     /// shard-key fields in their document keys (set by the router, `commands/shardsvr.rs`).
     pub(crate) shard_key: Option<Document>,
+    /// On a shard: shard-key ranges `[min, max)` whose documents this shard holds but does
+    /// not own (migrated away and awaiting the range deleter, or being received). Reads and
+    /// writes a router sends (`shardVersion`, [`super::versioned`]) do not see them.
+    pub(crate) orphans: Vec<(Document, Document)>,
     docs: BTreeMap<u64, StoredDoc>,
     ids: BTreeMap<Key, u64>,
     next_rid: u64,
@@ -194,6 +198,45 @@ pub(crate) fn document_key(pattern: &Document, doc: &Document) -> Document {
     out
 }
 
+/// The shard-key value of `doc` as chunks are keyed (SRV `ShardKeyPattern::
+/// extractShardKeyFromDoc`): each field's value, null when missing (4.4+), hashed fields as
+/// `Long(hash64(value))`.
+pub(crate) fn shard_key_value(pattern: &Document, doc: &Document) -> Document {
+    pattern
+        .iter()
+        .map(|(f, kind)| {
+            let v = crate::query::path::get_path(doc, f)
+                .cloned()
+                .unwrap_or(Bson::Null);
+            let v = if kind.as_str() == Some("hashed") {
+                Bson::Int64(crate::hasher::hash64(&v))
+            } else {
+                v
+            };
+            (f.clone(), v)
+        })
+        .collect()
+}
+
+/// Compares two shard-key values field by field in BSON order (`BSONObj::woCompare`
+/// without field names).
+pub(crate) fn cmp_keys(a: &Document, b: &Document) -> Ordering {
+    for (x, y) in a.values().zip(b.values()) {
+        let o = cmp_bson(x, y);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Whether `key` falls in one of the `[min, max)` ranges.
+pub(crate) fn in_ranges(ranges: &[(Document, Document)], key: &Document) -> bool {
+    ranges.iter().any(|(min, max)| {
+        cmp_keys(min, key) != Ordering::Greater && cmp_keys(key, max) == Ordering::Less
+    })
+}
+
 /// The `_id` index spec (reference §7.1).
 pub(crate) fn id_index_spec() -> Document {
     doc! {"v": 2, "key": {"_id": 1}, "name": "_id_"}
@@ -207,6 +250,7 @@ impl Collection {
             capped,
             indexes: Vec::new(),
             shard_key: None,
+            orphans: Vec::new(),
             docs: BTreeMap::new(),
             ids: BTreeMap::new(),
             next_rid: 1,
@@ -233,9 +277,24 @@ impl Collection {
         }
     }
 
-    /// Number of documents.
+    /// Whether a stored document is visible to this command: always, except an orphan to a
+    /// command a router sent (SRV `ShardFilterer`, reference sharded-clusters.md §4.2).
+    fn visible(&self, sd: &StoredDoc) -> bool {
+        if self.orphans.is_empty() || !super::versioned() {
+            return true;
+        }
+        let Some(pattern) = &self.shard_key else {
+            return true;
+        };
+        !in_ranges(&self.orphans, &shard_key_value(pattern, &sd.doc))
+    }
+
+    /// Number of documents (visible to this command).
     pub(crate) fn count(&self) -> usize {
-        self.docs.len()
+        if self.orphans.is_empty() || !super::versioned() {
+            return self.docs.len();
+        }
+        self.docs.values().filter(|d| self.visible(d)).count()
     }
     /// Sum of the documents' BSON sizes.
     pub(crate) fn data_size(&self) -> u64 {
@@ -243,11 +302,17 @@ impl Collection {
     }
     /// Documents in insertion (`$natural`) order with their record ids.
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &StoredDoc)> + '_ {
-        self.docs.iter().map(|(k, v)| (*k, v))
+        self.docs
+            .iter()
+            .filter(|(_, v)| self.visible(v))
+            .map(|(k, v)| (*k, v))
     }
     /// Documents from record id `rid` on.
     pub(crate) fn iter_from(&self, rid: u64) -> impl Iterator<Item = (u64, &StoredDoc)> + '_ {
-        self.docs.range(rid..).map(|(k, v)| (*k, v))
+        self.docs
+            .range(rid..)
+            .filter(|(_, v)| self.visible(v))
+            .map(|(k, v)| (*k, v))
     }
     /// Smallest stored record id.
     pub(crate) fn first_rid(&self) -> Option<u64> {
@@ -263,7 +328,8 @@ impl Collection {
     }
     /// Record id of the document with this `_id`.
     pub(crate) fn rid_by_id(&self, id: &Bson) -> Option<u64> {
-        self.ids.get(&Key(id.clone())).copied()
+        let rid = self.ids.get(&Key(id.clone())).copied()?;
+        self.docs.get(&rid).filter(|d| self.visible(d)).map(|_| rid)
     }
     /// Record ids in `_id` order (BSON order, the `_id` index), restricted to `_id`s within
     /// `bounds`; newest-last or reversed.
@@ -288,7 +354,11 @@ impl Collection {
                 return Box::new(std::iter::empty());
             }
         }
-        let range = self.ids.range((lo, hi)).map(|(_, r)| *r);
+        let range = self
+            .ids
+            .range((lo, hi))
+            .map(|(_, r)| *r)
+            .filter(|r| self.docs.get(r).is_some_and(|d| self.visible(d)));
         if reverse {
             Box::new(range.rev())
         } else {

@@ -24,6 +24,22 @@ use oplog::Oplog;
 use std::collections::HashMap;
 use tokio::sync::watch;
 
+tokio::task_local! {
+    /// Set while a shard runs a command a router sent with `shardVersion`.
+    static VERSIONED: bool;
+}
+
+/// Whether the running command came from a router with `shardVersion` (its reads and writes
+/// skip orphaned documents).
+pub(crate) fn versioned() -> bool {
+    VERSIONED.try_with(|v| *v).unwrap_or(false)
+}
+
+/// Runs `fut` as a versioned command (see [`versioned`]).
+pub(crate) async fn with_versioned<F: std::future::Future>(fut: F) -> F::Output {
+    VERSIONED.scope(true, fut).await
+}
+
 /// The election term written as `t` (constant: the simulated node never steps down).
 pub(crate) const TERM: i64 = 1;
 

@@ -881,7 +881,7 @@ pub(crate) fn hashed_split_points(n: i64) -> Vec<i64> {
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn chunk_doc(
     version: ServerVersion,
-    sr_ns: &impl ChunkNs,
+    sr_ns: &(impl ChunkNs + ?Sized),
     uuid: &Bson,
     min: &Document,
     max: &Document,

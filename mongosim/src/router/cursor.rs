@@ -22,6 +22,8 @@ pub(crate) enum Source {
         shard: String,
         /// The shard's cursor id.
         id: i64,
+        /// `shardVersion` for its getMores (a sharded collection's cursor).
+        version: Option<Bson>,
     },
     /// Documents the router already merged.
     Buffered(VecDeque<Document>),
@@ -142,6 +144,7 @@ pub(crate) fn adopt_shard_cursor(
     ctx: &Ctx<'_>,
     shard: &str,
     mut reply: Document,
+    version: Option<Bson>,
 ) -> Document {
     let Ok(cursor) = reply.get_document_mut("cursor") else {
         return reply;
@@ -154,6 +157,7 @@ pub(crate) fn adopt_shard_cursor(
             Source::Shard {
                 shard: shard.to_string(),
                 id,
+                version,
             },
             ctx.lsid.clone(),
         );
@@ -187,9 +191,13 @@ pub(crate) async fn get_more(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cmd
         Source::Shard {
             shard,
             id: shard_id,
+            version,
         } => {
             let mut body = super::forwardable(&req.body);
             body.insert("getMore", shard_id);
+            if let Some(v) = &version {
+                body.insert("shardVersion", v.clone());
+            }
             let result = r.forward(ctx, &shard, &req.db, body).await;
             let mut reply = match result {
                 Ok(reply) => reply,
@@ -210,6 +218,7 @@ pub(crate) async fn get_more(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cmd
                     Source::Shard {
                         shard,
                         id: shard_id,
+                        version,
                     },
                 );
                 if let Ok(c) = reply.get_document_mut("cursor") {
@@ -253,7 +262,7 @@ pub(crate) async fn kill_cursors(
             not_found.push(id);
             continue;
         }
-        if let Some(Source::Shard { shard, id: sid }) = r.cursors.remove(id) {
+        if let Some(Source::Shard { shard, id: sid, .. }) = r.cursors.remove(id) {
             let body = doc! {"killCursors": coll, "cursors": [sid]};
             let _ = r.forward(ctx, &shard, &req.db, body).await;
         }

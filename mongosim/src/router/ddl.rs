@@ -203,7 +203,7 @@ pub(crate) async fn list_on_primary(
     let reply = r
         .forward(ctx, &primary, &req.db, forwardable(&req.body))
         .await?;
-    Ok(adopt_shard_cursor(r, ctx, &primary, reply))
+    Ok(adopt_shard_cursor(r, ctx, &primary, reply, None))
 }
 
 /// `listDatabases` (SRV `cluster_list_databases_cmd.cpp`): every shard's databases merged by

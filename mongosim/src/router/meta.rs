@@ -19,7 +19,7 @@
 
 use std::cmp::Ordering;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, oid::ObjectId, Bson, Document, Timestamp};
 
 use super::shard_key::{cmp_keys, ShardKey};
 use super::Router;
@@ -56,6 +56,10 @@ pub(crate) struct Sharded {
     pub(crate) ns: String,
     /// The collection's UUID (the same on every shard).
     pub(crate) uuid: Bson,
+    /// `lastmodEpoch`.
+    pub(crate) epoch: ObjectId,
+    /// `timestamp` (7.0; `None` on 4.4).
+    pub(crate) timestamp: Option<Timestamp>,
     /// The shard key.
     pub(crate) key: ShardKey,
     /// `unique`.
@@ -67,6 +71,12 @@ pub(crate) struct Sharded {
 /// One `config.chunks` entry.
 #[derive(Debug, Clone)]
 pub(crate) struct Chunk {
+    /// `_id`.
+    pub(crate) id: Bson,
+    /// Chunk version (major in the high 32 bits, minor in the low).
+    pub(crate) lastmod: Timestamp,
+    /// The stored document.
+    pub(crate) doc: Document,
     /// Inclusive lower bound.
     pub(crate) min: Document,
     /// Exclusive upper bound.
@@ -123,6 +133,34 @@ impl Sharded {
             }
         }
         out
+    }
+
+    /// The largest chunk version.
+    pub(crate) fn max_version(&self) -> Timestamp {
+        self.chunks
+            .iter()
+            .map(|c| c.lastmod)
+            .max_by_key(|t| (t.time, t.increment))
+            .unwrap_or(version(1, 0))
+    }
+
+    /// The `shardVersion` a router attaches to the commands it sends for this collection
+    /// (7.0 `{e: epoch, t: timestamp, v: version}`, SRV `chunk_version.cpp`
+    /// `ChunkVersion::serialize`; 4.4 `[version, epoch]`).
+    pub(crate) fn shard_version(&self, version: ServerVersion) -> Bson {
+        let v = self.max_version();
+        match (version, self.timestamp) {
+            (ServerVersion::V4_4, _) | (_, None) => {
+                Bson::Array(vec![Bson::Timestamp(v), Bson::ObjectId(self.epoch)])
+            }
+            (_, Some(t)) => Bson::Document(doc! {"e": self.epoch, "t": t, "v": v}),
+        }
+    }
+
+    /// `body` as a versioned command for this collection.
+    pub(crate) fn versioned(&self, version: ServerVersion, mut body: Document) -> Document {
+        body.insert("shardVersion", self.shard_version(version));
+        body
     }
 
     /// The `config.chunks` filter selecting this collection's chunks (by `uuid` from 5.0,
@@ -251,6 +289,10 @@ pub(crate) async fn sharded(
     let mut s = Sharded {
         ns: ns.to_string(),
         uuid: c.get("uuid").cloned().unwrap_or(Bson::Null),
+        epoch: c
+            .get_object_id("lastmodEpoch")
+            .unwrap_or_else(|_| ObjectId::new()),
+        timestamp: c.get_timestamp("timestamp").ok(),
         key,
         unique: c.get_bool("unique").unwrap_or(false),
         chunks: Vec::new(),
@@ -272,9 +314,12 @@ fn corrupt(ns: &str) -> CommandError {
 
 fn chunk_of(d: Document) -> Option<Chunk> {
     Some(Chunk {
+        id: d.get("_id")?.clone(),
+        lastmod: d.get_timestamp("lastmod").ok()?,
         min: d.get_document("min").ok()?.clone(),
         max: d.get_document("max").ok()?.clone(),
         shard: d.get_str("shard").ok()?.to_string(),
+        doc: d,
     })
 }
 

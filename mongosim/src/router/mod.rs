@@ -20,6 +20,7 @@ pub(crate) mod cursor;
 pub(crate) mod ddl;
 pub(crate) mod hello;
 pub(crate) mod meta;
+pub(crate) mod migrate;
 pub(crate) mod read;
 pub(crate) mod shard_key;
 pub(crate) mod txn;
@@ -50,17 +51,24 @@ pub(crate) struct Router {
     pub(crate) txns: txn::Txns,
     /// Imitated release.
     pub(crate) version: ServerVersion,
+    /// How long a donor keeps a migrated range's orphans (`orphanCleanupDelaySecs`).
+    pub(crate) orphan_cleanup_delay: std::time::Duration,
 }
 
 impl Router {
     /// A router whose metadata lives on the config server at `config_addr`.
-    pub(crate) fn new(config_addr: &str, version: ServerVersion) -> Self {
+    pub(crate) fn new(
+        config_addr: &str,
+        version: ServerVersion,
+        orphan_cleanup_delay: std::time::Duration,
+    ) -> Self {
         Self {
             config: Arc::new(Remote::new(config_addr)),
             shards: parking_lot::Mutex::new(HashMap::new()),
             cursors: cursor::Cursors::default(),
             txns: txn::Txns::default(),
             version,
+            orphan_cleanup_delay,
         }
     }
 
@@ -296,9 +304,12 @@ const COMMANDS: &[&str] = &[
     "listDatabases",
     "listIndexes",
     "listShards",
+    "moveChunk",
     "ping",
     "refreshSessions",
+    "removeShard",
     "shardCollection",
+    "split",
     "startSession",
     "update",
     "whatsmyuri",
@@ -336,6 +347,9 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "getShardMap" => admin::get_shard_map(r, ctx, req).await,
         "listShards" => admin::list_shards(r, ctx, req).await,
         "shardCollection" => admin::shard_collection(r, ctx, req).await,
+        "moveChunk" => migrate::move_chunk(r, ctx, req).await,
+        "removeShard" => migrate::remove_shard(r, ctx, req).await,
+        "split" => migrate::split(r, ctx, req).await,
         // writes (write.rs)
         "insert" => write::insert(r, ctx, req).await,
         "update" => write::update(r, ctx, req).await,

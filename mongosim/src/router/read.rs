@@ -48,12 +48,28 @@ fn coll_name(req: &Request) -> CmdResult<String> {
     }
 }
 
+/// The client's body to forward, versioned when the collection is sharded.
+fn body_for(r: &Router, req: &Request, coll: Option<&Sharded>) -> Document {
+    let body = forwardable(&req.body);
+    match coll {
+        Some(c) => c.versioned(r.version, body),
+        None => body,
+    }
+}
+
 /// Forwards a read to its only shard and adopts the cursor.
-async fn single(r: &Router, ctx: &mut Ctx<'_>, shard: &str, req: &Request) -> CmdResult<Document> {
+async fn single(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    shard: &str,
+    req: &Request,
+    coll: Option<&Sharded>,
+) -> CmdResult<Document> {
     let reply = r
-        .forward(ctx, shard, &req.db, forwardable(&req.body))
+        .forward(ctx, shard, &req.db, body_for(r, req, coll))
         .await?;
-    Ok(adopt_shard_cursor(r, ctx, shard, reply))
+    let version = coll.map(|c| c.shard_version(r.version));
+    Ok(adopt_shard_cursor(r, ctx, shard, reply, version))
 }
 
 /// All documents of a cursor reply, with getMores until it is exhausted.
@@ -63,6 +79,7 @@ pub(crate) async fn drain(
     shard: &str,
     db: &str,
     mut reply: Document,
+    version: Option<Bson>,
 ) -> CmdResult<Vec<Document>> {
     let mut out = Vec::new();
     loop {
@@ -86,9 +103,11 @@ pub(crate) async fn drain(
             .and_then(|ns| ns.split_once('.'))
             .map(|(_, c)| c.to_string())
             .unwrap_or_default();
-        reply = r
-            .forward(ctx, shard, db, doc! {"getMore": id, "collection": coll})
-            .await?;
+        let mut body = doc! {"getMore": id, "collection": coll};
+        if let Some(v) = &version {
+            body.insert("shardVersion", v.clone());
+        }
+        reply = r.forward(ctx, shard, db, body).await?;
     }
 }
 
@@ -100,11 +119,12 @@ async fn gather(
     shards: &[String],
     body: Document,
 ) -> CmdResult<Vec<Document>> {
+    let version = body.get("shardVersion").cloned();
     let sends = shards.iter().map(|s| (s.clone(), body.clone())).collect();
     let replies = r.forward_all(ctx, db, sends).await?;
     let mut out = Vec::new();
     for (shard, reply) in shards.iter().zip(replies) {
-        out.extend(drain(r, ctx, shard, db, reply?).await?);
+        out.extend(drain(r, ctx, shard, db, reply?, version.clone()).await?);
     }
     Ok(out)
 }
@@ -143,20 +163,20 @@ pub(crate) async fn find(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResu
     let coll = coll_name(&req)?;
     let ns = format!("{}.{coll}", req.db);
     let filter = req.body.get_document("filter").cloned().unwrap_or_default();
-    let Some((shards, _)) = read_targets(r, ctx, &req.db, &coll, &filter).await? else {
+    let Some((shards, sharded)) = read_targets(r, ctx, &req.db, &coll, &filter).await? else {
         return Ok(cursor_reply(&ns, 0, Vec::new(), true));
     };
     if shards.len() <= 1 {
         let Some(shard) = shards.first() else {
             return Ok(cursor_reply(&ns, 0, Vec::new(), true));
         };
-        return single(r, ctx, shard, &req).await;
+        return single(r, ctx, shard, &req, sharded.as_deref()).await;
     }
     let sort = req.body.get_document("sort").ok().cloned();
     let projection = req.body.get_document("projection").ok().cloned();
     let skip = opt_i64(&req.body, "skip").unwrap_or(0).max(0);
     let limit = opt_i64(&req.body, "limit").unwrap_or(0).max(0);
-    let mut body = forwardable(&req.body);
+    let mut body = body_for(r, &req, sharded.as_deref());
     for k in ["skip", "limit", "batchSize", "singleBatch"] {
         body.remove(k);
     }
@@ -197,18 +217,19 @@ pub(crate) async fn find(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResu
 pub(crate) async fn count(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let coll = coll_name(&req)?;
     let query = req.body.get_document("query").cloned().unwrap_or_default();
-    let Some((shards, _)) = read_targets(r, ctx, &req.db, &coll, &query).await? else {
+    let Some((shards, sharded)) = read_targets(r, ctx, &req.db, &coll, &query).await? else {
         return Ok(doc! {"n": 0});
     };
+    let body = body_for(r, &req, sharded.as_deref());
     if shards.len() <= 1 {
         let Some(shard) = shards.first() else {
             return Ok(doc! {"n": 0});
         };
-        return r.forward(ctx, shard, &req.db, forwardable(&req.body)).await;
+        return r.forward(ctx, shard, &req.db, body).await;
     }
     let skip = opt_i64(&req.body, "skip").unwrap_or(0).max(0);
     let limit = opt_i64(&req.body, "limit").unwrap_or(0).abs();
-    let mut body = forwardable(&req.body);
+    let mut body = body;
     body.remove("skip");
     if limit > 0 {
         body.insert("limit", limit + skip);
@@ -230,16 +251,16 @@ pub(crate) async fn count(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdRes
 pub(crate) async fn distinct(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let coll = coll_name(&req)?;
     let query = req.body.get_document("query").cloned().unwrap_or_default();
-    let Some((shards, _)) = read_targets(r, ctx, &req.db, &coll, &query).await? else {
+    let Some((shards, sharded)) = read_targets(r, ctx, &req.db, &coll, &query).await? else {
         return Ok(doc! {"values": []});
     };
+    let body = body_for(r, &req, sharded.as_deref());
     if shards.len() <= 1 {
         let Some(shard) = shards.first() else {
             return Ok(doc! {"values": []});
         };
-        return r.forward(ctx, shard, &req.db, forwardable(&req.body)).await;
+        return r.forward(ctx, shard, &req.db, body).await;
     }
-    let body = forwardable(&req.body);
     let sends = shards.iter().map(|s| (s.clone(), body.clone())).collect();
     let mut values: Vec<Bson> = Vec::new();
     for reply in r.forward_all(ctx, &req.db, sends).await? {
@@ -301,7 +322,7 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
                 .primary()
                 .map(str::to_string);
             return match primary {
-                Some(p) => single(r, ctx, &p, &req).await,
+                Some(p) => single(r, ctx, &p, &req, None).await,
                 None => Ok(cursor_reply(
                     &format!("{}.$cmd.aggregate", req.db),
                     0,
@@ -316,14 +337,14 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
         .first()
         .and_then(|s| s.get_document("$match").ok().cloned())
         .unwrap_or_default();
-    let Some((shards, _)) = read_targets(r, ctx, &req.db, &coll, &first_match).await? else {
+    let Some((shards, sharded)) = read_targets(r, ctx, &req.db, &coll, &first_match).await? else {
         return Ok(cursor_reply(&ns, 0, Vec::new(), true));
     };
     if shards.len() <= 1 {
         let Some(shard) = shards.first() else {
             return Ok(cursor_reply(&ns, 0, Vec::new(), true));
         };
-        return single(r, ctx, shard, &req).await;
+        return single(r, ctx, shard, &req, sharded.as_deref()).await;
     }
     let split = pipeline
         .iter()
@@ -344,7 +365,7 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
             format!("{stage} over a collection spread across several shards is not supported by this simulator's router"),
         ));
     }
-    let mut body = forwardable(&req.body);
+    let mut body = body_for(r, &req, sharded.as_deref());
     body.insert("pipeline", shard_part.to_vec());
     body.insert("cursor", doc! {});
     let docs = gather(r, ctx, &req.db, &shards, body).await?;

@@ -15,7 +15,6 @@ use super::meta::Sharded;
 use crate::error::{CmdResult, CommandError, ErrorCode};
 use crate::hasher::hash64;
 use crate::query::compare::cmp_bson;
-use crate::query::path::get_path;
 
 /// A parsed shard key pattern (`{a: 1}`, `{h: "hashed"}`, `{a: 1, b: "hashed"}`).
 #[derive(Debug, Clone, PartialEq)]
@@ -98,13 +97,7 @@ impl ShardKey {
     /// The key of `doc` as chunks are keyed: each field's value (null when missing), hashed
     /// fields as `Long(hash64(value))`.
     pub(crate) fn key_of_doc(&self, doc: &Document) -> Document {
-        self.fields
-            .iter()
-            .map(|(f, hashed)| {
-                let v = get_path(doc, f).cloned().unwrap_or(Bson::Null);
-                (f.clone(), self.keyed(v, *hashed))
-            })
-            .collect()
+        crate::engine::catalog::shard_key_value(&self.pattern, doc)
     }
 
     fn keyed(&self, v: Bson, hashed: bool) -> Bson {
@@ -146,17 +139,7 @@ fn equality(v: &Bson) -> Option<&Bson> {
     }
 }
 
-/// Compares two key values field by field in BSON order (`BSONObj::woCompare` without field
-/// names).
-pub(crate) fn cmp_keys(a: &Document, b: &Document) -> Ordering {
-    for (x, y) in a.values().zip(b.values()) {
-        let o = cmp_bson(x, y);
-        if o != Ordering::Equal {
-            return o;
-        }
-    }
-    a.len().cmp(&b.len())
-}
+pub(crate) use crate::engine::catalog::cmp_keys;
 
 /// The shards a query on a sharded collection must reach (SRV `getShardIdsForQuery`), in
 /// chunk order.

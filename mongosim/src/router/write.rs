@@ -90,7 +90,7 @@ pub(crate) async fn insert(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdRe
             }
         })
         .collect();
-    run_batches(r, ctx, &req, "documents", stmts).await
+    run_batches(r, ctx, &req, "documents", &coll_meta, stmts).await
 }
 
 /// One statement of a write command and the shards it goes to.
@@ -178,6 +178,7 @@ async fn run_batches(
     ctx: &mut Ctx<'_>,
     req: &Request,
     field: &str,
+    coll: &Sharded,
     stmts: Vec<Stmt>,
 ) -> CmdResult<Document> {
     let ordered = req.body.get_bool("ordered").unwrap_or(true);
@@ -193,7 +194,7 @@ async fn run_batches(
         batches = regroup(batches);
     }
     let mut merged = Merged::default();
-    let base = forwardable(&req.body);
+    let base = coll.versioned(r.version, forwardable(&req.body));
     for (targets, batch) in batches {
         let indexes: Vec<usize> = batch.iter().map(|s| s.index).collect();
         let docs: Vec<Bson> = batch.into_iter().map(|s| s.doc).collect();
@@ -266,7 +267,7 @@ async fn modify(r: &Router, ctx: &mut Ctx<'_>, req: Request, field: &str) -> Cmd
             targets,
         });
     }
-    run_batches(r, ctx, &req, field, stmts).await
+    run_batches(r, ctx, &req, field, &coll_meta, stmts).await
 }
 
 /// The shards an update/delete statement goes to; may narrow `stmt.q` to one `_id` (7.0
@@ -339,7 +340,10 @@ async fn first_match(
     sort: Option<&Document>,
 ) -> CmdResult<Option<(String, Bson)>> {
     let (_, name) = admin::split_ns(&coll.ns)?;
-    let mut find = doc! {"find": name, "filter": q.clone(), "limit": 1i64, "singleBatch": true};
+    let mut find = coll.versioned(
+        r.version,
+        doc! {"find": name, "filter": q.clone(), "limit": 1i64, "singleBatch": true},
+    );
     if let Some(s) = sort {
         find.insert("sort", s.clone());
     }
@@ -387,7 +391,10 @@ pub(crate) async fn find_and_modify(
             .chunk_for(&key)
             .map(|c| c.shard.clone())
             .unwrap_or_default();
-        return whole(r, ctx, &shard, &req).await;
+        let body = coll_meta.versioned(r.version, forwardable(&req.body));
+        let reply = r.forward(ctx, &shard, &req.db, body).await?;
+        r.txns.wrote(ctx, &shard);
+        return Ok(reply);
     }
     let upsert = req.body.get_bool("upsert").unwrap_or(false);
     if upsert || r.version == ServerVersion::V4_4 {
@@ -401,7 +408,7 @@ pub(crate) async fn find_and_modify(
     let sort = req.body.get_document("sort").ok().cloned();
     match first_match(r, ctx, &req.db, &coll_meta, &q, sort.as_ref()).await? {
         Some((shard, id)) => {
-            let mut body = forwardable(&req.body);
+            let mut body = coll_meta.versioned(r.version, forwardable(&req.body));
             body.insert("query", doc! {"$and": [q, {"_id": id}]});
             let reply = r.forward(ctx, &shard, &req.db, body).await?;
             r.txns.wrote(ctx, &shard);
