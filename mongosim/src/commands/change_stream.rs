@@ -295,6 +295,8 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         ));
     }
     let level = watched_level(&req, &spec)?;
+    let needs_merge = shared.opts.cluster_role == crate::ClusterRole::ShardServer
+        && req.body.get_bool("needsMerge").unwrap_or(false);
     let user_pipeline = Pipeline::parse(user_stages(&docs, &mut spec, version)?)?;
 
     check_resume_after(&spec)?;
@@ -321,6 +323,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             default_version,
             failpoints,
         )?;
+        cursor.needs_merge = needs_merge;
         let batch = if batch_size == 0 {
             Batch::default()
         } else {
@@ -599,6 +602,11 @@ pub(crate) struct ChangeStreamCursor {
     invalidated: bool,
     first_batch_served: bool,
     failpoints: Arc<FailPoints>,
+    /// A router merges this stream with other shards' (`needsMerge: true` from a router): the
+    /// resumed event is returned for the router to check and drop, and a stream that never
+    /// saw the resume token is no error here (SRV change streams: the
+    /// `$_internalChangeStreamEnsureResumeTokenPresent` stage runs on mongos only).
+    needs_merge: bool,
 }
 
 impl std::fmt::Debug for ChangeStreamCursor {
@@ -672,6 +680,7 @@ impl ChangeStreamCursor {
             invalidated: false,
             first_batch_served: false,
             failpoints,
+            needs_merge: false,
         })
     }
 
@@ -769,7 +778,19 @@ impl ChangeStreamCursor {
         let op = raw.get_str("op").unwrap_or("");
         let ns = raw.get_str("ns").unwrap_or("");
         match op {
-            "n" => false,
+            // Sharding no-ops become events with showExpandedEvents (reference
+            // sharded-clusters.md §5.7).
+            "n" => {
+                self.spec.show_expanded
+                    && raw
+                        .get_document("o2")
+                        .ok()
+                        .is_some_and(|o2| o2.get_str("shardCollection").is_ok())
+                    && {
+                        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+                        self.watches(db, coll)
+                    }
+            }
             "i" | "u" | "d" => {
                 let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
                 if coll == "system.views" {
@@ -842,6 +863,14 @@ impl ChangeStreamCursor {
         let Some(rp) = &mut self.resume else {
             return Ok(true);
         };
+        if self.needs_merge && !rp.found {
+            let cmp = compare_to_resume(token, &rp.token);
+            if matches!(cmp, ResumeCmp::Before) {
+                return Ok(false);
+            }
+            rp.found = true;
+            return Ok(!(matches!(cmp, ResumeCmp::Found) && rp.token.is_high_water_mark()));
+        }
         if rp.found {
             // Events at or before a high-water-mark / found resume point.
             return Ok(!token_le(token, &rp.token));
@@ -1083,7 +1112,8 @@ impl ChangeStreamCursor {
             }),
             "u" => Some(self.update_parts(e, o, ns)?),
             "c" => self.command_parts(e, o, db),
-            // No-ops (periodic, sharding markers on a replica set) produce no events.
+            "n" => shard_collection_parts(e, db, coll),
+            // Other no-ops (periodic, migration markers) produce no events.
             _ => None,
         })
     }
@@ -1372,6 +1402,20 @@ impl EventParts {
 }
 
 /// An insert: the document, and its key (`o2`; `{_id}` in 4.4-format entries without one).
+/// The `shardCollection` event of the primary shard's no-op (SRV
+/// `change_stream_event_transform.cpp`: `operationDescription` is `o2` without its
+/// `shardCollection` field; reference sharded-clusters.md §4.3, §5.7).
+fn shard_collection_parts(e: &Document, db: &str, coll: &str) -> Option<EventParts> {
+    let o2 = e.get_document("o2").ok()?;
+    o2.get_str("shardCollection").ok()?;
+    let mut description = o2.clone();
+    description.remove("shardCollection");
+    Some(EventParts {
+        operation_description: Some(description),
+        ..EventParts::new("shardCollection", doc! {"db": db, "coll": coll})
+    })
+}
+
 fn insert_parts(e: &Document, o: &Document, ns: Document) -> EventParts {
     let document_key = match e.get_document("o2") {
         Ok(k) => k.clone(),

@@ -27,6 +27,8 @@ pub(crate) enum Source {
     },
     /// Documents the router already merged.
     Buffered(VecDeque<Document>),
+    /// A merged change stream (`change_stream.rs`).
+    ChangeStream(Box<super::change_stream::Merged>),
 }
 
 #[derive(Debug)]
@@ -227,6 +229,32 @@ pub(crate) async fn get_more(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cmd
             }
             Ok(reply)
         }
+        Source::ChangeStream(mut merged) => {
+            let max_time = match req.body.get("maxTimeMS") {
+                Some(Bson::Int32(n)) => Some(i64::from(*n)),
+                Some(Bson::Int64(n)) => Some(*n),
+                Some(Bson::Double(n)) => Some(*n as i64),
+                _ => None,
+            };
+            match merged.get_more(r, ctx, batch_size, max_time).await {
+                Ok((batch, pbrt, done)) => {
+                    let rid = if done {
+                        merged.kill(r, ctx).await;
+                        r.cursors.remove(id);
+                        0
+                    } else {
+                        r.cursors.check_in(id, Source::ChangeStream(merged));
+                        id
+                    };
+                    Ok(super::change_stream::reply(&ns, rid, batch, pbrt, false))
+                }
+                Err(e) => {
+                    merged.kill(r, ctx).await;
+                    r.cursors.remove(id);
+                    Err(e)
+                }
+            }
+        }
         Source::Buffered(mut docs) => {
             let batch = take_batch(&mut docs, batch_size);
             let rid = if docs.is_empty() {
@@ -262,9 +290,13 @@ pub(crate) async fn kill_cursors(
             not_found.push(id);
             continue;
         }
-        if let Some(Source::Shard { shard, id: sid, .. }) = r.cursors.remove(id) {
-            let body = doc! {"killCursors": coll, "cursors": [sid]};
-            let _ = r.forward(ctx, &shard, &req.db, body).await;
+        match r.cursors.remove(id) {
+            Some(Source::Shard { shard, id: sid, .. }) => {
+                let body = doc! {"killCursors": coll, "cursors": [sid]};
+                let _ = r.forward(ctx, &shard, &req.db, body).await;
+            }
+            Some(Source::ChangeStream(m)) => m.kill(r, ctx).await,
+            _ => {}
         }
         killed.push(id);
     }

@@ -15,6 +15,7 @@
 //! `hello.rs`.
 
 pub(crate) mod admin;
+pub(crate) mod change_stream;
 pub(crate) mod client;
 pub(crate) mod cursor;
 pub(crate) mod ddl;

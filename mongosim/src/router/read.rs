@@ -308,10 +308,7 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
         .first()
         .is_some_and(|s| s.contains_key("$changeStream"))
     {
-        return Err(CommandError::from_code(
-            ErrorCode::CommandNotSupported,
-            "change streams through this simulator's router are not implemented yet",
-        ));
+        return super::change_stream::aggregate(r, ctx, req).await;
     }
     let coll = match req.target() {
         Some(Bson::String(s)) => s.clone(),
