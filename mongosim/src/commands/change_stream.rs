@@ -979,6 +979,40 @@ impl ChangeStreamCursor {
         Ok(())
     }
 
+    /// The events of a committed transaction's operations (`chain`: each `applyOps`
+    /// entry's optime and operations, in order), all at `ts`.
+    fn unwind(
+        &mut self,
+        entry: &Document,
+        chain: &[(Timestamp, Vec<Bson>)],
+        ts: Timestamp,
+        wall: Option<Bson>,
+    ) -> CmdResult<()> {
+        let txn = TxnFields {
+            lsid: entry.get("lsid").cloned(),
+            txn_number: entry.get("txnNumber").cloned(),
+        };
+        let mut txn_op_index = 0i32;
+        for (apply_ts, ops) in chain {
+            for (i, inner_op) in ops.iter().enumerate() {
+                if let Bson::Document(inner_op) = inner_op {
+                    if !matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
+                        let ctx = TxnCtx {
+                            txn_op_index,
+                            fields: &txn,
+                            apply_ts: *apply_ts,
+                            apply_index: i as u32,
+                        };
+                        self.transform(inner_op, ts, wall.clone(), Some(ctx))?;
+                    }
+                }
+                // Counts every op visited, also filtered ones (reference §5.6).
+                txn_op_index += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Turns one oplog entry into candidate events (unwinding `applyOps`).
     fn events_from_entry(&mut self, entry: &Document, oplog: &Oplog) -> CmdResult<()> {
         if matches!(entry.get("fromMigrate"), Some(Bson::Boolean(true))) {
@@ -999,30 +1033,15 @@ impl ChangeStreamCursor {
                     // A large transaction is unwound at its last entry (reference §6).
                     return Ok(());
                 }
-                let txn = TxnFields {
-                    lsid: entry.get("lsid").cloned(),
-                    txn_number: entry.get("txnNumber").cloned(),
-                };
                 let chain = transaction_chain(entry, ts, oplog)?;
-                let mut txn_op_index = 0i32;
-                for (apply_ts, ops) in &chain {
-                    for (i, inner_op) in ops.iter().enumerate() {
-                        if let Bson::Document(inner_op) = inner_op {
-                            if !matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
-                                let ctx = TxnCtx {
-                                    txn_op_index,
-                                    fields: &txn,
-                                    apply_ts: *apply_ts,
-                                    apply_index: i as u32,
-                                };
-                                self.transform(inner_op, ts, wall.clone(), Some(ctx))?;
-                            }
-                        }
-                        // Counts every op visited, also filtered ones (reference §5.6).
-                        txn_op_index += 1;
-                    }
-                }
-                return Ok(());
+                return self.unwind(entry, &chain, ts, wall);
+            }
+            if o.is_some_and(|o| o.contains_key("commitTransaction")) {
+                // A prepared transaction commits: its events are the prepare entry's
+                // operations at the commit entry's time (SRV
+                // change_stream_unwind_transaction / transaction_history_iterator).
+                let chain = prepared_chain(entry, oplog)?;
+                return self.unwind(entry, &chain, ts, wall);
             }
         }
         self.transform(entry, ts, wall, None)
@@ -1648,6 +1667,44 @@ fn transaction_chain(
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// The operations of the prepare entry a `commitTransaction` entry links to through
+/// `prevOpTime`.
+fn prepared_chain(commit: &Document, oplog: &Oplog) -> CmdResult<Vec<(Timestamp, Vec<Bson>)>> {
+    let Some(p) = commit
+        .get_document("prevOpTime")
+        .ok()
+        .and_then(|p| p.get_timestamp("ts").ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let seq = oplog.seek(p, true);
+    let Some(e) = oplog
+        .get(seq)
+        .filter(|e| ts_key(e.timestamp()) == ts_key(p))
+    else {
+        return Err(CommandError::from_code(
+            ErrorCode::ChangeStreamHistoryLost,
+            format!(
+                "Oplog no longer has history necessary for $changeStream to observe operations from a committed transaction. :: caused by :: oplog no longer contains the complete write history of this transaction, log with opTime {{ ts: Timestamp({}, {}), t: 1 }} cannot be found",
+                p.time, p.increment
+            ),
+        ));
+    };
+    let doc = e.raw.to_document().map_err(|e| {
+        CommandError::from_code(
+            ErrorCode::InternalError,
+            format!("corrupt oplog entry: {e}"),
+        )
+    })?;
+    let ops = doc
+        .get_document("o")
+        .ok()
+        .and_then(|o| o.get_array("applyOps").ok())
+        .cloned()
+        .unwrap_or_default();
+    Ok(vec![(p, ops)])
 }
 
 /// Session fields of an `applyOps` entry.

@@ -313,7 +313,7 @@ fn is_command(name: &str, shared: &Shared) -> bool {
     COMMANDS.contains(&name)
         || (matches!(name, "configureFailPoint" | "refreshLogicalSessionCacheNow")
             && shared.opts.enable_test_commands)
-        || (shardsvr::COMMANDS.contains(&name)
+        || ((shardsvr::COMMANDS.contains(&name) || txn::SHARD_COMMANDS.contains(&name))
             && shared.opts.cluster_role == crate::ClusterRole::ShardServer)
 }
 
@@ -328,6 +328,7 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         }
         // the router's internal commands to a shard (shardsvr.rs; shard servers only)
         n if shardsvr::COMMANDS.contains(&n) => shardsvr::run(ctx, req).await,
+        n if txn::SHARD_COMMANDS.contains(&n) => txn::run_shard_command(ctx, req).await,
         // transactions (txn.rs)
         "abortTransaction" => txn::abort(ctx, req).await,
         "commitTransaction" => txn::commit(ctx, req).await,

@@ -422,6 +422,61 @@ impl Engine {
         stamps
     }
 
+    /// A prepared transaction's entry (SRV `op_observer_impl.cpp` `onTransactionPrepare`,
+    /// reference sharded-clusters.md §6): `{applyOps: [...], prepare: true}` with the session
+    /// and a null `prevOpTime`. Returns its optime, the `prepareTimestamp`.
+    pub(crate) fn log_prepare(
+        &mut self,
+        ops: Vec<Document>,
+        lsid: &Document,
+        txn_number: i64,
+    ) -> Timestamp {
+        let ts = self.clock.tick();
+        let inner: Vec<Bson> = ops.into_iter().map(Bson::Document).collect();
+        let stamp = Stamp {
+            session: Some((lsid.clone(), txn_number, None)),
+            prev: Some(null_optime()),
+            ..Stamp::default()
+        };
+        let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": inner, "prepare": true}};
+        self.append_stamped(&entry, ts, stamp);
+        self.finish_session_entry(lsid, txn_number, ts);
+        ts
+    }
+
+    /// A prepared transaction's decision: `o` is `{commitTransaction: 1, commitTimestamp}`
+    /// or `{abortTransaction: 1}`, linked to the prepare entry by `prevOpTime` (SRV
+    /// `op_observer_impl.cpp` `onPreparedTransactionCommit` / `onTransactionAbort`).
+    pub(crate) fn log_transaction_decision(
+        &mut self,
+        o: Document,
+        lsid: &Document,
+        txn_number: i64,
+        prepare_ts: Timestamp,
+    ) -> Timestamp {
+        let ts = self.clock.tick();
+        let stamp = Stamp {
+            session: Some((lsid.clone(), txn_number, None)),
+            prev: Some(optime(prepare_ts)),
+            ..Stamp::default()
+        };
+        let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": o};
+        self.append_stamped(&entry, ts, stamp);
+        self.finish_session_entry(lsid, txn_number, ts);
+        ts
+    }
+
+    fn finish_session_entry(&mut self, lsid: &Document, txn_number: i64, ts: Timestamp) {
+        let st = self.sessions.entry(session_key(lsid)).or_default();
+        st.txn_number = txn_number;
+        st.last = Some(ts);
+        st.executed.clear();
+        self.last_applied = ts;
+        if let Some(o) = &self.oplog {
+            o.notify();
+        }
+    }
+
     /// Writes `ops` as one `admin.$cmd` `applyOps` entry; without a session this is the
     /// batched-write form (batched multi-deletes, reference §4.7).
     pub(crate) fn log_apply_ops(

@@ -421,28 +421,32 @@ pub(crate) async fn find_and_modify(
     }
 }
 
-/// `commitTransaction` / `abortTransaction` on `admin`: forwarded to every participant.
+/// `commitTransaction` / `abortTransaction` on `admin` (SRV `transaction_router.cpp`
+/// `commitTransaction`, `abortTransaction`): abort and a commit that wrote on at most one
+/// shard go to every participant; a commit that wrote on several shards runs the two-phase
+/// commit (`prepareTransaction` everywhere, then `commitTransaction` with the largest
+/// `prepareTimestamp`; any failed prepare aborts everywhere: 251 NoSuchTransaction). A
+/// router that never saw the transaction asks the shard the `recoveryToken` names
+/// (`coordinateCommitTransaction`, reference sharded-clusters.md §6.1).
 pub(crate) async fn end_transaction(
     r: &Router,
     ctx: &mut Ctx<'_>,
     req: Request,
 ) -> CmdResult<Document> {
-    let Some(state) = r.txns.state(ctx) else {
-        return Err(CommandError::from_code(
-            crate::error::ErrorCode::NoSuchTransaction,
-            format!(
-                "Transaction with {{ txnNumber: {} }} has been aborted.",
-                ctx.txn_number.unwrap_or(0)
-            ),
-        ));
+    let state = r.txns.state(ctx).filter(|s| !s.participants.is_empty());
+    let Some(state) = state else {
+        return recover(r, ctx, &req).await;
     };
-    let body = forwardable(&req.body);
-    let mut sends = Vec::new();
-    for p in &state.participants {
-        let mut b = body.clone();
-        b.remove("recoveryToken");
-        sends.push((p.clone(), b));
+    let mut body = forwardable(&req.body);
+    body.remove("recoveryToken");
+    if req.name == "commitTransaction" && state.writers.len() > 1 {
+        return two_phase_commit(r, ctx, &body, &state.participants).await;
     }
+    let sends = state
+        .participants
+        .iter()
+        .map(|p| (p.clone(), body.clone()))
+        .collect();
     let mut first_err = None;
     for reply in r.forward_all(ctx, "admin", sends).await? {
         if let Err(e) = reply {
@@ -452,5 +456,107 @@ pub(crate) async fn end_transaction(
     match first_err {
         Some(e) => Err(e),
         None => Ok(Document::new()),
+    }
+}
+
+/// `body` (a `commitTransaction`) renamed to the command `name` with `value` first, its
+/// session fields kept.
+fn renamed(body: &Document, name: &str, value: Bson) -> Document {
+    let mut out = doc! {name: value};
+    for (k, v) in body {
+        if !matches!(
+            k.as_str(),
+            "commitTransaction" | "abortTransaction" | "commitTimestamp"
+        ) {
+            out.insert(k.clone(), v.clone());
+        }
+    }
+    out
+}
+
+async fn two_phase_commit(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    body: &Document,
+    participants: &[String],
+) -> CmdResult<Document> {
+    let prepare = renamed(body, "prepareTransaction", Bson::Int32(1));
+    let sends = participants
+        .iter()
+        .map(|p| (p.clone(), prepare.clone()))
+        .collect();
+    let mut commit_ts: Option<bson::Timestamp> = None;
+    let mut failure = None;
+    for reply in r.forward_all(ctx, "admin", sends).await? {
+        match reply.and_then(|d| {
+            d.get_timestamp("prepareTimestamp").map_err(|_| {
+                CommandError::bad_value("prepareTransaction without a prepareTimestamp")
+            })
+        }) {
+            Ok(ts) => {
+                if commit_ts.is_none_or(|c| (ts.time, ts.increment) > (c.time, c.increment)) {
+                    commit_ts = Some(ts);
+                }
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = failure {
+        let abort = renamed(body, "abortTransaction", Bson::Int32(1));
+        let sends = participants
+            .iter()
+            .map(|p| (p.clone(), abort.clone()))
+            .collect();
+        let _ = r.forward_all(ctx, "admin", sends).await?;
+        return Err(CommandError::from_code(
+            crate::error::ErrorCode::NoSuchTransaction,
+            format!("Transaction was aborted :: caused by :: {}", e.errmsg),
+        ));
+    }
+    let mut commit = renamed(body, "commitTransaction", Bson::Int32(1));
+    if let Some(ts) = commit_ts {
+        commit.insert("commitTimestamp", ts);
+    }
+    let sends = participants
+        .iter()
+        .map(|p| (p.clone(), commit.clone()))
+        .collect();
+    for reply in r.forward_all(ctx, "admin", sends).await? {
+        reply?;
+    }
+    Ok(Document::new())
+}
+
+/// Commit or abort on a router without the transaction's state.
+async fn recover(r: &Router, ctx: &mut Ctx<'_>, req: &Request) -> CmdResult<Document> {
+    let shard = req
+        .body
+        .get_document("recoveryToken")
+        .ok()
+        .and_then(|t| t.get_str("recoveryShardId").ok())
+        .map(str::to_string);
+    match (req.name.as_str(), shard) {
+        ("commitTransaction", Some(shard)) => {
+            let mut body = renamed(
+                &forwardable(&req.body),
+                "coordinateCommitTransaction",
+                Bson::Int32(1),
+            );
+            body.remove("recoveryToken");
+            body.insert("participants", Vec::<Bson>::new());
+            // Not as a participant's statement: this router never started the transaction.
+            let remote = r.shard(ctx, &shard).await?;
+            r.send(ctx, &remote, "admin", body).await?;
+            Ok(Document::new())
+        }
+        _ => Err(CommandError::from_code(
+            crate::error::ErrorCode::NoSuchTransaction,
+            format!(
+                "Transaction with {{ txnNumber: {} }} has been aborted.",
+                ctx.txn_number.unwrap_or(0)
+            ),
+        )),
     }
 }
