@@ -404,3 +404,39 @@ async fn version_44_requires_enable_sharding_and_keys_chunks_by_ns() {
     assert_eq!(chunk.get_str("_id"), Ok("d.c-a_MinKey"));
     assert!(chunk.get_object_id("lastmodEpoch").is_ok());
 }
+
+#[tokio::test]
+async fn fail_points_belong_to_their_router() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(2).routers(2)).unwrap();
+    let c0 = client(&cluster.router_uri(0)).await;
+    let c1 = client(&cluster.router_uri(1)).await;
+    c0.database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 1},
+            "data": {"failCommands": ["find"], "errorCode": 2},
+        })
+        .await
+        .unwrap();
+    let coll1 = c1.database("f").collection::<Document>("c");
+    coll1.find_one(doc! {}).await.unwrap();
+    let err = c0
+        .database("f")
+        .collection::<Document>("c")
+        .find_one(doc! {})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("failCommand"), "{err}");
+    // times: 1 is used up; router 1 never fired.
+    c0.database("f")
+        .collection::<Document>("c")
+        .find_one(doc! {})
+        .await
+        .unwrap();
+    let off = c1
+        .database("admin")
+        .run_command(doc! {"configureFailPoint": "failCommand", "mode": "off"})
+        .await
+        .unwrap();
+    assert_eq!(off.get_i32("count"), Ok(0));
+}

@@ -188,72 +188,14 @@ pub(crate) async fn get_more(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cmd
         Some(Bson::Double(n)) => n.max(0.0) as usize,
         _ => 0,
     };
-    let source = r.cursors.check_out(id, &ns)?;
-    match source {
+    match r.cursors.check_out(id, &ns)? {
         Source::Shard {
             shard,
             id: shard_id,
             version,
-        } => {
-            let mut body = super::forwardable(&req.body);
-            body.insert("getMore", shard_id);
-            if let Some(v) = &version {
-                body.insert("shardVersion", v.clone());
-            }
-            let result = r.forward(ctx, &shard, &req.db, body).await;
-            let mut reply = match result {
-                Ok(reply) => reply,
-                Err(e) => {
-                    r.cursors.remove(id);
-                    return Err(e);
-                }
-            };
-            let exhausted = reply
-                .get_document("cursor")
-                .map(|c| c.get_i64("id").unwrap_or(0) == 0)
-                .unwrap_or(true);
-            if exhausted {
-                r.cursors.remove(id);
-            } else {
-                r.cursors.check_in(
-                    id,
-                    Source::Shard {
-                        shard,
-                        id: shard_id,
-                        version,
-                    },
-                );
-                if let Ok(c) = reply.get_document_mut("cursor") {
-                    c.insert("id", id);
-                }
-            }
-            Ok(reply)
-        }
-        Source::ChangeStream(mut merged) => {
-            let max_time = match req.body.get("maxTimeMS") {
-                Some(Bson::Int32(n)) => Some(i64::from(*n)),
-                Some(Bson::Int64(n)) => Some(*n),
-                Some(Bson::Double(n)) => Some(*n as i64),
-                _ => None,
-            };
-            match merged.get_more(r, ctx, batch_size, max_time).await {
-                Ok((batch, pbrt, done)) => {
-                    let rid = if done {
-                        merged.kill(r, ctx).await;
-                        r.cursors.remove(id);
-                        0
-                    } else {
-                        r.cursors.check_in(id, Source::ChangeStream(merged));
-                        id
-                    };
-                    Ok(super::change_stream::reply(&ns, rid, batch, pbrt, false))
-                }
-                Err(e) => {
-                    merged.kill(r, ctx).await;
-                    r.cursors.remove(id);
-                    Err(e)
-                }
-            }
+        } => shard_get_more(r, ctx, &req, id, shard, shard_id, version).await,
+        Source::ChangeStream(merged) => {
+            change_stream_get_more(r, ctx, &req, id, &ns, batch_size, merged).await
         }
         Source::Buffered(mut docs) => {
             let batch = take_batch(&mut docs, batch_size);
@@ -265,6 +207,90 @@ pub(crate) async fn get_more(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cmd
                 id
             };
             Ok(cursor_reply(&ns, rid, batch, false))
+        }
+    }
+}
+
+/// A getMore passed through to the shard cursor behind router cursor `id`.
+async fn shard_get_more(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    req: &Request,
+    id: i64,
+    shard: String,
+    shard_id: i64,
+    version: Option<Bson>,
+) -> CmdResult<Document> {
+    let mut body = super::forwardable(&req.body);
+    body.insert("getMore", shard_id);
+    if let Some(v) = &version {
+        body.insert("shardVersion", v.clone());
+    }
+    let mut reply = match r.forward(ctx, &shard, &req.db, body).await {
+        Ok(reply) => reply,
+        Err(e) => {
+            r.cursors.remove(id);
+            return Err(e);
+        }
+    };
+    let exhausted = reply
+        .get_document("cursor")
+        .map(|c| c.get_i64("id").unwrap_or(0) == 0)
+        .unwrap_or(true);
+    if exhausted {
+        r.cursors.remove(id);
+    } else {
+        let source = Source::Shard {
+            shard,
+            id: shard_id,
+            version,
+        };
+        r.cursors.check_in(id, source);
+        if let Ok(c) = reply.get_document_mut("cursor") {
+            c.insert("id", id);
+        }
+    }
+    Ok(reply)
+}
+
+/// A getMore on a merged change stream.
+async fn change_stream_get_more(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    req: &Request,
+    id: i64,
+    ns: &str,
+    batch_size: usize,
+    mut merged: Box<super::change_stream::Merged>,
+) -> CmdResult<Document> {
+    // SRV cluster_getmore_cmd.cpp evaluates the fail point after the checkout; the error
+    // carries the router's change-stream labels (reference §5.10).
+    if let Err(e) = ctx.shared.failpoints.get_more_after_checkout() {
+        r.cursors.check_in(id, Source::ChangeStream(merged));
+        return Err(e);
+    }
+    let max_time = match req.body.get("maxTimeMS") {
+        Some(Bson::Int32(n)) => Some(i64::from(*n)),
+        Some(Bson::Int64(n)) => Some(*n),
+        Some(Bson::Double(n)) => Some(*n as i64),
+        _ => None,
+    };
+    match merged.get_more(r, ctx, batch_size, max_time).await {
+        Ok((batch, pbrt, done)) => {
+            let rid = if done {
+                merged.kill(r, ctx).await;
+                r.cursors.remove(id);
+                0
+            } else {
+                r.cursors.check_in(id, Source::ChangeStream(merged));
+                id
+            };
+            Ok(super::change_stream::reply(ns, rid, batch, pbrt, false))
+        }
+        Err(e) => {
+            merged.kill(r, ctx).await;
+            r.cursors.remove(id);
+            Err(e)
         }
     }
 }
