@@ -1,18 +1,23 @@
-//! The `mongosim` binary: a simulated MongoDB replica set on 127.0.0.1.
+//! The `mongosim` binary: a simulated MongoDB replica set, shard or sharded cluster on
+//! 127.0.0.1.
 //!
 //! ```text
 //! mongosim --port <P> [--repl-set rs0] [--server-version 7.0|4.4] [--oplog-size-mb N]
 //!          [--standalone] [--noop-interval-secs N]
+//! mongosim --port <P> --shards N [--routers M] ...   # a sharded cluster
+//! mongosim --port <P> --shardsvr --repl-set NAME ...  # a shard for addShard: "NAME/host:port"
 //! ```
-//! Prints exactly one stdout line, `mongosim listening on 127.0.0.1:<port>`, once it accepts
-//! connections; stops cleanly on SIGINT/SIGTERM. Usage errors exit with status 2.
+//! Prints one stdout line per listening endpoint clients use, `mongosim listening on
+//! 127.0.0.1:<port>` (a cluster: one per router, first router first), once it accepts
+//! connections, and nothing else; stops cleanly on SIGINT/SIGTERM. Usage errors exit with
+//! status 2.
 
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser};
-use mongosim::{MongoSim, Options, ServerVersion};
+use mongosim::{Cluster, ClusterOptions, MongoSim, Options, ServerVersion};
 
 /// A simulated MongoDB replica set on 127.0.0.1.
 #[derive(Debug, Parser)]
@@ -38,6 +43,27 @@ struct Args {
     /// Idle periodic no-op interval in seconds (0 < N <= 86400).
     #[arg(long, value_name = "N", default_value_t = 10.0, value_parser = parse_interval)]
     noop_interval_secs: f64,
+    /// Start a sharded cluster with N shards (a config server, N shard replica sets and the
+    /// routers; --port is the first router's).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64),
+          conflicts_with_all = ["standalone", "shardsvr"])]
+    shards: Option<u16>,
+    /// Number of routers of a cluster (1-16).
+    #[arg(long, value_name = "M", requires = "shards",
+          value_parser = clap::value_parser!(u16).range(1..=16))]
+    routers: Option<u16>,
+    /// Run as a shard's replica set, ready for a router's addShard.
+    #[arg(long, conflicts_with = "standalone")]
+    shardsvr: bool,
+}
+
+/// What to start.
+#[derive(Debug)]
+enum Launch {
+    /// One replica set (or standalone server, or shard).
+    Server(Options),
+    /// A sharded cluster.
+    Cluster(ClusterOptions),
 }
 
 fn parse_repl_set(v: &str) -> Result<String, String> {
@@ -66,10 +92,60 @@ impl Args {
             .version(self.server_version)
             .oplog_size_bytes(self.oplog_size_mb * 1024 * 1024)
             .noop_interval(Duration::from_secs_f64(self.noop_interval_secs));
+        let opts = if self.shardsvr {
+            opts.shard_server()
+        } else {
+            opts
+        };
         if self.standalone {
             opts.standalone()
         } else {
             opts.repl_set(self.repl_set.clone())
+        }
+    }
+
+    fn launch(&self) -> Launch {
+        match self.shards {
+            Some(n) => Launch::Cluster(
+                ClusterOptions::new()
+                    .shards(n.into())
+                    .routers(self.routers.unwrap_or(1).into())
+                    .port(self.port)
+                    .version(self.server_version)
+                    .oplog_size_bytes(self.oplog_size_mb * 1024 * 1024)
+                    .noop_interval(Duration::from_secs_f64(self.noop_interval_secs)),
+            ),
+            None => Launch::Server(self.options()),
+        }
+    }
+}
+
+/// What is running: stopped on the way out.
+enum Running {
+    Server(MongoSim),
+    Cluster(Box<Cluster>),
+}
+
+impl Running {
+    fn start(launch: Launch) -> std::io::Result<Running> {
+        Ok(match launch {
+            Launch::Server(opts) => Running::Server(MongoSim::start(opts)?),
+            Launch::Cluster(opts) => Running::Cluster(Box::new(Cluster::start(opts)?)),
+        })
+    }
+
+    /// The addresses clients connect to: the server, or every router.
+    fn endpoints(&self) -> Vec<std::net::SocketAddr> {
+        match self {
+            Running::Server(sim) => vec![sim.addr()],
+            Running::Cluster(c) => c.routers().iter().map(MongoSim::addr).collect(),
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            Running::Server(sim) => sim.shutdown(),
+            Running::Cluster(c) => c.shutdown(),
         }
     }
 }
@@ -112,8 +188,8 @@ impl StopSignals {
 fn main() -> ExitCode {
     // `--help` and `--version` exit with 0; usage errors print the error and the usage line
     // and exit with 2.
-    let opts = match Args::try_parse() {
-        Ok(args) => args.options(),
+    let launch = match Args::try_parse() {
+        Ok(args) => args.launch(),
         Err(e) if e.exit_code() == 0 => e.exit(),
         Err(e) => {
             let _ = e.print();
@@ -139,8 +215,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut sim = match MongoSim::start(opts) {
-        Ok(sim) => sim,
+    let mut running = match Running::start(launch) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("mongosim: cannot listen: {e}");
             return ExitCode::FAILURE;
@@ -148,11 +224,13 @@ fn main() -> ExitCode {
     };
     {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "mongosim listening on {}", sim.addr());
+        for addr in running.endpoints() {
+            let _ = writeln!(out, "mongosim listening on {addr}");
+        }
         let _ = out.flush();
     }
     runtime.block_on(stop.wait());
-    sim.shutdown();
+    running.shutdown();
     ExitCode::SUCCESS
 }
 
@@ -195,9 +273,25 @@ mod tests {
         assert_eq!(o.oplog_size_bytes, 7 * 1024 * 1024);
         let o = parse(&["--standalone"]).unwrap();
         assert_eq!(o.repl_set, None);
+        let o = parse(&["--shardsvr", "--repl-set", "sh1"]).unwrap();
+        assert_eq!(o.cluster_role, mongosim::ClusterRole::ShardServer);
+        assert_eq!(o.repl_set.as_deref(), Some("sh1"));
         let help = parse(&["--help"]).unwrap_err();
         assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
         assert_eq!(help.exit_code(), 0);
+    }
+
+    #[test]
+    fn cluster_flags() {
+        let args =
+            Args::try_parse_from(["mongosim", "--port", "0", "--shards", "3", "--routers", "2"])
+                .unwrap();
+        match args.launch() {
+            Launch::Cluster(c) => {
+                assert_eq!((c.shards, c.routers, c.port), (3, 2, 0));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -211,6 +305,10 @@ mod tests {
             &["--noop-interval-secs", "nan"],
             &["--repl-set", "a/b"],
             &["--standalone", "--repl-set", "rs0"],
+            &["--routers", "2"],
+            &["--shards", "0"],
+            &["--shards", "2", "--standalone"],
+            &["--shards", "2", "--shardsvr"],
             &["--bogus"],
         ] {
             let e = parse(bad).unwrap_err();

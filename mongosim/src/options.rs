@@ -42,6 +42,22 @@ impl ServerVersion {
     }
 }
 
+/// The part a server plays in a sharded cluster (`--shardsvr`, `--configsvr`, mongos).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ClusterRole {
+    /// A plain replica set or standalone server (default).
+    #[default]
+    None,
+    /// A shard's replica set (`--shardsvr`): accepts the router's internal sharding commands,
+    /// logs shard-key fields in document keys, hides migration entries from change streams.
+    ShardServer,
+    /// The config server replica set (`--configsvr`): holds the `config.*` metadata.
+    ConfigServer,
+    /// A router (mongos); started by [`Cluster`](crate::Cluster), never by `MongoSim::start`.
+    Router,
+}
+
 /// Options for [`MongoSim::start`](crate::MongoSim::start).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -65,6 +81,8 @@ pub struct Options {
     /// Open transactions older than this are aborted (default 60 s, like
     /// `--setParameter transactionLifetimeLimitSeconds=60`).
     pub transaction_lifetime_limit: Duration,
+    /// Role in a sharded cluster (default [`ClusterRole::None`]).
+    pub cluster_role: ClusterRole,
 }
 
 impl Default for Options {
@@ -78,6 +96,7 @@ impl Default for Options {
             enable_test_commands: true,
             batched_deletes: false,
             transaction_lifetime_limit: Duration::from_secs(60),
+            cluster_role: ClusterRole::None,
         }
     }
 }
@@ -125,6 +144,17 @@ impl Options {
     /// Logs multi-deletes as batched `applyOps`.
     pub fn batched_deletes(mut self, on: bool) -> Self {
         self.batched_deletes = on;
+        self
+    }
+    /// Runs as a shard's replica set (`--shardsvr`), ready to be added to a cluster with
+    /// `addShard: "<set>/127.0.0.1:<port>"`.
+    pub fn shard_server(mut self) -> Self {
+        self.cluster_role = ClusterRole::ShardServer;
+        self
+    }
+    /// Sets the cluster role.
+    pub fn cluster_role(mut self, role: ClusterRole) -> Self {
+        self.cluster_role = role;
         self
     }
     /// Sets `transactionLifetimeLimitSeconds` (whole seconds on a real server; at least 1 s).

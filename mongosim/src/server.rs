@@ -22,8 +22,9 @@ use crate::commands::state::{Shared, Stats};
 use crate::commands::{self, Conn, Ctx, Request};
 use crate::engine::Engine;
 use crate::error::ErrorCode;
+use crate::router::{self, Router};
 use crate::wire::{self, Incoming, WireError};
-use crate::Options;
+use crate::{ClusterRole, Options};
 
 /// A running simulator; stops when dropped.
 #[derive(Debug)]
@@ -34,16 +35,46 @@ pub struct MongoSim {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a connection serves: a mongod (`router: None`) or a router.
+#[derive(Debug, Clone)]
+struct Node {
+    shared: Arc<Shared>,
+    router: Option<Arc<Router>>,
+}
+
 impl MongoSim {
     /// Starts a server on 127.0.0.1 (`opts.port`, 0 = a free port) on its own thread with its
     /// own tokio runtime, so it works from sync code and from inside any runtime. Returns once
     /// the socket accepts connections.
-    pub fn start(opts: Options) -> io::Result<MongoSim> {
+    pub fn start(mut opts: Options) -> io::Result<MongoSim> {
+        if opts.cluster_role == ClusterRole::Router {
+            // A router needs a config server: `Cluster::start` starts routers.
+            opts.cluster_role = ClusterRole::None;
+        }
+        Self::start_node(opts, None)
+    }
+
+    /// Starts a router (mongos) whose metadata lives on the config server at `config_addr`.
+    pub(crate) fn start_router(
+        opts: Options,
+        config_addr: &str,
+        orphan_cleanup_delay: std::time::Duration,
+    ) -> io::Result<MongoSim> {
+        let mut opts = opts.standalone();
+        opts.cluster_role = ClusterRole::Router;
+        let router = Arc::new(Router::new(config_addr, opts.version, orphan_cleanup_delay));
+        Self::start_node(opts, Some(router))
+    }
+
+    fn start_node(opts: Options, router: Option<Arc<Router>>) -> io::Result<MongoSim> {
         let listener = StdTcpListener::bind((Ipv4Addr::LOCALHOST, opts.port))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let engine = Engine::new(&opts);
+        let mut engine = Engine::new(&opts);
+        if opts.cluster_role == ClusterRole::ConfigServer {
+            engine.init_config_server();
+        }
         let shared = Arc::new(Shared {
             opts,
             engine: parking_lot::Mutex::new(engine),
@@ -61,11 +92,14 @@ impl MongoSim {
             .thread_name("mongosim")
             .enable_all()
             .build()?;
-        let thread_shared = shared.clone();
+        let node = Node {
+            shared: shared.clone(),
+            router,
+        };
         let thread = std::thread::Builder::new()
             .name(format!("mongosim-{}", addr.port()))
             .spawn(move || {
-                runtime.block_on(serve(thread_shared, listener));
+                runtime.block_on(serve(node, listener));
                 // Drops every connection task (closing its socket) and the no-op task.
                 runtime.shutdown_timeout(std::time::Duration::from_secs(2));
             })?;
@@ -78,7 +112,7 @@ impl MongoSim {
     }
 
     /// Connection string: `mongodb://127.0.0.1:<port>/?replicaSet=rs0` (no `replicaSet` when
-    /// standalone).
+    /// standalone or a router).
     pub fn uri(&self) -> String {
         match &self.shared.opts.repl_set {
             Some(rs) => format!("mongodb://{}/?replicaSet={rs}", self.addr),
@@ -123,7 +157,8 @@ impl Drop for MongoSim {
 }
 
 /// Accept loop; returns when shutdown is signalled.
-async fn serve(shared: Arc<Shared>, listener: StdTcpListener) {
+async fn serve(node: Node, listener: StdTcpListener) {
+    let shared = node.shared.clone();
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -141,7 +176,7 @@ async fn serve(shared: Arc<Shared>, listener: StdTcpListener) {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
-                    tasks.spawn(connection(shared.clone(), stream, peer));
+                    tasks.spawn(connection(node.clone(), stream, peer));
                 }
                 Err(e) => {
                     // EMFILE and friends: back off briefly instead of spinning.
@@ -185,13 +220,14 @@ async fn periodic_noop(shared: Arc<Shared>) {
 
 /// One connection: read a message, answer it, repeat. Any framing error closes only this
 /// connection.
-async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    shared.stats.open.fetch_add(1, Ordering::Relaxed);
-    serve_connection(&shared, stream, peer).await;
-    shared.stats.open.fetch_sub(1, Ordering::Relaxed);
+async fn connection(node: Node, stream: TcpStream, peer: SocketAddr) {
+    node.shared.stats.open.fetch_add(1, Ordering::Relaxed);
+    serve_connection(&node, stream, peer).await;
+    node.shared.stats.open.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+async fn serve_connection(node: &Node, mut stream: TcpStream, peer: SocketAddr) {
+    let shared = &node.shared;
     let _ = stream.set_nodelay(true);
     let local = stream
         .local_addr()
@@ -218,7 +254,7 @@ async fn serve_connection(shared: &Arc<Shared>, mut stream: TcpStream, peer: Soc
                 return;
             }
         };
-        let handled = AssertUnwindSafe(handle_message(shared, &mut conn, &message))
+        let handled = AssertUnwindSafe(handle_message(node, &mut conn, &message))
             .catch_unwind()
             .await;
         let reply = match handled {
@@ -276,10 +312,11 @@ impl std::fmt::Display for Close {
 
 /// Parses one framed message, runs it, and encodes the reply (`None`: send nothing).
 async fn handle_message(
-    shared: &Arc<Shared>,
+    node: &Node,
     conn: &mut Conn,
     message: &[u8],
 ) -> Result<Option<Vec<u8>>, Close> {
+    let shared = &node.shared;
     let request_id = wire::request_id(message);
     match wire::parse(message, shared.opts.version) {
         Err(WireError::Fatal(e)) => Err(Close::Wire(WireError::Fatal(e))),
@@ -289,7 +326,7 @@ async fn handle_message(
             command,
         }) => {
             let body = match command {
-                Ok(cmd) => run_command(shared, conn, request(cmd)).await?,
+                Ok(cmd) => run_command(node, conn, request(cmd)).await?,
                 // Non-fatal parse errors (40430, 40571, …) are answered (SRV
                 // service_entry_point_common.cpp `parseCommand`).
                 Err(e) => error_body(shared, &e),
@@ -306,7 +343,7 @@ async fn handle_message(
         }
         Ok(Incoming::QueryCommand { command }) => {
             let body = match command {
-                Ok(cmd) => run_command(shared, conn, request(cmd)).await?,
+                Ok(cmd) => run_command(node, conn, request(cmd)).await?,
                 Err(e) => error_body(shared, &e),
             };
             Ok(Some(wire::encode_op_reply(
@@ -341,11 +378,8 @@ fn next_response_id() -> i32 {
 }
 
 /// Runs one command and returns the encoded, decorated reply body.
-async fn run_command(
-    shared: &Arc<Shared>,
-    conn: &mut Conn,
-    req: Request,
-) -> Result<Vec<u8>, Close> {
+async fn run_command(node: &Node, conn: &mut Conn, req: Request) -> Result<Vec<u8>, Close> {
+    let shared = &node.shared;
     shared.stats.commands.fetch_add(1, Ordering::Relaxed);
     if matches!(req.name.as_str(), "hello" | "isMaster" | "ismaster") {
         shared.stats.hello.fetch_add(1, Ordering::Relaxed);
@@ -354,7 +388,18 @@ async fn run_command(
         Ok(ctx) => ctx,
         Err(e) => return Ok(error_body(shared, &e)),
     };
-    let result = commands::dispatch(&mut ctx, req).await;
+    if shared.opts.cluster_role != ClusterRole::None {
+        // Cluster members advance their clock to the gossiped cluster time (SRV
+        // `vector_clock.cpp` `gossipIn`), so a write on any shard is ordered after
+        // everything its sender has seen.
+        if let Some(ts) = ctx.client_cluster_time {
+            shared.engine.lock().clock.advance_to(ts);
+        }
+    }
+    let result = match &node.router {
+        Some(r) => router::dispatch(r, &mut ctx, req).await,
+        None => commands::dispatch(&mut ctx, req).await,
+    };
     if ctx.close_connection {
         return Err(Close::Requested);
     }
@@ -416,6 +461,12 @@ fn cluster_fields(
     shared: &Shared,
     operation_time: Option<Timestamp>,
 ) -> Option<(Document, Timestamp)> {
+    if shared.opts.cluster_role == ClusterRole::Router {
+        // A router's clock is its vector clock; its operationTime is set by the command
+        // (reference sharded-clusters.md §1.3).
+        let now = shared.engine.lock().cluster_time();
+        return Some((Shared::cluster_time_doc(now), operation_time.unwrap_or(now)));
+    }
     if !shared.is_repl_set() {
         return None;
     }

@@ -68,6 +68,7 @@ error_codes! {
     AuthenticationFailed = 18, "AuthenticationFailed";
     IllegalOperation = 20, "IllegalOperation";
     InvalidBSON = 22, "InvalidBSON";
+    AlreadyInitialized = 23, "AlreadyInitialized";
     LockTimeout = 24, "LockTimeout";
     NamespaceNotFound = 26, "NamespaceNotFound";
     IndexNotFound = 27, "IndexNotFound";
@@ -93,6 +94,7 @@ error_codes! {
     ImmutableField = 66, "ImmutableField";
     CannotCreateIndex = 67, "CannotCreateIndex";
     IndexAlreadyExists = 68, "IndexAlreadyExists";
+    ShardNotFound = 70, "ShardNotFound";
     InvalidOptions = 72, "InvalidOptions";
     InvalidNamespace = 73, "InvalidNamespace";
     NoReplicationEnabled = 76, "NoReplicationEnabled";
@@ -107,6 +109,7 @@ error_codes! {
     WriteConflict = 112, "WriteConflict";
     CommandNotSupported = 115, "CommandNotSupported";
     ConflictingOperationInProgress = 117, "ConflictingOperationInProgress";
+    NamespaceNotSharded = 118, "NamespaceNotSharded";
     DocumentValidationFailure = 121, "DocumentValidationFailure";
     CommandFailed = 125, "CommandFailed";
     FailedToSatisfyReadPreference = 133, "FailedToSatisfyReadPreference";

@@ -25,6 +25,8 @@ pub(crate) const GENERIC_ARGS: &[&str] = &[
     "apiVersion",
     "apiStrict",
     "apiDeprecationErrors",
+    "shardVersion",
+    "databaseVersion",
 ];
 
 /// BSON type name as the server spells it in messages (one table: `query::fmt`).

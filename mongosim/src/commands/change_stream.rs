@@ -252,6 +252,8 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
         ));
     }
     let level = watched_level(&req, &spec)?;
+    let needs_merge = shared.opts.cluster_role == crate::ClusterRole::ShardServer
+        && req.body.get_bool("needsMerge").unwrap_or(false);
     let user_pipeline = Pipeline::parse(user_stages(&docs, &mut spec, version)?)?;
 
     check_resume_after(&spec)?;
@@ -278,6 +280,7 @@ pub(crate) async fn aggregate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docu
             default_version,
             failpoints,
         )?;
+        cursor.needs_merge = needs_merge;
         let batch = if batch_size == 0 {
             Batch::default()
         } else {
@@ -547,6 +550,11 @@ pub(crate) struct ChangeStreamCursor {
     invalidated: bool,
     first_batch_served: bool,
     failpoints: Arc<FailPoints>,
+    /// A router merges this stream with other shards' (`needsMerge: true` from a router): the
+    /// resumed event is returned for the router to check and drop, and a stream that never
+    /// saw the resume token is no error here (SRV change streams: the
+    /// `$_internalChangeStreamEnsureResumeTokenPresent` stage runs on mongos only).
+    needs_merge: bool,
 }
 
 impl std::fmt::Debug for ChangeStreamCursor {
@@ -620,6 +628,7 @@ impl ChangeStreamCursor {
             invalidated: false,
             first_batch_served: false,
             failpoints,
+            needs_merge: false,
         })
     }
 
@@ -717,7 +726,19 @@ impl ChangeStreamCursor {
         let op = raw.get_str("op").unwrap_or("");
         let ns = raw.get_str("ns").unwrap_or("");
         match op {
-            "n" => false,
+            // Sharding no-ops become events with showExpandedEvents (reference
+            // sharded-clusters.md §5.7).
+            "n" => {
+                self.spec.show_expanded
+                    && raw
+                        .get_document("o2")
+                        .ok()
+                        .is_some_and(|o2| o2.get_str("shardCollection").is_ok())
+                    && {
+                        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+                        self.watches(db, coll)
+                    }
+            }
             "i" | "u" | "d" => {
                 let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
                 if coll == "system.views" {
@@ -790,6 +811,14 @@ impl ChangeStreamCursor {
         let Some(rp) = &mut self.resume else {
             return Ok(true);
         };
+        if self.needs_merge && !rp.found {
+            let cmp = compare_to_resume(token, &rp.token);
+            if matches!(cmp, ResumeCmp::Before) {
+                return Ok(false);
+            }
+            rp.found = true;
+            return Ok(!(matches!(cmp, ResumeCmp::Found) && rp.token.is_high_water_mark()));
+        }
         if rp.found {
             // Events at or before a high-water-mark / found resume point.
             return Ok(!token_le(token, &rp.token));
@@ -898,6 +927,40 @@ impl ChangeStreamCursor {
         Ok(())
     }
 
+    /// The events of a committed transaction's operations (`chain`: each `applyOps`
+    /// entry's optime and operations, in order), all at `ts`.
+    fn unwind(
+        &mut self,
+        entry: &Document,
+        chain: &[(Timestamp, Vec<Bson>)],
+        ts: Timestamp,
+        wall: Option<Bson>,
+    ) -> CmdResult<()> {
+        let txn = TxnFields {
+            lsid: entry.get("lsid").cloned(),
+            txn_number: entry.get("txnNumber").cloned(),
+        };
+        let mut txn_op_index = 0i32;
+        for (apply_ts, ops) in chain {
+            for (i, inner_op) in ops.iter().enumerate() {
+                if let Bson::Document(inner_op) = inner_op {
+                    if !matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
+                        let ctx = TxnCtx {
+                            txn_op_index,
+                            fields: &txn,
+                            apply_ts: *apply_ts,
+                            apply_index: i as u32,
+                        };
+                        self.transform(inner_op, ts, wall.clone(), Some(ctx))?;
+                    }
+                }
+                // Counts every op visited, also filtered ones (reference §5.6).
+                txn_op_index += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// Turns one oplog entry into candidate events (unwinding `applyOps`).
     fn events_from_entry(&mut self, entry: &Document, oplog: &Oplog) -> CmdResult<()> {
         if matches!(entry.get("fromMigrate"), Some(Bson::Boolean(true))) {
@@ -918,30 +981,15 @@ impl ChangeStreamCursor {
                     // A large transaction is unwound at its last entry (reference §6).
                     return Ok(());
                 }
-                let txn = TxnFields {
-                    lsid: entry.get("lsid").cloned(),
-                    txn_number: entry.get("txnNumber").cloned(),
-                };
                 let chain = transaction_chain(entry, ts, oplog)?;
-                let mut txn_op_index = 0i32;
-                for (apply_ts, ops) in &chain {
-                    for (i, inner_op) in ops.iter().enumerate() {
-                        if let Bson::Document(inner_op) = inner_op {
-                            if !matches!(inner_op.get("fromMigrate"), Some(Bson::Boolean(true))) {
-                                let ctx = TxnCtx {
-                                    txn_op_index,
-                                    fields: &txn,
-                                    apply_ts: *apply_ts,
-                                    apply_index: i as u32,
-                                };
-                                self.transform(inner_op, ts, wall.clone(), Some(ctx))?;
-                            }
-                        }
-                        // Counts every op visited, also filtered ones (reference §5.6).
-                        txn_op_index += 1;
-                    }
-                }
-                return Ok(());
+                return self.unwind(entry, &chain, ts, wall);
+            }
+            if o.is_some_and(|o| o.contains_key("commitTransaction")) {
+                // A prepared transaction commits: its events are the prepare entry's
+                // operations at the commit entry's time (SRV
+                // change_stream_unwind_transaction / transaction_history_iterator).
+                let chain = prepared_chain(entry, oplog)?;
+                return self.unwind(entry, &chain, ts, wall);
             }
         }
         self.transform(entry, ts, wall, None)
@@ -1031,7 +1079,8 @@ impl ChangeStreamCursor {
             }),
             "u" => Some(self.update_parts(e, o, ns)?),
             "c" => self.command_parts(e, o, db),
-            // No-ops (periodic, sharding markers on a replica set) produce no events.
+            "n" => shard_collection_parts(e, db, coll),
+            // Other no-ops (periodic, migration markers) produce no events.
             _ => None,
         })
     }
@@ -1320,6 +1369,20 @@ impl EventParts {
 }
 
 /// An insert: the document, and its key (`o2`; `{_id}` in 4.4-format entries without one).
+/// The `shardCollection` event of the primary shard's no-op (SRV
+/// `change_stream_event_transform.cpp`: `operationDescription` is `o2` without its
+/// `shardCollection` field; reference sharded-clusters.md §4.3, §5.7).
+fn shard_collection_parts(e: &Document, db: &str, coll: &str) -> Option<EventParts> {
+    let o2 = e.get_document("o2").ok()?;
+    o2.get_str("shardCollection").ok()?;
+    let mut description = o2.clone();
+    description.remove("shardCollection");
+    Some(EventParts {
+        operation_description: Some(description),
+        ..EventParts::new("shardCollection", doc! {"db": db, "coll": coll})
+    })
+}
+
 fn insert_parts(e: &Document, o: &Document, ns: Document) -> EventParts {
     let document_key = match e.get_document("o2") {
         Ok(k) => k.clone(),
@@ -1552,6 +1615,44 @@ fn transaction_chain(
     }
     chain.reverse();
     Ok(chain)
+}
+
+/// The operations of the prepare entry a `commitTransaction` entry links to through
+/// `prevOpTime`.
+fn prepared_chain(commit: &Document, oplog: &Oplog) -> CmdResult<Vec<(Timestamp, Vec<Bson>)>> {
+    let Some(p) = commit
+        .get_document("prevOpTime")
+        .ok()
+        .and_then(|p| p.get_timestamp("ts").ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let seq = oplog.seek(p, true);
+    let Some(e) = oplog
+        .get(seq)
+        .filter(|e| ts_key(e.timestamp()) == ts_key(p))
+    else {
+        return Err(CommandError::from_code(
+            ErrorCode::ChangeStreamHistoryLost,
+            format!(
+                "Oplog no longer has history necessary for $changeStream to observe operations from a committed transaction. :: caused by :: oplog no longer contains the complete write history of this transaction, log with opTime {{ ts: Timestamp({}, {}), t: 1 }} cannot be found",
+                p.time, p.increment
+            ),
+        ));
+    };
+    let doc = e.raw.to_document().map_err(|e| {
+        CommandError::from_code(
+            ErrorCode::InternalError,
+            format!("corrupt oplog entry: {e}"),
+        )
+    })?;
+    let ops = doc
+        .get_document("o")
+        .ok()
+        .and_then(|o| o.get_array("applyOps").ok())
+        .cloned()
+        .unwrap_or_default();
+    Ok(vec![(p, ops)])
 }
 
 /// Session fields of an `applyOps` entry.

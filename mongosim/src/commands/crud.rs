@@ -52,6 +52,15 @@ pub(crate) fn view_write_error(db: &str, coll: &str) -> CommandError {
 
 // ---------------------------------------------------------------- insert
 
+/// The statement id of statement `i`: `stmtIds[i]` when a router split the client's batch
+/// and kept its numbering (SRV `write_ops.idl` `stmtIds`), else `i`.
+fn stmt_id_of(body: &Document, i: usize) -> i32 {
+    match body.get("stmtIds") {
+        Some(Bson::Array(ids)) => ids.get(i).and_then(Bson::as_i32).unwrap_or(i as i32),
+        _ => i as i32,
+    }
+}
+
 /// `insert` (reference §8.2): `{n, writeErrors?}` inside `ok: 1`.
 pub(crate) async fn insert(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let db = req.db.as_str();
@@ -152,7 +161,7 @@ pub(crate) async fn delete(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             return Err(view_write_error(db, coll));
         }
         for (i, spec) in deletes.iter().enumerate() {
-            let stmt = i as i32;
+            let stmt = stmt_id_of(&req.body, i);
             if let Some(r) = &retry {
                 if let Some(ts) = engine.retry_executed(r, stmt)? {
                     last_ts = Some(ts);
@@ -533,7 +542,7 @@ pub(crate) async fn update(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             return Err(view_write_error(db, coll));
         }
         for (i, spec) in updates.iter().enumerate() {
-            let stmt = i as i32;
+            let stmt = stmt_id_of(&req.body, i);
             if let Some(r) = &retry {
                 if let Some(ts) = engine.retry_executed(r, stmt)? {
                     n += 1;

@@ -58,7 +58,7 @@ pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
 
 /// Client metadata may only come with the first hello of a connection (SRV
 /// replication_info.cpp, ClientMetadata::setFromMetadata); it names the application.
-fn record_client_metadata(ctx: &mut Ctx<'_>, body: &Document) -> CmdResult<()> {
+pub(crate) fn record_client_metadata(ctx: &mut Ctx<'_>, body: &Document) -> CmdResult<()> {
     let Some(client) = body.get("client") else {
         return Ok(());
     };
@@ -83,7 +83,7 @@ fn record_client_metadata(ctx: &mut Ctx<'_>, body: &Document) -> CmdResult<()> {
 /// Awaitable hello arguments must come as a pair (SRV replication_info.cpp). This server
 /// never advertises a topologyVersion, so a well-behaved client never sends them; a
 /// request that does is answered at once (its processId cannot be ours).
-fn check_awaitable_args(body: &Document) -> CmdResult<()> {
+pub(crate) fn check_awaitable_args(body: &Document) -> CmdResult<()> {
     let (tv, wait) = match (body.get("topologyVersion"), body.get("maxAwaitTimeMS")) {
         (Some(_), None) => {
             return Err(CommandError::from_code(

@@ -16,6 +16,7 @@ pub(crate) mod failpoint;
 pub(crate) mod hello;
 pub(crate) mod reply;
 pub(crate) mod sessions;
+pub(crate) mod shardsvr;
 pub(crate) mod state;
 pub(crate) mod txn;
 
@@ -169,7 +170,7 @@ impl<'a> Ctx<'a> {
 /// service_entry_point_common.cpp: 73 "Invalid database name: '<db>'" unless
 /// `NamespaceString::validDBName(db, DollarInDbNameBehavior::Allow)`): non-empty, at most 63
 /// bytes, no `/`, backslash, `.`, `"`, space or NUL; `$` is allowed here (`$external`).
-fn check_request_db(db: &str) -> CmdResult<()> {
+pub(crate) fn check_request_db(db: &str) -> CmdResult<()> {
     let valid = !db.is_empty()
         && db.len() <= 63
         && !db
@@ -213,7 +214,20 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
     if let Err(e) = check_request_db(&req.db) {
         return failpoint::after_command(ctx, &facts, &activation, Err(e));
     }
-    let result = match txn::before_command(ctx, &req) {
+    if req.body.contains_key("shardVersion")
+        && ctx.shared.opts.cluster_role == crate::ClusterRole::ShardServer
+    {
+        // A router's versioned command: orphans are filtered (engine::versioned).
+        let result = crate::engine::with_versioned(run_statement(ctx, req)).await;
+        return failpoint::after_command(ctx, &facts, &activation, result);
+    }
+    let result = run_statement(ctx, req).await;
+    failpoint::after_command(ctx, &facts, &activation, result)
+}
+
+/// Runs a command, inside its transaction when it is a statement of one.
+async fn run_statement(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    match txn::before_command(ctx, &req) {
         Err(e) => Err(e),
         Ok(None) => run(ctx, req).await,
         Ok(Some(stmt)) => {
@@ -231,8 +245,7 @@ pub(crate) async fn dispatch(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Docum
             ctx.operation_time = None;
             stmt.after(&ctx.shared, r)
         }
-    };
-    failpoint::after_command(ctx, &facts, &activation, result)
+    }
 }
 
 /// Commands whose session arguments the server ignores (SRV kill_sessions_command.cpp,
@@ -300,6 +313,8 @@ fn is_command(name: &str, shared: &Shared) -> bool {
     COMMANDS.contains(&name)
         || (matches!(name, "configureFailPoint" | "refreshLogicalSessionCacheNow")
             && shared.opts.enable_test_commands)
+        || ((shardsvr::COMMANDS.contains(&name) || txn::SHARD_COMMANDS.contains(&name))
+            && shared.opts.cluster_role == crate::ClusterRole::ShardServer)
 }
 
 /// Runs one command. Helpers add their arms here (small edits, keep alphabetical within a family)
@@ -311,6 +326,9 @@ async fn run(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
         "aggregate" if change_stream::is_change_stream(&req) => {
             change_stream::aggregate(ctx, req).await
         }
+        // the router's internal commands to a shard (shardsvr.rs; shard servers only)
+        n if shardsvr::COMMANDS.contains(&n) => shardsvr::run(ctx, req).await,
+        n if txn::SHARD_COMMANDS.contains(&n) => txn::run_shard_command(ctx, req).await,
         // transactions (txn.rs)
         "abortTransaction" => txn::abort(ctx, req).await,
         "commitTransaction" => txn::commit(ctx, req).await,

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use bson::{Bson, Document, Timestamp};
+use bson::{doc, Bson, Document, Timestamp};
 use parking_lot::Mutex;
 
 use super::state::Shared;
@@ -55,6 +55,19 @@ const ALLOWED_IN_TXN: &[&str] = &[
     "bulkWrite",
 ];
 
+/// Transaction commands only a shard server answers (a router's two-phase commit and
+/// recovery).
+pub(crate) const SHARD_COMMANDS: &[&str] = &["coordinateCommitTransaction", "prepareTransaction"];
+
+/// Runs one of [`SHARD_COMMANDS`].
+pub(crate) async fn run_shard_command(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    if req.name == "prepareTransaction" {
+        prepare(ctx, req).await
+    } else {
+        coordinate_commit(ctx, req).await
+    }
+}
+
 /// A document a transaction wrote: `(db, coll, _id)`; `_id` rendered as extended JSON so it
 /// can be hashed.
 type DocKey = (String, String, String);
@@ -71,6 +84,14 @@ enum State {
         /// Databases copied into the private catalog so far: each is snapshotted when a
         /// statement first touches it, so a transaction never copies the whole server.
         snapshotted: HashSet<String>,
+    },
+    /// Prepared by a router's two-phase commit (shard servers only): its `applyOps`
+    /// entry with `prepare: true` is in the oplog; the writes are applied at commit.
+    Prepared {
+        shared: Arc<Shared>,
+        first_seq: u64,
+        /// `prepareTimestamp`: the optime of the prepare entry.
+        prepare_ts: Timestamp,
     },
     Committed {
         /// Optime of the `applyOps` entry (None for a read-only transaction).
@@ -204,7 +225,13 @@ fn check_allowed_in_txn(ctx: &Ctx<'_>, req: &Request) -> CmdResult<()> {
             format!("Cannot run '{}' in a multi-document transaction.", req.name),
         ));
     }
-    let txn_cmd = matches!(req.name.as_str(), "commitTransaction" | "abortTransaction");
+    let txn_cmd = matches!(
+        req.name.as_str(),
+        "commitTransaction"
+            | "abortTransaction"
+            | "prepareTransaction"
+            | "coordinateCommitTransaction"
+    );
     if !txn_cmd && matches!(req.db.as_str(), "admin" | "config" | "local") {
         return Err(CommandError::from_code(
             ErrorCode::OperationNotSupportedInTransaction,
@@ -336,8 +363,15 @@ fn continue_transaction(
             s.txn_number
         )));
     }
-    if matches!(req.name.as_str(), "commitTransaction" | "abortTransaction") {
-        // commitTransaction / abortTransaction check the state themselves.
+    if matches!(
+        req.name.as_str(),
+        "commitTransaction"
+            | "abortTransaction"
+            | "prepareTransaction"
+            | "coordinateCommitTransaction"
+    ) {
+        // commitTransaction / abortTransaction / prepareTransaction check the state
+        // themselves.
         return Ok(None);
     }
     match &mut s.state {
@@ -359,6 +393,11 @@ fn continue_transaction(
         State::Committed { .. } => Err(CommandError::from_code(
             ErrorCode::TransactionCommitted,
             format!("Transaction {txn_number} has been committed."),
+        )),
+        // SRV transaction_participant.cpp: no statements after prepare
+        State::Prepared { .. } => Err(CommandError::from_code(
+            ErrorCode::PreparedTransactionInProgress,
+            "Cannot call continue on a prepared transaction",
         )),
         State::Aborted => Err(no_such_transaction(format!(
             "Transaction {txn_number} has been aborted."
@@ -489,6 +528,7 @@ pub(crate) async fn commit(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             s.txn_number
         )));
     }
+    let commit_ts = req.body.get_timestamp("commitTimestamp").ok();
     let (private, first_seq) = match &s.state {
         // Committing again is idempotent (reference §6).
         State::Committed { ts } => {
@@ -499,6 +539,40 @@ pub(crate) async fn commit(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Documen
             return Err(no_such_transaction(format!(
                 "Transaction {txn_number} has been aborted."
             )))
+        }
+        State::Prepared {
+            shared,
+            first_seq,
+            prepare_ts,
+        } => {
+            let Some(commit_ts) = commit_ts else {
+                // SRV txn_cmds.cpp
+                return Err(CommandError::from_code(
+                    ErrorCode::InvalidOptions,
+                    "'commitTimestamp' is required to commit a prepared transaction",
+                ));
+            };
+            let ts = {
+                let private = shared.engine.lock();
+                let mut live = ctx.shared.engine.lock();
+                apply_writes(&private, &mut live, *first_seq)?;
+                live.catalog.images.clear();
+                live.log_transaction_decision(
+                    doc! {"commitTransaction": 1, "commitTimestamp": commit_ts},
+                    &lsid,
+                    txn_number,
+                    *prepare_ts,
+                )
+            };
+            s.state = State::Committed { ts: Some(ts) };
+            ctx.operation_time = Some(ts);
+            return Ok(Document::new());
+        }
+        State::InProgress { .. } if commit_ts.is_some() => {
+            return Err(CommandError::from_code(
+                ErrorCode::InvalidOptions,
+                "commitTimestamp cannot be provided for an unprepared transaction",
+            ))
         }
         State::InProgress {
             shared, first_seq, ..
@@ -524,12 +598,92 @@ fn apply_commit(
     lsid: &Document,
     txn_number: i64,
 ) -> CmdResult<Option<Timestamp>> {
-    let Some(oplog) = &private.oplog else {
+    if private.oplog.is_none() {
         return Ok(None);
-    };
+    }
+    let (inner, images) = apply_writes(private, live, first_seq)?;
+    // The live catalog's own images of this final-state application are not the
+    // transaction's: the statements' images (above) are.
+    live.catalog.images.clear();
+    let chunks = split_apply_ops(inner);
+    // Where each op lands: (entry number, index within that entry), for the image keys.
+    let mut place = Vec::new();
+    for (c, chunk) in chunks.iter().enumerate() {
+        for i in 0..chunk.len() {
+            place.push((c, i as u32));
+        }
+    }
+    let stamps = live.log_transaction_chain(chunks, lsid, txn_number);
+    for (op_index, ui, img) in images {
+        if let Some(&(c, i)) = place.get(op_index as usize) {
+            if let Some(ts) = stamps.get(c) {
+                live.pre_images.insert(*ts, i, &ui, img);
+            }
+        }
+    }
+    Ok(stamps.last().copied())
+}
+
+/// The change-stream images a transaction's statements recorded: `(op index, ui, image)`.
+type TxnImages = Vec<(u32, Vec<u8>, crate::engine::images::StoredImage)>;
+
+/// Applies the final state of every document a transaction wrote to the live engine
+/// (collections it created come over whole) and returns its operations as `applyOps`
+/// holds them, with their images.
+fn apply_writes(
+    private: &Engine,
+    live: &mut Engine,
+    first_seq: u64,
+) -> CmdResult<(Vec<Document>, TxnImages)> {
+    let (inner, images) = transaction_ops(private, first_seq);
+    let mut created: HashSet<(String, String)> = HashSet::new();
+    for d in &inner {
+        let kind = d.get_str("op").unwrap_or("").to_string();
+        let ns = d.get_str("ns").unwrap_or("").to_string();
+        let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns.as_str());
+        if kind == "c" {
+            // A collection created inside the transaction (4.4+) comes over whole: nobody
+            // else could see it before the commit.
+            if let Some(Bson::String(c)) = d.get_document("o").ok().and_then(|o| o.get("create")) {
+                if let Some(pc) = private.catalog.coll(db, c) {
+                    if live.catalog.coll(db, c).is_none() {
+                        live.catalog
+                            .dbs
+                            .entry(db.to_string())
+                            .or_default()
+                            .colls
+                            .insert(c.clone(), pc.clone());
+                    }
+                }
+                created.insert((db.to_string(), c.clone()));
+            }
+        } else if let Some((kdb, kcoll, _)) = doc_key(d) {
+            if !created.contains(&(kdb.clone(), kcoll.clone())) {
+                let id = match kind.as_str() {
+                    "u" => d
+                        .get_document("o2")
+                        .ok()
+                        .and_then(|o| o.get("_id"))
+                        .cloned(),
+                    _ => d.get_document("o").ok().and_then(|o| o.get("_id")).cloned(),
+                };
+                if let Some(id) = id {
+                    apply_final_state(private, live, &kdb, &kcoll, &id)?;
+                }
+            }
+        }
+    }
+    Ok((inner, images))
+}
+
+/// A transaction's operations from its private oplog, as `applyOps` holds them (op, ns, ui,
+/// o, o2), and the images its statements recorded.
+fn transaction_ops(private: &Engine, first_seq: u64) -> (Vec<Document>, TxnImages) {
     let mut inner = Vec::new();
     let mut images = Vec::new();
-    let mut created: HashSet<(String, String)> = HashSet::new();
+    let Some(oplog) = &private.oplog else {
+        return (inner, images);
+    };
     for (_, e) in oplog.iter_from(first_seq) {
         let Ok(mut d) = e.raw.to_document() else {
             continue;
@@ -553,62 +707,102 @@ fn apply_commit(
         ] {
             d.remove(f);
         }
-        let kind = d.get_str("op").unwrap_or("").to_string();
-        let ns = d.get_str("ns").unwrap_or("").to_string();
-        let db = ns.split_once('.').map(|(d, _)| d).unwrap_or(ns.as_str());
-        if kind == "c" {
-            // A collection created inside the transaction (4.4+) comes over whole: nobody
-            // else could see it before the commit.
-            if let Some(Bson::String(c)) = d.get_document("o").ok().and_then(|o| o.get("create")) {
-                if let Some(pc) = private.catalog.coll(db, c) {
-                    if live.catalog.coll(db, c).is_none() {
-                        live.catalog
-                            .dbs
-                            .entry(db.to_string())
-                            .or_default()
-                            .colls
-                            .insert(c.clone(), pc.clone());
-                    }
-                }
-                created.insert((db.to_string(), c.clone()));
-            }
-        } else if let Some((kdb, kcoll, _)) = doc_key(&d) {
-            if !created.contains(&(kdb.clone(), kcoll.clone())) {
-                let id = match kind.as_str() {
-                    "u" => d
-                        .get_document("o2")
-                        .ok()
-                        .and_then(|o| o.get("_id"))
-                        .cloned(),
-                    _ => d.get_document("o").ok().and_then(|o| o.get("_id")).cloned(),
-                };
-                if let Some(id) = id {
-                    apply_final_state(private, live, &kdb, &kcoll, &id)?;
-                }
-            }
-        }
         inner.push(d);
     }
-    // The live catalog's own images of this final-state application are not the
-    // transaction's: the statements' images (above) are.
-    live.catalog.images.clear();
-    let chunks = split_apply_ops(inner);
-    // Where each op lands: (entry number, index within that entry), for the image keys.
-    let mut place = Vec::new();
-    for (c, chunk) in chunks.iter().enumerate() {
-        for i in 0..chunk.len() {
-            place.push((c, i as u32));
+    (inner, images)
+}
+
+/// `prepareTransaction` (shard servers; SRV `txn_cmds.cpp` `CmdPrepareTxn`,
+/// `transaction_participant.cpp` `prepareTransaction`): logs the transaction's operations
+/// as one `applyOps` entry with `prepare: true` (null `prevOpTime`) and replies its optime
+/// as `prepareTimestamp`; the writes wait for `commitTransaction` with a `commitTimestamp`.
+/// Preparing again answers the same timestamp.
+pub(crate) async fn prepare(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let _ = req;
+    let (Some(lsid), Some(txn_number)) = (ctx.lsid.clone(), ctx.txn_number) else {
+        return Err(no_such_transaction("no transaction in progress"));
+    };
+    let key = session_key(&lsid);
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    let Some(s) = sessions
+        .get_mut(&key)
+        .filter(|s| s.txn_number == txn_number)
+    else {
+        return Err(no_such_transaction(format!(
+            "Given transaction number {txn_number} does not match any in-progress transactions."
+        )));
+    };
+    let (shared, first_seq) = match &s.state {
+        State::Prepared { prepare_ts, .. } => {
+            return Ok(doc! {"prepareTimestamp": *prepare_ts});
         }
-    }
-    let stamps = live.log_transaction_chain(chunks, lsid, txn_number);
-    for (op_index, ui, img) in images {
-        if let Some(&(c, i)) = place.get(op_index as usize) {
-            if let Some(ts) = stamps.get(c) {
-                live.pre_images.insert(*ts, i, &ui, img);
-            }
+        State::InProgress {
+            shared, first_seq, ..
+        } => (shared.clone(), *first_seq),
+        State::Committed { .. } => {
+            return Err(CommandError::from_code(
+                ErrorCode::TransactionCommitted,
+                format!("Transaction {txn_number} has been committed."),
+            ))
         }
+        State::Aborted => {
+            return Err(no_such_transaction(format!(
+                "Transaction {txn_number} has been aborted."
+            )))
+        }
+    };
+    let prepare_ts = {
+        let private = shared.engine.lock();
+        let (inner, _) = transaction_ops(&private, first_seq);
+        ctx.shared
+            .engine
+            .lock()
+            .log_prepare(inner, &lsid, txn_number)
+    };
+    s.state = State::Prepared {
+        shared,
+        first_seq,
+        prepare_ts,
+    };
+    ctx.operation_time = Some(prepare_ts);
+    Ok(doc! {"prepareTimestamp": prepare_ts})
+}
+
+/// `coordinateCommitTransaction` with no participants (SRV
+/// `txn_two_phase_commit_cmds.cpp`): the outcome a router without the transaction's state
+/// asks the recovery shard for — committed answers ok; a transaction still in progress is
+/// aborted and, like an aborted one, answers 251 NoSuchTransaction.
+pub(crate) async fn coordinate_commit(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let _ = req;
+    let (Some(lsid), Some(txn_number)) = (ctx.lsid.clone(), ctx.txn_number) else {
+        return Err(no_such_transaction("no transaction in progress"));
+    };
+    let txns = ctx.shared.txns.clone();
+    let mut sessions = txns.sessions.lock();
+    let Some(s) = sessions
+        .get_mut(&session_key(&lsid))
+        .filter(|s| s.txn_number == txn_number)
+    else {
+        return Err(no_such_transaction(format!(
+            "Transaction {txn_number} has been aborted."
+        )));
+    };
+    match s.state {
+        State::Committed { ts } => {
+            ctx.operation_time = ts;
+            Ok(Document::new())
+        }
+        State::InProgress { .. } => {
+            s.state = State::Aborted;
+            Err(no_such_transaction(format!(
+                "Transaction {txn_number} has been aborted."
+            )))
+        }
+        _ => Err(no_such_transaction(format!(
+            "Transaction {txn_number} has been aborted."
+        ))),
     }
-    Ok(stamps.last().copied())
 }
 
 /// `BSONObjMaxUserSize`: an `applyOps` entry of a transaction stays under it.
@@ -697,6 +891,17 @@ pub(crate) async fn abort(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     match s.state {
         State::InProgress { .. } => {
             s.state = State::Aborted;
+            Ok(Document::new())
+        }
+        State::Prepared { prepare_ts, .. } => {
+            let ts = ctx.shared.engine.lock().log_transaction_decision(
+                doc! {"abortTransaction": 1},
+                &lsid,
+                txn_number,
+                prepare_ts,
+            );
+            s.state = State::Aborted;
+            ctx.operation_time = Some(ts);
             Ok(Document::new())
         }
         State::Aborted => Err(no_such_transaction(format!(

@@ -170,10 +170,71 @@ pub(crate) struct Collection {
     pub(crate) capped: Option<Capped>,
     /// Indexes; `_id_` first (absent only on collections created with `autoIndexId: false`).
     pub(crate) indexes: Vec<Index>,
+    /// On a shard: the key pattern of a sharded collection, so its oplog entries carry the
+    /// shard-key fields in their document keys (set by the router, `commands/shardsvr.rs`).
+    pub(crate) shard_key: Option<Document>,
+    /// On a shard: shard-key ranges `[min, max)` whose documents this shard holds but does
+    /// not own (migrated away and awaiting the range deleter, or being received). Reads and
+    /// writes a router sends (`shardVersion`, [`super::versioned`]) do not see them.
+    pub(crate) orphans: Vec<(Document, Document)>,
     docs: BTreeMap<u64, StoredDoc>,
     ids: BTreeMap<Key, u64>,
     next_rid: u64,
     data_size: u64,
+}
+
+/// The document key of `doc` under shard key `pattern`: each key field present in `doc` (by
+/// its dotted path), then `_id` unless the key holds it.
+pub(crate) fn document_key(pattern: &Document, doc: &Document) -> Document {
+    let mut out = Document::new();
+    for field in pattern.keys() {
+        if let Some(v) = crate::query::path::get_path(doc, field) {
+            out.insert(field.clone(), v.clone());
+        }
+    }
+    if !out.contains_key("_id") {
+        out.insert("_id", doc.get("_id").cloned().unwrap_or(Bson::Null));
+    }
+    out
+}
+
+/// The shard-key value of `doc` as chunks are keyed (SRV `ShardKeyPattern::
+/// extractShardKeyFromDoc`): each field's value, null when missing (4.4+), hashed fields as
+/// `Long(hash64(value))`.
+pub(crate) fn shard_key_value(pattern: &Document, doc: &Document) -> Document {
+    pattern
+        .iter()
+        .map(|(f, kind)| {
+            let v = crate::query::path::get_path(doc, f)
+                .cloned()
+                .unwrap_or(Bson::Null);
+            let v = if kind.as_str() == Some("hashed") {
+                Bson::Int64(crate::hasher::hash64(&v))
+            } else {
+                v
+            };
+            (f.clone(), v)
+        })
+        .collect()
+}
+
+/// Compares two shard-key values field by field in BSON order (`BSONObj::woCompare`
+/// without field names).
+pub(crate) fn cmp_keys(a: &Document, b: &Document) -> Ordering {
+    for (x, y) in a.values().zip(b.values()) {
+        let o = cmp_bson(x, y);
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Whether `key` falls in one of the `[min, max)` ranges.
+pub(crate) fn in_ranges(ranges: &[(Document, Document)], key: &Document) -> bool {
+    ranges.iter().any(|(min, max)| {
+        cmp_keys(min, key) != Ordering::Greater && cmp_keys(key, max) == Ordering::Less
+    })
 }
 
 /// The `_id` index spec (reference §7.1).
@@ -188,6 +249,8 @@ impl Collection {
             options,
             capped,
             indexes: Vec::new(),
+            shard_key: None,
+            orphans: Vec::new(),
             docs: BTreeMap::new(),
             ids: BTreeMap::new(),
             next_rid: 1,
@@ -203,9 +266,35 @@ impl Collection {
         c
     }
 
-    /// Number of documents.
+    /// The document key logged for `doc`: `{_id}`, or on a shard the shard-key fields then
+    /// `_id` (SRV `op_observer_util.cpp` `getDocumentKey` / `DocumentKey::getShardKeyAndId`:
+    /// `extractElementsBasedOnTemplate` leaves missing fields out; reference
+    /// sharded-clusters.md §4.1).
+    pub(crate) fn document_key(&self, doc: &Document) -> Document {
+        match &self.shard_key {
+            Some(pattern) => document_key(pattern, doc),
+            None => doc! {"_id": doc.get("_id").cloned().unwrap_or(Bson::Null)},
+        }
+    }
+
+    /// Whether a stored document is visible to this command: always, except an orphan to a
+    /// command a router sent (SRV `ShardFilterer`, reference sharded-clusters.md §4.2).
+    fn visible(&self, sd: &StoredDoc) -> bool {
+        if self.orphans.is_empty() || !super::versioned() {
+            return true;
+        }
+        let Some(pattern) = &self.shard_key else {
+            return true;
+        };
+        !in_ranges(&self.orphans, &shard_key_value(pattern, &sd.doc))
+    }
+
+    /// Number of documents (visible to this command).
     pub(crate) fn count(&self) -> usize {
-        self.docs.len()
+        if self.orphans.is_empty() || !super::versioned() {
+            return self.docs.len();
+        }
+        self.docs.values().filter(|d| self.visible(d)).count()
     }
     /// Sum of the documents' BSON sizes.
     pub(crate) fn data_size(&self) -> u64 {
@@ -213,11 +302,17 @@ impl Collection {
     }
     /// Documents in insertion (`$natural`) order with their record ids.
     pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &StoredDoc)> + '_ {
-        self.docs.iter().map(|(k, v)| (*k, v))
+        self.docs
+            .iter()
+            .filter(|(_, v)| self.visible(v))
+            .map(|(k, v)| (*k, v))
     }
     /// Documents from record id `rid` on.
     pub(crate) fn iter_from(&self, rid: u64) -> impl Iterator<Item = (u64, &StoredDoc)> + '_ {
-        self.docs.range(rid..).map(|(k, v)| (*k, v))
+        self.docs
+            .range(rid..)
+            .filter(|(_, v)| self.visible(v))
+            .map(|(k, v)| (*k, v))
     }
     /// Smallest stored record id.
     pub(crate) fn first_rid(&self) -> Option<u64> {
@@ -233,7 +328,8 @@ impl Collection {
     }
     /// Record id of the document with this `_id`.
     pub(crate) fn rid_by_id(&self, id: &Bson) -> Option<u64> {
-        self.ids.get(&Key(id.clone())).copied()
+        let rid = self.ids.get(&Key(id.clone())).copied()?;
+        self.docs.get(&rid).filter(|d| self.visible(d)).map(|_| rid)
     }
     /// Record ids in `_id` order (BSON order, the `_id` index), restricted to `_id`s within
     /// `bounds`; newest-last or reversed.
@@ -258,7 +354,11 @@ impl Collection {
                 return Box::new(std::iter::empty());
             }
         }
-        let range = self.ids.range((lo, hi)).map(|(_, r)| *r);
+        let range = self
+            .ids
+            .range((lo, hi))
+            .map(|(_, r)| *r)
+            .filter(|r| self.docs.get(r).is_some_and(|d| self.visible(d)));
         if reverse {
             Box::new(range.rev())
         } else {
@@ -468,7 +568,7 @@ impl Catalog {
         self.dbs.get(db)?.colls.get(coll)
     }
 
-    fn coll_mut(&mut self, db: &str, coll: &str) -> Option<&mut Collection> {
+    pub(crate) fn coll_mut(&mut self, db: &str, coll: &str) -> Option<&mut Collection> {
         self.dbs.get_mut(db)?.colls.get_mut(coll)
     }
 
@@ -594,6 +694,27 @@ impl Catalog {
             .colls
             .insert(coll.to_string(), c);
         Ok(vec![op])
+    }
+
+    /// [`Catalog::create_collection`] with a given UUID: a sharded collection has one UUID on
+    /// every shard.
+    pub(crate) fn create_collection_with_uuid(
+        &mut self,
+        db: &str,
+        coll: &str,
+        options: &Document,
+        uuid: Uuid,
+    ) -> CmdResult<Vec<Document>> {
+        let mut ops = self.create_collection(db, coll, options)?;
+        if let Some(c) = self.coll_mut(db, coll) {
+            c.uuid = uuid;
+        }
+        for op in &mut ops {
+            if op.contains_key("ui") {
+                op.insert("ui", uuid);
+            }
+        }
+        Ok(ops)
     }
 
     /// Creates the collection if it does not exist (implicit creation on first write,
@@ -951,11 +1072,10 @@ impl Catalog {
         c.check_unique(&ns, &doc, None)?;
         let rid = c.next_rid;
         c.next_rid += 1;
-        let id = doc.get("_id").cloned().unwrap_or(Bson::Null);
         let mut op = doc! {"op": "i", "ns": ns, "ui": c.uuid, "o": doc.clone()};
         if version != ServerVersion::V4_4 {
             // 6.0+: o2 = document key (reference §4.3)
-            op.insert("o2", doc! {"_id": id});
+            op.insert("o2", c.document_key(&doc));
         }
         c.put(rid, doc, raw);
         c.trim_capped();
@@ -1009,12 +1129,13 @@ impl Catalog {
         // Pre-/post-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
         let image =
             super::images::images_enabled(&c.options).then(|| (old.doc.clone(), new_doc.clone()));
+        let key = c.document_key(&new_doc);
         c.put(rid, new_doc, raw);
         let uuid = c.uuid;
         if let Some((pre, post)) = image {
-            self.images.push(uuid, id.clone(), pre, Some(post));
+            self.images.push(uuid, id, pre, Some(post));
         }
-        Ok(doc! {"op": "u", "ns": ns, "ui": uuid, "o": o, "o2": {"_id": id}})
+        Ok(doc! {"op": "u", "ns": ns, "ui": uuid, "o": o, "o2": key})
     }
 
     /// Deletes record `rid`; returns the delete op (`o: {_id}`, reference §4.7).
@@ -1031,11 +1152,12 @@ impl Catalog {
         };
         let id = old.doc.get("_id").cloned().unwrap_or(Bson::Null);
         let uuid = c.uuid;
+        let key = c.document_key(&old.doc);
         // Pre-image for change streams (SRV `changeStreamPreAndPostImages`, §5.2).
         if super::images::images_enabled(&c.options) {
-            self.images.push(uuid, id.clone(), old.doc, None);
+            self.images.push(uuid, id, old.doc, None);
         }
-        Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": {"_id": id}})
+        Ok(doc! {"op": "d", "ns": ns, "ui": uuid, "o": key})
     }
 }
 

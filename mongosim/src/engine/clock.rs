@@ -71,7 +71,6 @@ impl Clock {
     }
 
     /// Advances the clock to at least `ts` (gossiped `$clusterTime`); never moves back.
-    #[allow(dead_code)]
     pub(crate) fn advance_to(&mut self, ts: Timestamp) {
         if (ts.time, ts.increment) > (self.secs, self.inc) {
             self.secs = ts.time;

@@ -24,6 +24,22 @@ use oplog::Oplog;
 use std::collections::HashMap;
 use tokio::sync::watch;
 
+tokio::task_local! {
+    /// Set while a shard runs a command a router sent with `shardVersion`.
+    static VERSIONED: bool;
+}
+
+/// Whether the running command came from a router with `shardVersion` (its reads and writes
+/// skip orphaned documents).
+pub(crate) fn versioned() -> bool {
+    VERSIONED.try_with(|v| *v).unwrap_or(false)
+}
+
+/// Runs `fut` as a versioned command (see [`versioned`]).
+pub(crate) async fn with_versioned<F: std::future::Future>(fut: F) -> F::Output {
+    VERSIONED.scope(true, fut).await
+}
+
 /// The election term written as `t` (constant: the simulated node never steps down).
 pub(crate) const TERM: i64 = 1;
 
@@ -235,6 +251,27 @@ impl Engine {
         e
     }
 
+    /// A config server's first write: `config.version` (SRV `config_server_catalog_cache_loader`
+    /// / `ShardingCatalogManager::initializeConfigDatabaseIfNeeded`; shapes from reference
+    /// sharded-clusters.md §2.5: 7.0 `{_id: 1, clusterId}`, 4.4 with `minCompatibleVersion: 5,
+    /// currentVersion: 6`).
+    pub(crate) fn init_config_server(&mut self) {
+        let mut version = doc! {"_id": 1};
+        if self.version == ServerVersion::V4_4 {
+            version.insert("minCompatibleVersion", 5);
+            version.insert("currentVersion", 6);
+        }
+        version.insert("clusterId", bson::oid::ObjectId::new());
+        let mut ops: Vec<PendingOp> = match self.catalog.ensure_collection("config", "version") {
+            Ok(ops) => ops.into_iter().map(Into::into).collect(),
+            Err(_) => return,
+        };
+        if let Ok((_, op)) = self.catalog.insert_doc("config", "version", version) {
+            ops.push(op.into());
+        }
+        self.log(ops, None);
+    }
+
     /// The logical clock's current value (`$clusterTime.clusterTime`, reference §2.7).
     pub(crate) fn cluster_time(&self) -> Timestamp {
         self.clock.now()
@@ -383,6 +420,61 @@ impl Engine {
             o.notify();
         }
         stamps
+    }
+
+    /// A prepared transaction's entry (SRV `op_observer_impl.cpp` `onTransactionPrepare`,
+    /// reference sharded-clusters.md §6): `{applyOps: [...], prepare: true}` with the session
+    /// and a null `prevOpTime`. Returns its optime, the `prepareTimestamp`.
+    pub(crate) fn log_prepare(
+        &mut self,
+        ops: Vec<Document>,
+        lsid: &Document,
+        txn_number: i64,
+    ) -> Timestamp {
+        let ts = self.clock.tick();
+        let inner: Vec<Bson> = ops.into_iter().map(Bson::Document).collect();
+        let stamp = Stamp {
+            session: Some((lsid.clone(), txn_number, None)),
+            prev: Some(null_optime()),
+            ..Stamp::default()
+        };
+        let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": {"applyOps": inner, "prepare": true}};
+        self.append_stamped(&entry, ts, stamp);
+        self.finish_session_entry(lsid, txn_number, ts);
+        ts
+    }
+
+    /// A prepared transaction's decision: `o` is `{commitTransaction: 1, commitTimestamp}`
+    /// or `{abortTransaction: 1}`, linked to the prepare entry by `prevOpTime` (SRV
+    /// `op_observer_impl.cpp` `onPreparedTransactionCommit` / `onTransactionAbort`).
+    pub(crate) fn log_transaction_decision(
+        &mut self,
+        o: Document,
+        lsid: &Document,
+        txn_number: i64,
+        prepare_ts: Timestamp,
+    ) -> Timestamp {
+        let ts = self.clock.tick();
+        let stamp = Stamp {
+            session: Some((lsid.clone(), txn_number, None)),
+            prev: Some(optime(prepare_ts)),
+            ..Stamp::default()
+        };
+        let entry = doc! {"op": "c", "ns": "admin.$cmd", "o": o};
+        self.append_stamped(&entry, ts, stamp);
+        self.finish_session_entry(lsid, txn_number, ts);
+        ts
+    }
+
+    fn finish_session_entry(&mut self, lsid: &Document, txn_number: i64, ts: Timestamp) {
+        let st = self.sessions.entry(session_key(lsid)).or_default();
+        st.txn_number = txn_number;
+        st.last = Some(ts);
+        st.executed.clear();
+        self.last_applied = ts;
+        if let Some(o) = &self.oplog {
+            o.notify();
+        }
     }
 
     /// Writes `ops` as one `admin.$cmd` `applyOps` entry; without a session this is the

@@ -14,7 +14,7 @@ use crate::error::{CommandError, ErrorCode};
 use crate::limits::MAX_MESSAGE_SIZE;
 use crate::ServerVersion;
 
-pub(crate) use op_msg::encode_op_msg;
+pub(crate) use op_msg::{decode_reply, encode_op_msg};
 pub(crate) use op_query::{encode_op_reply, REPLY_QUERY_FAILURE};
 
 /// Header length: messageLength, requestID, responseTo, opCode (all little-endian Int32).

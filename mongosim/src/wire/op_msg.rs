@@ -233,6 +233,24 @@ pub(crate) fn encode_op_msg(request_id: i32, response_to: i32, body: &[u8]) -> V
     buf
 }
 
+/// Decodes a reply this server's own client received (the router's connections to shards):
+/// flagBits, then the kind-0 body; a checksum, if flagged, is not verified.
+pub(crate) fn decode_reply(message: &[u8]) -> Result<Document, WireError> {
+    if read_i32(message, 12) != Some(OP_MSG) {
+        return Err(WireError::Malformed("reply is not an OP_MSG"));
+    }
+    if message.get(HEADER_LEN + 4) != Some(&0) {
+        return Err(WireError::Malformed(
+            "reply does not start with a body section",
+        ));
+    }
+    match read_document(message, HEADER_LEN + 5, message.len()) {
+        Ok((doc, _)) => Ok(doc),
+        Err(DocError::Truncated) => Err(WireError::Malformed("truncated reply body")),
+        Err(DocError::Invalid(e)) => Err(WireError::Fatal(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
