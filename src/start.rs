@@ -6,14 +6,20 @@
 //! stays bounded by the cursors' current batches (each source holds at most one batch;
 //! direct reads hold one per range being read). Dropping the stream (or
 //! [`Handle::stop`]) drops every source, which closes its server cursors.
+//!
+//! The stream owns its sources and shares only flags with its [`Handle`]s (and each live
+//! source its own position, seek and pause requests): a handle never waits for a poll, not
+//! even one stuck on the server or decoding a large batch.
 
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bson::Timestamp;
 use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
+use futures::task::AtomicWaker;
 use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 use tokio::sync::watch;
@@ -114,47 +120,35 @@ impl TailOptions {
     }
 }
 
-struct State {
-    sources: Option<SelectAll<BoxStream<'static, Result<Op>>>>,
-    paused: bool,
-    waker: Option<Waker>,
-}
-
+/// What an [`OpStream`] shares with its handles: flags the stream reads between polls and
+/// the waker of a pending poll. No lock: a handle never waits for a poll.
+#[derive(Default)]
 struct Shared {
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Drops the sources (outside the lock) and wakes the consumer.
-    fn stop(&self) {
-        let (sources, waker) = {
-            let mut st = self.lock();
-            (st.sources.take(), st.waker.take())
-        };
-        drop(sources);
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
+    /// [`Handle::pause`]: the stream polls no source.
+    paused: AtomicBool,
+    /// [`Handle::stop`], a drop, or every source ended.
+    stopped: AtomicBool,
+    waker: AtomicWaker,
 }
 
 /// The merged stream of every source [`start`] started. Ends when every source ended, or
 /// after [`Handle::stop`]. Dropping it releases everything.
+///
+/// The stream owns its sources: nothing a [`Handle`] does waits for a poll, and a poll
+/// never waits for a handle.
 #[must_use = "streams do nothing unless polled"]
 pub struct OpStream {
+    /// `None` once stopped or ended: dropping the sources closes their cursors.
+    sources: Option<SelectAll<BoxStream<'static, Result<Op>>>>,
     shared: Arc<Shared>,
 }
 
 impl fmt::Debug for OpStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = self.shared.lock();
         f.debug_struct("OpStream")
-            .field("sources", &st.sources.as_ref().map(|s| s.len()))
-            .field("paused", &st.paused)
+            .field("sources", &self.sources.as_ref().map(SelectAll::len))
+            .field("paused", &self.shared.paused.load(Ordering::Relaxed))
+            .field("stopped", &self.shared.stopped.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -163,28 +157,38 @@ impl Stream for OpStream {
     type Item = Result<Op>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut st = self.shared.lock();
-        if st.paused && st.sources.is_some() {
-            st.waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        st.waker = Some(cx.waker().clone());
-        let Some(sources) = st.sources.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match sources.poll_next_unpin(cx) {
-            Poll::Ready(None) => {
-                let done = st.sources.take();
-                drop(st);
-                drop(done);
-                Poll::Ready(None)
+        let this = self.get_mut();
+        loop {
+            if this.shared.stopped.load(Ordering::Acquire) {
+                this.sources = None;
+                return Poll::Ready(None);
             }
-            other => other,
+            let Some(sources) = this.sources.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let paused = this.shared.paused.load(Ordering::Acquire);
+            if !paused {
+                match sources.poll_next_unpin(cx) {
+                    Poll::Ready(None) => {
+                        this.shared.stopped.store(true, Ordering::Release);
+                        continue;
+                    }
+                    Poll::Ready(item) => return Poll::Ready(item),
+                    Poll::Pending => {}
+                }
+            }
+            // Handles wake this waker; what they did before it was registered is seen by
+            // looking again.
+            this.shared.waker.register(cx.waker());
+            let resumed = paused && !this.shared.paused.load(Ordering::Acquire);
+            if !resumed && !this.shared.stopped.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.shared.lock().sources {
+        match &self.sources {
             Some(sources) => (0, sources.size_hint().1),
             None => (0, Some(0)),
         }
@@ -193,18 +197,22 @@ impl Stream for OpStream {
 
 impl FusedStream for OpStream {
     fn is_terminated(&self) -> bool {
-        self.shared.lock().sources.is_none()
+        self.sources.is_none()
     }
 }
 
 impl Drop for OpStream {
     fn drop(&mut self) {
-        self.shared.stop();
+        self.shared.stopped.store(true, Ordering::Release);
     }
 }
 
 /// Controls an [`OpStream`]: pause, resume, seek, stop, and wait for direct reads. Clone
 /// it freely; it keeps nothing alive after the stream is dropped except itself.
+///
+/// No method waits for the stream: each sets what the stream (and its sources) read at
+/// their next poll and wakes a pending poll, so a handle may be used from any thread, while
+/// a poll is stuck on the server, and from inside a [`StartAt::Func`] function.
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
@@ -223,28 +231,35 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    /// Stops reading until [`Handle::resume`]: the stream returns `Pending` and no source
-    /// is polled (server cursors stay open; if they time out they are re-opened from the
-    /// last position on resume).
+    /// Stops reading every source, direct reads included, until [`Handle::resume`]: the
+    /// stream returns `Pending` and no source is polled (server cursors stay open; if they
+    /// time out they are re-opened from the last position on resume). For gtm's `Pause`,
+    /// which lets direct reads go on, see [`Handle::pause_live`].
     pub fn pause(&self) {
-        self.shared.lock().paused = true;
+        self.shared.paused.store(true, Ordering::Release);
     }
 
-    /// Resumes after [`Handle::pause`].
+    /// Stops reading the live sources (the oplog and the change streams) until
+    /// [`Handle::resume`], while direct reads go on: gtm's `Pause`.
+    pub fn pause_live(&self) {
+        self.live(OplogControl::pause, ChangeStreamControl::pause);
+    }
+
+    /// Resumes after [`Handle::pause`] or [`Handle::pause_live`].
     pub fn resume(&self) {
-        let waker = {
-            let mut st = self.shared.lock();
-            st.paused = false;
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
+        self.shared.paused.store(false, Ordering::Release);
+        self.live(OplogControl::resume, ChangeStreamControl::resume);
+        self.shared.waker.wake();
     }
 
-    /// Whether the stream is paused.
+    /// Whether the stream is paused, by [`Handle::pause`] or [`Handle::pause_live`].
     pub fn is_paused(&self) -> bool {
-        self.shared.lock().paused
+        self.shared.paused.load(Ordering::Acquire)
+            || self.oplog.as_ref().is_some_and(OplogControl::is_paused)
+            || self
+                .change_streams
+                .iter()
+                .any(ChangeStreamControl::is_paused)
     }
 
     /// Seeks the live sources (oplog and change streams) to the changes after `ts`
@@ -256,28 +271,25 @@ impl Handle {
         if self.is_stopped() {
             return Err(Error::Stopped);
         }
-        if let Some(o) = &self.oplog {
-            o.seek(ts);
-        }
-        for c in &self.change_streams {
-            c.seek(ts);
-        }
+        self.live(|o| o.seek(ts), |c| c.seek(ts));
         Ok(())
     }
 
-    /// Ends the stream: it yields `None` on its next poll, and every source is dropped
-    /// now, closing its server cursors. Idempotent.
+    /// Ends the stream: its next poll (woken now, even if it waits on the server) yields
+    /// `None` and drops every source, which closes its server cursors; so does dropping
+    /// the stream. Idempotent.
     ///
-    /// Call it (and drop the stream) inside a Tokio runtime: the driver closes cursors
-    /// with a task it spawns on the current runtime.
+    /// Poll or drop the stream inside a Tokio runtime: the driver closes cursors with a
+    /// task it spawns on the current runtime.
     pub fn stop(&self) {
-        self.shared.stop();
+        self.shared.stopped.store(true, Ordering::Release);
+        self.shared.waker.wake();
     }
 
     /// Whether the stream has stopped (by [`Handle::stop`], drop, or because every source
     /// ended).
     pub fn is_stopped(&self) -> bool {
-        self.shared.lock().sources.is_none()
+        self.shared.stopped.load(Ordering::Acquire)
     }
 
     /// The `ts` of the last oplog entry delivered, when the oplog source runs.
@@ -302,6 +314,12 @@ impl Handle {
         let mut rx = self.direct_done.clone();
         let done = rx.wait_for(|done| *done).await.map(|_| ());
         done.map_err(|_| Error::Stopped)
+    }
+
+    /// Applies `oplog` and `change_stream` to the control of every live source.
+    fn live(&self, oplog: impl Fn(&OplogControl), change_stream: impl Fn(&ChangeStreamControl)) {
+        self.oplog.iter().for_each(oplog);
+        self.change_streams.iter().for_each(change_stream);
     }
 }
 
@@ -389,26 +407,25 @@ fn assemble(
     change_streams: Vec<ChangeStreamControl>,
     direct_done: watch::Receiver<bool>,
 ) -> (OpStream, Handle) {
-    let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            sources: Some(sources),
-            paused: false,
-            waker: None,
-        }),
-    });
+    let shared = Arc::new(Shared::default());
     let handle = Handle {
         shared: shared.clone(),
         oplog,
         change_streams,
         direct_done,
     };
-    (OpStream { shared }, handle)
+    let stream = OpStream {
+        sources: Some(sources),
+        shared,
+    };
+    (stream, handle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::stream;
+    use std::sync::mpsc;
     use tokio_test::{assert_pending, assert_ready, task};
 
     fn ops(n: i32) -> BoxStream<'static, Result<Op>> {
@@ -462,6 +479,71 @@ mod tests {
             }),
             Err(Error::Stopped)
         ));
+    }
+
+    #[test]
+    fn pause_live_leaves_the_merged_stream_running() {
+        let (s, handle) = pair(vec![ops(2)]);
+        let mut s = task::spawn(s);
+        handle.pause_live(); // no live source here: everything keeps flowing
+        assert!(!handle.is_paused());
+        assert!(assert_ready!(s.poll_next()).is_some());
+        handle.pause();
+        assert!(handle.is_paused());
+        assert_pending!(s.poll_next());
+        handle.stop();
+        assert!(s.is_woken(), "stop wakes a paused stream");
+        assert!(assert_ready!(s.poll_next()).is_none());
+    }
+
+    /// A source whose poll holds on inside the poll until told to go on.
+    fn held_poll() -> (
+        BoxStream<'static, Result<Op>>,
+        mpsc::Receiver<()>,
+        mpsc::Sender<()>,
+    ) {
+        let (entered_tx, entered) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let source = stream::poll_fn(move |_| {
+            let _ = entered_tx.send(());
+            let _ = release_rx.recv();
+            Poll::Ready(None)
+        });
+        (source.boxed(), entered, release)
+    }
+
+    #[test]
+    fn handle_calls_do_not_wait_for_a_poll_in_progress() {
+        let (source, entered, release) = held_poll();
+        let (s, handle) = pair(vec![source]);
+        let poller = std::thread::spawn(move || futures::executor::block_on(s.into_future()).0);
+        entered.recv().unwrap(); // the poll is now inside the source
+        let (done_tx, done) = mpsc::channel();
+        let caller = std::thread::spawn(move || {
+            let ts = bson::Timestamp {
+                time: 1,
+                increment: 1,
+            };
+            handle.pause();
+            assert!(handle.is_paused());
+            handle.pause_live();
+            handle.resume();
+            assert!(!handle.is_paused());
+            handle.since(ts).unwrap();
+            assert_eq!(handle.oplog_position(), None);
+            assert!(handle.resume_tokens().is_empty());
+            assert!(!handle.is_stopped());
+            futures::executor::block_on(handle.direct_reads_done()).unwrap();
+            handle.stop();
+            assert!(handle.is_stopped());
+            let _ = done_tx.send(());
+        });
+        // Generous: the calls take microseconds; a call waiting for the poll never returns.
+        let answered = done.recv_timeout(std::time::Duration::from_secs(10));
+        release.send(()).unwrap();
+        caller.join().unwrap();
+        assert!(answered.is_ok(), "a handle call waited for the poll");
+        assert!(poller.join().unwrap().is_none());
     }
 
     #[test]

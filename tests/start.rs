@@ -4,7 +4,7 @@
 mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bson::{doc, Document};
@@ -14,7 +14,7 @@ use mongodb::event::command::CommandEvent;
 use mongodb::event::EventHandler;
 use mongotail::{
     cluster_time, first_op_timestamp, last_op_timestamp, start, ChangeStreamOptions, DirectOptions,
-    Error, Namespace, OplogOptions, Source, StartAt, TailOptions,
+    Error, Handle, Namespace, OplogOptions, Source, StartAt, TailOptions,
 };
 
 fn ns(s: &str) -> Namespace {
@@ -339,4 +339,171 @@ async fn change_streams_start_at_the_earliest_entry_and_the_time_helpers_agree()
     );
     assert_eq!(int_ids(&take_ops(&mut ops, 3).await), vec![1, 2, 3]);
     assert_quiet(&mut ops, Duration::from_millis(300)).await;
+}
+
+/// Holds every `getMore` of the client named `app` on the server for a minute; returns how
+/// many commands entered the fail point before this call (reference §7.10).
+async fn hold_get_mores(server: &TestServer, app: &str) -> i64 {
+    let reply = server
+        .client
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 60_000, "appName": app},
+        })
+        .await
+        .expect("configureFailPoint");
+    match reply.get("count") {
+        Some(bson::Bson::Int32(n)) => i64::from(*n),
+        Some(bson::Bson::Int64(n)) => *n,
+        other => panic!("configureFailPoint count {other:?}"),
+    }
+}
+
+/// A `Handle` method, by name.
+type HandleCall = (&'static str, Box<dyn FnOnce(Handle) + Send>);
+
+/// Every `Handle` method but `direct_reads_done` (async), `stop` last.
+fn handle_calls() -> Vec<HandleCall> {
+    let ts = bson::Timestamp {
+        time: 1,
+        increment: 0,
+    };
+    vec![
+        ("pause", Box::new(|h: Handle| h.pause())),
+        ("is_paused", Box::new(|h: Handle| assert!(h.is_paused()))),
+        ("pause_live", Box::new(|h: Handle| h.pause_live())),
+        ("resume", Box::new(|h: Handle| h.resume())),
+        ("since", Box::new(move |h: Handle| h.since(ts).unwrap())),
+        (
+            "oplog_position",
+            Box::new(|h: Handle| {
+                let _ = h.oplog_position();
+            }),
+        ),
+        (
+            "resume_tokens",
+            Box::new(|h: Handle| assert_eq!(h.resume_tokens().len(), 1)),
+        ),
+        ("is_stopped", Box::new(|h: Handle| assert!(!h.is_stopped()))),
+        ("stop", Box::new(|h: Handle| h.stop())),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_calls_return_while_a_poll_is_stuck_on_the_server() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_stuck");
+    let target = ns(&format!("{db_name}.c"));
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let app = db_name.clone(); // unique: tests may share a real server
+    let before = hold_get_mores(&server, &app).await;
+    let client = server.client_with(|o| o.app_name = Some(app.clone())).await;
+    let (mut ops, handle) = start(
+        &client,
+        TailOptions::new()
+            .oplog(OplogOptions::new().namespace(target.clone()))
+            .change_stream(ChangeStreamOptions::new().namespace(target)),
+    );
+    let consumer = tokio::spawn(async move { ops.next().await.map(|op| op.map_err(|e| e.kind())) });
+    // Wait until a getMore of the stream is held on the server.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while hold_get_mores(&server, &app).await <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no getMore was held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Generous bounds: each call takes microseconds; one that waited for the poll would
+    // wait for the server's minute.
+    let prompt = Duration::from_secs(5);
+    for (name, call) in handle_calls() {
+        let h = handle.clone();
+        let called = tokio::time::timeout(prompt, tokio::task::spawn_blocking(move || call(h)));
+        called
+            .await
+            .unwrap_or_else(|_| panic!("{name} waited"))
+            .unwrap();
+    }
+    let done = tokio::time::timeout(prompt, handle.direct_reads_done()).await;
+    assert!(
+        done.expect("direct_reads_done waited").is_ok(),
+        "no direct reads"
+    );
+    let ended = tokio::time::timeout(prompt, consumer).await;
+    let ended = ended.expect("the held poll ends at stop").unwrap();
+    assert!(ended.is_none(), "{ended:?}");
+    server.fail_off().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_function_may_call_the_handle() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_func_handle");
+    let target = ns(&format!("{db_name}.c"));
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_one(doc! {"_id": 0}).await.unwrap();
+    let after = last_op_timestamp(&server.client).await.unwrap().unwrap();
+    let cell: Arc<OnceLock<Handle>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (seen, counted) = (cell.clone(), calls.clone());
+    // Runs inside a poll of the stream, once per live source.
+    let start_fn = StartAt::func(move |_client| {
+        let handle = seen.get().cloned().expect("set before the first poll");
+        assert!(!handle.is_paused() && !handle.is_stopped());
+        handle.pause();
+        handle.resume();
+        drop((handle.oplog_position(), handle.resume_tokens()));
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok(after) }
+    });
+    let (mut ops, handle) = start(
+        &server.client,
+        TailOptions::new()
+            .start(start_fn)
+            .oplog(OplogOptions::new().namespace(target.clone()))
+            .change_stream(ChangeStreamOptions::new().namespace(target)),
+    );
+    cell.set(handle).unwrap();
+    c.insert_one(doc! {"_id": 1}).await.unwrap();
+    let reader = tokio::spawn(async move { int_ids(&take_ops(&mut ops, 2).await) });
+    let ids = tokio::time::timeout(WAIT, reader).await;
+    assert_eq!(ids.expect("no deadlock").unwrap(), vec![1, 1]);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn pause_live_holds_the_oplog_while_direct_reads_go_on() {
+    let server = TestServer::start().await;
+    let db_name = unique_db("start_pause_live");
+    let target = ns(&format!("{db_name}.c"));
+    let c = server.client.database(&db_name).collection::<Document>("c");
+    c.insert_many((0..50).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let (mut ops, handle) = start(
+        &server.client,
+        TailOptions::new()
+            .start(StartAt::After(server.latest_ts().await))
+            .oplog(OplogOptions::new().namespace(target.clone()))
+            .direct(DirectOptions::new().namespace(target).batch_size(10)),
+    );
+    handle.pause_live(); // gtm's Pause
+    assert!(handle.is_paused());
+    let copied = take_ops(&mut ops, 50).await;
+    assert!(copied.iter().all(|op| op.is_source_direct()));
+    // The copy completes (its end is seen by polling on) while the oplog is held.
+    let done = tokio::time::timeout(WAIT, handle.direct_reads_done());
+    let (done, ()) = tokio::join!(done, assert_quiet(&mut ops, Duration::from_millis(100)));
+    done.expect("direct reads complete while the live sources are paused")
+        .unwrap();
+    c.insert_one(doc! {"_id": 1000}).await.unwrap();
+    assert_quiet(&mut ops, Duration::from_millis(300)).await;
+    handle.resume();
+    let live = take_ops(&mut ops, 1).await;
+    assert!(live[0].is_source_oplog());
+    assert_eq!(int_ids(&live), vec![1000]);
 }
