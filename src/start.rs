@@ -29,7 +29,7 @@ use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
-use crate::source::start_at::StartAt;
+use crate::source::start_at::{cluster_time, StartAt};
 
 /// What [`start`] reads: the oplog (on by default), any number of change streams, and
 /// direct reads.
@@ -325,7 +325,7 @@ impl Handle {
 
 /// Marks direct reads done when the wrapped stream ends.
 struct DoneOnEnd {
-    inner: DirectReads,
+    inner: BoxStream<'static, Result<Op>>,
     done: Option<watch::Sender<bool>>,
 }
 
@@ -346,6 +346,14 @@ impl Stream for DoneOnEnd {
 /// Starts every source of `options` and merges them (gtm's `Start`).
 ///
 /// Nothing is sent to the server before the stream is first polled.
+///
+/// **Snapshot, then live, with no gap.** When direct reads run with live sources that start
+/// from now (no [`TailOptions::start`] or per-source start set), the live sources start just
+/// after one cluster time taken before the first direct read, so every change made while the
+/// collections are read arrives as an op. A document changed during the read can therefore
+/// arrive twice: once as read (`op.source == Source::Direct`, in whatever state the read
+/// found it) and once per change (`Source::Oplog` / `Source::ChangeStream`); the live ops
+/// come in order and the last one tells the final state.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -369,7 +377,8 @@ impl Stream for DoneOnEnd {
 /// done?;
 /// # Ok(()) }
 /// ```
-pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
+pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
+    let snapshot = snapshot_start(client, &mut options);
     let mut sources: SelectAll<BoxStream<'static, Result<Op>>> = SelectAll::new();
     let mut oplog = None;
     if let Some(mut o) = options.oplog {
@@ -388,8 +397,12 @@ pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
     let (tx, rx) = watch::channel(false);
     match options.direct {
         Some(d) if !d.namespaces.is_empty() => {
+            let direct = DirectReads::new(client, d);
             let s = DoneOnEnd {
-                inner: DirectReads::new(client, d),
+                inner: match snapshot {
+                    Some(snapshot) => after_snapshot_start(snapshot, direct),
+                    None => direct.boxed(),
+                },
                 done: Some(tx),
             };
             sources.push(s.boxed());
@@ -399,6 +412,64 @@ pub fn start(client: &Client, options: TailOptions) -> (OpStream, Handle) {
         }
     }
     assemble(sources, oplog, change_streams, rx)
+}
+
+/// The start point live sources share with direct reads (snapshot, then live, with no
+/// gap): a cluster time taken once, by whichever source is polled first, before the first
+/// direct read.
+struct SnapshotStart {
+    client: Client,
+    taken: tokio::sync::OnceCell<std::result::Result<Timestamp, String>>,
+}
+
+impl SnapshotStart {
+    /// The shared start (concurrent callers wait for the one request).
+    async fn take(&self) -> Result<Timestamp> {
+        self.taken
+            .get_or_init(|| async { cluster_time(&self.client).await.map_err(|e| e.to_string()) })
+            .await
+            .clone()
+            .map_err(Error::Config)
+    }
+}
+
+/// When direct reads run with live sources that start from now (no start set), makes every
+/// live source start just after one cluster time taken before the first direct read, so
+/// that each change made while the collections are read arrives as an op. Returns the
+/// shared start for the direct reads to wait on.
+fn snapshot_start(client: &Client, options: &mut TailOptions) -> Option<Arc<SnapshotStart>> {
+    let direct = options
+        .direct
+        .as_ref()
+        .is_some_and(|d| !d.namespaces.is_empty());
+    let live = options.oplog.is_some() || !options.change_streams.is_empty();
+    if !direct || !live || !matches!(options.start, StartAt::Latest) {
+        return None;
+    }
+    let snapshot = Arc::new(SnapshotStart {
+        client: client.clone(),
+        taken: tokio::sync::OnceCell::new(),
+    });
+    let shared = snapshot.clone();
+    options.start = StartAt::func(move |_| {
+        let shared = shared.clone();
+        async move { shared.take().await }
+    });
+    Some(snapshot)
+}
+
+/// `direct`, started once the live sources' start point is taken. If it cannot be taken the
+/// live sources report why and the reads go on.
+fn after_snapshot_start(
+    snapshot: Arc<SnapshotStart>,
+    direct: DirectReads,
+) -> BoxStream<'static, Result<Op>> {
+    futures::stream::once(async move {
+        let _ = snapshot.take().await;
+        direct
+    })
+    .flatten()
+    .boxed()
 }
 
 fn assemble(
