@@ -42,6 +42,22 @@ fn stages() -> Vec<Document> {
     ]
 }
 
+/// Criterion's `iter_custom` body: times `run` once per iteration, recording each time.
+fn timed(
+    rec: &Recorder,
+    name: &'static str,
+    iters: u64,
+    mut run: impl FnMut() -> Duration,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let d = run();
+        rec.record(name, d);
+        total += d;
+    }
+    total
+}
+
 fn count_kept<S>(s: S) -> usize
 where
     S: futures::Stream<Item = mongotail::Result<Op>>,
@@ -55,30 +71,22 @@ fn pipeline_cost(c: &mut Criterion, rec: &Recorder) {
     g.throughput(Throughput::Elements(OPS as u64));
     g.bench_function("plain", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            timed(rec, "plain", iters, || {
                 let s = stream::iter(input.clone().into_iter().map(Ok));
                 let t = Instant::now();
                 assert_eq!(count_kept(s), OPS);
-                let d = t.elapsed();
-                rec.record("plain", d);
-                total += d;
-            }
-            total
+                t.elapsed()
+            })
         })
     });
     g.bench_function("match_project", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            timed(rec, "match_project", iters, || {
                 let s = stream::iter(input.clone().into_iter().map(Ok));
                 let t = Instant::now();
                 assert_eq!(count_kept(s.pipeline(&stages()).unwrap()), OPS / 2);
-                let d = t.elapsed();
-                rec.record("match_project", d);
-                total += d;
-            }
-            total
+                t.elapsed()
+            })
         })
     });
     g.finish();
@@ -107,30 +115,22 @@ fn then_concurrent(c: &mut Criterion, rec: &Recorder) {
     g.throughput(Throughput::Elements(SLEEPY_OPS as u64));
     g.bench_function("then", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            timed(rec, "then", iters, || {
                 let s = stream::iter(input.clone()).then(sleepy);
                 let t = Instant::now();
                 assert_eq!(rt.block_on(s.count()), SLEEPY_OPS);
-                let d = t.elapsed();
-                rec.record("then", d);
-                total += d;
-            }
-            total
+                t.elapsed()
+            })
         })
     });
     g.bench_function("then_concurrent_16", |b| {
         b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
+            timed(rec, "then_concurrent_16", iters, || {
                 let s = stream::iter(input.clone().into_iter().map(Ok)).then_concurrent(16, sleepy);
                 let t = Instant::now();
                 assert_eq!(rt.block_on(s.count()), SLEEPY_OPS);
-                let d = t.elapsed();
-                rec.record("then_concurrent_16", d);
-                total += d;
-            }
-            total
+                t.elapsed()
+            })
         })
     });
     g.finish();
