@@ -34,6 +34,31 @@ pub(crate) async fn to_primary(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> C
         .await
 }
 
+/// `renameCollection: "db.a", to: "db.b"` on `admin`: run by the source database's primary
+/// shard (an unsharded collection lives there; SRV `cluster_rename_collection_cmd.cpp`).
+pub(crate) async fn rename_collection(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    req: Request,
+) -> CmdResult<Document> {
+    let source = coll_name(&req);
+    let (db, coll) = super::admin::split_ns(&source)?;
+    let placement = meta::placement(r, ctx, db, coll).await?;
+    if let Placement::Sharded { .. } = placement {
+        return Err(crate::error::CommandError::from_code(
+            crate::error::ErrorCode::CommandNotSupported,
+            "renaming a sharded collection is not supported by this simulator's router",
+        ));
+    }
+    let Some(primary) = placement.primary().map(str::to_string) else {
+        return Err(crate::error::CommandError::namespace_not_found(format!(
+            "Source collection {source} does not exist"
+        )));
+    };
+    r.forward(ctx, &primary, &req.db, forwardable(&req.body))
+        .await
+}
+
 /// The shards holding `db.coll`: the primary, then the owners of its chunks.
 async fn holders(r: &Router, ctx: &mut Ctx<'_>, placement: &Placement) -> Vec<String> {
     let _ = (r, ctx);

@@ -309,6 +309,7 @@ const COMMANDS: &[&str] = &[
     "ping",
     "refreshSessions",
     "removeShard",
+    "renameCollection",
     "shardCollection",
     "split",
     "startSession",
@@ -370,6 +371,7 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "dropDatabase" => ddl::drop_database(r, ctx, req).await,
         "listCollections" | "listIndexes" => ddl::list_on_primary(r, ctx, req).await,
         "listDatabases" => ddl::list_databases(r, ctx, req).await,
+        "renameCollection" => ddl::rename_collection(r, ctx, req).await,
         // transactions
         "commitTransaction" | "abortTransaction" => write::end_transaction(r, ctx, req).await,
         _ => Err(CommandError::command_not_found(&name)),

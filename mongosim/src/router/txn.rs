@@ -68,11 +68,11 @@ impl Txns {
     /// Adjusts the forwarded `body` for shard `shard`: the transaction fields, with
     /// `startTransaction` (and the read concern) only on the shard's first statement.
     pub(crate) fn for_participant(&self, ctx: &Ctx<'_>, shard: &str, body: &mut Document) {
-        body.remove("startTransaction");
-        body.remove("readConcern");
         let (Some(lsid), true) = (&ctx.lsid, in_transaction(ctx)) else {
             return;
         };
+        body.remove("startTransaction");
+        body.remove("readConcern");
         let mut sessions = self.sessions.lock();
         let st = sessions.entry(key(lsid)).or_default();
         if !st.participants.iter().any(|p| p == shard) {

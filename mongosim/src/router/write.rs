@@ -448,14 +448,27 @@ pub(crate) async fn end_transaction(
         .map(|p| (p.clone(), body.clone()))
         .collect();
     let mut first_err = None;
+    let mut out = Document::new();
     for reply in r.forward_all(ctx, "admin", sends).await? {
-        if let Err(e) = reply {
-            first_err.get_or_insert(e);
+        match reply {
+            Ok(reply) => {
+                // A participant's write-concern error reaches the client (SRV
+                // transaction_router.cpp returns the participants' response).
+                if let (Some(wce), false) = (
+                    reply.get("writeConcernError"),
+                    out.contains_key("writeConcernError"),
+                ) {
+                    out.insert("writeConcernError", wce.clone());
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(Document::new()),
+        None => Ok(out),
     }
 }
 

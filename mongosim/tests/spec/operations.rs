@@ -23,6 +23,8 @@ use crate::{
 
 /// Per-test state the operations work on.
 pub struct TestState {
+    /// On a sharded cluster, a client per mongos (`host:port`, client).
+    pub routers: Vec<(String, mongodb::Client)>,
     pub uri: String,
     /// Server version (for options the driver lacks, e.g. `rawData` before 8.2).
     pub version: (u64, u64, u64),
@@ -904,10 +906,13 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
                 Err(format!("session transaction state: expected {want}, got {got}"))
             }
         }
-        "assertSessionPinned" => {
+        "assertSessionPinned" if st.routers.is_empty() => {
             Err("assertSessionPinned: sessions are only pinned to mongos (sharded); this is a replica set".into())
         }
-        "assertSessionUnpinned" => Ok(()),
+        "assertSessionUnpinned" if st.routers.is_empty() => Ok(()),
+        "assertSessionPinned" | "assertSessionUnpinned" => Err(format!(
+            "{name}: the Rust driver 3.9 does not expose the mongos a session is pinned to"
+        )),
         "assertCollectionExists" | "assertCollectionNotExists" => {
             assert_collection_exists(st, name, args).await
         }
@@ -942,11 +947,16 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
     let client = match args.get_str("client") {
         Ok(id) => st.ents.client(id)?.client,
         Err(_) => {
-            // targetedFailPoint: the session's client (one node: its only server).
+            // targetedFailPoint: the server the session is pinned to — its only server on a
+            // replica set; on a sharded cluster the mongos its last command went to.
             let sid = args.get_str("session").map_err(|_| "no client/session")?;
             let s = st.ents.session(sid)?;
             let cid = s.lock().await.client.clone();
-            st.ents.client(&cid)?.client
+            let entity = st.ents.client(&cid)?;
+            match pinned_router(st, &entity, sid) {
+                Some(c) => c,
+                None => entity.client,
+            }
         }
     };
     let fp_name = fp
@@ -963,6 +973,27 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
         .map_err(|e| format!("configureFailPoint failed: {e}"))?;
     st.failpoints.push(fp_name);
     Ok(())
+}
+
+/// On a sharded cluster, a direct client to the mongos the last command of session `sid`
+/// went to.
+fn pinned_router(
+    st: &TestState,
+    entity: &entities::ClientEntity,
+    sid: &str,
+) -> Option<mongodb::Client> {
+    let lsid = st.ents.lsids.get(sid)?;
+    let events = entity.events.lock().ok()?;
+    let address = events.iter().rev().find_map(|e| match e {
+        entities::Ev::Started {
+            command, address, ..
+        } if command.get_document("lsid").ok() == Some(lsid) => Some(address.clone()),
+        _ => None,
+    })?;
+    st.routers
+        .iter()
+        .find(|(host, _)| *host == address)
+        .map(|(_, c)| c.clone())
 }
 
 /// `assertCollectionExists` / `assertCollectionNotExists`.
