@@ -33,6 +33,9 @@ pub struct TestState {
     /// Fail points to disable after the test (name).
     pub failpoints: Vec<String>,
     pub started_txn: bool,
+    /// `assertSessionPinned` on a sharded cluster, checked at the end of the test:
+    /// `(client id, lsid, pinned mongos, first event index after the assertion)`.
+    pub pinned: Vec<(String, Document, String, usize)>,
 }
 
 /// An operation's error: from the driver, a client-side error the runner raises on the
@@ -910,7 +913,8 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
             Err("assertSessionPinned: sessions are only pinned to mongos (sharded); this is a replica set".into())
         }
         "assertSessionUnpinned" if st.routers.is_empty() => Ok(()),
-        "assertSessionPinned" | "assertSessionUnpinned" => Err(format!(
+        "assertSessionPinned" => assert_pinned(st, args).await,
+        "assertSessionUnpinned" => Err(format!(
             "{name}: the Rust driver 3.9 does not expose the mongos a session is pinned to"
         )),
         "assertCollectionExists" | "assertCollectionNotExists" => {
@@ -972,6 +976,79 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
         .await
         .map_err(|e| format!("configureFailPoint failed: {e}"))?;
     st.failpoints.push(fp_name);
+    Ok(())
+}
+
+/// `assertSessionPinned` on a sharded cluster, judged on the wire (the driver keeps its pin
+/// private): every command of the session's current transaction so far went to one mongos,
+/// and (checked by [`check_pinned`] when the test ends) so do the ones after the assertion
+/// up to the transaction's commit or abort.
+async fn assert_pinned(st: &mut TestState, args: &Document) -> Result<(), String> {
+    let sid = args.get_str("session").map_err(|_| "session missing")?;
+    let lsid = st.ents.lsids.get(sid).cloned().ok_or("unknown session")?;
+    let cid = st.ents.session(sid)?.lock().await.client.clone();
+    let entity = st.ents.client(&cid)?;
+    let events = entity.events.lock().map_err(|_| "events poisoned")?;
+    let mut addresses: Vec<&str> = Vec::new();
+    for e in events.iter() {
+        if let entities::Ev::Started {
+            command, address, ..
+        } = e
+        {
+            if command.get_document("lsid").ok() != Some(&lsid) {
+                continue;
+            }
+            if command.get_bool("startTransaction") == Ok(true) {
+                addresses.clear();
+            }
+            addresses.push(address);
+        }
+    }
+    let Some(first) = addresses.first().map(|a| a.to_string()) else {
+        return Err("assertSessionPinned: the session sent no transaction command".into());
+    };
+    if let Some(other) = addresses.iter().find(|a| **a != first) {
+        return Err(format!(
+            "assertSessionPinned: the transaction's commands went to {first} and {other}"
+        ));
+    }
+    let from = events.len();
+    drop(events);
+    st.pinned.push((cid, lsid, first, from));
+    Ok(())
+}
+
+/// The deferred half of [`assert_pinned`].
+pub fn check_pinned(st: &TestState) -> Result<(), String> {
+    for (cid, lsid, pinned, from) in &st.pinned {
+        let entity = st.ents.client(cid)?;
+        let events = entity.events.lock().map_err(|_| "events poisoned")?;
+        for e in events.iter().skip(*from) {
+            let entities::Ev::Started {
+                name,
+                command,
+                address,
+                ..
+            } = e
+            else {
+                continue;
+            };
+            if command.get_document("lsid").ok() != Some(lsid) {
+                continue;
+            }
+            if command.get_bool("startTransaction") == Ok(true) {
+                break;
+            }
+            if address != pinned {
+                return Err(format!(
+                    "assertSessionPinned: `{name}` of the pinned transaction went to {address}, not {pinned}"
+                ));
+            }
+            if matches!(name.as_str(), "commitTransaction" | "abortTransaction") {
+                break;
+            }
+        }
+    }
     Ok(())
 }
 

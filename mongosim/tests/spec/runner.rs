@@ -320,6 +320,7 @@ async fn run_test(env: &Env, file: &Document, test: &Document) -> Result<(), Str
         ents: Entities::default(),
         failpoints: Vec::new(),
         started_txn: false,
+        pinned: Vec::new(),
     };
     let mut result = run_test_body(env, file, test, &mut st).await;
     if let (Err(e), true) = (
@@ -377,6 +378,7 @@ async fn run_test_body(
     for fp in std::mem::take(&mut st.failpoints) {
         disable_fail_point(env, &fp).await;
     }
+    operations::check_pinned(st)?;
     if let Ok(expect) = test.get_array("expectEvents") {
         for e in expect {
             let Bson::Document(e) = e else {
