@@ -243,3 +243,39 @@ async fn show_expanded_events_reports_shard_collection() {
     assert_eq!(desc.get_document("shardKey").unwrap(), &doc! {"_id": 1});
     assert!(ev.get("collectionUUID").is_some(), "{ev}");
 }
+
+#[tokio::test]
+async fn a_44_cluster_streams_shard_keys_in_insert_document_keys() {
+    let cluster = Cluster::start(options().version(mongosim::ServerVersion::V4_4)).unwrap();
+    let c = client(&cluster.uri()).await;
+    let admin = c.database("admin");
+    admin
+        .run_command(doc! {"enableSharding": "old"})
+        .await
+        .unwrap();
+    sharded(&c, "old.c", doc! {"region": 1}).await;
+    let coll = c.database("old").collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 1, "region": "eu"})
+        .await
+        .unwrap();
+    let ev = next(&mut stream).await;
+    assert_eq!(ev.document_key, Some(doc! {"region": "eu", "_id": 1}));
+    // 4.4 oplog inserts have no o2 (reference §4.1): the key comes from the metadata.
+    let shard = client(&cluster.shard_uri(0)).await;
+    let other = client(&cluster.shard_uri(1)).await;
+    let mut found = 0;
+    for s in [&shard, &other] {
+        let e = s
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .find_one(doc! {"ns": "old.c", "op": "i"})
+            .await
+            .unwrap();
+        if let Some(e) = e {
+            assert!(!e.contains_key("o2"), "{e}");
+            found += 1;
+        }
+    }
+    assert_eq!(found, 1);
+}
