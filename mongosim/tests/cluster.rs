@@ -440,3 +440,22 @@ async fn fail_points_belong_to_their_router() {
         .unwrap();
     assert_eq!(off.get_i32("count"), Ok(0));
 }
+
+#[tokio::test]
+async fn add_shard_refuses_the_config_server_and_routers() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(1).routers(2)).unwrap();
+    let c = client(&cluster.router_uri(0)).await;
+    let admin = c.database("admin");
+    let cfg = cluster.config_server().addr();
+    let err = admin
+        .run_command(doc! {"addShard": format!("configRepl/{cfg}")})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("config server"), "{err}");
+    let other = cluster.routers()[1].addr();
+    let err = admin
+        .run_command(doc! {"addShard": format!("{other}")})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mongos"), "{err}");
+}

@@ -286,3 +286,36 @@ async fn a_shard_added_at_run_time_receives_a_chunk_and_its_writes() {
     );
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 21);
 }
+
+#[tokio::test]
+async fn writes_during_a_migration_are_caught_up() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(2)).unwrap();
+    let (c, _donor, recipient) = ranged_setup(&cluster).await;
+    let coll = c.database("m").collection::<Document>("c");
+    // Writes into the moving range [10, MaxKey) run while the chunk moves.
+    let writer = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                coll.insert_one(doc! {"_id": 1000 + i, "k": 1000 + i})
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    c.database("admin")
+        .run_command(doc! {"moveChunk": "m.c", "find": {"k": 15}, "to": recipient.clone(), "_waitForDelete": true})
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    // Nothing was lost: every write is readable through the router and lives on its owner.
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 320);
+    let on_recipient = client(&cluster.shard_uri(idx(&recipient)))
+        .await
+        .database("m")
+        .collection::<Document>("c")
+        .count_documents(doc! {"k": {"$gte": 10}})
+        .await
+        .unwrap();
+    assert_eq!(on_recipient, 310);
+}

@@ -246,7 +246,7 @@ pub(crate) async fn migrate(
     let mut pending = range.clone();
     pending.insert("owned", false);
     r.send(ctx, &recipient, db, pending).await?;
-    clone_range(r, ctx, coll, chunk, &donor, &recipient).await?;
+    let cloned = clone_range(r, ctx, coll, chunk, &donor, &recipient).await?;
     if !coll.chunks.iter().any(|c| c.shard == to) {
         let o2 = match r.version {
             ServerVersion::V4_4 => {
@@ -269,6 +269,8 @@ pub(crate) async fn migrate(
     r.send(ctx, &recipient, db, owned).await?;
     let mut orphaned = range;
     orphaned.insert("owned", false);
+    r.send(ctx, &donor, db, orphaned.clone()).await?;
+    catch_up(r, ctx, coll, chunk, &donor, &recipient, cloned).await?;
     let delay = if wait_for_delete {
         0
     } else {
@@ -287,7 +289,28 @@ pub(crate) async fn migrate(
     Ok(())
 }
 
-/// Copies the range's documents from the donor to the recipient.
+/// The donor's documents of the chunk's range (all of them, orphans included).
+async fn range_docs(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    coll: &Sharded,
+    chunk: &Chunk,
+    donor: &super::client::Remote,
+) -> CmdResult<Vec<Document>> {
+    let (db, name) = split_ns(&coll.ns)?;
+    let reply = r
+        .send(ctx, donor, db, doc! {"find": name, "batchSize": i32::MAX})
+        .await?;
+    let docs = super::read::drain(r, ctx, &chunk.shard, db, reply, None).await?;
+    let range = [(chunk.min.clone(), chunk.max.clone())];
+    Ok(docs
+        .into_iter()
+        .filter(|d| crate::engine::catalog::in_ranges(&range, &coll.key.key_of_doc(d)))
+        .collect())
+}
+
+/// Copies the range's documents from the donor to the recipient (the initial clone);
+/// returns what it copied.
 async fn clone_range(
     r: &Router,
     ctx: &mut Ctx<'_>,
@@ -295,19 +318,11 @@ async fn clone_range(
     chunk: &Chunk,
     donor: &super::client::Remote,
     recipient: &super::client::Remote,
-) -> CmdResult<()> {
+) -> CmdResult<Vec<Document>> {
     let (db, name) = split_ns(&coll.ns)?;
-    let reply = r
-        .send(ctx, donor, db, doc! {"find": name, "batchSize": i32::MAX})
-        .await?;
-    let docs = super::read::drain(r, ctx, &chunk.shard, db, reply, None).await?;
-    let range = [(chunk.min.clone(), chunk.max.clone())];
-    let moving: Vec<Bson> = docs
-        .into_iter()
-        .filter(|d| crate::engine::catalog::in_ranges(&range, &coll.key.key_of_doc(d)))
-        .map(Bson::Document)
-        .collect();
-    for batch in moving.chunks(CLONE_BATCH) {
+    let moving = range_docs(r, ctx, coll, chunk, donor).await?;
+    let docs: Vec<Bson> = moving.iter().cloned().map(Bson::Document).collect();
+    for batch in docs.chunks(CLONE_BATCH) {
         r.send(
             ctx,
             recipient,
@@ -316,6 +331,46 @@ async fn clone_range(
         )
         .await?;
     }
+    Ok(moving)
+}
+
+/// The catch-up (SRV `_transferMods`): writes that reached the donor's range during the
+/// clone are replayed on the recipient once the donor no longer owns the range — changed
+/// or new documents re-sent as upserts, vanished ones deleted — all `fromMigrate: true`.
+async fn catch_up(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    coll: &Sharded,
+    chunk: &Chunk,
+    donor: &super::client::Remote,
+    recipient: &super::client::Remote,
+    cloned: Vec<Document>,
+) -> CmdResult<()> {
+    let (db, name) = split_ns(&coll.ns)?;
+    let now = range_docs(r, ctx, coll, chunk, donor).await?;
+    let id_of = |d: &Document| d.get("_id").cloned().unwrap_or(Bson::Null);
+    let upserts: Vec<Bson> = now
+        .iter()
+        .filter(|d| !cloned.contains(d))
+        .cloned()
+        .map(Bson::Document)
+        .collect();
+    let now_ids: Vec<Bson> = now.iter().map(id_of).collect();
+    let deletes: Vec<Bson> = cloned
+        .iter()
+        .map(id_of)
+        .filter(|id| !now_ids.contains(id))
+        .collect();
+    if upserts.is_empty() && deletes.is_empty() {
+        return Ok(());
+    }
+    r.send(
+        ctx,
+        recipient,
+        db,
+        doc! {"_mongosimMigrate": name, "upsert": upserts, "delete": deletes},
+    )
+    .await?;
     Ok(())
 }
 
