@@ -279,3 +279,40 @@ async fn a_44_cluster_streams_shard_keys_in_insert_document_keys() {
     }
     assert_eq!(found, 1);
 }
+
+#[tokio::test]
+async fn start_after_an_invalidate_and_start_at_operation_time_through_the_router() {
+    let cluster = Cluster::start(options()).unwrap();
+    let c = client(&cluster.uri()).await;
+    sharded(&c, "sa.h", doc! {"k": "hashed"}).await;
+    let coll = c.database("sa").collection::<Document>("h");
+    coll.insert_one(doc! {"_id": 1, "k": 1}).await.unwrap();
+    let mut stream = coll.watch().await.unwrap();
+    coll.drop().await.unwrap();
+    assert_eq!(next(&mut stream).await.operation_type, OperationType::Drop);
+    let invalidate = next(&mut stream).await;
+    assert_eq!(invalidate.operation_type, OperationType::Invalidate);
+    // The collection comes back (unsharded now); startAfter the invalidate sees it.
+    coll.insert_one(doc! {"_id": 2, "k": 2}).await.unwrap();
+    let mut after = coll.watch().start_after(invalidate.id).await.unwrap();
+    let ev = next(&mut after).await;
+    assert_eq!(ev.operation_type, OperationType::Insert);
+    assert_eq!(ev.document_key.unwrap().get_i32("_id"), Ok(2));
+    // startAtOperationTime: from the operationTime of a write on, across shards.
+    sharded(&c, "sa.t", doc! {"k": "hashed"}).await;
+    let t = c.database("sa").collection::<Document>("t");
+    let mut session = c.start_session().await.unwrap();
+    t.insert_one(doc! {"_id": 10, "k": 10})
+        .session(&mut session)
+        .await
+        .unwrap();
+    let from = session.operation_time().unwrap();
+    for i in 11..16 {
+        t.insert_one(doc! {"_id": i, "k": i}).await.unwrap();
+    }
+    let mut at = t.watch().start_at_operation_time(from).await.unwrap();
+    for want in 10..16 {
+        let ev = next(&mut at).await;
+        assert_eq!(ev.document_key.unwrap().get_i32("_id"), Ok(want));
+    }
+}

@@ -872,7 +872,10 @@ impl ChangeStreamCursor {
                 return Ok(false);
             }
             rp.found = true;
-            return Ok(!(matches!(cmp, ResumeCmp::Found) && rp.token.is_high_water_mark()));
+            // The resumed event goes to the router, which checks and drops it; an
+            // invalidate (startAfter) is not sent again.
+            let found = matches!(cmp, ResumeCmp::Found);
+            return Ok(!(found && (rp.token.is_high_water_mark() || rp.token.from_invalidate)));
         }
         if rp.found {
             // Events at or before a high-water-mark / found resume point.

@@ -117,7 +117,9 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
         .and_then(|t| {
             let parsed = ResumeToken::parse(t).ok()?;
             let decoded = parsed.decode().ok()?;
-            (!decoded.is_high_water_mark()).then_some(parsed.data)
+            // A high-water mark names no event; an invalidate token (startAfter) names one
+            // the shards do not send again.
+            (!decoded.is_high_water_mark() && !decoded.from_invalidate).then_some(parsed.data)
         });
     pipeline[0] = Bson::Document(doc! {"$changeStream": base_spec});
     body.insert("pipeline", pipeline);
