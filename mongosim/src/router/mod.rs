@@ -22,6 +22,7 @@ pub(crate) mod ddl;
 pub(crate) mod hello;
 pub(crate) mod meta;
 pub(crate) mod migrate;
+pub(crate) mod owning_shard;
 pub(crate) mod read;
 pub(crate) mod shard_key;
 pub(crate) mod txn;
