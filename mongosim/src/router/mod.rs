@@ -309,6 +309,7 @@ const COMMANDS: &[&str] = &[
     "listIndexes",
     "listShards",
     "moveChunk",
+    "movePrimary",
     "ping",
     "refreshSessions",
     "removeShard",
@@ -355,6 +356,7 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "listShards" => admin::list_shards(r, ctx, req).await,
         "shardCollection" => admin::shard_collection(r, ctx, req).await,
         "moveChunk" => migrate::move_chunk(r, ctx, req).await,
+        "movePrimary" => migrate::move_primary(r, ctx, req).await,
         "removeShard" => migrate::remove_shard(r, ctx, req).await,
         "split" => migrate::split(r, ctx, req).await,
         // writes (write.rs)
