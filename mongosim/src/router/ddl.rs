@@ -60,8 +60,7 @@ pub(crate) async fn rename_collection(
 }
 
 /// The shards holding `db.coll`: the primary, then the owners of its chunks.
-async fn holders(r: &Router, ctx: &mut Ctx<'_>, placement: &Placement) -> Vec<String> {
-    let _ = (r, ctx);
+fn holders(placement: &Placement) -> Vec<String> {
     let mut out: Vec<String> = placement
         .primary()
         .map(str::to_string)
@@ -81,7 +80,7 @@ async fn holders(r: &Router, ctx: &mut Ctx<'_>, placement: &Placement) -> Vec<St
 pub(crate) async fn indexes(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let coll = coll_name(&req);
     let placement = write_placement(r, ctx, &req.db, &coll).await?;
-    let targets = holders(r, ctx, &placement).await;
+    let targets = holders(&placement);
     let body = forwardable(&req.body);
     let sends: Vec<(String, Document)> =
         targets.iter().map(|t| (t.clone(), body.clone())).collect();
