@@ -59,6 +59,58 @@ pub(crate) async fn rename_collection(
         .await
 }
 
+/// `collStats` (SRV `cluster_coll_stats_cmd.cpp`): an unsharded collection's stats come
+/// from its primary shard with `sharded: false, primary`; a sharded one's are summed over
+/// the shards holding it (`count`, `size`, `storageSize`, `totalIndexSize`, `nindexes` of
+/// the first), `avgObjSize` recomputed, each shard's reply under `shards`, `nchunks`.
+pub(crate) async fn coll_stats(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let coll = coll_name(&req);
+    let ns = format!("{}.{coll}", req.db);
+    let placement = meta::placement(r, ctx, &req.db, &coll).await?;
+    let body = forwardable(&req.body);
+    let sharded = match &placement {
+        Placement::NoDatabase => {
+            return Err(crate::error::CommandError::namespace_not_found(format!(
+                "Collection [{ns}] not found."
+            )))
+        }
+        Placement::Unsharded { primary } => {
+            let mut reply = r.forward(ctx, primary, &req.db, body).await?;
+            reply.insert("sharded", false);
+            reply.insert("primary", primary.clone());
+            return Ok(reply);
+        }
+        Placement::Sharded { coll, .. } => coll,
+    };
+    let targets = sharded.shards();
+    let sends = targets.iter().map(|t| (t.clone(), body.clone())).collect();
+    let replies = r.forward_all(ctx, &req.db, sends).await?;
+    let mut per_shard = Document::new();
+    let (mut count, mut size, mut storage, mut index_size, mut nindexes) =
+        (0i64, 0i64, 0i64, 0i64, 0i64);
+    let num = |d: &Document, k: &str| match d.get(k) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    };
+    for (t, reply) in targets.iter().zip(replies) {
+        let reply = reply?;
+        count += num(&reply, "count");
+        size += num(&reply, "size");
+        storage += num(&reply, "storageSize");
+        index_size += num(&reply, "totalIndexSize");
+        nindexes = nindexes.max(num(&reply, "nindexes"));
+        per_shard.insert(t.clone(), reply);
+    }
+    let avg = if count > 0 { size / count } else { 0 };
+    Ok(doc! {
+        "sharded": true, "ns": ns, "count": count, "size": size, "avgObjSize": avg,
+        "storageSize": storage, "nindexes": nindexes, "totalIndexSize": index_size,
+        "shards": per_shard, "nchunks": sharded.chunks.len() as i32,
+    })
+}
+
 /// The shards holding `db.coll`: the primary, then the owners of its chunks.
 fn holders(placement: &Placement) -> Vec<String> {
     let mut out: Vec<String> = placement

@@ -274,6 +274,7 @@ const COMMANDS: &[&str] = &[
     "buildInfo",
     "buildinfo",
     "collMod",
+    "collStats",
     "commitTransaction",
     "connectionStatus",
     "count",
@@ -378,6 +379,7 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "dropDatabase" => ddl::drop_database(r, ctx, req).await,
         "listCollections" | "listIndexes" => ddl::list_on_primary(r, ctx, req).await,
         "listDatabases" => ddl::list_databases(r, ctx, req).await,
+        "collStats" => ddl::coll_stats(r, ctx, req).await,
         "renameCollection" => ddl::rename_collection(r, ctx, req).await,
         // transactions
         "commitTransaction" | "abortTransaction" => write::end_transaction(r, ctx, req).await,
