@@ -440,3 +440,49 @@ async fn fail_points_belong_to_their_router() {
         .unwrap();
     assert_eq!(off.get_i32("count"), Ok(0));
 }
+
+#[tokio::test]
+async fn add_shard_refuses_the_config_server_and_routers() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(1).routers(2)).unwrap();
+    let c = client(&cluster.router_uri(0)).await;
+    let admin = c.database("admin");
+    let cfg = cluster.config_server().addr();
+    let err = admin
+        .run_command(doc! {"addShard": format!("configRepl/{cfg}")})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("config server"), "{err}");
+    let other = cluster.routers()[1].addr();
+    let err = admin
+        .run_command(doc! {"addShard": format!("{other}")})
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("mongos"), "{err}");
+}
+
+#[tokio::test]
+async fn coll_stats_through_the_router() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(2)).unwrap();
+    let c = client(&cluster.uri()).await;
+    c.database("admin")
+        .run_command(doc! {"shardCollection": "st.h", "key": {"k": "hashed"}})
+        .await
+        .unwrap();
+    let db = c.database("st");
+    db.collection::<Document>("h")
+        .insert_many((0..40).map(|i| doc! {"_id": i, "k": i}))
+        .await
+        .unwrap();
+    db.collection::<Document>("plain")
+        .insert_one(doc! {"x": 1})
+        .await
+        .unwrap();
+    let s = db.run_command(doc! {"collStats": "h"}).await.unwrap();
+    assert_eq!(s.get_bool("sharded"), Ok(true));
+    assert_eq!(s.get_i64("count"), Ok(40));
+    assert_eq!(s.get_document("shards").unwrap().len(), 2);
+    assert_eq!(s.get_i32("nchunks"), Ok(4));
+    let p = db.run_command(doc! {"collStats": "plain"}).await.unwrap();
+    assert_eq!(p.get_bool("sharded"), Ok(false));
+    assert!(p.get_str("primary").is_ok(), "{p}");
+}

@@ -243,3 +243,76 @@ async fn show_expanded_events_reports_shard_collection() {
     assert_eq!(desc.get_document("shardKey").unwrap(), &doc! {"_id": 1});
     assert!(ev.get("collectionUUID").is_some(), "{ev}");
 }
+
+#[tokio::test]
+async fn a_44_cluster_streams_shard_keys_in_insert_document_keys() {
+    let cluster = Cluster::start(options().version(mongosim::ServerVersion::V4_4)).unwrap();
+    let c = client(&cluster.uri()).await;
+    let admin = c.database("admin");
+    admin
+        .run_command(doc! {"enableSharding": "old"})
+        .await
+        .unwrap();
+    sharded(&c, "old.c", doc! {"region": 1}).await;
+    let coll = c.database("old").collection::<Document>("c");
+    let mut stream = coll.watch().await.unwrap();
+    coll.insert_one(doc! {"_id": 1, "region": "eu"})
+        .await
+        .unwrap();
+    let ev = next(&mut stream).await;
+    assert_eq!(ev.document_key, Some(doc! {"region": "eu", "_id": 1}));
+    // 4.4 oplog inserts have no o2 (reference §4.1): the key comes from the metadata.
+    let shard = client(&cluster.shard_uri(0)).await;
+    let other = client(&cluster.shard_uri(1)).await;
+    let mut found = 0;
+    for s in [&shard, &other] {
+        let e = s
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .find_one(doc! {"ns": "old.c", "op": "i"})
+            .await
+            .unwrap();
+        if let Some(e) = e {
+            assert!(!e.contains_key("o2"), "{e}");
+            found += 1;
+        }
+    }
+    assert_eq!(found, 1);
+}
+
+#[tokio::test]
+async fn start_after_an_invalidate_and_start_at_operation_time_through_the_router() {
+    let cluster = Cluster::start(options()).unwrap();
+    let c = client(&cluster.uri()).await;
+    sharded(&c, "sa.h", doc! {"k": "hashed"}).await;
+    let coll = c.database("sa").collection::<Document>("h");
+    coll.insert_one(doc! {"_id": 1, "k": 1}).await.unwrap();
+    let mut stream = coll.watch().await.unwrap();
+    coll.drop().await.unwrap();
+    assert_eq!(next(&mut stream).await.operation_type, OperationType::Drop);
+    let invalidate = next(&mut stream).await;
+    assert_eq!(invalidate.operation_type, OperationType::Invalidate);
+    // The collection comes back (unsharded now); startAfter the invalidate sees it.
+    coll.insert_one(doc! {"_id": 2, "k": 2}).await.unwrap();
+    let mut after = coll.watch().start_after(invalidate.id).await.unwrap();
+    let ev = next(&mut after).await;
+    assert_eq!(ev.operation_type, OperationType::Insert);
+    assert_eq!(ev.document_key.unwrap().get_i32("_id"), Ok(2));
+    // startAtOperationTime: from the operationTime of a write on, across shards.
+    sharded(&c, "sa.t", doc! {"k": "hashed"}).await;
+    let t = c.database("sa").collection::<Document>("t");
+    let mut session = c.start_session().await.unwrap();
+    t.insert_one(doc! {"_id": 10, "k": 10})
+        .session(&mut session)
+        .await
+        .unwrap();
+    let from = session.operation_time().unwrap();
+    for i in 11..16 {
+        t.insert_one(doc! {"_id": i, "k": i}).await.unwrap();
+    }
+    let mut at = t.watch().start_at_operation_time(from).await.unwrap();
+    for want in 10..16 {
+        let ev = next(&mut at).await;
+        assert_eq!(ev.document_key.unwrap().get_i32("_id"), Ok(want));
+    }
+}

@@ -286,3 +286,97 @@ async fn a_shard_added_at_run_time_receives_a_chunk_and_its_writes() {
     );
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 21);
 }
+
+#[tokio::test]
+async fn writes_during_a_migration_are_caught_up() {
+    let cluster = Cluster::start(ClusterOptions::new().shards(2)).unwrap();
+    let (c, _donor, recipient) = ranged_setup(&cluster).await;
+    let coll = c.database("m").collection::<Document>("c");
+    // Writes into the moving range [10, MaxKey) run while the chunk moves.
+    let writer = {
+        let coll = coll.clone();
+        tokio::spawn(async move {
+            for i in 0..300 {
+                coll.insert_one(doc! {"_id": 1000 + i, "k": 1000 + i})
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    c.database("admin")
+        .run_command(doc! {"moveChunk": "m.c", "find": {"k": 15}, "to": recipient.clone(), "_waitForDelete": true})
+        .await
+        .unwrap();
+    writer.await.unwrap();
+    // Nothing was lost: every write is readable through the router and lives on its owner.
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 320);
+    let on_recipient = client(&cluster.shard_uri(idx(&recipient)))
+        .await
+        .database("m")
+        .collection::<Document>("c")
+        .count_documents(doc! {"k": {"$gte": 10}})
+        .await
+        .unwrap();
+    assert_eq!(on_recipient, 310);
+}
+
+#[tokio::test]
+async fn remove_shard_completes_after_move_primary() {
+    let cluster = Cluster::start(
+        ClusterOptions::new()
+            .shards(2)
+            .noop_interval(std::time::Duration::from_millis(50)),
+    )
+    .unwrap();
+    let c = client(&cluster.uri()).await;
+    let admin = c.database("admin");
+    admin
+        .run_command(doc! {"enableSharding": "p", "primaryShard": "shard02"})
+        .await
+        .unwrap();
+    let plain = c.database("p").collection::<Document>("plain");
+    plain
+        .insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let started = admin
+        .run_command(doc! {"removeShard": "shard02"})
+        .await
+        .unwrap();
+    assert_eq!(
+        started.get_array("dbsToMove").unwrap(),
+        &vec![Bson::from("p")]
+    );
+    let ongoing = admin
+        .run_command(doc! {"removeShard": "shard02"})
+        .await
+        .unwrap();
+    assert_eq!(ongoing.get_str("state"), Ok("ongoing"));
+    let mut stream = c.watch().await.unwrap();
+    admin
+        .run_command(doc! {"movePrimary": "p", "to": "shard01"})
+        .await
+        .unwrap();
+    let done = admin
+        .run_command(doc! {"removeShard": "shard02"})
+        .await
+        .unwrap();
+    assert_eq!(done.get_str("state"), Ok("completed"), "{done}");
+    assert_eq!(plain.count_documents(doc! {}).await.unwrap(), 5);
+    let drop = client(&cluster.shard_uri(1))
+        .await
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {"o.drop": "plain"})
+        .await
+        .unwrap()
+        .expect("the old primary dropped its copy");
+    assert!(from_migrate(&drop), "{drop}");
+    // The move is invisible: the next event is the next write.
+    plain.insert_one(doc! {"_id": 9}).await.unwrap();
+    let ev = futures::StreamExt::next(&mut stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ev.document_key, Some(doc! {"_id": 9}));
+}

@@ -157,3 +157,55 @@ async fn a_one_shard_transaction_is_one_apply_ops_and_aborts_write_nothing() {
     assert_eq!(txn_entries(&cluster.shard_uri(1)).await.len(), 1);
     assert!(txn_entries(&cluster.shard_uri(0)).await.is_empty());
 }
+
+#[tokio::test]
+async fn updating_the_shard_key_moves_the_document_to_its_new_shard() {
+    let (cluster, c) = two_shard_collection().await;
+    let coll = c.database("t").collection::<Document>("c");
+    coll.insert_one(doc! {"_id": 1, "k": -1, "v": 1})
+        .await
+        .unwrap();
+    // A retryable write (the driver's default): delete on shard01, insert on shard02.
+    let r = coll
+        .update_one(doc! {"k": -1, "_id": 1}, doc! {"$set": {"k": 5}})
+        .await
+        .unwrap();
+    assert_eq!(r.modified_count, 1);
+    let on = |i: usize| {
+        let uri = cluster.shard_uri(i);
+        async move {
+            client(&uri)
+                .await
+                .database("t")
+                .collection::<Document>("c")
+                .count_documents(doc! {})
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!((on(0).await, on(1).await), (0, 1));
+    let got = coll.find_one(doc! {"k": 5}).await.unwrap().unwrap();
+    assert_eq!(got, doc! {"_id": 1, "k": 5, "v": 1});
+    // Inside a transaction too.
+    let mut session = c.start_session().await.unwrap();
+    session.start_transaction().await.unwrap();
+    coll.update_one(doc! {"k": 5, "_id": 1}, doc! {"$set": {"k": -7}})
+        .session(&mut session)
+        .await
+        .unwrap();
+    session.commit_transaction().await.unwrap();
+    assert_eq!((on(0).await, on(1).await), (1, 0));
+    // Neither: refused (SRV: IllegalOperation).
+    let plain = client(&format!("{}?retryWrites=false", cluster.uri())).await;
+    let err = plain
+        .database("t")
+        .collection::<Document>("c")
+        .update_one(doc! {"k": -7, "_id": 1}, doc! {"$set": {"k": 9}})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Must run update to shard key field"),
+        "{err}"
+    );
+}

@@ -7,7 +7,12 @@
 //! `mongosim::MongoSim`, or `MONGODB_URI` when set. `MONGOSIM_SPEC_FILTER=<substring>` limits the
 //! run to matching file paths (`crud/find`), `MONGOSIM_SPEC_VERBOSE=1` prints every failure.
 //!
-//! The run fails when an applicable test fails that is not listed in `spec/NOT_PASSING.md`.
+//! The same suites then run against a simulated sharded cluster (two shards, two routers;
+//! `runOnRequirements` topologies `sharded` / `sharded-replicaset`, `useMultipleMongoses`
+//! honoured) and the counts are reported per topology.
+//!
+//! The run fails when an applicable test fails that is not listed in `spec/NOT_PASSING.md`
+//! (replica set) or `spec/NOT_PASSING_SHARDED.md` (sharded cluster).
 //! To check the 4.4 mode: start `mongosim --port 27999 --server-version 4.4` and run with
 //! `MONGODB_URI=mongodb://127.0.0.1:27999/?replicaSet=rs0`.
 
@@ -50,8 +55,10 @@ fn spec_dir() -> PathBuf {
 /// `(file, test description) -> (reason, driver limitation?)` from NOT_PASSING.md: lines of the
 /// form ``- `suite/file.json` `test description` — reason``; entries under a heading that starts
 /// with "## Rust driver" are driver limitations, the rest mongosim gaps.
-fn allow_list() -> BTreeMap<(String, String), (String, bool)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/spec/NOT_PASSING.md");
+fn allow_list(file: &str) -> BTreeMap<(String, String), (String, bool)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/spec")
+        .join(file);
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut out = BTreeMap::new();
     let mut driver = false;
@@ -107,7 +114,7 @@ impl Counts {
         let applicable = self.passed + self.failed;
         let server = applicable - self.driver;
         format!(
-            "passed {}, failed {} (listed in NOT_PASSING.md {}: driver limitations {}, mongosim {}), \
+            "passed {}, failed {} (listed {}: driver limitations {}, mongosim {}), \
              not applicable {}, skipped {}; {:.1}% of {applicable} applicable pass, {:.1}% of the {server} \
              the Rust driver can run",
             self.passed,
@@ -162,26 +169,55 @@ fn unified_spec_tests() {
         );
         return;
     }
-    let cfg = RunConfig {
+    let cfg = |list: &str| RunConfig {
         filter: std::env::var("MONGOSIM_SPEC_FILTER").ok(),
         verbose: std::env::var_os("MONGOSIM_SPEC_VERBOSE").is_some(),
-        allow: allow_list(),
+        allow: allow_list(list),
     };
-    let (_sim, uri) = server_uri();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let found = rt.block_on(run_all(&dir, &uri, &cfg));
-    for n in &found.now_passing {
-        say!("now passes, remove from NOT_PASSING.md: {n}");
+    let (_sim, uri) = server_uri();
+    let found = rt.block_on(run_all(&dir, &uri, &cfg("NOT_PASSING.md")));
+    let sharded = if std::env::var("MONGODB_URI").is_err() {
+        let cluster = mongosim::Cluster::start(
+            mongosim::ClusterOptions::new()
+                .shards(2)
+                .routers(2)
+                .noop_interval(std::time::Duration::from_millis(50)),
+        )
+        .expect("start a mongosim cluster");
+        Some(rt.block_on(run_all(
+            &dir,
+            &cluster.uri(),
+            &cfg("NOT_PASSING_SHARDED.md"),
+        )))
+    } else {
+        None
+    };
+    let mut unexpected = Vec::new();
+    for (list, found) in [
+        ("NOT_PASSING.md", Some(found)),
+        ("NOT_PASSING_SHARDED.md", sharded),
+    ] {
+        let Some(found) = found else { continue };
+        for n in &found.now_passing {
+            say!("now passes, remove from {list}: {n}");
+        }
+        unexpected.extend(
+            found
+                .unexpected
+                .iter()
+                .map(|u| format!("{u} (not in {list})")),
+        );
     }
     assert!(
-        found.unexpected.is_empty(),
-        "{} applicable spec tests failed that are not listed in tests/spec/NOT_PASSING.md:\n{}",
-        found.unexpected.len(),
-        found.unexpected.join("\n")
+        unexpected.is_empty(),
+        "{} applicable spec tests failed that are not listed in tests/spec/NOT_PASSING*.md:\n{}",
+        unexpected.len(),
+        unexpected.join("\n")
     );
 }
 
@@ -214,10 +250,10 @@ async fn run_all(dir: &Path, uri: &str, cfg: &RunConfig) -> Findings {
         let Some(sc) = run_suite(&env, dir, suite, cfg, &mut found).await else {
             continue;
         };
-        say!("== {suite}: {}", sc.line());
+        say!("== {suite} ({}): {}", env.topology, sc.line());
         total.add(&sc);
     }
-    say!("== total: {}", total.line());
+    say!("== total ({}): {}", env.topology, total.line());
     found
 }
 

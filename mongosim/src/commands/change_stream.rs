@@ -710,12 +710,15 @@ impl ChangeStreamCursor {
             if !self.may_produce_events(&entry.raw) {
                 continue;
             }
-            let doc = entry.raw.to_document().map_err(|e| {
+            let mut doc = entry.raw.to_document().map_err(|e| {
                 CommandError::from_code(
                     ErrorCode::InternalError,
                     format!("corrupt oplog entry: {e}"),
                 )
             })?;
+            if self.version == ServerVersion::V4_4 {
+                sharded_insert_key_44(&engine.catalog, &mut doc);
+            }
             self.events_from_entry(&doc, oplog)?;
         }
     }
@@ -817,7 +820,10 @@ impl ChangeStreamCursor {
                 return Ok(false);
             }
             rp.found = true;
-            return Ok(!(matches!(cmp, ResumeCmp::Found) && rp.token.is_high_water_mark()));
+            // The resumed event goes to the router, which checks and drops it; an
+            // invalidate (startAfter) is not sent again.
+            let found = matches!(cmp, ResumeCmp::Found);
+            return Ok(!(found && (rp.token.is_high_water_mark() || rp.token.from_invalidate)));
         }
         if rp.found {
             // Events at or before a high-water-mark / found resume point.
@@ -1381,6 +1387,27 @@ fn shard_collection_parts(e: &Document, db: &str, coll: &str) -> Option<EventPar
         operation_description: Some(description),
         ..EventParts::new("shardCollection", doc! {"db": db, "coll": coll})
     })
+}
+
+/// 4.4 inserts carry no `o2`: on a shard, the stream takes the document key's shard-key
+/// fields from the collection's sharding metadata (SRV 4.4
+/// `document_source_change_stream_transform.cpp` `_documentKeyFields`, reference
+/// sharded-clusters.md §4.1); elsewhere the key stays `{_id}`.
+fn sharded_insert_key_44(catalog: &crate::engine::catalog::Catalog, entry: &mut Document) {
+    if entry.get_str("op") != Ok("i") || entry.contains_key("o2") {
+        return;
+    }
+    let ns = entry.get_str("ns").unwrap_or_default();
+    let Some((db, coll)) = ns.split_once('.') else {
+        return;
+    };
+    let Some(pattern) = catalog.coll(db, coll).and_then(|c| c.shard_key.clone()) else {
+        return;
+    };
+    if let Ok(o) = entry.get_document("o") {
+        let key = crate::engine::catalog::document_key(&pattern, o);
+        entry.insert("o2", key);
+    }
 }
 
 fn insert_parts(e: &Document, o: &Document, ns: Document) -> EventParts {

@@ -52,6 +52,10 @@ pub(crate) async fn hello(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document
     reply.insert("minWireVersion", 0);
     reply.insert("maxWireVersion", shared.opts.version.max_wire_version());
     reply.insert("readOnly", false);
+    if shared.opts.cluster_role == crate::ClusterRole::ConfigServer {
+        // SRV replication_info.cpp: a config server member says so (what addShard checks).
+        reply.insert("configsvr", 2);
+    }
     // No `compression`: nothing is negotiated, so clients never send OP_COMPRESSED (§1.5).
     Ok(reply)
 }

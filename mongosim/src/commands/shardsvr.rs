@@ -156,17 +156,33 @@ pub(crate) async fn create_collection_participant(
     Ok(Document::new())
 }
 
-/// `_mongosimMigrate: <coll>, insert: [docs], delete: [_id values]`.
+/// `_mongosimMigrate: <coll>, insert: [docs], upsert: [docs], delete: [_id values]`: the
+/// clone's inserts, and the catch-up's re-sent documents (replaced, or inserted when absent;
+/// SRV `Helpers::upsert(…, fromMigrate)`) and deletes.
 pub(crate) async fn migrate(ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let coll = coll_name(&req)?;
     let db = req.db.as_str();
     let docs = array_of(&req.body, "insert");
+    let upserts = array_of(&req.body, "upsert");
     let ids = array_of(&req.body, "delete");
     let mut engine = ctx.shared.engine.lock();
     let mut ops = Vec::new();
     for d in docs {
         let Bson::Document(d) = d else { continue };
         let (_, op) = engine.catalog.insert_doc(db, &coll, d)?;
+        ops.push(op);
+    }
+    for d in upserts {
+        let Bson::Document(d) = d else { continue };
+        let id = d.get("_id").cloned().unwrap_or(Bson::Null);
+        let rid = engine
+            .catalog
+            .coll(db, &coll)
+            .and_then(|c| c.rid_by_id(&id));
+        let op = match rid {
+            Some(rid) => engine.catalog.update_doc(db, &coll, rid, d.clone(), d)?,
+            None => engine.catalog.insert_doc(db, &coll, d)?.1,
+        };
         ops.push(op);
     }
     let mut deleted = 0i32;

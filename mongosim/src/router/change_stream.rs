@@ -92,7 +92,22 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
             start.insert(k, v);
         }
     }
+    let shards: Vec<String> = meta::shards(r, ctx)
+        .await?
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
     if start.is_empty() {
+        // The router's clock first takes in every shard's time (a real mongos hears it
+        // constantly from its replica set monitors), so the stream starts after every write
+        // that completed before it was opened.
+        let pings = shards
+            .iter()
+            .map(|s| (s.clone(), doc! {"ping": 1}))
+            .collect();
+        for reply in r.forward_all(ctx, "admin", pings).await? {
+            reply?;
+        }
         let now = ctx.shared.engine.lock().cluster_time();
         start.insert("startAtOperationTime", add_tick(now));
     }
@@ -102,7 +117,9 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
         .and_then(|t| {
             let parsed = ResumeToken::parse(t).ok()?;
             let decoded = parsed.decode().ok()?;
-            (!decoded.is_high_water_mark()).then_some(parsed.data)
+            // A high-water mark names no event; an invalidate token (startAfter) names one
+            // the shards do not send again.
+            (!decoded.is_high_water_mark() && !decoded.from_invalidate).then_some(parsed.data)
         });
     pipeline[0] = Bson::Document(doc! {"$changeStream": base_spec});
     body.insert("pipeline", pipeline);

@@ -36,7 +36,12 @@ struct Entry {
     ns: String,
     source: Option<Source>,
     lsid: Option<Document>,
+    last_used: std::time::Instant,
 }
+
+/// Idle router cursors are reaped after `cursorTimeoutMillis` (10 minutes, as on mongos;
+/// SRV `cluster_cursor_manager.cpp` `killMortalCursorsInactiveSince`).
+const CURSOR_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The cursors of one router.
 #[derive(Debug, Default)]
@@ -48,6 +53,8 @@ impl Cursors {
     /// Registers a cursor; returns its id (a random positive Int64).
     pub(crate) fn register(&self, ns: &str, source: Source, lsid: Option<Document>) -> i64 {
         let mut map = self.map.lock();
+        let now = std::time::Instant::now();
+        map.retain(|_, e| e.source.is_none() || now.duration_since(e.last_used) < CURSOR_TIMEOUT);
         loop {
             let id = rand::random::<i64>() & i64::MAX;
             if id != 0 && !map.contains_key(&id) {
@@ -57,6 +64,7 @@ impl Cursors {
                         ns: ns.to_string(),
                         source: Some(source),
                         lsid,
+                        last_used: now,
                     },
                 );
                 return id;
@@ -90,6 +98,7 @@ impl Cursors {
     fn check_in(&self, id: i64, source: Source) {
         if let Some(entry) = self.map.lock().get_mut(&id) {
             entry.source = Some(source);
+            entry.last_used = std::time::Instant::now();
         }
     }
 

@@ -34,9 +34,85 @@ pub(crate) async fn to_primary(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> C
         .await
 }
 
+/// `renameCollection: "db.a", to: "db.b"` on `admin`: run by the source database's primary
+/// shard (an unsharded collection lives there; SRV `cluster_rename_collection_cmd.cpp`).
+pub(crate) async fn rename_collection(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    req: Request,
+) -> CmdResult<Document> {
+    let source = coll_name(&req);
+    let (db, coll) = super::admin::split_ns(&source)?;
+    let placement = meta::placement(r, ctx, db, coll).await?;
+    if let Placement::Sharded { .. } = placement {
+        return Err(crate::error::CommandError::from_code(
+            crate::error::ErrorCode::CommandNotSupported,
+            "renaming a sharded collection is not supported by this simulator's router",
+        ));
+    }
+    let Some(primary) = placement.primary().map(str::to_string) else {
+        return Err(crate::error::CommandError::namespace_not_found(format!(
+            "Source collection {source} does not exist"
+        )));
+    };
+    r.forward(ctx, &primary, &req.db, forwardable(&req.body))
+        .await
+}
+
+/// `collStats` (SRV `cluster_coll_stats_cmd.cpp`): an unsharded collection's stats come
+/// from its primary shard with `sharded: false, primary`; a sharded one's are summed over
+/// the shards holding it (`count`, `size`, `storageSize`, `totalIndexSize`, `nindexes` of
+/// the first), `avgObjSize` recomputed, each shard's reply under `shards`, `nchunks`.
+pub(crate) async fn coll_stats(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
+    let coll = coll_name(&req);
+    let ns = format!("{}.{coll}", req.db);
+    let placement = meta::placement(r, ctx, &req.db, &coll).await?;
+    let body = forwardable(&req.body);
+    let sharded = match &placement {
+        Placement::NoDatabase => {
+            return Err(crate::error::CommandError::namespace_not_found(format!(
+                "Collection [{ns}] not found."
+            )))
+        }
+        Placement::Unsharded { primary } => {
+            let mut reply = r.forward(ctx, primary, &req.db, body).await?;
+            reply.insert("sharded", false);
+            reply.insert("primary", primary.clone());
+            return Ok(reply);
+        }
+        Placement::Sharded { coll, .. } => coll,
+    };
+    let targets = sharded.shards();
+    let sends = targets.iter().map(|t| (t.clone(), body.clone())).collect();
+    let replies = r.forward_all(ctx, &req.db, sends).await?;
+    let mut per_shard = Document::new();
+    let (mut count, mut size, mut storage, mut index_size, mut nindexes) =
+        (0i64, 0i64, 0i64, 0i64, 0i64);
+    let num = |d: &Document, k: &str| match d.get(k) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
+    };
+    for (t, reply) in targets.iter().zip(replies) {
+        let reply = reply?;
+        count += num(&reply, "count");
+        size += num(&reply, "size");
+        storage += num(&reply, "storageSize");
+        index_size += num(&reply, "totalIndexSize");
+        nindexes = nindexes.max(num(&reply, "nindexes"));
+        per_shard.insert(t.clone(), reply);
+    }
+    let avg = if count > 0 { size / count } else { 0 };
+    Ok(doc! {
+        "sharded": true, "ns": ns, "count": count, "size": size, "avgObjSize": avg,
+        "storageSize": storage, "nindexes": nindexes, "totalIndexSize": index_size,
+        "shards": per_shard, "nchunks": sharded.chunks.len() as i32,
+    })
+}
+
 /// The shards holding `db.coll`: the primary, then the owners of its chunks.
-async fn holders(r: &Router, ctx: &mut Ctx<'_>, placement: &Placement) -> Vec<String> {
-    let _ = (r, ctx);
+fn holders(placement: &Placement) -> Vec<String> {
     let mut out: Vec<String> = placement
         .primary()
         .map(str::to_string)
@@ -56,7 +132,7 @@ async fn holders(r: &Router, ctx: &mut Ctx<'_>, placement: &Placement) -> Vec<St
 pub(crate) async fn indexes(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> CmdResult<Document> {
     let coll = coll_name(&req);
     let placement = write_placement(r, ctx, &req.db, &coll).await?;
-    let targets = holders(r, ctx, &placement).await;
+    let targets = holders(&placement);
     let body = forwardable(&req.body);
     let sends: Vec<(String, Document)> =
         targets.iter().map(|t| (t.clone(), body.clone())).collect();

@@ -246,7 +246,7 @@ pub(crate) async fn migrate(
     let mut pending = range.clone();
     pending.insert("owned", false);
     r.send(ctx, &recipient, db, pending).await?;
-    clone_range(r, ctx, coll, chunk, &donor, &recipient).await?;
+    let cloned = clone_range(r, ctx, coll, chunk, &donor, &recipient).await?;
     if !coll.chunks.iter().any(|c| c.shard == to) {
         let o2 = match r.version {
             ServerVersion::V4_4 => {
@@ -269,6 +269,8 @@ pub(crate) async fn migrate(
     r.send(ctx, &recipient, db, owned).await?;
     let mut orphaned = range;
     orphaned.insert("owned", false);
+    r.send(ctx, &donor, db, orphaned.clone()).await?;
+    catch_up(r, ctx, coll, chunk, &donor, &recipient, cloned).await?;
     let delay = if wait_for_delete {
         0
     } else {
@@ -287,7 +289,28 @@ pub(crate) async fn migrate(
     Ok(())
 }
 
-/// Copies the range's documents from the donor to the recipient.
+/// The donor's documents of the chunk's range (all of them, orphans included).
+async fn range_docs(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    coll: &Sharded,
+    chunk: &Chunk,
+    donor: &super::client::Remote,
+) -> CmdResult<Vec<Document>> {
+    let (db, name) = split_ns(&coll.ns)?;
+    let reply = r
+        .send(ctx, donor, db, doc! {"find": name, "batchSize": i32::MAX})
+        .await?;
+    let docs = super::read::drain(r, ctx, &chunk.shard, db, reply, None).await?;
+    let range = [(chunk.min.clone(), chunk.max.clone())];
+    Ok(docs
+        .into_iter()
+        .filter(|d| crate::engine::catalog::in_ranges(&range, &coll.key.key_of_doc(d)))
+        .collect())
+}
+
+/// Copies the range's documents from the donor to the recipient (the initial clone);
+/// returns what it copied.
 async fn clone_range(
     r: &Router,
     ctx: &mut Ctx<'_>,
@@ -295,19 +318,11 @@ async fn clone_range(
     chunk: &Chunk,
     donor: &super::client::Remote,
     recipient: &super::client::Remote,
-) -> CmdResult<()> {
+) -> CmdResult<Vec<Document>> {
     let (db, name) = split_ns(&coll.ns)?;
-    let reply = r
-        .send(ctx, donor, db, doc! {"find": name, "batchSize": i32::MAX})
-        .await?;
-    let docs = super::read::drain(r, ctx, &chunk.shard, db, reply, None).await?;
-    let range = [(chunk.min.clone(), chunk.max.clone())];
-    let moving: Vec<Bson> = docs
-        .into_iter()
-        .filter(|d| crate::engine::catalog::in_ranges(&range, &coll.key.key_of_doc(d)))
-        .map(Bson::Document)
-        .collect();
-    for batch in moving.chunks(CLONE_BATCH) {
+    let moving = range_docs(r, ctx, coll, chunk, donor).await?;
+    let docs: Vec<Bson> = moving.iter().cloned().map(Bson::Document).collect();
+    for batch in docs.chunks(CLONE_BATCH) {
         r.send(
             ctx,
             recipient,
@@ -316,6 +331,46 @@ async fn clone_range(
         )
         .await?;
     }
+    Ok(moving)
+}
+
+/// The catch-up (SRV `_transferMods`): writes that reached the donor's range during the
+/// clone are replayed on the recipient once the donor no longer owns the range — changed
+/// or new documents re-sent as upserts, vanished ones deleted — all `fromMigrate: true`.
+async fn catch_up(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    coll: &Sharded,
+    chunk: &Chunk,
+    donor: &super::client::Remote,
+    recipient: &super::client::Remote,
+    cloned: Vec<Document>,
+) -> CmdResult<()> {
+    let (db, name) = split_ns(&coll.ns)?;
+    let now = range_docs(r, ctx, coll, chunk, donor).await?;
+    let id_of = |d: &Document| d.get("_id").cloned().unwrap_or(Bson::Null);
+    let upserts: Vec<Bson> = now
+        .iter()
+        .filter(|d| !cloned.contains(d))
+        .cloned()
+        .map(Bson::Document)
+        .collect();
+    let now_ids: Vec<Bson> = now.iter().map(id_of).collect();
+    let deletes: Vec<Bson> = cloned
+        .iter()
+        .map(id_of)
+        .filter(|id| !now_ids.contains(id))
+        .collect();
+    if upserts.is_empty() && deletes.is_empty() {
+        return Ok(());
+    }
+    r.send(
+        ctx,
+        recipient,
+        db,
+        doc! {"_mongosimMigrate": name, "upsert": upserts, "delete": deletes},
+    )
+    .await?;
     Ok(())
 }
 
@@ -442,6 +497,142 @@ async fn drain_chunks(r: &Router, ctx: &mut Ctx<'_>, id: &str, to: &[String]) ->
             migrate(r, ctx, &coll, &chunk, target, true).await?;
             moved += 1;
         }
+    }
+    Ok(moved)
+}
+
+/// `movePrimary: "db", to` (SRV `move_primary_coordinator.cpp`, reference §4.3): the
+/// database's unsharded collections are copied to the new primary (same UUID and indexes,
+/// every entry `fromMigrate: true`), the old primary logs the `movePrimary` no-op and drops
+/// its copies hidden from change streams, and `config.databases` names the new primary.
+pub(crate) async fn move_primary(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    req: Request,
+) -> CmdResult<Document> {
+    require_admin(&req)?;
+    let db = ns_target(&req)?;
+    let Ok(to) = req.body.get_str("to").map(str::to_string) else {
+        return Err(CommandError::from_code(
+            ErrorCode::IdlFailedToParse,
+            "BSON field 'movePrimary.to' is missing but a required field",
+        ));
+    };
+    let Some(entry) = meta::database(r, ctx, &db).await? else {
+        return Err(CommandError::namespace_not_found(format!(
+            "Database {db} not found"
+        )));
+    };
+    let from = entry.get_str("primary").unwrap_or_default().to_string();
+    if !meta::shards(r, ctx).await?.iter().any(|s| s.id == to) {
+        return Err(CommandError::from_code(
+            ErrorCode::ShardNotFound,
+            format!("Could not find shard {to}"),
+        ));
+    }
+    if from == to {
+        return Ok(Document::new());
+    }
+    let donor = r.shard(ctx, &from).await?;
+    let recipient = r.shard(ctx, &to).await?;
+    let moved = copy_unsharded(r, ctx, &db, (&from, &donor), &recipient).await?;
+    let last_mod = entry
+        .get_document("version")
+        .ok()
+        .and_then(|v| v.get_i32("lastMod").ok())
+        .unwrap_or(1);
+    meta::config_write(
+        r,
+        ctx,
+        doc! {"update": "databases", "updates": [{
+            "q": {"_id": db.clone()},
+            "u": {"$set": {"primary": to.clone(), "version.lastMod": last_mod + 1}},
+        }]},
+    )
+    .await?;
+    let noop = doc! {
+        "_mongosimNoop": db.clone(),
+        "o": {"msg": {"movePrimary": db.clone()}},
+        "o2": {"movePrimary": db.clone(), "from": from.clone(), "to": to.clone()},
+    };
+    r.send(ctx, &donor, &db, noop).await?;
+    for coll in moved {
+        let body = doc! {"_shardsvrDropCollectionParticipant": coll, "fromMigrate": true};
+        r.send(ctx, &donor, &db, body).await?;
+    }
+    changelog(
+        r,
+        ctx,
+        "movePrimary.commit",
+        &db,
+        doc! {"from": from, "to": to},
+    )
+    .await?;
+    Ok(Document::new())
+}
+
+/// Copies every unsharded collection of `db` from `donor` to `recipient`; returns their
+/// names.
+async fn copy_unsharded(
+    r: &Router,
+    ctx: &mut Ctx<'_>,
+    db: &str,
+    (from, donor): (&str, &super::client::Remote),
+    recipient: &super::client::Remote,
+) -> CmdResult<Vec<String>> {
+    let listed = super::admin::first_batch(
+        r.send(
+            ctx,
+            donor,
+            db,
+            doc! {"listCollections": 1, "filter": {"type": "collection"}},
+        )
+        .await?,
+    );
+    let mut moved = Vec::new();
+    for info in listed.iter().filter_map(Bson::as_document) {
+        let name = info.get_str("name").unwrap_or_default().to_string();
+        if name.starts_with("system.")
+            || meta::sharded(r, ctx, &format!("{db}.{name}"))
+                .await?
+                .is_some()
+        {
+            continue;
+        }
+        let Some(local) = local_collection(r, ctx, donor, db, &name, false).await? else {
+            continue;
+        };
+        r.send(
+            ctx,
+            recipient,
+            db,
+            doc! {
+                "_shardsvrCreateCollectionParticipant": name.clone(),
+                "collectionUUID": local.uuid.clone(),
+                "options": local.options.clone(),
+                "indexes": local.indexes.clone(),
+                "idIndex": crate::engine::catalog::id_index_spec(),
+            },
+        )
+        .await?;
+        let reply = r
+            .send(
+                ctx,
+                donor,
+                db,
+                doc! {"find": name.clone(), "batchSize": i32::MAX},
+            )
+            .await?;
+        let docs: Vec<Bson> = super::read::drain(r, ctx, from, db, reply, None)
+            .await?
+            .into_iter()
+            .map(Bson::Document)
+            .collect();
+        for batch in docs.chunks(CLONE_BATCH) {
+            let body = doc! {"_mongosimMigrate": name.clone(), "insert": batch.to_vec()};
+            r.send(ctx, recipient, db, body).await?;
+        }
+        moved.push(name);
     }
     Ok(moved)
 }

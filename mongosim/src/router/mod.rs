@@ -22,6 +22,7 @@ pub(crate) mod ddl;
 pub(crate) mod hello;
 pub(crate) mod meta;
 pub(crate) mod migrate;
+pub(crate) mod owning_shard;
 pub(crate) mod read;
 pub(crate) mod shard_key;
 pub(crate) mod txn;
@@ -273,6 +274,7 @@ const COMMANDS: &[&str] = &[
     "buildInfo",
     "buildinfo",
     "collMod",
+    "collStats",
     "commitTransaction",
     "connectionStatus",
     "count",
@@ -291,8 +293,10 @@ const COMMANDS: &[&str] = &[
     "findandmodify",
     "flushRouterConfig",
     "getMore",
+    "getParameter",
     "getShardMap",
     "hello",
+    "hostInfo",
     "insert",
     "isMaster",
     "isdbgrid",
@@ -306,9 +310,11 @@ const COMMANDS: &[&str] = &[
     "listIndexes",
     "listShards",
     "moveChunk",
+    "movePrimary",
     "ping",
     "refreshSessions",
     "removeShard",
+    "renameCollection",
     "shardCollection",
     "split",
     "startSession",
@@ -334,6 +340,8 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "buildInfo" | "buildinfo" => commands::admin::build_info(ctx, req).await,
         "connectionStatus" => commands::admin::connection_status(ctx, req).await,
         "whatsmyuri" => commands::admin::whatsmyuri(ctx, req).await,
+        "getParameter" => commands::admin::get_parameter(ctx, req).await,
+        "hostInfo" => commands::admin::host_info(ctx, req).await,
         "endSessions" => commands::sessions::end_sessions(ctx, req).await,
         "refreshSessions" => commands::sessions::refresh_sessions(ctx, req).await,
         "startSession" => commands::sessions::start_session(ctx, req).await,
@@ -349,6 +357,7 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "listShards" => admin::list_shards(r, ctx, req).await,
         "shardCollection" => admin::shard_collection(r, ctx, req).await,
         "moveChunk" => migrate::move_chunk(r, ctx, req).await,
+        "movePrimary" => migrate::move_primary(r, ctx, req).await,
         "removeShard" => migrate::remove_shard(r, ctx, req).await,
         "split" => migrate::split(r, ctx, req).await,
         // writes (write.rs)
@@ -370,6 +379,8 @@ async fn run(router: &Arc<Router>, ctx: &mut Ctx<'_>, req: Request) -> CmdResult
         "dropDatabase" => ddl::drop_database(r, ctx, req).await,
         "listCollections" | "listIndexes" => ddl::list_on_primary(r, ctx, req).await,
         "listDatabases" => ddl::list_databases(r, ctx, req).await,
+        "collStats" => ddl::coll_stats(r, ctx, req).await,
+        "renameCollection" => ddl::rename_collection(r, ctx, req).await,
         // transactions
         "commitTransaction" | "abortTransaction" => write::end_transaction(r, ctx, req).await,
         _ => Err(CommandError::command_not_found(&name)),

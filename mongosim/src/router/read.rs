@@ -310,6 +310,19 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
     {
         return super::change_stream::aggregate(r, ctx, req).await;
     }
+    let first_stage = pipeline
+        .first()
+        .and_then(|s| s.keys().next())
+        .map(String::as_str);
+    if matches!(first_stage, Some("$listLocalSessions" | "$documents"))
+        && !matches!(req.target(), Some(Bson::String(_)))
+    {
+        // Stages a router runs itself: its own session cache, literal documents.
+        return crate::commands::cursor::aggregate(ctx, req).await;
+    }
+    let writes = pipeline
+        .last()
+        .is_some_and(|s| s.contains_key("$out") || s.contains_key("$merge"));
     let coll = match req.target() {
         Some(Bson::String(s)) => s.clone(),
         // `aggregate: 1`: database-level stages, run by the primary shard.
@@ -334,6 +347,10 @@ pub(crate) async fn aggregate(r: &Router, ctx: &mut Ctx<'_>, req: Request) -> Cm
         .first()
         .and_then(|s| s.get_document("$match").ok().cloned())
         .unwrap_or_default();
+    if writes {
+        // $out / $merge write: the database must exist (its primary runs the stage).
+        super::write::write_placement(r, ctx, &req.db, &coll).await?;
+    }
     let Some((shards, sharded)) = read_targets(r, ctx, &req.db, &coll, &first_match).await? else {
         return Ok(cursor_reply(&ns, 0, Vec::new(), true));
     };

@@ -40,6 +40,17 @@ fn key(lsid: &Document) -> Vec<u8> {
     }
 }
 
+/// `body` (a command the router makes up, e.g. a lookup `find`) as a statement of the
+/// client's transaction when the client's command is one.
+pub(crate) fn in_client_transaction(ctx: &Ctx<'_>, mut body: Document) -> Document {
+    if let (Some(lsid), Some(txn), true) = (&ctx.lsid, ctx.txn_number, in_transaction(ctx)) {
+        body.insert("lsid", lsid.clone());
+        body.insert("txnNumber", txn);
+        body.insert("autocommit", false);
+    }
+    body
+}
+
 /// Whether the command is a statement of a multi-document transaction.
 pub(crate) fn in_transaction(ctx: &Ctx<'_>) -> bool {
     ctx.lsid.is_some() && ctx.txn_number.is_some() && ctx.autocommit == Some(false)
@@ -68,11 +79,11 @@ impl Txns {
     /// Adjusts the forwarded `body` for shard `shard`: the transaction fields, with
     /// `startTransaction` (and the read concern) only on the shard's first statement.
     pub(crate) fn for_participant(&self, ctx: &Ctx<'_>, shard: &str, body: &mut Document) {
-        body.remove("startTransaction");
-        body.remove("readConcern");
         let (Some(lsid), true) = (&ctx.lsid, in_transaction(ctx)) else {
             return;
         };
+        body.remove("startTransaction");
+        body.remove("readConcern");
         let mut sessions = self.sessions.lock();
         let st = sessions.entry(key(lsid)).or_default();
         if !st.participants.iter().any(|p| p == shard) {

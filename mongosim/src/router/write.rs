@@ -256,11 +256,20 @@ async fn modify(r: &Router, ctx: &mut Ctx<'_>, req: Request, field: &str) -> Cmd
         return whole(r, ctx, &coll_meta.shards()[0], &req).await;
     };
     let mut stmts = Vec::new();
+    let single = list.len() == 1;
     for (index, s) in list.clone().into_iter().enumerate() {
         let Bson::Document(mut s) = s else {
             return whole(r, ctx, &coll_meta.shards()[0], &req).await;
         };
         let targets = target_statement(r, ctx, &req, &coll_meta, &mut s).await?;
+        if let ([shard], true, "update") = (targets.as_slice(), single, req.name.as_str()) {
+            let moved =
+                super::owning_shard::update_moving_document(r, ctx, &req, &coll_meta, &s, shard)
+                    .await?;
+            if let Some(reply) = moved {
+                return Ok(reply);
+            }
+        }
         stmts.push(Stmt {
             index,
             doc: Bson::Document(s),
@@ -342,7 +351,10 @@ async fn first_match(
     let (_, name) = admin::split_ns(&coll.ns)?;
     let mut find = coll.versioned(
         r.version,
-        doc! {"find": name, "filter": q.clone(), "limit": 1i64, "singleBatch": true},
+        super::txn::in_client_transaction(
+            ctx,
+            doc! {"find": name, "filter": q.clone(), "limit": 1i64, "singleBatch": true},
+        ),
     );
     if let Some(s) = sort {
         find.insert("sort", s.clone());
@@ -448,14 +460,27 @@ pub(crate) async fn end_transaction(
         .map(|p| (p.clone(), body.clone()))
         .collect();
     let mut first_err = None;
+    let mut out = Document::new();
     for reply in r.forward_all(ctx, "admin", sends).await? {
-        if let Err(e) = reply {
-            first_err.get_or_insert(e);
+        match reply {
+            Ok(reply) => {
+                // A participant's write-concern error reaches the client (SRV
+                // transaction_router.cpp returns the participants' response).
+                if let (Some(wce), false) = (
+                    reply.get("writeConcernError"),
+                    out.contains_key("writeConcernError"),
+                ) {
+                    out.insert("writeConcernError", wce.clone());
+                }
+            }
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
         }
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(Document::new()),
+        None => Ok(out),
     }
 }
 

@@ -28,6 +28,9 @@ pub enum Ev {
         name: String,
         db: String,
         command: Document,
+        /// The server the command went to (`host:port`): on a sharded cluster, the mongos a
+        /// session is pinned to.
+        address: String,
     },
     Succeeded {
         name: String,
@@ -327,6 +330,7 @@ pub async fn make_client(uri: &str, spec: &Document) -> Result<ClientEntity, Str
                 name: s.command_name,
                 db: s.db,
                 command: s.command,
+                address: s.connection.address.to_string(),
             },
             CommandEvent::Succeeded(s) => Ev::Succeeded {
                 name: s.command_name,
@@ -491,6 +495,16 @@ pub fn parse_transaction_options(d: &Document) -> Result<TransactionOptions, Str
     Ok(t)
 }
 
+/// `mongodb://h1,h2/?x` -> `mongodb://h1/?x`.
+pub fn first_host_only(uri: &str) -> String {
+    let Some(rest) = uri.strip_prefix("mongodb://") else {
+        return uri.to_string();
+    };
+    let (hosts, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let first = hosts.split(',').next().unwrap_or(hosts);
+    format!("mongodb://{first}{tail}")
+}
+
 /// Creates one entity described by `{ <type>: {...} }` and adds it to the map.
 pub async fn create_entity(ents: &mut Entities, uri: &str, e: &Document) -> Result<(), String> {
     let (kind, spec) = e.iter().next().ok_or("empty entity")?;
@@ -512,7 +526,14 @@ pub async fn create_entity(ents: &mut Entities, uri: &str, e: &Document) -> Resu
                     return Err(format!("unsupported client option {k}"));
                 }
             }
-            let c = make_client(uri, spec).await?;
+            // One mongos unless the test asks for several (unified test format:
+            // useMultipleMongoses); on a replica set the URI has one host anyway.
+            let uri = if spec.get_bool("useMultipleMongoses") == Ok(true) {
+                uri.to_string()
+            } else {
+                first_host_only(uri)
+            };
+            let c = make_client(&uri, spec).await?;
             ents.insert(&id, Entity::Client(c))
         }
         "database" => {

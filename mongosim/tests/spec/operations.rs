@@ -23,6 +23,8 @@ use crate::{
 
 /// Per-test state the operations work on.
 pub struct TestState {
+    /// On a sharded cluster, a client per mongos (`host:port`, client).
+    pub routers: Vec<(String, mongodb::Client)>,
     pub uri: String,
     /// Server version (for options the driver lacks, e.g. `rawData` before 8.2).
     pub version: (u64, u64, u64),
@@ -31,6 +33,9 @@ pub struct TestState {
     /// Fail points to disable after the test (name).
     pub failpoints: Vec<String>,
     pub started_txn: bool,
+    /// `assertSessionPinned` on a sharded cluster, checked at the end of the test:
+    /// `(client id, lsid, pinned mongos, first event index after the assertion)`.
+    pub pinned: Vec<(String, Document, String, usize)>,
 }
 
 /// An operation's error: from the driver, a client-side error the runner raises on the
@@ -904,10 +909,14 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
                 Err(format!("session transaction state: expected {want}, got {got}"))
             }
         }
-        "assertSessionPinned" => {
+        "assertSessionPinned" if st.routers.is_empty() => {
             Err("assertSessionPinned: sessions are only pinned to mongos (sharded); this is a replica set".into())
         }
-        "assertSessionUnpinned" => Ok(()),
+        "assertSessionUnpinned" if st.routers.is_empty() => Ok(()),
+        "assertSessionPinned" => assert_pinned(st, args).await,
+        "assertSessionUnpinned" => Err(format!(
+            "{name}: the Rust driver 3.9 does not expose the mongos a session is pinned to"
+        )),
         "assertCollectionExists" | "assertCollectionNotExists" => {
             assert_collection_exists(st, name, args).await
         }
@@ -942,11 +951,16 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
     let client = match args.get_str("client") {
         Ok(id) => st.ents.client(id)?.client,
         Err(_) => {
-            // targetedFailPoint: the session's client (one node: its only server).
+            // targetedFailPoint: the server the session is pinned to — its only server on a
+            // replica set; on a sharded cluster the mongos its last command went to.
             let sid = args.get_str("session").map_err(|_| "no client/session")?;
             let s = st.ents.session(sid)?;
             let cid = s.lock().await.client.clone();
-            st.ents.client(&cid)?.client
+            let entity = st.ents.client(&cid)?;
+            match pinned_router(st, &entity, sid) {
+                Some(c) => c,
+                None => entity.client,
+            }
         }
     };
     let fp_name = fp
@@ -963,6 +977,100 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
         .map_err(|e| format!("configureFailPoint failed: {e}"))?;
     st.failpoints.push(fp_name);
     Ok(())
+}
+
+/// `assertSessionPinned` on a sharded cluster, judged on the wire (the driver keeps its pin
+/// private): every command of the session's current transaction so far went to one mongos,
+/// and (checked by [`check_pinned`] when the test ends) so do the ones after the assertion
+/// up to the transaction's commit or abort.
+async fn assert_pinned(st: &mut TestState, args: &Document) -> Result<(), String> {
+    let sid = args.get_str("session").map_err(|_| "session missing")?;
+    let lsid = st.ents.lsids.get(sid).cloned().ok_or("unknown session")?;
+    let cid = st.ents.session(sid)?.lock().await.client.clone();
+    let entity = st.ents.client(&cid)?;
+    let events = entity.events.lock().map_err(|_| "events poisoned")?;
+    let mut addresses: Vec<&str> = Vec::new();
+    for e in events.iter() {
+        if let entities::Ev::Started {
+            command, address, ..
+        } = e
+        {
+            if command.get_document("lsid").ok() != Some(&lsid) {
+                continue;
+            }
+            if command.get_bool("startTransaction") == Ok(true) {
+                addresses.clear();
+            }
+            addresses.push(address);
+        }
+    }
+    let Some(first) = addresses.first().map(|a| a.to_string()) else {
+        return Err("assertSessionPinned: the session sent no transaction command".into());
+    };
+    if let Some(other) = addresses.iter().find(|a| **a != first) {
+        return Err(format!(
+            "assertSessionPinned: the transaction's commands went to {first} and {other}"
+        ));
+    }
+    let from = events.len();
+    drop(events);
+    st.pinned.push((cid, lsid, first, from));
+    Ok(())
+}
+
+/// The deferred half of [`assert_pinned`].
+pub fn check_pinned(st: &TestState) -> Result<(), String> {
+    for (cid, lsid, pinned, from) in &st.pinned {
+        let entity = st.ents.client(cid)?;
+        let events = entity.events.lock().map_err(|_| "events poisoned")?;
+        for e in events.iter().skip(*from) {
+            let entities::Ev::Started {
+                name,
+                command,
+                address,
+                ..
+            } = e
+            else {
+                continue;
+            };
+            if command.get_document("lsid").ok() != Some(lsid) {
+                continue;
+            }
+            if command.get_bool("startTransaction") == Ok(true) {
+                break;
+            }
+            if address != pinned {
+                return Err(format!(
+                    "assertSessionPinned: `{name}` of the pinned transaction went to {address}, not {pinned}"
+                ));
+            }
+            if matches!(name.as_str(), "commitTransaction" | "abortTransaction") {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a sharded cluster, a direct client to the mongos the last command of session `sid`
+/// went to.
+fn pinned_router(
+    st: &TestState,
+    entity: &entities::ClientEntity,
+    sid: &str,
+) -> Option<mongodb::Client> {
+    let lsid = st.ents.lsids.get(sid)?;
+    let events = entity.events.lock().ok()?;
+    let address = events.iter().rev().find_map(|e| match e {
+        entities::Ev::Started {
+            command, address, ..
+        } if command.get_document("lsid").ok() == Some(lsid) => Some(address.clone()),
+        _ => None,
+    })?;
+    st.routers
+        .iter()
+        .find(|(host, _)| *host == address)
+        .map(|(_, c)| c.clone())
 }
 
 /// `assertCollectionExists` / `assertCollectionNotExists`.

@@ -25,9 +25,12 @@ pub struct Env {
     pub uri: String,
     pub internal: Client,
     pub version: (u64, u64, u64),
-    /// `replicaset` or `single`.
+    /// `replicaset`, `sharded` (the server answers as a mongos) or `single`.
     pub topology: &'static str,
     pub auth: bool,
+    /// On a sharded cluster: one client per mongos of the URI, `(host:port, client)`, for
+    /// fail points aimed at one of them and the per-mongos preparations of the test format.
+    pub routers: Vec<(String, Client)>,
 }
 
 impl Env {
@@ -48,19 +51,39 @@ impl Env {
             .run_command(doc! { "hello": 1 })
             .await
             .map_err(|e| format!("hello: {}", es(&e)))?;
-        let topology = if hello.contains_key("setName") {
+        let topology = if hello.get_str("msg") == Ok("isdbgrid") {
+            "sharded"
+        } else if hello.contains_key("setName") {
             "replicaset"
         } else {
             "single"
         };
+        let mut routers = Vec::new();
+        if topology == "sharded" {
+            for host in hosts_of(uri) {
+                let direct = format!("mongodb://{host}/?directConnection=true");
+                let c = Client::with_uri_str(&direct)
+                    .await
+                    .map_err(|e| format!("connect {direct}: {}", es(&e)))?;
+                routers.push((host, c));
+            }
+        }
         Ok(Env {
             uri: uri.to_string(),
             internal,
             version: (part(0), part(1), part(2)),
             topology,
             auth: uri.contains('@'),
+            routers,
         })
     }
+}
+
+/// The `host:port` list of a `mongodb://` URI.
+fn hosts_of(uri: &str) -> Vec<String> {
+    let rest = uri.strip_prefix("mongodb://").unwrap_or(uri);
+    let hosts = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    hosts.split(',').map(str::to_string).collect()
 }
 
 /// Result of one test.
@@ -96,9 +119,12 @@ async fn requirement_met(env: &Env, r: &Document) -> bool {
         let ok = match k.as_str() {
             "minServerVersion" => v.as_str().is_some_and(|s| env.version >= parse_version(s)),
             "maxServerVersion" => v.as_str().is_some_and(|s| env.version <= parse_version(s)),
-            "topologies" => v
-                .as_array()
-                .is_some_and(|a| a.iter().any(|t| t.as_str() == Some(env.topology))),
+            "topologies" => v.as_array().is_some_and(|a| {
+                a.iter().any(|t| {
+                    t.as_str() == Some(env.topology)
+                        || (env.topology == "sharded" && t.as_str() == Some("sharded-replicaset"))
+                })
+            }),
             "serverless" => v.as_str() != Some("require"),
             "auth" => v.as_bool() == Some(env.auth),
             // The driver is built without in-use encryption.
@@ -206,13 +232,35 @@ pub async fn run_file(env: &Env, path: &Path) -> FileReport {
 }
 
 pub async fn kill_all_sessions(env: &Env) {
-    let _ = tokio::time::timeout(
-        Duration::from_secs(10),
-        env.internal
+    let clients: Vec<&Client> = if env.routers.is_empty() {
+        vec![&env.internal]
+    } else {
+        // Test format: killAllSessions on every mongos.
+        env.routers.iter().map(|(_, c)| c).collect()
+    };
+    for c in clients {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            c.database("admin")
+                .run_command(doc! { "killAllSessions": [] }),
+        )
+        .await;
+    }
+}
+
+/// Turns fail point `fp` off everywhere it may be on (every mongos on a sharded cluster).
+async fn disable_fail_point(env: &Env, fp: &str) {
+    let clients: Vec<&Client> = if env.routers.is_empty() {
+        vec![&env.internal]
+    } else {
+        env.routers.iter().map(|(_, c)| c).collect()
+    };
+    for c in clients {
+        let _ = c
             .database("admin")
-            .run_command(doc! { "killAllSessions": [] }),
-    )
-    .await;
+            .run_command(doc! { "configureFailPoint": fp, "mode": "off" })
+            .await;
+    }
 }
 
 async fn initial_data(env: &Env, data: &[Bson]) -> Result<(), String> {
@@ -265,12 +313,14 @@ async fn run_test(env: &Env, file: &Document, test: &Document) -> Result<(), Str
         initial_data(env, data).await?;
     }
     let mut st = TestState {
+        routers: env.routers.clone(),
         uri: env.uri.clone(),
         version: env.version,
         internal: env.internal.clone(),
         ents: Entities::default(),
         failpoints: Vec::new(),
         started_txn: false,
+        pinned: Vec::new(),
     };
     let mut result = run_test_body(env, file, test, &mut st).await;
     if let (Err(e), true) = (
@@ -288,11 +338,7 @@ async fn run_test(env: &Env, file: &Document, test: &Document) -> Result<(), Str
     }
     // Clean up whatever happened.
     for fp in std::mem::take(&mut st.failpoints) {
-        let _ = env
-            .internal
-            .database("admin")
-            .run_command(doc! { "configureFailPoint": fp, "mode": "off" })
-            .await;
+        disable_fail_point(env, &fp).await;
     }
     st.ents.clear().await;
     if st.started_txn {
@@ -330,12 +376,9 @@ async fn run_test_body(
     }
     // Disable fail points before looking at events and outcome.
     for fp in std::mem::take(&mut st.failpoints) {
-        let _ = env
-            .internal
-            .database("admin")
-            .run_command(doc! { "configureFailPoint": fp, "mode": "off" })
-            .await;
+        disable_fail_point(env, &fp).await;
     }
+    operations::check_pinned(st)?;
     if let Ok(expect) = test.get_array("expectEvents") {
         for e in expect {
             let Bson::Document(e) = e else {
@@ -627,12 +670,15 @@ fn check_events(st: &TestState, e: &Document) -> Result<(), String> {
         let (xk, xv) = x.iter().next().ok_or("empty expected event")?;
         let xv = xv.as_document().cloned().unwrap_or_default();
         let r = match (xk.as_str(), a) {
-            ("commandStartedEvent", Ev::Started { name, db, command }) => {
-                check_common(&xv, name, Some(db)).and_then(|_| match xv.get("command") {
-                    Some(c) => matches(c, Some(&Bson::Document(command.clone())), true, &st.ents),
-                    None => Ok(()),
-                })
-            }
+            (
+                "commandStartedEvent",
+                Ev::Started {
+                    name, db, command, ..
+                },
+            ) => check_common(&xv, name, Some(db)).and_then(|_| match xv.get("command") {
+                Some(c) => matches(c, Some(&Bson::Document(command.clone())), true, &st.ents),
+                None => Ok(()),
+            }),
             ("commandSucceededEvent", Ev::Succeeded { name, reply }) => {
                 check_common(&xv, name, None).and_then(|_| match xv.get("reply") {
                     Some(c) => matches(c, Some(&Bson::Document(reply.clone())), true, &st.ents),
