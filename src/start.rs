@@ -241,6 +241,30 @@ impl Handle {
 
     /// Stops reading the live sources (the oplog and the change streams) until
     /// [`Handle::resume`], while direct reads go on: gtm's `Pause`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+    /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
+    /// use futures::TryStreamExt;
+    /// use mongotail::{start, Namespace, OplogOptions, TailOptions};
+    ///
+    /// let orders = client.database("shop").collection::<bson::Document>("orders");
+    /// orders.insert_many((0..3).map(|i| bson::doc! {"_id": i})).await?;
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let (mut ops, handle) = start(
+    ///     &client,
+    ///     TailOptions::new().oplog(OplogOptions::new().namespace(ns.clone())).direct_read(ns),
+    /// );
+    /// handle.pause_live();
+    /// for _ in 0..3 {
+    ///     let op = ops.try_next().await?.expect("a copied document");
+    ///     assert!(op.is_source_direct()); // the copy goes on, the oplog waits
+    /// }
+    /// handle.resume();
+    /// # Ok(()) }
+    /// ```
     pub fn pause_live(&self) {
         self.live(OplogControl::pause, ChangeStreamControl::pause);
     }

@@ -439,7 +439,7 @@ async fn handle_calls_return_while_a_poll_is_stuck_on_the_server() {
     server.fail_off().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_start_function_may_call_the_handle() {
     let server = TestServer::start().await;
     let db_name = unique_db("start_func_handle");
@@ -447,31 +447,44 @@ async fn a_start_function_may_call_the_handle() {
     let c = server.client.database(&db_name).collection::<Document>("c");
     c.insert_one(doc! {"_id": 0}).await.unwrap();
     let after = last_op_timestamp(&server.client).await.unwrap().unwrap();
-    let cell: Arc<OnceLock<Handle>> = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
-    let (seen, counted) = (cell.clone(), calls.clone());
-    // Runs inside a poll of the stream, once per live source.
-    let start_fn = StartAt::func(move |_client| {
-        let handle = seen.get().cloned().expect("set before the first poll");
-        assert!(!handle.is_paused() && !handle.is_stopped());
-        handle.pause();
-        handle.resume();
-        drop((handle.oplog_position(), handle.resume_tokens()));
-        counted.fetch_add(1, Ordering::SeqCst);
-        async move { Ok(after) }
+    // The stream runs on a thread and runtime of its own, so that a handle call that
+    // deadlocked inside its poll would fail this test instead of hanging it.
+    let (uri, counted) = (server.uri.clone(), calls.clone());
+    let (ids_tx, ids) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = mongodb::Client::with_uri_str(&uri).await.unwrap();
+            let cell: Arc<OnceLock<Handle>> = Arc::default();
+            let seen = cell.clone();
+            // Runs inside a poll of the stream, once per live source.
+            let start_fn = StartAt::func(move |_client| {
+                let handle = seen.get().cloned().expect("set before the first poll");
+                assert!(!handle.is_paused() && !handle.is_stopped());
+                handle.pause();
+                handle.resume();
+                drop((handle.oplog_position(), handle.resume_tokens()));
+                counted.fetch_add(1, Ordering::SeqCst);
+                async move { Ok(after) }
+            });
+            let (mut ops, handle) = start(
+                &client,
+                TailOptions::new()
+                    .start(start_fn)
+                    .oplog(OplogOptions::new().namespace(target.clone()))
+                    .change_stream(ChangeStreamOptions::new().namespace(target)),
+            );
+            cell.set(handle).unwrap();
+            let _ = ids_tx.send(int_ids(&take_ops(&mut ops, 2).await));
+        });
     });
-    let (mut ops, handle) = start(
-        &server.client,
-        TailOptions::new()
-            .start(start_fn)
-            .oplog(OplogOptions::new().namespace(target.clone()))
-            .change_stream(ChangeStreamOptions::new().namespace(target)),
-    );
-    cell.set(handle).unwrap();
     c.insert_one(doc! {"_id": 1}).await.unwrap();
-    let reader = tokio::spawn(async move { int_ids(&take_ops(&mut ops, 2).await) });
-    let ids = tokio::time::timeout(WAIT, reader).await;
-    assert_eq!(ids.expect("no deadlock").unwrap(), vec![1, 1]);
+    let ids = tokio::time::timeout(WAIT, ids).await;
+    assert_eq!(ids.expect("the stream deadlocked").unwrap(), vec![1, 1]);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 

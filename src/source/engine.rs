@@ -208,7 +208,6 @@ const SEEK: u8 = 2;
 
 /// What an engine shares with the controls of its source (and a [`Handle`](crate::Handle)):
 /// the published position, seek and pause requests, and the waker of a pending poll.
-#[derive(Default)]
 pub(crate) struct Control<P> {
     position: Mutex<Option<P>>,
     requests: AtomicU8,
