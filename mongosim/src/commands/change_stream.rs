@@ -1616,27 +1616,7 @@ fn transaction_chain(
     }
     let mut prev = prev_ts(last);
     while let Some(p) = prev {
-        let seq = oplog.seek(p, true);
-        let Some(e) = oplog
-            .get(seq)
-            .filter(|e| ts_key(e.timestamp()) == ts_key(p))
-        else {
-            // The start of the transaction rolled off the oplog (SRV
-            // change_stream_unwind_transaction: IncompleteTransactionHistory -> 286).
-            return Err(CommandError::from_code(
-                ErrorCode::ChangeStreamHistoryLost,
-                format!(
-                    "Oplog no longer has history necessary for $changeStream to observe operations from a committed transaction. :: caused by :: oplog no longer contains the complete write history of this transaction, log with opTime {{ ts: Timestamp({}, {}), t: 1 }} cannot be found",
-                    p.time, p.increment
-                ),
-            ));
-        };
-        let doc = e.raw.to_document().map_err(|e| {
-            CommandError::from_code(
-                ErrorCode::InternalError,
-                format!("corrupt oplog entry: {e}"),
-            )
-        })?;
+        let doc = earlier_entry(oplog, p)?;
         chain.push((p, ops(&doc)));
         prev = prev_ts(&doc);
     }
@@ -1644,16 +1624,9 @@ fn transaction_chain(
     Ok(chain)
 }
 
-/// The operations of the prepare entry a `commitTransaction` entry links to through
-/// `prevOpTime`.
-fn prepared_chain(commit: &Document, oplog: &Oplog) -> CmdResult<Vec<(Timestamp, Vec<Bson>)>> {
-    let Some(p) = commit
-        .get_document("prevOpTime")
-        .ok()
-        .and_then(|p| p.get_timestamp("ts").ok())
-    else {
-        return Ok(Vec::new());
-    };
+/// The earlier entry of a transaction at `p` (through `prevOpTime`). When it rolled off the
+/// oplog: 286 (SRV change_stream_unwind_transaction: IncompleteTransactionHistory -> 286).
+fn earlier_entry(oplog: &Oplog, p: Timestamp) -> CmdResult<Document> {
     let seq = oplog.seek(p, true);
     let Some(e) = oplog
         .get(seq)
@@ -1667,12 +1640,25 @@ fn prepared_chain(commit: &Document, oplog: &Oplog) -> CmdResult<Vec<(Timestamp,
             ),
         ));
     };
-    let doc = e.raw.to_document().map_err(|e| {
+    e.raw.to_document().map_err(|e| {
         CommandError::from_code(
             ErrorCode::InternalError,
             format!("corrupt oplog entry: {e}"),
         )
-    })?;
+    })
+}
+
+/// The operations of the prepare entry a `commitTransaction` entry links to through
+/// `prevOpTime`.
+fn prepared_chain(commit: &Document, oplog: &Oplog) -> CmdResult<Vec<(Timestamp, Vec<Bson>)>> {
+    let Some(p) = commit
+        .get_document("prevOpTime")
+        .ok()
+        .and_then(|p| p.get_timestamp("ts").ok())
+    else {
+        return Ok(Vec::new());
+    };
+    let doc = earlier_entry(oplog, p)?;
     let ops = doc
         .get_document("o")
         .ok()
