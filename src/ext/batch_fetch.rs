@@ -136,7 +136,7 @@ type Done = (Vec<Waiting>, Result<Vec<Document>>);
 ///
 /// Configure it before polling with [`workers`](BatchFetch::workers) and
 /// [`ordered`](BatchFetch::ordered).
-#[pin_project]
+#[pin_project(project = BatchFetchProj)]
 #[must_use = "streams do nothing unless polled"]
 pub struct BatchFetch<S: Stream, F> {
     #[pin]
@@ -331,35 +331,7 @@ where
             }
 
             // 3. Start finds while workers are free; take in every finished one.
-            let mut finished = false;
-            loop {
-                while this.in_flight.len() < *this.workers {
-                    let Some(job) = this.queued.pop_front() else {
-                        break;
-                    };
-                    tracing::debug!(
-                        namespace = %job.namespace,
-                        ids = job.ids.len(),
-                        ops = job.waiting.len(),
-                        "batch_fetch: fetching"
-                    );
-                    let fetch = this.fetcher.fetch(job.namespace, job.ids);
-                    let waiting = job.waiting;
-                    this.in_flight
-                        .push(async move { (waiting, fetch.await) }.boxed());
-                }
-                if this.in_flight.is_empty() {
-                    break;
-                }
-                match this.in_flight.poll_next_unpin(cx) {
-                    Poll::Ready(Some((waiting, result))) => {
-                        apply(this.sequencer, waiting, result);
-                        finished = true;
-                    }
-                    _ => break,
-                }
-            }
-            if finished {
+            if drive_fetches(&mut this, cx) {
                 continue;
             }
 
@@ -377,29 +349,7 @@ where
                             this.sequencer.push(lane, true, Payload::op(op));
                             continue;
                         };
-                        let namespace = op.namespace.clone();
-                        let seq = this.sequencer.push(lane, false, Payload::op(op));
-                        if *this.open_len == 0 {
-                            let now = Instant::now();
-                            // A window too long to add (`Duration::MAX`) means "never".
-                            let at = now.checked_add(*this.window).unwrap_or(now + FAR_FUTURE);
-                            match this.deadline {
-                                Some(deadline) => deadline.as_mut().reset(at),
-                                None => {
-                                    *this.deadline = Some(Box::pin(tokio::time::sleep_until(at)))
-                                }
-                            }
-                        }
-                        let key = id_key_bytes(&id);
-                        let entry = (id, Waiting { seq, key });
-                        match this.open.iter_mut().find(|(ns, _)| *ns == namespace) {
-                            Some((_, ops)) => ops.push(entry),
-                            None => this.open.push((namespace, vec![entry])),
-                        }
-                        *this.open_len += 1;
-                        if *this.open_len >= *this.max_batch {
-                            seal(this.open, this.open_len, this.queued);
-                        }
+                        buffer(&mut this, op, id, lane);
                         continue;
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -467,6 +417,68 @@ where
 }
 
 /// Closes the open batch: one job per namespace, ids deduplicated.
+/// Starts finds while workers are free and takes in every finished one; `true` when one
+/// finished (its ops may be releasable).
+fn drive_fetches<S: Stream, F: Fetcher>(
+    this: &mut BatchFetchProj<'_, S, F>,
+    cx: &mut Context<'_>,
+) -> bool {
+    let mut finished = false;
+    loop {
+        while this.in_flight.len() < *this.workers {
+            let Some(job) = this.queued.pop_front() else {
+                break;
+            };
+            tracing::debug!(
+                namespace = %job.namespace,
+                ids = job.ids.len(),
+                ops = job.waiting.len(),
+                "batch_fetch: fetching"
+            );
+            let fetch = this.fetcher.fetch(job.namespace, job.ids);
+            let waiting = job.waiting;
+            this.in_flight
+                .push(async move { (waiting, fetch.await) }.boxed());
+        }
+        if this.in_flight.is_empty() {
+            return finished;
+        }
+        match this.in_flight.poll_next_unpin(cx) {
+            Poll::Ready(Some((waiting, result))) => {
+                apply(this.sequencer, waiting, result);
+                finished = true;
+            }
+            _ => return finished,
+        }
+    }
+}
+
+/// Puts an op whose document must be fetched into the open batch (arming the batch's
+/// deadline when it is the first), sealing the batch when it is full.
+fn buffer<S: Stream, F>(this: &mut BatchFetchProj<'_, S, F>, op: Op, id: Bson, lane: Lane) {
+    let namespace = op.namespace.clone();
+    let seq = this.sequencer.push(lane, false, Payload::op(op));
+    if *this.open_len == 0 {
+        let now = Instant::now();
+        // A window too long to add (`Duration::MAX`) means "never".
+        let at = now.checked_add(*this.window).unwrap_or(now + FAR_FUTURE);
+        match this.deadline {
+            Some(deadline) => deadline.as_mut().reset(at),
+            None => *this.deadline = Some(Box::pin(tokio::time::sleep_until(at))),
+        }
+    }
+    let key = id_key_bytes(&id);
+    let entry = (id, Waiting { seq, key });
+    match this.open.iter_mut().find(|(ns, _)| *ns == namespace) {
+        Some((_, ops)) => ops.push(entry),
+        None => this.open.push((namespace, vec![entry])),
+    }
+    *this.open_len += 1;
+    if *this.open_len >= *this.max_batch {
+        seal(this.open, this.open_len, this.queued);
+    }
+}
+
 fn seal(
     open: &mut Vec<(Namespace, Vec<(Bson, Waiting)>)>,
     open_len: &mut usize,
