@@ -21,6 +21,7 @@ use std::cmp::Ordering;
 
 use bson::{doc, oid::ObjectId, Bson, Document, Timestamp};
 
+use super::read::batch_into;
 use super::shard_key::{cmp_keys, ShardKey};
 use super::Router;
 use crate::commands::Ctx;
@@ -191,16 +192,7 @@ pub(crate) async fn find_all(
     let mut out = Vec::new();
     let mut cursor = reply.get_document("cursor").cloned().unwrap_or_default();
     loop {
-        let batch = cursor
-            .get_array("firstBatch")
-            .or_else(|_| cursor.get_array("nextBatch"))
-            .cloned()
-            .unwrap_or_default();
-        out.extend(batch.into_iter().filter_map(|d| match d {
-            Bson::Document(d) => Some(d),
-            _ => None,
-        }));
-        let id = cursor.get_i64("id").unwrap_or(0);
+        let id = batch_into(&cursor, &mut out);
         if id == 0 {
             return Ok(out);
         }

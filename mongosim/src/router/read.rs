@@ -72,6 +72,18 @@ async fn single(
     Ok(adopt_shard_cursor(r, ctx, shard, reply, version))
 }
 
+/// Appends the documents of a cursor reply's `cursor` (its `firstBatch` or `nextBatch`) to
+/// `out`; returns the cursor id (0: exhausted).
+pub(crate) fn batch_into(cursor: &Document, out: &mut Vec<Document>) -> i64 {
+    let batch = cursor
+        .get_array("firstBatch")
+        .or_else(|_| cursor.get_array("nextBatch"))
+        .map(|b| b.as_slice())
+        .unwrap_or_default();
+    out.extend(batch.iter().filter_map(|d| d.as_document().cloned()));
+    cursor.get_i64("id").unwrap_or(0)
+}
+
 /// All documents of a cursor reply, with getMores until it is exhausted.
 pub(crate) async fn drain(
     r: &Router,
@@ -84,16 +96,7 @@ pub(crate) async fn drain(
     let mut out = Vec::new();
     loop {
         let cursor = reply.get_document("cursor").cloned().unwrap_or_default();
-        let batch = cursor
-            .get_array("firstBatch")
-            .or_else(|_| cursor.get_array("nextBatch"))
-            .cloned()
-            .unwrap_or_default();
-        out.extend(batch.into_iter().filter_map(|d| match d {
-            Bson::Document(d) => Some(d),
-            _ => None,
-        }));
-        let id = cursor.get_i64("id").unwrap_or(0);
+        let id = batch_into(&cursor, &mut out);
         if id == 0 {
             return Ok(out);
         }
