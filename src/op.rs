@@ -231,8 +231,17 @@ pub enum Position {
     /// with [`ChangeStreamOptions::resume_after`](crate::ChangeStreamOptions::resume_after)
     /// or [`start_after`](crate::ChangeStreamOptions::start_after).
     ResumeToken(ResumeToken),
-    /// Direct reads have no resumable position.
+    /// Direct reads have no resumable position of their own (a checkpoint keeps their
+    /// progress per `_id` range).
     Direct,
+    /// The oplog `ts` of the entry on one shard of a sharded cluster (per-shard tailing):
+    /// a cluster stream's position is the vector of its shards' positions.
+    Shard {
+        /// The shard's id (`_id` in `config.shards`).
+        shard: String,
+        /// The entry's `ts` on that shard (for a transaction: its commit entry's).
+        ts: Timestamp,
+    },
 }
 
 /// One entry of [`UpdateDescription::truncated_arrays`].

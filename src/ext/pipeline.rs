@@ -250,6 +250,7 @@ fn position_id(position: &Position) -> Bson {
         // A token serializes as the document the server sent; it cannot fail.
         Position::ResumeToken(token) => bson::to_bson(token).unwrap_or(Bson::Null),
         Position::Oplog(ts) => Bson::Document(doc! {"ts": *ts}),
+        Position::Shard { shard, ts } => Bson::Document(doc! {"shard": shard, "ts": *ts}),
         _ => Bson::Null,
     }
 }
