@@ -472,11 +472,14 @@ mod tests {
             },
             None,
         );
-        let oplog = t.lane(LaneKey::Oplog, None);
         assert!(t.lanes().is_some(), "ranges may lack a position");
+        let oplog = t.lane(LaneKey::Oplog, None);
+        assert!(t.lanes().is_none(), "the oplog has no position yet");
+        t.idle(oplog, ts(1));
+        assert!(t.lanes().is_some());
         t.register(range, Some(Mark::Id(Bson::Int32(1))));
         t.register(oplog, Some(ts(2)));
-        assert!(t.lanes().is_none());
+        assert!(t.lanes().is_none(), "a new op clears the idle position");
         t.end(range);
         assert_eq!(t.most_waiting().map(|(_, n)| n), Some(1));
     }
