@@ -73,6 +73,8 @@ impl Mark {
 struct Entry {
     mark: Option<Mark>,
     acked: bool,
+    /// Not an op: where the source stood when it went idle after the ops before it.
+    idle: bool,
 }
 
 /// One lane: its outstanding ops in delivery order and its positions.
@@ -81,21 +83,23 @@ struct Lane {
     /// Ops delivered and not yet folded into `base`; `entries[0]` has sequence `front`.
     entries: VecDeque<Entry>,
     front: u64,
-    /// The position just after every op before `entries[0]` (or where the lane started).
+    /// The position just after every op before `entries[0]` (or where the lane started,
+    /// or where its source last went idle).
     base: Option<Mark>,
-    /// The position the source reported when it last went idle with every op delivered;
-    /// cleared by each delivered op.
-    idle: Option<Mark>,
     /// The source will deliver no more ops (a direct-read range read to its end).
     ended: bool,
 }
 
 impl Lane {
     fn watermark(&self) -> Option<&Mark> {
-        if self.entries.is_empty() {
-            self.idle.as_ref().or(self.base.as_ref())
-        } else {
-            self.base.as_ref()
+        self.base.as_ref()
+    }
+
+    /// The newest position known: of the last op delivered, else the base.
+    fn newest(&self) -> Option<&Mark> {
+        match self.entries.back() {
+            Some(entry) => entry.mark.as_ref(),
+            None => self.base.as_ref(),
         }
     }
 
@@ -175,7 +179,6 @@ impl Tracker {
             entries: VecDeque::new(),
             front: 0,
             base,
-            idle: None,
             ended: false,
         });
         lanes.len() - 1
@@ -192,8 +195,11 @@ impl Tracker {
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let mut lanes = self.lanes.lock();
         let lane = &mut lanes[lane];
-        lane.idle = None;
-        lane.entries.push_back(Entry { mark, acked: false });
+        lane.entries.push_back(Entry {
+            mark,
+            acked: false,
+            idle: false,
+        });
         lane.front + lane.entries.len() as u64 - 1
     }
 
@@ -202,13 +208,22 @@ impl Tracker {
         let mut lanes = self.lanes.lock();
         let lane = &mut lanes[lane];
         // A source re-opened inside a transaction reports the entry before it until that
-        // transaction is read again: never let the idle position go behind the base.
-        if let (Some(Mark::Oplog(base)), Mark::Oplog(idle)) = (&lane.base, &mark) {
-            if idle.ts < base.ts {
+        // transaction is read again: never let the idle position go behind.
+        if let (Some(Mark::Oplog(newest)), Mark::Oplog(idle)) = (lane.newest(), &mark) {
+            if idle.ts < newest.ts {
                 return;
             }
         }
-        lane.idle = Some(mark);
+        // It stands after every op delivered: once they are acknowledged, it is the base.
+        match lane.entries.back_mut() {
+            None => lane.base = Some(mark),
+            Some(last) if last.idle => last.mark = Some(mark),
+            Some(_) => lane.entries.push_back(Entry {
+                mark: Some(mark),
+                acked: true,
+                idle: true,
+            }),
+        }
     }
 
     /// The source of `lane` will deliver nothing more.
@@ -224,7 +239,7 @@ impl Tracker {
                 return; // acknowledged before (a clone of the ack)
             };
             match lane.entries.get_mut(at as usize) {
-                Some(entry) if !entry.acked => entry.acked = true,
+                Some(entry) if !entry.acked && !entry.idle => entry.acked = true,
                 _ => return,
             }
             if at == 0 {
@@ -456,7 +471,7 @@ mod tests {
         acks[2].clone().ack();
         assert_eq!(pos(&t), Some(ts(9)));
         let seq = t.register(lane, Some(ts(10)));
-        assert_eq!(pos(&t), Some(ts(5)), "a new op clears the idle position");
+        assert_eq!(pos(&t), Some(ts(9)), "the idle position became the base");
         Ack::new(t.clone(), lane, seq).ack();
         assert_eq!(pos(&t), Some(ts(10)));
         assert_eq!(t.take_acked(), 5);
@@ -479,7 +494,12 @@ mod tests {
         assert!(t.lanes().is_some());
         t.register(range, Some(Mark::Id(Bson::Int32(1))));
         t.register(oplog, Some(ts(2)));
-        assert!(t.lanes().is_none(), "a new op clears the idle position");
+        let oplog_at = |t: &Tracker| t.lanes().unwrap()[1].position.clone();
+        assert_eq!(
+            oplog_at(&t),
+            Some(ts(1)),
+            "the idle position became the base"
+        );
         t.end(range);
         assert_eq!(t.most_waiting().map(|(_, n)| n), Some(1));
     }
