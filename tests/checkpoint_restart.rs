@@ -101,7 +101,7 @@ async fn a_restart_inside_a_transaction_delivers_the_rest_of_it() {
     let after = server.latest_ts().await;
     let mut session = server.client.start_session().await.unwrap();
     session.start_transaction().await.unwrap();
-    for i in 0..60 {
+    for i in 0..300 {
         coll.insert_one(doc! {"_id": i})
             .session(&mut session)
             .await
@@ -128,7 +128,7 @@ async fn a_restart_inside_a_transaction_delivers_the_rest_of_it() {
     assert_eq!(saved.index, Some(20), "inside the transaction, after op 20");
 
     let (mut ops, handle) = start(&server.client, options);
-    for i in 21..60 {
+    for i in 21..300 {
         let op = next(&mut ops).await;
         assert_eq!(op.txn.as_ref().map(|t| t.index), Some(i), "{op:?}");
         assert_eq!(id(&op), i as i32);

@@ -70,6 +70,10 @@ pub struct Checkpoint {
     /// empty string for the whole deployment).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub change_streams: BTreeMap<String, ResumeToken>,
+    /// Change streams that started at a cluster time and have no resume token yet, by
+    /// scope: they resume at that time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub change_stream_times: BTreeMap<String, Timestamp>,
     /// Direct-read progress by namespace (`db.coll`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub direct: BTreeMap<String, DirectProgress>,
@@ -84,6 +88,7 @@ impl Default for Checkpoint {
             version: FORMAT_VERSION,
             oplog: None,
             change_streams: BTreeMap::new(),
+            change_stream_times: BTreeMap::new(),
             direct: BTreeMap::new(),
             shards: BTreeMap::new(),
         }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use parking_lot::Mutex;
 
@@ -50,6 +50,8 @@ impl LaneKey {
 pub(crate) enum Mark {
     Oplog(OplogProgress),
     Token(ResumeToken),
+    /// A change stream's start time, before it has a token.
+    Time(Timestamp),
     /// The `_id` of a document read directly (ranges are read in `_id` order).
     Id(Bson),
 }
@@ -372,7 +374,11 @@ pub(crate) fn apply(cp: &mut Checkpoint, lanes: &[LaneState]) {
         match (&lane.key, &lane.position) {
             (LaneKey::Oplog, Some(Mark::Oplog(p))) => cp.oplog = Some(*p),
             (LaneKey::ChangeStream(scope), Some(Mark::Token(t))) => {
+                cp.change_stream_times.remove(scope);
                 cp.change_streams.insert(scope.clone(), t.clone());
+            }
+            (LaneKey::ChangeStream(scope), Some(Mark::Time(ts))) => {
+                cp.change_stream_times.insert(scope.clone(), *ts);
             }
             (LaneKey::Shard(id), Some(Mark::Oplog(p))) => {
                 cp.shards.insert(id.clone(), *p);
@@ -438,7 +444,6 @@ impl PartialEq for Ack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::Timestamp;
 
     fn ts(n: u32) -> Mark {
         Mark::Oplog(OplogProgress::new(Timestamp {

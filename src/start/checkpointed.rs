@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use bson::Timestamp;
 use futures::stream::{self, BoxStream, StreamExt};
 use mongodb::Client;
 use tokio::sync::watch;
@@ -15,10 +16,15 @@ use crate::error::Result;
 use crate::op::Op;
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions};
 use crate::source::oplog::OplogControl;
+use crate::source::start_at::StartAt;
 
 /// The sources of `options`, started once the checkpoint is loaded: each resumes from its
 /// stored position, and the saver's tracker follows their ops. A checkpoint that cannot be
 /// loaded (unreadable, foreign, store unreachable) is the stream's only item.
+///
+/// On a first start, the start point of every live source is saved before any op is
+/// delivered, so that a process killed before its first acknowledgement was saved still
+/// resumes from there (not from a later "now").
 pub(super) fn resume(
     client: Client,
     mut options: TailOptions,
@@ -32,15 +38,17 @@ pub(super) fn resume(
             Ok(loaded) => loaded.unwrap_or_default(),
             Err(e) => return stream::once(async move { Err(e) }).boxed(),
         };
-        if loaded.oplog.is_some() || !loaded.change_streams.is_empty() {
-            tracing::info!(checkpoint = %saver.options().name, "resuming from the checkpoint");
-        }
+        let shared = match &snapshot {
+            Some(snapshot) if needs_start(&options, &loaded) => snapshot.take().await.ok(),
+            _ => None,
+        };
+        let bases = Bases::new(&options, &loaded, shared);
         apply(&mut options, &loaded);
+        saver.tracker.set_base(loaded);
         let tracking = Tracking {
             tracker: saver.tracker.clone(),
-            loaded,
+            bases,
         };
-        saver.tracker.set_base(tracking.loaded.clone());
         let sources = build(
             &client,
             options,
@@ -49,10 +57,74 @@ pub(super) fn resume(
             Some(&tracking),
             direct_done,
         );
-        stream::select_all(sources).boxed()
+        // Every live lane exists now, at its start: save it before the first op.
+        let saved = saver.save_now().await.err();
+        let failed = stream::iter(saved.map(Err));
+        failed.chain(stream::select_all(sources)).boxed()
     })
     .flatten()
     .boxed()
+}
+
+/// Whether a live source of `options` starts fresh (nothing in `cp`) from the shared start.
+fn needs_start(options: &TailOptions, cp: &Checkpoint) -> bool {
+    let oplog = options
+        .oplog
+        .as_ref()
+        .is_some_and(|o| o.start.is_none() && cp.oplog.is_none());
+    let scopes = scopes(&options.change_streams);
+    let streams = options
+        .change_streams
+        .iter()
+        .zip(&scopes)
+        .any(|(cs, scope)| {
+            let own = cs.start.is_some() || cs.resume_after.is_some() || cs.start_after.is_some();
+            !own && !cp.change_streams.contains_key(scope)
+                && !cp.change_stream_times.contains_key(scope)
+        });
+    oplog || streams
+}
+
+/// Where each live lane starts: its stored position, else the start it was given when that
+/// is a known point (a time or a token), else the shared start of a fresh start.
+struct Bases {
+    oplog: Option<Mark>,
+    change_streams: Vec<Option<Mark>>,
+}
+
+impl Bases {
+    fn new(options: &TailOptions, cp: &Checkpoint, shared: Option<Timestamp>) -> Bases {
+        // A source's own start, else the common one (a function there is the shared start:
+        // with a function of the user's own, `shared` is `None`).
+        let given = |own: &Option<StartAt>| match (own, &options.start) {
+            (Some(StartAt::After(ts)), _) | (None, StartAt::After(ts)) => Some(*ts),
+            (None, StartAt::Func(_)) => shared,
+            _ => None,
+        };
+        let oplog = options.oplog.as_ref().and_then(|o| {
+            let stored = cp.oplog.map(Mark::Oplog);
+            stored.or_else(|| given(&o.start).map(|ts| Mark::Oplog(OplogProgress::new(ts))))
+        });
+        let scopes = scopes(&options.change_streams);
+        let change_streams = options
+            .change_streams
+            .iter()
+            .zip(&scopes)
+            .map(|(cs, scope)| {
+                let stored = cp.change_streams.get(scope).cloned().map(Mark::Token);
+                let time = cp.change_stream_times.get(scope).copied().map(Mark::Time);
+                let token = cs.start_after.clone().or_else(|| cs.resume_after.clone());
+                stored
+                    .or(time)
+                    .or_else(|| token.map(Mark::Token))
+                    .or_else(|| given(&cs.start).map(Mark::Time))
+            })
+            .collect();
+        Bases {
+            oplog,
+            change_streams,
+        }
+    }
 }
 
 /// Sets each live source of `options` to resume from its position in `cp`.
@@ -64,6 +136,9 @@ fn apply(options: &mut TailOptions, cp: &Checkpoint) {
     for (cs, scope) in options.change_streams.iter_mut().zip(scopes) {
         if let Some(token) = cp.change_streams.get(&scope) {
             cs.start_after = Some(token.clone());
+        } else if let Some(ts) = cp.change_stream_times.get(&scope) {
+            cs.start = Some(StartAt::After(*ts));
+            (cs.start_after, cs.resume_after) = (None, None);
         }
     }
 }
@@ -90,10 +165,10 @@ pub(super) fn scopes(streams: &[ChangeStreamOptions]) -> Vec<String> {
     out
 }
 
-/// What [`build`] needs to track a source: the tracker and the loaded checkpoint.
+/// What [`build`] needs to track a source: the tracker and where each live lane starts.
 pub(super) struct Tracking {
     tracker: Arc<Tracker>,
-    loaded: Checkpoint,
+    bases: Bases,
 }
 
 impl Tracking {
@@ -107,8 +182,7 @@ impl Tracking {
         source: BoxStream<'static, Result<Op>>,
         control: &OplogControl,
     ) -> BoxStream<'static, Result<Op>> {
-        let base = self.loaded.oplog.map(Mark::Oplog);
-        let lane = self.tracker.lane(LaneKey::Oplog, base);
+        let lane = self.tracker.lane(LaneKey::Oplog, self.bases.oplog.clone());
         let control = control.clone();
         let idle = Box::new(move || {
             let at = control.position();
@@ -119,16 +193,17 @@ impl Tracking {
         Tracked::one(source, self.tracker(), lane, LaneKey::Oplog, Some(idle)).boxed()
     }
 
-    /// A change stream as a tracked lane; idle, it stands at its latest token.
+    /// Change stream `index` as a tracked lane; idle, it stands at its latest token.
     pub(super) fn change_stream(
         &self,
         source: BoxStream<'static, Result<Op>>,
         control: &ChangeStreamControl,
+        index: usize,
         scope: String,
     ) -> BoxStream<'static, Result<Op>> {
-        let base = self.loaded.change_streams.get(&scope).cloned();
+        let base = self.bases.change_streams.get(index).cloned().flatten();
         let key = LaneKey::ChangeStream(scope);
-        let lane = self.tracker.lane(key.clone(), base.map(Mark::Token));
+        let lane = self.tracker.lane(key.clone(), base);
         let (control, own) = (control.clone(), key.clone());
         let idle = Box::new(move || {
             let token = control.position();

@@ -602,11 +602,11 @@ fn build(
         .change_streams
         .into_iter()
         .zip(&controls.change_streams);
-    for ((mut cs, control), scope) in streams.zip(scopes) {
+    for (index, ((mut cs, control), scope)) in streams.zip(scopes).enumerate() {
         cs.start.get_or_insert_with(|| options.start.clone());
         let s = ChangeStreamSource::with_control(client, cs, control).boxed();
         sources.push(match tracking {
-            Some(t) => t.change_stream(s, control, scope),
+            Some(t) => t.change_stream(s, control, index, scope),
             None => s,
         });
     }
@@ -642,7 +642,7 @@ struct SnapshotStart {
 
 impl SnapshotStart {
     /// The shared start (concurrent callers wait for the one request).
-    async fn take(&self) -> Result<Timestamp> {
+    pub(super) async fn take(&self) -> Result<Timestamp> {
         self.taken
             .get_or_init(|| async { cluster_time(&self.client).await.map_err(|e| e.to_string()) })
             .await
@@ -661,7 +661,10 @@ fn snapshot_start(client: &Client, options: &mut TailOptions) -> Option<Arc<Snap
         .as_ref()
         .is_some_and(|d| !d.namespaces.is_empty());
     let live = options.oplog.is_some() || !options.change_streams.is_empty();
-    if !direct || !live || !matches!(options.start, StartAt::Latest) {
+    // With a checkpoint, live sources starting from now share the start too: it is saved
+    // before the first op, so a restart never skips what came after it.
+    let shared = direct || options.checkpoint.is_some();
+    if !shared || !live || !matches!(options.start, StartAt::Latest) {
         return None;
     }
     let snapshot = Arc::new(SnapshotStart {
