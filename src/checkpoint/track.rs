@@ -252,7 +252,8 @@ impl Tracker {
         if before >= self.max_outstanding && self.blocked.load(Ordering::Acquire) {
             self.wake_waiting();
         }
-        if self.acked.fetch_add(1, Ordering::AcqRel) + 1 >= self.save_every {
+        // Once per `save_every` acknowledgements (the saver resets the count).
+        if self.acked.fetch_add(1, Ordering::AcqRel) + 1 == self.save_every {
             self.save_due.notify_one();
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bson::Timestamp;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{self, BoxStream, StreamExt};
 use mongodb::Client;
 use tokio::sync::watch;
@@ -32,11 +33,11 @@ pub(super) fn resume(
     controls: Controls,
     saver: Arc<Saver>,
     direct_done: watch::Sender<bool>,
-) -> BoxStream<'static, Result<Op>> {
-    stream::once(async move {
+) -> BoxFuture<'static, Vec<BoxStream<'static, Result<Op>>>> {
+    async move {
         let loaded = match saver.load().await {
             Ok(loaded) => loaded.unwrap_or_default(),
-            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+            Err(e) => return vec![stream::once(async move { Err(e) }).boxed()],
         };
         let shared = match &snapshot {
             Some(snapshot) if needs_start(&options, &loaded) => snapshot.take().await.ok(),
@@ -49,7 +50,7 @@ pub(super) fn resume(
             tracker: saver.tracker.clone(),
             bases,
         };
-        let sources = build(
+        let mut sources = build(
             &client,
             options,
             snapshot,
@@ -58,11 +59,11 @@ pub(super) fn resume(
             direct_done,
         );
         // Every live lane exists now, at its start: save it before the first op.
-        let saved = saver.save_now().await.err();
-        let failed = stream::iter(saved.map(Err));
-        failed.chain(stream::select_all(sources)).boxed()
-    })
-    .flatten()
+        if let Err(e) = saver.save_now().await {
+            sources.insert(0, stream::once(async move { Err(e) }).boxed());
+        }
+        sources
+    }
     .boxed()
 }
 

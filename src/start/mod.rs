@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bson::Timestamp;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
 use futures::task::AtomicWaker;
 use mongodb::change_stream::event::ResumeToken;
@@ -211,6 +212,8 @@ struct Shared {
 pub struct OpStream {
     /// `None` once stopped or ended: dropping the sources closes their cursors.
     sources: Option<SelectAll<BoxStream<'static, Result<Op>>>>,
+    /// The sources of a checkpointed start, built once the checkpoint is loaded.
+    loading: Option<BoxFuture<'static, Vec<BoxStream<'static, Result<Op>>>>>,
     shared: Arc<Shared>,
     /// The checkpoint's saver, and whether its task was spawned (at the first poll, inside
     /// the caller's Tokio runtime).
@@ -269,7 +272,13 @@ impl Stream for OpStream {
                 return Poll::Ready(None);
             };
             let paused = this.shared.paused.load(Ordering::Acquire);
-            if !paused {
+            if let Some(loading) = this.loading.as_mut().filter(|_| !paused) {
+                if let Poll::Ready(loaded) = loading.poll_unpin(cx) {
+                    this.loading = None;
+                    sources.extend(loaded);
+                }
+            }
+            if !paused && this.loading.is_none() {
                 match sources.poll_next_unpin(cx) {
                     Poll::Ready(None) => {
                         this.shared.stopped.store(true, Ordering::Release);
@@ -538,10 +547,8 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
     let controls = Controls::for_options(&options);
     let (tx, rx) = watch::channel(false);
     let saver = options.checkpoint.take().map(|c| Arc::new(Saver::new(c)));
-    let sources: SelectAll<BoxStream<'static, Result<Op>>> = match &saver {
-        None => build(client, options, snapshot, &controls, None, tx)
-            .into_iter()
-            .collect(),
+    let (sources, loading) = match &saver {
+        None => (build(client, options, snapshot, &controls, None, tx), None),
         Some(saver) => {
             let resumed = checkpointed::resume(
                 client.clone(),
@@ -551,10 +558,12 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
                 saver.clone(),
                 tx,
             );
-            std::iter::once(resumed).collect()
+            (Vec::new(), Some(resumed))
         }
     };
-    assemble(sources, controls, rx, saver)
+    let (mut stream, handle) = assemble(sources.into_iter().collect(), controls, rx, saver);
+    stream.loading = loading;
+    (stream, handle)
 }
 
 /// The controls of the live sources, made before the sources (which a checkpoint delays
@@ -709,6 +718,7 @@ fn assemble(
     };
     let stream = OpStream {
         sources: Some(sources),
+        loading: None,
         shared,
         saver: saver.map(|s| (s, false)),
     };
