@@ -34,6 +34,8 @@ pub(crate) enum LaneKey {
     Range { ns: String, index: usize },
     /// One shard of a cluster: [`Checkpoint::shards`].
     Shard(String),
+    /// A lane whose progress was forgotten (a direct read started over): in no checkpoint.
+    Retired,
 }
 
 impl LaneKey {
@@ -41,7 +43,7 @@ impl LaneKey {
     /// may be saved (a direct read alone must never be saved without the live position it
     /// pairs with).
     fn is_live(&self) -> bool {
-        !matches!(self, LaneKey::Range { .. })
+        !matches!(self, LaneKey::Range { .. } | LaneKey::Retired)
     }
 }
 
@@ -319,6 +321,36 @@ impl Tracker {
             });
         }
         Some(out)
+    }
+
+    /// Moves `lane` to `mark`, dropping its outstanding ops (their acknowledgements then
+    /// do nothing): the source starts over from there.
+    pub(crate) fn reset(&self, lane: usize, mark: Mark) {
+        let dropped = {
+            let mut lanes = self.lanes.lock();
+            let lane = &mut lanes[lane];
+            let unacked = lane.entries.iter().filter(|e| !e.acked).count();
+            lane.front += lane.entries.len() as u64;
+            lane.entries.clear();
+            lane.base = Some(mark);
+            unacked
+        };
+        if dropped > 0 {
+            self.outstanding.fetch_sub(dropped, Ordering::AcqRel);
+            if self.blocked.load(Ordering::Acquire) {
+                self.wake_waiting();
+            }
+        }
+    }
+
+    /// Forgets the direct-read progress of `ns` (it is read again from the start).
+    pub(crate) fn forget_direct(&self, ns: &str) {
+        self.base.lock().direct.remove(ns);
+        for lane in self.lanes.lock().iter_mut() {
+            if matches!(&lane.key, LaneKey::Range { ns: n, .. } if n == ns) {
+                lane.key = LaneKey::Retired; // lane numbers stay: acks refer to them
+            }
+        }
     }
 
     /// The direct-read progress of `ns` in the loaded checkpoint.

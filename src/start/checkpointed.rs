@@ -9,14 +9,15 @@ use futures::stream::{self, BoxStream, StreamExt};
 use mongodb::Client;
 use tokio::sync::watch;
 
+use super::reread::{Rereading, Restart};
 use super::{build, Controls, SnapshotStart, TailOptions};
 use crate::checkpoint::track::{LaneKey, Mark, Tracker};
 use crate::checkpoint::tracked::Tracked;
-use crate::checkpoint::{Checkpoint, OplogProgress, Saver};
+use crate::checkpoint::{Checkpoint, OplogProgress, PositionLostPolicy, Saver};
 use crate::error::Result;
-use crate::op::Op;
-use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions};
-use crate::source::oplog::OplogControl;
+use crate::op::{Namespace, Op};
+use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
+use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
 use crate::source::start_at::StartAt;
 
 /// The sources of `options`, started once the checkpoint is loaded: each resumes from its
@@ -49,6 +50,8 @@ pub(super) fn resume(
         let tracking = Tracking {
             tracker: saver.tracker.clone(),
             bases,
+            client: client.clone(),
+            policy: saver.options().on_position_lost,
         };
         let mut sources = build(
             &client,
@@ -166,10 +169,13 @@ pub(super) fn scopes(streams: &[ChangeStreamOptions]) -> Vec<String> {
     out
 }
 
-/// What [`build`] needs to track a source: the tracker and where each live lane starts.
+/// What [`build`] needs to track a source: the tracker, where each live lane starts, and
+/// what to do when a stored position is lost.
 pub(super) struct Tracking {
     tracker: Arc<Tracker>,
     bases: Bases,
+    client: Client,
+    policy: PositionLostPolicy,
 }
 
 impl Tracking {
@@ -182,16 +188,21 @@ impl Tracking {
         &self,
         source: BoxStream<'static, Result<Op>>,
         control: &OplogControl,
+        options: OplogOptions,
     ) -> BoxStream<'static, Result<Op>> {
         let lane = self.tracker.lane(LaneKey::Oplog, self.bases.oplog.clone());
-        let control = control.clone();
-        let idle = Box::new(move || {
-            let at = control.position();
-            at.map(|ts| (LaneKey::Oplog, Mark::Oplog(OplogProgress::new(ts))))
-                .into_iter()
-                .collect()
+        let tracked = track_oplog(&self.tracker, lane, source, control);
+        if self.policy != PositionLostPolicy::Reread {
+            return tracked;
+        }
+        let (client, tracker, control) = (self.client.clone(), self.tracker(), control.clone());
+        let scope = options.namespaces.clone();
+        let live = Box::new(move |ts| {
+            let o = options.clone().resume_from(OplogProgress::new(ts));
+            let s = OplogStream::with_control(&client, o, &control).boxed();
+            track_oplog(&tracker, lane, s, &control)
         });
-        Tracked::one(source, self.tracker(), lane, LaneKey::Oplog, Some(idle)).boxed()
+        self.rereading(tracked, lane, LaneKey::Oplog, scope, live)
     }
 
     /// Change stream `index` as a tracked lane; idle, it stands at its latest token.
@@ -201,20 +212,79 @@ impl Tracking {
         control: &ChangeStreamControl,
         index: usize,
         scope: String,
+        options: ChangeStreamOptions,
     ) -> BoxStream<'static, Result<Op>> {
         let base = self.bases.change_streams.get(index).cloned().flatten();
         let key = LaneKey::ChangeStream(scope);
         let lane = self.tracker.lane(key.clone(), base);
-        let (control, own) = (control.clone(), key.clone());
-        let idle = Box::new(move || {
-            let token = control.position();
-            token
-                .map(|t| (own.clone(), Mark::Token(t)))
-                .into_iter()
-                .collect()
+        let tracked = track_change_stream(&self.tracker, lane, &key, source, control);
+        if self.policy != PositionLostPolicy::Reread {
+            return tracked;
+        }
+        let (client, tracker, control) = (self.client.clone(), self.tracker(), control.clone());
+        let scope = options.namespace.clone().into_iter().collect();
+        let own = key.clone();
+        let live = Box::new(move |ts| {
+            let mut cs = options.clone();
+            (cs.start, cs.start_after, cs.resume_after) = (Some(StartAt::After(ts)), None, None);
+            let s = ChangeStreamSource::with_control(&client, cs, &control).boxed();
+            track_change_stream(&tracker, lane, &own, s, &control)
         });
-        Tracked::one(source, self.tracker(), lane, key, Some(idle)).boxed()
+        self.rereading(tracked, lane, key, scope, live)
     }
+
+    fn rereading(
+        &self,
+        tracked: BoxStream<'static, Result<Op>>,
+        lane: usize,
+        key: LaneKey,
+        scope: Vec<Namespace>,
+        live: Box<dyn Fn(Timestamp) -> BoxStream<'static, Result<Op>> + Send + Sync>,
+    ) -> BoxStream<'static, Result<Op>> {
+        let restart = Restart {
+            client: self.client.clone(),
+            tracker: self.tracker(),
+            lane,
+            key,
+            scope,
+            live,
+        };
+        Rereading::new(tracked, restart).boxed()
+    }
+}
+
+fn track_oplog(
+    tracker: &Arc<Tracker>,
+    lane: usize,
+    source: BoxStream<'static, Result<Op>>,
+    control: &OplogControl,
+) -> BoxStream<'static, Result<Op>> {
+    let control = control.clone();
+    let idle = Box::new(move || {
+        let at = control.position();
+        at.map(|ts| (LaneKey::Oplog, Mark::Oplog(OplogProgress::new(ts))))
+            .into_iter()
+            .collect()
+    });
+    Tracked::one(source, tracker.clone(), lane, LaneKey::Oplog, Some(idle)).boxed()
+}
+
+fn track_change_stream(
+    tracker: &Arc<Tracker>,
+    lane: usize,
+    key: &LaneKey,
+    source: BoxStream<'static, Result<Op>>,
+    control: &ChangeStreamControl,
+) -> BoxStream<'static, Result<Op>> {
+    let (control, own) = (control.clone(), key.clone());
+    let idle = Box::new(move || {
+        let token = control.position();
+        token
+            .map(|t| (own.clone(), Mark::Token(t)))
+            .into_iter()
+            .collect()
+    });
+    Tracked::one(source, tracker.clone(), lane, key.clone(), Some(idle)).boxed()
 }
 
 #[cfg(test)]

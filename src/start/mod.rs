@@ -26,6 +26,7 @@ use mongodb::Client;
 use tokio::sync::watch;
 
 mod checkpointed;
+mod reread;
 
 use crate::checkpoint::{CheckpointOptions, CheckpointStore, Saver};
 use crate::error::{Error, Result};
@@ -600,9 +601,9 @@ fn build(
     let mut sources = Vec::new();
     if let (Some(mut o), Some(control)) = (options.oplog, &controls.oplog) {
         o.start.get_or_insert_with(|| options.start.clone());
-        let s = OplogStream::with_control(client, o, control).boxed();
+        let s = OplogStream::with_control(client, o.clone(), control).boxed();
         sources.push(match tracking {
-            Some(t) => t.oplog(s, control),
+            Some(t) => t.oplog(s, control, o),
             None => s,
         });
     }
@@ -613,9 +614,9 @@ fn build(
         .zip(&controls.change_streams);
     for (index, ((mut cs, control), scope)) in streams.zip(scopes).enumerate() {
         cs.start.get_or_insert_with(|| options.start.clone());
-        let s = ChangeStreamSource::with_control(client, cs, control).boxed();
+        let s = ChangeStreamSource::with_control(client, cs.clone(), control).boxed();
         sources.push(match tracking {
-            Some(t) => t.change_stream(s, control, index, scope),
+            Some(t) => t.change_stream(s, control, index, scope, cs),
             None => s,
         });
     }
