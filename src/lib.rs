@@ -74,5 +74,6 @@ pub use source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
 pub use source::direct::{DirectOptions, DirectReads};
 pub use source::oplog::{OplogOptions, OplogStream};
 pub use source::start_at::{cluster_time, first_op_timestamp, last_op_timestamp, StartAt, StartFn};
+pub use source::stats::{DirectStats, SourceState, SourceStats, Stats};
 pub use source::RetryPolicy;
 pub use start::{start, Handle, OpStream, TailOptions};

@@ -44,6 +44,7 @@ use tokio::sync::Semaphore;
 
 use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Verdict};
 use super::retry::{retry_transient, RetryPolicy};
+use super::stats::{DirectCounters, DirectEntry};
 use crate::checkpoint::track::{LaneKey, Mark, Tracker};
 use crate::checkpoint::tracked::Tracked;
 use crate::checkpoint::DirectProgress;
@@ -206,7 +207,17 @@ impl fmt::Debug for DirectReads {
 impl DirectReads {
     /// Builds the stream; nothing is sent to the server before the first poll.
     pub fn new(client: &Client, options: DirectOptions) -> DirectReads {
-        DirectReads::build(client, options, None)
+        DirectReads::build(client, options, None, Arc::default())
+    }
+
+    /// Direct reads reporting to `counters` (a [`Handle`](crate::Handle)'s stats).
+    pub(crate) fn counted(
+        client: &Client,
+        options: DirectOptions,
+        tracker: Option<Arc<Tracker>>,
+        counters: Arc<DirectCounters>,
+    ) -> DirectReads {
+        DirectReads::build(client, options, tracker, counters)
     }
 
     /// Direct reads whose ops carry acknowledgements of `tracker`, continuing the
@@ -216,10 +227,15 @@ impl DirectReads {
         options: DirectOptions,
         tracker: Arc<Tracker>,
     ) -> DirectReads {
-        DirectReads::build(client, options, Some(tracker))
+        DirectReads::build(client, options, Some(tracker), Arc::default())
     }
 
-    fn build(client: &Client, options: DirectOptions, tracker: Option<Arc<Tracker>>) -> Self {
+    fn build(
+        client: &Client,
+        options: DirectOptions,
+        tracker: Option<Arc<Tracker>>,
+        counters: Arc<DirectCounters>,
+    ) -> Self {
         let concurrency = options.concurrency.max(1);
         let client = client.clone();
         let namespaces = options.namespaces.clone();
@@ -228,7 +244,9 @@ impl DirectReads {
         let inner = stream::iter(namespaces)
             .map(move |ns| {
                 let (client, options) = (client.clone(), options.clone());
+                let entry = counters.entry(&ns.to_string());
                 read_namespace(client, options, in_flight.clone(), tracker.clone(), ns)
+                    .counted(entry)
             })
             .flatten_unordered(concurrency)
             .boxed()
@@ -294,6 +312,8 @@ pub(crate) fn pick_bounds(sample: &[Bson], splits: usize) -> Vec<Bson> {
 
 struct Plan {
     coll: Collection<Document>,
+    /// The collection's document count (`collStats`), when known.
+    count: Option<u64>,
     filters: Vec<Document>,
     pipeline: Option<Vec<Document>>,
     batch_size: u32,
@@ -342,6 +362,7 @@ async fn plan(
     if view {
         return Ok(Some(Plan {
             coll,
+            count: None,
             filters: known.unwrap_or_else(|| vec![Document::new()]),
             pipeline,
             batch_size: default_batch(None),
@@ -364,6 +385,7 @@ async fn plan(
     };
     Ok(Some(Plan {
         coll,
+        count: stats.as_ref().map(|_| count),
         filters,
         pipeline,
         batch_size: default_batch(avg),
@@ -652,42 +674,73 @@ fn read_namespace(
     in_flight: Arc<Semaphore>,
     tracker: Option<Arc<Tracker>>,
     ns: Namespace,
-) -> BoxStream<'static, Result<Op>> {
+) -> Counting {
     let key = ns.to_string();
     let progress = tracker.as_ref().and_then(|t| t.direct_progress(&key));
     if progress.as_ref().is_some_and(|p| p.finished) {
-        return stream::empty().boxed(); // read to its end before a restart
+        return Counting::Planned(stream::empty().boxed(), None); // read before a restart
     }
     let known = progress
         .as_ref()
         .filter(|p| !p.ranges.is_empty())
         .map(|p| p.ranges.iter().map(|r| r.filter.clone()).collect());
-    stream::once(async move {
-        let planned = {
-            let _permit = in_flight.clone().acquire_owned().await;
-            retry_transient(&options.retry, "direct read plan", || {
-                plan(&client, &options, &ns, known.clone())
-            })
-            .await
-        };
-        let plan = match planned {
-            Ok(Some(plan)) => plan,
-            Ok(None) => {
-                if let Some(t) = &tracker {
-                    t.plan_direct(&key, &[]); // no such collection: nothing to read
+    Counting::Planning(
+        async move {
+            let planned = {
+                let _permit = in_flight.clone().acquire_owned().await;
+                retry_transient(&options.retry, "direct read plan", || {
+                    plan(&client, &options, &ns, known.clone())
+                })
+                .await
+            };
+            let plan = match planned {
+                Ok(Some(plan)) => plan,
+                Ok(None) => {
+                    if let Some(t) = &tracker {
+                        t.plan_direct(&key, &[]); // no such collection: nothing to read
+                    }
+                    return (stream::empty().boxed(), Some(0));
                 }
-                return stream::empty().boxed();
-            }
-            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+                Err(e) => return (stream::once(async move { Err(e) }).boxed(), None),
+            };
+            let ranges = range_reads(&plan, &options, &ns, tracker, progress);
+            let ranges = ranges
+                .into_iter()
+                .map(|r| with_permit(in_flight.clone(), r));
+            (stream::select_all(ranges).boxed(), plan.count)
+        }
+        .boxed(),
+    )
+}
+
+/// One namespace's read: planning (then its document count), then its ranges.
+enum Counting {
+    Planning(BoxFuture<'static, (BoxStream<'static, Result<Op>>, Option<u64>)>),
+    Planned(BoxStream<'static, Result<Op>>, Option<u64>),
+}
+
+impl Counting {
+    /// The read, reporting to `entry`: the count once planned, each document, the end.
+    fn counted(self, entry: Arc<DirectEntry>) -> BoxStream<'static, Result<Op>> {
+        let planned = match self {
+            Counting::Planned(s, n) => futures::future::ready((s, n)).boxed(),
+            Counting::Planning(f) => f,
         };
-        let ranges = range_reads(&plan, &options, &ns, tracker, progress);
-        let ranges = ranges
-            .into_iter()
-            .map(|r| with_permit(in_flight.clone(), r));
-        stream::select_all(ranges).boxed()
-    })
-    .flatten()
-    .boxed()
+        let (counting, done) = (entry.clone(), entry);
+        stream::once(planned.map(move |(reads, count)| {
+            if let Some(n) = count {
+                counting.total(n);
+            }
+            reads.inspect(move |op| {
+                if op.is_ok() {
+                    counting.read();
+                }
+            })
+        }))
+        .flatten()
+        .chain(stream::once(async move { done.done() }).filter_map(|()| async { None }))
+        .boxed()
+    }
 }
 
 /// A stream per `_id` range of `plan` still to read. With a checkpoint, each range is a

@@ -31,6 +31,7 @@ use futures::task::AtomicWaker;
 use tokio::time::Sleep;
 
 use super::retry::{Attempts, RetryPolicy};
+use super::stats::{Counters, SourceState};
 
 /// `Stream` and `FusedStream` for a source type, delegated to its `$field` (an [`Engine`],
 /// or any fused stream of ops).
@@ -210,6 +211,8 @@ const SEEK: u8 = 2;
 /// the published position, seek and pause requests, and the waker of a pending poll.
 pub(crate) struct Control<P> {
     position: Mutex<Option<P>>,
+    /// What the source reports through [`Handle::stats`](crate::Handle::stats).
+    pub(crate) stats: Counters,
     requests: AtomicU8,
     /// The `ts` of the last seek request, `time << 32 | increment`.
     seek_to: AtomicU64,
@@ -221,6 +224,7 @@ impl<P: Clone> Control<P> {
     pub(crate) fn new(position: Option<P>) -> Control<P> {
         Control {
             position: Mutex::new(position),
+            stats: Counters::new(),
             requests: AtomicU8::new(0),
             seek_to: AtomicU64::new(0),
             waker: AtomicWaker::new(),
@@ -465,6 +469,7 @@ impl<S: Resumable> Engine<S> {
                     self.control.publish(pos);
                 }
                 self.contacted = true;
+                self.control.stats.set(SourceState::Live);
                 self.state = State::Open(Box::new(cursor));
                 Flow::Continue
             }
@@ -495,6 +500,7 @@ impl<S: Resumable> Engine<S> {
                 Flow::Continue
             }
             Ok(Read::End) => {
+                self.control.stats.set(SourceState::Stopped);
                 self.state = State::Done;
                 Flow::Yield(None)
             }
@@ -581,6 +587,7 @@ impl<S: Resumable> Engine<S> {
                         attempt = self.attempts.failures(),
                         "retrying after a transient error"
                     );
+                    self.control.stats.retry(&e);
                     self.state = State::Waiting(Box::pin(tokio::time::sleep(wait)));
                     return Flow::Continue;
                 }
@@ -588,6 +595,8 @@ impl<S: Resumable> Engine<S> {
             },
             Verdict::End(e) => e,
         };
+        self.control.stats.error(&e);
+        self.control.stats.set(SourceState::Stopped);
         self.state = State::Done;
         Flow::Yield(Some(e))
     }
@@ -617,6 +626,7 @@ impl<S: Resumable> Stream for Engine<S> {
                         this.control.publish(pos);
                     }
                 }
+                this.control.stats.op(&op);
                 return Poll::Ready(Some(Ok(op)));
             }
             match this.step(cx) {

@@ -18,5 +18,6 @@ pub mod oplog;
 mod raw;
 mod retry;
 pub mod start_at;
+pub mod stats;
 
 pub use retry::RetryPolicy;

@@ -16,6 +16,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bson::Timestamp;
 use futures::future::{BoxFuture, FutureExt};
@@ -35,6 +36,7 @@ use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, Cha
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
 use crate::source::start_at::{cluster_time, StartAt};
+use crate::source::stats::{DirectCounters, SourceState, SourceStats, Stats};
 
 /// What [`start`] reads: the oplog (on by default), any number of change streams, and
 /// direct reads.
@@ -331,6 +333,9 @@ pub struct Handle {
     shared: Arc<Shared>,
     oplog: Option<OplogControl>,
     change_streams: Vec<ChangeStreamControl>,
+    names: Vec<String>,
+    direct: Arc<DirectCounters>,
+    client: Option<Client>,
     direct_done: watch::Receiver<bool>,
     saver: Option<Arc<Saver>>,
 }
@@ -447,6 +452,50 @@ impl Handle {
         saver.save_now().await.map(drop)
     }
 
+    /// What every source is doing: state, last op's cluster and wall time, lag, ops
+    /// delivered, retries and last error; direct-read progress per collection; ops waiting
+    /// for their acknowledgement. The lag needs the server's cluster time: this asks the
+    /// server for it (`ping`), waiting at most 2 s (else the lag is `None`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+    /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
+    /// use futures::TryStreamExt;
+    /// use mongotail::{start, Namespace, OplogOptions, SourceState, TailOptions};
+    ///
+    /// let ns = Namespace::parse("shop.orders")?;
+    /// let (mut ops, handle) = start(&client, TailOptions::new().oplog(OplogOptions::new().namespace(ns)));
+    /// let orders = client.database("shop").collection::<bson::Document>("orders");
+    /// let reader = tokio::spawn(async move { ops.try_next().await });
+    /// orders.insert_one(bson::doc! {"_id": 1}).await?;
+    /// reader.await??;
+    /// let stats = handle.stats().await;
+    /// let oplog = &stats.sources[0];
+    /// assert_eq!((oplog.source.as_str(), oplog.ops), ("oplog", 1));
+    /// assert!(oplog.lag.is_some() && oplog.last_op_time.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Stats {
+        let server = match &self.client {
+            Some(client) => {
+                let ask = tokio::time::timeout(Duration::from_secs(2), cluster_time(client));
+                ask.await.ok().and_then(Result::ok)
+            }
+            None => None,
+        };
+        let mut sources: Vec<SourceStats> = self.oplog.iter().map(|o| o.stats(server)).collect();
+        let streams = self.change_streams.iter().zip(&self.names);
+        sources.extend(streams.map(|(c, name)| c.stats(name.clone(), server)));
+        if self.is_stopped() {
+            sources
+                .iter_mut()
+                .for_each(|s| s.state = SourceState::Stopped);
+        }
+        Stats::new(sources, self.direct.snapshot(), self.outstanding())
+    }
+
     /// Ops delivered and not yet acknowledged (0 without a checkpoint).
     pub fn outstanding(&self) -> usize {
         self.saver.as_ref().map_or(0, |s| s.tracker.outstanding())
@@ -545,7 +594,7 @@ impl Stream for DoneOnEnd {
 /// ```
 pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
     let snapshot = snapshot_start(client, &mut options);
-    let controls = Controls::for_options(&options);
+    let controls = Controls::for_options(client, &options);
     let (tx, rx) = watch::channel(false);
     let saver = options.checkpoint.take().map(|c| Arc::new(Saver::new(c)));
     let (sources, loading) = match &saver {
@@ -573,10 +622,15 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
 struct Controls {
     oplog: Option<OplogControl>,
     change_streams: Vec<ChangeStreamControl>,
+    /// What [`Handle::stats`] calls each change stream.
+    names: Vec<String>,
+    direct: Arc<DirectCounters>,
+    client: Option<Client>,
 }
 
 impl Controls {
-    fn for_options(options: &TailOptions) -> Controls {
+    fn for_options(client: &Client, options: &TailOptions) -> Controls {
+        let scopes = checkpointed::scopes(&options.change_streams);
         Controls {
             oplog: options.oplog.as_ref().map(|_| OplogControl::detached()),
             change_streams: options
@@ -584,6 +638,15 @@ impl Controls {
                 .iter()
                 .map(|_| ChangeStreamControl::detached())
                 .collect(),
+            names: scopes
+                .into_iter()
+                .map(|s| match s.as_str() {
+                    "" => "change stream deployment".to_owned(),
+                    scope => format!("change stream {scope}"),
+                })
+                .collect(),
+            direct: Arc::default(),
+            client: Some(client.clone()),
         }
     }
 }
@@ -622,10 +685,8 @@ fn build(
     }
     match options.direct {
         Some(d) if !d.namespaces.is_empty() => {
-            let direct = match tracking {
-                Some(t) => DirectReads::tracked(client, d, t.tracker()),
-                None => DirectReads::new(client, d),
-            };
+            let tracker = tracking.map(checkpointed::Tracking::tracker);
+            let direct = DirectReads::counted(client, d, tracker, controls.direct.clone());
             let s = DoneOnEnd {
                 inner: match snapshot {
                     Some(snapshot) => after_snapshot_start(snapshot, direct),
@@ -714,6 +775,9 @@ fn assemble(
         shared: shared.clone(),
         oplog: controls.oplog,
         change_streams: controls.change_streams,
+        names: controls.names,
+        direct: controls.direct,
+        client: controls.client,
         direct_done,
         saver: saver.clone(),
     };
@@ -751,6 +815,9 @@ mod tests {
         let controls = Controls {
             oplog: None,
             change_streams: Vec::new(),
+            names: Vec::new(),
+            direct: Arc::default(),
+            client: None,
         };
         assemble(sources.into_iter().collect(), controls, rx, None)
     }

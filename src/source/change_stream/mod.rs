@@ -240,6 +240,14 @@ impl ChangeStreamControl {
         }
     }
 
+    /// The source's figures under `name`; `server`: the server's cluster time, for the lag.
+    pub(crate) fn stats(&self, name: String, server: Option<Timestamp>) -> crate::SourceStats {
+        let newest = self.position().as_ref().and_then(super::stats::token_time);
+        self.control
+            .stats
+            .snapshot(name, self.is_paused(), newest, server)
+    }
+
     /// Makes the stream continue with the changes after `ts` (gtm's `Since`): the stream
     /// is re-opened with `startAtOperationTime` just after `ts` on the next poll.
     pub fn seek(&self, ts: Timestamp) {

@@ -232,6 +232,12 @@ impl OplogControl {
         self.control.position()
     }
 
+    /// The source's figures; `server`: the server's cluster time, for the lag.
+    pub(crate) fn stats(&self, server: Option<Timestamp>) -> crate::SourceStats {
+        let counters = &self.control.stats;
+        counters.snapshot("oplog".into(), self.is_paused(), self.position(), server)
+    }
+
     /// Makes the stream continue after `ts` (gtm's `Since`): the cursor is closed and
     /// re-opened on the next poll; ops not yet delivered are discarded.
     pub fn seek(&self, ts: Timestamp) {
