@@ -113,7 +113,7 @@ fn pack(ts: Timestamp) -> u64 {
 }
 
 fn unpack(v: u64) -> Option<Timestamp> {
-    (v != 0).then(|| Timestamp {
+    (v != 0).then_some(Timestamp {
         time: (v >> 32) as u32,
         increment: v as u32,
     })
