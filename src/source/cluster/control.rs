@@ -1,0 +1,85 @@
+//! [`ClusterControl`]: the per-shard positions of a cluster stream, and pause / resume.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::task::AtomicWaker;
+
+use crate::checkpoint::OplogProgress;
+
+/// What a stream shares with its controls.
+#[derive(Default)]
+pub(super) struct Shared {
+    positions: Mutex<BTreeMap<String, OplogProgress>>,
+    paused: AtomicBool,
+    pub(super) waker: AtomicWaker,
+}
+
+impl Shared {
+    pub(super) fn publish(&self, positions: BTreeMap<String, OplogProgress>) {
+        let old = std::mem::replace(
+            &mut *self
+                .positions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+            positions,
+        );
+        drop(old); // outside the lock
+    }
+
+    pub(super) fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+}
+
+/// A cloneable remote control of a [`ClusterStream`](super::ClusterStream): its
+/// per-shard positions (for checkpoints), pause and resume.
+#[derive(Clone)]
+pub struct ClusterControl {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl fmt::Debug for ClusterControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterControl")
+            .field("positions", &self.positions())
+            .field("paused", &self.is_paused())
+            .finish()
+    }
+}
+
+impl ClusterControl {
+    /// Per shard id, the `ts` of the last oplog entry all of whose ops the stream has
+    /// yielded (entries that make no op, such as no-ops, filtered entries and chunk
+    /// migrations, included): if every op yielded so far was handled, resuming from these
+    /// positions ([`ClusterOptions::resume_from`](super::ClusterOptions::resume_from))
+    /// loses and repeats nothing. A shard appears once its start point is resolved; a
+    /// removed shard disappears once its tail has ended.
+    pub fn positions(&self) -> BTreeMap<String, OplogProgress> {
+        self.shared
+            .positions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the stream from reading until [`ClusterControl::resume`]: its next poll is
+    /// pending (the shards' cursors stay open; if the servers time them out, they are
+    /// re-opened from their positions).
+    pub fn pause(&self) {
+        self.shared.paused.store(true, Ordering::Release);
+    }
+
+    /// Resumes after [`ClusterControl::pause`].
+    pub fn resume(&self) {
+        self.shared.paused.store(false, Ordering::Release);
+        self.shared.waker.wake();
+    }
+
+    /// Whether the stream is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+}

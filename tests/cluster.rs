@@ -1,0 +1,574 @@
+//! Sharded clusters: per-shard oplog tailing merged in cluster time order
+//! ([`ClusterStream`]), new and removed shards, restart from per-shard positions, the
+//! `from_shards` form, and the existing sources through a router. Runs on an embedded
+//! `mongosim::Cluster`, or on the cluster whose router `MONGODB_URI` names.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use bson::{doc, Bson, Document};
+use futures::{Stream, StreamExt, TryStreamExt};
+use mongodb::Client;
+use mongotail::{
+    cluster_time, ChangeStreamOptions, ChangeStreamSource, ClusterOptions, ClusterStream,
+    DirectOptions, DirectReads, Error, Namespace, Op, OpKind, Position, StartAt,
+};
+
+use common::{external_server, take_ops, unique_db, WAIT};
+
+/// A cluster for one test (its router client), kept alive with it.
+struct Sharded {
+    router: Client,
+    sim: Option<mongosim::Cluster>,
+}
+
+impl Sharded {
+    async fn start(shards: usize) -> Sharded {
+        let (uri, sim) = match std::env::var("MONGODB_URI") {
+            Ok(uri) if !uri.is_empty() => (uri, None),
+            _ => {
+                let opts = mongosim::ClusterOptions::new()
+                    .shards(shards)
+                    .noop_interval(Duration::from_millis(100));
+                let sim = mongosim::Cluster::start(opts).expect("start a cluster");
+                (sim.uri(), Some(sim))
+            }
+        };
+        let router = Client::with_uri_str(&uri).await.expect("router client");
+        Sharded { router, sim }
+    }
+
+    async fn admin(&self, cmd: Document) -> Document {
+        let what = cmd.clone();
+        self.router
+            .database("admin")
+            .run_command(cmd)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
+    }
+
+    /// The shard ids, as `listShards` gives them.
+    async fn shard_ids(&self) -> Vec<String> {
+        let reply = self.admin(doc! {"listShards": 1}).await;
+        let shards = reply.get_array("shards").expect("shards");
+        shards
+            .iter()
+            .filter_map(Bson::as_document)
+            .map(|s| s.get_str("_id").expect("_id").to_owned())
+            .collect()
+    }
+
+    /// `db.c` sharded on `k`, split at 0: `k < 0` on `lo`, `k >= 0` on `hi`.
+    async fn split_collection(&self, db: &str, lo: &str, hi: &str) -> Namespace {
+        let ns = format!("{db}.c");
+        self.admin(doc! {"enableSharding": db, "primaryShard": lo})
+            .await;
+        self.admin(doc! {"shardCollection": &ns, "key": {"k": 1}})
+            .await;
+        self.admin(doc! {"split": &ns, "middle": {"k": 0}}).await;
+        self.admin(doc! {"moveChunk": &ns, "find": {"k": 5}, "to": hi, "_waitForDelete": true})
+            .await;
+        Namespace::parse(&ns).expect("namespace")
+    }
+
+    fn coll(&self, ns: &Namespace) -> mongodb::Collection<Document> {
+        self.router.database(ns.db()).collection(ns.coll())
+    }
+}
+
+/// `(kind, _id)` of each op.
+fn kinds_ids(ops: &[Op]) -> Vec<(OpKind, Option<Bson>)> {
+    ops.iter().map(|o| (o.kind.clone(), o.id.clone())).collect()
+}
+
+fn shard_of(op: &Op) -> &str {
+    match &op.position {
+        Position::Shard { shard, ts } => {
+            assert_eq!(*ts, op.timestamp, "a shard position is the entry's ts");
+            shard
+        }
+        other => panic!("not a shard position: {other:?}"),
+    }
+}
+
+/// Ops until (and with) the insert of `_id: "end"`.
+async fn until_end<S>(stream: &mut S) -> Vec<Op>
+where
+    S: Stream<Item = mongotail::Result<Op>> + Unpin,
+{
+    let mut ops = Vec::new();
+    loop {
+        let op = take_ops(stream, 1).await.remove(0);
+        let end = op.id == Some(Bson::String("end".into()));
+        ops.push(op);
+        if end {
+            return ops;
+        }
+    }
+}
+
+/// A transaction through the router inserting `docs`, committed or aborted.
+async fn transaction(s: &Sharded, ns: &Namespace, docs: Vec<Document>, commit: bool) {
+    let mut session = s.router.start_session().await.expect("session");
+    session
+        .start_transaction()
+        .await
+        .expect("start transaction");
+    for d in docs {
+        s.coll(ns)
+            .insert_one(d)
+            .session(&mut session)
+            .await
+            .expect("insert in transaction");
+    }
+    if commit {
+        session.commit_transaction().await.expect("commit");
+    } else {
+        session.abort_transaction().await.expect("abort");
+    }
+}
+
+/// Inserts, updates and deletes on both shards, a chunk migration, a two-shard transaction,
+/// an aborted one, then `_id: "end"`.
+async fn workload(s: &Sharded, ns: &Namespace, lo: &str) {
+    let coll = s.coll(ns);
+    for i in 1..=6 {
+        let k = if i % 2 == 0 { i } else { -i };
+        coll.insert_one(doc! {"_id": i, "k": k})
+            .await
+            .expect("insert");
+    }
+    coll.update_one(doc! {"_id": 2, "k": 2}, doc! {"$set": {"x": 1}})
+        .await
+        .expect("update");
+    coll.delete_one(doc! {"_id": 3, "k": -3})
+        .await
+        .expect("delete");
+    // Move the chunk of k >= 4 (holding _id 4 and 6) from `hi` to `lo`: copies and deletes
+    // marked fromMigrate on both shards.
+    s.admin(doc! {"split": ns.to_string(), "middle": {"k": 4}})
+        .await;
+    s.admin(doc! {"moveChunk": ns.to_string(), "find": {"k": 4}, "to": lo, "_waitForDelete": true})
+        .await;
+    coll.update_one(doc! {"_id": 6, "k": 6}, doc! {"$set": {"x": 2}})
+        .await
+        .expect("update after the move");
+    transaction(
+        s,
+        ns,
+        vec![doc! {"_id": 7, "k": -7}, doc! {"_id": 8, "k": 2}],
+        true,
+    )
+    .await;
+    transaction(
+        s,
+        ns,
+        vec![doc! {"_id": 9, "k": -9}, doc! {"_id": 10, "k": 3}],
+        false,
+    )
+    .await;
+    coll.insert_one(doc! {"_id": "end", "k": 1})
+        .await
+        .expect("end");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_shard_ops_come_in_the_router_change_stream_order() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("order"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    let mut events = ChangeStreamSource::new(
+        &s.router,
+        ChangeStreamOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    workload(&s, &ns, &ids[0]).await;
+    let (from_shards, from_router) = (until_end(&mut ops).await, until_end(&mut events).await);
+
+    assert_eq!(kinds_ids(&from_shards), kinds_ids(&from_router));
+    // Nothing of the migration, nothing of the aborted transaction: 6 inserts, 2 updates,
+    // 1 delete, the 2 inserts of the committed transaction and the end.
+    assert_eq!(from_shards.len(), 6 + 2 + 2 + 1 + 1, "{from_shards:#?}");
+    let times: Vec<_> = from_shards.iter().map(|o| o.timestamp).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "cluster time order");
+    let shards: BTreeSet<&str> = from_shards.iter().map(shard_of).collect();
+    assert_eq!(shards.len(), 2, "writes landed on both shards");
+    let txn: Vec<&Op> = from_shards.iter().filter(|o| o.txn.is_some()).collect();
+    assert_eq!(txn.len(), 2, "the committed transaction, once");
+    assert_ne!(
+        shard_of(txn[0]),
+        shard_of(txn[1]),
+        "a two-shard transaction"
+    );
+    assert!(from_shards
+        .iter()
+        .all(|o| o.source == mongotail::Source::Oplog));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_shard_transaction_arrives_once_on_commit_and_never_on_abort() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("txn"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    transaction(
+        &s,
+        &ns,
+        vec![doc! {"_id": 1, "k": -1}, doc! {"_id": 2, "k": 1}],
+        false,
+    )
+    .await;
+    let three = vec![
+        doc! {"_id": 3, "k": -3},
+        doc! {"_id": 4, "k": 4},
+        doc! {"_id": 5, "k": -5},
+    ];
+    transaction(&s, &ns, three, true).await;
+    s.coll(&ns)
+        .insert_one(doc! {"_id": "end", "k": -100})
+        .await
+        .expect("end");
+    let got = until_end(&mut ops).await;
+    let ids_got: Vec<Option<Bson>> = got.iter().map(|o| o.id.clone()).collect();
+    assert_eq!(got.len(), 4, "{ids_got:?}");
+    let txn: Vec<_> = got[..3]
+        .iter()
+        .map(|o| o.txn.clone().expect("txn"))
+        .collect();
+    assert!(txn
+        .iter()
+        .all(|t| t.lsid == txn[0].lsid && t.txn_number == txn[0].txn_number));
+    let mut by_shard: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
+    for (op, t) in got.iter().zip(&txn) {
+        by_shard.entry(shard_of(op)).or_default().push(t.index);
+    }
+    assert_eq!(by_shard.len(), 2, "both shards committed: {by_shard:?}");
+    let mut txn_ids = common::int_ids(&got[..3]);
+    txn_ids.sort();
+    assert_eq!(txn_ids, [3, 4, 5]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_added_while_tailing_is_tailed_from_when_it_was_added() {
+    if external_server("adds a shard to the embedded cluster") {
+        return;
+    }
+    let mut s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("grow"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    s.coll(&ns)
+        .insert_one(doc! {"_id": 1, "k": -1})
+        .await
+        .expect("insert");
+    assert_eq!(take_ops(&mut ops, 1).await[0].id, Some(Bson::Int32(1)));
+
+    let sim = s.sim.as_mut().expect("embedded");
+    let added = tokio::task::block_in_place(|| sim.add_shard()).expect("add a shard");
+    s.admin(doc! {"split": ns.to_string(), "middle": {"k": 100}})
+        .await;
+    s.admin(doc! {"moveChunk": ns.to_string(), "find": {"k": 100}, "to": &added, "_waitForDelete": true})
+        .await;
+    for (id, k) in [(2, 150), (3, -2), (4, 160)] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": id, "k": k})
+            .await
+            .expect("insert");
+    }
+    s.coll(&ns)
+        .insert_one(doc! {"_id": "end", "k": 200})
+        .await
+        .expect("end");
+    let got = until_end(&mut ops).await;
+    assert_eq!(
+        got.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
+        [2, 3, 4]
+            .map(|i| Some(Bson::Int32(i)))
+            .into_iter()
+            .chain([Some("end".into())])
+            .collect::<Vec<_>>()
+    );
+    let on_new: Vec<&Op> = got.iter().filter(|o| shard_of(o) == added).collect();
+    assert_eq!(
+        on_new.len(),
+        3,
+        "2, 4 and end were written on the new shard"
+    );
+    assert!(ops.control().positions().contains_key(&added));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_and_removed_shard_s_tail_ends() {
+    if external_server("removes a shard from the cluster") {
+        return;
+    }
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("shrink"), &ids[0], &ids[1])
+        .await;
+    s.coll(&ns)
+        .insert_many([doc! {"_id": 1, "k": 1}, doc! {"_id": 2, "k": 2}])
+        .await
+        .expect("inserts on the shard to remove");
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    // Both tails started: an op from each shard.
+    s.coll(&ns)
+        .insert_many([doc! {"_id": 3, "k": -3}, doc! {"_id": 4, "k": 4}])
+        .await
+        .expect("inserts");
+    take_ops(&mut ops, 2).await;
+    assert!(ops.control().positions().contains_key(&ids[1]));
+    let mut state = String::new();
+    for _ in 0..10 {
+        let reply = s.admin(doc! {"removeShard": &ids[1]}).await;
+        state = reply.get_str("state").unwrap_or_default().to_owned();
+        if state == "completed" {
+            break;
+        }
+    }
+    assert_eq!(state, "completed");
+    // The drain copied 1, 2 and 4 to the remaining shard (fromMigrate): no op. Keep writing
+    // until the removed shard's tail has ended.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut n = 10;
+    while ops.control().positions().contains_key(&ids[1]) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the tail never ended"
+        );
+        s.coll(&ns)
+            .insert_one(doc! {"_id": n, "k": n})
+            .await
+            .expect("insert");
+        let op = take_ops(&mut ops, 1).await.remove(0);
+        assert_eq!(
+            (op.id, shard_of_owned(&op.position)),
+            (Some(Bson::Int32(n)), ids[0].clone())
+        );
+        n += 1;
+    }
+    assert_eq!(ops.shards(), [ids[0].clone()]);
+}
+
+fn shard_of_owned(p: &Position) -> String {
+    match p {
+        Position::Shard { shard, .. } => shard.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_positions_after_the_kth_op_delivers_exactly_the_rest() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("restart"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let options = ClusterOptions::new().namespace(ns.clone());
+    let mut first = ClusterStream::new(&s.router, options.clone().start(StartAt::After(now)));
+    let coll = s.coll(&ns);
+    for i in 1..=8 {
+        let k = if i % 3 == 0 { -i } else { i };
+        coll.insert_one(doc! {"_id": i, "k": k})
+            .await
+            .expect("insert");
+    }
+    transaction(
+        &s,
+        &ns,
+        vec![doc! {"_id": 9, "k": -9}, doc! {"_id": 10, "k": 10}],
+        true,
+    )
+    .await;
+    coll.insert_one(doc! {"_id": "end", "k": 0})
+        .await
+        .expect("end");
+
+    let k = 5;
+    let head = take_ops(&mut first, k).await;
+    let positions = first.control().positions();
+    assert_eq!(positions.len(), 2, "{positions:?}");
+    let rest = until_end(&mut first).await;
+    drop(first);
+
+    let mut again = ClusterStream::new(&s.router, options.resume_from(positions));
+    let replayed = until_end(&mut again).await;
+    assert_eq!(kinds_ids(&replayed), kinds_ids(&rest));
+    assert_eq!(head.len() + rest.len(), 8 + 2 + 1);
+    // Nothing after the end either: the next op is a new write.
+    coll.insert_one(doc! {"_id": 99, "k": -99})
+        .await
+        .expect("insert");
+    assert_eq!(take_ops(&mut again, 1).await[0].id, Some(Bson::Int32(99)));
+}
+
+/// A `mongodb://` URI for a `config.shards` `host` string (`set/h1,h2`).
+fn shard_uri(host: &str) -> String {
+    match host.split_once('/') {
+        Some((set, hosts)) => format!("mongodb://{hosts}/?replicaSet={set}"),
+        None => format!("mongodb://{host}/"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_shards_tails_the_shard_clients_it_is_given() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("multi"), &ids[0], &ids[1])
+        .await;
+    let reply = s.admin(doc! {"listShards": 1}).await;
+    let mut shards = Vec::new();
+    for d in reply.get_array("shards").expect("shards") {
+        let d = d.as_document().expect("a shard");
+        let uri = shard_uri(d.get_str("host").expect("host"));
+        let client = Client::with_uri_str(&uri).await.expect("shard client");
+        shards.push((d.get_str("_id").expect("_id").to_owned(), client));
+    }
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::from_shards(
+        shards,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    for i in [-1, 1, -2, 2] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": i, "k": i})
+            .await
+            .expect("insert");
+    }
+    let got = take_ops(&mut ops, 4).await;
+    assert_eq!(common::int_ids(&got), [-1, 1, -2, 2]);
+    let on: Vec<&str> = got.iter().map(shard_of).collect();
+    assert_eq!(on, [&ids[0], &ids[1], &ids[0], &ids[1]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_shard_position_is_position_lost_naming_the_shard() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ancient = bson::Timestamp {
+        time: 1,
+        increment: 0,
+    };
+    let positions = ids
+        .iter()
+        .map(|id| {
+            (
+                id.clone(),
+                mongotail::checkpoint::OplogProgress::new(ancient),
+            )
+        })
+        .collect();
+    let mut ops = ClusterStream::new(&s.router, ClusterOptions::new().resume_from(positions));
+    let item = tokio::time::timeout(WAIT, ops.next())
+        .await
+        .expect("no deadlock")
+        .expect("an item");
+    match item {
+        Err(Error::PositionLost {
+            position: Position::Shard { shard, ts },
+            ..
+        }) => {
+            assert!(ids.contains(&shard));
+            assert_eq!(ts, ancient);
+        }
+        other => panic!("expected a lost shard position, got {other:?}"),
+    }
+    assert!(
+        ops.next().await.is_none(),
+        "the stream ends rather than skip the shard"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_streams_and_direct_reads_work_through_the_router() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let db = unique_db("router");
+    s.admin(doc! {"enableSharding": &db, "primaryShard": &ids[0]})
+        .await;
+    let ns = Namespace::parse(&format!("{db}.c")).expect("namespace");
+    s.admin(doc! {"shardCollection": ns.to_string(), "key": {"region": 1, "_id": 1}})
+        .await;
+    s.admin(doc! {"split": ns.to_string(), "middle": {"region": "m", "_id": Bson::MinKey}})
+        .await;
+    s.admin(doc! {"moveChunk": ns.to_string(), "find": {"region": "z", "_id": 0}, "to": &ids[1], "_waitForDelete": true})
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut events = ChangeStreamSource::new(
+        &s.router,
+        ChangeStreamOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    let coll = s.coll(&ns);
+    coll.insert_many([
+        doc! {"_id": 1, "region": "eu"},
+        doc! {"_id": 2, "region": "us"},
+    ])
+    .await
+    .expect("inserts");
+    coll.delete_one(doc! {"_id": 2, "region": "us"})
+        .await
+        .expect("delete");
+    let got = take_ops(&mut events, 3).await;
+    let keys: Vec<Option<Document>> = got.iter().map(|o| o.document_key.clone()).collect();
+    assert_eq!(
+        keys,
+        [
+            Some(doc! {"region": "eu", "_id": 1}),
+            Some(doc! {"region": "us", "_id": 2}),
+            Some(doc! {"region": "us", "_id": 2}),
+        ]
+    );
+    assert_eq!(got[2].kind, OpKind::Delete);
+
+    coll.insert_one(doc! {"_id": 3, "region": "zz"})
+        .await
+        .expect("insert");
+    let read: Vec<Op> = DirectReads::new(&s.router, DirectOptions::new().namespace(ns.clone()))
+        .try_collect()
+        .await
+        .expect("direct reads");
+    let mut ids_read = common::int_ids(&read);
+    ids_read.sort();
+    assert_eq!(ids_read, [1, 3]);
+}
