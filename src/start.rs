@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
+use crate::source::cluster::{ClusterControl, ClusterOptions, ClusterStream};
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
 use crate::source::start_at::{cluster_time, StartAt};
@@ -43,6 +44,9 @@ pub struct TailOptions {
     pub change_streams: Vec<ChangeStreamOptions>,
     /// Direct reads. Default `None`.
     pub direct: Option<DirectOptions>,
+    /// Per-shard oplog tailing of a sharded cluster, through a router client (see
+    /// [`ClusterStream`]). Default `None`.
+    pub cluster: Option<ClusterOptions>,
     /// Where every live source starts unless it sets its own
     /// ([`OplogOptions::start`], [`ChangeStreamOptions::start`], a change stream's resume
     /// token); exclusive for all of them (see [`StartAt`]). Default [`StartAt::Latest`].
@@ -55,6 +59,7 @@ impl Default for TailOptions {
             oplog: Some(OplogOptions::default()),
             change_streams: Vec::new(),
             direct: None,
+            cluster: None,
             start: StartAt::Latest,
         }
     }
@@ -103,6 +108,18 @@ impl TailOptions {
     pub fn start(mut self, start: StartAt) -> Self {
         self.start = start;
         self
+    }
+
+    /// Tails every shard of the sharded cluster `start`'s client routes for (a mongos) with
+    /// these options, merged in cluster time order ([`ClusterStream`]), and disables the
+    /// oplog source (a router has no oplog). Unless the options set a start point or
+    /// resume positions, [`TailOptions::start`] applies, [`StartAt::Latest`] meaning the
+    /// router's current cluster time for every shard. For a change stream through the
+    /// router instead, use [`TailOptions::watch`] or [`TailOptions::watch_deployment`].
+    /// [`Handle::since`] does not seek this source; [`Handle::cluster`] gives its positions.
+    pub fn cluster(mut self, options: ClusterOptions) -> Self {
+        self.cluster = Some(options);
+        self.disable_oplog()
     }
 
     /// Sets the direct-read options.
@@ -218,6 +235,7 @@ pub struct Handle {
     shared: Arc<Shared>,
     oplog: Option<OplogControl>,
     change_streams: Vec<ChangeStreamControl>,
+    cluster: Option<ClusterControl>,
     direct_done: watch::Receiver<bool>,
 }
 
@@ -267,12 +285,14 @@ impl Handle {
     /// ```
     pub fn pause_live(&self) {
         self.live(OplogControl::pause, ChangeStreamControl::pause);
+        self.cluster.iter().for_each(ClusterControl::pause);
     }
 
     /// Resumes after [`Handle::pause`] or [`Handle::pause_live`].
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::Release);
         self.live(OplogControl::resume, ChangeStreamControl::resume);
+        self.cluster.iter().for_each(ClusterControl::resume);
         self.shared.waker.wake();
     }
 
@@ -280,6 +300,7 @@ impl Handle {
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Ordering::Acquire)
             || self.oplog.as_ref().is_some_and(OplogControl::is_paused)
+            || self.cluster.as_ref().is_some_and(ClusterControl::is_paused)
             || self
                 .change_streams
                 .iter()
@@ -319,6 +340,12 @@ impl Handle {
     /// The `ts` of the last oplog entry delivered, when the oplog source runs.
     pub fn oplog_position(&self) -> Option<Timestamp> {
         self.oplog.as_ref().and_then(|o| o.position())
+    }
+
+    /// The control of the sharded-cluster source ([`TailOptions::cluster`]), for its
+    /// per-shard positions.
+    pub fn cluster(&self) -> Option<&ClusterControl> {
+        self.cluster.as_ref()
     }
 
     /// The cached resume token of each change stream, in the order of
@@ -411,6 +438,15 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
         oplog = Some(s.control());
         sources.push(s.boxed());
     }
+    let mut cluster = None;
+    if let Some(mut c) = options.cluster {
+        if c.oplog.start.is_none() && !matches!(options.start, StartAt::Latest) {
+            c.oplog.start = Some(options.start.clone());
+        }
+        let s = ClusterStream::new(client, c);
+        cluster = Some(s.control());
+        sources.push(s.boxed());
+    }
     let mut change_streams = Vec::new();
     for mut cs in options.change_streams {
         cs.start.get_or_insert_with(|| options.start.clone());
@@ -435,7 +471,9 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
             tx.send_replace(true);
         }
     }
-    assemble(sources, oplog, change_streams, rx)
+    let (stream, mut handle) = assemble(sources, oplog, change_streams, rx);
+    handle.cluster = cluster;
+    (stream, handle)
 }
 
 /// The start point live sources share with direct reads (snapshot, then live, with no
@@ -466,7 +504,8 @@ fn snapshot_start(client: &Client, options: &mut TailOptions) -> Option<Arc<Snap
         .direct
         .as_ref()
         .is_some_and(|d| !d.namespaces.is_empty());
-    let live = options.oplog.is_some() || !options.change_streams.is_empty();
+    let live =
+        options.oplog.is_some() || !options.change_streams.is_empty() || options.cluster.is_some();
     if !direct || !live || !matches!(options.start, StartAt::Latest) {
         return None;
     }
@@ -507,6 +546,7 @@ fn assemble(
         shared: shared.clone(),
         oplog,
         change_streams,
+        cluster: None,
         direct_done,
     };
     let stream = OpStream {

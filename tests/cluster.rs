@@ -12,8 +12,8 @@ use bson::{doc, Bson, Document};
 use futures::{Stream, StreamExt, TryStreamExt};
 use mongodb::Client;
 use mongotail::{
-    cluster_time, ChangeStreamOptions, ChangeStreamSource, ClusterOptions, ClusterStream,
-    DirectOptions, DirectReads, Error, Namespace, Op, OpKind, Position, StartAt,
+    cluster_time, start, ChangeStreamOptions, ChangeStreamSource, ClusterOptions, ClusterStream,
+    DirectOptions, DirectReads, Error, Namespace, Op, OpKind, Position, StartAt, TailOptions,
 };
 
 use common::{external_server, take_ops, unique_db, WAIT};
@@ -571,4 +571,34 @@ async fn change_streams_and_direct_reads_work_through_the_router() {
     let mut ids_read = common::int_ids(&read);
     ids_read.sort();
     assert_eq!(ids_read, [1, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_tails_every_shard_through_a_router_with_the_cluster_option() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("start"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let options = TailOptions::new()
+        .start(StartAt::After(now))
+        .cluster(ClusterOptions::new().namespace(ns.clone()));
+    assert!(options.oplog.is_none(), "a router has no oplog of its own");
+    let (mut ops, handle) = start(&s.router, options);
+    for i in [1, -1] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": i, "k": i})
+            .await
+            .expect("insert");
+    }
+    let got = take_ops(&mut ops, 2).await;
+    assert_eq!(common::int_ids(&got), [1, -1]);
+    assert_eq!(
+        got.iter().map(shard_of).collect::<Vec<_>>(),
+        [&ids[1], &ids[0]]
+    );
+    let positions = handle.cluster().expect("a cluster source").positions();
+    assert!(positions[&ids[0]].ts >= got[1].timestamp);
+    assert!(positions[&ids[1]].ts >= got[0].timestamp);
 }
