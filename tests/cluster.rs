@@ -602,3 +602,64 @@ async fn start_tails_every_shard_through_a_router_with_the_cluster_option() {
     assert!(positions[&ids[0]].ts >= got[1].timestamp);
     assert!(positions[&ids[1]].ts >= got[0].timestamp);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_config_server_shards_go_on_and_new_ones_come_from_list_shards() {
+    if external_server("sets a fail point on the embedded config server") {
+        return;
+    }
+    let mut s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("noconfig"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut app = mongodb::options::ClientOptions::default();
+    app.app_name = Some("mt-cluster-test".into());
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now))
+            .client_options(app)
+            .shard_poll_interval(Duration::from_millis(200)),
+    );
+    s.coll(&ns)
+        .insert_one(doc! {"_id": 1, "k": 1})
+        .await
+        .expect("insert");
+    assert_eq!(common::int_ids(&take_ops(&mut ops, 1).await), [1]);
+
+    // The config server now fails every read of this stream's connections.
+    let config_uri = s.sim.as_ref().expect("embedded").config_uri();
+    let config = Client::with_uri_str(config_uri).await.expect("config");
+    config
+        .database("admin")
+        .run_command(doc! {"configureFailPoint": "failCommand", "mode": "alwaysOn",
+            "data": {"failCommands": ["find", "getMore"], "appName": "mt-cluster-test", "errorCode": 6}})
+        .await
+        .expect("configureFailPoint");
+    for i in [2, -2] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": i, "k": i})
+            .await
+            .expect("insert");
+    }
+    assert_eq!(common::int_ids(&take_ops(&mut ops, 2).await), [2, -2]);
+
+    let sim = s.sim.as_mut().expect("embedded");
+    let added = tokio::task::block_in_place(|| sim.add_shard()).expect("add a shard");
+    s.admin(doc! {"split": ns.to_string(), "middle": {"k": 100}})
+        .await;
+    s.admin(doc! {"moveChunk": ns.to_string(), "find": {"k": 100}, "to": &added, "_waitForDelete": true})
+        .await;
+    s.coll(&ns)
+        .insert_one(doc! {"_id": 3, "k": 150})
+        .await
+        .expect("insert on the new shard");
+    let op = take_ops(&mut ops, 1).await.remove(0);
+    assert_eq!(
+        (op.id, shard_of_owned(&op.position)),
+        (Some(Bson::Int32(3)), added)
+    );
+}
