@@ -176,35 +176,59 @@ async fn workload(s: &Sharded, ns: &Namespace, lo: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_shard_ops_come_in_the_router_change_stream_order() {
-    let s = Sharded::start(2).await;
+    let s = Sharded::start(3).await;
     let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("order"), &ids[0], &ids[1])
+    let db = unique_db("order");
+    let ranged = s.split_collection(&db, &ids[0], &ids[1]).await;
+    // A hashed collection: its initial chunks spread over every shard.
+    let hashed = Namespace::new(&db, "h").expect("namespace");
+    s.admin(doc! {"shardCollection": hashed.to_string(), "key": {"_id": "hashed"}})
         .await;
+    let whole_db = Namespace::database(&db).expect("namespace");
     let now = cluster_time(&s.router).await.expect("cluster time");
     let mut ops = ClusterStream::new(
         &s.router,
         ClusterOptions::new()
-            .namespace(ns.clone())
+            .namespace(whole_db.clone())
             .start(StartAt::After(now)),
     );
     let mut events = ChangeStreamSource::new(
         &s.router,
         ChangeStreamOptions::new()
-            .namespace(ns.clone())
+            .namespace(whole_db)
             .start(StartAt::After(now)),
     );
-    workload(&s, &ns, &ids[0]).await;
+    let h = s.coll(&hashed);
+    h.insert_many((0..12).map(|i| doc! {"_id": 100 + i}))
+        .await
+        .expect("hashed inserts");
+    workload(&s, &ranged, &ids[0]).await;
+    h.update_one(doc! {"_id": 103}, doc! {"$set": {"x": 1}})
+        .await
+        .expect("hashed update");
+    h.delete_one(doc! {"_id": 104})
+        .await
+        .expect("hashed delete");
+    s.coll(&ranged)
+        .insert_one(doc! {"_id": "end", "k": -1000})
+        .await
+        .expect("end");
     let (from_shards, from_router) = (until_end(&mut ops).await, until_end(&mut events).await);
+    // The workload's own end, then the hashed writes, then the final end.
+    let (from_shards, from_router) = (
+        [from_shards, until_end(&mut ops).await].concat(),
+        [from_router, until_end(&mut events).await].concat(),
+    );
 
     assert_eq!(kinds_ids(&from_shards), kinds_ids(&from_router));
-    // Nothing of the migration, nothing of the aborted transaction: 6 inserts, 2 updates,
-    // 1 delete, the 2 inserts of the committed transaction and the end.
-    assert_eq!(from_shards.len(), 6 + 2 + 2 + 1 + 1, "{from_shards:#?}");
+    // Nothing of the migration, nothing of the aborted transaction: 12 hashed inserts; on
+    // the ranged collection 6 inserts, 2 updates, 1 delete, the 2 inserts of the committed
+    // transaction and the end; a hashed update and delete, and the final end.
+    assert_eq!(from_shards.len(), 12 + 6 + 2 + 1 + 2 + 1 + 2 + 1);
     let times: Vec<_> = from_shards.iter().map(|o| o.timestamp).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "cluster time order");
     let shards: BTreeSet<&str> = from_shards.iter().map(shard_of).collect();
-    assert_eq!(shards.len(), 2, "writes landed on both shards");
+    assert_eq!(shards.len(), ids.len(), "writes landed on every shard");
     let txn: Vec<&Op> = from_shards.iter().filter(|o| o.txn.is_some()).collect();
     assert_eq!(txn.len(), 2, "the committed transaction, once");
     assert_ne!(
