@@ -26,7 +26,7 @@
 //!   new ones start from their `topologyTime`).
 //! - **Faults:** an unreachable shard is retried with backoff (forever by default) and the
 //!   merged stream waits for it; a shard whose position is gone ends the stream with
-//!   [`Error::PositionLost`](crate::Error::PositionLost) at a
+//!   [`Error::PositionLost`] at a
 //!   [`Position::Shard`](crate::Position::Shard) naming it.
 //! - **Positions:** every op carries [`Position::Shard`](crate::Position::Shard);
 //!   [`ClusterControl::positions`] gives the per-shard positions to checkpoint, and
