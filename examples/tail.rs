@@ -28,21 +28,21 @@
 
 mod common;
 
+use common::op_line::OpLine;
+
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use bson::{doc, Bson, Document, Timestamp};
+use bson::{doc, Document, Timestamp};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use mongodb::Client;
 use mongotail::ext::{DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW};
 use mongotail::{
-    start, ChangeStreamOptions, ClusterOptions, DirectOptions, Namespace, Op, OpKind, OpStreamExt,
-    OplogOptions, Source, StartAt, TailOptions, UpdateDescription,
+    start, ChangeStreamOptions, ClusterOptions, DirectOptions, Namespace, Op, OpStreamExt,
+    OplogOptions, StartAt, TailOptions,
 };
-use serde::Serialize;
-use serde_json::Value;
 
 const USAGE: &str = "\
 usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... [--count N]
@@ -427,103 +427,6 @@ async fn demo_workload(
             .await?;
     }
     Ok(())
-}
-
-/// One output line.
-#[derive(Serialize)]
-struct OpLine {
-    op: String,
-    ns: String,
-    id: Value,
-    source: &'static str,
-    ts: Ts,
-    data: Value,
-    update: Value,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    to: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    txn: Option<Value>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    document_missing: bool,
-}
-
-#[derive(Serialize)]
-struct Ts {
-    t: u32,
-    i: u32,
-}
-
-impl From<&Op> for OpLine {
-    fn from(op: &Op) -> Self {
-        OpLine {
-            op: kind_name(&op.kind),
-            ns: op.namespace.to_string(),
-            id: op
-                .id
-                .clone()
-                .map_or(Value::Null, Bson::into_relaxed_extjson),
-            source: match op.source {
-                Source::Oplog => "oplog",
-                Source::ChangeStream => "change_stream",
-                Source::Direct => "direct",
-                _ => "other",
-            },
-            ts: Ts {
-                t: op.timestamp.time,
-                i: op.timestamp.increment,
-            },
-            data: op
-                .data
-                .clone()
-                .map_or(Value::Null, |d| Bson::Document(d).into_relaxed_extjson()),
-            update: op.update.as_ref().map_or(Value::Null, update_json),
-            to: match &op.kind {
-                OpKind::Rename { to } => Some(to.to_string()),
-                _ => None,
-            },
-            txn: op.txn.as_ref().map(|t| {
-                let mut txn = Document::new();
-                if let Some(id) = t.lsid.as_ref().and_then(|l| l.get("id")) {
-                    txn.insert("lsid", id.clone()); // the session id (a UUID)
-                }
-                if let Some(n) = t.txn_number {
-                    txn.insert("txnNumber", n);
-                }
-                txn.insert("index", i64::from(t.index));
-                Bson::Document(txn).into_relaxed_extjson()
-            }),
-            document_missing: op.document_missing,
-        }
-    }
-}
-
-fn kind_name(kind: &OpKind) -> String {
-    match kind {
-        OpKind::Insert => "insert".into(),
-        OpKind::Update => "update".into(),
-        OpKind::Replace => "replace".into(),
-        OpKind::Delete => "delete".into(),
-        OpKind::DropCollection => "drop".into(),
-        OpKind::DropDatabase => "drop_database".into(),
-        OpKind::Rename { .. } => "rename".into(),
-        OpKind::Create => "create".into(),
-        OpKind::Command(name) | OpKind::Other(name) => name.clone(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn update_json(u: &UpdateDescription) -> Value {
-    let truncated: Vec<Bson> = u
-        .truncated_arrays
-        .iter()
-        .map(|t| Bson::Document(doc! {"field": &t.field, "newSize": i64::from(t.new_size)}))
-        .collect();
-    Bson::Document(doc! {
-        "updatedFields": u.updated_fields.clone(),
-        "removedFields": u.removed_fields.clone(),
-        "truncatedArrays": truncated,
-    })
-    .into_relaxed_extjson()
 }
 
 /// The URI without its password, for logs.

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 
+use crate::checkpoint::Ack;
 use crate::error::{Error, Result};
 
 /// Longest database name MongoDB accepts (SRV `DatabaseName::kMaxDatabaseNameLength`, reference §8.4).
@@ -377,6 +378,11 @@ pub struct Op<T = Document> {
     pub txn: Option<TxnInfo>,
     /// Set by `batch_fetch` when the document no longer existed at fetch time.
     pub document_missing: bool,
+    /// The op's acknowledgement when [`start`](crate::start) keeps a checkpoint
+    /// ([`TailOptions::checkpoint`](crate::TailOptions::checkpoint)): call [`Op::ack`] (or
+    /// take it with [`Op::take_ack`] and call [`Ack::ack`] later, from any task) once the
+    /// application has finished with the op. `None` otherwise.
+    pub ack: Option<Ack>,
 }
 
 impl<T> Op<T> {
@@ -406,6 +412,7 @@ impl<T> Op<T> {
             position: Position::Direct,
             txn: None,
             document_missing: false,
+            ack: None,
         }
     }
 
@@ -548,6 +555,21 @@ impl<T> Op<T> {
         self.is_update() && self.data.is_none() && self.id.is_some()
     }
 
+    /// Acknowledges the op now (see [`Op::ack`](Op#structfield.ack)): the application has
+    /// finished with it, so its source's checkpoint may move past it. Does nothing when the
+    /// op carries no acknowledgement or it was taken.
+    pub fn ack(&mut self) {
+        if let Some(ack) = self.ack.take() {
+            ack.ack();
+        }
+    }
+
+    /// Takes the op's acknowledgement, to call [`Ack::ack`] later (for instance after the
+    /// op was moved into a task that writes it somewhere).
+    pub fn take_ack(&mut self) -> Option<Ack> {
+        self.ack.take()
+    }
+
     /// Converts the document with `f`, keeping everything else.
     ///
     /// ```
@@ -574,6 +596,7 @@ impl<T> Op<T> {
             position,
             txn,
             document_missing,
+            ack,
         } = self;
         Op {
             id,
@@ -589,6 +612,7 @@ impl<T> Op<T> {
             position,
             txn,
             document_missing,
+            ack,
         }
     }
 
@@ -614,6 +638,7 @@ impl<T> Op<T> {
             position,
             txn,
             document_missing,
+            ack,
         } = self;
         Ok(Op {
             id,
@@ -629,6 +654,7 @@ impl<T> Op<T> {
             position,
             txn,
             document_missing,
+            ack,
         })
     }
 }

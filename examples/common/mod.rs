@@ -7,6 +7,8 @@
 
 use mongodb::Client;
 
+pub mod op_line;
+
 /// A connected client, plus the embedded server it talks to (if any). Dropping it stops
 /// the embedded server.
 pub struct Server {

@@ -43,10 +43,16 @@ use crate::error::{Error, Result};
 mod file;
 mod memory;
 mod mongo;
+mod saver;
+pub(crate) mod track;
+pub(crate) mod tracked;
 
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use mongo::MongoStore;
+pub use saver::CheckpointOptions;
+pub(crate) use saver::Saver;
+pub use track::Ack;
 
 /// The version of the checkpoint format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;

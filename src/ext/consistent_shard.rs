@@ -41,7 +41,7 @@ where
         let mut this = self.project();
         loop {
             match ready!(this.stream.as_mut().poll_next(cx)) {
-                Some(Ok(op)) if !this.worker.owns(&op) => continue,
+                Some(Ok(mut op)) if !this.worker.owns(&op) => op.ack(), // another worker's
                 other => return Poll::Ready(other),
             }
         }

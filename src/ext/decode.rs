@@ -12,18 +12,30 @@ use crate::error::{Error, Result};
 use crate::op::{Namespace, Op};
 
 /// Decodes the document of `op` with `f`, or names the op in an [`Error::Decode`].
-fn decode_op<T, F>(op: Op, f: F) -> Result<Op<T>>
+fn decode_op<T, F>(mut op: Op, f: F) -> Result<Op<T>>
 where
     F: FnOnce(&Namespace, Document) -> std::result::Result<T, bson::de::Error>,
 {
     let namespace = op.namespace.clone();
     let id = op.id.clone();
-    op.try_map_data(|doc| f(&namespace, doc))
-        .map_err(|source| Error::Decode {
-            namespace,
-            id,
-            source,
-        })
+    let ack = op.take_ack();
+    match op.try_map_data(|doc| f(&namespace, doc)) {
+        Ok(mut op) => {
+            op.ack = ack;
+            Ok(op)
+        }
+        Err(source) => {
+            // The op cannot be delivered: it is done with (acknowledged), the error names it.
+            if let Some(ack) = ack {
+                ack.ack();
+            }
+            Err(Error::Decode {
+                namespace,
+                id,
+                source,
+            })
+        }
+    }
 }
 
 /// Stream for the [`decode`](crate::OpStreamExt::decode) method.

@@ -80,7 +80,7 @@ where
         let mut this = self.project();
         loop {
             match ready!(this.stream.as_mut().poll_next(cx)) {
-                Some(Ok(op)) if !(this.predicate)(&op) => continue,
+                Some(Ok(mut op)) if !(this.predicate)(&op) => op.ack(), // dropped: done with
                 other => return Poll::Ready(other),
             }
         }

@@ -44,7 +44,7 @@ where
         let mut this = self.project();
         loop {
             match ready!(this.stream.as_mut().poll_next(cx)) {
-                Some(Ok(op)) if !(this.predicate)(&op.namespace, &op.kind) => continue,
+                Some(Ok(mut op)) if !(this.predicate)(&op.namespace, &op.kind) => op.ack(),
                 other => return Poll::Ready(other),
             }
         }

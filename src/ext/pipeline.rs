@@ -168,12 +168,20 @@ where
 /// Runs `p` on `op` viewed as a change event: `None` when the pipeline dropped it.
 fn apply(p: &EventPipeline, mut op: Op) -> Result<Option<Op>> {
     let event = event_of(&mut op);
-    match p.apply(event).map_err(pipeline_error)? {
-        Some(event) => {
+    // An op the pipeline drops, or fails on, is done with: acknowledged here.
+    match p.apply(event).map_err(pipeline_error) {
+        Ok(Some(event)) => {
             restore(&mut op, event);
             Ok(Some(op))
         }
-        None => Ok(None),
+        Ok(None) => {
+            op.ack();
+            Ok(None)
+        }
+        Err(e) => {
+            op.ack();
+            Err(e)
+        }
     }
 }
 

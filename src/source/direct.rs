@@ -44,6 +44,9 @@ use tokio::sync::Semaphore;
 
 use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Verdict};
 use super::retry::{retry_transient, RetryPolicy};
+use crate::checkpoint::track::{LaneKey, Mark, Tracker};
+use crate::checkpoint::tracked::Tracked;
+use crate::checkpoint::DirectProgress;
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op, OpKind, Position, Source};
 
@@ -203,13 +206,30 @@ impl fmt::Debug for DirectReads {
 impl DirectReads {
     /// Builds the stream; nothing is sent to the server before the first poll.
     pub fn new(client: &Client, options: DirectOptions) -> DirectReads {
+        DirectReads::build(client, options, None)
+    }
+
+    /// Direct reads whose ops carry acknowledgements of `tracker`, continuing the
+    /// progress of its checkpoint.
+    pub(crate) fn tracked(
+        client: &Client,
+        options: DirectOptions,
+        tracker: Arc<Tracker>,
+    ) -> DirectReads {
+        DirectReads::build(client, options, Some(tracker))
+    }
+
+    fn build(client: &Client, options: DirectOptions, tracker: Option<Arc<Tracker>>) -> Self {
         let concurrency = options.concurrency.max(1);
         let client = client.clone();
         let namespaces = options.namespaces.clone();
         let in_flight = Arc::new(Semaphore::new(options.max_in_flight.max(1)));
         let options = Arc::new(options);
         let inner = stream::iter(namespaces)
-            .map(move |ns| read_namespace(client.clone(), options.clone(), in_flight.clone(), ns))
+            .map(move |ns| {
+                let (client, options) = (client.clone(), options.clone());
+                read_namespace(client, options, in_flight.clone(), tracker.clone(), ns)
+            })
             .flatten_unordered(concurrency)
             .boxed()
             .fuse();
@@ -294,7 +314,14 @@ async fn is_view(client: &Client, ns: &Namespace) -> Result<Option<bool>> {
     }
 }
 
-async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Result<Option<Plan>> {
+/// Plans the read of `ns`: its `_id` range filters (`known`: those of a checkpoint, else
+/// split from a sample) and batch size. `None` when there is no such collection.
+async fn plan(
+    client: &Client,
+    options: &DirectOptions,
+    ns: &Namespace,
+    known: Option<Vec<Document>>,
+) -> Result<Option<Plan>> {
     if ns.is_database() {
         return Err(Error::Config(format!(
             "direct reads need a collection namespace, got database {ns}"
@@ -315,7 +342,7 @@ async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Resul
     if view {
         return Ok(Some(Plan {
             coll,
-            filters: vec![Document::new()],
+            filters: known.unwrap_or_else(|| vec![Document::new()]),
             pipeline,
             batch_size: default_batch(None),
         }));
@@ -331,7 +358,26 @@ async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Resul
         .as_ref()
         .and_then(|s| s.get("avgObjSize"))
         .and_then(bson_f64);
-    let batch_size = default_batch(avg);
+    let filters = match known {
+        Some(filters) => filters,
+        None => split(&coll, options, ns, count).await?,
+    };
+    Ok(Some(Plan {
+        coll,
+        filters,
+        pipeline,
+        batch_size: default_batch(avg),
+    }))
+}
+
+/// The `_id` range filters of a collection of `count` documents: split at boundaries
+/// sampled from it, then bounded to the greatest `_id` present now if asked.
+async fn split(
+    coll: &Collection<Document>,
+    options: &DirectOptions,
+    ns: &Namespace,
+    count: u64,
+) -> Result<Vec<Document>> {
     let mut filters = vec![Document::new()];
     if options.split_max > 1 && count >= options.split_min_docs {
         let size = (options.split_max as u64 * 16).min(count).max(1);
@@ -369,12 +415,7 @@ async fn plan(client: &Client, options: &DirectOptions, ns: &Namespace) -> Resul
             None => Vec::new(), // empty now: nothing to read
         };
     }
-    Ok(Some(Plan {
-        coll,
-        filters,
-        pipeline,
-        batch_size,
-    }))
+    Ok(filters)
 }
 
 fn bson_u64(v: &Bson) -> Option<u64> {
@@ -574,6 +615,7 @@ fn read_range(
     options: &DirectOptions,
     ns: Namespace,
     filter: Document,
+    after: Option<Bson>,
 ) -> BoxStream<'static, Result<Op>> {
     let range = RangeRead {
         coll: plan.coll.clone(),
@@ -584,7 +626,7 @@ fn read_range(
         allow_disk_use: options.allow_disk_use,
         no_cursor_timeout: options.no_cursor_timeout,
     };
-    Engine::new(range, options.retry.clone(), Arc::new(Control::new(None))).boxed()
+    Engine::new(range, options.retry.clone(), Arc::new(Control::new(after))).boxed()
 }
 
 /// `range`, started once a permit of `in_flight` is free and holding it until it ends.
@@ -608,34 +650,102 @@ fn read_namespace(
     client: Client,
     options: Arc<DirectOptions>,
     in_flight: Arc<Semaphore>,
+    tracker: Option<Arc<Tracker>>,
     ns: Namespace,
 ) -> BoxStream<'static, Result<Op>> {
+    let key = ns.to_string();
+    let progress = tracker.as_ref().and_then(|t| t.direct_progress(&key));
+    if progress.as_ref().is_some_and(|p| p.finished) {
+        return stream::empty().boxed(); // read to its end before a restart
+    }
+    let known = progress
+        .as_ref()
+        .filter(|p| !p.ranges.is_empty())
+        .map(|p| p.ranges.iter().map(|r| r.filter.clone()).collect());
     stream::once(async move {
         let planned = {
             let _permit = in_flight.clone().acquire_owned().await;
             retry_transient(&options.retry, "direct read plan", || {
-                plan(&client, &options, &ns)
+                plan(&client, &options, &ns, known.clone())
             })
             .await
         };
-        match planned {
-            Ok(Some(plan)) => {
-                let ranges: Vec<_> = plan
-                    .filters
-                    .iter()
-                    .map(|f| {
-                        let range = read_range(&plan, &options, ns.clone(), f.clone());
-                        with_permit(in_flight.clone(), range)
-                    })
-                    .collect();
-                stream::select_all(ranges).boxed()
+        let plan = match planned {
+            Ok(Some(plan)) => plan,
+            Ok(None) => {
+                if let Some(t) = &tracker {
+                    t.plan_direct(&key, &[]); // no such collection: nothing to read
+                }
+                return stream::empty().boxed();
             }
-            Ok(None) => stream::empty().boxed(),
-            Err(e) => stream::once(async move { Err(e) }).boxed(),
-        }
+            Err(e) => return stream::once(async move { Err(e) }).boxed(),
+        };
+        let ranges = range_reads(&plan, &options, &ns, tracker, progress);
+        let ranges = ranges
+            .into_iter()
+            .map(|r| with_permit(in_flight.clone(), r));
+        stream::select_all(ranges).boxed()
     })
     .flatten()
     .boxed()
+}
+
+/// A stream per `_id` range of `plan` still to read. With a checkpoint, each range is a
+/// lane of `tracker`: a range of `progress` (from before a restart) continues after its
+/// last `_id` (from its start with a pipeline, which may rewrite `_id`s) unless finished.
+fn range_reads(
+    plan: &Plan,
+    options: &DirectOptions,
+    ns: &Namespace,
+    tracker: Option<Arc<Tracker>>,
+    progress: Option<DirectProgress>,
+) -> Vec<BoxStream<'static, Result<Op>>> {
+    let Some(tracker) = tracker else {
+        return plan
+            .filters
+            .iter()
+            .map(|f| read_range(plan, options, ns.clone(), f.clone(), None))
+            .collect();
+    };
+    let key = ns.to_string();
+    let resumed = progress.filter(|p| !p.ranges.is_empty());
+    let lanes: Vec<(usize, Option<Bson>, bool)> = match &resumed {
+        Some(p) => p
+            .ranges
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let after = r.last_id.clone().filter(|_| plan.pipeline.is_none());
+                let base = r.last_id.clone().map(Mark::Id);
+                let lane = tracker.lane(lane_key(&key, index), base);
+                (lane, after, r.finished)
+            })
+            .collect(),
+        None => tracker
+            .plan_direct(&key, &plan.filters)
+            .into_iter()
+            .map(|lane| (lane, None, false))
+            .collect(),
+    };
+    let mut out = Vec::new();
+    for (index, (lane, after, finished)) in lanes.into_iter().enumerate() {
+        if finished {
+            tracker.end(lane);
+            continue;
+        }
+        let filter = plan.filters[index].clone();
+        let range = read_range(plan, options, ns.clone(), filter, after);
+        let tracked = Tracked::one(range, tracker.clone(), lane, lane_key(&key, index), None);
+        out.push(tracked.boxed());
+    }
+    out
+}
+
+fn lane_key(ns: &str, index: usize) -> LaneKey {
+    LaneKey::Range {
+        ns: ns.to_owned(),
+        index,
+    }
 }
 
 #[cfg(test)]

@@ -245,6 +245,11 @@ impl<P: Clone> Control<P> {
         drop(old); // outside the lock
     }
 
+    /// Sets the position before the engine runs (a control made before its source).
+    pub(crate) fn reset(&self, pos: P) {
+        self.publish(pos);
+    }
+
     /// Asks the engine to continue after `ts` on its next poll.
     pub(crate) fn seek(&self, ts: Timestamp) {
         let packed = (u64::from(ts.time) << 32) | u64::from(ts.increment);

@@ -222,6 +222,13 @@ pub struct ChangeStreamControl {
 }
 
 impl ChangeStreamControl {
+    /// A control for a stream built later.
+    pub(crate) fn detached() -> ChangeStreamControl {
+        ChangeStreamControl {
+            control: Arc::new(Control::new(None)),
+        }
+    }
+
     /// The resume token of the last event delivered, refreshed on empty batches
     /// (post-batch resume token); before the first event, the token the stream was told
     /// to start from, or, when started from a time or from now, `None` until the stream
@@ -259,6 +266,16 @@ impl fmt::Debug for ChangeStreamSource {
 impl ChangeStreamSource {
     /// Builds the stream; nothing is sent to the server before the first poll.
     pub fn new(client: &Client, options: ChangeStreamOptions) -> ChangeStreamSource {
+        ChangeStreamSource::with_control(client, options, &ChangeStreamControl::detached())
+    }
+
+    /// The stream, driven through `control` (made before it, see
+    /// [`ChangeStreamControl::detached`]).
+    pub(crate) fn with_control(
+        client: &Client,
+        options: ChangeStreamOptions,
+        control: &ChangeStreamControl,
+    ) -> ChangeStreamSource {
         let token = match (&options.start_after, &options.resume_after) {
             (Some(token), _) => Some((token, true)),
             (None, Some(token)) => Some((token, false)),
@@ -276,8 +293,11 @@ impl ChangeStreamSource {
             opened_after: None,
             txn: TxnCounter::default(),
         };
+        if let Some(initial) = initial {
+            control.control.reset(initial);
+        }
         ChangeStreamSource {
-            engine: Engine::new(watch, retry, Arc::new(Control::new(initial))),
+            engine: Engine::new(watch, retry, control.control.clone()),
         }
     }
 

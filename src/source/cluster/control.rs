@@ -51,6 +51,13 @@ impl fmt::Debug for ClusterControl {
 }
 
 impl ClusterControl {
+    /// A control for a stream built later ([`ClusterStream::with_control`](super::ClusterStream::with_control)).
+    pub(crate) fn detached() -> ClusterControl {
+        ClusterControl {
+            shared: Arc::new(Shared::default()),
+        }
+    }
+
     /// Per shard id, the `ts` of the last oplog entry all of whose ops the stream has
     /// yielded (entries that make no op, such as no-ops, filtered entries and chunk
     /// migrations, included): if every op yielded so far was handled, resuming from these

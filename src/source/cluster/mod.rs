@@ -95,6 +95,7 @@ use crate::checkpoint::OplogProgress;
 use crate::error::{Error, Result};
 use crate::op::Op;
 use crate::source::oplog::OplogOptions;
+use crate::source::start_at::StartAt;
 
 pub use self::control::ClusterControl;
 pub use self::options::ClusterOptions;
@@ -140,6 +141,15 @@ impl ClusterStream {
     /// Tails every shard of the cluster `router` (a client of one or more mongos) routes
     /// for; the shards and the config server are found on the first poll.
     pub fn new(router: &Client, options: ClusterOptions) -> ClusterStream {
+        ClusterStream::with_control(router, options, &ClusterControl::detached())
+    }
+
+    /// [`ClusterStream::new`] driven through an existing control (made before the stream).
+    pub(crate) fn with_control(
+        router: &Client,
+        options: ClusterOptions,
+        control: &ClusterControl,
+    ) -> ClusterStream {
         let retry = options.oplog.retry.clone();
         let discovery = discover(
             router.clone(),
@@ -147,7 +157,7 @@ impl ClusterStream {
             options.client_options.clone(),
             retry,
         );
-        let mut stream = ClusterStream::with_options(options);
+        let mut stream = ClusterStream::with_options(options, control);
         stream.phase = Phase::Discovering(discovery.boxed());
         stream
     }
@@ -162,21 +172,21 @@ impl ClusterStream {
     {
         let shards: Vec<(String, Client)> =
             shards.into_iter().map(|(id, c)| (id.into(), c)).collect();
-        let mut stream = ClusterStream::with_options(options);
+        let mut stream = ClusterStream::with_options(options, &ClusterControl::detached());
         for (id, client) in shards {
-            let start = stream.options.shard_start(&id, None, None);
-            stream.add_tail(id, &client, start);
+            let oplog = stream.options.shard_oplog(&id, None, None);
+            stream.add_tail(id, &client, oplog);
         }
         stream
     }
 
-    fn with_options(options: ClusterOptions) -> ClusterStream {
+    fn with_options(options: ClusterOptions, control: &ClusterControl) -> ClusterStream {
         ClusterStream {
             phase: Phase::Running,
             tails: Vec::new(),
             topology: Topology::Fixed,
             options,
-            shared: Arc::new(Shared::default()),
+            shared: control.shared.clone(),
         }
     }
 
@@ -197,22 +207,18 @@ impl ClusterStream {
         self.tails.iter().map(|t| t.id.clone()).collect()
     }
 
-    fn add_tail(&mut self, id: String, client: &Client, start: crate::StartAt) {
-        let options = OplogOptions {
-            start: Some(start),
-            ..self.options.oplog.clone()
-        };
+    fn add_tail(&mut self, id: String, client: &Client, oplog: OplogOptions) {
         tracing::debug!(shard = %id, "tailing shard");
-        self.tails.push(ShardTail::new(id, client, options));
+        self.tails.push(ShardTail::new(id, client, oplog));
     }
 
     /// Connects to a shard found by discovery or by the topology and tails it.
-    fn add_shard(&mut self, doc: ShardDoc, start: crate::StartAt) -> Result<()> {
+    fn add_shard(&mut self, doc: ShardDoc, oplog: OplogOptions) -> Result<()> {
         if self.tails.iter().any(|t| t.id == doc.id) {
             return Ok(());
         }
         let client = connect(&doc.host, self.options.client_options.as_ref())?;
-        self.add_tail(doc.id, &client, start);
+        self.add_tail(doc.id, &client, oplog);
         Ok(())
     }
 
@@ -233,8 +239,8 @@ impl ClusterStream {
             _ => Topology::Fixed,
         };
         for doc in d.shards {
-            let start = self.options.shard_start(&doc.id, doc.added, Some(d.now));
-            self.add_shard(doc, start)?;
+            let oplog = self.options.shard_oplog(&doc.id, doc.added, Some(d.now));
+            self.add_shard(doc, oplog)?;
         }
         self.phase = Phase::Running;
         Ok(())
@@ -246,10 +252,9 @@ impl ClusterStream {
             match change {
                 Change::Added(doc) => {
                     tracing::info!(shard = %doc.id, added = ?doc.added, "new shard");
-                    let start = doc
-                        .added
-                        .map_or(crate::StartAt::Latest, crate::StartAt::After);
-                    self.add_shard(doc, start)?;
+                    let start = doc.added.map_or(StartAt::Latest, StartAt::After);
+                    let oplog = self.options.oplog.clone().start(start);
+                    self.add_shard(doc, oplog)?;
                 }
                 Change::Removed { id, at } => {
                     tracing::info!(shard = %id, removed = ?at, "shard removed");

@@ -118,28 +118,26 @@ impl ClusterOptions {
         self
     }
 
-    /// Where shard `id` starts: after its resume position; for a shard missing from a
-    /// non-empty `resume_from`, after the time it was added (`added`); otherwise the
-    /// oplog options' start, or after `now`.
-    pub(super) fn shard_start(
+    /// The oplog options of shard `id`: resuming from its position; for a shard missing
+    /// from a non-empty `resume_from`, starting after the time it was added (`added`);
+    /// otherwise from the oplog options' start, or after `now`.
+    pub(super) fn shard_oplog(
         &self,
         id: &str,
         added: Option<bson::Timestamp>,
         now: Option<bson::Timestamp>,
-    ) -> StartAt {
+    ) -> OplogOptions {
+        let oplog = self.oplog.clone();
         if !self.resume_from.is_empty() {
-            // TODO(#16): resume inside a transaction (`progress.index`) with
-            // `OplogOptions::resume_from` once it lands on main; until then the whole
-            // entry at `progress.ts` counts as handled.
             return match self.resume_from.get(id) {
-                Some(progress) => StartAt::After(progress.ts),
-                None => added.map_or(StartAt::Earliest, StartAt::After),
+                Some(progress) => oplog.resume_from(*progress),
+                None => oplog.start(added.map_or(StartAt::Earliest, StartAt::After)),
             };
         }
         match (&self.oplog.start, now) {
-            (Some(start), _) => start.clone(),
-            (None, Some(now)) => StartAt::After(now),
-            (None, None) => StartAt::Latest,
+            (Some(_), _) => oplog,
+            (None, Some(now)) => oplog.start_after(now),
+            (None, None) => oplog.start(StartAt::Latest),
         }
     }
 }
@@ -156,9 +154,9 @@ mod tests {
         }
     }
 
-    fn after(s: StartAt) -> Option<Timestamp> {
-        match s {
-            StartAt::After(t) => Some(t),
+    fn after(o: OplogOptions) -> Option<Timestamp> {
+        match o.start {
+            Some(StartAt::After(t)) => Some(t),
             _ => None,
         }
     }
@@ -166,25 +164,29 @@ mod tests {
     #[test]
     fn shards_start_after_their_position_or_when_they_were_added() {
         let o = ClusterOptions::new();
-        assert_eq!(
-            after(o.shard_start("a", Some(ts(1)), Some(ts(9)))),
-            Some(ts(9))
-        );
-        assert!(matches!(o.shard_start("a", None, None), StartAt::Latest));
+        let now = Some(ts(9));
+        assert_eq!(after(o.shard_oplog("a", Some(ts(1)), now)), Some(ts(9)));
+        let latest = o.shard_oplog("a", None, None);
+        assert!(matches!(latest.start, Some(StartAt::Latest)));
         let o = o.resume_from([("a".to_string(), OplogProgress::new(ts(5)))].into());
-        assert_eq!(
-            after(o.shard_start("a", Some(ts(1)), Some(ts(9)))),
-            Some(ts(5))
-        );
-        assert_eq!(
-            after(o.shard_start("b", Some(ts(7)), Some(ts(9)))),
-            Some(ts(7))
-        );
-        assert!(matches!(o.shard_start("c", None, None), StartAt::Earliest));
+        assert_eq!(after(o.shard_oplog("a", Some(ts(1)), now)), Some(ts(5)));
+        assert_eq!(after(o.shard_oplog("b", Some(ts(7)), now)), Some(ts(7)));
+        let unknown = o.shard_oplog("c", None, None);
+        assert!(matches!(unknown.start, Some(StartAt::Earliest)));
         let o = ClusterOptions::new().start(StartAt::Earliest);
-        assert!(matches!(
-            o.shard_start("a", None, Some(ts(9))),
-            StartAt::Earliest
-        ));
+        let given = o.shard_oplog("a", None, now);
+        assert!(matches!(given.start, Some(StartAt::Earliest)));
+    }
+
+    #[test]
+    fn a_position_inside_a_transaction_resumes_inside_it() {
+        let inside = OplogProgress::inside(ts(5), 2);
+        let o = ClusterOptions::new().resume_from([("a".to_string(), inside)].into());
+        let resumed = o.shard_oplog("a", None, None);
+        let plain = OplogOptions::new().resume_from(inside);
+        assert_eq!(
+            format!("{resumed:?}"),
+            format!("{:?}", plain.retry(o.oplog.retry.clone()))
+        );
     }
 }

@@ -93,6 +93,9 @@ pub struct OplogOptions {
     pub max_pending_txn_ops: usize,
     /// Retry of transient errors. Default [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Set by [`OplogOptions::resume_from`] with an index: the ops of the transaction
+    /// committed at `ts` up to `index` were handled.
+    resume_inside: Option<(Timestamp, u32)>,
 }
 
 impl Default for OplogOptions {
@@ -107,6 +110,7 @@ impl Default for OplogOptions {
             batch_size: None,
             max_pending_txn_ops: 100_000,
             retry: RetryPolicy::default(),
+            resume_inside: None,
         }
     }
 }
@@ -137,6 +141,32 @@ impl OplogOptions {
     /// Starts after `ts` (shorthand for `start(StartAt::After(ts))`).
     pub fn start_after(self, ts: Timestamp) -> Self {
         self.start(StartAt::After(ts))
+    }
+
+    /// Resumes from a checkpointed position: after the entry at `progress.ts`, or, inside
+    /// the transaction committed at `progress.ts`, after its op `progress.index` (the
+    /// transaction's later ops are delivered, its earlier ones are not).
+    ///
+    /// ```
+    /// use bson::Timestamp;
+    /// use mongotail::checkpoint::OplogProgress;
+    /// use mongotail::{OplogOptions, StartAt};
+    ///
+    /// let ts = Timestamp { time: 1_700_000_000, increment: 4 };
+    /// let options = OplogOptions::new().resume_from(OplogProgress::new(ts));
+    /// assert!(matches!(options.start, Some(StartAt::After(t)) if t == ts));
+    /// ```
+    pub fn resume_from(mut self, progress: crate::checkpoint::OplogProgress) -> Self {
+        match progress.index {
+            None => {
+                self.resume_inside = None;
+                self.start_after(progress.ts)
+            }
+            Some(index) => {
+                self.resume_inside = Some((progress.ts, index));
+                self.start_after(just_before(progress.ts))
+            }
+        }
     }
 
     /// Adds a namespace to [`OplogOptions::namespaces`].
@@ -189,6 +219,13 @@ pub struct OplogControl {
 }
 
 impl OplogControl {
+    /// A control for a stream built later.
+    pub(crate) fn detached() -> OplogControl {
+        OplogControl {
+            control: Arc::new(Control::new(None)),
+        }
+    }
+
     /// The `ts` of the last entry the stream has fully delivered (including skipped
     /// no-op and filtered entries); `None` before the start point is resolved.
     pub fn position(&self) -> Option<Timestamp> {
@@ -225,6 +262,16 @@ impl fmt::Debug for OplogStream {
 impl OplogStream {
     /// Builds the stream; nothing is sent to the server before the first poll.
     pub fn new(client: &Client, options: OplogOptions) -> OplogStream {
+        OplogStream::with_control(client, options, &OplogControl::detached())
+    }
+
+    /// The stream, driven through `control` (made before it, see
+    /// [`OplogControl::detached`]).
+    pub(crate) fn with_control(
+        client: &Client,
+        options: OplogOptions,
+        control: &OplogControl,
+    ) -> OplogStream {
         let oplog = client
             .database(&options.database)
             .collection::<Document>(&options.collection);
@@ -236,11 +283,12 @@ impl OplogStream {
                 options.max_pending_txn_ops,
             ),
             oplog,
+            skip: options.resume_inside,
             options,
         };
         let retry = tail.options.retry.clone();
         OplogStream {
-            engine: Engine::new(tail, retry, Arc::new(Control::new(None))),
+            engine: Engine::new(tail, retry, control.control.clone()),
         }
     }
 
@@ -265,12 +313,62 @@ impl Lookup for Collection<Document> {
     }
 }
 
+/// The timestamp just before `ts` in the oplog's order (the zero timestamp stays zero).
+fn just_before(ts: Timestamp) -> Timestamp {
+    match (ts.time, ts.increment) {
+        (0, 0) => ts,
+        (time, 0) => Timestamp {
+            time: time - 1,
+            increment: u32::MAX,
+        },
+        (time, increment) => Timestamp {
+            time,
+            increment: increment - 1,
+        },
+    }
+}
+
 /// How the oplog source opens, decodes and classifies; the [`Engine`] does the rest.
 struct OplogTail {
     client: Client,
     oplog: Collection<Document>,
     options: OplogOptions,
     decoder: Decoder,
+    /// Until the entry at this `ts` is read: its ops up to this index were handled.
+    skip: Option<(Timestamp, u32)>,
+}
+
+impl OplogTail {
+    /// Where a cursor opened after `from` resumes: after `from`, or at the transaction
+    /// whose first ops are skipped.
+    fn resume_point(&self, from: Timestamp) -> Timestamp {
+        match self.skip {
+            Some((ts, _)) if from == just_before(ts) => ts,
+            _ => from,
+        }
+    }
+
+    /// Drops the ops of the entry at `ts` already handled before a restart (appended to
+    /// `out` from `first` on).
+    fn skip_handled(&mut self, ts: Timestamp, out: &mut VecDeque<Op>, first: usize) {
+        let Some((at, index)) = self.skip else { return };
+        if ts < at {
+            return;
+        }
+        self.skip = None;
+        if ts == at {
+            let keep: Vec<Op> = out
+                .drain(first..)
+                .filter(|op| !handled(op, index))
+                .collect();
+            out.extend(keep);
+        }
+    }
+}
+
+/// Whether `op` is among a transaction's ops up to `index`.
+fn handled(op: &Op, index: u32) -> bool {
+    op.txn.as_ref().is_some_and(|t| t.index <= index)
 }
 
 impl Resumable for OplogTail {
@@ -306,13 +404,14 @@ impl Resumable for OplogTail {
         find.batch_size = self.options.batch_size;
         let filter = server_filter(from, &self.options.namespaces);
         let oplog = self.oplog.clone();
+        let resume = from.map(|from| self.resume_point(from));
         async move {
             let cursor = oplog
                 .clone_with_type::<RawDocumentBuf>()
                 .find(filter)
                 .with_options(find)
                 .await?;
-            if let Some(last) = from {
+            if let Some(last) = resume {
                 // Capped collections lose their oldest entries first: if the oldest entry is
                 // newer than `last`, something after `last` may be gone (reference §3.3).
                 if let Some(oldest) = oplog_edge(&oplog, 1).await? {
@@ -361,12 +460,25 @@ impl Resumable for OplogTail {
         let Ok(ts) = entry.get_timestamp("ts") else {
             return Decoded::fail(None, malformed("missing `ts`".into()));
         };
-        match self.decoder.process_into(entry, out) {
+        let first = out.len();
+        let decoded = self.decoder.process_into(entry, out);
+        let skip = self
+            .skip
+            .filter(|(at, _)| *at == ts)
+            .map(|(_, index)| index);
+        self.skip_handled(ts, out, first);
+        match decoded {
             // No-ops and filtered entries move the position too.
             Ok(None) => Decoded::deliver(Some(ts)),
             Ok(Some(chain)) => {
                 let (oplog, rules) = (self.oplog.clone(), self.decoder.rules());
-                let lookup = async move { chain.walk_oplog(&oplog).await?.into_ops(&rules) };
+                let lookup = async move {
+                    let mut ops = chain.walk_oplog(&oplog).await?.into_ops(&rules)?;
+                    if let Some(index) = skip {
+                        ops.retain(|op| !handled(op, index));
+                    }
+                    Ok(ops)
+                };
                 Decoded {
                     pos: Some(ts),
                     then: Then::Lookup(lookup.boxed()),

@@ -24,6 +24,9 @@ use mongodb::change_stream::event::ResumeToken;
 use mongodb::Client;
 use tokio::sync::watch;
 
+mod checkpointed;
+
+use crate::checkpoint::{CheckpointOptions, CheckpointStore, Saver};
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
@@ -51,6 +54,10 @@ pub struct TailOptions {
     /// ([`OplogOptions::start`], [`ChangeStreamOptions::start`], a change stream's resume
     /// token); exclusive for all of them (see [`StartAt`]). Default [`StartAt::Latest`].
     pub start: StartAt,
+    /// Durable progress: ops carry acknowledgements, the low watermark of every source is
+    /// saved in a store, and a restart resumes from it (see [`TailOptions::checkpoint`]).
+    /// Default `None`.
+    pub checkpoint: Option<CheckpointOptions>,
 }
 
 impl Default for TailOptions {
@@ -61,6 +68,7 @@ impl Default for TailOptions {
             direct: None,
             cluster: None,
             start: StartAt::Latest,
+            checkpoint: None,
         }
     }
 }
@@ -128,6 +136,69 @@ impl TailOptions {
         self
     }
 
+    /// Keeps durable progress in `store` under `name` (default save and back-pressure
+    /// limits; see [`CheckpointOptions`] and [`TailOptions::checkpoint_options`]).
+    ///
+    /// Every op then carries an acknowledgement ([`Op::ack`]): call it when the application
+    /// has finished with the op, from any task and in any order. Per source, the stored
+    /// position is the low watermark: just before the oldest op not yet acknowledged. A
+    /// later [`start`] with the same store and name resumes every source from there: the
+    /// oplog after its timestamp (inside a transaction, after the last acknowledged op of
+    /// it), each change stream from its token, and direct reads in their unfinished `_id`
+    /// ranges, skipping finished collections.
+    ///
+    /// **The guarantee: at least once.** Every change is delivered at least once across
+    /// restarts. An acknowledged op is delivered again only if the process died before its
+    /// acknowledgement was saved (at most [`CheckpointOptions::save_every`] acknowledgements
+    /// or [`CheckpointOptions::save_interval`] of them; [`Handle::flush`] saves now), or if
+    /// an older op of its source was not acknowledged then. For exactly-once output, save
+    /// your output and the checkpoint together: implement
+    /// [`CheckpointStore`](crate::checkpoint::CheckpointStore) on your own database and write
+    /// the checkpoint in the transaction that writes the output.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+    /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
+    /// use futures::TryStreamExt;
+    /// use mongotail::checkpoint::{CheckpointStore, MemoryStore};
+    /// use mongotail::{start, Namespace, OplogOptions, StartAt, TailOptions};
+    ///
+    /// let orders = client.database("shop").collection::<bson::Document>("orders");
+    /// orders.insert_many((0..3).map(|i| bson::doc! {"_id": i})).await?;
+    /// let oplog = OplogOptions::new()
+    ///     .start(StartAt::Earliest)
+    ///     .namespace(Namespace::parse("shop.orders")?);
+    /// let store = MemoryStore::new();
+    /// let options = TailOptions::new().oplog(oplog).checkpoint(store.clone(), "indexer");
+    ///
+    /// let (mut ops, handle) = start(&client, options.clone());
+    /// let mut first = ops.try_next().await?.expect("the implicit create");
+    /// first.ack(); // done with it
+    /// handle.flush().await?; // saved: a restart continues after it
+    /// handle.stop();
+    ///
+    /// let (mut ops, handle) = start(&client, options);
+    /// let next = ops.try_next().await?.expect("an insert");
+    /// assert!(next.is_insert(), "the acknowledged create is not delivered again");
+    /// # handle.stop();
+    /// # Ok(()) }
+    /// ```
+    pub fn checkpoint(
+        self,
+        store: impl CheckpointStore + 'static,
+        name: impl Into<String>,
+    ) -> Self {
+        self.checkpoint_options(CheckpointOptions::new(store, name))
+    }
+
+    /// Sets [`TailOptions::checkpoint`] with its limits.
+    pub fn checkpoint_options(mut self, options: CheckpointOptions) -> Self {
+        self.checkpoint = Some(options);
+        self
+    }
+
     /// Adds a collection or view to read directly (with default direct-read options
     /// otherwise).
     pub fn direct_read(mut self, ns: Namespace) -> Self {
@@ -158,6 +229,34 @@ pub struct OpStream {
     /// `None` once stopped or ended: dropping the sources closes their cursors.
     sources: Option<SelectAll<BoxStream<'static, Result<Op>>>>,
     shared: Arc<Shared>,
+    /// The checkpoint's saver, and whether its task was spawned (at the first poll, inside
+    /// the caller's Tokio runtime).
+    saver: Option<(Arc<Saver>, bool)>,
+}
+
+impl OpStream {
+    /// Spawns the saving task on the first poll; a stream polled outside a Tokio runtime
+    /// saves only on [`Handle::flush`].
+    fn spawn_saver(&mut self) {
+        let Some((saver, spawned @ false)) = &mut self.saver else {
+            return;
+        };
+        *spawned = true;
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(saver.clone().run())),
+            Err(_) => tracing::warn!(
+                checkpoint = %saver.options().name,
+                "polled outside a Tokio runtime: the checkpoint is saved only by Handle::flush"
+            ),
+        }
+    }
+
+    /// The stream ended: the saving task saves once more and ends.
+    fn stop_saver(&self) {
+        if let Some((saver, _)) = &self.saver {
+            saver.stop();
+        }
+    }
 }
 
 impl fmt::Debug for OpStream {
@@ -175,9 +274,12 @@ impl Stream for OpStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        this.spawn_saver();
         loop {
             if this.shared.stopped.load(Ordering::Acquire) {
-                this.sources = None;
+                if this.sources.take().is_some() {
+                    this.stop_saver();
+                }
                 return Poll::Ready(None);
             }
             let Some(sources) = this.sources.as_mut() else {
@@ -221,6 +323,7 @@ impl FusedStream for OpStream {
 impl Drop for OpStream {
     fn drop(&mut self) {
         self.shared.stopped.store(true, Ordering::Release);
+        self.stop_saver();
     }
 }
 
@@ -237,6 +340,7 @@ pub struct Handle {
     change_streams: Vec<ChangeStreamControl>,
     cluster: Option<ClusterControl>,
     direct_done: watch::Receiver<bool>,
+    saver: Option<Arc<Saver>>,
 }
 
 impl fmt::Debug for Handle {
@@ -329,6 +433,34 @@ impl Handle {
     pub fn stop(&self) {
         self.shared.stopped.store(true, Ordering::Release);
         self.shared.waker.wake();
+        if let Some(saver) = &self.saver {
+            saver.stop();
+        }
+    }
+
+    /// Saves the checkpoint now ([`TailOptions::checkpoint`]): every source's low
+    /// watermark, as far as the ops delivered so far were acknowledged. Works after
+    /// [`Handle::stop`] too: acknowledge what you finished, then flush before exiting.
+    ///
+    /// Nothing is saved before the checkpoint was loaded at the first poll, nor while a
+    /// live source has no position yet (it has not opened): a checkpoint saved then could
+    /// skip changes on restart.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the stream keeps no checkpoint; the store's error when the
+    /// save fails.
+    pub async fn flush(&self) -> Result<()> {
+        let Some(saver) = &self.saver else {
+            return Err(Error::Config(
+                "no checkpoint to flush: set TailOptions::checkpoint".into(),
+            ));
+        };
+        saver.save_now().await.map(drop)
+    }
+
+    /// Ops delivered and not yet acknowledged (0 without a checkpoint).
+    pub fn outstanding(&self) -> usize {
+        self.saver.as_ref().map_or(0, |s| s.tracker.outstanding())
     }
 
     /// Whether the stream has stopped (by [`Handle::stop`], drop, or because every source
@@ -430,50 +562,113 @@ impl Stream for DoneOnEnd {
 /// ```
 pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
     let snapshot = snapshot_start(client, &mut options);
-    let mut sources: SelectAll<BoxStream<'static, Result<Op>>> = SelectAll::new();
-    let mut oplog = None;
-    if let Some(mut o) = options.oplog {
-        o.start.get_or_insert_with(|| options.start.clone());
-        let s = OplogStream::new(client, o);
-        oplog = Some(s.control());
-        sources.push(s.boxed());
+    let controls = Controls::for_options(&options);
+    let (tx, rx) = watch::channel(false);
+    let saver = options.checkpoint.take().map(|c| Arc::new(Saver::new(c)));
+    let sources: SelectAll<BoxStream<'static, Result<Op>>> = match &saver {
+        None => build(client, options, snapshot, &controls, None, tx)
+            .into_iter()
+            .collect(),
+        Some(saver) => {
+            let resumed = checkpointed::resume(
+                client.clone(),
+                options,
+                snapshot,
+                controls.clone(),
+                saver.clone(),
+                tx,
+            );
+            std::iter::once(resumed).collect()
+        }
+    };
+    assemble(sources, controls, rx, saver)
+}
+
+/// The controls of the live sources, made before the sources (which a checkpoint delays
+/// until it is loaded) so that a [`Handle`] has them at once.
+#[derive(Clone)]
+struct Controls {
+    oplog: Option<OplogControl>,
+    change_streams: Vec<ChangeStreamControl>,
+    cluster: Option<ClusterControl>,
+}
+
+impl Controls {
+    fn for_options(options: &TailOptions) -> Controls {
+        Controls {
+            oplog: options.oplog.as_ref().map(|_| OplogControl::detached()),
+            change_streams: options
+                .change_streams
+                .iter()
+                .map(|_| ChangeStreamControl::detached())
+                .collect(),
+            cluster: options.cluster.as_ref().map(|_| ClusterControl::detached()),
+        }
     }
-    let mut cluster = None;
-    if let Some(mut c) = options.cluster {
+}
+
+/// Every source of `options`, driven through `controls`; with `tracking`, their ops carry
+/// acknowledgements and each source resumes where the checkpoint says.
+fn build(
+    client: &Client,
+    options: TailOptions,
+    snapshot: Option<Arc<SnapshotStart>>,
+    controls: &Controls,
+    tracking: Option<&checkpointed::Tracking>,
+    direct_done: watch::Sender<bool>,
+) -> Vec<BoxStream<'static, Result<Op>>> {
+    let mut sources = Vec::new();
+    if let (Some(mut o), Some(control)) = (options.oplog, &controls.oplog) {
+        o.start.get_or_insert_with(|| options.start.clone());
+        let s = OplogStream::with_control(client, o, control).boxed();
+        sources.push(match tracking {
+            Some(t) => t.oplog(s, control),
+            None => s,
+        });
+    }
+    if let (Some(mut c), Some(control)) = (options.cluster, &controls.cluster) {
         if c.oplog.start.is_none() && !matches!(options.start, StartAt::Latest) {
             c.oplog.start = Some(options.start.clone());
         }
-        let s = ClusterStream::new(client, c);
-        cluster = Some(s.control());
-        sources.push(s.boxed());
+        let s = ClusterStream::with_control(client, c, control).boxed();
+        sources.push(match tracking {
+            Some(t) => t.cluster(s, control),
+            None => s,
+        });
     }
-    let mut change_streams = Vec::new();
-    for mut cs in options.change_streams {
+    let scopes = checkpointed::scopes(&options.change_streams);
+    let streams = options
+        .change_streams
+        .into_iter()
+        .zip(&controls.change_streams);
+    for ((mut cs, control), scope) in streams.zip(scopes) {
         cs.start.get_or_insert_with(|| options.start.clone());
-        let s = ChangeStreamSource::new(client, cs);
-        change_streams.push(s.control());
-        sources.push(s.boxed());
+        let s = ChangeStreamSource::with_control(client, cs, control).boxed();
+        sources.push(match tracking {
+            Some(t) => t.change_stream(s, control, scope),
+            None => s,
+        });
     }
-    let (tx, rx) = watch::channel(false);
     match options.direct {
         Some(d) if !d.namespaces.is_empty() => {
-            let direct = DirectReads::new(client, d);
+            let direct = match tracking {
+                Some(t) => DirectReads::tracked(client, d, t.tracker()),
+                None => DirectReads::new(client, d),
+            };
             let s = DoneOnEnd {
                 inner: match snapshot {
                     Some(snapshot) => after_snapshot_start(snapshot, direct),
                     None => direct.boxed(),
                 },
-                done: Some(tx),
+                done: Some(direct_done),
             };
             sources.push(s.boxed());
         }
         _ => {
-            tx.send_replace(true);
+            direct_done.send_replace(true);
         }
     }
-    let (stream, mut handle) = assemble(sources, oplog, change_streams, rx);
-    handle.cluster = cluster;
-    (stream, handle)
+    sources
 }
 
 /// The start point live sources share with direct reads (snapshot, then live, with no
@@ -537,21 +732,23 @@ fn after_snapshot_start(
 
 fn assemble(
     sources: SelectAll<BoxStream<'static, Result<Op>>>,
-    oplog: Option<OplogControl>,
-    change_streams: Vec<ChangeStreamControl>,
+    controls: Controls,
     direct_done: watch::Receiver<bool>,
+    saver: Option<Arc<Saver>>,
 ) -> (OpStream, Handle) {
     let shared = Arc::new(Shared::default());
     let handle = Handle {
         shared: shared.clone(),
-        oplog,
-        change_streams,
-        cluster: None,
+        oplog: controls.oplog,
+        change_streams: controls.change_streams,
+        cluster: controls.cluster,
         direct_done,
+        saver: saver.clone(),
     };
     let stream = OpStream {
         sources: Some(sources),
         shared,
+        saver: saver.map(|s| (s, false)),
     };
     (stream, handle)
 }
@@ -578,7 +775,12 @@ mod tests {
     fn pair(sources: Vec<BoxStream<'static, Result<Op>>>) -> (OpStream, Handle) {
         let (tx, rx) = watch::channel(true);
         drop(tx);
-        assemble(sources.into_iter().collect(), None, Vec::new(), rx)
+        let controls = Controls {
+            oplog: None,
+            change_streams: Vec::new(),
+            cluster: None,
+        };
+        assemble(sources.into_iter().collect(), controls, rx, None)
     }
 
     #[test]
