@@ -687,3 +687,59 @@ async fn without_the_config_server_shards_go_on_and_new_ones_come_from_list_shar
         (Some(Bson::Int32(3)), added)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpointed_restart_inside_a_two_shard_transaction_delivers_exactly_the_rest() {
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s.split_collection(&unique_db("cp"), &ids[0], &ids[1]).await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let coll = s.coll(&ns);
+    coll.insert_many([doc! {"_id": 1, "k": -1}, doc! {"_id": 2, "k": 2}])
+        .await
+        .expect("inserts");
+    let txn = vec![
+        doc! {"_id": 3, "k": -3},
+        doc! {"_id": 4, "k": 4},
+        doc! {"_id": 5, "k": -5},
+    ];
+    transaction(&s, &ns, txn, true).await;
+    coll.insert_many([doc! {"_id": 6, "k": 6}, doc! {"_id": 7, "k": -7}])
+        .await
+        .expect("inserts");
+
+    let store = mongotail::checkpoint::MemoryStore::new();
+    let options = TailOptions::new()
+        .start(StartAt::After(now))
+        .cluster(ClusterOptions::new().namespace(ns.clone()))
+        .checkpoint(store.clone(), "sharded");
+    let (mut ops, handle) = start(&s.router, options.clone());
+    let mut all = take_ops(&mut ops, 7).await;
+    // Acknowledge up to the first op of the transaction on the shard that has two of them.
+    let cut = all
+        .iter()
+        .position(|o| o.txn.as_ref().is_some_and(|t| t.index == 0) && shard_of(o) == ids[0])
+        .expect("the transaction's first op on the first shard");
+    for op in &mut all[..=cut] {
+        op.take_ack().expect("an ack").ack();
+    }
+    handle.flush().await.expect("saved");
+    handle.stop();
+    let saved = mongotail::checkpoint::CheckpointStore::load(&store, "sharded")
+        .await
+        .expect("load")
+        .expect("a checkpoint");
+    assert_eq!(
+        saved.shards[&ids[0]],
+        mongotail::checkpoint::OplogProgress::inside(all[cut].timestamp, 0)
+    );
+
+    let (mut again, handle) = start(&s.router, options);
+    let rest = take_ops(&mut again, all.len() - cut - 1).await;
+    assert_eq!(kinds_ids(&rest), kinds_ids(&all[cut + 1..]));
+    coll.insert_one(doc! {"_id": 99, "k": 99})
+        .await
+        .expect("insert");
+    assert_eq!(take_ops(&mut again, 1).await[0].id, Some(Bson::Int32(99)));
+    handle.stop();
+}
