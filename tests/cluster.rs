@@ -743,3 +743,60 @@ async fn a_checkpointed_restart_inside_a_two_shard_transaction_delivers_exactly_
     assert_eq!(take_ops(&mut again, 1).await[0].id, Some(Bson::Int32(99)));
     handle.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_shard_is_retried_and_the_stream_waits_for_it() {
+    if external_server("sets a fail point on an embedded shard") {
+        return;
+    }
+    let s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("down"), &ids[0], &ids[1])
+        .await;
+    // Every read of this stream's connections to the first shard fails (a transient
+    // error), from before the stream starts.
+    let shard = Client::with_uri_str(s.sim.as_ref().expect("embedded").shard_uri(0))
+        .await
+        .expect("shard client");
+    let fail = |mode: Bson| {
+        doc! {"configureFailPoint": "failCommand", "mode": mode,
+        "data": {"failCommands": ["find", "getMore"], "appName": "mt-down-test", "errorCode": 91}}
+    };
+    shard
+        .database("admin")
+        .run_command(fail("alwaysOn".into()))
+        .await
+        .expect("fail point on");
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut app = mongodb::options::ClientOptions::default();
+    app.app_name = Some("mt-down-test".into());
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now))
+            .client_options(app),
+    );
+    for (id, k) in [(1, -1), (2, 2)] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": id, "k": k})
+            .await
+            .expect("insert");
+    }
+    // Drive the stream while the first shard fails: whatever it yields counts.
+    let mut got = Vec::new();
+    if let Ok(Some(item)) = tokio::time::timeout(Duration::from_millis(500), ops.next()).await {
+        got.push(item.expect("transient errors are retried, not yielded"));
+    }
+    shard
+        .database("admin")
+        .run_command(fail("off".into()))
+        .await
+        .expect("fail point off");
+    let more = 2 - got.len();
+    got.extend(take_ops(&mut ops, more).await);
+    // The second shard's later insert waited for the first shard's earlier one.
+    assert_eq!(common::int_ids(&got), [1, 2]);
+    assert_eq!(shard_of(&got[0]), ids[0]);
+}

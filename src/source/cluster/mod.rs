@@ -366,3 +366,26 @@ impl FusedStream for ClusterStream {
         matches!(self.phase, Phase::Done)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_test::{assert_pending, assert_ready, task};
+
+    #[test]
+    fn pause_holds_the_stream_and_resume_wakes_it() {
+        let no_shards: Vec<(String, Client)> = Vec::new();
+        let stream = ClusterStream::from_shards(no_shards, ClusterOptions::new());
+        let control = stream.control();
+        let mut stream = task::spawn(stream);
+        control.pause();
+        assert!(control.is_paused());
+        assert_pending!(stream.poll_next());
+        control.resume();
+        assert!(stream.is_woken());
+        // No shard at all: the stream ends.
+        assert!(assert_ready!(stream.poll_next()).is_none());
+        assert!(stream.is_terminated());
+        assert!(control.positions().is_empty());
+    }
+}
