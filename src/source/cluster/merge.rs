@@ -39,14 +39,16 @@ pub(super) struct Lane {
 }
 
 /// The lane whose head may go out now, if any.
-pub(super) fn pick(lanes: &[Lane], bound: Watermark) -> Option<usize> {
+pub(super) fn pick<I>(lanes: I, bound: Watermark) -> Option<usize>
+where
+    I: Iterator<Item = Lane> + Clone,
+{
     let (i, key) = lanes
-        .iter()
+        .clone()
         .enumerate()
         .filter_map(|(i, l)| l.head.map(|k| (i, k)))
         .min_by_key(|&(i, k)| (k, i))?;
     let others = lanes
-        .iter()
         .enumerate()
         .all(|(j, l)| j == i || l.watermark.reaches(key.0));
     (others && bound.reaches(key.0)).then_some(i)
@@ -74,35 +76,41 @@ mod tests {
     fn the_smallest_head_waits_for_every_other_lane() {
         let lanes = [lane(Some(5), Some(9)), lane(None, Some(4))];
         assert_eq!(
-            pick(&lanes, Watermark::Ended),
+            pick(lanes.iter().copied(), Watermark::Ended),
             None,
             "lane 1 may still log 4 < t < 5"
         );
         let lanes = [lane(Some(5), Some(9)), lane(None, Some(5))];
-        assert_eq!(pick(&lanes, Watermark::Ended), Some(0));
+        assert_eq!(pick(lanes.iter().copied(), Watermark::Ended), Some(0));
         let lanes = [lane(Some(5), Some(9)), lane(Some(3), Some(3))];
-        assert_eq!(pick(&lanes, Watermark::Ended), Some(1));
+        assert_eq!(pick(lanes.iter().copied(), Watermark::Ended), Some(1));
         let unstarted = [lane(Some(5), Some(9)), lane(None, None)];
-        assert_eq!(pick(&unstarted, Watermark::Ended), None);
+        assert_eq!(pick(unstarted.iter().copied(), Watermark::Ended), None);
     }
 
     #[test]
     fn ended_lanes_hold_nothing_back_and_the_bound_does() {
         let mut lanes = [lane(Some(5), Some(5)), lane(None, Some(1))];
         lanes[1].watermark = Watermark::Ended;
-        assert_eq!(pick(&lanes, Watermark::Ended), Some(0));
-        assert_eq!(pick(&lanes, Watermark::At(Some(ts(4)))), None);
-        assert_eq!(pick(&lanes, Watermark::At(None)), None);
-        assert_eq!(pick(&lanes, Watermark::At(Some(ts(5)))), Some(0));
-        assert_eq!(pick(&[], Watermark::Ended), None);
+        assert_eq!(pick(lanes.iter().copied(), Watermark::Ended), Some(0));
+        assert_eq!(
+            pick(lanes.iter().copied(), Watermark::At(Some(ts(4)))),
+            None
+        );
+        assert_eq!(pick(lanes.iter().copied(), Watermark::At(None)), None);
+        assert_eq!(
+            pick(lanes.iter().copied(), Watermark::At(Some(ts(5)))),
+            Some(0)
+        );
+        assert_eq!(pick([].into_iter(), Watermark::Ended), None);
     }
 
     #[test]
     fn equal_times_go_by_transaction_index_then_lane() {
         let mut lanes = [lane(Some(5), Some(5)), lane(Some(5), Some(5))];
-        assert_eq!(pick(&lanes, Watermark::Ended), Some(0));
+        assert_eq!(pick(lanes.iter().copied(), Watermark::Ended), Some(0));
         lanes[0].head = Some((ts(5), 2));
         lanes[1].head = Some((ts(5), 1));
-        assert_eq!(pick(&lanes, Watermark::Ended), Some(1));
+        assert_eq!(pick(lanes.iter().copied(), Watermark::Ended), Some(1));
     }
 }

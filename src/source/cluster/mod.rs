@@ -88,7 +88,7 @@ use mongodb::Client;
 
 use self::control::Shared;
 use self::discover::{connect, discover, Discovered, ShardDoc};
-use self::merge::{pick, Lane};
+use self::merge::pick;
 use self::shard::ShardTail;
 use self::topology::{Change, Topology};
 use crate::checkpoint::OplogProgress;
@@ -273,8 +273,8 @@ impl ClusterStream {
         for t in &mut self.tails {
             moved |= t.release_marks();
         }
-        let lanes: Vec<Lane> = self.tails.iter().map(ShardTail::lane).collect();
-        let op = pick(&lanes, self.topology.bound()).and_then(|i| {
+        let lanes = self.tails.iter().map(ShardTail::lane);
+        let op = pick(lanes, self.topology.bound()).and_then(|i| {
             let tail = &mut self.tails[i];
             let op = tail.pop();
             moved |= tail.release_marks();
@@ -283,8 +283,12 @@ impl ClusterStream {
         (op, moved)
     }
 
+    /// Publishes the positions for the controls, once a removed shard's tail is gone.
     fn publish(&mut self) {
-        self.tails.retain(|t| !(t.is_finished() && t.is_removed()));
+        let gone = |t: &ShardTail| t.is_finished() && t.is_removed();
+        if self.tails.iter().any(gone) {
+            self.tails.retain(|t| !gone(t));
+        }
         let positions = self
             .tails
             .iter()
@@ -295,7 +299,10 @@ impl ClusterStream {
 
     /// One poll while running: follow the topology, read every shard, release an op.
     fn poll_running(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Op>>> {
-        let known: BTreeSet<String> = self.tails.iter().map(|t| t.id.clone()).collect();
+        let known: BTreeSet<String> = match self.topology {
+            Topology::Poll { .. } => self.tails.iter().map(|t| t.id.clone()).collect(),
+            _ => BTreeSet::new(), // only a listShards answer is compared with them
+        };
         let mut changes = Vec::new();
         self.topology.poll_changes(cx, &known, &mut changes);
         if let Err(e) = self.apply(changes) {
@@ -312,7 +319,7 @@ impl ClusterStream {
             }
         }
         let (op, moved) = self.release();
-        if moved || op.is_some() {
+        if moved || self.tails.iter().any(ShardTail::is_finished) {
             self.publish();
         }
         if let Some(op) = op {
