@@ -800,3 +800,53 @@ async fn an_unreachable_shard_is_retried_and_the_stream_waits_for_it() {
     assert_eq!(common::int_ids(&got), [1, 2]);
     assert_eq!(shard_of(&got[0]), ids[0]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_shards_with_the_config_server_follows_new_shards() {
+    if external_server("adds a shard to the embedded cluster") {
+        return;
+    }
+    let mut s = Sharded::start(2).await;
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("listen"), &ids[0], &ids[1])
+        .await;
+    let reply = s.admin(doc! {"listShards": 1}).await;
+    let mut shards = Vec::new();
+    for d in reply.get_array("shards").expect("shards") {
+        let d = d.as_document().expect("a shard");
+        let uri = shard_uri(d.get_str("host").expect("host"));
+        let client = Client::with_uri_str(&uri).await.expect("shard client");
+        shards.push((d.get_str("_id").expect("_id").to_owned(), client));
+    }
+    let map = s.admin(doc! {"getShardMap": 1}).await;
+    let config_host = map
+        .get_document("map")
+        .expect("map")
+        .get_str("config")
+        .expect("config");
+    let config = Client::with_uri_str(shard_uri(config_host))
+        .await
+        .expect("config client");
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let options = ClusterOptions::new()
+        .namespace(ns.clone())
+        .start(StartAt::After(now));
+    let mut ops = ClusterStream::from_shards(shards, options).follow_config_server(&config);
+
+    let sim = s.sim.as_mut().expect("embedded");
+    let added = tokio::task::block_in_place(|| sim.add_shard()).expect("add a shard");
+    s.admin(doc! {"split": ns.to_string(), "middle": {"k": 100}})
+        .await;
+    s.admin(doc! {"moveChunk": ns.to_string(), "find": {"k": 100}, "to": &added, "_waitForDelete": true})
+        .await;
+    for (id, k) in [(1, 150), (2, -2), (3, 2)] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": id, "k": k})
+            .await
+            .expect("insert");
+    }
+    let got = take_ops(&mut ops, 3).await;
+    assert_eq!(common::int_ids(&got), [1, 2, 3]);
+    assert_eq!(shard_of(&got[0]), added);
+}

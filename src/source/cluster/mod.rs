@@ -164,7 +164,8 @@ impl ClusterStream {
 
     /// Tails the given shards, each a client of its replica set with its shard id
     /// (gtm's `StartMulti`), for deployments where no router is reachable. The shard list
-    /// is fixed: [`ClusterOptions::follow_shards`] does not apply.
+    /// is fixed unless [`ClusterStream::follow_config_server`] is called
+    /// ([`ClusterOptions::follow_shards`] does not apply).
     pub fn from_shards<I, S>(shards: I, options: ClusterOptions) -> ClusterStream
     where
         I: IntoIterator<Item = (S, Client)>,
@@ -178,6 +179,29 @@ impl ClusterStream {
             stream.add_tail(id, &client, oplog);
         }
         stream
+    }
+
+    /// Follows shards added to and removed from the cluster through its config server
+    /// (`config`: a client of the config server's replica set), gtm's `AddShardListener`,
+    /// for a stream built with [`ClusterStream::from_shards`]: a shard added later is tailed
+    /// from the time it was added (connected with [`ClusterOptions::client_options`]), and
+    /// the merged stream waits for the config server's tail as it does for
+    /// [`ClusterStream::new`]. The config server is followed from the shards' start when
+    /// that is [`StartAt::After`], else from its newest entry; a stream from
+    /// [`ClusterStream::new`] follows it already.
+    pub fn follow_config_server(mut self, config: &Client) -> ClusterStream {
+        let start = match self.options.oplog.start {
+            Some(StartAt::After(ts)) if self.options.resume_from.is_empty() => StartAt::After(ts),
+            _ => StartAt::Latest,
+        };
+        self.topology = Topology::follow(
+            config,
+            start,
+            None,
+            self.options.shard_poll_interval,
+            self.options.oplog.max_await_time,
+        );
+        self
     }
 
     fn with_options(options: ClusterOptions, control: &ClusterControl) -> ClusterStream {
@@ -228,7 +252,7 @@ impl ClusterStream {
         self.topology = match (d.config, d.router) {
             (Some((config, from)), router) => Topology::follow(
                 &config,
-                from,
+                StartAt::After(from),
                 router,
                 interval,
                 self.options.oplog.max_await_time,

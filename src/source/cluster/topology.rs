@@ -27,6 +27,7 @@ use super::merge::Watermark;
 use crate::error::Result;
 use crate::op::{Namespace, OpKind};
 use crate::source::oplog::{OplogOptions, OplogStream};
+use crate::source::start_at::StartAt;
 use crate::source::RetryPolicy;
 
 /// A change of the shard list.
@@ -68,17 +69,17 @@ impl fmt::Debug for Topology {
 }
 
 impl Topology {
-    /// Tails the config server's `config.shards` after `from`.
+    /// Tails the config server's `config.shards` from `start`.
     pub(super) fn follow(
         config: &Client,
-        from: Timestamp,
+        start: StartAt,
         router: Option<Client>,
         interval: Duration,
         max_await: Duration,
     ) -> Topology {
         let options = OplogOptions::new()
             .namespace(Namespace::parse("config.shards").expect("a valid namespace"))
-            .start_after(from)
+            .start(start)
             .max_await_time(max_await)
             .retry(RetryPolicy::new(
                 Duration::from_millis(100),
