@@ -354,6 +354,20 @@ async fn a_drained_and_removed_shard_s_tail_ends() {
     if external_server("removes a shard from the cluster") {
         return;
     }
+    removal(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_shard_gone_before_its_tail_caught_up_ends_after_the_grace() {
+    if external_server("removes a shard from the cluster") {
+        return;
+    }
+    removal(true).await;
+}
+
+/// Drains and removes the second shard while tailing; with `gone`, the tail cannot read
+/// that shard any more from before the drain (a fail point for its connections).
+async fn removal(gone: bool) {
     let s = Sharded::start(2).await;
     let ids = s.shard_ids().await;
     let ns = s
@@ -364,11 +378,15 @@ async fn a_drained_and_removed_shard_s_tail_ends() {
         .await
         .expect("inserts on the shard to remove");
     let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut app = mongodb::options::ClientOptions::default();
+    app.app_name = Some("mt-removal-test".into());
     let mut ops = ClusterStream::new(
         &s.router,
         ClusterOptions::new()
             .namespace(ns.clone())
-            .start(StartAt::After(now)),
+            .start(StartAt::After(now))
+            .client_options(app)
+            .removed_shard_grace(Duration::from_millis(300)),
     );
     // Both tails started: an op from each shard.
     s.coll(&ns)
@@ -377,6 +395,20 @@ async fn a_drained_and_removed_shard_s_tail_ends() {
         .expect("inserts");
     take_ops(&mut ops, 2).await;
     assert!(ops.control().positions().contains_key(&ids[1]));
+    if gone {
+        let shard = Client::with_uri_str(s.sim.as_ref().expect("embedded").shard_uri(1))
+            .await
+            .expect("shard client");
+        shard
+            .database("admin")
+            .run_command(
+                doc! {"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                "data": {"failCommands": ["find", "getMore"], "appName": "mt-removal-test",
+                    "errorCode": 91}},
+            )
+            .await
+            .expect("fail point");
+    }
     let mut state = String::new();
     for _ in 0..10 {
         let reply = s.admin(doc! {"removeShard": &ids[1]}).await;

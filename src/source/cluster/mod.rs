@@ -283,7 +283,7 @@ impl ClusterStream {
                 Change::Removed { id, at } => {
                     tracing::info!(shard = %id, removed = ?at, "shard removed");
                     if let Some(t) = self.tails.iter_mut().find(|t| t.id == id) {
-                        t.end_after(at);
+                        t.end_after(at, self.options.removed_shard_grace);
                     }
                 }
             }

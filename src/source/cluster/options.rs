@@ -35,6 +35,11 @@ pub struct ClusterOptions {
     /// How often `listShards` is asked through the router when the config server cannot be
     /// reached (its oplog is followed otherwise). Default 10 s.
     pub shard_poll_interval: Duration,
+    /// How long the tail of a shard removed from the cluster may take to read up to its
+    /// removal before it ends anyway (the shard was shut down right after `removeShard`;
+    /// what it logged after the tail's position is then not delivered, and a warning is
+    /// logged). Default 60 s.
+    pub removed_shard_grace: Duration,
     /// Upper bound of ops read from one shard and not yet released (waiting for the other
     /// shards to pass their time): a shard with a full buffer is not read until the merge
     /// releases its ops. Default 1,000. At most `shards × max_buffered_ops` ops are held,
@@ -58,6 +63,7 @@ impl Default for ClusterOptions {
             resume_from: BTreeMap::new(),
             follow_shards: true,
             shard_poll_interval: Duration::from_secs(10),
+            removed_shard_grace: Duration::from_secs(60),
             max_buffered_ops: 1_000,
             client_options: None,
         }
@@ -103,6 +109,12 @@ impl ClusterOptions {
     /// Sets [`ClusterOptions::shard_poll_interval`].
     pub fn shard_poll_interval(mut self, interval: Duration) -> Self {
         self.shard_poll_interval = interval;
+        self
+    }
+
+    /// Sets [`ClusterOptions::removed_shard_grace`].
+    pub fn removed_shard_grace(mut self, grace: Duration) -> Self {
+        self.removed_shard_grace = grace;
         self
     }
 

@@ -8,11 +8,15 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bson::Timestamp;
 use futures::StreamExt;
 use mongodb::Client;
+use tokio::time::Sleep;
 
 use super::merge::{Key, Lane, Watermark};
 use crate::error::Error;
@@ -20,11 +24,11 @@ use crate::op::{Op, Position};
 use crate::source::oplog::{OplogOptions, OplogStream};
 
 /// When a removed shard's tail ends.
-#[derive(Debug, Clone, Copy, PartialEq)]
 enum End {
     Never,
-    /// Once it has read up to this `ts` (its removal, on the config server's clock).
-    After(Timestamp),
+    /// Once it has read up to this `ts` (its removal, on the config server's clock), or
+    /// when the grace period is over (the shard was shut down before its tail got there).
+    After(Timestamp, Pin<Box<Sleep>>),
     /// Once it has read everything there is (removal seen without a time).
     WhenIdle,
 }
@@ -79,14 +83,36 @@ impl ShardTail {
         }
     }
 
-    /// Ends the tail once it has read up to `ts` (`None`: once it has read everything).
-    pub(super) fn end_after(&mut self, ts: Option<Timestamp>) {
-        self.end = ts.map_or(End::WhenIdle, End::After);
+    /// Ends the tail once it has read up to `ts`, or after `grace` at the latest (`None`:
+    /// once it has read everything).
+    pub(super) fn end_after(&mut self, ts: Option<Timestamp>, grace: Duration) {
+        self.end = match ts {
+            Some(ts) => End::After(ts, Box::pin(tokio::time::sleep(grace))),
+            None => End::WhenIdle,
+        };
     }
 
     /// Whether the shard was removed from the cluster.
     pub(super) fn is_removed(&self) -> bool {
-        self.end != End::Never
+        !matches!(self.end, End::Never)
+    }
+
+    /// Whether a removed shard's tail is done: it has read up to its removal, or the grace
+    /// period is over.
+    fn removal_done(&mut self, cx: &mut Context<'_>) -> bool {
+        match &mut self.end {
+            End::Never => false,
+            End::WhenIdle => true,
+            End::After(ts, _) if self.seen >= Some(*ts) => true,
+            End::After(ts, grace) => {
+                let over = grace.as_mut().poll(cx).is_ready();
+                if over {
+                    tracing::warn!(shard = %self.id, removed = ?ts, seen = ?self.seen,
+                        "removed shard unreachable before its tail reached the removal: ending it");
+                }
+                over
+            }
+        }
     }
 
     /// Reads ops into the buffer until the stream is pending or `cap` ops are buffered.
@@ -121,12 +147,7 @@ impl ShardTail {
                 }
                 Poll::Pending => {
                     self.mark();
-                    let done = match self.end {
-                        End::Never => false,
-                        End::WhenIdle => true,
-                        End::After(ts) => self.seen >= Some(ts),
-                    };
-                    if done {
+                    if self.removal_done(cx) {
                         self.stream = None;
                     }
                     return None;
