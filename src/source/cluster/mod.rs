@@ -21,7 +21,8 @@
 //!   deletes from `config.shards`); a new shard is tailed from the time it was added, and the
 //!   merged stream waits for the config server's tail to pass an op's `ts` before releasing
 //!   it, so no shard is discovered too late. A removed shard's tail ends after its entries up
-//!   to the removal. When the config server cannot be reached, `listShards` is asked through
+//!   to the removal (or after [`ClusterOptions::removed_shard_grace`] if the shard went away
+//!   first). When the config server cannot be reached, `listShards` is asked through
 //!   the router every [`ClusterOptions::shard_poll_interval`] instead (existing shards go on;
 //!   new ones start from their `topologyTime`).
 //! - **Faults:** an unreachable shard is retried with backoff (forever by default) and the
