@@ -209,22 +209,29 @@ async fn per_shard_ops_come_in_the_router_change_stream_order() {
     h.delete_one(doc! {"_id": 104})
         .await
         .expect("hashed delete");
+    // Dropping a sharded collection: one drop, whatever number of shards had it.
+    h.drop().await.expect("drop the hashed collection");
     s.coll(&ranged)
         .insert_one(doc! {"_id": "end", "k": -1000})
         .await
         .expect("end");
     let (from_shards, from_router) = (until_end(&mut ops).await, until_end(&mut events).await);
-    // The workload's own end, then the hashed writes, then the final end.
+    // The workload's own end, then the hashed writes and the drop, then the final end.
     let (from_shards, from_router) = (
         [from_shards, until_end(&mut ops).await].concat(),
         [from_router, until_end(&mut events).await].concat(),
     );
+    let drops = from_shards
+        .iter()
+        .filter(|o| o.kind == OpKind::DropCollection)
+        .count();
+    assert_eq!(drops, 1, "one drop for the sharded collection");
 
     assert_eq!(kinds_ids(&from_shards), kinds_ids(&from_router));
     // Nothing of the migration, nothing of the aborted transaction: 12 hashed inserts; on
     // the ranged collection 6 inserts, 2 updates, 1 delete, the 2 inserts of the committed
-    // transaction and the end; a hashed update and delete, and the final end.
-    assert_eq!(from_shards.len(), 12 + 6 + 2 + 1 + 2 + 1 + 2 + 1);
+    // transaction and the end; a hashed update and delete, the drop, and the final end.
+    assert_eq!(from_shards.len(), 12 + 6 + 2 + 1 + 2 + 1 + 2 + 1 + 1);
     let times: Vec<_> = from_shards.iter().map(|o| o.timestamp).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "cluster time order");
     let shards: BTreeSet<&str> = from_shards.iter().map(shard_of).collect();
