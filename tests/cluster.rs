@@ -316,11 +316,18 @@ async fn a_shard_added_while_tailing_is_tailed_from_when_it_was_added() {
             .namespace(ns.clone())
             .start(StartAt::After(now)),
     );
+    let mut events = ChangeStreamSource::new(
+        &s.router,
+        ChangeStreamOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
     s.coll(&ns)
         .insert_one(doc! {"_id": 1, "k": -1})
         .await
         .expect("insert");
     assert_eq!(take_ops(&mut ops, 1).await[0].id, Some(Bson::Int32(1)));
+    assert_eq!(take_ops(&mut events, 1).await[0].id, Some(Bson::Int32(1)));
 
     let sim = s.sim.as_mut().expect("embedded");
     let added = tokio::task::block_in_place(|| sim.add_shard()).expect("add a shard");
@@ -339,6 +346,8 @@ async fn a_shard_added_while_tailing_is_tailed_from_when_it_was_added() {
         .await
         .expect("end");
     let got = until_end(&mut ops).await;
+    // As the router's change stream, which picks the new shard up too.
+    assert_eq!(kinds_ids(&got), kinds_ids(&until_end(&mut events).await));
     assert_eq!(
         got.iter().map(|o| o.id.clone()).collect::<Vec<_>>(),
         [2, 3, 4]
