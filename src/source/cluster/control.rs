@@ -64,6 +64,29 @@ impl ClusterControl {
     /// positions ([`ClusterOptions::resume_from`](super::ClusterOptions::resume_from))
     /// loses and repeats nothing. A shard appears once its start point is resolved; a
     /// removed shard disappears once its tail has ended.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = mongosim::Cluster::start(
+    /// #     mongosim::ClusterOptions::new().noop_interval(std::time::Duration::from_millis(100)),
+    /// # )?;
+    /// # let router = mongodb::Client::with_uri_str(cluster.uri()).await?;
+    /// use futures::TryStreamExt;
+    /// use mongotail::{cluster_time, ClusterOptions, ClusterStream, StartAt};
+    ///
+    /// let now = cluster_time(&router).await?;
+    /// let mut ops = ClusterStream::new(&router, ClusterOptions::new().start(StartAt::After(now)));
+    /// let control = ops.control();
+    /// router.database("shop").collection::<bson::Document>("orders")
+    ///     .insert_one(bson::doc! {"_id": 1}).await?;
+    /// let op = ops.try_next().await?.expect("the insert");
+    /// // Save these after handling `op`; restart with `ClusterOptions::resume_from(saved)`.
+    /// let saved = control.positions();
+    /// assert!(saved.values().all(|p| p.ts >= now));
+    /// assert!(saved.values().any(|p| p.ts >= op.timestamp));
+    /// # Ok(()) }
+    /// ```
     pub fn positions(&self) -> BTreeMap<String, OplogProgress> {
         self.shared
             .positions

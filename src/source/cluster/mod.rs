@@ -167,6 +167,32 @@ impl ClusterStream {
     /// (gtm's `StartMulti`), for deployments where no router is reachable. The shard list
     /// is fixed unless [`ClusterStream::follow_config_server`] is called
     /// ([`ClusterOptions::follow_shards`] does not apply).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let cluster = mongosim::Cluster::start(
+    /// #     mongosim::ClusterOptions::new().noop_interval(std::time::Duration::from_millis(100)),
+    /// # )?;
+    /// # let (router_uri, uri0, uri1) = (cluster.uri(), cluster.shard_uri(0), cluster.shard_uri(1));
+    /// use futures::TryStreamExt;
+    /// use mongodb::Client;
+    /// use mongotail::{cluster_time, ClusterOptions, ClusterStream, Position, StartAt};
+    ///
+    /// // Each shard's replica set, e.g. "mongodb://h1,h2/?replicaSet=shard01".
+    /// let shards = [
+    ///     ("shard01", Client::with_uri_str(&uri0).await?),
+    ///     ("shard02", Client::with_uri_str(&uri1).await?),
+    /// ];
+    /// # let router = Client::with_uri_str(&router_uri).await?;
+    /// # let start = StartAt::After(cluster_time(&router).await?);
+    /// let mut ops = ClusterStream::from_shards(shards, ClusterOptions::new().start(start));
+    /// # router.database("shop").collection::<bson::Document>("orders")
+    /// #     .insert_one(bson::doc! {"_id": 1}).await?;
+    /// let op = ops.try_next().await?.expect("an op");
+    /// assert!(matches!(op.position, Position::Shard { .. }));
+    /// # Ok(()) }
+    /// ```
     pub fn from_shards<I, S>(shards: I, options: ClusterOptions) -> ClusterStream
     where
         I: IntoIterator<Item = (S, Client)>,
