@@ -945,3 +945,32 @@ async fn from_shards_with_the_config_server_follows_new_shards() {
     assert_eq!(common::int_ids(&got), [1, 2, 3]);
     assert_eq!(shard_of(&got[0]), added);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_makes_every_shard_continue_after_the_time() {
+    let Some(s) = Sharded::start(2).await else {
+        return;
+    };
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("seek"), &ids[0], &ids[1])
+        .await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    for i in [-1, 1, -2, 2] {
+        s.coll(&ns)
+            .insert_one(doc! {"_id": i, "k": i})
+            .await
+            .expect("insert");
+    }
+    let first = take_ops(&mut ops, 4).await;
+    assert_eq!(common::int_ids(&first), [-1, 1, -2, 2]);
+    ops.control().seek(first[1].timestamp);
+    let again = take_ops(&mut ops, 2).await;
+    assert_eq!(kinds_ids(&again), kinds_ids(&first[2..]));
+}

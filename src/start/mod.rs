@@ -124,7 +124,7 @@ impl TailOptions {
     /// resume positions, [`TailOptions::start`] applies, [`StartAt::Latest`] meaning the
     /// router's current cluster time for every shard. For a change stream through the
     /// router instead, use [`TailOptions::watch`] or [`TailOptions::watch_deployment`].
-    /// [`Handle::since`] does not seek this source; [`Handle::cluster`] gives its positions.
+    /// [`Handle::since`] seeks every shard; [`Handle::cluster`] gives its positions.
     pub fn cluster(mut self, options: ClusterOptions) -> Self {
         self.cluster = Some(options);
         self.disable_oplog()
@@ -421,6 +421,7 @@ impl Handle {
             return Err(Error::Stopped);
         }
         self.live(|o| o.seek(ts), |c| c.seek(ts));
+        self.cluster.iter().for_each(|c| c.seek(ts));
         Ok(())
     }
 

@@ -1,10 +1,11 @@
-//! [`ClusterControl`]: the per-shard positions of a cluster stream, and pause / resume.
+//! [`ClusterControl`]: the per-shard positions of a cluster stream, pause / resume, seek.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bson::Timestamp;
 use futures::task::AtomicWaker;
 
 use crate::checkpoint::OplogProgress;
@@ -14,6 +15,8 @@ use crate::checkpoint::OplogProgress;
 pub(super) struct Shared {
     positions: Mutex<BTreeMap<String, OplogProgress>>,
     paused: AtomicBool,
+    /// A seek request not applied yet.
+    seek: Mutex<Option<Timestamp>>,
     pub(super) waker: AtomicWaker,
 }
 
@@ -32,10 +35,18 @@ impl Shared {
     pub(super) fn is_paused(&self) -> bool {
         self.paused.load(Ordering::Acquire)
     }
+
+    /// The seek request, if any (taken: applied once).
+    pub(super) fn take_seek(&self) -> Option<Timestamp> {
+        self.seek
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
 }
 
 /// A cloneable remote control of a [`ClusterStream`](super::ClusterStream): its
-/// per-shard positions (for checkpoints), pause and resume.
+/// per-shard positions (for checkpoints), pause, resume and seek.
 #[derive(Clone)]
 pub struct ClusterControl {
     pub(super) shared: Arc<Shared>,
@@ -111,5 +122,17 @@ impl ClusterControl {
     /// Whether the stream is paused.
     pub fn is_paused(&self) -> bool {
         self.shared.is_paused()
+    }
+
+    /// Makes every shard's tail continue after `ts` (gtm's `Since`, one cluster time for
+    /// all shards): on the next poll the shards' cursors are re-opened there, and the ops
+    /// read but not yet yielded are discarded.
+    pub fn seek(&self, ts: Timestamp) {
+        *self
+            .shared
+            .seek
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(ts);
+        self.shared.waker.wake();
     }
 }

@@ -350,6 +350,9 @@ impl ClusterStream {
 
     /// One poll while running: follow the topology, read every shard, release an op.
     fn poll_running(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Op>>> {
+        if let Some(ts) = self.shared.take_seek() {
+            self.tails.iter_mut().for_each(|t| t.seek(ts));
+        }
         let known: BTreeSet<String> = match self.topology {
             Topology::Poll { .. } => self.tails.iter().map(|t| t.id.clone()).collect(),
             _ => BTreeSet::new(), // only a listShards answer is compared with them

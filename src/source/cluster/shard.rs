@@ -115,6 +115,18 @@ impl ShardTail {
         }
     }
 
+    /// Continues after `ts`: what is buffered goes, the oplog tail re-opens there.
+    pub(super) fn seek(&mut self, ts: Timestamp) {
+        let Some(stream) = self.stream.as_ref() else {
+            return;
+        };
+        stream.control().seek(ts);
+        self.buffer.clear();
+        self.marks.clear();
+        (self.pushed, self.popped) = (0, 0);
+        (self.seen, self.last_pos) = (None, None);
+    }
+
     /// Reads ops into the buffer until the stream is pending or `cap` ops are buffered.
     /// Returns an error of the stream (named after the shard), to be yielded.
     pub(super) fn fill(&mut self, cx: &mut Context<'_>, cap: usize) -> Option<Error> {
