@@ -11,7 +11,8 @@ use bson::{doc, Bson, Document, Timestamp};
 use common::{unique_db, TestServer, WAIT};
 use futures::StreamExt;
 use mongotail::checkpoint::{
-    CheckpointOptions, CheckpointStore, FileStore, MemoryStore, MongoStore, OplogProgress,
+    Checkpoint, CheckpointOptions, CheckpointStore, FileStore, MemoryStore, MongoStore,
+    OplogProgress, PositionLostPolicy,
 };
 use mongotail::{
     start, DirectOptions, Error, Namespace, Op, OpStream, OpStreamExt, OplogOptions, StartAt,
@@ -101,7 +102,7 @@ async fn a_restart_inside_a_transaction_delivers_the_rest_of_it() {
     let after = server.latest_ts().await;
     let mut session = server.client.start_session().await.unwrap();
     session.start_transaction().await.unwrap();
-    for i in 0..60 {
+    for i in 0..300 {
         coll.insert_one(doc! {"_id": i})
             .session(&mut session)
             .await
@@ -128,7 +129,7 @@ async fn a_restart_inside_a_transaction_delivers_the_rest_of_it() {
     assert_eq!(saved.index, Some(20), "inside the transaction, after op 20");
 
     let (mut ops, handle) = start(&server.client, options);
-    for i in 21..60 {
+    for i in 21..300 {
         let op = next(&mut ops).await;
         assert_eq!(op.txn.as_ref().map(|t| t.index), Some(i), "{op:?}");
         assert_eq!(id(&op), i as i32);
@@ -330,4 +331,67 @@ async fn an_unreadable_checkpoint_is_an_error_never_a_fresh_start() {
     );
     assert!(ops.next().await.is_none(), "and nothing is read");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_position_fails_or_rereads_the_collections_by_policy() {
+    let server = TestServer::start().await;
+    let db = unique_db("cp_lost");
+    let ns = Namespace::new(db.clone(), "c").unwrap();
+    let coll = server.client.database(&db).collection::<Document>("c");
+    coll.insert_many((0..5).map(|i| doc! {"_id": i}))
+        .await
+        .unwrap();
+    let store = MemoryStore::new();
+    let mut gone = Checkpoint::new();
+    // Older than any oplog entry: the server no longer has it.
+    gone.oplog = Some(OplogProgress::new(Timestamp {
+        time: 1,
+        increment: 1,
+    }));
+    store.save("lost", &gone).await.unwrap();
+    let oplog = OplogOptions::new().namespace(ns.clone());
+
+    let checkpoint = CheckpointOptions::new(store.clone(), "lost");
+    let options = TailOptions::new()
+        .oplog(oplog.clone())
+        .checkpoint_options(checkpoint);
+    let (mut ops, _handle) = start(&server.client, options);
+    let first = tokio::time::timeout(WAIT, ops.next()).await.unwrap();
+    assert!(
+        matches!(first, Some(Err(Error::PositionLost { .. }))),
+        "{first:?}"
+    );
+
+    let checkpoint =
+        CheckpointOptions::new(store.clone(), "lost").on_position_lost(PositionLostPolicy::Reread);
+    let options = TailOptions::new()
+        .oplog(oplog)
+        .checkpoint_options(checkpoint);
+    let (mut ops, handle) = start(&server.client, options);
+    let mut read = Vec::new();
+    for _ in 0..5 {
+        let mut op = next(&mut ops).await;
+        assert!(op.is_source_direct(), "{op:?}");
+        read.push(id(&op));
+        op.ack();
+    }
+    read.sort_unstable();
+    assert_eq!(read, [0, 1, 2, 3, 4], "the collection is read again");
+    coll.insert_one(doc! {"_id": 5}).await.unwrap();
+    let mut live = next(&mut ops).await;
+    assert!(
+        live.is_source_oplog() && id(&live) == 5,
+        "then live: {live:?}"
+    );
+    live.ack();
+    handle.flush().await.unwrap();
+    let saved = store.load("lost").await.unwrap().unwrap();
+    assert_eq!(
+        saved.oplog.map(|p| p.ts),
+        Some(live.timestamp),
+        "a new position is saved"
+    );
+    assert!(saved.direct.values().all(|d| d.finished), "{saved:?}");
+    handle.stop();
 }

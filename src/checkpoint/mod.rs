@@ -28,8 +28,11 @@
 //! # }).unwrap();
 //! ```
 //!
-//! Status: the stores and the format are in place; saving through acknowledgements and
-//! restarting `start` from a checkpoint are being built on top of them.
+//! [`start`](crate::start) keeps one with [`TailOptions::checkpoint`](crate::TailOptions::checkpoint):
+//! each op then carries an [`Ack`]; the low watermark of acknowledged ops is saved every
+//! [`CheckpointOptions::save_every`] acknowledgements, every
+//! [`CheckpointOptions::save_interval`], at stop and on [`Handle::flush`](crate::Handle::flush),
+//! and a restart resumes every source from it (the guarantee is written there).
 
 use std::collections::BTreeMap;
 
@@ -50,8 +53,8 @@ pub(crate) mod tracked;
 pub use file::FileStore;
 pub use memory::MemoryStore;
 pub use mongo::MongoStore;
-pub use saver::CheckpointOptions;
 pub(crate) use saver::Saver;
+pub use saver::{CheckpointOptions, PositionLostPolicy};
 pub use track::Ack;
 
 /// The version of the checkpoint format this build writes and reads.
@@ -70,6 +73,10 @@ pub struct Checkpoint {
     /// empty string for the whole deployment).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub change_streams: BTreeMap<String, ResumeToken>,
+    /// Change streams that started at a cluster time and have no resume token yet, by
+    /// scope: they resume at that time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub change_stream_times: BTreeMap<String, Timestamp>,
     /// Direct-read progress by namespace (`db.coll`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub direct: BTreeMap<String, DirectProgress>,
@@ -84,6 +91,7 @@ impl Default for Checkpoint {
             version: FORMAT_VERSION,
             oplog: None,
             change_streams: BTreeMap::new(),
+            change_stream_times: BTreeMap::new(),
             direct: BTreeMap::new(),
             shards: BTreeMap::new(),
         }

@@ -32,6 +32,9 @@ pub struct CheckpointOptions {
     /// (an op that is never acknowledged holds its source's checkpoint, and with it the
     /// stream, forever). Default 60 s.
     pub stall_warning: Duration,
+    /// What a live source does when its stored position is gone from the server.
+    /// Default [`PositionLostPolicy::Fail`].
+    pub on_position_lost: PositionLostPolicy,
 }
 
 impl fmt::Debug for CheckpointOptions {
@@ -42,6 +45,7 @@ impl fmt::Debug for CheckpointOptions {
             .field("save_interval", &self.save_interval)
             .field("max_outstanding", &self.max_outstanding)
             .field("stall_warning", &self.stall_warning)
+            .field("on_position_lost", &self.on_position_lost)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +65,7 @@ impl CheckpointOptions {
             save_interval: Duration::from_secs(1),
             max_outstanding: 10_000,
             stall_warning: Duration::from_secs(60),
+            on_position_lost: PositionLostPolicy::Fail,
         }
     }
 
@@ -82,11 +87,33 @@ impl CheckpointOptions {
         self
     }
 
+    /// Sets [`CheckpointOptions::on_position_lost`].
+    pub fn on_position_lost(mut self, policy: PositionLostPolicy) -> Self {
+        self.on_position_lost = policy;
+        self
+    }
+
     /// Sets [`CheckpointOptions::stall_warning`].
     pub fn stall_warning(mut self, after: Duration) -> Self {
         self.stall_warning = after;
         self
     }
+}
+
+/// What to do when a live source's stored position is no longer on the server (the oplog
+/// rolled over it, the change-stream history is gone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PositionLostPolicy {
+    /// Yield [`Error::PositionLost`](crate::Error::PositionLost) and end that source (the default): nothing is skipped
+    /// silently, the application decides.
+    #[default]
+    Fail,
+    /// Re-read every collection the source covers directly and continue live from a
+    /// cluster time taken before the read: changes made while the position was lost arrive
+    /// as the documents' current state (`Source::Direct`), later ones as ops. A warning is
+    /// logged; the error is not yielded.
+    Reread,
 }
 
 /// Saves a [`Tracker`]'s checkpoint: one save at a time, each newer than the last.

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Waker;
 
-use bson::{Bson, Document};
+use bson::{Bson, Document, Timestamp};
 use mongodb::change_stream::event::ResumeToken;
 use parking_lot::Mutex;
 
@@ -34,6 +34,8 @@ pub(crate) enum LaneKey {
     Range { ns: String, index: usize },
     /// One shard of a cluster: [`Checkpoint::shards`].
     Shard(String),
+    /// A lane whose progress was forgotten (a direct read started over): in no checkpoint.
+    Retired,
 }
 
 impl LaneKey {
@@ -41,7 +43,7 @@ impl LaneKey {
     /// may be saved (a direct read alone must never be saved without the live position it
     /// pairs with).
     fn is_live(&self) -> bool {
-        !matches!(self, LaneKey::Range { .. })
+        !matches!(self, LaneKey::Range { .. } | LaneKey::Retired)
     }
 }
 
@@ -50,6 +52,8 @@ impl LaneKey {
 pub(crate) enum Mark {
     Oplog(OplogProgress),
     Token(ResumeToken),
+    /// A change stream's start time, before it has a token.
+    Time(Timestamp),
     /// The `_id` of a document read directly (ranges are read in `_id` order).
     Id(Bson),
 }
@@ -250,7 +254,8 @@ impl Tracker {
         if before >= self.max_outstanding && self.blocked.load(Ordering::Acquire) {
             self.wake_waiting();
         }
-        if self.acked.fetch_add(1, Ordering::AcqRel) + 1 >= self.save_every {
+        // Once per `save_every` acknowledgements (the saver resets the count).
+        if self.acked.fetch_add(1, Ordering::AcqRel) + 1 == self.save_every {
             self.save_due.notify_one();
         }
     }
@@ -318,6 +323,36 @@ impl Tracker {
         Some(out)
     }
 
+    /// Moves `lane` to `mark`, dropping its outstanding ops (their acknowledgements then
+    /// do nothing): the source starts over from there.
+    pub(crate) fn reset(&self, lane: usize, mark: Mark) {
+        let dropped = {
+            let mut lanes = self.lanes.lock();
+            let lane = &mut lanes[lane];
+            let unacked = lane.entries.iter().filter(|e| !e.acked).count();
+            lane.front += lane.entries.len() as u64;
+            lane.entries.clear();
+            lane.base = Some(mark);
+            unacked
+        };
+        if dropped > 0 {
+            self.outstanding.fetch_sub(dropped, Ordering::AcqRel);
+            if self.blocked.load(Ordering::Acquire) {
+                self.wake_waiting();
+            }
+        }
+    }
+
+    /// Forgets the direct-read progress of `ns` (it is read again from the start).
+    pub(crate) fn forget_direct(&self, ns: &str) {
+        self.base.lock().direct.remove(ns);
+        for lane in self.lanes.lock().iter_mut() {
+            if matches!(&lane.key, LaneKey::Range { ns: n, .. } if n == ns) {
+                lane.key = LaneKey::Retired; // lane numbers stay: acks refer to them
+            }
+        }
+    }
+
     /// The direct-read progress of `ns` in the loaded checkpoint.
     pub(crate) fn direct_progress(&self, ns: &str) -> Option<DirectProgress> {
         self.base.lock().direct.get(ns).cloned()
@@ -372,7 +407,11 @@ pub(crate) fn apply(cp: &mut Checkpoint, lanes: &[LaneState]) {
         match (&lane.key, &lane.position) {
             (LaneKey::Oplog, Some(Mark::Oplog(p))) => cp.oplog = Some(*p),
             (LaneKey::ChangeStream(scope), Some(Mark::Token(t))) => {
+                cp.change_stream_times.remove(scope);
                 cp.change_streams.insert(scope.clone(), t.clone());
+            }
+            (LaneKey::ChangeStream(scope), Some(Mark::Time(ts))) => {
+                cp.change_stream_times.insert(scope.clone(), *ts);
             }
             (LaneKey::Shard(id), Some(Mark::Oplog(p))) => {
                 cp.shards.insert(id.clone(), *p);
@@ -438,7 +477,6 @@ impl PartialEq for Ack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bson::Timestamp;
 
     fn ts(n: u32) -> Mark {
         Mark::Oplog(OplogProgress::new(Timestamp {

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bson::Timestamp;
+use futures::future::{BoxFuture, FutureExt};
 use futures::stream::{BoxStream, FusedStream, SelectAll, Stream, StreamExt};
 use futures::task::AtomicWaker;
 use mongodb::change_stream::event::ResumeToken;
@@ -25,6 +26,7 @@ use mongodb::Client;
 use tokio::sync::watch;
 
 mod checkpointed;
+mod reread;
 
 use crate::checkpoint::{CheckpointOptions, CheckpointStore, Saver};
 use crate::error::{Error, Result};
@@ -228,6 +230,8 @@ struct Shared {
 pub struct OpStream {
     /// `None` once stopped or ended: dropping the sources closes their cursors.
     sources: Option<SelectAll<BoxStream<'static, Result<Op>>>>,
+    /// The sources of a checkpointed start, built once the checkpoint is loaded.
+    loading: Option<BoxFuture<'static, Vec<BoxStream<'static, Result<Op>>>>>,
     shared: Arc<Shared>,
     /// The checkpoint's saver, and whether its task was spawned (at the first poll, inside
     /// the caller's Tokio runtime).
@@ -286,7 +290,13 @@ impl Stream for OpStream {
                 return Poll::Ready(None);
             };
             let paused = this.shared.paused.load(Ordering::Acquire);
-            if !paused {
+            if let Some(loading) = this.loading.as_mut().filter(|_| !paused) {
+                if let Poll::Ready(loaded) = loading.poll_unpin(cx) {
+                    this.loading = None;
+                    sources.extend(loaded);
+                }
+            }
+            if !paused && this.loading.is_none() {
                 match sources.poll_next_unpin(cx) {
                     Poll::Ready(None) => {
                         this.shared.stopped.store(true, Ordering::Release);
@@ -566,10 +576,8 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
     let controls = Controls::for_options(&options);
     let (tx, rx) = watch::channel(false);
     let saver = options.checkpoint.take().map(|c| Arc::new(Saver::new(c)));
-    let sources: SelectAll<BoxStream<'static, Result<Op>>> = match &saver {
-        None => build(client, options, snapshot, &controls, None, tx)
-            .into_iter()
-            .collect(),
+    let (sources, loading) = match &saver {
+        None => (build(client, options, snapshot, &controls, None, tx), None),
         Some(saver) => {
             let resumed = checkpointed::resume(
                 client.clone(),
@@ -579,10 +587,12 @@ pub fn start(client: &Client, mut options: TailOptions) -> (OpStream, Handle) {
                 saver.clone(),
                 tx,
             );
-            std::iter::once(resumed).collect()
+            (Vec::new(), Some(resumed))
         }
     };
-    assemble(sources, controls, rx, saver)
+    let (mut stream, handle) = assemble(sources.into_iter().collect(), controls, rx, saver);
+    stream.loading = loading;
+    (stream, handle)
 }
 
 /// The controls of the live sources, made before the sources (which a checkpoint delays
@@ -621,9 +631,9 @@ fn build(
     let mut sources = Vec::new();
     if let (Some(mut o), Some(control)) = (options.oplog, &controls.oplog) {
         o.start.get_or_insert_with(|| options.start.clone());
-        let s = OplogStream::with_control(client, o, control).boxed();
+        let s = OplogStream::with_control(client, o.clone(), control).boxed();
         sources.push(match tracking {
-            Some(t) => t.oplog(s, control),
+            Some(t) => t.oplog(s, control, o),
             None => s,
         });
     }
@@ -642,11 +652,11 @@ fn build(
         .change_streams
         .into_iter()
         .zip(&controls.change_streams);
-    for ((mut cs, control), scope) in streams.zip(scopes) {
+    for (index, ((mut cs, control), scope)) in streams.zip(scopes).enumerate() {
         cs.start.get_or_insert_with(|| options.start.clone());
-        let s = ChangeStreamSource::with_control(client, cs, control).boxed();
+        let s = ChangeStreamSource::with_control(client, cs.clone(), control).boxed();
         sources.push(match tracking {
-            Some(t) => t.change_stream(s, control, scope),
+            Some(t) => t.change_stream(s, control, index, scope, cs),
             None => s,
         });
     }
@@ -682,7 +692,7 @@ struct SnapshotStart {
 
 impl SnapshotStart {
     /// The shared start (concurrent callers wait for the one request).
-    async fn take(&self) -> Result<Timestamp> {
+    pub(super) async fn take(&self) -> Result<Timestamp> {
         self.taken
             .get_or_init(|| async { cluster_time(&self.client).await.map_err(|e| e.to_string()) })
             .await
@@ -702,7 +712,10 @@ fn snapshot_start(client: &Client, options: &mut TailOptions) -> Option<Arc<Snap
         .is_some_and(|d| !d.namespaces.is_empty());
     let live =
         options.oplog.is_some() || !options.change_streams.is_empty() || options.cluster.is_some();
-    if !direct || !live || !matches!(options.start, StartAt::Latest) {
+    // With a checkpoint, live sources starting from now share the start too: it is saved
+    // before the first op, so a restart never skips what came after it.
+    let shared = direct || options.checkpoint.is_some();
+    if !shared || !live || !matches!(options.start, StartAt::Latest) {
         return None;
     }
     let snapshot = Arc::new(SnapshotStart {
@@ -748,6 +761,7 @@ fn assemble(
     };
     let stream = OpStream {
         sources: Some(sources),
+        loading: None,
         shared,
         saver: saver.map(|s| (s, false)),
     };
