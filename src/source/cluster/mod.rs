@@ -141,6 +141,10 @@ impl fmt::Debug for ClusterStream {
 impl ClusterStream {
     /// Tails every shard of the cluster `router` (a client of one or more mongos) routes
     /// for; the shards and the config server are found on the first poll.
+    ///
+    /// The shards and the config server are connected with
+    /// [`ClusterOptions::client_options`]: set it (credentials, TLS) when the cluster needs
+    /// them, since the driver does not hand the router client's own options back.
     pub fn new(router: &Client, options: ClusterOptions) -> ClusterStream {
         ClusterStream::with_control(router, options, &ClusterControl::detached())
     }
