@@ -974,3 +974,50 @@ async fn a_seek_makes_every_shard_continue_after_the_time() {
     let again = take_ops(&mut ops, 2).await;
     assert_eq!(kinds_ids(&again), kinds_ids(&first[2..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_busy_with_other_namespaces_does_not_hold_the_stream_back() {
+    let Some(s) = Sharded::start(2).await else {
+        return;
+    };
+    let ids = s.shard_ids().await;
+    let db = unique_db("busy");
+    let ns = s.split_collection(&db, &ids[0], &ids[1]).await;
+    let now = cluster_time(&s.router).await.expect("cluster time");
+    let mut ops = ClusterStream::new(
+        &s.router,
+        ClusterOptions::new()
+            .namespace(ns.clone())
+            .start(StartAt::After(now)),
+    );
+    // Keep the second shard busy (no periodic no-op) with writes to another collection
+    // whose only chunk lives there.
+    let other = Namespace::new(&db, "other").expect("namespace");
+    s.admin(doc! {"shardCollection": other.to_string(), "key": {"k": 1}})
+        .await;
+    s.admin(doc! {"moveChunk": other.to_string(), "find": {"k": 0}, "to": &ids[1], "_waitForDelete": true})
+        .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let (coll, stop) = (s.coll(&other), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                coll.insert_one(doc! {"_id": i, "k": i})
+                    .await
+                    .expect("busy write");
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    // One write on the first shard: released once the busy shard's tail has passed it.
+    s.coll(&ns)
+        .insert_one(doc! {"_id": 1, "k": -1})
+        .await
+        .expect("insert");
+    let got = take_ops(&mut ops, 1).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.await.expect("busy writer");
+    assert_eq!(common::int_ids(&got), [1]);
+}

@@ -309,6 +309,7 @@ impl ClusterStream {
                     tracing::info!(shard = %doc.id, added = ?doc.added, "new shard");
                     let start = doc.added.map_or(StartAt::Latest, StartAt::After);
                     let oplog = self.options.oplog.clone().start(start);
+                    let oplog = oplog.filter_on_server(self.options.server_filter);
                     self.add_shard(doc, oplog)?;
                 }
                 Change::Removed { id, at } => {

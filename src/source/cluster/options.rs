@@ -32,6 +32,14 @@ pub struct ClusterOptions {
     /// Follow shards added to and removed from the cluster (only for
     /// [`ClusterStream::new`](super::ClusterStream::new)). Default `true`.
     pub follow_shards: bool,
+    /// Push the namespace filter ([`OplogOptions::namespaces`]) into each shard's oplog
+    /// query. Default `false`: the shards' tails read every entry and filter in the
+    /// client, because a tail's watermark moves only with the entries it reads, and a shard
+    /// busy with writes to other namespaces writes no periodic no-op (the server writes one
+    /// only when nothing else was written), so with the filter on the server such a shard
+    /// would hold the merged stream back until its next matching write. Turn it on to save
+    /// network traffic when every shard gets matching writes or idles often.
+    pub server_filter: bool,
     /// How often `listShards` is asked through the router when the config server cannot be
     /// reached (its oplog is followed otherwise). Default 10 s.
     pub shard_poll_interval: Duration,
@@ -62,6 +70,7 @@ impl Default for ClusterOptions {
             )),
             resume_from: BTreeMap::new(),
             follow_shards: true,
+            server_filter: false,
             shard_poll_interval: Duration::from_secs(10),
             removed_shard_grace: Duration::from_secs(60),
             max_buffered_ops: 1_000,
@@ -106,6 +115,12 @@ impl ClusterOptions {
         self
     }
 
+    /// Sets [`ClusterOptions::server_filter`].
+    pub fn server_filter(mut self, on: bool) -> Self {
+        self.server_filter = on;
+        self
+    }
+
     /// Sets [`ClusterOptions::shard_poll_interval`].
     pub fn shard_poll_interval(mut self, interval: Duration) -> Self {
         self.shard_poll_interval = interval;
@@ -139,7 +154,7 @@ impl ClusterOptions {
         added: Option<bson::Timestamp>,
         now: Option<bson::Timestamp>,
     ) -> OplogOptions {
-        let oplog = self.oplog.clone();
+        let oplog = self.oplog.clone().filter_on_server(self.server_filter);
         if !self.resume_from.is_empty() {
             return match self.resume_from.get(id) {
                 Some(progress) => oplog.resume_from(*progress),
@@ -195,10 +210,14 @@ mod tests {
         let inside = OplogProgress::inside(ts(5), 2);
         let o = ClusterOptions::new().resume_from([("a".to_string(), inside)].into());
         let resumed = o.shard_oplog("a", None, None);
-        let plain = OplogOptions::new().resume_from(inside);
-        assert_eq!(
-            format!("{resumed:?}"),
-            format!("{:?}", plain.retry(o.oplog.retry.clone()))
-        );
+        // The shard's options are the oplog source's own resume inside a transaction.
+        let plain = o.oplog.clone().filter_on_server(false).resume_from(inside);
+        assert_eq!(format!("{resumed:?}"), format!("{plain:?}"));
+        let after = o
+            .oplog
+            .clone()
+            .filter_on_server(false)
+            .start_after(inside.ts);
+        assert_ne!(format!("{resumed:?}"), format!("{after:?}"));
     }
 }
