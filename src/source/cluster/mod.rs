@@ -365,6 +365,8 @@ impl ClusterStream {
         let mut changes = Vec::new();
         self.topology.poll_changes(cx, &known, &mut changes);
         if let Err(e) = self.apply(changes) {
+            // A new shard that cannot be tailed: going on would skip its writes.
+            self.phase = Phase::Done;
             return Poll::Ready(Some(Err(e)));
         }
         let cap = self.options.max_buffered_ops;
