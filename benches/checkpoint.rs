@@ -8,17 +8,16 @@
 
 mod common;
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
-use bson::{doc, Timestamp};
+use bson::Timestamp;
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures::StreamExt;
 use mongodb::Client;
 use mongotail::checkpoint::{CheckpointOptions, CheckpointStore, FileStore};
 use mongotail::{start, OplogOptions, StartAt, TailOptions};
 
-use common::{Bench, DB};
+use common::Bench;
 
 const ENTRIES: usize = 100_000;
 /// Alternating runs of each contender after the criterion measurements.
@@ -60,18 +59,7 @@ async fn tail(client: &Client, from: Timestamp, end: Timestamp, checkpointed: bo
 fn bench(c: &mut Criterion) {
     common::print_machine();
     let b = Bench::start();
-    b.rt.block_on(
-        b.client
-            .database(DB)
-            .create_collection("acked")
-            .into_future(),
-    )
-    .expect("create the collection");
-    let from = b.latest_ts();
-    b.insert("acked", ENTRIES, |i| {
-        doc! {"_id": i as i64, "name": format!("user-{i:06}"), "visits": (i % 100) as i32, "tags": ["a", "b"]}
-    });
-    let end = b.latest_ts();
+    let (from, end) = b.oplog_backlog("acked", ENTRIES);
     common::compare(
         c,
         &b,

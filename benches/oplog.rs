@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use bson::{doc, Document, Timestamp};
@@ -16,7 +15,7 @@ use mongodb::options::CursorType;
 use mongodb::Client;
 use mongotail::{OplogOptions, OplogStream, StartAt};
 
-use common::{Bench, DB};
+use common::Bench;
 
 const ENTRIES: usize = 100_000;
 /// Alternating runs of each contender after the criterion measurements.
@@ -63,18 +62,7 @@ async fn raw_driver(client: &Client, start: Timestamp, end: Timestamp) -> usize 
 fn bench(c: &mut Criterion) {
     common::print_machine();
     let b = Bench::start();
-    b.rt.block_on(
-        b.client
-            .database(DB)
-            .create_collection("oplog")
-            .into_future(),
-    )
-    .expect("create the collection");
-    let start = b.latest_ts();
-    b.insert("oplog", ENTRIES, |i| {
-        doc! {"_id": i as i64, "name": format!("user-{i:06}"), "visits": (i % 100) as i32, "tags": ["a", "b"]}
-    });
-    let end = b.latest_ts();
+    let (start, end) = b.oplog_backlog("oplog", ENTRIES);
     common::compare(
         c,
         &b,

@@ -227,7 +227,8 @@ async fn run(args: Args) -> Result<(), BoxError> {
             None => {
                 return match last_error {
                     Some(e) => Err(format!(
-                        "stream ended after an error: {}",
+                        "stream ended after an error ({}): {}",
+                        redact(&server.uri),
                         common::error_chain(&e)
                     )
                     .into()),

@@ -14,6 +14,7 @@
 //! |---|---|
 //! | [`Error::PositionLost`] | ends: the position is gone from the server (oplog rolled over, change-stream history lost, invalid token); the caller decides what to do, mongotail never jumps ahead |
 //! | [`Error::NotReplicaSet`] | ends |
+//! | [`Error::FirstContact`] | ends: the server was never reached within [`RetryPolicy::first_contact`](crate::RetryPolicy::first_contact) (default 30 s) of the source's start; the driver's error, the cause, names each host |
 //! | [`Error::Driver`] that [`is_resumable`](Error::is_resumable) | yielded only once the retry budget is exhausted; the stream (for direct reads: that range) then ends |
 //! | [`Error::Driver`] otherwise (auth, bad options, …) | ends (for direct reads: that range or namespace) |
 //! | [`Error::Malformed`] | continues with the next entry |
@@ -64,6 +65,22 @@ pub enum Error {
         code: i32,
         /// Server or client message.
         message: String,
+    },
+
+    /// A source could not reach the server within
+    /// [`RetryPolicy::first_contact`](crate::RetryPolicy::first_contact) of its start:
+    /// unreachable, wrong replica-set name, refused connections. The driver's error, which
+    /// names each host and why it was not usable, is the
+    /// [`source`](std::error::Error::source).
+    #[error("no contact with MongoDB within {after:?}{hint}")]
+    FirstContact {
+        /// The time allowed.
+        after: std::time::Duration,
+        /// What the cause suggests (`", …"`), or empty.
+        hint: String,
+        /// The last error.
+        #[source]
+        source: Box<Error>,
     },
 
     /// Change streams (and the oplog) need a replica set or a sharded cluster (40573).
@@ -159,6 +176,8 @@ pub enum ErrorKind {
     PositionLost,
     /// [`Error::NotReplicaSet`].
     NotReplicaSet,
+    /// [`Error::FirstContact`].
+    FirstContact,
     /// [`Error::InvalidNamespace`].
     InvalidNamespace,
     /// [`Error::Decode`].
@@ -276,12 +295,33 @@ impl Error {
         }
     }
 
+    /// `e`, the last error of a source that never reached the server, as
+    /// [`Error::FirstContact`] after `after`.
+    pub(crate) fn first_contact(after: std::time::Duration, e: Error) -> Error {
+        let cause = DisplayChain(&e).to_string();
+        let hint = if cause.contains("Set Name:") && !cause.contains("Servers:") {
+            ": no host answered as a member of the replica set named in the URI (is `replicaSet` right?)"
+        } else if cause.contains("Connection refused") || cause.contains("connection refused") {
+            ": connection refused (is the server running, the host and port right?)"
+        } else if cause.contains("Authentication") || cause.contains("auth") {
+            ": authentication failed (user, password, authSource?)"
+        } else {
+            ""
+        };
+        Error::FirstContact {
+            after,
+            hint: hint.to_owned(),
+            source: Box::new(e),
+        }
+    }
+
     /// The category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Driver(_) => ErrorKind::Driver,
             Error::PositionLost { .. } => ErrorKind::PositionLost,
             Error::NotReplicaSet(_) => ErrorKind::NotReplicaSet,
+            Error::FirstContact { .. } => ErrorKind::FirstContact,
             Error::InvalidNamespace(_) => ErrorKind::InvalidNamespace,
             Error::Decode { .. } => ErrorKind::Decode,
             Error::Fetch { .. } => ErrorKind::Fetch,

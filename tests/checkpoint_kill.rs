@@ -381,35 +381,13 @@ fn file_load(dir: &Path, name: &str) -> Load {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oplog_with_a_file_checkpoint_survives_kill_9_anywhere() {
+/// The child with a file checkpoint, tailing `db.c` with `source`, killed at `phases`.
+async fn with_a_file(prefix: &str, source: &str, phases: Vec<Phase>) {
     let server = TestServer::start().await;
-    let db = unique_db("kill_oplog");
+    let db = unique_db(prefix);
     let dir = std::env::temp_dir().join(format!("mongotail-{db}"));
     let file = dir.join("cp.json");
-    let ns = format!("{db}.c");
-    let save = SAVE_EVERY.to_string();
-    let args = [
-        "--checkpoint",
-        file.to_str().unwrap(),
-        "--ns",
-        &ns,
-        "--save-every",
-        &save,
-    ];
-    let phases = vec![during_snapshot(), inside_a_transaction(), while_tailing()];
-    kill_and_restart(&server, &db, &args, file_load(&dir, "cp"), phases).await;
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_stream_with_a_file_checkpoint_survives_kill_9() {
-    let server = TestServer::start().await;
-    let db = unique_db("kill_cs");
-    let dir = std::env::temp_dir().join(format!("mongotail-{db}"));
-    let file = dir.join("cp.json");
-    let ns = format!("{db}.c");
-    let save = SAVE_EVERY.to_string();
+    let (ns, save) = (format!("{db}.c"), SAVE_EVERY.to_string());
     let args = [
         "--checkpoint",
         file.to_str().unwrap(),
@@ -418,11 +396,22 @@ async fn a_change_stream_with_a_file_checkpoint_survives_kill_9() {
         "--save-every",
         &save,
         "--source",
-        "change-stream",
+        source,
     ];
-    let phases = vec![inside_a_transaction(), while_tailing()];
     kill_and_restart(&server, &db, &args, file_load(&dir, "cp"), phases).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oplog_with_a_file_checkpoint_survives_kill_9_anywhere() {
+    let phases = vec![during_snapshot(), inside_a_transaction(), while_tailing()];
+    with_a_file("kill_oplog", "oplog", phases).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_stream_with_a_file_checkpoint_survives_kill_9() {
+    let phases = vec![inside_a_transaction(), while_tailing()];
+    with_a_file("kill_cs", "change-stream", phases).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

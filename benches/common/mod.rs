@@ -334,3 +334,20 @@ pub fn client_cpu() -> Option<f64> {
     }
     Some(total as f64 / 1e9)
 }
+
+impl Bench {
+    /// Writes `entries` small inserts into a new collection `coll` and returns the oplog
+    /// timestamps just before and at the last of them.
+    pub fn oplog_backlog(&self, coll: &str, entries: usize) -> (Timestamp, Timestamp) {
+        let db = self.client.database(DB);
+        let create = db.create_collection(coll);
+        self.rt
+            .block_on(create.into_future())
+            .expect("create the collection");
+        let start = self.latest_ts();
+        self.insert(coll, entries, |i| {
+            doc! {"_id": i as i64, "name": format!("user-{i:06}"), "visits": (i % 100) as i32, "tags": ["a", "b"]}
+        });
+        (start, self.latest_ts())
+    }
+}

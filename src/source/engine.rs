@@ -22,7 +22,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bson::Timestamp;
 use futures::future::BoxFuture;
@@ -349,6 +349,9 @@ pub(crate) struct Engine<S: Resumable> {
     next_pos: Option<S::Pos>,
     attempts: Attempts,
     control: Arc<Control<S::Pos>>,
+    /// When the engine first ran, until a cursor opened (first contact made).
+    first_run: Option<Instant>,
+    contacted: bool,
 }
 
 impl<S: Resumable> Engine<S> {
@@ -362,6 +365,8 @@ impl<S: Resumable> Engine<S> {
             next_pos: None,
             attempts: Attempts::new(retry),
             control,
+            first_run: None,
+            contacted: false,
         }
     }
 
@@ -406,6 +411,7 @@ impl<S: Resumable> Engine<S> {
         let flow = match &mut self.state {
             State::Done => Flow::Yield(None),
             State::Closed => {
+                self.first_run.get_or_insert_with(Instant::now);
                 self.state = if self.started {
                     State::Opening(self.source.open(self.control.position()))
                 } else {
@@ -458,6 +464,7 @@ impl<S: Resumable> Engine<S> {
                 if let Some(pos) = pos {
                     self.control.publish(pos);
                 }
+                self.contacted = true;
                 self.state = State::Open(Box::new(cursor));
                 Flow::Continue
             }
@@ -564,6 +571,9 @@ impl<S: Resumable> Engine<S> {
         let verdict = control.with_position(|at| self.source.classify(e, at));
         let e = match verdict {
             Verdict::Retry(e) => match self.attempts.next_backoff() {
+                Some(wait) if self.too_late_for_first_contact(wait) => {
+                    Error::first_contact(self.attempts.policy().first_contact, e)
+                }
                 Some(wait) => {
                     tracing::warn!(
                         source = S::NAME,
@@ -580,6 +590,15 @@ impl<S: Resumable> Engine<S> {
         };
         self.state = State::Done;
         Flow::Yield(Some(e))
+    }
+}
+
+impl<S: Resumable> Engine<S> {
+    /// Whether retrying after `wait` would go past the first-contact time of a source that
+    /// has never reached the server.
+    fn too_late_for_first_contact(&self, wait: Duration) -> bool {
+        let limit = self.attempts.policy().first_contact;
+        !self.contacted && self.first_run.is_some_and(|t| t.elapsed() + wait >= limit)
     }
 }
 

@@ -22,6 +22,13 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
     /// Consecutive failed attempts before giving up. Default 10.
     pub max_retries: u32,
+    /// How long a source keeps retrying before it has reached the server once: an
+    /// unreachable server, a wrong replica-set name (server selection), a refused
+    /// connection end the source with [`Error::FirstContact`](crate::Error::FirstContact)
+    /// after this long, so a misconfigured deployment is reported at once rather than after
+    /// the whole retry budget. Once a source has read from the server, transient errors
+    /// are retried as above. Default 30 s.
+    pub first_contact: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -30,6 +37,7 @@ impl Default for RetryPolicy {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             max_retries: 10,
+            first_contact: Duration::from_secs(30),
         }
     }
 }
@@ -41,7 +49,14 @@ impl RetryPolicy {
             initial_backoff,
             max_backoff,
             max_retries,
+            ..RetryPolicy::default()
         }
+    }
+
+    /// Sets [`RetryPolicy::first_contact`].
+    pub fn first_contact(mut self, within: Duration) -> Self {
+        self.first_contact = within;
+        self
     }
 
     /// Never retry: the first transient error is yielded and ends the stream.
@@ -95,6 +110,11 @@ impl Attempts {
         Some(self.policy.backoff(self.failures))
     }
 
+    /// The policy applied.
+    pub(crate) fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
     /// Consecutive failures so far.
     pub(crate) fn failures(&self) -> u32 {
         self.failures
@@ -119,9 +139,14 @@ where
     Fut: Future<Output = Result<T>>,
 {
     let mut attempts = Attempts::new(policy.clone());
+    let began = std::time::Instant::now();
     loop {
         match attempt().await {
             Err(e) if e.is_resumable() => match attempts.next_backoff() {
+                // A one-shot command that has failed for this long is reported as such.
+                Some(wait) if began.elapsed() + wait >= policy.first_contact => {
+                    return Err(crate::Error::first_contact(policy.first_contact, e))
+                }
                 Some(wait) => {
                     tracing::warn!(error = %DisplayChain(&e), attempt = attempts.failures(), "{what}: retrying");
                     tokio::time::sleep(wait).await;

@@ -21,7 +21,10 @@ pub struct ClusterOptions {
     /// is empty; `None` means now: the router's cluster time, one cut for every shard).
     /// Default: [`OplogOptions::default`] with a retry policy that never gives up
     /// (`max_retries: u32::MAX`, backoff 100 ms to 10 s), because the merged stream waits
-    /// for an unreachable shard rather than skip it.
+    /// for an unreachable shard rather than skip it. A shard never reached at all ends the
+    /// stream with [`Error::FirstContact`](crate::Error::FirstContact) after
+    /// [`RetryPolicy::first_contact`] (30 s; e.g. `config.shards` names hosts this process
+    /// cannot resolve).
     pub oplog: OplogOptions,
     /// Per-shard positions to resume from (a checkpoint's `shards`, or
     /// [`ClusterControl::positions`](super::ClusterControl::positions)). When not empty,
