@@ -10,6 +10,11 @@
 //! rename, a collection drop and a database drop) and prints what mongotail reads, then
 //! exits. With a URI it tails that server until Ctrl-C (or `--count` ops).
 //!
+//! On a sharded cluster (the URI names a router: `hello` says `msg: "isdbgrid"`),
+//! `--source oplog` tails every shard's oplog, merged in cluster time order and following
+//! shards as they are added ([`ClusterStream`](mongotail::ClusterStream)), and
+//! `--source change-stream` opens change streams through the router.
+//!
 //! Each line on stdout is one op in MongoDB relaxed Extended JSON:
 //!
 //! ```text
@@ -35,8 +40,8 @@ use futures::StreamExt;
 use mongodb::Client;
 use mongotail::ext::{DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW};
 use mongotail::{
-    start, ChangeStreamOptions, DirectOptions, Namespace, Op, OpStreamExt, OplogOptions, StartAt,
-    TailOptions,
+    start, ChangeStreamOptions, ClusterOptions, DirectOptions, Namespace, Op, OpStreamExt,
+    OplogOptions, StartAt, TailOptions,
 };
 
 const USAGE: &str = "\
@@ -44,7 +49,8 @@ usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... 
 
   --uri URI        server to tail (default: $MONGODB_URI, else an embedded mongosim
                    with a demo workload)
-  --source SOURCE  oplog (default), change-stream or direct (read whole collections)
+  --source SOURCE  oplog (default), change-stream or direct (read whole collections);
+                   on a router (mongos), oplog tails every shard
   --ns NS          only this collection (db.coll) or database (db); repeatable;
                    required with --source direct on a real server
   --count N        exit after N ops
@@ -191,9 +197,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         }
     }
     let end_ns = Namespace::parse(DEMO_END_NS)?;
+    let router = is_router(&client).await?;
 
-    let mut ops = open_stream(&client, &args, demo, start_after, &end_ns);
-    tracing::info!(source = ?args.source, uri = %redact(&server.uri), "tailing");
+    let mut ops = open_stream(&client, &args, demo, start_after, &end_ns, router);
+    tracing::info!(source = ?args.source, router, uri = %redact(&server.uri), "tailing");
     let mut stdout = std::io::stdout().lock();
     let mut printed: u64 = 0;
     let mut last_error = None;
@@ -260,14 +267,24 @@ async fn run(args: Args) -> Result<(), BoxError> {
     }
 }
 
+/// Whether `client` talks to a router (mongos) of a sharded cluster.
+async fn is_router(client: &Client) -> mongodb::error::Result<bool> {
+    let hello = client
+        .database("admin")
+        .run_command(doc! {"hello": 1})
+        .await?;
+    Ok(hello.get_str("msg") == Ok("isdbgrid"))
+}
+
 /// The selected source, with the namespace filters and (for the oplog) `batch_fetch` so
-/// updates carry their document.
+/// updates carry their document. On a router, the oplog source tails every shard.
 fn open_stream(
     client: &Client,
     args: &Args,
     demo: bool,
     start_after: Option<Timestamp>,
     end_ns: &Namespace,
+    router: bool,
 ) -> BoxStream<'static, mongotail::Result<Op>> {
     let mut namespaces = args.namespaces.clone();
     if demo && !namespaces.is_empty() {
@@ -280,8 +297,15 @@ fn open_stream(
     };
     match args.source {
         SourceArg::Oplog => {
-            let oplog = OplogOptions::new().namespaces(namespaces);
-            let (ops, _handle) = start(client, live.oplog(oplog));
+            let options = if router {
+                let shards = namespaces
+                    .into_iter()
+                    .fold(ClusterOptions::new(), ClusterOptions::namespace);
+                live.cluster(shards)
+            } else {
+                live.oplog(OplogOptions::new().namespaces(namespaces))
+            };
+            let (ops, _handle) = start(client, options);
             ops.batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
                 .boxed()
         }

@@ -71,6 +71,7 @@ pub use ext::{OpStreamExt, Ordering};
 pub use op::{Namespace, Op, OpKind, Position, Source, TruncatedArray, TxnInfo, UpdateDescription};
 pub use ring::{HashRing, RingWorker};
 pub use source::change_stream::{ChangeStreamOptions, ChangeStreamSource};
+pub use source::cluster::{ClusterControl, ClusterOptions, ClusterStream};
 pub use source::direct::{DirectOptions, DirectReads};
 pub use source::oplog::{OplogOptions, OplogStream};
 pub use source::start_at::{cluster_time, first_op_timestamp, last_op_timestamp, StartAt, StartFn};

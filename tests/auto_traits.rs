@@ -3,7 +3,8 @@
 use mongotail::source::change_stream::ChangeStreamControl;
 use mongotail::source::oplog::OplogControl;
 use mongotail::{
-    ChangeStreamSource, DirectReads, Error, Handle, Op, OpStream, OplogStream, TailOptions,
+    ChangeStreamSource, ClusterControl, ClusterOptions, ClusterStream, DirectReads, Error, Handle,
+    Op, OpStream, OplogStream, TailOptions,
 };
 
 fn assert_send<T: Send>() {}
@@ -16,7 +17,9 @@ fn streams_are_send_and_unpin() {
     assert_send::<ChangeStreamSource>();
     assert_send::<DirectReads>();
     assert_send::<OpStream>();
+    assert_send::<ClusterStream>();
     assert_unpin::<OplogStream>();
+    assert_unpin::<ClusterStream>();
     assert_unpin::<ChangeStreamSource>();
     assert_unpin::<DirectReads>();
     assert_unpin::<OpStream>();
@@ -30,6 +33,10 @@ fn handles_ops_and_errors_are_send_and_sync() {
     assert_sync::<OplogControl>();
     assert_send::<ChangeStreamControl>();
     assert_sync::<ChangeStreamControl>();
+    assert_send::<ClusterControl>();
+    assert_sync::<ClusterControl>();
+    assert_send::<ClusterOptions>();
+    assert_sync::<ClusterOptions>();
     assert_send::<Op>();
     assert_sync::<Op>();
     assert_send::<Error>();

@@ -1,4 +1,5 @@
-//! The three sources: [`oplog`], [`change_stream`] and [`direct`] reads.
+//! The three sources: [`oplog`], [`change_stream`] and [`direct`] reads, and the
+//! [`cluster`] stream: one oplog tail per shard of a sharded cluster, merged in time order.
 //!
 //! Each is a `Stream<Item = Result<Op>>` built from an options value (`Default` + builder
 //! methods). Under each runs the same resumable state machine (`engine`): it owns the
@@ -13,6 +14,7 @@
 mod engine;
 
 pub mod change_stream;
+pub mod cluster;
 pub mod direct;
 pub mod oplog;
 mod raw;

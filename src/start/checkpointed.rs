@@ -17,6 +17,7 @@ use crate::checkpoint::{Checkpoint, OplogProgress, PositionLostPolicy, Saver};
 use crate::error::Result;
 use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
+use crate::source::cluster::ClusterControl;
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
 use crate::source::start_at::StartAt;
 
@@ -136,6 +137,12 @@ fn apply(options: &mut TailOptions, cp: &Checkpoint) {
     if let Some(progress) = cp.oplog {
         options.oplog = options.oplog.take().map(|o| o.resume_from(progress));
     }
+    if !cp.shards.is_empty() {
+        options.cluster = options
+            .cluster
+            .take()
+            .map(|c| c.resume_from(cp.shards.clone()));
+    }
     let scopes = scopes(&options.change_streams);
     for (cs, scope) in options.change_streams.iter_mut().zip(scopes) {
         if let Some(token) = cp.change_streams.get(&scope) {
@@ -203,6 +210,24 @@ impl Tracking {
             track_oplog(&tracker, lane, s, &control)
         });
         self.rereading(tracked, lane, LaneKey::Oplog, scope, live)
+    }
+
+    /// The cluster source as one tracked lane per shard; idle, each shard stands where the
+    /// control's positions say.
+    pub(super) fn cluster(
+        &self,
+        source: BoxStream<'static, Result<Op>>,
+        control: &ClusterControl,
+    ) -> BoxStream<'static, Result<Op>> {
+        let control = control.clone();
+        let idle = Box::new(move || {
+            control
+                .positions()
+                .into_iter()
+                .map(|(shard, p)| (LaneKey::Shard(shard), Mark::Oplog(p)))
+                .collect()
+        });
+        Tracked::shards(source, self.tracker(), Some(idle)).boxed()
     }
 
     /// Change stream `index` as a tracked lane; idle, it stands at its latest token.

@@ -33,6 +33,7 @@ use crate::checkpoint::{CheckpointOptions, CheckpointStore, Saver};
 use crate::error::{Error, Result};
 use crate::op::{Namespace, Op};
 use crate::source::change_stream::{ChangeStreamControl, ChangeStreamOptions, ChangeStreamSource};
+use crate::source::cluster::{ClusterControl, ClusterOptions, ClusterStream};
 use crate::source::direct::{DirectOptions, DirectReads};
 use crate::source::oplog::{OplogControl, OplogOptions, OplogStream};
 use crate::source::start_at::{cluster_time, StartAt};
@@ -50,6 +51,9 @@ pub struct TailOptions {
     pub change_streams: Vec<ChangeStreamOptions>,
     /// Direct reads. Default `None`.
     pub direct: Option<DirectOptions>,
+    /// Per-shard oplog tailing of a sharded cluster, through a router client (see
+    /// [`ClusterStream`]). Default `None`.
+    pub cluster: Option<ClusterOptions>,
     /// Where every live source starts unless it sets its own
     /// ([`OplogOptions::start`], [`ChangeStreamOptions::start`], a change stream's resume
     /// token); exclusive for all of them (see [`StartAt`]). Default [`StartAt::Latest`].
@@ -66,6 +70,7 @@ impl Default for TailOptions {
             oplog: Some(OplogOptions::default()),
             change_streams: Vec::new(),
             direct: None,
+            cluster: None,
             start: StartAt::Latest,
             checkpoint: None,
         }
@@ -115,6 +120,18 @@ impl TailOptions {
     pub fn start(mut self, start: StartAt) -> Self {
         self.start = start;
         self
+    }
+
+    /// Tails every shard of the sharded cluster `start`'s client routes for (a mongos) with
+    /// these options, merged in cluster time order ([`ClusterStream`]), and disables the
+    /// oplog source (a router has no oplog). Unless the options set a start point or
+    /// resume positions, [`TailOptions::start`] applies, [`StartAt::Latest`] meaning the
+    /// router's current cluster time for every shard. For a change stream through the
+    /// router instead, use [`TailOptions::watch`] or [`TailOptions::watch_deployment`].
+    /// [`Handle::since`] seeks every shard; [`Handle::cluster`] gives its positions.
+    pub fn cluster(mut self, options: ClusterOptions) -> Self {
+        self.cluster = Some(options);
+        self.disable_oplog()
     }
 
     /// Sets the direct-read options.
@@ -336,6 +353,7 @@ pub struct Handle {
     names: Vec<String>,
     direct: Arc<DirectCounters>,
     client: Option<Client>,
+    cluster: Option<ClusterControl>,
     direct_done: watch::Receiver<bool>,
     saver: Option<Arc<Saver>>,
 }
@@ -386,12 +404,14 @@ impl Handle {
     /// ```
     pub fn pause_live(&self) {
         self.live(OplogControl::pause, ChangeStreamControl::pause);
+        self.cluster.iter().for_each(ClusterControl::pause);
     }
 
     /// Resumes after [`Handle::pause`] or [`Handle::pause_live`].
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::Release);
         self.live(OplogControl::resume, ChangeStreamControl::resume);
+        self.cluster.iter().for_each(ClusterControl::resume);
         self.shared.waker.wake();
     }
 
@@ -399,6 +419,7 @@ impl Handle {
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Ordering::Acquire)
             || self.oplog.as_ref().is_some_and(OplogControl::is_paused)
+            || self.cluster.as_ref().is_some_and(ClusterControl::is_paused)
             || self
                 .change_streams
                 .iter()
@@ -415,6 +436,7 @@ impl Handle {
             return Err(Error::Stopped);
         }
         self.live(|o| o.seek(ts), |c| c.seek(ts));
+        self.cluster.iter().for_each(|c| c.seek(ts));
         Ok(())
     }
 
@@ -510,6 +532,12 @@ impl Handle {
     /// The `ts` of the last oplog entry delivered, when the oplog source runs.
     pub fn oplog_position(&self) -> Option<Timestamp> {
         self.oplog.as_ref().and_then(|o| o.position())
+    }
+
+    /// The control of the sharded-cluster source ([`TailOptions::cluster`]), for its
+    /// per-shard positions.
+    pub fn cluster(&self) -> Option<&ClusterControl> {
+        self.cluster.as_ref()
     }
 
     /// The cached resume token of each change stream, in the order of
@@ -626,6 +654,7 @@ struct Controls {
     names: Vec<String>,
     direct: Arc<DirectCounters>,
     client: Option<Client>,
+    cluster: Option<ClusterControl>,
 }
 
 impl Controls {
@@ -647,6 +676,7 @@ impl Controls {
                 .collect(),
             direct: Arc::default(),
             client: Some(client.clone()),
+            cluster: options.cluster.as_ref().map(|_| ClusterControl::detached()),
         }
     }
 }
@@ -667,6 +697,16 @@ fn build(
         let s = OplogStream::with_control(client, o.clone(), control).boxed();
         sources.push(match tracking {
             Some(t) => t.oplog(s, control, o),
+            None => s,
+        });
+    }
+    if let (Some(mut c), Some(control)) = (options.cluster, &controls.cluster) {
+        if c.oplog.start.is_none() && !matches!(options.start, StartAt::Latest) {
+            c.oplog.start = Some(options.start.clone());
+        }
+        let s = ClusterStream::with_control(client, c, control).boxed();
+        sources.push(match tracking {
+            Some(t) => t.cluster(s, control),
             None => s,
         });
     }
@@ -731,7 +771,8 @@ fn snapshot_start(client: &Client, options: &mut TailOptions) -> Option<Arc<Snap
         .direct
         .as_ref()
         .is_some_and(|d| !d.namespaces.is_empty());
-    let live = options.oplog.is_some() || !options.change_streams.is_empty();
+    let live =
+        options.oplog.is_some() || !options.change_streams.is_empty() || options.cluster.is_some();
     // With a checkpoint, live sources starting from now share the start too: it is saved
     // before the first op, so a restart never skips what came after it.
     let shared = direct || options.checkpoint.is_some();
@@ -778,6 +819,7 @@ fn assemble(
         names: controls.names,
         direct: controls.direct,
         client: controls.client,
+        cluster: controls.cluster,
         direct_done,
         saver: saver.clone(),
     };
@@ -818,6 +860,7 @@ mod tests {
             names: Vec::new(),
             direct: Arc::default(),
             client: None,
+            cluster: None,
         };
         assemble(sources.into_iter().collect(), controls, rx, None)
     }

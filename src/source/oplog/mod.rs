@@ -96,6 +96,10 @@ pub struct OplogOptions {
     /// Set by [`OplogOptions::resume_from`] with an index: the ops of the transaction
     /// committed at `ts` up to `index` were handled.
     resume_inside: Option<(Timestamp, u32)>,
+    /// Whether [`OplogOptions::namespaces`] is pushed into the server query (default) or
+    /// applied in the client only, so that every entry moves the position (the cluster
+    /// source's watermarks: a shard busy with other namespaces writes no no-ops).
+    filter_on_server: bool,
 }
 
 impl Default for OplogOptions {
@@ -111,6 +115,7 @@ impl Default for OplogOptions {
             max_pending_txn_ops: 100_000,
             retry: RetryPolicy::default(),
             resume_inside: None,
+            filter_on_server: true,
         }
     }
 }
@@ -167,6 +172,12 @@ impl OplogOptions {
                 self.start_after(just_before(progress.ts))
             }
         }
+    }
+
+    /// Sets whether the namespaces are filtered in the server query (see the field).
+    pub(crate) fn filter_on_server(mut self, on: bool) -> Self {
+        self.filter_on_server = on;
+        self
     }
 
     /// Adds a namespace to [`OplogOptions::namespaces`].
@@ -408,7 +419,11 @@ impl Resumable for OplogTail {
             .max_await_time(self.options.max_await_time)
             .build();
         find.batch_size = self.options.batch_size;
-        let filter = server_filter(from, &self.options.namespaces);
+        let namespaces: &[Namespace] = match self.options.filter_on_server {
+            true => &self.options.namespaces,
+            false => &[],
+        };
+        let filter = server_filter(from, namespaces);
         let oplog = self.oplog.clone();
         let resume = from.map(|from| self.resume_point(from));
         async move {
