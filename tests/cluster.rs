@@ -1021,3 +1021,42 @@ async fn a_shard_busy_with_other_namespaces_does_not_hold_the_stream_back() {
     busy.await.expect("busy writer");
     assert_eq!(common::int_ids(&got), [1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_checkpointed_start_saves_its_cluster_start_before_any_shard_position() {
+    let Some(s) = Sharded::start(2).await else {
+        return;
+    };
+    let ids = s.shard_ids().await;
+    let ns = s
+        .split_collection(&unique_db("cp0"), &ids[0], &ids[1])
+        .await;
+    let store = mongotail::checkpoint::MemoryStore::new();
+    let options = TailOptions::new()
+        .cluster(ClusterOptions::new().namespace(ns.clone()))
+        .checkpoint(store.clone(), "first");
+    // The start is saved before the first op, even if the process dies before any shard
+    // was read: here the stream is dropped right after its first poll.
+    let (mut ops, _handle) = start(&s.router, options.clone());
+    let _ = tokio::time::timeout(Duration::from_millis(200), ops.next()).await;
+    drop(ops);
+    let saved = mongotail::checkpoint::CheckpointStore::load(&store, "first")
+        .await
+        .expect("load")
+        .expect("saved at the first poll");
+    assert!(saved.cluster_start.is_some(), "{saved:?}");
+    let coll = s.coll(&ns);
+    coll.insert_many([doc! {"_id": 1, "k": -1}, doc! {"_id": 2, "k": 2}])
+        .await
+        .expect("inserts");
+    let (mut again, handle) = start(&s.router, options);
+    let ops = take_ops(&mut again, 2).await;
+    let mut ids: Vec<_> = ops.iter().map(|o| o.id.clone()).collect();
+    ids.sort_by_key(|id| format!("{id:?}"));
+    assert_eq!(
+        ids,
+        [Some(Bson::Int32(1)), Some(Bson::Int32(2))],
+        "written while down"
+    );
+    handle.stop();
+}

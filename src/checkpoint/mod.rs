@@ -83,6 +83,10 @@ pub struct Checkpoint {
     /// Per-shard oplog positions of a sharded cluster, by shard id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shards: BTreeMap<String, OplogProgress>,
+    /// Where a sharded cluster's stream started (one cluster time for every shard), kept
+    /// until its shards have positions: a restart before that starts every shard there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_start: Option<Timestamp>,
 }
 
 impl Default for Checkpoint {
@@ -94,6 +98,7 @@ impl Default for Checkpoint {
             change_stream_times: BTreeMap::new(),
             direct: BTreeMap::new(),
             shards: BTreeMap::new(),
+            cluster_start: None,
         }
     }
 }

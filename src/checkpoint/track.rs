@@ -34,6 +34,9 @@ pub(crate) enum LaneKey {
     Range { ns: String, index: usize },
     /// One shard of a cluster: [`Checkpoint::shards`].
     Shard(String),
+    /// A cluster stream before its shards have lanes: its start time,
+    /// [`Checkpoint::cluster_start`].
+    Cluster,
     /// A lane whose progress was forgotten (a direct read started over): in no checkpoint.
     Retired,
 }
@@ -413,6 +416,7 @@ pub(crate) fn apply(cp: &mut Checkpoint, lanes: &[LaneState]) {
             (LaneKey::ChangeStream(scope), Some(Mark::Time(ts))) => {
                 cp.change_stream_times.insert(scope.clone(), *ts);
             }
+            (LaneKey::Cluster, Some(Mark::Time(ts))) => cp.cluster_start = Some(*ts),
             (LaneKey::Shard(id), Some(Mark::Oplog(p))) => {
                 cp.shards.insert(id.clone(), *p);
             }

@@ -87,7 +87,10 @@ fn needs_start(options: &TailOptions, cp: &Checkpoint) -> bool {
             !own && !cp.change_streams.contains_key(scope)
                 && !cp.change_stream_times.contains_key(scope)
         });
-    oplog || streams
+    let cluster = options.cluster.as_ref().is_some_and(|c| {
+        c.oplog.start.is_none() && cp.shards.is_empty() && cp.cluster_start.is_none()
+    });
+    oplog || streams || cluster
 }
 
 /// Where each live lane starts: its stored position, else the start it was given when that
@@ -95,6 +98,8 @@ fn needs_start(options: &TailOptions, cp: &Checkpoint) -> bool {
 struct Bases {
     oplog: Option<Mark>,
     change_streams: Vec<Option<Mark>>,
+    /// A cluster stream's start, while its shards have no positions.
+    cluster: Option<Mark>,
 }
 
 impl Bases {
@@ -125,9 +130,14 @@ impl Bases {
                     .or_else(|| given(&cs.start).map(Mark::Time))
             })
             .collect();
+        let cluster = options.cluster.as_ref().and_then(|c| {
+            let stored = cp.cluster_start.map(Mark::Time);
+            stored.or_else(|| given(&c.oplog.start).map(Mark::Time))
+        });
         Bases {
             oplog,
             change_streams,
+            cluster,
         }
     }
 }
@@ -142,6 +152,9 @@ fn apply(options: &mut TailOptions, cp: &Checkpoint) {
             .cluster
             .take()
             .map(|c| c.resume_from(cp.shards.clone()));
+    } else if let Some(ts) = cp.cluster_start {
+        // Stopped before any shard had a position: every shard from the saved start.
+        options.cluster = options.cluster.take().map(|c| c.start(StartAt::After(ts)));
     }
     let scopes = scopes(&options.change_streams);
     for (cs, scope) in options.change_streams.iter_mut().zip(scopes) {
@@ -219,6 +232,9 @@ impl Tracking {
         source: BoxStream<'static, Result<Op>>,
         control: &ClusterControl,
     ) -> BoxStream<'static, Result<Op>> {
+        if let Some(start) = self.bases.cluster.clone() {
+            self.tracker.lane(LaneKey::Cluster, Some(start));
+        }
         let control = control.clone();
         let idle = Box::new(move || {
             control
