@@ -75,3 +75,39 @@ async fn stats_follow_every_source() {
         .iter()
         .all(|s| s.state == SourceState::Stopped));
 }
+
+#[tokio::test]
+async fn caught_up_resolves_once_everything_written_before_was_delivered() {
+    let server = TestServer::start().await;
+    let db = unique_db("caught");
+    let ns = Namespace::new(db.clone(), "c").unwrap();
+    let coll = server.client.database(&db).collection::<Document>("c");
+    coll.insert_one(doc! {"_id": -1}).await.unwrap(); // created before the start
+    let options = TailOptions::new()
+        .oplog(OplogOptions::new().namespace(ns.clone()))
+        .change_stream(ChangeStreamOptions::new().namespace(ns.clone()));
+    let (mut ops, handle) = start(&server.client, options);
+    let consumer = tokio::spawn(async move { while let Some(Ok(_)) = ops.next().await {} });
+    // Both sources open before the writes (their start is "now").
+    while handle
+        .stats()
+        .await
+        .sources
+        .iter()
+        .any(|s| s.state != SourceState::Live)
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    for i in 0..50 {
+        coll.insert_one(doc! {"_id": i}).await.unwrap();
+    }
+    tokio::time::timeout(WAIT, handle.caught_up())
+        .await
+        .unwrap()
+        .unwrap();
+    for source in handle.stats().await.sources {
+        assert_eq!(source.ops, 50, "{source:?}");
+    }
+    handle.stop();
+    consumer.await.unwrap();
+}

@@ -518,6 +518,40 @@ impl Handle {
         Stats::new(sources, self.direct.snapshot(), self.outstanding())
     }
 
+    /// Resolves once every live source (oplog, change streams, cluster shards) has
+    /// delivered everything written before the call: it takes the server's cluster time,
+    /// then waits until each source has read up to it (ops, or the no-ops and filtered
+    /// entries that move its position). The stream must be polled meanwhile. An idle source
+    /// may wait for the server's next periodic no-op (10 s by default on MongoDB).
+    ///
+    /// # Errors
+    /// [`Error::Stopped`] if the stream stops first; the driver's error if the cluster time
+    /// cannot be read; [`Error::Config`] for a handle without a client (none here).
+    pub async fn caught_up(&self) -> Result<()> {
+        let Some(client) = &self.client else {
+            return Err(Error::Config("caught_up needs the stream's client".into()));
+        };
+        let target = cluster_time(client).await?;
+        loop {
+            if self.is_stopped() {
+                return Err(Error::Stopped);
+            }
+            let oplog = self.oplog.iter().all(|o| o.position() >= Some(target));
+            let streams = self.change_streams.iter().all(|c| {
+                let at = c.position();
+                at.as_ref().and_then(crate::source::stats::token_time) >= Some(target)
+            });
+            let cluster = self.cluster.iter().all(|c| {
+                let positions = c.positions();
+                !positions.is_empty() && positions.values().all(|p| p.ts >= target)
+            });
+            if oplog && streams && cluster {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Ops delivered and not yet acknowledged (0 without a checkpoint).
     pub fn outstanding(&self) -> usize {
         self.saver.as_ref().map_or(0, |s| s.tracker.outstanding())
