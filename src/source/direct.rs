@@ -626,6 +626,11 @@ impl Resumable for RangeRead {
         Verdict::by_resumable(e)
     }
 
+    /// A range's cursor may take long on a large batch and sees no no-ops: no stall watch.
+    fn watches_stalls(&self) -> bool {
+        false
+    }
+
     /// Direct reads have no time order: seeks do not apply (and no control is exposed).
     fn seek(&mut self, _ts: Timestamp) -> Option<Bson> {
         None

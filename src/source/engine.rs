@@ -100,6 +100,13 @@ pub(crate) trait Resumable: Send + Unpin + 'static {
     /// Names the source in logs.
     const NAME: &'static str;
 
+    /// Whether the cursor sees something at least every periodic no-op interval (entries,
+    /// no-ops or empty batches), so that silence longer than [`RetryPolicy::stall_after`]
+    /// means a stalled connection.
+    fn watches_stalls(&self) -> bool {
+        true
+    }
+
     /// Resolves where to start, once, on the first poll (`None`: the cursor's own start,
     /// e.g. the oldest oplog entry or a change stream's "now").
     fn start(&mut self) -> BoxFuture<'static, Result<Option<Self::Pos>>> {
@@ -356,6 +363,9 @@ pub(crate) struct Engine<S: Resumable> {
     /// When the engine first ran, until a cursor opened (first contact made).
     first_run: Option<Instant>,
     contacted: bool,
+    /// When the open cursor last gave anything, and the timer that checks it.
+    last_read: Option<Instant>,
+    stall_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S: Resumable> Engine<S> {
@@ -371,6 +381,8 @@ impl<S: Resumable> Engine<S> {
             control,
             first_run: None,
             contacted: false,
+            last_read: None,
+            stall_timer: None,
         }
     }
 
@@ -431,10 +443,23 @@ impl<S: Resumable> Engine<S> {
                 let opened = ready!(open.as_mut().poll(cx));
                 self.opened(opened)
             }
-            State::Open(cursor) => {
-                let read = ready!(self.source.poll_read(cursor, cx));
-                self.read(read)
-            }
+            State::Open(cursor) => match self.source.poll_read(cursor, cx) {
+                Poll::Ready(read) => {
+                    self.last_read = Some(Instant::now());
+                    self.read(read)
+                }
+                Poll::Pending if self.stalled(cx) => {
+                    let after = self.attempts.policy().stall_after;
+                    tracing::warn!(source = S::NAME, silent_for = ?after,
+                        "no entry, no-op or empty batch: reconnecting from the position");
+                    self.control.stats.error(&Error::Config(format!(
+                        "stalled: nothing read for {after:?}, reconnected"
+                    )));
+                    self.state = State::Closed; // re-opens from the position
+                    Flow::Continue
+                }
+                Poll::Pending => return Poll::Pending,
+            },
             State::LookingUp { lookup, .. } => {
                 let ops = ready!(lookup.as_mut().poll(cx));
                 self.looked_up(ops)
@@ -603,6 +628,31 @@ impl<S: Resumable> Engine<S> {
 }
 
 impl<S: Resumable> Engine<S> {
+    /// Whether the open cursor of a live source has given nothing for
+    /// [`RetryPolicy::stall_after`]; arms a timer (woken then) when not. One timer per
+    /// silent period: reads do not touch it, it re-arms for what is left when it fires.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let limit = self.attempts.policy().stall_after;
+        if limit.is_zero() || !self.source.watches_stalls() {
+            return false;
+        }
+        let last = *self.last_read.get_or_insert_with(Instant::now);
+        loop {
+            let timer = self.stall_timer.get_or_insert_with(|| {
+                let left = limit.saturating_sub(last.elapsed());
+                Box::pin(tokio::time::sleep(left))
+            });
+            if timer.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            self.stall_timer = None;
+            if last.elapsed() >= limit {
+                self.last_read = None;
+                return true;
+            }
+        }
+    }
+
     /// Whether retrying after `wait` would go past the first-contact time of a source that
     /// has never reached the server.
     fn too_late_for_first_contact(&self, wait: Duration) -> bool {

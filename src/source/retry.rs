@@ -29,6 +29,12 @@ pub struct RetryPolicy {
     /// the whole retry budget. Once a source has read from the server, transient errors
     /// are retried as above. Default 30 s.
     pub first_contact: Duration,
+    /// How long a live source's open cursor may give nothing at all (no op, no periodic
+    /// no-op, no empty batch) before the connection is taken as stalled: a warning, and
+    /// the cursor is re-opened from the position. MongoDB writes a no-op every 10 s on an
+    /// idle replica set (`periodicNoopIntervalSecs`), so silence for three of those
+    /// intervals means the cursor is stuck. Zero disables it. Default 30 s.
+    pub stall_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -38,6 +44,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(10),
             max_retries: 10,
             first_contact: Duration::from_secs(30),
+            stall_after: Duration::from_secs(30),
         }
     }
 }
@@ -51,6 +58,12 @@ impl RetryPolicy {
             max_retries,
             ..RetryPolicy::default()
         }
+    }
+
+    /// Sets [`RetryPolicy::stall_after`].
+    pub fn stall_after(mut self, silence: Duration) -> Self {
+        self.stall_after = silence;
+        self
     }
 
     /// Sets [`RetryPolicy::first_contact`].

@@ -518,6 +518,13 @@ impl Resumable for OplogTail {
         Verdict::by_resumable(e.for_position(|| Position::Oplog(at.copied().unwrap_or(zero))))
     }
 
+    /// Without a namespace filter the cursor reads every entry, and an idle server's
+    /// periodic no-ops; with one, a server busy with other namespaces writes no no-op and
+    /// the cursor legitimately sees nothing (empty batches do not surface): no stall watch.
+    fn watches_stalls(&self) -> bool {
+        self.options.namespaces.is_empty() || !self.options.filter_on_server
+    }
+
     fn seek(&mut self, ts: Timestamp) -> Option<Timestamp> {
         self.decoder.clear();
         Some(ts)
