@@ -626,6 +626,10 @@ impl Resumable for RangeRead {
         Verdict::by_resumable(e)
     }
 
+    fn scope(&self) -> String {
+        self.ns.to_string()
+    }
+
     /// A range's cursor may take long on a large batch and sees no no-ops: no stall watch.
     fn watches_stalls(&self) -> bool {
         false

@@ -107,6 +107,11 @@ pub(crate) trait Resumable: Send + Unpin + 'static {
         true
     }
 
+    /// What the source reads, for logs: namespaces, or `*` for everything.
+    fn scope(&self) -> String {
+        "*".to_owned()
+    }
+
     /// Resolves where to start, once, on the first poll (`None`: the cursor's own start,
     /// e.g. the oldest oplog entry or a change stream's "now").
     fn start(&mut self) -> BoxFuture<'static, Result<Option<Self::Pos>>> {
@@ -366,11 +371,14 @@ pub(crate) struct Engine<S: Resumable> {
     /// When the open cursor last gave anything, and the timer that checks it.
     last_read: Option<Instant>,
     stall_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// `source` and `ns` of every event this engine logs.
+    span: tracing::Span,
 }
 
 impl<S: Resumable> Engine<S> {
     /// An engine over `source`, publishing to `control`; nothing runs before the first poll.
     pub(crate) fn new(source: S, retry: RetryPolicy, control: Arc<Control<S::Pos>>) -> Self {
+        let span = tracing::warn_span!("mongotail", source = S::NAME, ns = %source.scope());
         Engine {
             source,
             state: State::Closed,
@@ -383,6 +391,7 @@ impl<S: Resumable> Engine<S> {
             contacted: false,
             last_read: None,
             stall_timer: None,
+            span,
         }
     }
 
@@ -450,7 +459,7 @@ impl<S: Resumable> Engine<S> {
                 }
                 Poll::Pending if self.stalled(cx) => {
                     let after = self.attempts.policy().stall_after;
-                    tracing::warn!(source = S::NAME, silent_for = ?after,
+                    tracing::warn!(parent: &self.span, silent_for = ?after,
                         "no entry, no-op or empty batch: reconnecting from the position");
                     self.control.stats.error(&Error::Config(format!(
                         "stalled: nothing read for {after:?}, reconnected"
@@ -607,7 +616,7 @@ impl<S: Resumable> Engine<S> {
                 }
                 Some(wait) => {
                     tracing::warn!(
-                        source = S::NAME,
+                        parent: &self.span,
                         error = %DisplayChain(&e),
                         attempt = self.attempts.failures(),
                         "retrying after a transient error"

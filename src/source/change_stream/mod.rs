@@ -367,6 +367,11 @@ impl Resumable for Watch {
 
     const NAME: &'static str = "change stream";
 
+    fn scope(&self) -> String {
+        let ns = self.options.namespace.as_ref().map(ToString::to_string);
+        ns.unwrap_or_else(|| "*".to_owned())
+    }
+
     fn start(&mut self) -> BoxFuture<'static, Result<Option<Resume>>> {
         if let Some(token) = &self.initial {
             return std::future::ready(Ok(Some(token.clone()))).boxed();

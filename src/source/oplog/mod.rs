@@ -330,6 +330,15 @@ impl Lookup for Collection<Document> {
     }
 }
 
+/// `namespaces` for logs: comma-separated, `*` for everything.
+fn scope_of(namespaces: &[Namespace]) -> String {
+    if namespaces.is_empty() {
+        return "*".to_owned();
+    }
+    let names: Vec<String> = namespaces.iter().map(ToString::to_string).collect();
+    names.join(",")
+}
+
 /// The timestamp just before `ts` in the oplog's order (the zero timestamp stays zero).
 fn just_before(ts: Timestamp) -> Timestamp {
     match (ts.time, ts.increment) {
@@ -516,6 +525,10 @@ impl Resumable for OplogTail {
             increment: 0,
         };
         Verdict::by_resumable(e.for_position(|| Position::Oplog(at.copied().unwrap_or(zero))))
+    }
+
+    fn scope(&self) -> String {
+        scope_of(&self.options.namespaces)
     }
 
     /// Without a namespace filter the cursor reads every entry, and an idle server's
