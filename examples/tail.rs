@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --example tail -- [--uri URI] [--source oplog|change-stream|direct]
-//!                                       [--ns db.coll]... [--count N]
+//!                                       [--ns db.coll]... [--count N] [--stats SECS]
 //! ```
 //!
 //! Without `--uri` (and without `MONGODB_URI`) it starts an embedded mongosim, writes a
@@ -40,12 +40,13 @@ use futures::StreamExt;
 use mongodb::Client;
 use mongotail::ext::{DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW};
 use mongotail::{
-    start, ChangeStreamOptions, ClusterOptions, DirectOptions, Namespace, Op, OpStreamExt,
+    start, ChangeStreamOptions, ClusterOptions, DirectOptions, Handle, Namespace, Op, OpStreamExt,
     OplogOptions, StartAt, TailOptions,
 };
 
 const USAGE: &str = "\
 usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... [--count N]
+            [--stats SECS]
 
   --uri URI        server to tail (default: $MONGODB_URI, else an embedded mongosim
                    with a demo workload)
@@ -54,6 +55,7 @@ usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... 
   --ns NS          only this collection (db.coll) or database (db); repeatable;
                    required with --source direct on a real server
   --count N        exit after N ops
+  --stats SECS     every SECS, one line per source on stderr: state, ops/s, lag
   -h, --help       this help";
 
 /// The database the demo workload writes to.
@@ -75,6 +77,7 @@ struct Args {
     source: SourceArg,
     namespaces: Vec<Namespace>,
     count: Option<u64>,
+    stats: Option<u64>,
 }
 
 enum Parsed {
@@ -88,6 +91,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         source: SourceArg::Oplog,
         namespaces: Vec::new(),
         count: None,
+        stats: None,
     };
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -121,6 +125,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
                 let v = value("--ns")?;
                 let ns = Namespace::parse(&v).map_err(|e| format!("--ns {v:?}: {e}"))?;
                 out.namespaces.push(ns);
+            }
+            "--stats" => {
+                let v = value("--stats")?;
+                let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or(format!(
+                    "--stats {v:?}: expected a positive number of seconds"
+                ))?;
+                out.stats = Some(n);
             }
             "--count" => {
                 let v = value("--count")?;
@@ -173,15 +184,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
 
     // In demo mode the stream starts just after the newest oplog entry present now, so it
     // sees the whole workload however fast the workload runs.
-    let start_after = if demo && args.source != SourceArg::Direct {
-        Some(
-            mongotail::last_op_timestamp(&client)
-                .await?
-                .ok_or("the oplog is empty: is this a replica set?")?,
-        )
-    } else {
-        None
-    };
+    let start_after = demo_start(&client, demo && args.source != SourceArg::Direct).await?;
 
     let mut workload = None;
     if demo {
@@ -199,7 +202,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let end_ns = Namespace::parse(DEMO_END_NS)?;
     let router = is_router(&client).await?;
 
-    let mut ops = open_stream(&client, &args, demo, start_after, &end_ns, router);
+    let (mut ops, handle) = open_stream(&client, &args, demo, start_after, &end_ns, router);
+    if let Some(secs) = args.stats {
+        tokio::spawn(print_stats(handle.clone(), Duration::from_secs(secs)));
+    }
     tracing::info!(source = ?args.source, router, uri = %redact(&server.uri), "tailing");
     let mut stdout = std::io::stdout().lock();
     let mut printed: u64 = 0;
@@ -220,6 +226,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
             }
             _ = &mut ctrl_c => {
                 tracing::info!(printed, "interrupted");
+                handle.stop(); // closes the server cursors
                 return Ok(());
             }
         };
@@ -285,7 +292,7 @@ fn open_stream(
     start_after: Option<Timestamp>,
     end_ns: &Namespace,
     router: bool,
-) -> BoxStream<'static, mongotail::Result<Op>> {
+) -> (BoxStream<'static, mongotail::Result<Op>>, Handle) {
     let mut namespaces = args.namespaces.clone();
     if demo && !namespaces.is_empty() {
         namespaces.push(end_ns.clone()); // the marker must get through the server filter
@@ -305,9 +312,9 @@ fn open_stream(
             } else {
                 live.oplog(OplogOptions::new().namespaces(namespaces))
             };
-            let (ops, _handle) = start(client, options);
-            ops.batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
-                .boxed()
+            let (ops, handle) = start(client, options);
+            let ops = ops.batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW);
+            (ops.boxed(), handle)
         }
         SourceArg::ChangeStream => {
             let mut options = live.disable_oplog();
@@ -323,7 +330,8 @@ fn open_stream(
                 }
                 options = options.change_stream(cs);
             }
-            start(client, options).0.boxed()
+            let (ops, handle) = start(client, options);
+            (ops.boxed(), handle)
         }
         SourceArg::Direct => {
             let namespaces = if namespaces.is_empty() {
@@ -337,7 +345,8 @@ fn open_stream(
             let options = TailOptions::new()
                 .disable_oplog()
                 .direct(DirectOptions::new().namespaces(namespaces));
-            start(client, options).0.boxed()
+            let (ops, handle) = start(client, options);
+            (ops.boxed(), handle)
         }
     }
 }
@@ -428,6 +437,51 @@ async fn demo_workload(
             .await?;
     }
     Ok(())
+}
+
+/// In demo mode, the newest oplog entry's time: the stream starts just after it.
+async fn demo_start(client: &Client, demo: bool) -> Result<Option<Timestamp>, BoxError> {
+    if !demo {
+        return Ok(None);
+    }
+    let last = mongotail::last_op_timestamp(client).await?;
+    Ok(Some(
+        last.ok_or("the oplog is empty: is this a replica set?")?,
+    ))
+}
+
+/// Prints every `every` one line per source to stderr: state, ops/s since the last line,
+/// lag, retries; and the progress of each direct read.
+async fn print_stats(handle: Handle, every: Duration) {
+    let mut last: Vec<u64> = Vec::new();
+    loop {
+        tokio::time::sleep(every).await;
+        if handle.is_stopped() {
+            return;
+        }
+        let stats = handle.stats().await;
+        last.resize(stats.sources.len(), 0);
+        for (s, before) in stats.sources.iter().zip(last.iter_mut()) {
+            let rate = (s.ops - *before) as f64 / every.as_secs_f64();
+            *before = s.ops;
+            let lag = s
+                .lag
+                .map_or("?".to_owned(), |l| format!("{}s", l.as_secs()));
+            eprintln!(
+                "stats: {} {:?} ops={} ops/s={rate:.0} lag={lag} retries={}",
+                s.source, s.state, s.ops, s.retries
+            );
+        }
+        for d in &stats.direct {
+            let total = d.estimated_total.map_or("?".to_owned(), |n| n.to_string());
+            eprintln!(
+                "stats: direct {} {}/{total}{}",
+                d.namespace,
+                d.read,
+                if d.done { " done" } else { "" }
+            );
+        }
+    }
 }
 
 /// The URI without its password, for logs.
