@@ -379,6 +379,8 @@ impl<S: Resumable> Engine<S> {
     /// An engine over `source`, publishing to `control`; nothing runs before the first poll.
     pub(crate) fn new(source: S, retry: RetryPolicy, control: Arc<Control<S::Pos>>) -> Self {
         let span = tracing::warn_span!("mongotail", source = S::NAME, ns = %source.scope());
+        #[cfg(feature = "metrics")]
+        control.stats.instrument(S::NAME, source.scope());
         Engine {
             source,
             state: State::Closed,

@@ -95,9 +95,21 @@ impl Stats {
     }
 }
 
+/// The `metrics` instruments of one source (feature `metrics`).
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct Instruments {
+    ops: metrics::Counter,
+    retries: metrics::Counter,
+    last_op: metrics::Gauge,
+    last_wall: metrics::Gauge,
+}
+
 /// A source's counters, updated by its engine and read by handles.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    #[cfg(feature = "metrics")]
+    instruments: std::sync::OnceLock<Instruments>,
     state: AtomicU8,
     ops: AtomicU64,
     retries: AtomicU64,
@@ -134,6 +146,21 @@ impl Counters {
         c
     }
 
+    /// Registers the source's `metrics` instruments, labelled `source` and `ns`: the
+    /// counters `mongotail_ops_total` and `mongotail_retries_total`, the gauges
+    /// `mongotail_last_op_timestamp_seconds` (cluster time) and
+    /// `mongotail_last_op_wall_time_seconds`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn instrument(&self, source: &'static str, ns: String) {
+        let labels = [("source", source.to_owned()), ("ns", ns)];
+        let _ = self.instruments.set(Instruments {
+            ops: metrics::counter!("mongotail_ops_total", &labels),
+            retries: metrics::counter!("mongotail_retries_total", &labels),
+            last_op: metrics::gauge!("mongotail_last_op_timestamp_seconds", &labels),
+            last_wall: metrics::gauge!("mongotail_last_op_wall_time_seconds", &labels),
+        });
+    }
+
     pub(crate) fn set(&self, state: SourceState) {
         let i = STATES.iter().position(|s| *s == state).unwrap_or(0);
         self.state.store(i as u8, Ordering::Release);
@@ -149,11 +176,25 @@ impl Counters {
             self.last_wall
                 .store(wall.timestamp_millis(), Ordering::Relaxed);
         }
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.instruments.get() {
+            m.ops.increment(1);
+            if op.timestamp.time != 0 {
+                m.last_op.set(f64::from(op.timestamp.time));
+            }
+            if let Some(wall) = op.wall_time {
+                m.last_wall.set(wall.timestamp_millis() as f64 / 1000.0);
+            }
+        }
     }
 
     /// A transient error is being retried.
     pub(crate) fn retry(&self, e: &Error) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        if let Some(m) = self.instruments.get() {
+            m.retries.increment(1);
+        }
         self.error(e);
         self.set(SourceState::Retrying);
     }
@@ -284,15 +325,23 @@ pub(crate) struct DirectEntry {
     /// `u64::MAX`: not known yet.
     total: AtomicU64,
     done: std::sync::atomic::AtomicBool,
+    /// `mongotail_direct_documents_read_total` and `mongotail_direct_documents_estimated`,
+    /// labelled `ns`.
+    #[cfg(feature = "metrics")]
+    metrics: (metrics::Counter, metrics::Gauge),
 }
 
 impl DirectEntry {
     pub(crate) fn read(&self) {
         self.read.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.0.increment(1);
     }
 
     pub(crate) fn total(&self, n: u64) {
         self.total.store(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        self.metrics.1.set(n as f64);
     }
 
     pub(crate) fn done(&self) {
@@ -312,6 +361,14 @@ impl DirectCounters {
             read: AtomicU64::new(0),
             total: AtomicU64::new(u64::MAX),
             done: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            metrics: {
+                let labels = [("ns", namespace.to_owned())];
+                (
+                    metrics::counter!("mongotail_direct_documents_read_total", &labels),
+                    metrics::gauge!("mongotail_direct_documents_estimated", &labels),
+                )
+            },
         });
         entries.push(e.clone());
         e
