@@ -12,7 +12,7 @@
 //! encoded through their nearest double (ordering approximated, type bits say Double), and
 //! `DBPointer` values are encoded as an empty DBRef; neither appears in realistic `_id`s.
 
-use bson::{spec::BinarySubtype, Binary, Bson, Document, Timestamp};
+use bson::{spec::BinarySubtype, Binary, Bson, Document, RawBinaryRef, RawDocumentBuf, Timestamp};
 
 use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
@@ -156,6 +156,8 @@ impl ResumeTokenData {
     /// Encodes the token (SRV `ResumeToken(const ResumeTokenData&)`).
     pub(crate) fn encode(&self) -> ResumeToken {
         let mut enc = Encoder::default();
+        // an event token's KeyString: ~30 bytes before its document key
+        enc.buf.reserve(64);
         enc.timestamp(self.cluster_time);
         enc.int(i64::from(self.version), TB_INT);
         if self.version >= 1 {
@@ -216,6 +218,22 @@ pub(crate) struct ResumeToken {
 }
 
 impl ResumeToken {
+    /// [`ResumeToken::to_document`], encoded.
+    pub(crate) fn to_raw(&self) -> RawDocumentBuf {
+        let mut d = RawDocumentBuf::new();
+        d.append("_data", self.data.as_str());
+        if let Some(bits) = &self.type_bits {
+            d.append_ref(
+                "_typeBits",
+                RawBinaryRef {
+                    subtype: BinarySubtype::Generic,
+                    bytes: bits,
+                },
+            );
+        }
+        d
+    }
+
     /// `{_data: <hex>, _typeBits?: BinData(0)}`.
     pub(crate) fn to_document(&self) -> Document {
         let mut d = Document::new();
