@@ -717,11 +717,13 @@ impl ChangeStreamCursor {
             let ts = entry.timestamp();
             self.next_seq += 1;
             self.last_scanned = Some(ts);
-            if let Some(candidate) = self.raw_insert(&entry.raw)? {
-                self.pending.push_back(candidate);
+            let op = entry.raw.get_str("op").unwrap_or("");
+            let ns = entry.raw.get_str("ns").unwrap_or("");
+            if !self.may_produce_events(&entry.raw, op, ns) {
                 continue;
             }
-            if !self.may_produce_events(&entry.raw) {
+            if let Some(candidate) = self.raw_insert(&entry.raw, op, ns)? {
+                self.pending.push_back(candidate);
                 continue;
             }
             let mut doc = entry.raw.to_document().map_err(|e| {
@@ -739,9 +741,7 @@ impl ChangeStreamCursor {
 
     /// Cheap look at the raw entry (SRV builds the same oplog filter on `op`/`ns`): no-ops
     /// and CRUD entries on namespaces the stream does not watch are skipped unparsed.
-    fn may_produce_events(&self, raw: &bson::RawDocument) -> bool {
-        let op = raw.get_str("op").unwrap_or("");
-        let ns = raw.get_str("ns").unwrap_or("");
+    fn may_produce_events(&self, raw: &bson::RawDocument, op: &str, ns: &str) -> bool {
         match op {
             // Sharding no-ops become events with showExpandedEvents (reference
             // sharded-clusters.md §5.7).
@@ -2047,7 +2047,10 @@ mod tests {
                 )
                 .unwrap();
                 let raw = RawDocumentBuf::from_document(entry).unwrap();
-                let fast = c.raw_insert(&raw).unwrap().expect("a plain insert");
+                let fast = c
+                    .raw_insert(&raw, "i", "app.users")
+                    .unwrap()
+                    .expect("a plain insert");
                 c.events_from_entry(entry, oplog).unwrap();
                 let general = c.pending.pop_front().expect("the general path's event");
                 let (EventBody::Raw(fast_event), EventBody::Doc(event)) =

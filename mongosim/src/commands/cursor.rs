@@ -73,11 +73,12 @@ enum OplogFilter {
     Matcher(Box<Matcher>, Option<Vec<String>>),
 }
 
-/// The fields of `raw` named in `fields`, decoded, in the entry's order.
-fn decode_fields(raw: &bson::RawDocument, fields: &[String]) -> CmdResult<Document> {
+/// The fields of `raw` named in `fields`, decoded into `d` (cleared first: one document
+/// serves a whole scan), in the entry's order.
+fn decode_fields(raw: &bson::RawDocument, fields: &[String], d: &mut Document) -> CmdResult<()> {
     let corrupt =
         |err: bson::raw::Error| CommandError::from_code(ErrorCode::InternalError, err.to_string());
-    let mut d = Document::new();
+    d.clear();
     for element in raw {
         let (key, value) = element.map_err(corrupt)?;
         if fields.iter().any(|f| f == key) {
@@ -85,13 +86,15 @@ fn decode_fields(raw: &bson::RawDocument, fields: &[String]) -> CmdResult<Docume
             d.insert(key, value);
         }
     }
-    Ok(d)
+    Ok(())
 }
 
 /// A lazy `$natural`-order scan of `local.oplog.rs` (optionally tailable).
 #[derive(Debug)]
 pub(crate) struct OplogScan {
     filter: OplogFilter,
+    /// The fields a cut-down filter reads, of the entry being examined.
+    fields: Document,
     shape: Shape,
     next_seq: u64,
     /// Record id of the last examined entry (the saved position).
@@ -165,7 +168,8 @@ impl OplogScan {
         let pass = match &self.filter {
             OplogFilter::All => None,
             OplogFilter::Matcher(m, Some(fields)) => {
-                if !m.matches(&decode_fields(&e.raw, fields)?) {
+                decode_fields(&e.raw, fields, &mut self.fields)?;
+                if !m.matches(&self.fields) {
                     return Ok(true);
                 }
                 // a cut-down entry is not projected: the projection decodes it whole
@@ -769,6 +773,7 @@ fn oplog_find(ctx: &Ctx<'_>, engine: &mut Engine, find: Find<'_>) -> CmdResult<R
     }
     let scan = OplogScan {
         filter,
+        fields: Document::new(),
         shape: find.shape,
         next_seq: start,
         // a seek on `ts` positions the scan on the entry before `start`, as the server's

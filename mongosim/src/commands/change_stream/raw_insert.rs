@@ -18,11 +18,10 @@ fn corrupt(e: impl std::fmt::Display) -> CommandError {
     )
 }
 
-/// The fields of an insert entry its event is built from, read in one pass.
+/// The fields of an insert entry its event is built from (beside `op` and `ns`), read
+/// in one pass.
 #[derive(Default)]
 struct InsertEntry<'a> {
-    op: Option<&'a str>,
-    ns: Option<&'a str>,
     ts: Option<Timestamp>,
     o: Option<&'a RawDocument>,
     o2: Option<&'a RawDocument>,
@@ -37,8 +36,6 @@ impl<'a> InsertEntry<'a> {
         for element in raw {
             let (key, value) = element.map_err(corrupt)?;
             match (key, value) {
-                ("op", RawBsonRef::String(s)) => e.op = Some(s),
-                ("ns", RawBsonRef::String(s)) => e.ns = Some(s),
                 ("ts", RawBsonRef::Timestamp(t)) => e.ts = Some(t),
                 ("o", RawBsonRef::Document(d)) => e.o = Some(d),
                 ("o2", RawBsonRef::Document(d)) => e.o2 = Some(d),
@@ -53,23 +50,28 @@ impl<'a> InsertEntry<'a> {
 }
 
 impl ChangeStreamCursor {
-    /// The candidate event of `raw` when it is a plain insert (`op: "i"`, not from a
-    /// migration, with document `o` and key `o2`, as 6.0+ log them, reference §4.3) on a
-    /// watched collection; `None` sends the entry down the general path.
-    pub(super) fn raw_insert(&self, raw: &RawDocument) -> CmdResult<Option<Candidate>> {
-        if self.version == ServerVersion::V4_4 {
+    /// The candidate event of `raw` (whose `op` and `ns` are given) when it is a plain
+    /// insert (`op: "i"`, not from a migration, with document `o` and key `o2`, as 6.0+ log
+    /// them, reference §4.3) on a watched collection; `None` sends the entry down the
+    /// general path.
+    pub(super) fn raw_insert(
+        &self,
+        raw: &RawDocument,
+        op: &str,
+        ns: &str,
+    ) -> CmdResult<Option<Candidate>> {
+        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        if self.version == ServerVersion::V4_4
+            || op != "i"
+            || coll == "system.views"
+            || !self.watches(db, coll)
+        {
             return Ok(None);
         }
         let e = InsertEntry::read(raw)?;
-        let (Some("i"), false, Some(ns), Some(ts), Some(o), Some(key)) =
-            (e.op, e.from_migrate, e.ns, e.ts, e.o, e.o2)
-        else {
+        let (false, Some(ts), Some(o), Some(key)) = (e.from_migrate, e.ts, e.o, e.o2) else {
             return Ok(None);
         };
-        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
-        if coll == "system.views" || !self.watches(db, coll) {
-            return Ok(None);
-        }
         let uuid = match e.ui {
             Some(RawBsonRef::Binary(b)) if b.bytes.len() == 16 => b.bytes.try_into().ok(),
             _ => None,
