@@ -82,6 +82,7 @@ fn main() {
         table.extend(compare_source(&rt, &server, &fixture, source));
     }
     print_table(&table);
+    print_filtered_scans(&rt, &server, &fixture);
     print_latency(&rt, &fixture.client, count(LATENCY_WRITES));
     println!();
     println!("{tailing_rss}");
@@ -518,6 +519,49 @@ fn print_table(rows: &[Row]) {
             med(&|x| per_op(x.server, x.ops)),
             med(&|x| x.peak_rss as f64 / (1 << 20) as f64),
         );
+    }
+}
+
+/// mongosim's CPU per oplog entry scanned by the filters tailers send, none of which
+/// matches the backlog's entries: the cost of the filter alone (median of [`ROUNDS`]).
+fn print_filtered_scans(rt: &tokio::runtime::Runtime, server: &Server, f: &Fixture) {
+    let other = format!("{DB}.other");
+    let filters = [
+        ("ts range + ns $in", doc! {"ns": {"$in": [&other]}}),
+        (
+            "ts range + ns regex",
+            doc! {"ns": {"$regex": "^mongotail_compare\\.other$"}},
+        ),
+        ("ts range + op $in", doc! {"op": {"$in": ["n"]}}),
+        (
+            "ts range + fromMigrate $exists",
+            doc! {"fromMigrate": {"$exists": true}},
+        ),
+    ];
+    println!();
+    println!(
+        "| oplog query ({} entries scanned, none returned) | server CPU µs/entry |",
+        f.expected
+    );
+    println!("|---|---|");
+    let oplog = f
+        .client
+        .database("local")
+        .collection::<RawDocumentBuf>("oplog.rs");
+    for (name, filter) in filters {
+        let mut filter = filter;
+        filter.insert("ts", doc! {"$gt": f.start, "$lte": f.end});
+        let runs = (0..ROUNDS)
+            .map(|_| {
+                let sample = measure(rt, server, async {
+                    let cursor = oplog.find(filter.clone()).await.expect("oplog query");
+                    cursor.map(|e| e.expect("entry")).count().await
+                });
+                assert_eq!(sample.ops, 0, "{name} matched entries");
+                per_op(sample.server, f.expected)
+            })
+            .collect();
+        println!("| {name} | {:.2} |", median(runs));
     }
 }
 

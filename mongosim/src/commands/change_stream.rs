@@ -1073,7 +1073,14 @@ impl ChangeStreamCursor {
         let uuid = op_uuid(e);
         let image = image_key(parts.operation_type, uuid, ts, txn);
         let txn_op_index = txn.map(|t| t.txn_op_index).unwrap_or(0);
-        let token = self.event_token(&parts, ts, uuid, txn_op_index);
+        let token = self.event_token(
+            parts.operation_type,
+            parts.document_key.as_ref(),
+            parts.operation_description.as_ref(),
+            ts,
+            uuid,
+            txn_op_index,
+        );
         let lookup = parts.update_lookup();
         let invalidate_token = parts.invalidates.then(|| {
             let mut t = token.clone();
@@ -1243,7 +1250,9 @@ impl ChangeStreamCursor {
     /// until the stream is past the resume point.
     fn event_token(
         &self,
-        parts: &EventParts,
+        operation_type: &str,
+        document_key: Option<&Document>,
+        operation_description: Option<&Document>,
         ts: Timestamp,
         uuid: Option<[u8; 16]>,
         txn_op_index: i32,
@@ -1262,9 +1271,9 @@ impl ChangeStreamCursor {
             version,
             txn_op_index,
             uuid,
-            parts.operation_type,
-            parts.document_key.as_ref(),
-            parts.operation_description.as_ref(),
+            operation_type,
+            document_key,
+            operation_description,
         )
     }
 

@@ -79,9 +79,12 @@ fn decode_fields(raw: &bson::RawDocument, fields: &[String], d: &mut Document) -
     let corrupt =
         |err: bson::raw::Error| CommandError::from_code(ErrorCode::InternalError, err.to_string());
     d.clear();
-    for element in raw {
-        let (key, value) = element.map_err(corrupt)?;
+    // Values are parsed only for the fields the filter reads.
+    for element in raw.iter_elements() {
+        let element = element.map_err(corrupt)?;
+        let key = element.key();
         if fields.iter().any(|f| f == key) {
+            let value = element.value().map_err(corrupt)?;
             let value = bson::Bson::try_from(value.to_raw_bson()).map_err(corrupt)?;
             d.insert(key, value);
         }

@@ -5,10 +5,11 @@
 //! insert outside a transaction; the `raw_insert_matches_the_general_path` test holds the
 //! two to the same bytes.
 
-use bson::{Document, RawBsonRef, RawDocument, RawDocumentBuf, Timestamp};
+use bson::{Document, RawBsonRef, RawDocument, Timestamp};
 
-use super::{Candidate, ChangeStreamCursor, EventBody, EventParts};
+use super::{Candidate, ChangeStreamCursor, EventBody};
 use crate::error::{CmdResult, CommandError, ErrorCode};
+use crate::resume_token::empty_with_capacity;
 use crate::ServerVersion;
 
 fn corrupt(e: impl std::fmt::Display) -> CommandError {
@@ -76,16 +77,11 @@ impl ChangeStreamCursor {
             Some(RawBsonRef::Binary(b)) if b.bytes.len() == 16 => b.bytes.try_into().ok(),
             _ => None,
         };
-        let parts = EventParts {
-            document_key: Some(Document::try_from(key).map_err(corrupt)?),
-            ..EventParts::new("insert", bson::doc! {"db": db, "coll": coll})
-        };
-        let token = self.event_token(&parts, ts, uuid, 0);
+        let document_key = Document::try_from(key).map_err(corrupt)?;
+        let token = self.event_token("insert", Some(&document_key), None, ts, uuid, 0);
         // One allocation: the event is the document, its key and ~200 bytes of fields.
         let capacity = o.as_bytes().len() + key.as_bytes().len() + ns.len() + 256;
-        let mut buf = Vec::with_capacity(capacity);
-        buf.extend_from_slice(&[5, 0, 0, 0, 0]);
-        let mut ev = RawDocumentBuf::from_bytes(buf).map_err(corrupt)?;
+        let mut ev = empty_with_capacity(capacity);
         ev.append("_id", token.encode().to_raw());
         ev.append("operationType", "insert");
         ev.append("clusterTime", ts);
@@ -98,7 +94,7 @@ impl ChangeStreamCursor {
             ev.append_ref("wallTime", wall);
         }
         ev.append_ref("fullDocument", RawBsonRef::Document(o));
-        let mut ns_doc = RawDocumentBuf::new();
+        let mut ns_doc = empty_with_capacity(ns.len() + 32);
         ns_doc.append("db", db);
         ns_doc.append("coll", coll);
         ev.append("ns", ns_doc);
