@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::{doc, Document, RawDocumentBuf, Timestamp};
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use mongodb::options::CursorType;
 use mongodb::Client;
 use mongotail::{
@@ -237,9 +237,9 @@ async fn write_backlog(client: &Client, n: usize) -> (Timestamp, Timestamp) {
     db.create_collection(COLL)
         .await
         .expect("create the collection");
-    let start = latest_ts(client).await;
+    let start = common::latest_ts(client).await;
     insert_batches(client, COLL, 0, n).await;
-    (start, latest_ts(client).await)
+    (start, common::latest_ts(client).await)
 }
 
 /// Inserts documents `from..to` into `coll` in batches of 1,000.
@@ -259,19 +259,6 @@ fn small_doc(i: usize) -> Document {
     doc! {"_id": i as i64, "name": format!("user-{i:06}"), "visits": (i % 100) as i32, "tags": ["a", "b"]}
 }
 
-/// The `ts` of the newest oplog entry.
-async fn latest_ts(client: &Client) -> Timestamp {
-    let entry = client
-        .database("local")
-        .collection::<Document>("oplog.rs")
-        .find_one(doc! {})
-        .sort(doc! {"$natural": -1})
-        .await
-        .expect("read the oplog")
-        .expect("the oplog is empty");
-    entry.get_timestamp("ts").expect("oplog entry ts")
-}
-
 /// Reads the backlog with `reader`; returns how many ops it read.
 async fn read(f: &Fixture, source: Source, reader: Reader) -> usize {
     match (source, reader) {
@@ -279,14 +266,18 @@ async fn read(f: &Fixture, source: Source, reader: Reader) -> usize {
             let options = OplogOptions::new()
                 .start(StartAt::After(f.start))
                 .max_await_time(AWAIT);
-            count_until(OplogStream::new(&f.client, options), f.end).await
+            count_until(OplogStream::new(&f.client, options), |op| {
+                op.timestamp >= f.end
+            })
+            .await
         }
         (Source::ChangeStream, Reader::Mongotail) => {
             let options = ChangeStreamOptions::new()
                 .namespace(Namespace::new(DB, COLL).expect("namespace"))
                 .start_at_operation_time(common::just_after(f.start))
                 .max_await_time(AWAIT);
-            count_until(ChangeStreamSource::new(&f.client, options), f.end).await
+            let ops = ChangeStreamSource::new(&f.client, options);
+            count_until(ops, |op| op.timestamp >= f.end).await
         }
         (Source::Direct, Reader::Mongotail) => {
             let options =
@@ -300,15 +291,17 @@ async fn read(f: &Fixture, source: Source, reader: Reader) -> usize {
     }
 }
 
-/// Counts a mongotail source's ops up to the one at `end`.
-async fn count_until<S>(mut ops: S, end: Timestamp) -> usize
+/// Counts the items of a stream (a mongotail source, a driver cursor or change stream) up
+/// to the first one `last` says ends the backlog.
+async fn count_until<T, E, S>(mut items: S, last: impl Fn(&T) -> bool) -> usize
 where
-    S: futures::Stream<Item = mongotail::Result<mongotail::Op>> + Unpin,
+    S: futures::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Debug,
 {
     let mut n = 0;
-    while let Some(op) = ops.next().await {
+    while let Some(item) = items.next().await {
         n += 1;
-        if op.expect("op").timestamp >= end {
+        if last(&item.expect("an op, entry or event")) {
             break;
         }
     }
@@ -326,25 +319,13 @@ async fn driver_oplog(f: &Fixture, reader: Reader) -> usize {
         .max_await_time(AWAIT)
         .await
         .expect("open the oplog cursor");
-    let mut n = 0;
     if reader == Reader::DriverDocument {
-        let mut cursor = cursor.with_type::<Document>();
-        while let Some(e) = cursor.try_next().await.expect("oplog entry") {
-            n += 1;
-            if e.get_timestamp("ts").expect("ts") >= f.end {
-                break;
-            }
-        }
+        let last = |e: &Document| e.get_timestamp("ts").expect("ts") >= f.end;
+        count_until(cursor.with_type::<Document>(), last).await
     } else {
-        let mut cursor = cursor;
-        while let Some(e) = cursor.try_next().await.expect("oplog entry") {
-            n += 1;
-            if e.get_timestamp("ts").expect("ts") >= f.end {
-                break;
-            }
-        }
+        let last = |e: &RawDocumentBuf| e.get_timestamp("ts").expect("ts") >= f.end;
+        count_until(cursor, last).await
     }
-    n
 }
 
 /// The driver's `watch()` with mongotail's options, events as `ChangeStreamEvent<Document>`
@@ -360,25 +341,13 @@ async fn driver_watch(f: &Fixture, reader: Reader) -> usize {
         .max_await_time(AWAIT)
         .await
         .expect("open the change stream");
-    let mut n = 0;
     if reader == Reader::DriverDocument {
-        let mut events = stream;
-        while let Some(e) = events.try_next().await.expect("change event") {
-            n += 1;
-            if e.cluster_time.is_some_and(|t| t >= f.end) {
-                break;
-            }
-        }
+        count_until(stream, |e| e.cluster_time.is_some_and(|t| t >= f.end)).await
     } else {
-        let mut events = stream.with_type::<RawDocumentBuf>();
-        while let Some(e) = events.try_next().await.expect("change event") {
-            n += 1;
-            if e.get_timestamp("clusterTime").expect("clusterTime") >= f.end {
-                break;
-            }
-        }
+        let last =
+            |e: &RawDocumentBuf| e.get_timestamp("clusterTime").expect("clusterTime") >= f.end;
+        count_until(stream.with_type::<RawDocumentBuf>(), last).await
     }
-    n
 }
 
 /// One `find({})` on the collection, documents as `Document` or `RawDocumentBuf`.
@@ -614,7 +583,7 @@ async fn latencies(
     db.create_collection(&coll)
         .await
         .expect("create the collection");
-    let start = latest_ts(client).await;
+    let start = common::latest_ts(client).await;
     let stamps = stamped_ops(client, source, reader, &coll, start);
     let writer = {
         let coll = db.collection::<Document>(&coll);
@@ -725,7 +694,7 @@ fn driver_stamps_watch<'a>(
 /// written during the read (a consumer that keeps up: it only counts); the line to print.
 fn tailing_rss(rt: &tokio::runtime::Runtime, client: &Client, ops: usize) -> String {
     const TAILED: &str = "tailed";
-    let start = rt.block_on(latest_ts(client));
+    let start = rt.block_on(common::latest_ts(client));
     reset_peak_rss();
     let before = peak_rss();
     let t = Instant::now();
