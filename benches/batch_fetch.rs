@@ -1,15 +1,20 @@
 //! Fetching the documents of 10,000 updates with 1 ms of simulated round-trip latency on
 //! every `find` (mongosim `failCommand` with `blockConnection: true, blockTimeMS: 1`):
-//! `batch_fetch` (gtm defaults: 50 ops / 75 ms per batch, one find per batch) against one
-//! `find` per update, the obvious alternative.
+//! `batch_fetch` (gtm defaults: 50 ops / 75 ms per batch, one find per batch, one worker)
+//! against one `find` per update, the obvious alternative; and the same with
+//! [`WORKERS`] finds in flight.
 //!
 //! The 10,000 update ops are read from the oplog once, before the measurements; each
 //! iteration fetches the documents of all of them. `batch_fetch` is measured by criterion;
 //! the per-update finds (10,000 sequential round trips) are timed in one run over the
 //! same 10,000 updates, which keeps the whole bench under a minute.
 //!
+//! With one worker the finds are sequential: each batch costs one round trip plus its
+//! 50-document `$in`, so the speedup is at most the batch size (50) whatever the latency.
+//!
 //! `cargo bench --bench batch_fetch`; prints
-//! `RATIO batch_fetch batch_fetch/per_op_find = x` (the speedup; the target is at least 20).
+//! `RATIO batch_fetch batch_fetch/per_op_find = x` (the speedup) and
+//! `RATIO batch_fetch batch_fetch_workers/per_op_find = x`.
 
 mod common;
 
@@ -27,11 +32,15 @@ use common::{Bench, Recorder, DB};
 
 const UPDATES: usize = 10_000;
 const COLL: &str = "fetch";
+/// Finds in flight for the `workers` figure.
+const WORKERS: usize = 4;
 
-/// `batch_fetch` over the update ops; returns how many got their document.
-async fn batch_fetch(client: &Client, ops: &[Op]) -> usize {
+/// `batch_fetch` over the update ops with `workers` finds in flight; returns how many got
+/// their document.
+async fn batch_fetch(client: &Client, ops: &[Op], workers: usize) -> usize {
     stream::iter(ops.iter().cloned().map(Ok))
         .batch_fetch(client.clone(), DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW)
+        .workers(workers)
         .try_fold(
             0,
             |n, op| async move { Ok(n + usize::from(op.data.is_some())) },
@@ -97,23 +106,25 @@ fn bench(c: &mut Criterion) {
     group
         .sampling_mode(SamplingMode::Flat)
         .throughput(Throughput::Elements(UPDATES as u64));
-    group.bench_function("batch_fetch", |bencher| {
-        bencher.to_async(&b.rt).iter_custom(|iters| {
-            let (client, rec, ops) = (b.client.clone(), rec.clone(), &ops);
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t = Instant::now();
-                    let n = batch_fetch(&client, ops).await;
-                    let d = t.elapsed();
-                    assert_eq!(n, UPDATES, "batch_fetch fetched {n} documents");
-                    rec.record("batch_fetch", d);
-                    total += d;
+    for (name, workers) in [("batch_fetch", 1), ("batch_fetch_workers", WORKERS)] {
+        group.bench_function(name, |bencher| {
+            bencher.to_async(&b.rt).iter_custom(|iters| {
+                let (client, rec, ops) = (b.client.clone(), rec.clone(), &ops);
+                async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let t = Instant::now();
+                        let n = batch_fetch(&client, ops, workers).await;
+                        let d = t.elapsed();
+                        assert_eq!(n, UPDATES, "{name} fetched {n} documents");
+                        rec.record(name, d);
+                        total += d;
+                    }
+                    total
                 }
-                total
-            }
+            });
         });
-    });
+    }
     group.finish();
 
     // One find per update costs UPDATES round trips (about 30 s here): criterion's ten
@@ -126,13 +137,15 @@ fn bench(c: &mut Criterion) {
 
     b.rt.block_on(admin.run_command(fail_point("off")).into_future())
         .expect("turn the fail point off");
-    rec.print_ratio(
-        "batch_fetch",
-        "batch_fetch",
-        "per_op_find",
-        UPDATES as u64,
-        "updates",
-    );
+    for name in ["batch_fetch", "batch_fetch_workers"] {
+        rec.print_ratio(
+            "batch_fetch",
+            name,
+            "per_op_find",
+            UPDATES as u64,
+            "updates",
+        );
+    }
 }
 
 criterion_group! {

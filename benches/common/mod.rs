@@ -61,19 +61,7 @@ impl Bench {
 
     /// The `ts` of the newest oplog entry.
     pub fn latest_ts(&self) -> Timestamp {
-        self.rt.block_on(async {
-            let entry = self
-                .client
-                .database("local")
-                .collection::<Document>("oplog.rs")
-                .find_one(doc! {})
-                .sort(doc! {"$natural": -1})
-                .projection(doc! {"ts": 1})
-                .await
-                .expect("read the oplog")
-                .expect("the oplog is empty");
-            entry.get_timestamp("ts").expect("oplog entry ts")
-        })
+        self.rt.block_on(latest_ts(&self.client))
     }
 
     /// Inserts `n` documents made by `make` into `coll`, in batches.
@@ -90,6 +78,20 @@ impl Bench {
             }
         });
     }
+}
+
+/// The `ts` of the newest oplog entry.
+pub async fn latest_ts(client: &Client) -> Timestamp {
+    let entry = client
+        .database("local")
+        .collection::<Document>("oplog.rs")
+        .find_one(doc! {})
+        .sort(doc! {"$natural": -1})
+        .projection(doc! {"ts": 1})
+        .await
+        .expect("read the oplog")
+        .expect("the oplog is empty");
+    entry.get_timestamp("ts").expect("oplog entry ts")
 }
 
 /// Criterion settings shared by every bench: 10 samples, short warm-up, a few seconds of

@@ -12,7 +12,7 @@
 //! encoded through their nearest double (ordering approximated, type bits say Double), and
 //! `DBPointer` values are encoded as an empty DBRef; neither appears in realistic `_id`s.
 
-use bson::{spec::BinarySubtype, Binary, Bson, Document, Timestamp};
+use bson::{spec::BinarySubtype, Binary, Bson, Document, RawBinaryRef, RawDocumentBuf, Timestamp};
 
 use crate::error::ErrorCode;
 use crate::error::{CmdResult, CommandError};
@@ -156,6 +156,8 @@ impl ResumeTokenData {
     /// Encodes the token (SRV `ResumeToken(const ResumeTokenData&)`).
     pub(crate) fn encode(&self) -> ResumeToken {
         let mut enc = Encoder::default();
+        // an event token's KeyString: ~40 bytes, then its event identifier
+        enc.buf.reserve(256);
         enc.timestamp(self.cluster_time);
         enc.int(i64::from(self.version), TB_INT);
         if self.version >= 1 {
@@ -195,6 +197,14 @@ impl ResumeTokenData {
     }
 }
 
+/// An empty document whose buffer has room for `capacity` bytes (appends do not
+/// reallocate until then).
+pub(crate) fn empty_with_capacity(capacity: usize) -> RawDocumentBuf {
+    let mut buf = Vec::with_capacity(capacity.max(5));
+    buf.extend_from_slice(&[5, 0, 0, 0, 0]);
+    RawDocumentBuf::from_bytes(buf).unwrap_or_default()
+}
+
 /// Uppercase hex of `bytes`, written straight into one `String`.
 fn hex_upper(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
@@ -216,6 +226,22 @@ pub(crate) struct ResumeToken {
 }
 
 impl ResumeToken {
+    /// [`ResumeToken::to_document`], encoded.
+    pub(crate) fn to_raw(&self) -> RawDocumentBuf {
+        let mut d = empty_with_capacity(self.data.len() + 48);
+        d.append("_data", self.data.as_str());
+        if let Some(bits) = &self.type_bits {
+            d.append_ref(
+                "_typeBits",
+                RawBinaryRef {
+                    subtype: BinarySubtype::Generic,
+                    bytes: bits,
+                },
+            );
+        }
+        d
+    }
+
     /// `{_data: <hex>, _typeBits?: BinData(0)}`.
     pub(crate) fn to_document(&self) -> Document {
         let mut d = Document::new();

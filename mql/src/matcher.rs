@@ -250,6 +250,15 @@ impl Matcher {
         )
     }
 
+    /// The top-level fields the filter reads, in first-use order; `None` when it reads the
+    /// whole document (an `$expr` sees `$$ROOT`). Every path is resolved from its first
+    /// component (SRV `ElementPath`), so a document cut down to these fields matches
+    /// exactly as the whole document does: the oplog scan decodes only them.
+    pub fn top_level_fields(&self) -> Option<Vec<String>> {
+        let mut out = Vec::new();
+        collect_top_level_fields(&self.root, &mut out).then_some(out)
+    }
+
     /// Index of the first element of the array at `array_path` that made the filter match
     /// (for the positional `$` update operator and projection). `None` when the filter
     /// does not constrain that array.
@@ -309,6 +318,36 @@ pub fn eval_lets(lets: Option<&Document>) -> CmdResult<Vec<(String, Bson)>> {
         out.push((k.clone(), val));
     }
     Ok(out)
+}
+
+/// Adds the first components of `n`'s paths to `out`; false when `n` holds an `$expr`.
+fn collect_top_level_fields(n: &Node, out: &mut Vec<String>) -> bool {
+    match n {
+        Node::And(ns) | Node::Or(ns) | Node::Nor(ns) => {
+            ns.iter().all(|c| collect_top_level_fields(c, out))
+        }
+        Node::Path(p, pred) => {
+            let first = p.split('.').next().unwrap_or_default();
+            if !out.iter().any(|f| f == first) {
+                out.push(first.to_string());
+            }
+            pred_without_expr(pred)
+        }
+        Node::Expr(_) => false,
+        Node::Const(_) => true,
+    }
+}
+
+/// Whether `p` (and the filters nested in it) holds no `$expr`.
+fn pred_without_expr(p: &Pred) -> bool {
+    match p {
+        Pred::ElemMatchObj(n) => collect_top_level_fields(n, &mut Vec::new()),
+        Pred::All(_, ns) => ns
+            .iter()
+            .all(|n| collect_top_level_fields(n, &mut Vec::new())),
+        Pred::ElemMatchVal(ps) | Pred::Not(ps) | Pred::And(ps) => ps.iter().all(pred_without_expr),
+        _ => true,
+    }
 }
 
 fn collect_preds_under<'a>(n: &'a Node, array_path: &str) -> Vec<(String, &'a Pred)> {

@@ -41,6 +41,8 @@ use crate::query::update_description;
 use crate::resume_token::{ResumeToken, ResumeTokenData};
 use crate::ServerVersion;
 
+mod raw_insert;
+
 /// Largest event without `$changeStreamSplitLargeEvent` (SRV `BSONObjMaxInternalSize`, the
 /// limit the 10334 message names, reference §8.5): bigger ones fail with 10334.
 const MAX_EVENT_BYTES: usize = 16_793_600;
@@ -508,11 +510,19 @@ struct ResumePoint {
     found: bool,
 }
 
+/// A change event as built: a document, or the encoded event of a plain insert
+/// (`raw_insert`), decoded only when a stage of the user's reads it.
+#[derive(Debug)]
+enum EventBody {
+    Doc(Document),
+    Raw(RawDocumentBuf),
+}
+
 /// One change event before the user's stages, with its token.
 #[derive(Debug)]
 struct Candidate {
     token: ResumeTokenData,
-    event: Document,
+    event: EventBody,
     /// `ns` of the event's collection (for updateLookup): `(db, coll)`.
     lookup: Option<(String, String, Bson)>,
     /// The event is an `invalidate`: the stream closes after it.
@@ -707,7 +717,13 @@ impl ChangeStreamCursor {
             let ts = entry.timestamp();
             self.next_seq += 1;
             self.last_scanned = Some(ts);
-            if !self.may_produce_events(&entry.raw) {
+            let op = entry.raw.get_str("op").unwrap_or("");
+            let ns = entry.raw.get_str("ns").unwrap_or("");
+            if !self.may_produce_events(&entry.raw, op, ns) {
+                continue;
+            }
+            if let Some(candidate) = self.raw_insert(&entry.raw, op, ns)? {
+                self.pending.push_back(candidate);
                 continue;
             }
             let mut doc = entry.raw.to_document().map_err(|e| {
@@ -725,9 +741,7 @@ impl ChangeStreamCursor {
 
     /// Cheap look at the raw entry (SRV builds the same oplog filter on `op`/`ns`): no-ops
     /// and CRUD entries on namespaces the stream does not watch are skipped unparsed.
-    fn may_produce_events(&self, raw: &bson::RawDocument) -> bool {
-        let op = raw.get_str("op").unwrap_or("");
-        let ns = raw.get_str("ns").unwrap_or("");
+    fn may_produce_events(&self, raw: &bson::RawDocument, op: &str, ns: &str) -> bool {
         match op {
             // Sharding no-ops become events with showExpandedEvents (reference
             // sharded-clusters.md §5.7).
@@ -781,7 +795,7 @@ impl ChangeStreamCursor {
     ) -> CmdResult<Option<(RawDocumentBuf, ResumeTokenData, bool)>> {
         let Candidate {
             token,
-            mut event,
+            event,
             lookup,
             invalidate,
             image,
@@ -790,6 +804,20 @@ impl ChangeStreamCursor {
         if !self.past_resume_point(&token)? {
             return Ok(None);
         }
+        let mut event = match event {
+            // An insert takes no images: with no stage of the user's, it goes out as built.
+            EventBody::Raw(raw) if self.user_pipeline.is_empty() => {
+                check_event_size(&raw, self.spec.split_large)?;
+                return Ok(Some((raw, token, invalidate)));
+            }
+            EventBody::Raw(raw) => raw.to_document().map_err(|e| {
+                CommandError::from_code(
+                    ErrorCode::InternalError,
+                    format!("cannot decode change event: {e}"),
+                )
+            })?,
+            EventBody::Doc(event) => event,
+        };
         // Post-image (updateLookup) for updates; reference §5.2.
         let op_type = event.get_str("operationType").unwrap_or("").to_string();
         if op_type == "update" {
@@ -1045,7 +1073,14 @@ impl ChangeStreamCursor {
         let uuid = op_uuid(e);
         let image = image_key(parts.operation_type, uuid, ts, txn);
         let txn_op_index = txn.map(|t| t.txn_op_index).unwrap_or(0);
-        let token = self.event_token(&parts, ts, uuid, txn_op_index);
+        let token = self.event_token(
+            parts.operation_type,
+            parts.document_key.as_ref(),
+            parts.operation_description.as_ref(),
+            ts,
+            uuid,
+            txn_op_index,
+        );
         let lookup = parts.update_lookup();
         let invalidate_token = parts.invalidates.then(|| {
             let mut t = token.clone();
@@ -1055,7 +1090,7 @@ impl ChangeStreamCursor {
         let event = self.event_document(e, parts, &token, ts, wall.as_ref(), txn);
         self.pending.push_back(Candidate {
             token,
-            event,
+            event: EventBody::Doc(event),
             lookup,
             invalidate: false,
             image,
@@ -1215,7 +1250,9 @@ impl ChangeStreamCursor {
     /// until the stream is past the resume point.
     fn event_token(
         &self,
-        parts: &EventParts,
+        operation_type: &str,
+        document_key: Option<&Document>,
+        operation_description: Option<&Document>,
         ts: Timestamp,
         uuid: Option<[u8; 16]>,
         txn_op_index: i32,
@@ -1234,9 +1271,9 @@ impl ChangeStreamCursor {
             version,
             txn_op_index,
             uuid,
-            parts.operation_type,
-            parts.document_key.as_ref(),
-            parts.operation_description.as_ref(),
+            operation_type,
+            document_key,
+            operation_description,
         )
     }
 
@@ -1318,7 +1355,7 @@ impl ChangeStreamCursor {
         self.add_wall_time(&mut inv, wall);
         self.pending.push_back(Candidate {
             token,
-            event: inv,
+            event: EventBody::Doc(inv),
             lookup: None,
             invalidate: true,
             image: None,
@@ -1567,7 +1604,7 @@ impl ChangeStreamCursor {
         }
         self.pending.push_back(Candidate {
             token,
-            event: ev,
+            event: EventBody::Doc(ev),
             lookup: None,
             invalidate: false,
             image: None,
@@ -1691,18 +1728,30 @@ fn encode_event(event: &Document, splittable: bool) -> CmdResult<RawDocumentBuf>
             format!("cannot encode change event: {e}"),
         )
     })?;
+    check_event_size(&raw, splittable)?;
+    Ok(raw)
+}
+
+/// 10334 for an event over 16 MB unless it may be split.
+fn check_event_size(raw: &bson::RawDocument, splittable: bool) -> CmdResult<()> {
     let n = raw.as_bytes().len();
     if n > MAX_EVENT_BYTES && !splittable {
+        let id = raw
+            .get("_id")
+            .ok()
+            .flatten()
+            .and_then(|v| Bson::try_from(v.to_raw_bson()).ok())
+            .unwrap_or(Bson::Null);
         // SRV bsonobj.cpp _assertInvalid (reference §8.5)
         return Err(CommandError::from_code(
             ErrorCode::BSONObjectTooLarge,
             format!(
                 "BSONObj size: {n} (0x{n:X}) is invalid. Size must be between 0 and 16793600(16MB) First element: _id: {}",
-                crate::query::fmt::value(event.get("_id").unwrap_or(&Bson::Null))
+                crate::query::fmt::value(&id)
             ),
         ));
     }
-    Ok(raw)
+    Ok(())
 }
 
 impl ChangeStreamCursor {
@@ -1975,6 +2024,53 @@ mod tests {
         let hwm = ResumeTokenData::high_water_mark(ts(5), 2);
         assert!(!token_le(&same, &hwm));
         assert!(token_le(&before, &client));
+    }
+
+    /// The insert events `raw_insert` builds from bytes are those of the general path, to
+    /// the byte, with and without `showExpandedEvents`, `wall` and `ui`.
+    #[test]
+    fn raw_insert_matches_the_general_path() {
+        let engine = Engine::new(&crate::Options::new());
+        let oplog = engine.oplog.as_ref().expect("a replica set has an oplog");
+        let full = doc! {
+            "op": "i", "ns": "app.users", "ui": bson::Uuid::from_bytes([7; 16]),
+            "o": {"_id": 5i64, "name": "x", "tags": ["a"]}, "o2": {"_id": 5i64},
+            "ts": ts(9), "t": 1i64, "v": 2i64, "wall": bson::DateTime::from_millis(1_000),
+        };
+        let entries = [
+            full.clone(),
+            without(full.clone(), "wall"),
+            without(full.clone(), "ui"),
+        ];
+        for expanded in [false, true] {
+            for entry in &entries {
+                let spec = doc! {"showExpandedEvents": expanded};
+                let mut c = ChangeStreamCursor::new(
+                    &engine,
+                    Level::Cluster,
+                    parse_spec(&Bson::Document(spec), ServerVersion::V7_0).unwrap(),
+                    Pipeline::parse(&[]).unwrap(),
+                    ServerVersion::V7_0,
+                    2,
+                    Arc::default(),
+                )
+                .unwrap();
+                let raw = RawDocumentBuf::from_document(entry).unwrap();
+                let fast = c
+                    .raw_insert(&raw, "i", "app.users")
+                    .unwrap()
+                    .expect("a plain insert");
+                c.events_from_entry(entry, oplog).unwrap();
+                let general = c.pending.pop_front().expect("the general path's event");
+                let (EventBody::Raw(fast_event), EventBody::Doc(event)) =
+                    (fast.event, general.event)
+                else {
+                    panic!("raw_insert builds raw events, the general path documents");
+                };
+                assert_eq!(fast_event, RawDocumentBuf::from_document(&event).unwrap());
+                assert_eq!(fast.token, general.token);
+            }
+        }
     }
 
     #[test]

@@ -64,17 +64,40 @@ fn capped_position_lost(rid: u64) -> CommandError {
 }
 
 /// Filter evaluation for oplog scans: nothing beyond the `ts` bound used to seek, or a
-/// full matcher on the decoded entry.
+/// matcher on the decoded entry — only the top-level fields the filter reads when it names
+/// them all (`ts`, `ns`, `op`, `fromMigrate`: the entry's `o` is never decoded for a
+/// tailer's filter), else the whole entry.
 #[derive(Debug, Clone)]
 enum OplogFilter {
     All,
-    Matcher(Matcher),
+    Matcher(Box<Matcher>, Option<Vec<String>>),
+}
+
+/// The fields of `raw` named in `fields`, decoded into `d` (cleared first: one document
+/// serves a whole scan), in the entry's order.
+fn decode_fields(raw: &bson::RawDocument, fields: &[String], d: &mut Document) -> CmdResult<()> {
+    let corrupt =
+        |err: bson::raw::Error| CommandError::from_code(ErrorCode::InternalError, err.to_string());
+    d.clear();
+    // Values are parsed only for the fields the filter reads.
+    for element in raw.iter_elements() {
+        let element = element.map_err(corrupt)?;
+        let key = element.key();
+        if fields.iter().any(|f| f == key) {
+            let value = element.value().map_err(corrupt)?;
+            let value = bson::Bson::try_from(value.to_raw_bson()).map_err(corrupt)?;
+            d.insert(key, value);
+        }
+    }
+    Ok(())
 }
 
 /// A lazy `$natural`-order scan of `local.oplog.rs` (optionally tailable).
 #[derive(Debug)]
 pub(crate) struct OplogScan {
     filter: OplogFilter,
+    /// The fields a cut-down filter reads, of the entry being examined.
+    fields: Document,
     shape: Shape,
     next_seq: u64,
     /// Record id of the last examined entry (the saved position).
@@ -147,7 +170,15 @@ impl OplogScan {
     ) -> CmdResult<bool> {
         let pass = match &self.filter {
             OplogFilter::All => None,
-            OplogFilter::Matcher(m) => {
+            OplogFilter::Matcher(m, Some(fields)) => {
+                decode_fields(&e.raw, fields, &mut self.fields)?;
+                if !m.matches(&self.fields) {
+                    return Ok(true);
+                }
+                // a cut-down entry is not projected: the projection decodes it whole
+                None
+            }
+            OplogFilter::Matcher(m, None) => {
                 let d = e.raw.to_document().map_err(|err| {
                     CommandError::from_code(ErrorCode::InternalError, err.to_string())
                 })?;
@@ -737,13 +768,15 @@ fn oplog_find(ctx: &Ctx<'_>, engine: &mut Engine, find: Find<'_>) -> CmdResult<R
     let filter = if (only_ts && !reverse) || find.filter.is_empty() {
         OplogFilter::All
     } else {
-        OplogFilter::Matcher(find.matcher)
+        let fields = find.matcher.top_level_fields();
+        OplogFilter::Matcher(Box::new(find.matcher), fields)
     };
     if find.tailable && empty {
         return empty_first_batch(&find.ns);
     }
     let scan = OplogScan {
         filter,
+        fields: Document::new(),
         shape: find.shape,
         next_seq: start,
         // a seek on `ts` positions the scan on the entry before `start`, as the server's
@@ -826,45 +859,88 @@ fn id_order_docs(
     Ok(out)
 }
 
+/// Record ids, in `$natural` order, that the filter's top-level `_id` conditions restrict
+/// a find to, read from the `_id` index: equalities and `$in`, or the range of
+/// `$gt`/`$gte`/`$lt`/`$lte` bounds (the split queries of direct reads; every `_id` the
+/// range holds is a candidate the matcher still checks). `None`: the collection is scanned
+/// (no `_id` condition, or a non-simple collation, under which the binary index order is
+/// not the query's).
+fn id_index_rids(c: &crate::engine::catalog::Collection, find: &Find<'_>) -> Option<Vec<u64>> {
+    use std::ops::Bound;
+    if !find.simple_collation {
+        return None;
+    }
+    if let Some(rids) = crate::engine::docs::id_candidates(c, &find.filter) {
+        return Some(rids);
+    }
+    let bounds = id_bounds(&find.filter);
+    if matches!(bounds, (Bound::Unbounded, Bound::Unbounded)) {
+        return None;
+    }
+    let mut rids: Vec<u64> = c.rids_by_id_range(bounds, false).collect();
+    rids.sort_unstable();
+    Some(rids)
+}
+
+/// A document a materialised find returns: stored in a collection (its encoding is
+/// returned as is when nothing is projected) or computed (views, system collections).
+enum Found<'e> {
+    Stored(&'e crate::engine::catalog::StoredDoc),
+    Computed(Document),
+}
+
+impl Found<'_> {
+    fn doc(&self) -> &Document {
+        match self {
+            Found::Stored(sd) => &sd.doc,
+            Found::Computed(d) => d,
+        }
+    }
+
+    fn encode(&self, shape: &Shape) -> CmdResult<RawDocumentBuf> {
+        match (self, &shape.projection) {
+            (Found::Stored(sd), None) => Ok(sd.raw.clone()),
+            _ => encode(&shape.project(self.doc())?),
+        }
+    }
+}
+
 /// The materialised result: filter, sort, skip, limit, project.
 fn materialised_docs(engine: &Engine, find: &Find<'_>) -> CmdResult<Vec<RawDocumentBuf>> {
     let (db, coll, matcher) = (find.db, find.coll, &find.matcher);
-    let mut docs: Vec<Document> = match engine.catalog.kind(db, coll) {
-        // only matching documents are copied; an `_id` equality uses the `_id` index
-        NsKind::Collection(c) if !is_oplog(engine, db, coll) => {
-            match crate::engine::docs::id_candidates(c, &find.filter)
-                .filter(|_| find.simple_collation)
-            {
-                Some(rids) => rids
-                    .into_iter()
-                    .filter_map(|r| c.get(r))
-                    .filter(|sd| matcher.matches(&sd.doc))
-                    .map(|sd| sd.doc.clone())
-                    .collect(),
-                None => c
-                    .iter()
-                    .filter(|(_, sd)| matcher.matches(&sd.doc))
-                    .map(|(_, sd)| sd.doc.clone())
-                    .collect(),
-            }
-        }
+    let mut docs: Vec<Found<'_>> = match engine.catalog.kind(db, coll) {
+        // only matching documents are kept; `_id` conditions use the `_id` index
+        NsKind::Collection(c) if !is_oplog(engine, db, coll) => match id_index_rids(c, find) {
+            Some(rids) => rids
+                .into_iter()
+                .filter_map(|r| c.get(r))
+                .filter(|sd| matcher.matches(&sd.doc))
+                .map(Found::Stored)
+                .collect(),
+            None => c
+                .iter()
+                .filter(|(_, sd)| matcher.matches(&sd.doc))
+                .map(|(_, sd)| Found::Stored(sd))
+                .collect(),
+        },
         _ => engine_docs(engine, db, coll, 0)?
             .into_iter()
             .filter(|d| matcher.matches(d))
+            .map(Found::Computed)
             .collect(),
     };
     if find.natural.is_some_and(|n| n < 0.0) {
         docs.reverse();
     }
     if let Some(s) = &find.shape.sort {
-        docs.sort_by(|a, b| s.compare(a, b));
+        docs.sort_by(|a, b| s.compare(a.doc(), b.doc()));
     }
     let mut out = Vec::new();
     for d in docs.into_iter().skip(find.skip as usize) {
         if find.limit.is_some_and(|l| out.len() as u64 >= l) {
             break;
         }
-        out.push(encode(&find.shape.project(&d)?)?);
+        out.push(d.encode(&find.shape)?);
     }
     Ok(out)
 }

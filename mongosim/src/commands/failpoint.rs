@@ -389,6 +389,22 @@ fn parse_mode(cmd: &Document) -> CmdResult<(Mode, Document)> {
     Ok((mode, data))
 }
 
+/// Blocks the command for `d`, as the server's `sleepmillis(blockTimeMS)` does (SRV
+/// `commands.cpp` `evaluateFailCommandFailPoint`): an OS sleep of that length. tokio's
+/// timer rounds a deadline up to its next 1 ms tick, which made a 1 ms block last ~2 ms;
+/// short blocks sleep on a blocking-pool thread instead, to the OS timer's precision.
+async fn block(d: Duration) {
+    const PRECISE_BELOW: Duration = Duration::from_millis(50);
+    if d < PRECISE_BELOW
+        && tokio::task::spawn_blocking(move || std::thread::sleep(d))
+            .await
+            .is_ok()
+    {
+        return;
+    }
+    tokio::time::sleep(d).await;
+}
+
 /// The `failCommand` check that runs before a command (SRV `evaluateFailCommandFailPoint`).
 /// `Err` means the command must not run: either the error to reply with, or (with
 /// `ctx.close_connection` set) a closed connection.
@@ -417,7 +433,7 @@ pub(crate) async fn before_command(
                 "must specify 'blockTimeMS' when 'blockConnection' is true",
             ));
         }
-        tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+        block(Duration::from_millis(ms as u64)).await;
     }
     if bool_field(&data, "closeConnection") {
         ctx.close_connection = true;

@@ -288,3 +288,24 @@ fn positional_index() {
     let mt = Matcher::parse(&doc! {"n": {"$elemMatch": {"$gt": 1, "$lt": 9}}}).unwrap();
     assert_eq!(mt.matched_array_index(&d, "n"), Some(1));
 }
+
+/// The fields an oplog scan decodes: first path components in first-use order, through
+/// `$and`/`$or`/`$nor`; `None` once an `$expr` (which sees the whole document) appears.
+#[test]
+fn top_level_fields() {
+    let m = |f: Document| Matcher::parse(&f).unwrap().top_level_fields();
+    assert_eq!(
+        m(doc! {"ts": {"$gt": 1}, "ns": {"$in": ["a.b"]}, "o.x": 1, "o": {"$exists": true}}),
+        Some(vec!["ts".to_string(), "ns".to_string(), "o".to_string()])
+    );
+    assert_eq!(
+        m(doc! {"$or": [{"op": "i"}, {"fromMigrate": {"$exists": false}}]}),
+        Some(vec!["op".to_string(), "fromMigrate".to_string()])
+    );
+    assert_eq!(m(doc! {}), Some(vec![]));
+    assert_eq!(m(doc! {"ts": 1, "$expr": {"$eq": ["$op", "i"]}}), None);
+    assert_eq!(
+        m(doc! {"a": {"$elemMatch": {"$expr": {"$eq": [1, 1]}}}}),
+        None
+    );
+}
