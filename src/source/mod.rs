@@ -15,6 +15,8 @@ mod engine;
 
 pub mod change_stream;
 pub mod cluster;
+#[cfg(test)]
+mod decode_props;
 pub mod direct;
 pub mod oplog;
 mod raw;

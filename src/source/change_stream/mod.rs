@@ -40,7 +40,7 @@
 //!
 //! [`Source::ChangeStream`]: crate::Source::ChangeStream
 
-mod event;
+pub(crate) mod event;
 
 use std::collections::VecDeque;
 use std::fmt;

@@ -37,7 +37,7 @@
 //!
 //! [`UpdateDescription`]: crate::UpdateDescription
 
-mod decode;
+pub(crate) mod decode;
 mod diff;
 mod entry;
 mod txn;
