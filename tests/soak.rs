@@ -113,7 +113,7 @@ async fn one_fault(faults: &Faults, admin: &Client, rng: &mut impl Rng) -> &'sta
             "reset"
         }
         1 => {
-            let d = Duration::from_millis(rng.random_range(50..400));
+            let d = Duration::from_millis(rng.random_range(20..200));
             *faults.stall_until.lock().unwrap() = Some(Instant::now() + d);
             "stall"
         }
@@ -228,12 +228,17 @@ async fn soak() {
             }
         })
     };
+    // The storm starts once both sources read (a source never reached would end with
+    // `Error::FirstContact` after 30 s, as it should).
+    while seen.lock().unwrap().len() < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut rng = rand::rng();
     let mut mix: BTreeMap<&str, u64> = BTreeMap::new();
     for _ in 0..target {
         *mix.entry(one_fault(&faults, &server.client, &mut rng).await)
             .or_default() += 1;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(2..20))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..60))).await;
     }
     writing.store(false, Ordering::Release);
     writer.await.unwrap();
