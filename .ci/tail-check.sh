@@ -130,6 +130,6 @@ echo "== usage errors exit 2"
 rc=0
 "$tail_bin" --count zero >/dev/null 2>"$work/usage.log" || rc=$?
 [ "$rc" -eq 2 ] || fail "--count zero exited with $rc, expected 2"
-grep -q "usage:" "$work/usage.log" || fail "--count zero printed no usage"
+grep -qiE "usage:|--help" "$work/usage.log" || fail "--count zero printed no usage hint"
 
 echo "tail-check: OK"

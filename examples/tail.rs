@@ -44,124 +44,75 @@ use mongotail::{
     OplogOptions, StartAt, TailOptions,
 };
 
-const USAGE: &str = "\
-usage: tail [--uri URI] [--source oplog|change-stream|direct] [--ns db.coll]... [--count N]
-            [--stats SECS]
-
-  --uri URI        server to tail (default: $MONGODB_URI, else an embedded mongosim
-                   with a demo workload)
-  --source SOURCE  oplog (default), change-stream or direct (read whole collections);
-                   on a router (mongos), oplog tails every shard
-  --ns NS          only this collection (db.coll) or database (db); repeatable;
-                   required with --source direct on a real server
-  --count N        exit after N ops
-  --stats SECS     every SECS, one line per source on stderr: state, ops/s, lag
-  -h, --help       this help";
-
 /// The database the demo workload writes to.
 const DEMO_DB: &str = "demo";
 /// The namespace of the marker document written after the demo workload: when it shows
 /// up, everything before it has been printed. It is never printed itself.
 const DEMO_END_NS: &str = "demo.mongotail_demo_end";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum SourceArg {
+    /// Tail the oplog (on a router: every shard's)
     Oplog,
+    /// A change stream (through a router on a sharded cluster)
+    #[value(alias = "change_stream", alias = "changestream")]
     ChangeStream,
+    /// Read whole collections
     Direct,
 }
 
-#[derive(Debug)]
-struct Args {
-    uri: Option<String>,
-    source: SourceArg,
-    namespaces: Vec<Namespace>,
-    count: Option<u64>,
-    stats: Option<u64>,
-}
+/// A connection string whose password is never printed, `Debug` included.
+#[derive(Clone)]
+struct Uri(String);
 
-enum Parsed {
-    Run(Args),
-    Help,
-}
-
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
-    let mut out = Args {
-        uri: None,
-        source: SourceArg::Oplog,
-        namespaces: Vec::new(),
-        count: None,
-        stats: None,
-    };
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Parsed::Help);
-        }
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f.to_owned(), Some(v.to_owned())),
-            _ => (arg.clone(), None),
-        };
-        let mut value = |name: &str| -> Result<String, String> {
-            match inline.clone().or_else(|| args.next()) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(format!("{name} needs a value")),
-            }
-        };
-        match flag.as_str() {
-            "--uri" => out.uri = Some(value("--uri")?),
-            "--source" => {
-                out.source = match value("--source")?.as_str() {
-                    "oplog" => SourceArg::Oplog,
-                    "change-stream" | "change_stream" | "changestream" => SourceArg::ChangeStream,
-                    "direct" => SourceArg::Direct,
-                    other => {
-                        return Err(format!(
-                            "unknown --source {other:?} (expected oplog, change-stream or direct)"
-                        ))
-                    }
-                }
-            }
-            "--ns" => {
-                let v = value("--ns")?;
-                let ns = Namespace::parse(&v).map_err(|e| format!("--ns {v:?}: {e}"))?;
-                out.namespaces.push(ns);
-            }
-            "--stats" => {
-                let v = value("--stats")?;
-                let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or(format!(
-                    "--stats {v:?}: expected a positive number of seconds"
-                ))?;
-                out.stats = Some(n);
-            }
-            "--count" => {
-                let v = value("--count")?;
-                let n: u64 = v
-                    .parse()
-                    .map_err(|_| format!("--count {v:?}: expected a positive integer"))?;
-                if n == 0 {
-                    return Err("--count must be at least 1".to_owned());
-                }
-                out.count = Some(n);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
+impl std::fmt::Debug for Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact(&self.0))
     }
-    Ok(Parsed::Run(out))
+}
+
+impl std::str::FromStr for Uri {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("empty URI".into());
+        }
+        Ok(Uri(s.to_owned()))
+    }
+}
+
+fn parse_ns(v: &str) -> Result<Namespace, String> {
+    Namespace::parse(v).map_err(|e| e.to_string())
+}
+
+/// Print every change of a MongoDB deployment, one JSON line per op.
+#[derive(Debug, clap::Parser)]
+#[command(name = "tail")]
+struct Args {
+    /// Server to tail (default: $MONGODB_URI, else an embedded mongosim with a demo
+    /// workload)
+    #[arg(long)]
+    uri: Option<Uri>,
+    /// What to read
+    #[arg(long, value_enum, default_value = "oplog")]
+    source: SourceArg,
+    /// Only this collection (db.coll) or database (db); repeatable; required with
+    /// --source direct on a real server
+    #[arg(long = "ns", value_name = "NS", value_parser = parse_ns)]
+    namespaces: Vec<Namespace>,
+    /// Exit after N ops
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    count: Option<u64>,
+    /// Every SECS, one line per source on stderr: state, ops/s, lag
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    stats: Option<u64>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = match parse_args(std::env::args().skip(1)) {
-        Ok(Parsed::Run(args)) => args,
-        Ok(Parsed::Help) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(msg) => {
-            eprintln!("tail: {msg}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
+    // Usage errors print the usage and exit with 2; --help prints it and exits with 0.
+    let args = <Args as clap::Parser>::parse();
     common::init_tracing();
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -175,7 +126,7 @@ async fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error>;
 
 async fn run(args: Args) -> Result<(), BoxError> {
-    let server = common::connect(args.uri.clone()).await?;
+    let server = common::connect(args.uri.clone().map(|u| u.0)).await?;
     let client = server.client.clone();
     let demo = server.is_embedded();
     if !demo && args.source == SourceArg::Direct && args.namespaces.is_empty() {
@@ -205,6 +156,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let (mut ops, handle) = open_stream(&client, &args, demo, start_after, &end_ns, router);
     if let Some(secs) = args.stats {
         tokio::spawn(print_stats(handle.clone(), Duration::from_secs(secs)));
+    }
+    if args.source == SourceArg::Direct && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        tokio::spawn(progress_bar(handle.clone()));
     }
     tracing::info!(source = ?args.source, router, uri = %redact(&server.uri), "tailing");
     let mut stdout = std::io::stdout().lock();
@@ -450,6 +404,28 @@ async fn demo_start(client: &Client, demo: bool) -> Result<Option<Timestamp>, Bo
     ))
 }
 
+/// A progress bar of the direct reads on stderr (a terminal): documents read against the
+/// collections' estimated counts.
+async fn progress_bar(handle: Handle) {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} documents {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    while !handle.is_stopped() {
+        let direct = handle.stats().await.direct;
+        bar.set_length(direct.iter().filter_map(|d| d.estimated_total).sum());
+        bar.set_position(direct.iter().map(|d| d.read).sum());
+        let done = direct.iter().filter(|d| d.done).count();
+        bar.set_message(format!("({done}/{} collections)", direct.len()));
+        if !direct.is_empty() && done == direct.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bar.finish();
+}
+
 /// Prints every `every` one line per source to stderr: state, ops/s since the last line,
 /// lag, retries; and the progress of each direct read.
 async fn print_stats(handle: Handle, every: Duration) {
@@ -502,14 +478,14 @@ fn redact(uri: &str) -> String {
 mod tests {
     use super::*;
 
-    fn parse(args: &[&str]) -> Result<Parsed, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        <Args as clap::Parser>::try_parse_from(std::iter::once("tail").chain(args.iter().copied()))
     }
 
     #[test]
     fn args() {
-        let Ok(Parsed::Run(a)) = parse(&[
-            "--uri=mongodb://x",
+        let a = parse(&[
+            "--uri=mongodb://u:secret@x",
             "--source",
             "direct",
             "--ns",
@@ -518,13 +494,23 @@ mod tests {
             "c",
             "--count",
             "3",
-        ]) else {
-            panic!("rejected");
-        };
-        assert_eq!(a.uri.as_deref(), Some("mongodb://x"));
+        ])
+        .expect("accepted");
+        assert_eq!(
+            a.uri.as_ref().map(|u| u.0.as_str()),
+            Some("mongodb://u:secret@x")
+        );
+        assert!(
+            !format!("{a:?}").contains("secret"),
+            "Debug redacts the password"
+        );
         assert_eq!(a.source, SourceArg::Direct);
         assert_eq!(a.namespaces.len(), 2);
         assert_eq!(a.count, Some(3));
+        assert_eq!(
+            parse(&["--source", "change_stream"]).unwrap().source,
+            SourceArg::ChangeStream
+        );
         for bad in [
             &["--count", "0"][..],
             &["--count", "x"],
@@ -532,10 +518,10 @@ mod tests {
             &["--ns", "a$b.c"],
             &["--uri"],
             &["--bogus"],
+            &["--stats", "0"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(matches!(parse(&["-h"]), Ok(Parsed::Help)));
     }
 
     #[test]
