@@ -25,3 +25,34 @@ pub mod start_at;
 pub mod stats;
 
 pub use retry::RetryPolicy;
+
+/// Feeds `bytes`, read as a BSON document, to the oplog decoder (after the entries
+/// `seeds` it is given first, so a partial transaction may be pending), discarding the
+/// result: the entry point of the fuzz target `oplog_entry` (`fuzz/`). Never panics,
+/// whatever the input.
+#[doc(hidden)]
+pub fn fuzz_oplog_entry(bytes: &[u8], filtered: bool, as_delta: bool) {
+    let Ok(entry) = bson::Document::from_reader(bytes) else {
+        return;
+    };
+    let namespaces = if filtered {
+        vec![crate::Namespace::parse("db.c").expect("valid")]
+    } else {
+        Vec::new()
+    };
+    let mut decoder = oplog::decode::Decoder::new(namespaces, as_delta, 1_000);
+    let mut out = std::collections::VecDeque::new();
+    let _ = decoder.process_into(entry, &mut out);
+}
+
+/// Feeds `bytes`, read as a raw BSON document, to the change-event decoder, discarding the
+/// result: the entry point of the fuzz target `change_event` (`fuzz/`). Never panics,
+/// whatever the input.
+#[doc(hidden)]
+pub fn fuzz_change_event(bytes: &[u8]) {
+    let Ok(event) = bson::RawDocument::from_bytes(bytes) else {
+        return;
+    };
+    let mut txn = change_stream::event::TxnCounter::default();
+    let _ = change_stream::event::decode_event(event, &mut txn);
+}
