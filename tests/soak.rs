@@ -287,6 +287,18 @@ fn tally(seen: &BTreeMap<&'static str, Vec<i64>>, total: u64) -> (u64, usize, us
             .iter()
             .map(|c| c.saturating_sub(1) as usize)
             .sum::<usize>();
+        let twice: Vec<usize> = (0..counts.len())
+            .filter(|i| counts[*i] > 1)
+            .take(5)
+            .collect();
+        if !twice.is_empty() {
+            let at = ids
+                .iter()
+                .position(|i| *i as usize == twice[0])
+                .unwrap_or(0);
+            let around = &ids[at.saturating_sub(3)..(at + 8).min(ids.len())];
+            println!("soak: {source} delivered again e.g. {twice:?}; around the first: {around:?}");
+        }
         ordered &= ids.windows(2).all(|w| w[0] <= w[1]);
     }
     (ops, lost, dup, ordered)
