@@ -300,6 +300,7 @@ impl ChangeStreamSource {
             options: Arc::new(options),
             opened_after: None,
             txn: TxnCounter::default(),
+            last_data: None,
         };
         if let Some(initial) = initial {
             control.control.reset(initial);
@@ -351,9 +352,41 @@ struct Watch {
     /// must be used with `startAfter` again.
     opened_after: Option<ResumeToken>,
     txn: TxnCounter,
+    /// `_data` of the last event's resume token: an event at or before it is one this
+    /// source delivered already (see [`Watch::delivered_before`]).
+    last_data: Option<String>,
 }
 
 impl Watch {
+    /// Whether `event` sorts at or before the last event delivered, and so was delivered
+    /// already. The driver resumes a change stream by itself once after a resumable
+    /// `getMore` error, from the token it cached; under fault storms that cache was seen
+    /// to lag (a resumed stream repeated a first batch of events), so events are checked
+    /// here. Resume tokens of one stream compare as their `_data` strings: hex of a
+    /// KeyString, whose byte order is the events' order (server
+    /// `src/mongo/db/pipeline/resume_token.h`: tokens compare by their `_data` bytes).
+    fn delivered_before(&mut self, event: &RawDocumentBuf) -> bool {
+        let data = event
+            .get_document("_id")
+            .ok()
+            .and_then(|id| id.get_str("_data").ok());
+        let Some(data) = data else {
+            return false; // the decoder reports a missing token
+        };
+        if self.last_data.as_deref().is_some_and(|last| data <= last) {
+            tracing::debug!(token = data, "skipping an event delivered before a resume");
+            return true;
+        }
+        match &mut self.last_data {
+            Some(last) => {
+                last.clear();
+                last.push_str(data);
+            }
+            None => self.last_data = Some(data.to_owned()),
+        }
+        false
+    }
+
     fn token_pos(&self, token: ResumeToken) -> Resume {
         let start_after = self.opened_after.as_ref() == Some(&token);
         Resume::Token { token, start_after }
@@ -431,6 +464,9 @@ impl Resumable for Watch {
     }
 
     fn decode(&mut self, event: RawDocumentBuf, out: &mut VecDeque<Op>) -> Decoded<Resume> {
+        if self.delivered_before(&event) {
+            return Decoded::deliver(None);
+        }
         match decode_event(&event, &mut self.txn) {
             Ok(Event::Op(op)) => {
                 // The event's `_id` is the position to resume after; the post-batch token
@@ -474,6 +510,7 @@ impl Resumable for Watch {
     }
 
     fn seek(&mut self, ts: Timestamp) -> Option<Resume> {
+        self.last_data = None; // a seek may go back: events before are wanted again
         Some(Resume::Time(just_after(ts)))
     }
 }
