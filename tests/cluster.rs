@@ -423,8 +423,7 @@ async fn removal(gone: bool) {
         .await
         .expect("inserts on the shard to remove");
     let now = cluster_time(&s.router).await.expect("cluster time");
-    let mut app = mongodb::options::ClientOptions::default();
-    app.app_name = Some("mt-removal-test".into());
+    let app = app_named("mt-removal-test");
     let mut ops = ClusterStream::new(
         &s.router,
         ClusterOptions::new()
@@ -727,8 +726,7 @@ async fn without_the_config_server_shards_go_on_and_new_ones_come_from_list_shar
         .split_collection(&unique_db("noconfig"), &ids[0], &ids[1])
         .await;
     let now = cluster_time(&s.router).await.expect("cluster time");
-    let mut app = mongodb::options::ClientOptions::default();
-    app.app_name = Some("mt-cluster-test".into());
+    let app = app_named("mt-cluster-test");
     let mut ops = ClusterStream::new(
         &s.router,
         ClusterOptions::new()
@@ -862,8 +860,7 @@ async fn an_unreachable_shard_is_retried_and_the_stream_waits_for_it() {
         .await
         .expect("fail point on");
     let now = cluster_time(&s.router).await.expect("cluster time");
-    let mut app = mongodb::options::ClientOptions::default();
-    app.app_name = Some("mt-down-test".into());
+    let app = app_named("mt-down-test");
     let mut ops = ClusterStream::new(
         &s.router,
         ClusterOptions::new()
@@ -1059,4 +1056,11 @@ async fn a_first_checkpointed_start_saves_its_cluster_start_before_any_shard_pos
         "written while down"
     );
     handle.stop();
+}
+
+/// Client options with only an application name (to tell the test's connections apart).
+fn app_named(name: &str) -> mongodb::options::ClientOptions {
+    let mut app = mongodb::options::ClientOptions::default();
+    app.app_name = Some(name.into());
+    app
 }

@@ -5,8 +5,7 @@
 mod common;
 
 use bson::{doc, Document};
-use common::{unique_db, TestServer, WAIT};
-use futures::StreamExt;
+use common::{next_op, unique_db, TestServer};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use mongotail::{start, Namespace, OplogOptions, TailOptions};
 
@@ -29,20 +28,12 @@ async fn sources_count_their_ops_by_source_and_namespace() {
     let (mut ops, handle) = start(&server.client, options);
     let mut direct = 0;
     while direct < 20 {
-        let op = tokio::time::timeout(WAIT, ops.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let op = next_op(&mut ops).await;
         direct += usize::from(op.is_source_direct());
     }
     coll.insert_one(doc! {"_id": 100}).await.unwrap();
     loop {
-        let op = tokio::time::timeout(WAIT, ops.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let op = next_op(&mut ops).await;
         if op.is_source_oplog() {
             break;
         }

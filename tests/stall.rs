@@ -7,9 +7,9 @@ mod common;
 use std::time::Duration;
 
 use bson::{doc, Bson, Document};
-use common::{unique_db, TestServer, WAIT};
+use common::{unique_db, wait_live, TestServer, WAIT};
 use futures::StreamExt;
-use mongotail::{start, ChangeStreamOptions, OplogOptions, RetryPolicy, SourceState, TailOptions};
+use mongotail::{start, ChangeStreamOptions, OplogOptions, RetryPolicy, TailOptions};
 
 fn quick() -> RetryPolicy {
     RetryPolicy::default().stall_after(Duration::from_secs(1))
@@ -34,15 +34,7 @@ async fn reconnects_when_stalled(options: TailOptions) {
         }
         seen
     });
-    while handle
-        .stats()
-        .await
-        .sources
-        .iter()
-        .any(|s| s.state != SourceState::Live)
-    {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_live(&handle).await;
     let block = doc! {"failCommands": ["getMore"], "blockConnection": true, "blockTimeMS": 60_000};
     server.fail_command(doc! {"times": 1}.into(), block).await;
     // The getMore in flight returns within its await time (1 s); the next one blocks.

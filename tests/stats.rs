@@ -4,7 +4,7 @@
 mod common;
 
 use bson::{doc, Document};
-use common::{unique_db, TestServer, WAIT};
+use common::{next_op, unique_db, wait_live, TestServer, WAIT};
 use futures::StreamExt;
 use mongotail::{start, ChangeStreamOptions, Namespace, OplogOptions, SourceState, TailOptions};
 
@@ -30,21 +30,13 @@ async fn stats_follow_every_source() {
 
     let mut direct = 0;
     while direct < 500 {
-        let op = tokio::time::timeout(WAIT, ops.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let op = next_op(&mut ops).await;
         direct += usize::from(op.is_source_direct());
     }
     coll.insert_one(doc! {"_id": 1_000}).await.unwrap();
     let mut live = 0;
     while live < 2 {
-        let op = tokio::time::timeout(WAIT, ops.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let op = next_op(&mut ops).await;
         live += usize::from(!op.is_source_direct());
     }
     let stats = handle.stats().await;
@@ -89,15 +81,7 @@ async fn caught_up_resolves_once_everything_written_before_was_delivered() {
     let (mut ops, handle) = start(&server.client, options);
     let consumer = tokio::spawn(async move { while let Some(Ok(_)) = ops.next().await {} });
     // Both sources open before the writes (their start is "now").
-    while handle
-        .stats()
-        .await
-        .sources
-        .iter()
-        .any(|s| s.state != SourceState::Live)
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_live(&handle).await;
     for i in 0..50 {
         coll.insert_one(doc! {"_id": i}).await.unwrap();
     }

@@ -118,6 +118,29 @@ where
     out
 }
 
+/// The next op of `stream` (panics on an error, the end, or [`WAIT`] without one).
+pub async fn next_op<S>(stream: &mut S) -> Op
+where
+    S: Stream<Item = Result<Op>> + Unpin,
+{
+    take_ops(stream, 1).await.remove(0)
+}
+
+/// Waits until every live source of `handle` has opened (its start point is taken).
+pub async fn wait_live(handle: &mongotail::Handle) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while handle
+        .stats()
+        .await
+        .sources
+        .iter()
+        .any(|s| s.state != mongotail::SourceState::Live)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "sources not live");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Asserts that `stream` yields nothing within `d`.
 pub async fn assert_quiet<S>(stream: &mut S, d: Duration)
 where
