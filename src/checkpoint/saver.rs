@@ -13,6 +13,20 @@ use crate::error::Result;
 /// How [`start`](crate::start) keeps its checkpoint: where, under which name, how often it
 /// saves, and how many ops may wait for their acknowledgement. Set with
 /// [`TailOptions::checkpoint`](crate::TailOptions::checkpoint).
+///
+/// ```
+/// use std::time::Duration;
+/// use mongotail::checkpoint::{CheckpointOptions, MemoryStore, PositionLostPolicy};
+/// use mongotail::TailOptions;
+///
+/// let checkpoint = CheckpointOptions::new(MemoryStore::new(), "indexer")
+///     .save_every(500)
+///     .save_interval(Duration::from_secs(5))
+///     .max_outstanding(2_000)
+///     .on_position_lost(PositionLostPolicy::Reread);
+/// let options = TailOptions::new().checkpoint_options(checkpoint);
+/// assert_eq!(options.checkpoint.map(|c| c.save_every), Some(500));
+/// ```
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct CheckpointOptions {

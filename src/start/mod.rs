@@ -524,6 +524,25 @@ impl Handle {
     /// entries that move its position). The stream must be polled meanwhile. An idle source
     /// may wait for the server's next periodic no-op (10 s by default on MongoDB).
     ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
+    /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
+    /// use futures::StreamExt;
+    /// use mongotail::{start, TailOptions};
+    ///
+    /// let (mut ops, handle) = start(&client, TailOptions::new());
+    /// let reader = tokio::spawn(async move { while let Some(Ok(_)) = ops.next().await {} });
+    /// let orders = client.database("shop").collection::<bson::Document>("orders");
+    /// orders.insert_one(bson::doc! {"_id": 1}).await?;
+    /// handle.caught_up().await?; // the insert has been delivered
+    /// assert!(handle.stats().await.sources[0].ops >= 1);
+    /// handle.stop();
+    /// reader.await?;
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`Error::Stopped`] if the stream stops first; the driver's error if the cluster time
     /// cannot be read; [`Error::Config`] for a handle without a client (none here).
