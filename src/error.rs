@@ -68,11 +68,13 @@ pub enum Error {
     },
 
     /// A source could not reach the server within
-    /// [`RetryPolicy::first_contact`](crate::RetryPolicy::first_contact) of its start:
-    /// unreachable, wrong replica-set name, refused connections. The driver's error, which
-    /// names each host and why it was not usable, is the
+    /// [`RetryPolicy::first_contact`](crate::RetryPolicy::first_contact) of its start
+    /// (unreachable, wrong replica-set name, refused connections), or the server refused
+    /// its first read for good (13 `Unauthorized`: the user lacks a privilege the source
+    /// needs; `after` is then the time until the refusal). The driver's error, which names
+    /// each host and why it was not usable, or the server's refusal, is the
     /// [`source`](std::error::Error::source).
-    #[error("no contact with MongoDB within {after:?}{hint}")]
+    #[error("first contact with MongoDB failed after {after:?}{hint}")]
     FirstContact {
         /// The time allowed.
         after: std::time::Duration,
@@ -315,6 +317,23 @@ impl Error {
         }
     }
 
+    /// A source's first read refused for good: [`Error::FirstContact`] with what the
+    /// refusal means, when it is a missing privilege (13 `Unauthorized`); `e` unchanged
+    /// otherwise.
+    pub(crate) fn refused_at_first_contact(after: std::time::Duration, e: Error) -> Error {
+        if e.code() != Some(UNAUTHORIZED) {
+            return e;
+        }
+        Error::FirstContact {
+            after,
+            hint: ": not authorized: the user lacks a privilege this source needs (the \
+                   oplog: `find` on `local.oplog.rs`; change streams: `changeStream` and \
+                   `find` on what they watch; direct reads: `find` on the collections)"
+                .to_owned(),
+            source: Box::new(e),
+        }
+    }
+
     /// The category of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -334,6 +353,9 @@ impl Error {
         }
     }
 }
+
+/// 13 `Unauthorized`: the user lacks a privilege (server `error_codes.yml`).
+const UNAUTHORIZED: i32 = 13;
 
 /// Displays an error followed by each of its sources, `: `-separated (for logs).
 pub(crate) struct DisplayChain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));

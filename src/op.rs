@@ -362,6 +362,13 @@ pub struct Op<T = Document> {
     /// `batch_fetch`), or the raw update with `update_data_as_delta`. For commands, the
     /// command object.
     pub data: Option<T>,
+    /// The document as it was before the change (the change event's
+    /// `fullDocumentBeforeChange`): change streams opened with
+    /// [`ChangeStreamOptions::full_document_before_change`] on collections that record
+    /// pre-images (MongoDB 6.0+). `None` otherwise (the oplog does not carry pre-images).
+    ///
+    /// [`ChangeStreamOptions::full_document_before_change`]: crate::source::change_stream::ChangeStreamOptions::full_document_before_change
+    pub before: Option<Document>,
     /// What an update changed.
     pub update: Option<UpdateDescription>,
     /// The raw oplog update `o` (only with `update_data_as_delta`).
@@ -401,6 +408,7 @@ impl<T> Op<T> {
             kind,
             namespace,
             data: None,
+            before: None,
             update: None,
             delta: None,
             timestamp: Timestamp {
@@ -419,6 +427,12 @@ impl<T> Op<T> {
     /// Sets [`Op::data`].
     pub fn with_data(mut self, data: T) -> Self {
         self.data = Some(data);
+        self
+    }
+
+    /// Sets [`Op::before`].
+    pub fn with_before(mut self, before: Document) -> Self {
+        self.before = Some(before);
         self
     }
 
@@ -582,37 +596,9 @@ impl<T> Op<T> {
     /// # Ok::<(), mongotail::Error>(())
     /// ```
     pub fn map_data<U>(self, f: impl FnOnce(T) -> U) -> Op<U> {
-        let Op {
-            id,
-            document_key,
-            kind,
-            namespace,
-            data,
-            update,
-            delta,
-            timestamp,
-            wall_time,
-            source,
-            position,
-            txn,
-            document_missing,
-            ack,
-        } = self;
-        Op {
-            id,
-            document_key,
-            kind,
-            namespace,
-            data: data.map(f),
-            update,
-            delta,
-            timestamp,
-            wall_time,
-            source,
-            position,
-            txn,
-            document_missing,
-            ack,
+        match self.try_map_data(|d| Ok::<U, std::convert::Infallible>(f(d))) {
+            Ok(op) => op,
+            Err(never) => match never {},
         }
     }
 
@@ -630,6 +616,7 @@ impl<T> Op<T> {
             kind,
             namespace,
             data,
+            before,
             update,
             delta,
             timestamp,
@@ -646,6 +633,7 @@ impl<T> Op<T> {
             kind,
             namespace,
             data: data.map(f).transpose()?,
+            before,
             update,
             delta,
             timestamp,

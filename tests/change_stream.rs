@@ -9,6 +9,7 @@ use common::{assert_quiet, int_ids, take_ops, unique_db, TestServer};
 use futures::stream::{FusedStream, StreamExt};
 use mongodb::change_stream::event::ResumeToken;
 use mongosim::ServerVersion;
+use mongotail::source::change_stream::{FullDocumentBeforeChangeType, FullDocumentType};
 use mongotail::{
     ChangeStreamOptions, ChangeStreamSource, Error, Namespace, OpKind, Position, RetryPolicy,
     UpdateDescription,
@@ -592,4 +593,186 @@ async fn capped_position_lost_on_get_more_ends_the_stream() {
         "the stream must end, never jump ahead"
     );
     server.fail_off().await;
+}
+
+/// A collection recording pre- and post-images, holding `{_id: 1, a: <5 MB>}`, then
+/// updated with `$set: {b: <5 MB>}` (a ~20 MB event: update description, pre-image,
+/// post-image) and followed by an insert of `{_id: 2}`. Returns the database name and the
+/// cluster time before the update. `None` (test skipped) before MongoDB 7.0.
+async fn large_event(server: &TestServer) -> Option<(String, bson::Timestamp)> {
+    if common::server_major(&server.client).await < 7 {
+        eprintln!("skipped: $changeStreamSplitLargeEvent needs MongoDB 7.0");
+        return None;
+    }
+    let db_name = unique_db("cs_split");
+    let db = server.client.database(&db_name);
+    db.run_command(doc! {"create": "c", "changeStreamPreAndPostImages": {"enabled": true}})
+        .await
+        .unwrap();
+    let c = db.collection::<Document>("c");
+    c.insert_one(doc! {"_id": 1, "a": "a".repeat(5_000_000)})
+        .await
+        .unwrap();
+    let before = mongotail::cluster_time(&server.client).await.unwrap();
+    c.update_one(doc! {"_id": 1}, doc! {"$set": {"b": "b".repeat(5_000_000)}})
+        .await
+        .unwrap();
+    c.insert_one(doc! {"_id": 2}).await.unwrap();
+    Some((db_name, before))
+}
+
+/// The ~20 MB update of [`large_event`], whole, then the insert after it.
+fn assert_whole_then_insert(ops: &[mongotail::Op]) {
+    let update = &ops[0];
+    assert!(update.is_update(), "{:?}", update.kind);
+    let after = update.data.as_ref().expect("post-image");
+    assert_eq!(after.get_str("a").unwrap().len(), 5_000_000);
+    assert_eq!(after.get_str("b").unwrap().len(), 5_000_000);
+    let before = update.before.as_ref().expect("pre-image");
+    assert_eq!(before.get_str("a").unwrap().len(), 5_000_000);
+    assert!(
+        before.get("b").is_none(),
+        "the pre-image is before the $set"
+    );
+    let fields = &update
+        .update
+        .as_ref()
+        .expect("update description")
+        .updated_fields;
+    assert_eq!(fields.get_str("b").unwrap().len(), 5_000_000);
+    assert_eq!(update.document_key, Some(doc! {"_id": 1}));
+    assert!(ops[1].is_insert() && ops[1].id == Some(Bson::Int32(2)));
+}
+
+#[tokio::test]
+async fn events_over_16_mb_arrive_whole_across_a_resume_between_fragments() {
+    let server = TestServer::start().await;
+    let Some((db_name, before)) = large_event(&server).await else {
+        return;
+    };
+    let options = |start| {
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .full_document(Some(FullDocumentType::UpdateLookup))
+            .full_document_before_change(Some(FullDocumentBeforeChangeType::Required))
+            .start(mongotail::StartAt::After(start))
+    };
+
+    // Without splitting, the server cannot send the event.
+    let mut plain = ChangeStreamSource::new(&server.client, options(before));
+    let err = tokio::time::timeout(common::WAIT, plain.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("10334"), "{err:?}");
+
+    // With it: the first fragment is the aggregate's first batch (the second does not fit
+    // in 16 MB with it), and the getMore for the second fails once with a resumable error
+    // (the fail point that fires once the cursor is known to be a change stream's, so the
+    // server labels the error `ResumableChangeStreamError`): the driver resumes from the
+    // first fragment's token.
+    let resumed_from = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = resumed_from.clone();
+    let client = server
+        .client_with(move |opts| {
+            opts.command_event_handler = Some(mongodb::event::EventHandler::callback(
+                move |ev: mongodb::event::command::CommandEvent| {
+                    if let mongodb::event::command::CommandEvent::Started(s) = ev {
+                        let stage = s.command.get_array("pipeline").ok().and_then(|p| {
+                            p.first()?.as_document()?.get_document("$changeStream").ok()
+                        });
+                        if let Some(token) = stage.and_then(|s| s.get_document("resumeAfter").ok())
+                        {
+                            let data = token.get_str("_data").unwrap_or_default().to_owned();
+                            seen.lock().unwrap().push(data);
+                        }
+                    }
+                },
+            ));
+        })
+        .await;
+    let fail_point = |mode: Bson| {
+        doc! {
+            "configureFailPoint": "failGetMoreAfterCursorCheckout",
+            "mode": mode, "data": {"errorCode": 6},
+        }
+    };
+    let admin = server.client.database("admin");
+    admin
+        .run_command(fail_point(doc! {"times": 1}.into()))
+        .await
+        .unwrap();
+    let mut split = ChangeStreamSource::new(&client, options(before).split_large_events(true));
+    let ops = take_ops(&mut split, 2).await;
+    admin.run_command(fail_point("off".into())).await.unwrap();
+    assert_whole_then_insert(&ops);
+
+    // The resume stood between the fragments: at the event's time, before its last token.
+    let resumed_from = resumed_from.lock().unwrap().clone();
+    let [fragment] = resumed_from.as_slice() else {
+        panic!("expected one resume, got {resumed_from:?}");
+    };
+    let last = match &ops[0].position {
+        Position::ResumeToken(t) => token_data(t).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert!(
+        fragment < &last,
+        "resumed from {fragment}, event ends at {last}"
+    );
+    assert!(fragment[..18] == last[..18], "the same cluster time");
+    assert_eq!(
+        split.position(),
+        match &ops[1].position {
+            Position::ResumeToken(t) => Some(t.clone()),
+            _ => None,
+        }
+    );
+}
+
+#[tokio::test]
+async fn starting_from_a_fragment_token_reads_the_event_whole() {
+    let server = TestServer::start().await;
+    let Some((db_name, before)) = large_event(&server).await else {
+        return;
+    };
+    // The first fragment's token, as a driver's own stream hands it out.
+    let coll = server.client.database(&db_name).collection::<Document>("c");
+    let mut raw = coll
+        .watch()
+        .pipeline(vec![doc! {"$changeStreamSplitLargeEvent": {}}])
+        .full_document(FullDocumentType::UpdateLookup)
+        .full_document_before_change(FullDocumentBeforeChangeType::Required)
+        .start_at_operation_time(bson::Timestamp {
+            time: before.time,
+            increment: before.increment + 1,
+        })
+        .await
+        .unwrap()
+        .with_type::<Document>();
+    let first = tokio::time::timeout(common::WAIT, raw.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.get_document("splitEvent").unwrap(),
+        &doc! {"fragment": 1, "of": 2}
+    );
+    let token: ResumeToken =
+        bson::from_document(first.get_document("_id").unwrap().clone()).unwrap();
+    drop(raw);
+
+    // The stage given in the pipeline works as the option does.
+    let mut s = ChangeStreamSource::new(
+        &server.client,
+        ChangeStreamOptions::new()
+            .namespace(ns(&format!("{db_name}.c")))
+            .pipeline([doc! {"$changeStreamSplitLargeEvent": {}}])
+            .full_document_before_change(Some(FullDocumentBeforeChangeType::Required))
+            .resume_after(token),
+    );
+    assert_whole_then_insert(&take_ops(&mut s, 2).await);
+    assert_quiet(&mut s, Duration::from_millis(200)).await;
 }

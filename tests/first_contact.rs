@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use bson::doc;
 use common::TestServer;
 use futures::StreamExt;
 use mongodb::Client;
@@ -97,4 +98,28 @@ async fn a_wrong_replica_set_name_is_reported_with_what_to_check() {
         chain.contains("not-this-one") && chain.contains("replicaSet"),
         "{chain}"
     );
+}
+
+#[tokio::test]
+async fn a_missing_privilege_is_reported_at_once_by_every_source() {
+    let server = TestServer::start().await;
+    for (name, options) in each_source() {
+        // What a server answers a user without the privilege (13 Unauthorized).
+        server
+            .fail_command(
+                "alwaysOn".into(),
+                doc! {
+                    "failCommands": ["find", "aggregate", "count", "listCollections"],
+                    "errorCode": 13,
+                },
+            )
+            .await;
+        let (e, chain) = first_error(&server.client, options).await;
+        server.fail_off().await;
+        assert!(matches!(e, Error::FirstContact { .. }), "{name}: {chain}");
+        assert!(
+            chain.contains("not authorized") && chain.contains("Unauthorized"),
+            "{name}: {chain}"
+        );
+    }
 }

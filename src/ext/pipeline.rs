@@ -187,8 +187,9 @@ fn apply(p: &EventPipeline, mut op: Op) -> Result<Option<Op>> {
 
 /// The change event a server would emit for `op` (reference §5.3): `_id` (the op's
 /// position), `operationType`, `clusterTime`, `wallTime`, `ns`, `to`, `documentKey`,
-/// `fullDocument`, `updateDescription`, `txnNumber`, `lsid`. The document and update
-/// description move out of the op (no copy) and come back in [`restore`].
+/// `fullDocument`, `fullDocumentBeforeChange`, `updateDescription`, `txnNumber`, `lsid`. The
+/// documents and update description move out of the op (no copy) and come back in
+/// [`restore`].
 fn event_of(op: &mut Op) -> Document {
     let mut e = Document::new();
     e.insert("_id", position_id(&op.position));
@@ -209,6 +210,9 @@ fn event_of(op: &mut Op) -> Document {
             e.insert("fullDocument", data);
         }
     }
+    if let Some(before) = op.before.take() {
+        e.insert("fullDocumentBeforeChange", before);
+    }
     if let Some(u) = op.update.take() {
         e.insert("updateDescription", update_doc(u));
     }
@@ -224,8 +228,9 @@ fn event_of(op: &mut Op) -> Document {
 }
 
 /// Puts what the pipeline left of the event back into `op`: its `fullDocument`,
-/// `updateDescription` and `documentKey`. The op keeps its kind, namespace, times, source and
-/// position; other fields the stages add or change are not carried.
+/// `fullDocumentBeforeChange`, `updateDescription` and `documentKey`. The op keeps its kind,
+/// namespace, times, source and position; other fields the stages add or change are not
+/// carried.
 fn restore(op: &mut Op, mut event: Document) {
     if has_full_document(&op.kind) {
         op.data = match event.remove("fullDocument") {
@@ -233,6 +238,10 @@ fn restore(op: &mut Op, mut event: Document) {
             _ => None,
         };
     }
+    op.before = match event.remove("fullDocumentBeforeChange") {
+        Some(Bson::Document(d)) => Some(d),
+        _ => None,
+    };
     op.update = match event.remove("updateDescription") {
         Some(Bson::Document(d)) => Some(update_of(d)),
         _ => None,
@@ -349,6 +358,7 @@ mod tests {
             Some(Bson::Int32(1)),
         )
         .with_data(doc! {"_id": 1, "name": "ada", "secret": "s"})
+        .with_before(doc! {"_id": 1, "name": "eve", "secret": "s"})
         .with_update(UpdateDescription::new(
             doc! {"name": "ada"},
             vec!["old".into()],
@@ -382,10 +392,12 @@ mod tests {
         let p = parse(&[
             doc! {"$match": {"operationType": "update", "fullDocument.name": "ada"}},
             doc! {"$project": {"fullDocument.secret": 0, "updateDescription.removedFields": 0}},
+            doc! {"$unset": "fullDocumentBeforeChange.secret"},
         ])
         .unwrap();
         let out = apply(&p, update_op()).unwrap().unwrap();
         assert_eq!(out.data, Some(doc! {"_id": 1, "name": "ada"}));
+        assert_eq!(out.before, Some(doc! {"_id": 1, "name": "eve"}));
         let u = out.update.unwrap();
         assert!(u.removed_fields.is_empty());
         assert_eq!(u.truncated_arrays, vec![TruncatedArray::new("arr", 2)]);

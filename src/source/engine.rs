@@ -629,6 +629,10 @@ impl<S: Resumable> Engine<S> {
                 }
                 None => e,
             },
+            Verdict::End(e) if !self.contacted => {
+                let after = self.first_run.map(|t| t.elapsed()).unwrap_or_default();
+                Error::refused_at_first_contact(after, e)
+            }
             Verdict::End(e) => e,
         };
         self.control.stats.error(&e);

@@ -140,8 +140,10 @@ impl Attempts {
 }
 
 /// Runs `attempt` until it succeeds, fails with an error that is not
-/// [resumable](crate::Error::is_resumable), or `policy`'s budget is spent (for one-shot
-/// commands; cursors are retried by the source engine).
+/// [resumable](crate::Error::is_resumable), or `policy`'s budget is spent (for the
+/// one-shot commands a source starts with: plans, discovery; cursors are retried by the
+/// source engine). A refusal for want of a privilege is an
+/// [`Error::FirstContact`](crate::Error::FirstContact) saying so.
 pub(crate) async fn retry_transient<T, F, Fut>(
     policy: &RetryPolicy,
     what: &str,
@@ -166,7 +168,8 @@ where
                 }
                 None => return Err(e),
             },
-            other => return other,
+            Err(e) => return Err(crate::Error::refused_at_first_contact(began.elapsed(), e)),
+            ok => return ok,
         }
     }
 }

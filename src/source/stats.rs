@@ -247,7 +247,12 @@ pub(crate) fn token_time(token: &ResumeToken) -> Option<Timestamp> {
     let Ok(Bson::Document(doc)) = bson::to_bson(token) else {
         return None;
     };
-    let data = doc.get_str("_data").ok()?;
+    data_time(doc.get_str("_data").ok()?)
+}
+
+/// The cluster time in a resume token's `_data`: its first KeyString value, a timestamp
+/// (`82` and 8 bytes, reference §5.8).
+pub(crate) fn data_time(data: &str) -> Option<Timestamp> {
     let hex = data.get(0..18)?;
     if !hex.starts_with("82") {
         return None;

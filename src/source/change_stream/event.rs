@@ -28,7 +28,7 @@ pub(crate) struct TxnCounter {
     next: u32,
 }
 
-fn malformed(message: impl Into<String>) -> Error {
+pub(crate) fn malformed(message: impl Into<String>) -> Error {
     Error::Malformed {
         what: "change event".into(),
         message: message.into(),
@@ -125,6 +125,7 @@ struct EventFields<'a> {
     to: Option<&'a RawDocument>,
     document_key: Option<&'a RawDocument>,
     full_document: Option<RawBsonRef<'a>>,
+    full_document_before_change: Option<&'a RawDocument>,
     operation_description: Option<&'a RawDocument>,
     update_description: Option<&'a RawDocument>,
     cluster_time: Option<Timestamp>,
@@ -145,6 +146,7 @@ impl<'a> EventFields<'a> {
                 "to" => f.to = value.as_document(),
                 "documentKey" => f.document_key = value.as_document(),
                 "fullDocument" => f.full_document = Some(value),
+                "fullDocumentBeforeChange" => f.full_document_before_change = value.as_document(),
                 "operationDescription" => f.operation_description = value.as_document(),
                 "updateDescription" => f.update_description = value.as_document(),
                 "clusterTime" => f.cluster_time = value.as_timestamp(),
@@ -222,6 +224,9 @@ pub(crate) fn decode_event(ev: &RawDocument, txn: &mut TxnCounter) -> Result<Eve
         Some(RawBsonRef::Document(d)) => op.data = Some(raw_doc(d, "fullDocument")?),
         Some(RawBsonRef::Null) if op.is_update() => op.document_missing = true,
         _ => {}
+    }
+    if let Some(d) = f.full_document_before_change {
+        op.before = Some(raw_doc(d, "fullDocumentBeforeChange")?);
     }
     if op.data.is_none() && op.is_command() {
         if let Some(d) = f.operation_description {

@@ -41,6 +41,7 @@
 //! [`Source::ChangeStream`]: crate::Source::ChangeStream
 
 pub(crate) mod event;
+mod split;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -58,6 +59,7 @@ use mongodb::Client;
 use tokio_util::sync::ReusableBoxFuture;
 
 use self::event::{decode_event, Event, TxnCounter};
+use self::split::{Piece, Reassembly};
 use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Then, Verdict};
 use super::retry::RetryPolicy;
 use super::start_at::{first_op_timestamp, just_after, just_before, StartAt};
@@ -99,6 +101,9 @@ pub struct ChangeStreamOptions {
     /// Retry of transient errors beyond the driver's single automatic resume. Default
     /// [`RetryPolicy::default`].
     pub retry: RetryPolicy,
+    /// Ask the server to split events larger than 16 MB, and put them back together.
+    /// Default `false`. See [`ChangeStreamOptions::split_large_events`].
+    pub split_large_events: bool,
 }
 
 impl Default for ChangeStreamOptions {
@@ -115,6 +120,7 @@ impl Default for ChangeStreamOptions {
             max_await_time: Some(Duration::from_secs(1)),
             show_expanded_events: false,
             retry: RetryPolicy::default(),
+            split_large_events: false,
         }
     }
 }
@@ -200,6 +206,43 @@ impl ChangeStreamOptions {
         self.retry = retry;
         self
     }
+
+    /// Events larger than 16 MB (a large document with its pre- and post-image, say) fail
+    /// a change stream with error 10334 `BSONObjectTooLarge`. With `on`, the stream ends its
+    /// pipeline with `$changeStreamSplitLargeEvent` (MongoDB 7.0, 6.0.9): the server sends
+    /// such an event as fragments, each with its own resume token, and this source puts
+    /// them back together into one [`Op`], whose position is the last fragment's token.
+    /// Fragments are never positions: a checkpoint or a resume never stands inside an
+    /// event, and a stream interrupted between fragments (the driver resumes from a
+    /// fragment's token) still delivers the event whole. A stream told to start from a
+    /// fragment's token re-reads the event from its first fragment.
+    ///
+    /// Off by default, as servers before 6.0.9 refuse the stage. A `pipeline` that ends
+    /// with `$changeStreamSplitLargeEvent` itself is reassembled the same way.
+    ///
+    /// ```
+    /// use mongotail::source::change_stream::ChangeStreamOptions;
+    ///
+    /// let options = ChangeStreamOptions::new().split_large_events(true);
+    /// assert!(options.split_large_events);
+    /// ```
+    pub fn split_large_events(mut self, on: bool) -> Self {
+        self.split_large_events = on;
+        self
+    }
+
+    /// Whether the stream's events may come split: the option, or a pipeline ending with
+    /// the stage.
+    fn splits(&self) -> bool {
+        self.split_large_events || self.pipeline.last().is_some_and(is_split_stage)
+    }
+}
+
+/// The stage that splits large events.
+const SPLIT_STAGE: &str = "$changeStreamSplitLargeEvent";
+
+fn is_split_stage(stage: &Document) -> bool {
+    stage.keys().next().is_some_and(|k| k == SPLIT_STAGE)
 }
 
 /// Where a change stream resumes.
@@ -301,6 +344,8 @@ impl ChangeStreamSource {
             opened_after: None,
             txn: TxnCounter::default(),
             last_data: None,
+            split: Reassembly::default(),
+            reread: None,
         };
         if let Some(initial) = initial {
             control.control.reset(initial);
@@ -355,6 +400,12 @@ struct Watch {
     /// `_data` of the last event's resume token: an event at or before it is one this
     /// source delivered already (see [`Watch::delivered_before`]).
     last_data: Option<String>,
+    /// The fragments of a split event read so far.
+    split: Reassembly,
+    /// The token of a fragment read without the fragments before it, which made the stream
+    /// re-read from the event's cluster time: events before it are skipped until one
+    /// reaches it (see [`Watch::reread_split_event`]).
+    reread: Option<String>,
 }
 
 impl Watch {
@@ -373,6 +424,12 @@ impl Watch {
         let Some(data) = data else {
             return false; // the decoder reports a missing token
         };
+        if let Some(reread) = &self.reread {
+            if data < reread.as_str() {
+                return true;
+            }
+            self.reread = None;
+        }
         if self.last_data.as_deref().is_some_and(|last| data <= last) {
             tracing::debug!(token = data, "skipping an event delivered before a resume");
             return true;
@@ -385,6 +442,35 @@ impl Watch {
             None => self.last_data = Some(data.to_owned()),
         }
         false
+    }
+
+    /// A fragment whose earlier fragments were never read (the stream started from a
+    /// fragment's token): re-open at the event's cluster time and deliver the events after
+    /// that fragment's token, the split event among them, whole. Events at that time
+    /// before it came before the token the stream started from and are skipped (the split
+    /// event ends at or after the fragment, every earlier event before it).
+    fn reread_split_event(&mut self, data: String) -> Decoded<Resume> {
+        let ts = super::stats::data_time(&data);
+        match ts {
+            Some(ts) if self.reread.is_none() => {
+                tracing::debug!(
+                    token = data,
+                    "started inside a split event: reading it again from its first fragment"
+                );
+                self.reread = Some(data);
+                Decoded {
+                    pos: Some(Resume::Time(ts)),
+                    then: Then::Reopen,
+                }
+            }
+            _ => Decoded::fail(
+                None,
+                event::malformed(format!(
+                    "a fragment of a split event without the fragments before it (token \
+                     {data}), and re-reading from the event's cluster time did not find them"
+                )),
+            ),
+        }
     }
 
     fn token_pos(&self, token: ResumeToken) -> Resume {
@@ -445,9 +531,13 @@ impl Resumable for Watch {
         let (stream, next) = ready!(events.read.poll(cx));
         let read = match next {
             Ok(Some(event)) => Ok(Read::Doc(event)),
-            // An empty batch: the post-batch token moves the position.
+            // An empty batch: the post-batch token moves the position, unless it stands
+            // inside a split event.
             Ok(None) => {
-                let pos = stream.resume_token().map(|token| self.token_pos(token));
+                let pos = match self.split.is_partial() {
+                    true => None,
+                    false => stream.resume_token().map(|token| self.token_pos(token)),
+                };
                 if stream.is_alive() {
                     Ok(Read::Idle(pos))
                 } else {
@@ -464,6 +554,15 @@ impl Resumable for Watch {
     }
 
     fn decode(&mut self, event: RawDocumentBuf, out: &mut VecDeque<Op>) -> Decoded<Resume> {
+        let event = match self.options.splits() {
+            false => event,
+            true => match self.split.push(event) {
+                Ok(Piece::Whole(event)) => event,
+                Ok(Piece::Kept) => return Decoded::deliver(None),
+                Ok(Piece::Orphan(data)) => return self.reread_split_event(data),
+                Err(e) => return Decoded::fail(None, e),
+            },
+        };
         if self.delivered_before(&event) {
             return Decoded::deliver(None);
         }
@@ -511,6 +610,8 @@ impl Resumable for Watch {
 
     fn seek(&mut self, ts: Timestamp) -> Option<Resume> {
         self.last_data = None; // a seek may go back: events before are wanted again
+        self.split.clear();
+        self.reread = None;
         Some(Resume::Time(just_after(ts)))
     }
 }
@@ -548,7 +649,12 @@ async fn watch(
             coll.watch()
         }
     };
-    let mut watch = watch.pipeline(o.pipeline.clone());
+    let mut pipeline = o.pipeline.clone();
+    if o.split_large_events && !pipeline.last().is_some_and(is_split_stage) {
+        // The server wants it last (reference §5.1).
+        pipeline.push(bson::doc! {SPLIT_STAGE: {}});
+    }
+    let mut watch = watch.pipeline(pipeline);
     if let Some(fd) = &o.full_document {
         watch = watch.full_document(fd.clone());
     }
