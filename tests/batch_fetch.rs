@@ -591,3 +591,56 @@ async fn endless_window_waits_for_size_or_end_of_input() {
     let op = assert_ready!(s.poll_next()).unwrap().unwrap();
     assert!(op.data.is_some());
 }
+
+#[tokio::test(start_paused = true)]
+async fn finds_sharing_a_document_run_one_after_another() {
+    let fake = Fake {
+        latency: Duration::from_millis(10),
+        slow: vec![(1, Duration::from_millis(100))],
+        ..Fake::default()
+    };
+    let start = Instant::now();
+    // Batches of two: {1, 2} (slow), {1, 3}, {4, 5}; four workers by default.
+    let input = stream::iter(
+        [1, 2, 1, 3, 4, 5]
+            .into_iter()
+            .zip(1..)
+            .map(|(id, t)| upd("db.c", id, t)),
+    );
+    let out: Vec<Op> = input
+        .batch_fetch_with(fake.fetcher(), 2, WINDOW)
+        .map(|op| op.unwrap())
+        .collect()
+        .await;
+    let calls = fake.calls();
+    let started = |want: [i32; 2]| {
+        let call = calls.iter().find(|c| ids(c) == want).expect("a find");
+        call.at - start
+    };
+    assert_eq!(started([1, 2]), Duration::ZERO);
+    assert_eq!(
+        started([4, 5]),
+        Duration::ZERO,
+        "finds of other documents go past"
+    );
+    assert_eq!(
+        started([1, 3]),
+        Duration::from_millis(100),
+        "the find sharing document 1 waits for the one in flight"
+    );
+    // Document 1 as fetched for its second update is the later read.
+    let v = |tag: u32| {
+        let op = out.iter().find(|op| op.timestamp.increment == tag).unwrap();
+        op.data.as_ref().unwrap().get_i32("v").unwrap()
+    };
+    assert!(
+        v(3) > v(1),
+        "fetched documents of one document never go back in time"
+    );
+    assert_eq!(
+        out.iter()
+            .map(|op| op.timestamp.increment)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6]
+    );
+}

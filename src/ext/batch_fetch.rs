@@ -1,4 +1,4 @@
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -22,8 +22,10 @@ pub const DEFAULT_BATCH_SIZE: usize = 50;
 /// How long a batch waits for more ops after its first one, unless configured otherwise
 /// (gtm's default).
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(75);
-/// `find` commands in flight at once unless configured otherwise (gtm's `WorkerCount`).
-pub const DEFAULT_FETCH_WORKERS: usize = 1;
+/// `find` commands in flight at once unless configured otherwise (gtm's `WorkerCount`,
+/// whose default is 1): four finds overlap their round trips, and finds that share a
+/// document still run one after another (see [`BatchFetch::workers`]).
+pub const DEFAULT_FETCH_WORKERS: usize = 4;
 
 /// Fetches whole documents by `_id` for [`BatchFetch`].
 ///
@@ -133,10 +135,23 @@ struct Waiting {
 struct Job {
     namespace: Namespace,
     ids: Vec<Bson>,
+    /// The ids' keys ([`id_key_bytes`]).
+    keys: HashSet<Vec<u8>>,
     waiting: Vec<Waiting>,
 }
 
-type Done = (Vec<Waiting>, Result<Vec<Document>>);
+impl Job {
+    /// Whether this find and one of `namespace` over `keys` share a document.
+    fn overlaps(&self, namespace: &Namespace, keys: &HashSet<Vec<u8>>) -> bool {
+        self.namespace == *namespace && !self.keys.is_disjoint(keys)
+    }
+}
+
+/// A find in flight: its number, namespace and ids' keys.
+type Running = (u64, Namespace, HashSet<Vec<u8>>);
+
+/// A finished find: its number, the ops it was for, and what it found.
+type Done = (u64, Vec<Waiting>, Result<Vec<Document>>);
 
 /// Stream for the [`batch_fetch`](crate::OpStreamExt::batch_fetch) method.
 ///
@@ -161,6 +176,10 @@ pub struct BatchFetch<S: Stream, F> {
     /// Sealed finds not started yet (all workers busy).
     queued: VecDeque<Job>,
     in_flight: FuturesUnordered<BoxFuture<'static, Done>>,
+    /// The finds in flight, to hold back a find that shares a document with one.
+    running: Vec<Running>,
+    /// The number of the next find started.
+    next_find: u64,
     sequencer: Sequencer<Payload>,
     /// An op whose fetch error was just yielded; goes out next.
     stash: Option<Op>,
@@ -180,6 +199,8 @@ impl<S: Stream, F> BatchFetch<S, F> {
             open_len: 0,
             queued: VecDeque::new(),
             in_flight: FuturesUnordered::new(),
+            running: Vec::new(),
+            next_find: 0,
             sequencer: Sequencer::default(),
             stash: None,
         }
@@ -188,10 +209,10 @@ impl<S: Stream, F> BatchFetch<S, F> {
     /// At most `workers` `find` commands in flight at once (default
     /// [`DEFAULT_FETCH_WORKERS`], gtm's `WorkerCount`).
     ///
-    /// With more than one worker, two finds that include the same document may run in
-    /// either order on the server, so two updates of one document in different batches
-    /// may carry the fetched document as of either find; with one worker, fetched
-    /// documents of one document never go back in time.
+    /// Two finds that include the same document never run at once: a find waits until
+    /// every earlier find sharing a document with it has finished (finds of other
+    /// documents go past it). So the fetched documents of one document never go back in
+    /// time, whatever the number of workers.
     ///
     /// ```
     /// use std::time::Duration;
@@ -432,7 +453,7 @@ fn drive_fetches<S: Stream, F: Fetcher>(
     let mut finished = false;
     loop {
         while this.in_flight.len() < *this.workers {
-            let Some(job) = this.queued.pop_front() else {
+            let Some(job) = next_startable(this.queued, this.running) else {
                 break;
             };
             tracing::debug!(
@@ -441,22 +462,41 @@ fn drive_fetches<S: Stream, F: Fetcher>(
                 ops = job.waiting.len(),
                 "batch_fetch: fetching"
             );
-            let fetch = this.fetcher.fetch(job.namespace, job.ids);
+            let n = *this.next_find;
+            *this.next_find += 1;
+            let fetch = this.fetcher.fetch(job.namespace.clone(), job.ids);
+            this.running.push((n, job.namespace, job.keys));
             let waiting = job.waiting;
             this.in_flight
-                .push(async move { (waiting, fetch.await) }.boxed());
+                .push(async move { (n, waiting, fetch.await) }.boxed());
         }
         if this.in_flight.is_empty() {
             return finished;
         }
         match this.in_flight.poll_next_unpin(cx) {
-            Poll::Ready(Some((waiting, result))) => {
+            Poll::Ready(Some((n, waiting, result))) => {
+                this.running.retain(|(m, _, _)| *m != n);
                 apply(this.sequencer, waiting, result);
                 finished = true;
             }
             _ => return finished,
         }
     }
+}
+
+/// Takes the first queued find that shares no document with a find in flight, nor with
+/// a queued find before it (which must run first).
+fn next_startable(queued: &mut VecDeque<Job>, running: &[Running]) -> Option<Job> {
+    let mut held: Vec<&Job> = Vec::new();
+    let at = queued.iter().position(|job| {
+        let blocked = running.iter().any(|(_, ns, keys)| job.overlaps(ns, keys))
+            || held.iter().any(|h| job.overlaps(&h.namespace, &h.keys));
+        if blocked {
+            held.push(job);
+        }
+        !blocked
+    })?;
+    queued.remove(at)
 }
 
 /// Puts an op whose document must be fetched into the open batch (arming the batch's
@@ -493,10 +533,10 @@ fn seal(
     *open_len = 0;
     for (namespace, ops) in open.drain(..) {
         let mut ids = Vec::with_capacity(ops.len());
-        let mut seen = std::collections::HashSet::with_capacity(ops.len());
+        let mut keys = HashSet::with_capacity(ops.len());
         let mut waiting = Vec::with_capacity(ops.len());
         for (id, w) in ops {
-            if seen.insert(w.key.clone()) {
+            if keys.insert(w.key.clone()) {
                 ids.push(id);
             }
             waiting.push(w);
@@ -504,6 +544,7 @@ fn seal(
         queued.push_back(Job {
             namespace,
             ids,
+            keys,
             waiting,
         });
     }
