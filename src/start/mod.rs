@@ -530,9 +530,12 @@ impl Handle {
     /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
     /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
     /// use futures::StreamExt;
-    /// use mongotail::{start, TailOptions};
+    /// use mongotail::{cluster_time, start, StartAt, TailOptions};
     ///
-    /// let (mut ops, handle) = start(&client, TailOptions::new());
+    /// // From a time taken now: a stream started "from now" takes its start point when
+    /// // first polled, which may come after the insert below.
+    /// let now = cluster_time(&client).await?;
+    /// let (mut ops, handle) = start(&client, TailOptions::new().start(StartAt::After(now)));
     /// let reader = tokio::spawn(async move { while let Some(Ok(_)) = ops.next().await {} });
     /// let orders = client.database("shop").collection::<bson::Document>("orders");
     /// orders.insert_one(bson::doc! {"_id": 1}).await?;

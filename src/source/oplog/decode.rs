@@ -5,9 +5,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use bson::{Document, Timestamp};
+use bson::raw::RawDocument;
+use bson::{DateTime, Document, Timestamp};
 
-use super::entry::{malformed, ns_selected, Ctx, Rules};
+use super::entry::{malformed, ns_selected, Ctx, Leaf, Rules};
 use super::txn::{emit, prev_op_time, txn_ctx, Chain, Transactions};
 use crate::error::Result;
 use crate::op::{Namespace, Op};
@@ -158,6 +159,76 @@ impl Decoder {
                 .decode_leaf(entry, &ctx, 0)?
                 .filter(|op| self.rules.selects(op)),
         );
+        Ok(())
+    }
+}
+
+/// A plain CRUD entry (`op` `i`, `u` or `d`: most of an oplog), its fields read from
+/// the raw bytes in one pass so that only `o` and `o2` become documents.
+pub(crate) struct RawCrud<'a> {
+    op: &'a str,
+    ns: &'a str,
+    o: &'a RawDocument,
+    o2: Option<&'a RawDocument>,
+    pub(crate) ts: Timestamp,
+    wall: Option<DateTime>,
+    from_migrate: bool,
+}
+
+impl<'a> RawCrud<'a> {
+    /// The fields of `raw` when it is a well-formed CRUD entry; `None` for anything else
+    /// (commands, no-ops, malformed entries), which goes the general way.
+    pub(crate) fn read(raw: &'a RawDocument) -> Option<RawCrud<'a>> {
+        let (mut op, mut ns, mut o, mut o2, mut ts) = (None, None, None, None, None);
+        let (mut wall, mut from_migrate) = (None, false);
+        for element in raw {
+            let (key, value) = element.ok()?;
+            match key {
+                "op" => op = value.as_str(),
+                "ns" => ns = value.as_str(),
+                "o" => o = value.as_document(),
+                "o2" => o2 = value.as_document(),
+                "ts" => ts = value.as_timestamp(),
+                "wall" => wall = value.as_datetime(),
+                "fromMigrate" => from_migrate = value.as_bool() == Some(true),
+                _ => {}
+            }
+        }
+        let op = op.filter(|op| matches!(*op, "i" | "u" | "d"))?;
+        Some(RawCrud {
+            op,
+            ns: ns.unwrap_or(""),
+            o: o?,
+            o2,
+            ts: ts?,
+            wall,
+            from_migrate,
+        })
+    }
+}
+
+impl Decoder {
+    /// Decodes a CRUD entry read raw: the same op as [`Decoder::process_into`] gives for
+    /// the entry read whole (the tests check both ways), with less copying.
+    pub(crate) fn process_crud(&self, crud: RawCrud<'_>, out: &mut VecDeque<Op>) -> Result<()> {
+        if crud.from_migrate {
+            return Ok(());
+        }
+        let namespace = Namespace::from_server_ns(crud.ns);
+        if !ns_selected(&self.rules.namespaces, &namespace) {
+            return Ok(());
+        }
+        let ts = crud.ts;
+        let doc = |d: &RawDocument| {
+            crate::source::raw::document(d).map_err(|e| malformed(ts, e.to_string()))
+        };
+        let leaf = Leaf {
+            op: crud.op,
+            namespace,
+            o: doc(crud.o)?,
+            o2: crud.o2.map(doc).transpose()?,
+        };
+        out.extend(self.rules.build(leaf, &Ctx::plain(ts, crud.wall), 0)?);
         Ok(())
     }
 }

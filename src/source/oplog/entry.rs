@@ -17,6 +17,15 @@ pub(crate) struct Rules {
     pub(crate) as_delta: bool,
 }
 
+/// The fields of one entry an op is built from.
+pub(crate) struct Leaf<'a> {
+    /// `op`: `i`, `u`, `d`, `c`, `n`…
+    pub(crate) op: &'a str,
+    pub(crate) namespace: Namespace,
+    pub(crate) o: Document,
+    pub(crate) o2: Option<Document>,
+}
+
 /// Context an op inherits from its (outer) entry.
 #[derive(Debug)]
 pub(crate) struct Ctx {
@@ -86,29 +95,56 @@ impl Rules {
             Some(Bson::Document(o)) => o,
             _ => return Err(malformed(ts, "missing `o`")),
         };
-        let mut out = match entry.get_str("op") {
-            Err(_) => return Err(malformed(ts, "missing `op`")),
-            Ok("n") => return Ok(None),
-            Ok("i") => {
+        let o2 = match entry.remove("o2") {
+            Some(Bson::Document(o2)) => Some(o2),
+            _ => None,
+        };
+        let op = entry
+            .get_str("op")
+            .map_err(|_| malformed(ts, "missing `op`"))?;
+        self.build(
+            Leaf {
+                op,
+                namespace,
+                o,
+                o2,
+            },
+            ctx,
+            index,
+        )
+    }
+
+    /// The op of one entry's fields (the entry read whole, or a CRUD entry read raw).
+    pub(crate) fn build(&self, leaf: Leaf<'_>, ctx: &Ctx, index: u32) -> Result<Option<Op>> {
+        let Leaf {
+            op,
+            namespace,
+            o,
+            o2,
+        } = leaf;
+        let ts = ctx.ts;
+        let mut out = match op {
+            "n" => return Ok(None),
+            "i" => {
                 let id = o.get("_id").cloned();
                 let mut op = Op::new(OpKind::Insert, namespace, id);
-                if let Some(Bson::Document(key)) = entry.remove("o2") {
+                if let Some(key) = o2 {
                     op.document_key = Some(key);
                 }
                 op.with_data(o)
             }
-            Ok("u") => {
-                let Some(Bson::Document(o2)) = entry.remove("o2") else {
+            "u" => {
+                let Some(o2) = o2 else {
                     return Err(malformed(ts, "update without `o2`"));
                 };
                 self.update(namespace, o, o2, ts)?
             }
-            Ok("d") => {
+            "d" => {
                 let id = o.get("_id").cloned();
                 Op::new(OpKind::Delete, namespace, id).with_document_key(o)
             }
-            Ok("c") => decode_command(namespace.db(), o),
-            Ok(other) => Op::new(OpKind::Other(other.to_owned()), namespace, None).with_data(o),
+            "c" => decode_command(namespace.db(), o),
+            other => Op::new(OpKind::Other(other.to_owned()), namespace, None).with_data(o),
         };
         out.timestamp = ts;
         out.wall_time = ctx.wall;

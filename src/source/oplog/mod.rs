@@ -55,7 +55,7 @@ use futures::FutureExt;
 use mongodb::options::{CursorType, FindOptions};
 use mongodb::{Client, Collection, Cursor};
 
-use self::decode::Decoder;
+use self::decode::{Decoder, RawCrud};
 use self::txn::Lookup;
 use super::engine::{Control, Decoded, Engine, Opened, Read, Resumable, Then, Verdict};
 use super::retry::RetryPolicy;
@@ -479,6 +479,15 @@ impl Resumable for OplogTail {
     }
 
     fn decode(&mut self, raw: RawDocumentBuf, out: &mut VecDeque<Op>) -> Decoded<Timestamp> {
+        if let Some(crud) = RawCrud::read(&raw) {
+            let (ts, first) = (crud.ts, out.len());
+            let decoded = self.decoder.process_crud(crud, out);
+            self.skip_handled(ts, out, first);
+            return match decoded {
+                Ok(()) => Decoded::deliver(Some(ts)),
+                Err(e) => Decoded::fail(Some(ts), e),
+            };
+        }
         let malformed = |message: String| Error::Malformed {
             what: "oplog entry".into(),
             message,
@@ -634,6 +643,44 @@ mod tests {
             "id": Binary { subtype: BinarySubtype::Uuid, bytes: vec![7; 16] },
             "uid": Binary { subtype: BinarySubtype::Generic, bytes: vec![0xe3; 32] },
         }
+    }
+
+    #[test]
+    fn crud_entries_read_raw_decode_as_read_whole() {
+        let u = bson::Uuid::new();
+        let wall = bson::DateTime::from_millis(5);
+        let entries = [
+            doc! {"op": "i", "ns": "t.c", "ui": u, "o": {"_id": 1, "a": [1, {"b": 2}]}, "ts": ts(1), "wall": wall},
+            doc! {"op": "i", "ns": "t.c", "o": {"_id": 2, "k": 3}, "o2": {"k": 3, "_id": 2}, "ts": ts(2)},
+            doc! {"op": "u", "ns": "t.c", "o": {"$v": 2, "diff": {"u": {"a": 1}, "d": {"b": false}}}, "o2": {"_id": 1}, "ts": ts(3), "wall": wall},
+            doc! {"op": "u", "ns": "t.c", "o": {"_id": 1, "x": 1}, "o2": {"_id": 1}, "ts": ts(4)},
+            doc! {"op": "u", "ns": "t.c", "o": {"$set": {"x": 1}}, "ts": ts(5)},
+            doc! {"op": "d", "ns": "t.c", "o": {"_id": 1}, "ts": ts(6), "lsid": lsid(), "txnNumber": 3_i64},
+            doc! {"op": "i", "ns": "t.c", "o": {"_id": 9}, "ts": ts(7), "fromMigrate": true},
+            doc! {"op": "d", "ns": "other.c", "o": {"_id": 1}, "ts": ts(8)},
+        ];
+        for filter in [vec![], vec![Namespace::parse("t.c").unwrap()]] {
+            for as_delta in [false, true] {
+                let mut whole = Decoder::new(filter.clone(), as_delta, 1000);
+                let raw_decoder = Decoder::new(filter.clone(), as_delta, 1000);
+                for e in &entries {
+                    let raw = RawDocumentBuf::from_document(e).unwrap();
+                    let crud = RawCrud::read(&raw).expect("a CRUD entry");
+                    let (mut a, mut b) = (VecDeque::new(), VecDeque::new());
+                    let by_raw = raw_decoder
+                        .process_crud(crud, &mut a)
+                        .map_err(|e| e.to_string());
+                    let by_doc = whole
+                        .process_into(e.clone(), &mut b)
+                        .map_err(|e| e.to_string());
+                    assert_eq!(by_raw, by_doc.map(|chain| assert!(chain.is_none())), "{e}");
+                    assert_eq!(a, b, "{e}");
+                }
+            }
+        }
+        let command = doc! {"op": "c", "ns": "t.$cmd", "o": {"drop": "c"}, "ts": ts(9)};
+        let raw = RawDocumentBuf::from_document(&command).unwrap();
+        assert!(RawCrud::read(&raw).is_none(), "commands go the general way");
     }
 
     #[test]
