@@ -120,15 +120,9 @@ pub async fn bulk_write(
     let ns = c.namespace();
     let db = c.client().database(&ns.db);
     let wc = if in_txn { None } else { wc_of(c) };
-    // As the driver's own write helpers do (client/executor.rs): no unacknowledged writes.
-    if wc
-        .as_ref()
-        .is_some_and(|w| matches!(w.get("w"), Some(Bson::Int32(0))))
-    {
-        return Ok(Err(OpErr::Client(
-            "Unacknowledged write concerns are not supported".into(),
-        )));
-    }
+    // With `w: 0` the commands go out as a driver that supports unacknowledged writes
+    // sends them (the Rust driver refuses them client-side); the result is unacknowledged.
+    let unacknowledged = is_unacknowledged(wc.as_ref());
 
     let mut merged = Merged::default();
     let mut i = 0;
@@ -154,7 +148,18 @@ pub async fn bulk_write(
         }
         i = j;
     }
+    if unacknowledged {
+        return Ok(Ok(Res::Value(
+            Bson::Document(doc! {"acknowledged": false}),
+            false,
+        )));
+    }
     Ok(merged.into_result())
+}
+
+/// Whether a write concern is `w: 0` (unacknowledged).
+pub fn is_unacknowledged(wc: Option<&Document>) -> bool {
+    wc.is_some_and(|w| matches!(w.get("w"), Some(Bson::Int32(0) | Bson::Int64(0))))
 }
 
 /// The requests, `ordered` and the options common to every command of a `bulkWrite`.

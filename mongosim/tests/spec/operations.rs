@@ -913,10 +913,11 @@ pub async fn runner_op(st: &mut TestState, name: &str, args: &Document) -> Resul
             Err("assertSessionPinned: sessions are only pinned to mongos (sharded); this is a replica set".into())
         }
         "assertSessionUnpinned" if st.routers.is_empty() => Ok(()),
-        "assertSessionPinned" => assert_pinned(st, args).await,
-        "assertSessionUnpinned" => Err(format!(
-            "{name}: the Rust driver 3.9 does not expose the mongos a session is pinned to"
-        )),
+        "assertSessionPinned" => {
+            expect_pin(st, args, true).await?;
+            assert_pinned(st, args).await
+        }
+        "assertSessionUnpinned" => expect_pin(st, args, false).await,
         "assertCollectionExists" | "assertCollectionNotExists" => {
             assert_collection_exists(st, name, args).await
         }
@@ -979,6 +980,35 @@ async fn fail_point(st: &mut TestState, args: &Document) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether the driver holds session `sid` pinned to a mongos. The driver keeps the pin
+/// `pub(crate)` (`Transaction::pinned`, mongodb 3.9 `client/session.rs`), but its derived
+/// `Debug` prints it: `pinned: None` or `pinned: Some(Mongos(…))`. A `Debug` without the
+/// field (another driver version) is an error, never a guess.
+fn driver_pin(session: &ClientSession) -> Result<bool, String> {
+    let text = format!("{session:?}");
+    if text.contains("pinned: None") {
+        Ok(false)
+    } else if text.contains("pinned: Some(") {
+        Ok(true)
+    } else {
+        Err("the driver's session Debug output no longer shows its mongos pin".into())
+    }
+}
+
+/// `assertSessionPinned` / `assertSessionUnpinned` on a sharded cluster: the driver's own
+/// pin state of the session ([`driver_pin`]).
+async fn expect_pin(st: &mut TestState, args: &Document, pinned: bool) -> Result<(), String> {
+    let sid = args.get_str("session").map_err(|_| "session missing")?;
+    let entity = st.ents.session(sid)?;
+    let guard = entity.lock().await;
+    let session = guard.session.as_ref().ok_or("the session has ended")?;
+    match driver_pin(session)? {
+        got if got == pinned => Ok(()),
+        true => Err("assertSessionUnpinned: the driver holds the session pinned to a mongos".into()),
+        false => Err("assertSessionPinned: the driver holds the session unpinned".into()),
+    }
+}
+
 /// `assertSessionPinned` on a sharded cluster, judged on the wire (the driver keeps its pin
 /// private): every command of the session's current transaction so far went to one mongos,
 /// and (checked by [`check_pinned`] when the test ends) so do the ones after the assertion
@@ -1018,7 +1048,8 @@ async fn assert_pinned(st: &mut TestState, args: &Document) -> Result<(), String
     Ok(())
 }
 
-/// The deferred half of [`assert_pinned`].
+/// The deferred half of [`assert_pinned`]: the session's transaction commands after the
+/// assertion, up to its commit or abort.
 pub fn check_pinned(st: &TestState) -> Result<(), String> {
     for (cid, lsid, pinned, from) in &st.pinned {
         let entity = st.ents.client(cid)?;
@@ -1036,7 +1067,11 @@ pub fn check_pinned(st: &TestState) -> Result<(), String> {
             if command.get_document("lsid").ok() != Some(lsid) {
                 continue;
             }
-            if command.get_bool("startTransaction") == Ok(true) {
+            // A new transaction, or a command outside transactions (no `autocommit:
+            // false`), which the driver sends unpinned.
+            if command.get_bool("startTransaction") == Ok(true)
+                || command.get_bool("autocommit") != Ok(false)
+            {
                 break;
             }
             if address != pinned {

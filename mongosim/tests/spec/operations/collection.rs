@@ -60,6 +60,12 @@ async fn collection_op_inner(
     sess: Sess<'_>,
     in_txn: bool,
 ) -> Result<OpResult, String> {
+    if !in_txn
+        && UNACKNOWLEDGED.contains(&name)
+        && crate::bulk::is_unacknowledged(super::wc_of(c).as_ref())
+    {
+        return unacknowledged(c, name, args, sess).await;
+    }
     match name {
         "insertOne" => insert_one(c, args, sess).await,
         "insertMany" => insert_many(c, args, sess).await,
@@ -94,6 +100,68 @@ async fn collection_op_inner(
 
 // ---------------------------------------------------------------------------------------
 // writes
+
+/// The writes [`unacknowledged`] sends with `w: 0`.
+const UNACKNOWLEDGED: [&str; 8] = [
+    "updateOne",
+    "updateMany",
+    "replaceOne",
+    "deleteOne",
+    "deleteMany",
+    "findOneAndUpdate",
+    "findOneAndReplace",
+    "findOneAndDelete",
+];
+
+/// A write with `w: 0`, which the Rust driver refuses client-side ("Unacknowledged write
+/// concerns are not supported"), sent as a driver that supports it sends it: single
+/// statements as a one-model `bulkWrite` (the same commands), `findOneAnd*` as a
+/// `findAndModify` (CRUD spec: the result of an unacknowledged write is not available).
+async fn unacknowledged(
+    c: &Coll,
+    name: &str,
+    args: &mut Document,
+    sess: Sess<'_>,
+) -> Result<OpResult, String> {
+    const BULK_LEVEL: [&str; 3] = ["comment", "let", "bypassDocumentValidation"];
+    match name {
+        "updateOne" | "updateMany" | "replaceOne" | "deleteOne" | "deleteMany" => {
+            let (mut model, mut bulk) = (Document::new(), Document::new());
+            for (k, v) in std::mem::take(args) {
+                match BULK_LEVEL.contains(&k.as_str()) {
+                    true => bulk.insert(k, v),
+                    false => model.insert(k, v),
+                };
+            }
+            bulk.insert("requests", vec![Bson::Document(doc! {name: model})]);
+            crate::bulk::bulk_write(c, &mut bulk, sess, false).await
+        }
+        "findOneAndUpdate" | "findOneAndReplace" | "findOneAndDelete" => {
+            let mut cmd = doc! {"findAndModify": c.name()};
+            for (k, v) in std::mem::take(args) {
+                let key = match (k.as_str(), name) {
+                    ("filter", _) => "query",
+                    ("replacement", _) => "update",
+                    ("projection", _) => "fields",
+                    ("returnDocument", _) => {
+                        cmd.insert("new", v.as_str() == Some("After"));
+                        continue;
+                    }
+                    (other, _) => other,
+                };
+                cmd.insert(key, v);
+            }
+            if name == "findOneAndDelete" {
+                cmd.insert("remove", true);
+            }
+            cmd.insert("writeConcern", doc! {"w": 0});
+            let db = c.client().database(&c.namespace().db);
+            let r = run!(sess, db.run_command(cmd));
+            Ok(r.map(|_| Res::Value(Bson::Null, true)).map_err(OpErr::from))
+        }
+        other => Err(format!("{other} is not a write the runner sends unacknowledged")),
+    }
+}
 
 /// `insertOne`: the inserted id.
 async fn insert_one(c: &Coll, args: &mut Document, sess: Sess<'_>) -> Result<OpResult, String> {
