@@ -1004,7 +1004,9 @@ async fn expect_pin(st: &mut TestState, args: &Document, pinned: bool) -> Result
     let session = guard.session.as_ref().ok_or("the session has ended")?;
     match driver_pin(session)? {
         got if got == pinned => Ok(()),
-        true => Err("assertSessionUnpinned: the driver holds the session pinned to a mongos".into()),
+        true => {
+            Err("assertSessionUnpinned: the driver holds the session pinned to a mongos".into())
+        }
         false => Err("assertSessionPinned: the driver holds the session unpinned".into()),
     }
 }

@@ -159,7 +159,9 @@ async fn unacknowledged(
             let r = run!(sess, db.run_command(cmd));
             Ok(r.map(|_| Res::Value(Bson::Null, true)).map_err(OpErr::from))
         }
-        other => Err(format!("{other} is not a write the runner sends unacknowledged")),
+        other => Err(format!(
+            "{other} is not a write the runner sends unacknowledged"
+        )),
     }
 }
 
