@@ -107,6 +107,10 @@ struct Args {
     /// Every SECS, one line per source on stderr: state, ops/s, lag
     #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     stats: Option<u64>,
+    /// With --source change-stream: have the server split events over 16 MB
+    /// ($changeStreamSplitLargeEvent, MongoDB 7.0 / 6.0.9) and print each one whole
+    #[arg(long)]
+    split_large_events: bool,
 }
 
 #[tokio::main]
@@ -131,6 +135,9 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let demo = server.is_embedded();
     if !demo && args.source == SourceArg::Direct && args.namespaces.is_empty() {
         return Err("--source direct needs at least one --ns db.coll".into());
+    }
+    if args.split_large_events && args.source != SourceArg::ChangeStream {
+        return Err("--split-large-events needs --source change-stream".into());
     }
 
     // In demo mode the stream starts just after the newest oplog entry present now, so it
@@ -278,7 +285,7 @@ fn open_stream(
                 namespaces.into_iter().map(Some).collect()
             };
             for scope in scopes {
-                let mut cs = ChangeStreamOptions::new();
+                let mut cs = ChangeStreamOptions::new().split_large_events(args.split_large_events);
                 if let Some(ns) = scope {
                     cs = cs.namespace(ns);
                 }
