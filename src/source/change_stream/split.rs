@@ -23,6 +23,12 @@ pub(crate) enum Piece {
     Orphan(String),
 }
 
+/// Most fragments an event can have: an event holds at most three documents of up to
+/// 16 MB (`fullDocument`, `fullDocumentBeforeChange`, `updateDescription`), and the server
+/// never splits a field, so four fragments suffice; more is a malformed split, refused
+/// before it can hold memory.
+const MAX_FRAGMENTS: i32 = 16;
+
 /// The fragments read so far of one split event.
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
@@ -40,9 +46,10 @@ fn split_event(event: &RawDocument) -> Result<Option<(i32, i32)>> {
     };
     let field = |name: &str| split.and_then(|s| s.get_i32(name).ok());
     match (field("fragment"), field("of")) {
-        (Some(k), Some(n)) if 1 <= k && k <= n => Ok(Some((k, n))),
+        (Some(k), Some(n)) if 1 <= k && k <= n && n <= MAX_FRAGMENTS => Ok(Some((k, n))),
         _ => Err(malformed(format!(
-            "splitEvent must be {{fragment: k, of: n}} with 1 <= k <= n, got {split:?}"
+            "splitEvent must be {{fragment: k, of: n}} with 1 <= k <= n <= {MAX_FRAGMENTS}, \
+             got {split:?}"
         ))),
     }
 }
@@ -214,6 +221,7 @@ mod tests {
         for bad in [
             doc! {"splitEvent": {"fragment": 0, "of": 2}},
             doc! {"splitEvent": {"fragment": 3, "of": 2}},
+            doc! {"splitEvent": {"fragment": 1, "of": MAX_FRAGMENTS + 1}},
             doc! {"splitEvent": {"fragment": "1", "of": 2}},
             doc! {"splitEvent": 1},
         ] {
