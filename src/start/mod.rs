@@ -485,10 +485,13 @@ impl Handle {
     /// # let sim = mongosim::MongoSim::start(mongosim::Options::new())?;
     /// # let client = mongodb::Client::with_uri_str(sim.uri()).await?;
     /// use futures::TryStreamExt;
-    /// use mongotail::{start, Namespace, OplogOptions, SourceState, TailOptions};
+    /// use mongotail::{cluster_time, start, Namespace, OplogOptions, StartAt, TailOptions};
     ///
     /// let ns = Namespace::parse("shop.orders")?;
-    /// let (mut ops, handle) = start(&client, TailOptions::new().oplog(OplogOptions::new().namespace(ns)));
+    /// // From a time taken now (not "from now": that start point is taken at the first
+    /// // poll, which may come after the insert below).
+    /// let oplog = OplogOptions::new().namespace(ns).start(StartAt::After(cluster_time(&client).await?));
+    /// let (mut ops, handle) = start(&client, TailOptions::new().oplog(oplog));
     /// let orders = client.database("shop").collection::<bson::Document>("orders");
     /// let reader = tokio::spawn(async move { ops.try_next().await });
     /// orders.insert_one(bson::doc! {"_id": 1}).await?;
