@@ -84,6 +84,16 @@ impl Sharded {
             .collect()
     }
 
+    /// The shard ids, and `<unique db>.c` split over the first two
+    /// ([`Sharded::split_collection`]).
+    async fn split_over_two(&self, prefix: &str) -> (Vec<String>, Namespace) {
+        let ids = self.shard_ids().await;
+        let ns = self
+            .split_collection(&unique_db(prefix), &ids[0], &ids[1])
+            .await;
+        (ids, ns)
+    }
+
     /// `db.c` sharded on `k`, split at 0: `k < 0` on `lo`, `k >= 0` on `hi`.
     async fn split_collection(&self, db: &str, lo: &str, hi: &str) -> Namespace {
         let ns = format!("{db}.c");
@@ -279,10 +289,7 @@ async fn a_two_shard_transaction_arrives_once_on_commit_and_never_on_abort() {
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("txn"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("txn").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let mut ops = ClusterStream::new(
         &s.router,
@@ -335,10 +342,7 @@ async fn a_shard_added_while_tailing_is_tailed_from_when_it_was_added() {
     if s.external("adds a shard to the embedded cluster") {
         return;
     }
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("grow"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("grow").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let mut ops = ClusterStream::new(
         &s.router,
@@ -414,10 +418,7 @@ async fn removal(gone: bool) {
     if s.external("removes a shard from the cluster") {
         return;
     }
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("shrink"), &ids[0], &ids[1])
-        .await;
+    let (ids, ns) = s.split_over_two("shrink").await;
     s.coll(&ns)
         .insert_many([doc! {"_id": 1, "k": 1}, doc! {"_id": 2, "k": 2}])
         .await
@@ -497,10 +498,7 @@ async fn a_restart_from_the_positions_after_the_kth_op_delivers_exactly_the_rest
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("restart"), &ids[0], &ids[1])
-        .await;
+    let (ids, ns) = s.split_over_two("restart").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let options = ClusterOptions::new().namespace(ns.clone());
     let mut first = ClusterStream::new(&s.router, options.clone().start(StartAt::After(now)));
@@ -553,10 +551,7 @@ async fn from_shards_tails_the_shard_clients_it_is_given() {
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("multi"), &ids[0], &ids[1])
-        .await;
+    let (ids, ns) = s.split_over_two("multi").await;
     let reply = s.admin(doc! {"listShards": 1}).await;
     let mut shards = Vec::new();
     for d in reply.get_array("shards").expect("shards") {
@@ -686,10 +681,7 @@ async fn start_tails_every_shard_through_a_router_with_the_cluster_option() {
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("start"), &ids[0], &ids[1])
-        .await;
+    let (ids, ns) = s.split_over_two("start").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let options = TailOptions::new()
         .start(StartAt::After(now))
@@ -721,10 +713,7 @@ async fn without_the_config_server_shards_go_on_and_new_ones_come_from_list_shar
     if s.external("sets a fail point on the embedded config server") {
         return;
     }
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("noconfig"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("noconfig").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let app = app_named("mt-cluster-test");
     let mut ops = ClusterStream::new(
@@ -780,8 +769,7 @@ async fn a_checkpointed_restart_inside_a_two_shard_transaction_delivers_exactly_
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s.split_collection(&unique_db("cp"), &ids[0], &ids[1]).await;
+    let (ids, ns) = s.split_over_two("cp").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let coll = s.coll(&ns);
     coll.insert_many([doc! {"_id": 1, "k": -1}, doc! {"_id": 2, "k": 2}])
@@ -841,10 +829,7 @@ async fn an_unreachable_shard_is_retried_and_the_stream_waits_for_it() {
     if s.external("sets a fail point on an embedded shard") {
         return;
     }
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("down"), &ids[0], &ids[1])
-        .await;
+    let (ids, ns) = s.split_over_two("down").await;
     // Every read of this stream's connections to the first shard fails (a transient
     // error), from before the stream starts.
     let shard = Client::with_uri_str(s.sim.as_ref().expect("embedded").shard_uri(0))
@@ -899,10 +884,7 @@ async fn from_shards_with_the_config_server_follows_new_shards() {
     if s.external("adds a shard to the embedded cluster") {
         return;
     }
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("listen"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("listen").await;
     let reply = s.admin(doc! {"listShards": 1}).await;
     let mut shards = Vec::new();
     for d in reply.get_array("shards").expect("shards") {
@@ -948,10 +930,7 @@ async fn a_seek_makes_every_shard_continue_after_the_time() {
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("seek"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("seek").await;
     let now = cluster_time(&s.router).await.expect("cluster time");
     let mut ops = ClusterStream::new(
         &s.router,
@@ -1024,10 +1003,7 @@ async fn a_first_checkpointed_start_saves_its_cluster_start_before_any_shard_pos
     let Some(s) = Sharded::start(2).await else {
         return;
     };
-    let ids = s.shard_ids().await;
-    let ns = s
-        .split_collection(&unique_db("cp0"), &ids[0], &ids[1])
-        .await;
+    let (_, ns) = s.split_over_two("cp0").await;
     let store = mongotail::checkpoint::MemoryStore::new();
     let options = TailOptions::new()
         .cluster(ClusterOptions::new().namespace(ns.clone()))

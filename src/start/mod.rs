@@ -348,12 +348,8 @@ impl Drop for OpStream {
 #[derive(Clone)]
 pub struct Handle {
     shared: Arc<Shared>,
-    oplog: Option<OplogControl>,
-    change_streams: Vec<ChangeStreamControl>,
-    names: Vec<String>,
-    direct: Arc<DirectCounters>,
-    client: Option<Client>,
-    cluster: Option<ClusterControl>,
+    /// The sources' controls, their names and the client.
+    controls: Controls,
     direct_done: watch::Receiver<bool>,
     saver: Option<Arc<Saver>>,
 }
@@ -361,8 +357,8 @@ pub struct Handle {
 impl fmt::Debug for Handle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Handle")
-            .field("oplog", &self.oplog)
-            .field("change_streams", &self.change_streams.len())
+            .field("oplog", &self.controls.oplog)
+            .field("change_streams", &self.controls.change_streams.len())
             .finish_non_exhaustive()
     }
 }
@@ -404,23 +400,35 @@ impl Handle {
     /// ```
     pub fn pause_live(&self) {
         self.live(OplogControl::pause, ChangeStreamControl::pause);
-        self.cluster.iter().for_each(ClusterControl::pause);
+        self.controls.cluster.iter().for_each(ClusterControl::pause);
     }
 
     /// Resumes after [`Handle::pause`] or [`Handle::pause_live`].
     pub fn resume(&self) {
         self.shared.paused.store(false, Ordering::Release);
         self.live(OplogControl::resume, ChangeStreamControl::resume);
-        self.cluster.iter().for_each(ClusterControl::resume);
+        self.controls
+            .cluster
+            .iter()
+            .for_each(ClusterControl::resume);
         self.shared.waker.wake();
     }
 
     /// Whether the stream is paused, by [`Handle::pause`] or [`Handle::pause_live`].
     pub fn is_paused(&self) -> bool {
         self.shared.paused.load(Ordering::Acquire)
-            || self.oplog.as_ref().is_some_and(OplogControl::is_paused)
-            || self.cluster.as_ref().is_some_and(ClusterControl::is_paused)
             || self
+                .controls
+                .oplog
+                .as_ref()
+                .is_some_and(OplogControl::is_paused)
+            || self
+                .controls
+                .cluster
+                .as_ref()
+                .is_some_and(ClusterControl::is_paused)
+            || self
+                .controls
                 .change_streams
                 .iter()
                 .any(ChangeStreamControl::is_paused)
@@ -436,7 +444,7 @@ impl Handle {
             return Err(Error::Stopped);
         }
         self.live(|o| o.seek(ts), |c| c.seek(ts));
-        self.cluster.iter().for_each(|c| c.seek(ts));
+        self.controls.cluster.iter().for_each(|c| c.seek(ts));
         Ok(())
     }
 
@@ -503,22 +511,31 @@ impl Handle {
     /// # Ok(()) }
     /// ```
     pub async fn stats(&self) -> Stats {
-        let server = match &self.client {
+        let server = match &self.controls.client {
             Some(client) => {
                 let ask = tokio::time::timeout(Duration::from_secs(2), cluster_time(client));
                 ask.await.ok().and_then(Result::ok)
             }
             None => None,
         };
-        let mut sources: Vec<SourceStats> = self.oplog.iter().map(|o| o.stats(server)).collect();
-        let streams = self.change_streams.iter().zip(&self.names);
+        let mut sources: Vec<SourceStats> = self
+            .controls
+            .oplog
+            .iter()
+            .map(|o| o.stats(server))
+            .collect();
+        let streams = self
+            .controls
+            .change_streams
+            .iter()
+            .zip(&self.controls.names);
         sources.extend(streams.map(|(c, name)| c.stats(name.clone(), server)));
         if self.is_stopped() {
             sources
                 .iter_mut()
                 .for_each(|s| s.state = SourceState::Stopped);
         }
-        Stats::new(sources, self.direct.snapshot(), self.outstanding())
+        Stats::new(sources, self.controls.direct.snapshot(), self.outstanding())
     }
 
     /// Resolves once every live source (oplog, change streams, cluster shards) has
@@ -553,7 +570,7 @@ impl Handle {
     /// [`Error::Stopped`] if the stream stops first; the driver's error if the cluster time
     /// cannot be read; [`Error::Config`] for a handle without a client (none here).
     pub async fn caught_up(&self) -> Result<()> {
-        let Some(client) = &self.client else {
+        let Some(client) = &self.controls.client else {
             return Err(Error::Config("caught_up needs the stream's client".into()));
         };
         let target = cluster_time(client).await?;
@@ -561,12 +578,16 @@ impl Handle {
             if self.is_stopped() {
                 return Err(Error::Stopped);
             }
-            let oplog = self.oplog.iter().all(|o| o.position() >= Some(target));
-            let streams = self.change_streams.iter().all(|c| {
+            let oplog = self
+                .controls
+                .oplog
+                .iter()
+                .all(|o| o.position() >= Some(target));
+            let streams = self.controls.change_streams.iter().all(|c| {
                 let at = c.position();
                 at.as_ref().and_then(crate::source::stats::token_time) >= Some(target)
             });
-            let cluster = self.cluster.iter().all(|c| {
+            let cluster = self.controls.cluster.iter().all(|c| {
                 let positions = c.positions();
                 !positions.is_empty() && positions.values().all(|p| p.ts >= target)
             });
@@ -590,20 +611,24 @@ impl Handle {
 
     /// The `ts` of the last oplog entry delivered, when the oplog source runs.
     pub fn oplog_position(&self) -> Option<Timestamp> {
-        self.oplog.as_ref().and_then(|o| o.position())
+        self.controls.oplog.as_ref().and_then(|o| o.position())
     }
 
     /// The control of the sharded-cluster source ([`TailOptions::cluster`]), for its
     /// per-shard positions.
     pub fn cluster(&self) -> Option<&ClusterControl> {
-        self.cluster.as_ref()
+        self.controls.cluster.as_ref()
     }
 
     /// The cached resume token of each change stream, in the order of
     /// [`TailOptions::change_streams`] (`None` until that stream has opened). Refreshed on
     /// empty batches, so an idle stream's token keeps moving forward.
     pub fn resume_tokens(&self) -> Vec<Option<ResumeToken>> {
-        self.change_streams.iter().map(|c| c.position()).collect()
+        self.controls
+            .change_streams
+            .iter()
+            .map(|c| c.position())
+            .collect()
     }
 
     /// Resolves when every direct read has completed (gtm's `DirectReadWg`), immediately
@@ -620,8 +645,8 @@ impl Handle {
 
     /// Applies `oplog` and `change_stream` to the control of every live source.
     fn live(&self, oplog: impl Fn(&OplogControl), change_stream: impl Fn(&ChangeStreamControl)) {
-        self.oplog.iter().for_each(oplog);
-        self.change_streams.iter().for_each(change_stream);
+        self.controls.oplog.iter().for_each(oplog);
+        self.controls.change_streams.iter().for_each(change_stream);
     }
 }
 
@@ -873,12 +898,7 @@ fn assemble(
     let shared = Arc::new(Shared::default());
     let handle = Handle {
         shared: shared.clone(),
-        oplog: controls.oplog,
-        change_streams: controls.change_streams,
-        names: controls.names,
-        direct: controls.direct,
-        client: controls.client,
-        cluster: controls.cluster,
+        controls,
         direct_done,
         saver: saver.clone(),
     };
