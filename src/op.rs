@@ -431,6 +431,18 @@ impl<T> Op<T> {
     }
 
     /// Sets [`Op::before`].
+    ///
+    /// ```
+    /// use bson::doc;
+    /// use mongotail::{Namespace, Op, OpKind};
+    ///
+    /// let op: Op = Op::new(OpKind::Update, Namespace::parse("shop.users")?, Some(1.into()))
+    ///     .with_before(doc! {"_id": 1, "name": "eve"})
+    ///     .with_data(doc! {"_id": 1, "name": "ada"});
+    /// let before = op.before.expect("set above");
+    /// assert_eq!(before.get_str("name"), Ok("eve"));
+    /// # Ok::<(), mongotail::Error>(())
+    /// ```
     pub fn with_before(mut self, before: Document) -> Self {
         self.before = Some(before);
         self
